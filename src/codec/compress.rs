@@ -1,0 +1,203 @@
+//! Frame compression: zstd (the default, level 1 for WAL), lz4 (block format, lz4_flex) or none.
+//!
+//! Each frame is compressed on its own so that frames decode independently, with buffers sized by
+//! the frame, never by the object. Compressors are created once per object and reused.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A compression algorithm and, for zstd, its level.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Compression {
+    /// Frames stored as they are.
+    None,
+    /// zstd at the given level (-7 to 22; level 1 is as fast as lz4 on WAL and 40 % smaller).
+    Zstd(i32),
+    /// lz4 block format.
+    Lz4,
+}
+
+impl Compression {
+    /// The id stored in the envelope header.
+    pub fn id(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd(_) => 1,
+            Compression::Lz4 => 2,
+        }
+    }
+
+    /// The algorithm for an envelope header id (the level is not needed to decompress).
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd(1)),
+            2 => Some(Compression::Lz4),
+            _ => None,
+        }
+    }
+
+    /// The name without the level.
+    pub fn algorithm(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd(_) => "zstd",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(1)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            other => f.write_str(other.algorithm()),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    /// `zstd`, `zstd:LEVEL`, `lz4` or `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s {
+            "none" => return Ok(Compression::None),
+            "lz4" => return Ok(Compression::Lz4),
+            "zstd" => return Ok(Compression::Zstd(1)),
+            _ => {}
+        }
+        if let Some(level) = s.strip_prefix("zstd:") {
+            let l: i32 = level.parse().map_err(|_| format!("invalid zstd level {level:?}"))?;
+            if !(-7..=22).contains(&l) || l == 0 {
+                return Err(format!("zstd level {l} is out of range (-7..-1, 1..22)"));
+            }
+            return Ok(Compression::Zstd(l));
+        }
+        Err(format!("unknown compression {s:?}: expected zstd[:LEVEL], lz4 or none"))
+    }
+}
+
+/// A reusable compressor for one object.
+pub(crate) enum FrameCompressor {
+    None,
+    Zstd(Box<zstd::bulk::Compressor<'static>>, Vec<u8>),
+    Lz4,
+}
+
+impl FrameCompressor {
+    pub(crate) fn new(c: Compression) -> std::io::Result<Self> {
+        Ok(match c {
+            Compression::None => FrameCompressor::None,
+            Compression::Zstd(level) => {
+                FrameCompressor::Zstd(Box::new(zstd::bulk::Compressor::new(level)?), Vec::new())
+            }
+            Compression::Lz4 => FrameCompressor::Lz4,
+        })
+    }
+
+    /// Appends the compressed form of `src` to `out`.
+    pub(crate) fn compress(&mut self, src: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            FrameCompressor::None => out.extend_from_slice(src),
+            FrameCompressor::Zstd(c, scratch) => {
+                scratch.clear();
+                scratch.reserve(zstd::zstd_safe::compress_bound(src.len()));
+                c.compress_to_buffer(src, scratch)?;
+                out.extend_from_slice(scratch);
+            }
+            FrameCompressor::Lz4 => {
+                let start = out.len();
+                out.resize(start + lz4_flex::block::get_maximum_output_size(src.len()), 0);
+                let dst = out.get_mut(start..).unwrap_or_default();
+                let n = lz4_flex::block::compress_into(src, dst)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                out.truncate(start + n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A reusable decompressor for one object.
+pub(crate) enum FrameDecompressor {
+    None,
+    Zstd(Box<zstd::bulk::Decompressor<'static>>),
+    Lz4,
+}
+
+impl FrameDecompressor {
+    pub(crate) fn new(c: Compression) -> std::io::Result<Self> {
+        Ok(match c {
+            Compression::None => FrameDecompressor::None,
+            Compression::Zstd(_) => FrameDecompressor::Zstd(Box::new(zstd::bulk::Decompressor::new()?)),
+            Compression::Lz4 => FrameDecompressor::Lz4,
+        })
+    }
+
+    /// Replaces `out` with the decompressed `src`, which must be exactly `plain_len` bytes.
+    pub(crate) fn decompress(
+        &mut self,
+        src: &[u8],
+        plain_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        out.clear();
+        match self {
+            FrameDecompressor::None => out.extend_from_slice(src),
+            FrameDecompressor::Zstd(d) => {
+                out.reserve(plain_len);
+                d.decompress_to_buffer(src, out).map_err(|e| format!("zstd: {e}"))?;
+            }
+            FrameDecompressor::Lz4 => {
+                out.resize(plain_len, 0);
+                let n = lz4_flex::block::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?;
+                out.truncate(n);
+            }
+        }
+        if out.len() != plain_len {
+            return Err(format!("frame decompressed to {} bytes, expected {plain_len}", out.len()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse() {
+        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd(1));
+        assert_eq!("zstd:9".parse::<Compression>().unwrap(), Compression::Zstd(9));
+        assert_eq!("zstd:-3".parse::<Compression>().unwrap(), Compression::Zstd(-3));
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        for bad in ["", "gzip", "zstd:", "zstd:0", "zstd:23", "zstd:x", "lz4:1"] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roundtrip_each() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
+        for c in [Compression::None, Compression::Zstd(1), Compression::Zstd(19), Compression::Lz4] {
+            let mut comp = FrameCompressor::new(c).unwrap();
+            let mut out = vec![7u8; 3];
+            comp.compress(&data, &mut out).unwrap();
+            assert_eq!(&out[..3], &[7, 7, 7]);
+            let mut dec = FrameDecompressor::new(c).unwrap();
+            let mut plain = Vec::new();
+            dec.decompress(&out[3..], data.len(), &mut plain).unwrap();
+            assert_eq!(plain, data, "{c}");
+            assert!(dec.decompress(&out[3..], data.len() + 1, &mut plain).is_err());
+        }
+    }
+}

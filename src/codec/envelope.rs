@@ -1,0 +1,761 @@
+//! The envelope format (docs/format/envelope.md): header, frames, trailer; streaming encoder and
+//! decoder.
+//!
+//! ```text
+//! header : magic "WALRSOBJ" | version u16 | compression u8 | cipher u8 | flags u16 | name_len u16
+//!          | frame_size u32 | key_id [8] | salt [32] | name [name_len] | crc32c u32
+//! frame  : tag u8 ('D' data, 'E' end) | stored_len u32 | plain_len u32 | crc32c(stored) u32 | stored
+//! 'E'    : plain_len u64 | frame_count u64 | sha256(plaintext) [32]   (encrypted as the last chunk)
+//! ```
+//! All integers little-endian. A data frame holds up to `frame_size` plaintext bytes, compressed on
+//! its own and, when encrypted, sealed as one STREAM chunk. The decoder checks the header CRC, the
+//! logical name, each frame's CRC and (when encrypted) its tag before decompressing, and accepts the
+//! object only once the trailer matches what it decoded and nothing follows it.
+
+use std::io::{Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::compress::{Compression, FrameCompressor, FrameDecompressor};
+use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
+use super::CodecError;
+
+/// First bytes of every walrs object.
+pub const MAGIC: [u8; 8] = *b"WALRSOBJ";
+/// The envelope format version this build writes; it reads this version and older.
+pub const FORMAT_VERSION: u16 = 1;
+/// Plaintext bytes per frame: 1 MiB, large enough for fast blocking I/O and compression, small
+/// enough to keep memory at a few MiB per object in flight.
+pub const FRAME_SIZE: u32 = 1 << 20;
+/// The largest frame size a decoder accepts (guards memory against a corrupt header).
+const MAX_FRAME_SIZE: u32 = 16 << 20;
+/// The longest logical name an envelope may carry.
+const MAX_NAME_LEN: usize = 1024;
+const FIXED_HEADER_LEN: usize = 60;
+const FRAME_HEADER_LEN: usize = 13;
+const TAG_DATA: u8 = b'D';
+const TAG_END: u8 = b'E';
+const TRAILER_LEN: usize = 48;
+const CIPHER_NONE: u8 = 0;
+const CIPHER_AES256GCMSIV: u8 = 1;
+
+/// The decoded header of an envelope.
+#[derive(Clone, Debug)]
+pub struct Header {
+    /// Format version the object was written with.
+    pub version: u16,
+    /// Compression algorithm of the frames.
+    pub compression: Compression,
+    /// Whether the frames are encrypted (AES-256-GCM-SIV STREAM).
+    pub encrypted: bool,
+    /// Plaintext bytes per data frame (the last may be shorter).
+    pub frame_size: u32,
+    /// Id of the master key the object was encrypted with (zero when not encrypted).
+    pub key_id: KeyId,
+    /// Random per-object salt for the data key (zero when not encrypted).
+    pub salt: [u8; 32],
+    /// The logical name the object was written under (e.g. the WAL file name).
+    pub name: String,
+}
+
+impl Header {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(FIXED_HEADER_LEN + self.name.len() + 4);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.push(self.compression.id());
+        b.push(if self.encrypted { CIPHER_AES256GCMSIV } else { CIPHER_NONE });
+        b.extend_from_slice(&0u16.to_le_bytes());
+        // The name length is checked against MAX_NAME_LEN by the encoder.
+        b.extend_from_slice(&(self.name.len() as u16).to_le_bytes());
+        b.extend_from_slice(&self.frame_size.to_le_bytes());
+        b.extend_from_slice(&self.key_id.0);
+        b.extend_from_slice(&self.salt);
+        b.extend_from_slice(self.name.as_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Reads and checks a header; returns it with its raw bytes (bound into every frame's AD).
+    fn read<R: Read>(r: &mut R, expected: &str) -> Result<(Header, Vec<u8>), CodecError> {
+        let corrupt = |d: String| CodecError::corrupt(expected, d);
+        let mut raw = vec![0u8; FIXED_HEADER_LEN];
+        let got = read_full(r, &mut raw).map_err(|e| io_err(expected, e))?;
+        if got == 0 {
+            return Err(corrupt("the object is empty".into()));
+        }
+        if raw.get(..8) != Some(&MAGIC[..]) {
+            return Err(corrupt("not a walrs object (bad magic)".into()));
+        }
+        if got < FIXED_HEADER_LEN {
+            return Err(corrupt(format!("truncated header ({got} bytes)")));
+        }
+        let version = u16_at(&raw, 8);
+        if version == 0 {
+            return Err(corrupt("format version 0".into()));
+        }
+        if version > FORMAT_VERSION {
+            return Err(CodecError::Unsupported {
+                name: expected.to_owned(),
+                detail: format!(
+                    "format version {version} was written by a newer walrs (this one reads up to {FORMAT_VERSION})"
+                ),
+            });
+        }
+        let name_len = usize::from(u16_at(&raw, 14));
+        if name_len > MAX_NAME_LEN {
+            return Err(corrupt(format!("name length {name_len} is out of range")));
+        }
+        raw.resize(FIXED_HEADER_LEN + name_len + 4, 0);
+        let rest = raw.get_mut(FIXED_HEADER_LEN..).unwrap_or_default();
+        if read_full(r, rest).map_err(|e| io_err(expected, e))? != rest.len() {
+            return Err(corrupt("truncated header".into()));
+        }
+        let body_len = FIXED_HEADER_LEN + name_len;
+        let stored_crc = u32_at(&raw, body_len);
+        if crc32c::crc32c(raw.get(..body_len).unwrap_or_default()) != stored_crc {
+            return Err(corrupt("header checksum mismatch".into()));
+        }
+        let name = std::str::from_utf8(raw.get(FIXED_HEADER_LEN..body_len).unwrap_or_default())
+            .map_err(|_| corrupt("the stored name is not UTF-8".into()))?
+            .to_owned();
+        if name != expected {
+            return Err(corrupt(format!(
+                "the object holds {name:?}: it was renamed or swapped"
+            )));
+        }
+        let comp_id = raw.get(10).copied().unwrap_or_default();
+        let compression = Compression::from_id(comp_id).ok_or_else(|| CodecError::Unsupported {
+            name: expected.to_owned(),
+            detail: format!("unknown compression id {comp_id}"),
+        })?;
+        let encrypted = match raw.get(11).copied().unwrap_or_default() {
+            CIPHER_NONE => false,
+            CIPHER_AES256GCMSIV => true,
+            other => {
+                return Err(CodecError::Unsupported {
+                    name: expected.to_owned(),
+                    detail: format!("unknown cipher id {other}"),
+                });
+            }
+        };
+        let frame_size = u32_at(&raw, 16);
+        if !(4096..=MAX_FRAME_SIZE).contains(&frame_size) {
+            return Err(corrupt(format!("frame size {frame_size} is out of range")));
+        }
+        let mut key_id = [0u8; 8];
+        key_id.copy_from_slice(raw.get(20..28).unwrap_or(&[0; 8]));
+        let mut salt = [0u8; 32];
+        salt.copy_from_slice(raw.get(28..60).unwrap_or(&[0; 32]));
+        Ok((
+            Header { version, compression, encrypted, frame_size, key_id: KeyId(key_id), salt, name },
+            raw,
+        ))
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or_default()
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or_default()
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
+}
+
+fn io_err(name: &str, source: std::io::Error) -> CodecError {
+    CodecError::Io { context: format!("reading object {name}"), source }
+}
+
+/// Reads until `buf` is full or the reader is at its end; returns the bytes read.
+pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(buf.get_mut(done..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// What an encoded or decoded object contained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// Plaintext bytes.
+    pub plain_len: u64,
+    /// Envelope bytes (header, frames and trailer).
+    pub stored_len: u64,
+    /// Data frames.
+    pub frames: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+}
+
+impl ObjectSummary {
+    /// The plaintext digest as lower-case hex.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Encoder output summary (the same facts as a decoder's).
+pub type EncodeSummary = ObjectSummary;
+
+/// Additional data bound into each AEAD chunk: the header digest, the frame tag and plain length.
+fn chunk_ad(prefix: &[u8; 32], tag: u8, plain_len: u32) -> [u8; 37] {
+    let mut ad = [0u8; 37];
+    ad[..32].copy_from_slice(prefix);
+    ad[32] = tag;
+    ad[33..].copy_from_slice(&plain_len.to_le_bytes());
+    ad
+}
+
+fn push_frame(out: &mut Vec<u8>, tag: u8, plain_len: u32, body: &[u8]) {
+    out.push(tag);
+    // Frame bodies are bounded by the frame size (at most 16 MiB plus overhead).
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&plain_len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Streaming encoder: feed plaintext frames, then finish.
+pub struct Encoder {
+    name: String,
+    header: Vec<u8>,
+    ad_prefix: [u8; 32],
+    comp: FrameCompressor,
+    cipher: Option<ObjectCipher>,
+    hasher: Sha256,
+    frame_size: u32,
+    frames: u64,
+    plain_len: u64,
+    stored_len: u64,
+    scratch: Vec<u8>,
+}
+
+impl Encoder {
+    /// An encoder for the object `name` (its logical name, bound into the envelope).
+    pub fn new(name: &str, compression: Compression, key: Option<&MasterKey>) -> Result<Self, CodecError> {
+        if name.len() > MAX_NAME_LEN || name.is_empty() {
+            return Err(CodecError::corrupt(name, "object names are 1 to 1024 bytes"));
+        }
+        let mut salt = [0u8; 32];
+        if key.is_some() {
+            random_bytes(&mut salt)?;
+        }
+        let header = Header {
+            version: FORMAT_VERSION,
+            compression,
+            encrypted: key.is_some(),
+            frame_size: FRAME_SIZE,
+            key_id: key.map(MasterKey::id).unwrap_or_default(),
+            salt,
+            name: name.to_owned(),
+        };
+        let bytes = header.encode();
+        let ad_prefix: [u8; 32] = Sha256::digest(&bytes).into();
+        let comp = FrameCompressor::new(compression)
+            .map_err(|e| CodecError::Io { context: "creating the compressor".into(), source: e })?;
+        Ok(Encoder {
+            name: name.to_owned(),
+            stored_len: bytes.len() as u64,
+            header: bytes,
+            ad_prefix,
+            comp,
+            cipher: key.map(|k| k.object_cipher(&salt, name)),
+            hasher: Sha256::new(),
+            frame_size: FRAME_SIZE,
+            frames: 0,
+            plain_len: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The header bytes, to be written before the first frame.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The largest plaintext slice `encode_frame` accepts.
+    pub fn frame_size(&self) -> usize {
+        self.frame_size as usize
+    }
+
+    fn chunk_index(&self) -> Result<u32, CodecError> {
+        u32::try_from(self.frames)
+            .ok()
+            .filter(|i| *i < u32::MAX - 1)
+            .ok_or_else(|| CodecError::corrupt(&self.name, "object too large (2^32 frames)"))
+    }
+
+    /// Appends one data frame holding `plain` (1 to `frame_size` bytes) to `out`.
+    pub fn encode_frame(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        if plain.is_empty() || plain.len() > self.frame_size() {
+            return Err(CodecError::corrupt(&self.name, "frame size out of range (encoder misuse)"));
+        }
+        let index = self.chunk_index()?;
+        let plain_len = plain.len() as u32;
+        self.hasher.update(plain);
+        self.scratch.clear();
+        self.comp
+            .compress(plain, &mut self.scratch)
+            .map_err(|e| CodecError::Io { context: format!("compressing {}", self.name), source: e })?;
+        if let Some(c) = &self.cipher {
+            c.seal(index, false, &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len), &mut self.scratch)?;
+        }
+        let before = out.len();
+        push_frame(out, TAG_DATA, plain_len, &self.scratch);
+        self.stored_len += (out.len() - before) as u64;
+        self.frames += 1;
+        self.plain_len += u64::from(plain_len);
+        Ok(())
+    }
+
+    /// Appends the trailer to `out` and returns the summary of the whole object.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<ObjectSummary, CodecError> {
+        let index = self.chunk_index()?;
+        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.plain_len.to_le_bytes());
+        self.scratch.extend_from_slice(&self.frames.to_le_bytes());
+        self.scratch.extend_from_slice(&sha256);
+        if let Some(c) = &self.cipher {
+            c.seal(index, true, &chunk_ad(&self.ad_prefix, TAG_END, TRAILER_LEN as u32), &mut self.scratch)?;
+        }
+        let before = out.len();
+        push_frame(out, TAG_END, TRAILER_LEN as u32, &self.scratch);
+        self.stored_len += (out.len() - before) as u64;
+        Ok(ObjectSummary {
+            plain_len: self.plain_len,
+            stored_len: self.stored_len,
+            frames: self.frames,
+            sha256,
+        })
+    }
+}
+
+/// A pull-based encoder over a plaintext reader: yields the envelope bytes chunk by chunk
+/// (header, one chunk per frame, trailer), for storage backends to write or upload.
+pub struct EncodingBody<R: Read> {
+    encoder: Encoder,
+    source: R,
+    plain: Vec<u8>,
+    out: Vec<u8>,
+    state: BodyState,
+    summary: Option<ObjectSummary>,
+    error: Option<CodecError>,
+}
+
+enum BodyState {
+    Header,
+    Frames,
+    Done,
+}
+
+impl<R: Read> EncodingBody<R> {
+    /// Encodes everything `source` yields as the object `name`.
+    pub fn new(encoder: Encoder, source: R) -> Self {
+        let fs = encoder.frame_size();
+        EncodingBody {
+            encoder,
+            source,
+            plain: vec![0u8; fs],
+            out: Vec::with_capacity(fs + fs / 64 + 64),
+            state: BodyState::Header,
+            summary: None,
+            error: None,
+        }
+    }
+
+    /// The next chunk of envelope bytes, `None` after the trailer. On error the cause is kept
+    /// and can be taken with [`EncodingBody::take_error`].
+    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, String> {
+        match self.step() {
+            Ok(true) => Ok(Some(&self.out)),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                let msg = e.to_string();
+                self.error = Some(e);
+                Err(msg)
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<bool, CodecError> {
+        self.out.clear();
+        match self.state {
+            BodyState::Header => {
+                self.out.extend_from_slice(self.encoder.header());
+                self.state = BodyState::Frames;
+                Ok(true)
+            }
+            BodyState::Frames => {
+                let n = read_full(&mut self.source, &mut self.plain).map_err(|e| CodecError::Io {
+                    context: format!("reading the data of {}", self.encoder.name),
+                    source: e,
+                })?;
+                if n > 0 {
+                    let plain = self.plain.get(..n).unwrap_or_default();
+                    self.encoder.encode_frame(plain, &mut self.out)?;
+                } else {
+                    self.summary = Some(self.encoder.finish(&mut self.out)?);
+                    self.state = BodyState::Done;
+                }
+                Ok(true)
+            }
+            BodyState::Done => Ok(false),
+        }
+    }
+
+    /// The summary, once the trailer has been produced.
+    pub fn summary(&self) -> Option<ObjectSummary> {
+        self.summary
+    }
+
+    /// The error that stopped the body, if any.
+    pub fn take_error(&mut self) -> Option<CodecError> {
+        self.error.take()
+    }
+}
+
+/// Streaming decoder: checks the header on creation, then yields verified plaintext frames.
+pub struct Decoder<R: Read> {
+    r: R,
+    header: Header,
+    ad_prefix: [u8; 32],
+    decomp: FrameDecompressor,
+    cipher: Option<ObjectCipher>,
+    hasher: Sha256,
+    frames: u64,
+    plain_len: u64,
+    stored_len: u64,
+    buf: Vec<u8>,
+    summary: Option<ObjectSummary>,
+}
+
+impl<R: Read> Decoder<R> {
+    /// Reads the header of the object expected to be `name`. `key` is required for encrypted objects.
+    pub fn new(mut r: R, name: &str, key: Option<&MasterKey>) -> Result<Self, CodecError> {
+        let (header, raw) = Header::read(&mut r, name)?;
+        let cipher = if header.encrypted {
+            let key = key.ok_or_else(|| {
+                CodecError::Key(format!(
+                    "object {name} is encrypted (key id {}) and no key was given: set WALRS_ENCRYPTION_KEY_FILE or WALRS_ENCRYPTION_KEY",
+                    header.key_id
+                ))
+            })?;
+            if key.id() != header.key_id {
+                return Err(CodecError::Key(format!(
+                    "wrong encryption key for {name}: it was encrypted with key id {}, the key given has id {}",
+                    header.key_id,
+                    key.id()
+                )));
+            }
+            Some(key.object_cipher(&header.salt, name))
+        } else {
+            None
+        };
+        let decomp = FrameDecompressor::new(header.compression)
+            .map_err(|e| CodecError::Io { context: "creating the decompressor".into(), source: e })?;
+        Ok(Decoder {
+            r,
+            ad_prefix: Sha256::digest(&raw).into(),
+            stored_len: raw.len() as u64,
+            header,
+            decomp,
+            cipher,
+            hasher: Sha256::new(),
+            frames: 0,
+            plain_len: 0,
+            buf: Vec::new(),
+            summary: None,
+        })
+    }
+
+    /// The object's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn corrupt(&self, d: impl Into<String>) -> CodecError {
+        CodecError::corrupt(&self.header.name, d)
+    }
+
+    /// Replaces `out` with the next frame's verified plaintext. Returns `false` (and leaves `out`
+    /// empty) once the trailer has been verified; every byte handed out before that is covered by
+    /// its frame's CRC or AEAD tag, but the object as a whole is only proven by that `false`.
+    pub fn next_frame(&mut self, out: &mut Vec<u8>) -> Result<bool, CodecError> {
+        out.clear();
+        if self.summary.is_some() {
+            return Ok(false);
+        }
+        let name = self.header.name.clone();
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        let got = read_full(&mut self.r, &mut fh).map_err(|e| io_err(&name, e))?;
+        if got == 0 {
+            return Err(self.corrupt(format!("truncated after frame {} (no trailer)", self.frames)));
+        }
+        if got < FRAME_HEADER_LEN {
+            return Err(self.corrupt(format!("truncated inside frame {}", self.frames)));
+        }
+        let tag = fh[0];
+        let stored_len = u32_at(&fh, 1) as usize;
+        let plain_len = u32_at(&fh, 5);
+        let crc = u32_at(&fh, 9);
+        let fs = self.header.frame_size as usize;
+        let limit = fs + fs / 64 + 1024 + TAG_LEN;
+        let plain_ok = match tag {
+            TAG_DATA => plain_len >= 1 && plain_len <= self.header.frame_size,
+            TAG_END => plain_len as usize == TRAILER_LEN,
+            _ => return Err(self.corrupt(format!("bad frame tag {tag:#04x} at frame {}", self.frames))),
+        };
+        if !plain_ok || stored_len > limit {
+            return Err(self.corrupt(format!("frame {} has impossible lengths", self.frames)));
+        }
+        self.buf.resize(stored_len, 0);
+        let got = read_full(&mut self.r, &mut self.buf).map_err(|e| io_err(&name, e))?;
+        if got != stored_len {
+            return Err(self.corrupt(format!("truncated inside frame {}", self.frames)));
+        }
+        self.stored_len += (FRAME_HEADER_LEN + stored_len) as u64;
+        if crc32c::crc32c(&self.buf) != crc {
+            return Err(self.corrupt(format!("checksum mismatch in frame {}", self.frames)));
+        }
+        if let Some(c) = &self.cipher {
+            let index = u32::try_from(self.frames).map_err(|_| self.corrupt("too many frames"))?;
+            let ad = chunk_ad(&self.ad_prefix, tag, plain_len);
+            if c.open(index, tag == TAG_END, &ad, &mut self.buf).is_err() {
+                return Err(self.corrupt(format!(
+                    "frame {} fails authentication (tampered, reordered or truncated)",
+                    self.frames
+                )));
+            }
+        }
+        if tag == TAG_END {
+            return self.finish_trailer().map(|()| false);
+        }
+        self.decomp
+            .decompress(&self.buf, plain_len as usize, out)
+            .map_err(|d| self.corrupt(format!("frame {}: {d}", self.frames)))?;
+        self.hasher.update(&out[..]);
+        self.frames += 1;
+        self.plain_len += u64::from(plain_len);
+        Ok(true)
+    }
+
+    fn finish_trailer(&mut self) -> Result<(), CodecError> {
+        let t = &self.buf;
+        let (len, frames) = (u64_at(t, 0), u64_at(t, 8));
+        let mut want = [0u8; 32];
+        want.copy_from_slice(t.get(16..48).unwrap_or(&[0; 32]));
+        let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if len != self.plain_len || frames != self.frames {
+            return Err(self.corrupt(format!(
+                "trailer says {len} bytes in {frames} frames, decoded {} bytes in {} frames",
+                self.plain_len, self.frames
+            )));
+        }
+        if got != want {
+            return Err(self.corrupt("SHA-256 of the content does not match the trailer"));
+        }
+        let mut probe = [0u8; 1];
+        let name = self.header.name.clone();
+        if read_full(&mut self.r, &mut probe).map_err(|e| io_err(&name, e))? != 0 {
+            return Err(self.corrupt("unexpected bytes after the trailer"));
+        }
+        self.summary = Some(ObjectSummary {
+            plain_len: self.plain_len,
+            stored_len: self.stored_len,
+            frames: self.frames,
+            sha256: got,
+        });
+        Ok(())
+    }
+
+    /// The summary, once the trailer has been verified.
+    pub fn summary(&self) -> Option<ObjectSummary> {
+        self.summary
+    }
+
+    /// Decodes everything into `w`. `w` receives unverified-as-a-whole data: callers that need
+    /// all-or-nothing write to a temporary place and commit only on `Ok`.
+    pub fn copy_to<W: Write + ?Sized>(mut self, w: &mut W) -> Result<ObjectSummary, CodecError> {
+        let mut frame = Vec::new();
+        while self.next_frame(&mut frame)? {
+            w.write_all(&frame).map_err(|e| CodecError::Io {
+                context: format!("writing the content of {}", self.header.name),
+                source: e,
+            })?;
+        }
+        self.summary.ok_or_else(|| CodecError::corrupt(&self.header.name, "no trailer"))
+    }
+}
+
+/// Encodes `data` as one envelope in memory (small objects, tests).
+pub fn encode_to_vec(
+    name: &str,
+    data: &[u8],
+    compression: Compression,
+    key: Option<&MasterKey>,
+) -> Result<Vec<u8>, CodecError> {
+    let mut body = EncodingBody::new(Encoder::new(name, compression, key)?, data);
+    let mut out = Vec::new();
+    loop {
+        match body.next_chunk() {
+            Ok(Some(c)) => out.extend_from_slice(c),
+            Ok(None) => return Ok(out),
+            Err(_) => {
+                return Err(body
+                    .take_error()
+                    .unwrap_or_else(|| CodecError::corrupt(name, "encoding failed")));
+            }
+        }
+    }
+}
+
+/// Decodes a whole envelope held in memory.
+pub fn decode_to_vec(
+    bytes: &[u8],
+    name: &str,
+    key: Option<&MasterKey>,
+) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let mut out = Vec::new();
+    let summary = Decoder::new(bytes, name, key)?.copy_to(&mut out)?;
+    Ok((out, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i * 7919) % 253) as u8 ^ (i >> 13) as u8).collect()
+    }
+
+    fn all_modes() -> Vec<(Compression, Option<MasterKey>)> {
+        let key = MasterKey::from_bytes([42; 32]);
+        let mut v = Vec::new();
+        for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+            v.push((c, None));
+            v.push((c, Some(key.clone())));
+        }
+        v
+    }
+
+    #[test]
+    fn roundtrip_sizes_and_modes() {
+        for (c, key) in all_modes() {
+            for n in [0, 1, 4095, FRAME_SIZE as usize, FRAME_SIZE as usize + 1, 3 * FRAME_SIZE as usize + 17] {
+                let d = data(n);
+                let enc = encode_to_vec("000000010000000000000001", &d, c, key.as_ref()).unwrap();
+                let (out, s) = decode_to_vec(&enc, "000000010000000000000001", key.as_ref()).unwrap();
+                assert_eq!(out, d, "{c} {n}");
+                assert_eq!(s.plain_len, n as u64);
+                assert_eq!(s.stored_len, enc.len() as u64);
+                assert_eq!(s.frames, (n as u64).div_ceil(u64::from(FRAME_SIZE)));
+                assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(&d)));
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_detected() {
+        for (c, key) in all_modes() {
+            let d = data(5000);
+            let enc = encode_to_vec("x", &d, c, key.as_ref()).unwrap();
+            for i in 0..enc.len() {
+                let mut bad = enc.clone();
+                bad[i] ^= 0x20;
+                assert!(decode_to_vec(&bad, "x", key.as_ref()).is_err(), "{c} flip at {i} undetected");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_detected() {
+        for (c, key) in all_modes() {
+            let enc = encode_to_vec("x", &data(2 * FRAME_SIZE as usize + 5), c, key.as_ref()).unwrap();
+            let step = enc.len() / 40 + 1;
+            for cut in (0..enc.len()).step_by(step).chain([1, 59, 70, enc.len() - 1, enc.len() - 60]) {
+                assert!(decode_to_vec(&enc[..cut], "x", key.as_ref()).is_err(), "{c} cut at {cut}");
+            }
+            let mut longer = enc.clone();
+            longer.push(0);
+            assert!(decode_to_vec(&longer, "x", key.as_ref()).is_err());
+        }
+    }
+
+    #[test]
+    fn dropping_a_whole_frame_is_detected() {
+        for (c, key) in all_modes() {
+            let d = data(3 * FRAME_SIZE as usize);
+            let enc = encode_to_vec("x", &d, c, key.as_ref()).unwrap();
+            // Locate frame boundaries and splice out the second frame.
+            let hl = FIXED_HEADER_LEN + 1 + 4;
+            let f1 = hl + FRAME_HEADER_LEN + u32_at(&enc, hl + 1) as usize;
+            let f2 = f1 + FRAME_HEADER_LEN + u32_at(&enc, f1 + 1) as usize;
+            let mut spliced = enc[..f1].to_vec();
+            spliced.extend_from_slice(&enc[f2..]);
+            assert!(decode_to_vec(&spliced, "x", key.as_ref()).is_err(), "{c}");
+        }
+    }
+
+    #[test]
+    fn renamed_objects_and_wrong_keys_fail() {
+        let key = MasterKey::from_bytes([1; 32]);
+        let other = MasterKey::from_bytes([2; 32]);
+        let enc = encode_to_vec("000000010000000000000001", b"abc", Compression::Lz4, Some(&key)).unwrap();
+        let e = decode_to_vec(&enc, "000000010000000000000002", Some(&key)).unwrap_err();
+        assert!(matches!(e, CodecError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("renamed or swapped"), "{e}");
+        let e = decode_to_vec(&enc, "000000010000000000000001", Some(&other)).unwrap_err();
+        assert!(matches!(e, CodecError::Key(_)) && e.to_string().contains("wrong encryption key"), "{e}");
+        let e = decode_to_vec(&enc, "000000010000000000000001", None).unwrap_err();
+        assert!(matches!(e, CodecError::Key(_)) && e.to_string().contains("no key"), "{e}");
+        let plain = encode_to_vec("a", b"abc", Compression::Zstd(1), None).unwrap();
+        assert!(!plain.windows(3).any(|w| w == b"abd"));
+        let enc2 = encode_to_vec("a", b"secret-secret-secret", Compression::None, Some(&key)).unwrap();
+        assert!(!enc2.windows(6).any(|w| w == b"secret"), "plaintext leaked");
+    }
+
+    #[test]
+    fn newer_versions_are_unsupported_not_corrupt() {
+        let mut enc = encode_to_vec("a", b"abc", Compression::None, None).unwrap();
+        enc[8] = 9;
+        let name_len = 1;
+        let crc = crc32c::crc32c(&enc[..FIXED_HEADER_LEN + name_len]);
+        enc[FIXED_HEADER_LEN + name_len..FIXED_HEADER_LEN + name_len + 4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_to_vec(&enc, "a", None), Err(CodecError::Unsupported { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn decoder_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_to_vec(&bytes, "x", None);
+            let _ = decode_to_vec(&bytes, "x", Some(&MasterKey::from_bytes([0; 32])));
+        }
+
+        #[test]
+        fn decoder_never_panics_on_mutated_objects(
+            seed in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            enc_key in any::<bool>(),
+        ) {
+            let key = MasterKey::from_bytes([5; 32]);
+            let k = enc_key.then_some(&key);
+            let mut enc = encode_to_vec("x", &data(3000), Compression::Zstd(1), k).unwrap();
+            for (at, v) in seed {
+                let i = at % enc.len();
+                enc[i] = v;
+            }
+            let _ = decode_to_vec(&enc, "x", k);
+        }
+    }
+}

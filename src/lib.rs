@@ -1,0 +1,9 @@
+//! walrs: continuous archiving and point-in-time recovery for PostgreSQL.
+//!
+//! The library holds everything; the `walrs` binary only parses arguments, dispatches to
+//! `commands` and maps errors to exit codes. Layers, each importing only those below it:
+//! `commands` → `archive` → `repo` → (`codec`, `storage`) → `pg`; `cli` and `config` resolve
+//! arguments, files and environment into a validated context. See docs/ for the formats.
+
+pub mod codec;
+pub mod pg;
