@@ -5,5 +5,14 @@
 //! `commands` → `archive` → `repo` → (`codec`, `storage`) → `pg`; `cli` and `config` resolve
 //! arguments, files and environment into a validated context. See docs/ for the formats.
 
+pub mod archive;
+pub mod cleanup;
+pub mod cli;
 pub mod codec;
+pub mod commands;
+pub mod config;
+pub mod error;
 pub mod pg;
+pub mod repo;
+pub mod storage;
+pub mod timefmt;

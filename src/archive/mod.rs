@@ -1,0 +1,26 @@
+//! The hot path PostgreSQL calls: `push` (archive_command) and `fetch` (restore_command).
+//!
+//! Both are blocking, single-pass and bounded in memory by one frame: `push` streams the WAL file
+//! through the encoder into a conditional write; `fetch` streams the object through the decoder
+//! into a temporary file beside the destination and renames it into place only after the whole
+//! object has been verified.
+
+pub mod fetch;
+pub mod push;
+
+pub use fetch::{FetchOutcome, fetch};
+pub use push::{PushOptions, PushOutcome, push};
+
+use crate::error::{Kind, WalrsError};
+use crate::storage::StorageError;
+
+/// Turns a local I/O error (on the WAL file or the destination, not the repository) into an error.
+pub(crate) fn local_io(what: &str, path: &std::path::Path, e: &std::io::Error) -> WalrsError {
+    let kind = WalrsError::from(StorageError::from_io("", "", e)).kind;
+    let kind = match kind {
+        Kind::NotFound => Kind::InvalidInput,
+        Kind::Config | Kind::Internal => Kind::Io,
+        k => k,
+    };
+    WalrsError::new(kind, format!("{what} {}: {e}", path.display()))
+}

@@ -1,0 +1,169 @@
+//! Argument parsing and resolution: the clap definitions of the global flags and subcommands, and
+//! the resolved [`Ctx`] every command runs with (settings merged once, deadline armed, logging
+//! set up). `main.rs` calls [`run`] and turns its result into the exit status.
+
+pub mod exit;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::config::{Overrides, Settings};
+use crate::error::{Kind, Result, WalrsError};
+use crate::repo::Repository;
+
+pub use exit::ExitCode;
+
+/// walrs: keeps PostgreSQL databases recoverable to any second.
+#[derive(Parser, Debug)]
+#[command(name = "walrs", version, about, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts. Each also reads its `WALRS_*` variable; a flag wins over the
+/// variable, which wins over the config file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// TOML config file.
+    #[arg(long, global = true, env = "WALRS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Repository: an absolute path or file:///path.
+    #[arg(long, global = true, env = "WALRS_REPO", value_name = "PATH|URL")]
+    pub repo: Option<String>,
+    /// Compression of new objects: zstd[:LEVEL], lz4 or none (default: the repository's, zstd:1).
+    #[arg(long, global = true, env = "WALRS_COMPRESSION", value_name = "ALGO")]
+    pub compression: Option<String>,
+    /// Deadline of the command (e.g. 60, 90s, 5m); the command gives up when it passes.
+    #[arg(long, global = true, env = "WALRS_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Log level on stderr: error, warn, info, debug, trace.
+    #[arg(long, global = true, env = "WALRS_LOG", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Archive one WAL file (archive_command = 'walrs push %p').
+    Push(commands::push::Args),
+    /// Restore one WAL file (restore_command = 'walrs fetch %f %p').
+    Fetch(commands::fetch::Args),
+}
+
+/// The resolved context a command runs with.
+pub struct Ctx {
+    /// Merged settings.
+    pub settings: Settings,
+    /// When the command must have finished.
+    pub deadline: Instant,
+}
+
+impl Ctx {
+    /// Opens the configured repository, with its key.
+    pub fn open_repo(&self) -> Result<Repository> {
+        let loc = self.settings.require_repo()?;
+        let key = self.settings.load_key()?;
+        Ok(Repository::new(loc.open()?, key))
+    }
+}
+
+fn init_logging(level: tracing::Level) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(level)
+        .try_init();
+}
+
+/// Starts the deadline watchdog: when the deadline passes, it removes every registered
+/// temporary file and exits with `code`, whatever the main thread is blocked on.
+fn arm_watchdog(timeout: Duration, code: ExitCode, what: &'static str) {
+    let spawned = std::thread::Builder::new().name("walrs-deadline".into()).spawn(move || {
+        std::thread::sleep(timeout);
+        tracing::error!("{what}: deadline of {:.1} s exceeded; giving up", timeout.as_secs_f64());
+        crate::cleanup::remove_all();
+        std::process::exit(i32::from(code.code()));
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("could not start the deadline watchdog: {e}");
+    }
+}
+
+/// Parses `args`, runs the command and returns its exit code. Errors are logged here, once.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::Success,
+                _ => ExitCode::Usage,
+            };
+        }
+    };
+    let (what, default_timeout, abort_flag) = match &cli.command {
+        Command::Push(_) => ("push", commands::push::DEFAULT_TIMEOUT, None),
+        Command::Fetch(a) => ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure),
+    };
+    let g = &cli.global;
+    let overrides = Overrides {
+        repo: g.repo.clone(),
+        compression: g.compression.clone(),
+        timeout: g.timeout.clone(),
+        log_level: g.log_level.clone(),
+        fetch_abort_on_hard_failure: abort_flag,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let settings = match Settings::resolve(g.config.as_deref(), &overrides, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            init_logging(tracing::Level::WARN);
+            tracing::error!("walrs {what}: {e}");
+            return ExitCode::for_kind(e.kind);
+        }
+    };
+    init_logging(settings.log_level);
+    // Every log line names the command: PostgreSQL's log interleaves them with its own.
+    let _span = match what {
+        "push" => tracing::error_span!("walrs push"),
+        _ => tracing::error_span!("walrs fetch"),
+    }
+    .entered();
+    let abort = matches!(cli.command, Command::Fetch(_)) && settings.fetch_abort_on_hard_failure;
+    let map = |kind: Kind| {
+        if abort && kind != Kind::NotFound { ExitCode::AbortRecovery } else { ExitCode::for_kind(kind) }
+    };
+    let timeout = settings.timeout.unwrap_or(default_timeout);
+    arm_watchdog(timeout, map(Kind::Timeout), what);
+    let ctx = Ctx { settings, deadline: Instant::now() + timeout };
+    let result: std::result::Result<(), WalrsError> = match cli.command {
+        Command::Push(a) => commands::push::run(&ctx, a),
+        Command::Fetch(a) => commands::fetch::run(&ctx, a),
+    };
+    match result {
+        Ok(()) => ExitCode::Success,
+        Err(e) => {
+            if e.kind == Kind::NotFound {
+                // Routine during recovery: PostgreSQL probes for files that do not exist yet.
+                tracing::info!("{e}");
+            } else {
+                tracing::error!("{e}");
+            }
+            map(e.kind)
+        }
+    }
+}

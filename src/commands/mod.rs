@@ -1,0 +1,5 @@
+//! One module per subcommand: its clap `Args` and `run(&Ctx, Args)`. Commands orchestrate; the
+//! work lives in the layers below (`archive`, `repo`, ...).
+
+pub mod fetch;
+pub mod push;

@@ -1,0 +1,294 @@
+//! Configuration: the TOML file (`--config` / `WALRS_CONFIG`), then `WALRS_*` environment
+//! variables, then flags, each overriding the one before, resolved once into [`Settings`].
+//!
+//! Unknown keys in the file are errors (a typo must not silently drop a setting). The encryption
+//! key is never a flag: it comes from `WALRS_ENCRYPTION_KEY_FILE` / `WALRS_ENCRYPTION_KEY` or the
+//! file's `encryption_key_file` / `encryption_key`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::codec::{Compression, MasterKey};
+use crate::error::{Kind, Result, WalrsError};
+use crate::storage::RepoLocation;
+
+/// The keys a config file may hold.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Repository location.
+    pub repo: Option<String>,
+    /// Compression of new objects.
+    pub compression: Option<String>,
+    /// File holding the base64 master key.
+    pub encryption_key_file: Option<PathBuf>,
+    /// The base64 master key itself (keep the file 0600).
+    pub encryption_key: Option<String>,
+    /// Deadline of each command (`300`, `90s`, `5m`).
+    pub timeout: Option<toml::Value>,
+    /// Log level on stderr.
+    pub log_level: Option<String>,
+    /// Make `fetch` exit above 125 (PostgreSQL aborts recovery) on any failure but "not found".
+    pub fetch_abort_on_hard_failure: Option<bool>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            WalrsError::new(Kind::Config, format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| WalrsError::new(Kind::Config, format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// Values given on the command line or in the environment (clap merges those two; flags win).
+#[derive(Default, Debug, Clone)]
+pub struct Overrides {
+    /// `--repo` / `WALRS_REPO`.
+    pub repo: Option<String>,
+    /// `--compression` / `WALRS_COMPRESSION`.
+    pub compression: Option<String>,
+    /// `--timeout` / `WALRS_TIMEOUT`.
+    pub timeout: Option<String>,
+    /// `--log-level` / `WALRS_LOG`.
+    pub log_level: Option<String>,
+    /// `--abort-on-hard-failure` / `WALRS_FETCH_ABORT_ON_HARD_FAILURE`.
+    pub fetch_abort_on_hard_failure: Option<bool>,
+}
+
+/// Where the master key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// No encryption.
+    None,
+    /// A file holding the base64 key.
+    File(PathBuf),
+    /// The base64 key itself.
+    Inline(String),
+}
+
+/// Fully resolved settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Repository location, if configured anywhere.
+    pub repo: Option<RepoLocation>,
+    /// Compression of new objects; the repository default when `None`.
+    pub compression: Option<Compression>,
+    /// The master key's source.
+    pub key: KeySource,
+    /// Deadline of the command; the command's default when `None`.
+    pub timeout: Option<Duration>,
+    /// Log level.
+    pub log_level: tracing::Level,
+    /// See [`FileConfig::fetch_abort_on_hard_failure`].
+    pub fetch_abort_on_hard_failure: bool,
+}
+
+fn config_err(msg: String) -> WalrsError {
+    WalrsError::new(Kind::Config, msg)
+}
+
+/// Parses `300`, `300s`, `1500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("invalid duration {s:?}: use a number with ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(d)
+}
+
+fn parse_level(s: &str) -> std::result::Result<tracing::Level, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(tracing::Level::ERROR),
+        "warn" | "warning" => Ok(tracing::Level::WARN),
+        "info" => Ok(tracing::Level::INFO),
+        "debug" => Ok(tracing::Level::DEBUG),
+        "trace" => Ok(tracing::Level::TRACE),
+        other => Err(format!("invalid log level {other:?} (error, warn, info, debug, trace)")),
+    }
+}
+
+/// Parses a boolean environment value.
+pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("invalid boolean {other:?}")),
+    }
+}
+
+impl Settings {
+    /// Merges the file (if any), the environment's key variables and the overrides.
+    pub fn resolve(
+        file: Option<&Path>,
+        over: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let fc = match file {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let repo_text = over.repo.clone().or(fc.repo);
+        let repo = match repo_text.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(RepoLocation::parse(s).map_err(|e| config_err(format!("repository: {e}")))?),
+        };
+        let compression = match over.compression.clone().or(fc.compression) {
+            None => None,
+            Some(s) => Some(s.parse::<Compression>().map_err(|e| config_err(format!("compression: {e}")))?),
+        };
+        let env_file = env("WALRS_ENCRYPTION_KEY_FILE").filter(|s| !s.is_empty());
+        let env_key = env("WALRS_ENCRYPTION_KEY").filter(|s| !s.is_empty());
+        let key = match (env_file, env_key) {
+            (Some(_), Some(_)) => {
+                return Err(config_err(
+                    "both WALRS_ENCRYPTION_KEY_FILE and WALRS_ENCRYPTION_KEY are set; set only one".into(),
+                ));
+            }
+            (Some(f), None) => KeySource::File(f.into()),
+            (None, Some(k)) => KeySource::Inline(k),
+            (None, None) => match (fc.encryption_key_file, fc.encryption_key) {
+                (Some(_), Some(_)) => {
+                    return Err(config_err(
+                        "the config file sets both encryption_key_file and encryption_key; set only one".into(),
+                    ));
+                }
+                (Some(f), None) => KeySource::File(f),
+                (None, Some(k)) => KeySource::Inline(k),
+                (None, None) => KeySource::None,
+            },
+        };
+        let timeout = match (&over.timeout, &fc.timeout) {
+            (Some(s), _) => Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?),
+            (None, Some(toml::Value::Integer(n))) if *n > 0 => Some(Duration::from_secs(n.unsigned_abs())),
+            (None, Some(toml::Value::String(s))) => {
+                Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
+            }
+            (None, Some(other)) => return Err(config_err(format!("timeout: invalid value {other}"))),
+            (None, None) => None,
+        };
+        let log_level = match over.log_level.clone().or(fc.log_level) {
+            Some(s) => parse_level(&s).map_err(config_err)?,
+            None => tracing::Level::WARN,
+        };
+        let fetch_abort_on_hard_failure =
+            over.fetch_abort_on_hard_failure.or(fc.fetch_abort_on_hard_failure).unwrap_or(false);
+        Ok(Settings { repo, compression, key, timeout, log_level, fetch_abort_on_hard_failure })
+    }
+
+    /// Loads the master key, if one is configured. Errors name the source, never the key.
+    pub fn load_key(&self) -> Result<Option<MasterKey>> {
+        match &self.key {
+            KeySource::None => Ok(None),
+            KeySource::Inline(k) => MasterKey::from_base64(k)
+                .map(Some)
+                .map_err(|e| WalrsError::new(Kind::Key, format!("WALRS_ENCRYPTION_KEY: {e}"))),
+            KeySource::File(p) => {
+                let text = std::fs::read(p).map_err(|e| {
+                    WalrsError::new(Kind::Key, format!("cannot read the encryption key file {}: {e}", p.display()))
+                })?;
+                if let Ok(m) = std::fs::metadata(p) {
+                    use std::os::unix::fs::PermissionsExt;
+                    if m.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!("encryption key file {} is readable by other users; chmod 600 it", p.display());
+                    }
+                }
+                let text = String::from_utf8(text).map_err(|_| {
+                    WalrsError::new(Kind::Key, format!("encryption key file {}: not text", p.display()))
+                })?;
+                MasterKey::from_base64(&text)
+                    .map(Some)
+                    .map_err(|e| WalrsError::new(Kind::Key, format!("encryption key file {}: {e}", p.display())))
+            }
+        }
+    }
+
+    /// The repository location, which the command needs.
+    pub fn require_repo(&self) -> Result<&RepoLocation> {
+        self.repo.as_ref().ok_or_else(|| {
+            config_err("no repository configured".into())
+                .hint("set WALRS_REPO, --repo or `repo` in the config file to an absolute path or file:///path")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn precedence_file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("walrs.toml");
+        std::fs::write(&f, "repo = \"/from/file\"\ncompression = \"lz4\"\ntimeout = 30\nlog_level = \"info\"\n").unwrap();
+        let s = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap();
+        assert_eq!(s.repo, Some(RepoLocation::Fs("/from/file".into())));
+        assert_eq!(s.compression, Some(Compression::Lz4));
+        assert_eq!(s.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.log_level, tracing::Level::INFO);
+        let over = Overrides { repo: Some("file:///from/flag".into()), timeout: Some("2m".into()), ..Default::default() };
+        let s = Settings::resolve(Some(&f), &over, &no_env).unwrap();
+        assert_eq!(s.repo, Some(RepoLocation::Fs("/from/flag".into())));
+        assert_eq!(s.timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("walrs.toml");
+        std::fs::write(&f, "rep = \"/x\"\n").unwrap();
+        let e = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.kind, Kind::Config);
+        assert!(e.message.contains("rep"), "{e}");
+        let bad = Overrides { compression: Some("gzip".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(None, &bad, &no_env).unwrap_err().kind, Kind::Config);
+        let bad = Overrides { repo: Some("relative/path".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(None, &bad, &no_env).unwrap_err().kind, Kind::Config);
+    }
+
+    #[test]
+    fn key_sources() {
+        let both = |k: &str| match k {
+            "WALRS_ENCRYPTION_KEY_FILE" => Some("/k".to_string()),
+            "WALRS_ENCRYPTION_KEY" => Some("abc".to_string()),
+            _ => None,
+        };
+        assert_eq!(Settings::resolve(None, &Overrides::default(), &both).unwrap_err().kind, Kind::Config);
+        let one = |k: &str| (k == "WALRS_ENCRYPTION_KEY").then(|| "AAAA".to_string());
+        let s = Settings::resolve(None, &Overrides::default(), &one).unwrap();
+        assert_eq!(s.key, KeySource::Inline("AAAA".into()));
+        let e = s.load_key().unwrap_err();
+        assert_eq!(e.kind, Kind::Key);
+        assert!(!e.message.contains("AAAA"), "the key must not appear in errors: {e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        for bad in ["", "0", "x", "5d", "-1"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The one error type that leaves the library: a kind (which decides the exit code), a message and
+//! an optional line of guidance for the operator. Subsystem errors (`pg::FormatError`,
+//! `codec::CodecError`, `storage::StorageError`) are folded into it where the caller knows what
+//! they mean.
+
+use std::fmt;
+
+use crate::codec::CodecError;
+use crate::storage::{self, StorageError};
+
+/// What went wrong, at the level an operator (and an exit code) cares about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// The requested object is not in the repository.
+    NotFound,
+    /// The command line is malformed.
+    Usage,
+    /// Configuration (file, environment, repository location) is invalid.
+    Config,
+    /// The input file or name is not what the command accepts.
+    InvalidInput,
+    /// WAL from another cluster (system identifier, version or segment size differ).
+    ForeignCluster,
+    /// The same name is already archived with different content.
+    Mismatch,
+    /// A stored object fails verification.
+    Corrupt,
+    /// The encryption key is missing, malformed or not the repository's.
+    Key,
+    /// Permission denied.
+    PermissionDenied,
+    /// The repository (or destination) is on a read-only file system.
+    ReadOnly,
+    /// Out of space or quota.
+    NoSpace,
+    /// The repository could not be reached.
+    Unavailable,
+    /// The command's deadline passed.
+    Timeout,
+    /// The repository has not been initialized (no config object).
+    NotInitialized,
+    /// The repository or object format is newer than this walrs.
+    Unsupported,
+    /// Another I/O failure.
+    Io,
+    /// A bug in walrs.
+    Internal,
+}
+
+/// An error with its kind, a message and optional guidance.
+#[derive(Debug)]
+pub struct WalrsError {
+    /// The kind of failure.
+    pub kind: Kind,
+    /// What happened.
+    pub message: String,
+    /// What the operator can do about it.
+    pub hint: Option<String>,
+}
+
+/// Result alias for the library.
+pub type Result<T, E = WalrsError> = std::result::Result<T, E>;
+
+impl WalrsError {
+    /// A new error.
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        WalrsError { kind, message: message.into(), hint: None }
+    }
+
+    /// Adds guidance.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Whether retrying may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, Kind::Unavailable | Kind::Timeout)
+    }
+}
+
+impl fmt::Display for WalrsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WalrsError {}
+
+impl From<StorageError> for WalrsError {
+    fn from(e: StorageError) -> Self {
+        let kind = match e.kind {
+            storage::ErrorKind::NotFound => Kind::NotFound,
+            storage::ErrorKind::PermissionDenied => Kind::PermissionDenied,
+            storage::ErrorKind::ReadOnly => Kind::ReadOnly,
+            storage::ErrorKind::NoSpace => Kind::NoSpace,
+            storage::ErrorKind::Unavailable => Kind::Unavailable,
+            storage::ErrorKind::Timeout => Kind::Timeout,
+            storage::ErrorKind::Misconfigured => Kind::Config,
+            storage::ErrorKind::InvalidKey => Kind::Internal,
+            storage::ErrorKind::Body | storage::ErrorKind::Io => Kind::Io,
+        };
+        let err = WalrsError::new(kind, format!("repository: {e}"));
+        match kind {
+            Kind::NoSpace => err.hint("free space in the repository; nothing partial was left behind"),
+            Kind::PermissionDenied | Kind::ReadOnly => {
+                err.hint("the repository must be writable by the user running walrs (for archive_command, the postgres user)")
+            }
+            _ => err,
+        }
+    }
+}
+
+impl From<CodecError> for WalrsError {
+    fn from(e: CodecError) -> Self {
+        match &e {
+            CodecError::Corrupt { .. } => WalrsError::new(Kind::Corrupt, e.to_string())
+                .hint("the stored object fails verification; restore it from another copy or move it aside"),
+            CodecError::Unsupported { .. } => WalrsError::new(Kind::Unsupported, e.to_string())
+                .hint("upgrade walrs to read this repository"),
+            CodecError::Key(_) => WalrsError::new(Kind::Key, e.to_string()),
+            CodecError::Io { source, .. } => {
+                let kind = WalrsError::from(StorageError::from_io("", "", source)).kind;
+                WalrsError::new(if kind == Kind::NotFound { Kind::Io } else { kind }, e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The repository config object (docs/format/repo-config.md): which cluster the repository
+//! belongs to, its WAL geometry, the codec defaults and, when encrypted, the key check value.
+//!
+//! Created by the first `push` with `put_if_absent`, so concurrent first pushes agree on one
+//! config. Stored as an unencrypted, uncompressed envelope holding JSON (readable without the key,
+//! so walrs can say "this repository needs a key" instead of failing obscurely), with a twin copy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::MasterKey;
+use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
+
+/// The `format` field's value.
+pub const FORMAT_NAME: &str = "walrs-repository";
+/// The config format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The only cipher: AES-256-GCM-SIV in STREAM-BE32 chunks.
+pub const CIPHER: &str = "aes-256-gcm-siv";
+
+/// Encryption settings of a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionInfo {
+    /// The cipher.
+    pub cipher: String,
+    /// Id of the master key (hex).
+    pub key_id: String,
+    /// Check value derived from the master key (hex).
+    pub key_check: String,
+}
+
+impl EncryptionInfo {
+    /// The settings for `key`.
+    pub fn for_key(key: &MasterKey) -> Self {
+        EncryptionInfo {
+            cipher: CIPHER.into(),
+            key_id: key.id().to_string(),
+            key_check: key.check_value().iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// The repository config.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// Always `walrs-repository`.
+    pub format: String,
+    /// Format version of this object.
+    pub format_version: u32,
+    /// The cluster whose WAL the repository holds.
+    pub system_identifier: SystemId,
+    /// Its PostgreSQL major version.
+    pub pg_version: PgMajorVersion,
+    /// Its WAL segment size in bytes.
+    pub wal_segment_size: WalSegSize,
+    /// Its WAL block size in bytes.
+    pub wal_block_size: u32,
+    /// Default compression for new objects (`zstd:1`, `lz4`, `none`).
+    pub compression: String,
+    /// Encryption settings, absent for an unencrypted repository.
+    pub encryption: Option<EncryptionInfo>,
+    /// When the repository was created (RFC 3339, UTC).
+    pub created_at: String,
+    /// Which walrs created it.
+    pub created_by: String,
+}

@@ -1,0 +1,223 @@
+//! A repository: a [`Storage`] plus the codec, holding typed objects (the config, WAL files) under
+//! the key layout of [`layout`].
+//!
+//! Everything that reads or writes an object goes through here, so every object is an envelope,
+//! every write is conditional or atomic, and the encryption key is checked against the config
+//! before any object is touched.
+
+pub mod config;
+pub mod layout;
+
+use std::io::Read;
+
+use crate::codec::{Compression, Decoder, Encoder, EncodingBody, MasterKey, ObjectSummary};
+use crate::error::{Kind, Result, WalrsError};
+use crate::storage::{AnyStorage, Body, ErrorKind, ObjectKey, PutOutcome, Storage};
+
+pub use config::{EncryptionInfo, RepoConfig};
+
+impl<R: Read> Body for EncodingBody<R> {
+    fn next_chunk(&mut self) -> std::result::Result<Option<&[u8]>, String> {
+        EncodingBody::next_chunk(self)
+    }
+}
+
+/// The outcome of writing a write-once object.
+#[derive(Debug)]
+pub enum PutNew {
+    /// Stored and durable.
+    Created(ObjectSummary),
+    /// An object already exists under the key; nothing was written.
+    Exists,
+}
+
+/// A boxed object reader.
+pub type ObjectReader<'a> = Box<dyn Read + Send + 'a>;
+
+/// Storage, key and codec defaults of one repository.
+pub struct Repository {
+    storage: AnyStorage,
+    key: Option<MasterKey>,
+}
+
+impl Repository {
+    /// A repository over `storage`, with the master key if one was configured.
+    pub fn new(storage: AnyStorage, key: Option<MasterKey>) -> Self {
+        Repository { storage, key }
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &AnyStorage {
+        &self.storage
+    }
+
+    /// The configured master key.
+    pub fn key(&self) -> Option<&MasterKey> {
+        self.key.as_ref()
+    }
+
+    /// Where the repository is, for messages.
+    pub fn describe(&self) -> String {
+        self.storage.describe()
+    }
+
+    fn read_config_object(&self, name: &str) -> Result<Option<RepoConfig>> {
+        let key = ObjectKey::new(name)?;
+        let reader = match self.storage.get(&key) {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut json = Vec::new();
+        Decoder::new(reader, name, None)?.copy_to(&mut json)?;
+        let cfg: RepoConfig = serde_json::from_slice(&json).map_err(|e| {
+            WalrsError::new(Kind::Corrupt, format!("repository config {name} is not valid: {e}"))
+        })?;
+        if cfg.format != config::FORMAT_NAME {
+            return Err(WalrsError::new(Kind::Corrupt, format!("{name} is not a walrs repository config")));
+        }
+        if cfg.format_version > config::FORMAT_VERSION {
+            return Err(WalrsError::new(
+                Kind::Unsupported,
+                format!(
+                    "repository format version {} is newer than this walrs understands ({})",
+                    cfg.format_version,
+                    config::FORMAT_VERSION
+                ),
+            )
+            .hint("upgrade walrs"));
+        }
+        Ok(Some(cfg))
+    }
+
+    /// Reads the config; falls back to the twin copy when the primary is missing or damaged.
+    pub fn read_config(&self) -> Result<Option<RepoConfig>> {
+        match self.read_config_object(layout::CONFIG) {
+            Ok(Some(c)) => Ok(Some(c)),
+            Ok(None) => match self.read_config_object(layout::CONFIG_COPY) {
+                Ok(Some(c)) => {
+                    tracing::warn!("{} is missing; using {}", layout::CONFIG, layout::CONFIG_COPY);
+                    Ok(Some(c))
+                }
+                other => other,
+            },
+            Err(e) if matches!(e.kind, Kind::Corrupt) => match self.read_config_object(layout::CONFIG_COPY) {
+                Ok(Some(c)) => {
+                    tracing::warn!("{} is damaged ({e}); using {}", layout::CONFIG, layout::CONFIG_COPY);
+                    Ok(Some(c))
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The config, which must exist, with the key checked against it.
+    pub fn require_config(&self) -> Result<RepoConfig> {
+        let cfg = self.read_config()?.ok_or_else(|| {
+            WalrsError::new(
+                Kind::NotInitialized,
+                format!("{} is not a walrs repository (no {})", self.describe(), layout::CONFIG),
+            )
+            .hint("check WALRS_REPO; a repository is created by the first `walrs push` of a WAL segment")
+        })?;
+        self.check_key(&cfg)?;
+        Ok(cfg)
+    }
+
+    /// Stores `cfg` unless a config exists; returns the config now in force (ours or the one a
+    /// concurrent first writer stored), with the key checked against it.
+    pub fn init_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
+        let json = serde_json::to_vec_pretty(cfg)
+            .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
+        let key = ObjectKey::new(layout::CONFIG)?;
+        match self.put_new(&key, layout::CONFIG, json.as_slice(), Compression::None, false)? {
+            PutNew::Created(_) => {
+                let copy = ObjectKey::new(layout::CONFIG_COPY)?;
+                self.put_new(&copy, layout::CONFIG_COPY, json.as_slice(), Compression::None, false)?;
+                tracing::info!(
+                    "created repository {} for system {} (PostgreSQL {})",
+                    self.describe(),
+                    cfg.system_identifier,
+                    cfg.pg_version
+                );
+                self.check_key(cfg)?;
+                Ok(cfg.clone())
+            }
+            PutNew::Exists => self.require_config(),
+        }
+    }
+
+    /// Refuses a missing key for an encrypted repository, a key that is not the repository's, and
+    /// a key for an unencrypted repository (mixing would leave some objects unprotected).
+    pub fn check_key(&self, cfg: &RepoConfig) -> Result<()> {
+        match (&cfg.encryption, &self.key) {
+            (None, None) => Ok(()),
+            (Some(enc), None) => Err(WalrsError::new(
+                Kind::Key,
+                format!("repository {} is encrypted (key id {}) and no key is configured", self.describe(), enc.key_id),
+            )
+            .hint("set WALRS_ENCRYPTION_KEY_FILE (or WALRS_ENCRYPTION_KEY) to the repository's key")),
+            (None, Some(_)) => Err(WalrsError::new(
+                Kind::Key,
+                format!("repository {} is not encrypted, but an encryption key is configured", self.describe()),
+            )
+            .hint("unset WALRS_ENCRYPTION_KEY_FILE / WALRS_ENCRYPTION_KEY, or use a new repository for encrypted archives")),
+            (Some(enc), Some(k)) => {
+                if EncryptionInfo::for_key(k) == *enc {
+                    Ok(())
+                } else {
+                    Err(WalrsError::new(
+                        Kind::Key,
+                        format!(
+                            "wrong encryption key: repository {} uses key id {}, the configured key has id {}",
+                            self.describe(),
+                            enc.key_id,
+                            k.id()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Writes `source` as the object `name` under `key` unless an object exists there. Returns
+    /// only after the write is durable and its size verified.
+    pub fn put_new<R: Read>(
+        &self,
+        key: &ObjectKey,
+        name: &str,
+        source: R,
+        compression: Compression,
+        encrypt: bool,
+    ) -> Result<PutNew> {
+        let k = if encrypt { self.key.as_ref() } else { None };
+        let mut body = EncodingBody::new(Encoder::new(name, compression, k)?, source);
+        match self.storage.put_if_absent(key, &mut body) {
+            Ok(PutOutcome::Created(meta)) => {
+                let summary = body.summary().ok_or_else(|| {
+                    WalrsError::new(Kind::Internal, format!("{name}: stored without a trailer"))
+                })?;
+                if meta.size != summary.stored_len {
+                    return Err(WalrsError::new(
+                        Kind::Io,
+                        format!("{name}: stored {} bytes, expected {}", meta.size, summary.stored_len),
+                    ));
+                }
+                Ok(PutNew::Created(summary))
+            }
+            Ok(PutOutcome::Exists) => Ok(PutNew::Exists),
+            Err(e) if e.kind == ErrorKind::Body => match body.take_error() {
+                Some(codec) => Err(codec.into()),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens the object `name` stored under `key` for verified, streaming decoding.
+    pub fn open_object(&self, key: &ObjectKey, name: &str) -> Result<Decoder<ObjectReader<'_>>> {
+        let reader = self.storage.get(key)?;
+        Ok(Decoder::new(reader, name, self.key.as_ref())?)
+    }
+}

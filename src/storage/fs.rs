@@ -1,0 +1,314 @@
+//! The file-system backend: a repository is a directory on a local or network file system.
+//!
+//! Every write goes to a temporary file in the target directory (`.tmp.<name>.<pid>.<n>`, mode
+//! 0600), is fsynced, then renamed (`put`) or hard-linked (`put_if_absent`, atomic against
+//! concurrent writers, also on NFS) into place, and the directory is fsynced. Directories are
+//! created 0700, and their parents fsynced, only when a write finds them missing, so the hot path
+//! costs one open, the writes, one fsync, one rename and one directory fsync. Readers never see a
+//! partial object; a crash leaves at most a temporary file, which listings ignore.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{
+    Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError,
+};
+use crate::cleanup::TempGuard;
+use crate::codec::envelope::read_full;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Read buffer for object streams: large enough that frame reads are one syscall.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// A repository directory.
+#[derive(Debug)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl FsStorage {
+    /// Opens the repository at `root`, which must be an existing directory: walrs creates what is
+    /// inside, never the root itself, so a missing mount or a typo fails loudly instead of filling
+    /// another disk.
+    pub fn open(root: &Path) -> Result<Self, StorageError> {
+        let key = root.display().to_string();
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => Ok(FsStorage { root: root.to_path_buf() }),
+            Ok(_) => Err(StorageError::new(ErrorKind::Misconfigured, "open repository", &key, "not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::new(
+                ErrorKind::Misconfigured,
+                "open repository",
+                &key,
+                "the directory does not exist (create it with mkdir -m 700, or fix WALRS_REPO)",
+            )),
+            Err(e) => Err(StorageError::from_io("open repository", &key, &e)),
+        }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    /// Creates the missing directories from the root down to `dir`, fsyncing each new entry's parent.
+    fn ensure_dir(&self, dir: &Path, key: &str) -> Result<(), StorageError> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        while cur != self.root && !cur.is_dir() {
+            missing.push(cur.to_path_buf());
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        for d in missing.iter().rev() {
+            match fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::from_io("create directory for", key, &e)),
+            }
+            if let Some(parent) = d.parent() {
+                fsync_dir(parent).map_err(|e| StorageError::from_io("sync directory for", key, &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `body` to a fresh temporary file beside `final_path` and fsyncs it.
+    fn write_temp(&self, key: &ObjectKey, final_path: &Path, body: &mut dyn Body) -> Result<(TempGuard, File, u64), StorageError> {
+        let k = key.as_str();
+        let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
+        let base = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let pid = std::process::id();
+        let mut created_dirs = false;
+        let (guard, mut file) = loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".tmp.{base}.{pid}.{n}"));
+            let guard = TempGuard::new(tmp);
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path()) {
+                Ok(f) => break (guard, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let mut g = guard;
+                    g.disarm(); // not ours: a stale file from an earlier process with our pid
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !created_dirs => {
+                    drop(guard);
+                    self.ensure_dir(&dir, k)?;
+                    created_dirs = true;
+                }
+                Err(e) => return Err(StorageError::from_io("create temporary file for", k, &e)),
+            }
+        };
+        let mut written = 0u64;
+        loop {
+            match body.next_chunk() {
+                Ok(Some(chunk)) => {
+                    file.write_all(chunk).map_err(|e| StorageError::from_io("write", k, &e))?;
+                    written += chunk.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(StorageError::new(ErrorKind::Body, "produce data for", k, e)),
+            }
+        }
+        file.sync_all().map_err(|e| StorageError::from_io("fsync", k, &e))?;
+        let size = file.metadata().map_err(|e| StorageError::from_io("stat", k, &e))?.len();
+        if size != written {
+            return Err(StorageError::new(
+                ErrorKind::Io,
+                "verify",
+                k,
+                format!("wrote {written} bytes but the file holds {size}"),
+            ));
+        }
+        Ok((guard, file, written))
+    }
+}
+
+impl Storage for FsStorage {
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        let f = File::open(self.path(key)).map_err(|e| StorageError::from_io("read", key.as_str(), &e))?;
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, f)))
+    }
+
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        let k = key.as_str();
+        let mut f = File::open(self.path(key)).map_err(|e| StorageError::from_io("read", k, &e))?;
+        let size = f.metadata().map_err(|e| StorageError::from_io("stat", k, &e))?.len();
+        let want = len.min(size.saturating_sub(offset));
+        f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::from_io("seek", k, &e))?;
+        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+        let got = read_full(&mut f, &mut buf).map_err(|e| StorageError::from_io("read", k, &e))?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError> {
+        let k = key.as_str();
+        let path = self.path(key);
+        let (mut guard, _file, size) = self.write_temp(key, &path, body)?;
+        fs::rename(guard.path(), &path).map_err(|e| StorageError::from_io("rename into place", k, &e))?;
+        guard.disarm();
+        let dir = path.parent().unwrap_or(&self.root);
+        fsync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
+        Ok(ObjectMeta { key: key.clone(), size })
+    }
+
+    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+        let k = key.as_str();
+        let path = self.path(key);
+        if path.exists() {
+            return Ok(PutOutcome::Exists);
+        }
+        let (guard, file, size) = self.write_temp(key, &path, body)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let created = match fs::hard_link(guard.path(), &path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // On NFS a retried LINK can report EEXIST although our link succeeded: the file in
+                // place is ours exactly when it is the same inode.
+                let ours = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+                let theirs = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+                ours.is_some() && ours == theirs
+            }
+            // File systems without hard links: fall back to check-then-rename (not atomic against a
+            // concurrent writer of the same key, which walrs's callers then detect by comparing).
+            Err(e) if matches!(e.raw_os_error(), Some(1 | 95)) => {
+                if path.exists() {
+                    false
+                } else {
+                    fs::rename(guard.path(), &path)
+                        .map_err(|e| StorageError::from_io("rename into place", k, &e))?;
+                    true
+                }
+            }
+            Err(e) => return Err(StorageError::from_io("link into place", k, &e)),
+        };
+        drop(guard); // removes the temporary name (the object keeps its inode through the link)
+        drop(file);
+        if created {
+            fsync_dir(&dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
+            Ok(PutOutcome::Created(ObjectMeta { key: key.clone(), size }))
+        } else {
+            Ok(PutOutcome::Exists)
+        }
+    }
+
+    fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.clone(), size: m.len() })),
+            Ok(_) => Ok(None),
+            // ENOTDIR (20): a component of the path is a file, so the object cannot exist.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => Ok(None),
+            Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
+        let (dir_part, name_prefix) = match prefix.rfind('/') {
+            Some(i) => (prefix.get(..=i).unwrap_or_default(), prefix.get(i + 1..).unwrap_or_default()),
+            None => ("", prefix),
+        };
+        let mut list = FsList { root: self.root.clone(), stack: Vec::new() };
+        match list.read_level(dir_part, Some(name_prefix)) {
+            Ok(level) => list.stack.push(level),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Box::new(list))
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                let dir = path.parent().unwrap_or(&self.root);
+                fsync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", key.as_str(), &e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::from_io("delete", key.as_str(), &e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
+
+type Level = (String, std::vec::IntoIter<(String, bool, u64)>);
+
+/// A lazy depth-first walk: one directory's sorted entries in memory at a time per level.
+struct FsList {
+    root: PathBuf,
+    stack: Vec<Level>,
+}
+
+impl FsList {
+    /// Reads the directory `dir_key` ("" or ending in '/'), keeping names starting with `filter`.
+    fn read_level(&self, dir_key: &str, filter: Option<&str>) -> Result<Level, StorageError> {
+        let dir = self.root.join(dir_key);
+        let rd = fs::read_dir(&dir).map_err(|e| StorageError::from_io("list", dir_key, &e))?;
+        let mut entries = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::from_io("list", dir_key, &e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            if filter.is_some_and(|f| !name.starts_with(f)) || ObjectKey::new(name.as_str()).is_err() {
+                continue; // temporary files, foreign names
+            }
+            let ft = entry.file_type().map_err(|e| StorageError::from_io("list", dir_key, &e))?;
+            if ft.is_dir() {
+                entries.push((name, true, 0));
+            } else if ft.is_file() {
+                let size = match entry.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StorageError::from_io("list", dir_key, &e)),
+                };
+                entries.push((name, false, size));
+            }
+        }
+        // Sorting directories as "name/" makes the depth-first walk yield keys in byte order.
+        entries.sort_by(|a, b| {
+            let ka = if a.1 { format!("{}/", a.0) } else { a.0.clone() };
+            let kb = if b.1 { format!("{}/", b.0) } else { b.0.clone() };
+            ka.cmp(&kb)
+        });
+        Ok((dir_key.to_owned(), entries.into_iter()))
+    }
+}
+
+impl Iterator for FsList {
+    type Item = Result<ObjectMeta, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (prefix, it) = self.stack.last_mut()?;
+            let Some((name, is_dir, size)) = it.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let key = format!("{prefix}{name}");
+            if is_dir {
+                match self.read_level(&format!("{key}/"), None) {
+                    Ok(level) => self.stack.push(level),
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            return Some(ObjectKey::new(key).map(|key| ObjectMeta { key, size }));
+        }
+    }
+}

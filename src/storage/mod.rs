@@ -1,0 +1,314 @@
+//! Object storage: one small trait and its backends (file system, memory; S3 to come), plus
+//! decorators such as the fault injector.
+//!
+//! The trait is synchronous on purpose. The default repository is a local or NFS directory, where
+//! plain blocking writes with large buffers are the fastest path and need no runtime; network
+//! backends own their runtime internally and expose the same blocking calls with deadlines.
+//! Parallel work uses threads. Keys are [`ObjectKey`]s (validated relative paths); bodies are
+//! pulled chunk by chunk from a [`Body`] so memory is bounded by the chunk size. This module knows
+//! nothing about envelopes, WAL or commands.
+
+pub mod faulty;
+pub mod fs;
+pub mod memory;
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+
+pub use faulty::{Fault, FaultRule, Faulty, Op};
+pub use fs::FsStorage;
+pub use memory::MemoryStorage;
+
+/// A validated object key: `/`-separated components of `[A-Za-z0-9._-]`, none empty, none starting
+/// with `.` (reserved for temporary files), at most 1024 bytes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Checks and wraps a key.
+    pub fn new(key: impl Into<String>) -> Result<Self, StorageError> {
+        let key = key.into();
+        let valid = !key.is_empty()
+            && key.len() <= 1024
+            && key.split('/').all(|c| {
+                !c.is_empty()
+                    && !c.starts_with('.')
+                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if valid {
+            Ok(ObjectKey(key))
+        } else {
+            Err(StorageError::new(ErrorKind::InvalidKey, "use key", &key, "not a valid object key"))
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectKey({})", self.0)
+    }
+}
+
+/// What kind of storage failure happened; decides retries and exit codes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ErrorKind {
+    /// No object under that key.
+    NotFound,
+    /// The store refused the operation for lack of permission.
+    PermissionDenied,
+    /// The store is read-only.
+    ReadOnly,
+    /// The store is out of space or quota.
+    NoSpace,
+    /// The store could not be reached or answered with a transient error; a retry may succeed.
+    Unavailable,
+    /// An operation did not finish within its deadline.
+    Timeout,
+    /// The repository location itself is missing or misconfigured.
+    Misconfigured,
+    /// A key that the storage layer refuses.
+    InvalidKey,
+    /// The data to be stored could not be produced (the body failed).
+    Body,
+    /// Any other I/O failure.
+    Io,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+}
+
+/// A storage failure: what kind, which operation, which key, and the underlying detail.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{op} {key}: {detail}")]
+pub struct StorageError {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+    /// The operation ("read", "write", "list", ...).
+    pub op: &'static str,
+    /// The key or location concerned.
+    pub key: String,
+    /// The underlying error, for the operator.
+    pub detail: String,
+}
+
+impl StorageError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, op: &'static str, key: &str, detail: impl Into<String>) -> Self {
+        StorageError { kind, op, key: key.to_owned(), detail: detail.into() }
+    }
+
+    /// Classifies an I/O error.
+    pub fn from_io(op: &'static str, key: &str, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        // Raw errno values (Linux): ENOSPC 28, EROFS 30, EDQUOT 122, EACCES 13, EPERM 1.
+        let kind = match (e.kind(), e.raw_os_error()) {
+            (_, Some(28 | 122)) | (K::StorageFull | K::QuotaExceeded, _) => ErrorKind::NoSpace,
+            (_, Some(30)) | (K::ReadOnlyFilesystem, _) => ErrorKind::ReadOnly,
+            (K::PermissionDenied, _) | (_, Some(1 | 13)) => ErrorKind::PermissionDenied,
+            (K::NotFound, _) => ErrorKind::NotFound,
+            (K::TimedOut, _) => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        };
+        StorageError::new(kind, op, key, e.to_string())
+    }
+}
+
+/// Metadata of a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The result of a conditional write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object did not exist and is now durably stored.
+    Created(ObjectMeta),
+    /// An object already existed under the key; nothing was written.
+    Exists,
+}
+
+/// Data to store, pulled chunk by chunk.
+pub trait Body {
+    /// The next chunk, or `None` at the end. An `Err` aborts the write; nothing is stored.
+    fn next_chunk(&mut self) -> Result<Option<&[u8]>, String>;
+}
+
+/// A body over bytes in memory.
+pub struct BytesBody<'a> {
+    data: Option<&'a [u8]>,
+}
+
+impl<'a> BytesBody<'a> {
+    /// The body yielding `data` as one chunk.
+    pub fn new(data: &'a [u8]) -> Self {
+        BytesBody { data: Some(data) }
+    }
+}
+
+impl Body for BytesBody<'_> {
+    fn next_chunk(&mut self) -> Result<Option<&[u8]>, String> {
+        Ok(self.data.take())
+    }
+}
+
+/// A listing: object metadata in lexicographic key order, produced lazily.
+pub type Listing<'a> = Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + 'a>;
+
+/// The storage operations walrs needs. Implementations must make `put` and `put_if_absent`
+/// all-or-nothing (a reader never sees a partial object) and durable before they return `Ok`.
+pub trait Storage: Send + Sync {
+    /// Streams the object.
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError>;
+    /// Reads `len` bytes at `offset` (fewer only at the end of the object).
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StorageError>;
+    /// Stores the object, replacing any previous one atomically.
+    fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError>;
+    /// Stores the object only if none exists under the key; atomic against concurrent writers.
+    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError>;
+    /// The object's metadata, `None` if absent.
+    fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
+    /// Objects whose key starts with `prefix`, in key order.
+    fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError>;
+    /// Deletes the object; deleting an absent object succeeds.
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+    /// A human-readable location for messages (`file:///srv/walrs`).
+    fn describe(&self) -> String;
+}
+
+/// Where a repository lives, parsed from `WALRS_REPO` / `repo` / `--repo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on a local or network file system.
+    Fs(PathBuf),
+}
+
+impl RepoLocation {
+    /// Parses an absolute path or a `file:///` URL.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let path = if let Some(rest) = s.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(format!("{s:?}: a file URL must be file:///absolute/path"));
+            }
+            rest
+        } else if s.contains("://") {
+            let scheme = s.split("://").next().unwrap_or_default();
+            return Err(format!("{s:?}: unsupported repository scheme {scheme:?} (use an absolute path or file:///path)"));
+        } else {
+            s
+        };
+        if !path.starts_with('/') {
+            return Err(format!("{s:?}: the repository must be an absolute path"));
+        }
+        if path.contains('%') {
+            return Err(format!("{s:?}: percent-escapes are not supported in repository paths"));
+        }
+        Ok(RepoLocation::Fs(PathBuf::from(path)))
+    }
+
+    /// Opens the storage at this location.
+    pub fn open(&self) -> Result<AnyStorage, StorageError> {
+        match self {
+            RepoLocation::Fs(p) => Ok(AnyStorage::Fs(FsStorage::open(p)?)),
+        }
+    }
+}
+
+impl fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoLocation::Fs(p) => write!(f, "file://{}", p.display()),
+        }
+    }
+}
+
+/// Static dispatch over every backend and decorator.
+pub enum AnyStorage {
+    /// File system.
+    Fs(FsStorage),
+    /// Memory (tests).
+    Memory(MemoryStorage),
+    /// Fault injection around another storage (tests).
+    Faulty(Box<Faulty<AnyStorage>>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStorage::Fs($s) => $e,
+            AnyStorage::Memory($s) => $e,
+            AnyStorage::Faulty($s) => $e,
+        }
+    };
+}
+
+impl Storage for AnyStorage {
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        dispatch!(self, s => s.get(key))
+    }
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        dispatch!(self, s => s.get_range(key, offset, len))
+    }
+    fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError> {
+        dispatch!(self, s => s.put(key, body))
+    }
+    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+        dispatch!(self, s => s.put_if_absent(key, body))
+    }
+    fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        dispatch!(self, s => s.head(key))
+    }
+    fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
+        dispatch!(self, s => s.list(prefix))
+    }
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        dispatch!(self, s => s.delete(key))
+    }
+    fn describe(&self) -> String {
+        dispatch!(self, s => s.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for ok in ["a", "wal/0000000100000000/000000010000000000000001", "walrs.config", "x-y_z.9"] {
+            assert!(ObjectKey::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", ".tmp", "a/.b", "a b", "a\\b", "ä"] {
+            assert!(ObjectKey::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(RepoLocation::parse("/srv/x").unwrap(), RepoLocation::Fs("/srv/x".into()));
+        assert_eq!(RepoLocation::parse("file:///srv/x").unwrap(), RepoLocation::Fs("/srv/x".into()));
+        for bad in ["srv/x", "file://srv/x", "ftp://x/y", "", "./x", "/a%20b"] {
+            assert!(RepoLocation::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(RepoLocation::parse("/srv/x").unwrap().to_string(), "file:///srv/x");
+    }
+}
