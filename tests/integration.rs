@@ -1,1 +1,11 @@
+//! The one integration-test binary (ripgrep's layout): helpers in `util`, one module per area.
+//! Tests start real servers themselves (PostgreSQL via initdb/pg_ctl as a non-root user); a missing
+//! server binary is a loud failure, never a skip: the README's test command installs them.
 
+mod util;
+
+mod cli;
+mod faults;
+mod pg_archive;
+#[path = "storage/conformance.rs"]
+mod storage_conformance;

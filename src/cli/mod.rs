@@ -117,9 +117,21 @@ where
     };
     let (what, default_timeout, abort_flag) = match &cli.command {
         Command::Push(_) => ("push", commands::push::DEFAULT_TIMEOUT, None),
-        Command::Fetch(a) => ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure),
+        Command::Fetch(a) => ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure.then_some(true)),
     };
     let g = &cli.global;
+    let abort_flag = match (abort_flag, std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE")) {
+        (Some(v), _) => Some(v),
+        (None, Ok(v)) => match crate::config::parse_bool(&v) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                init_logging(tracing::Level::WARN);
+                tracing::error!("walrs {what}: WALRS_FETCH_ABORT_ON_HARD_FAILURE: {e}");
+                return ExitCode::Config;
+            }
+        },
+        (None, Err(_)) => None,
+    };
     let overrides = Overrides {
         repo: g.repo.clone(),
         compression: g.compression.clone(),

@@ -19,9 +19,9 @@ pub struct Args {
     /// Where to write it (%p, relative to the data directory).
     pub dest: PathBuf,
     /// Exit 126 (PostgreSQL aborts recovery) on any failure other than "not found", instead of a
-    /// code PostgreSQL reads as "not available" [env: WALRS_FETCH_ABORT_ON_HARD_FAILURE].
-    #[arg(long, env = "WALRS_FETCH_ABORT_ON_HARD_FAILURE", value_parser = crate::config::parse_bool, num_args = 0..=1, default_missing_value = "true", hide_env = true)]
-    pub abort_on_hard_failure: Option<bool>,
+    /// code PostgreSQL reads as "not available" [env: WALRS_FETCH_ABORT_ON_HARD_FAILURE=1].
+    #[arg(long)]
+    pub abort_on_hard_failure: bool,
 }
 
 /// Runs the command.

@@ -21,7 +21,9 @@ pub use fs::FsStorage;
 pub use memory::MemoryStorage;
 
 /// A validated object key: `/`-separated components of `[A-Za-z0-9._-]`, none empty, none starting
-/// with `.` (reserved for temporary files), at most 1024 bytes.
+/// with `.` (reserved for temporary files), at most 1024 bytes. As on a file system, a key is
+/// never also the "directory" of another key (`a` and `a/b` cannot both exist): repository
+/// layouts keep objects and groups apart.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(String);
 

@@ -1,0 +1,508 @@
+//! The `walrs push` / `walrs fetch` contract, through the binary: exit codes from
+//! docs/exit-codes.md for every failure kind, and nothing left behind on any failure.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use walrs::pg::PgMajorVersion;
+
+use crate::util::wal::{Fill, SegSpec};
+use crate::util::{Tmpfs, chown_to_test_user, files, key_b64, leftovers, test_user, walrs};
+
+/// A repository directory and a pg_wal-like source directory.
+struct Setup {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    wal: PathBuf,
+    out: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let wal = dir.path().join("pg_wal");
+    let out = dir.path().join("out");
+    for d in [&repo, &wal, &out] {
+        std::fs::create_dir(d).unwrap();
+    }
+    Setup { repo, wal, out, _dir: dir }
+}
+
+fn push(repo: &Path, path: &Path) -> crate::util::Out {
+    walrs(repo).arg_push(path)
+}
+
+trait PushFetch {
+    fn arg_push(self, path: &Path) -> crate::util::Out;
+    fn arg_fetch(self, name: &str, dest: &Path) -> crate::util::Out;
+}
+
+impl PushFetch for crate::util::Walrs {
+    fn arg_push(self, path: &Path) -> crate::util::Out {
+        self.args(["push".as_ref(), path.as_os_str()]).run()
+    }
+    fn arg_fetch(self, name: &str, dest: &Path) -> crate::util::Out {
+        self.args(["fetch".as_ref(), name.as_ref(), dest.as_os_str()]).run()
+    }
+}
+
+fn object_path(repo: &Path, name: &str) -> PathBuf {
+    repo.join("wal").join(&name[..16]).join(name)
+}
+
+#[test]
+fn push_then_fetch_roundtrip_every_codec() {
+    for (i, c) in ["zstd", "zstd:7", "lz4", "none"].iter().enumerate() {
+        let s = setup();
+        let seg = SegSpec { fill: Fill::Random(i as u64 + 1), ..SegSpec::new(3) };
+        let p = seg.write(&s.wal);
+        let out = walrs(&s.repo).env("WALRS_COMPRESSION", c).arg_push(&p);
+        out.expect_code(0);
+        assert!(out.stdout.is_empty(), "push prints nothing on stdout");
+        let dest = s.out.join("RECOVERYXLOG");
+        walrs(&s.repo).arg_fetch(&seg.name(), &dest).expect_code(0);
+        assert!(std::fs::read(&dest).unwrap() == seg.bytes(), "{c}: fetched bytes differ");
+        assert!(leftovers(&s.repo).is_empty() && leftovers(&s.out).is_empty());
+    }
+}
+
+#[test]
+fn repository_layout_and_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    push(&s.repo, &SegSpec::new(0x1FF).write(&s.wal)).expect_code(0);
+    assert_eq!(
+        files(&s.repo),
+        vec!["wal/0000000100000001/0000000100000001000000FF", "walrs.config", "walrs.config.copy"]
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&object_path(&s.repo, "0000000100000001000000FF")), 0o600);
+    assert_eq!(mode(&s.repo.join("walrs.config")), 0o600);
+    assert_eq!(mode(&s.repo.join("wal")), 0o700);
+    assert_eq!(mode(&s.repo.join("wal/0000000100000001")), 0o700);
+}
+
+#[test]
+fn identical_repush_succeeds_with_a_warning() {
+    let s = setup();
+    let p = SegSpec::new(4).write(&s.wal);
+    push(&s.repo, &p).expect_code(0);
+    let obj = object_path(&s.repo, "000000010000000000000004");
+    let before = std::fs::read(&obj).unwrap();
+    let out = push(&s.repo, &p);
+    out.expect_code(0);
+    assert!(out.stderr.contains("already archived with identical content"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&obj).unwrap(), before, "the stored object must not be rewritten");
+}
+
+#[test]
+fn different_content_under_the_same_name_is_refused() {
+    let s = setup();
+    let seg = SegSpec::new(5);
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &seg.name());
+    let before = std::fs::read(&obj).unwrap();
+    let other = SegSpec { fill: Fill::Pattern(999), ..SegSpec::new(5) };
+    let out = push(&s.repo, &other.write(&s.wal));
+    out.expect_code(6);
+    assert!(out.stderr.contains("different content"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&obj).unwrap(), before);
+    assert!(leftovers(&s.repo).is_empty());
+}
+
+#[test]
+fn history_files_are_never_overwritten() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let h = s.wal.join("00000002.history");
+    std::fs::write(&h, "1\t0/3000160\tno recovery target specified\n").unwrap();
+    push(&s.repo, &h).expect_code(0);
+    push(&s.repo, &h).expect_code(0);
+    std::fs::write(&h, "1\t0/4000000\tno recovery target specified\n").unwrap();
+    let out = push(&s.repo, &h);
+    out.expect_code(6);
+    let dest = s.out.join("RECOVERYHISTORY");
+    walrs(&s.repo).arg_fetch("00000002.history", &dest).expect_code(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "1\t0/3000160\tno recovery target specified\n");
+    // Not a history file at all.
+    std::fs::write(s.wal.join("00000003.history"), "garbage\n").unwrap();
+    push(&s.repo, &s.wal.join("00000003.history")).expect_code(4);
+}
+
+#[test]
+fn partial_and_backup_files_keep_their_names() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let seg = SegSpec::new(2);
+    let partial = s.wal.join(format!("{}.partial", seg.name()));
+    std::fs::write(&partial, seg.bytes()).unwrap();
+    push(&s.repo, &partial).expect_code(0);
+    let backup = s.wal.join("000000010000000000000002.00000028.backup");
+    std::fs::write(&backup, "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n").unwrap();
+    push(&s.repo, &backup).expect_code(0);
+    // The partial is served only under its own name, never as the full segment.
+    walrs(&s.repo).arg_fetch(&seg.name(), &s.out.join("x")).expect_code(1);
+    assert!(!s.out.join("x").exists());
+    walrs(&s.repo).arg_fetch(&format!("{}.partial", seg.name()), &s.out.join("p")).expect_code(0);
+    assert!(std::fs::read(s.out.join("p")).unwrap() == seg.bytes());
+    walrs(&s.repo).arg_fetch("000000010000000000000002.00000028.backup", &s.out.join("b")).expect_code(0);
+}
+
+#[test]
+fn first_push_of_a_history_file_identifies_the_cluster_from_pg_wal() {
+    let s = setup();
+    SegSpec { tli: 2, ..SegSpec::new(9) }.write(&s.wal);
+    let h = s.wal.join("00000002.history");
+    std::fs::write(&h, "1\t0/9000000\tno recovery target specified\n").unwrap();
+    push(&s.repo, &h).expect_code(0);
+    let cfg = String::from_utf8_lossy(&std::fs::read(s.repo.join("walrs.config")).unwrap()).into_owned();
+    assert!(cfg.contains(&crate::util::wal::SYSID.to_string()), "{cfg}");
+    // Without any segment beside it, a new repository cannot be created.
+    let t = setup();
+    let h2 = t.wal.join("00000002.history");
+    std::fs::write(&h2, "1\t0/9000000\treason\n").unwrap();
+    push(&t.repo, &h2).expect_code(14);
+}
+
+#[test]
+fn not_found_is_exit_1_and_leaves_nothing() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let dest = s.out.join("RECOVERYXLOG");
+    for name in ["000000010000000000000002", "00000002.history", "000000010000000000000001.partial"] {
+        let out = walrs(&s.repo).arg_fetch(name, &dest);
+        out.expect_code(1);
+        assert!(!dest.exists());
+    }
+    assert!(leftovers(&s.out).is_empty());
+}
+
+#[test]
+fn only_not_found_exits_1() {
+    let s = setup();
+    // An empty directory is not a repository: a hard error, not "not found" (which would let
+    // PostgreSQL end recovery early).
+    walrs(&s.repo).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(14);
+    walrs(&s.repo.join("missing")).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
+    walrs(Path::new("relative/repo")).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
+    walrs(&s.repo).env_remove("WALRS_REPO").arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
+    walrs(&s.repo).args(["fetch", "only-one-arg"]).run().expect_code(2);
+    walrs(&s.repo).args(["no-such-command"]).run().expect_code(2);
+    walrs(&s.repo).args(["--version"]).run().expect_code(0);
+    assert!(!s.out.join("x").exists());
+}
+
+#[test]
+fn names_with_paths_are_rejected() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    for bad in ["../000000010000000000000001", "../../etc/passwd", "wal/0000000100000000/000000010000000000000001", "..", "000000010000000000000001/"] {
+        let out = walrs(&s.repo).arg_fetch(bad, &s.out.join("x"));
+        out.expect_code(4);
+        assert!(!s.out.join("x").exists());
+    }
+    let evil = s.wal.join("..000000010000000000000001");
+    std::fs::write(&evil, SegSpec::new(1).bytes()).unwrap();
+    push(&s.repo, &evil).expect_code(4);
+    std::fs::write(s.wal.join("RECOVERYXLOG"), SegSpec::new(1).bytes()).unwrap();
+    push(&s.repo, &s.wal.join("RECOVERYXLOG")).expect_code(4);
+    assert_eq!(files(&s.repo).len(), 3);
+}
+
+#[test]
+fn files_that_are_not_what_their_name_says_are_rejected() {
+    let s = setup();
+    // Not WAL at all.
+    let junk = s.wal.join("000000010000000000000001");
+    std::fs::write(&junk, vec![0u8; 16 << 20]).unwrap();
+    push(&s.repo, &junk).expect_code(4);
+    // A valid segment renamed to another segment's name.
+    std::fs::write(&junk, SegSpec::new(2).bytes()).unwrap();
+    let out = push(&s.repo, &junk);
+    out.expect_code(4);
+    assert!(out.stderr.contains("renamed"), "{}", out.stderr);
+    // Truncated segment.
+    std::fs::write(&junk, &SegSpec::new(1).bytes()[..1 << 20]).unwrap();
+    push(&s.repo, &junk).expect_code(4);
+    // Missing file.
+    push(&s.repo, &s.wal.join("000000010000000000000009")).expect_code(4);
+    assert!(files(&s.repo).is_empty(), "nothing may be stored: {:?}", files(&s.repo));
+}
+
+#[test]
+fn wal_of_another_cluster_is_refused() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let other = SegSpec { sysid: 42, ..SegSpec::new(2) };
+    let out = push(&s.repo, &other.write(&s.wal));
+    out.expect_code(5);
+    assert!(out.stderr.contains("42") && out.stderr.contains(&crate::util::wal::SYSID.to_string()), "{}", out.stderr);
+    let v16 = SegSpec { version: PgMajorVersion::V16, ..SegSpec::new(3) };
+    push(&s.repo, &v16.write(&s.wal)).expect_code(5);
+    let t = setup();
+    let small = SegSpec { seg_size: 1 << 20, ..SegSpec::new(4) };
+    push(&t.repo, &small.write(&t.wal)).expect_code(0);
+    push(&t.repo, &SegSpec::new(4).write(&t.wal)).expect_code(5);
+}
+
+#[test]
+fn a_flipped_byte_in_a_stored_object_is_caught() {
+    for compression in ["zstd", "none"] {
+        let s = setup();
+        let seg = SegSpec { fill: Fill::Random(3), ..SegSpec::new(1) };
+        walrs(&s.repo).env("WALRS_COMPRESSION", compression).arg_push(&seg.write(&s.wal)).expect_code(0);
+        let obj = object_path(&s.repo, &seg.name());
+        let mut bytes = std::fs::read(&obj).unwrap();
+        for at in [30, 200, bytes.len() / 2, bytes.len() - 10] {
+            bytes[at] ^= 0x04;
+            std::fs::write(&obj, &bytes).unwrap();
+            let dest = s.out.join("RECOVERYXLOG");
+            let out = walrs(&s.repo).arg_fetch(&seg.name(), &dest);
+            out.expect_code(7);
+            assert!(out.stderr.contains(&seg.name()), "the message names the object: {}", out.stderr);
+            assert!(!dest.exists(), "no partial file at the destination");
+            assert!(leftovers(&s.out).is_empty());
+            bytes[at] ^= 0x04;
+        }
+        // A corrupt stored object is also reported when the same file is pushed again.
+        bytes[300] ^= 0x01;
+        std::fs::write(&obj, &bytes).unwrap();
+        push(&s.repo, &s.wal.join(seg.name())).expect_code(7);
+    }
+}
+
+#[test]
+fn a_truncated_object_is_caught() {
+    let s = setup();
+    let seg = SegSpec { fill: Fill::Random(5), ..SegSpec::new(1) };
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &seg.name());
+    let bytes = std::fs::read(&obj).unwrap();
+    for cut in [0, 10, 100, bytes.len() / 3, bytes.len() - 60, bytes.len() - 1] {
+        std::fs::write(&obj, &bytes[..cut]).unwrap();
+        let dest = s.out.join("RECOVERYXLOG");
+        walrs(&s.repo).arg_fetch(&seg.name(), &dest).expect_code(7);
+        assert!(!dest.exists());
+        assert!(leftovers(&s.out).is_empty());
+    }
+}
+
+#[test]
+fn swapped_objects_are_caught() {
+    let s = setup();
+    let a = SegSpec::new(1);
+    let b = SegSpec::new(2);
+    push(&s.repo, &a.write(&s.wal)).expect_code(0);
+    push(&s.repo, &b.write(&s.wal)).expect_code(0);
+    let (pa, pb) = (object_path(&s.repo, &a.name()), object_path(&s.repo, &b.name()));
+    let (ba, bb) = (std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+    std::fs::write(&pa, &bb).unwrap();
+    std::fs::write(&pb, &ba).unwrap();
+    let out = walrs(&s.repo).arg_fetch(&a.name(), &s.out.join("x"));
+    out.expect_code(7);
+    assert!(out.stderr.contains("renamed or swapped"), "{}", out.stderr);
+}
+
+#[test]
+fn encryption_wrong_and_missing_keys() {
+    let s = setup();
+    let seg = SegSpec::new(1);
+    let k1 = key_b64(1);
+    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", &k1).arg_push(&seg.write(&s.wal)).expect_code(0);
+    // The stored object does not contain the plaintext.
+    let stored = std::fs::read(object_path(&s.repo, &seg.name())).unwrap();
+    let probe = &seg.bytes()[40..72];
+    assert!(!stored.windows(probe.len()).any(|w| w == probe));
+    let dest = s.out.join("RECOVERYXLOG");
+    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", &k1).arg_fetch(&seg.name(), &dest).expect_code(0);
+    assert!(std::fs::read(&dest).unwrap() == seg.bytes());
+    std::fs::remove_file(&dest).unwrap();
+
+    let wrong = walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", key_b64(2)).arg_fetch(&seg.name(), &dest);
+    wrong.expect_code(8);
+    assert!(wrong.stderr.contains("wrong encryption key"), "{}", wrong.stderr);
+    assert!(!wrong.stderr.contains(&key_b64(2)), "the key must never be logged");
+    let missing = walrs(&s.repo).arg_fetch(&seg.name(), &dest);
+    missing.expect_code(8);
+    assert!(missing.stderr.contains("encrypted"), "{}", missing.stderr);
+    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", "bm90LWEta2V5").arg_fetch(&seg.name(), &dest).expect_code(8);
+    // Pushing without the key, or with another key, into an encrypted repository.
+    walrs(&s.repo).arg_push(&SegSpec::new(2).write(&s.wal)).expect_code(8);
+    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", key_b64(3)).arg_push(&s.wal.join(SegSpec::new(2).name())).expect_code(8);
+    assert!(!dest.exists());
+    assert_eq!(files(&s.repo).len(), 3, "{:?}", files(&s.repo));
+
+    // A key file works the same; a key for an unencrypted repository is refused.
+    let keyfile = s.out.join("key");
+    std::fs::write(&keyfile, format!("{k1}\n")).unwrap();
+    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY_FILE", &keyfile).arg_fetch(&seg.name(), &dest).expect_code(0);
+    let t = setup();
+    push(&t.repo, &SegSpec::new(1).write(&t.wal)).expect_code(0);
+    walrs(&t.repo).env("WALRS_ENCRYPTION_KEY", &k1).arg_push(&SegSpec::new(2).write(&t.wal)).expect_code(8);
+}
+
+#[test]
+fn read_only_repository_permission_denied() {
+    let s = setup();
+    let (uid, gid) = test_user();
+    chown_to_test_user(s.repo.parent().unwrap());
+    std::fs::set_permissions(s.repo.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let seg1 = SegSpec::new(1).write(&s.wal);
+    walrs(&s.repo).as_user(uid, gid).arg_push(&seg1).expect_code(0);
+    let seg2 = SegSpec { fill: Fill::Random(2), ..SegSpec::new(2) }.write(&s.wal);
+    chown_to_test_user(&seg2);
+    let out = std::process::Command::new("chmod").args(["-R", "a-w"]).arg(&s.repo).status().unwrap();
+    assert!(out.success());
+    let out = walrs(&s.repo).as_user(uid, gid).arg_push(&seg2);
+    out.expect_code(9);
+    assert!(leftovers(&s.repo).is_empty());
+    assert_eq!(files(&s.repo).len(), 3);
+    // Reading still works.
+    let dest = s.out.join("x");
+    chown_to_test_user(&s.out);
+    walrs(&s.repo).as_user(uid, gid).arg_fetch("000000010000000000000001", &dest).expect_code(0);
+}
+
+#[test]
+fn read_only_file_system() {
+    let fs = Tmpfs::new("64m");
+    let s = setup();
+    let repo = fs.path.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    push(&repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    fs.remount_ro();
+    let out = push(&repo, &SegSpec { fill: Fill::Random(9), ..SegSpec::new(2) }.write(&s.wal));
+    out.expect_code(10);
+    walrs(&repo).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(0);
+    assert!(leftovers(&repo).is_empty());
+}
+
+#[test]
+fn full_repository_disk() {
+    let fs = Tmpfs::new("512k");
+    let s = setup();
+    let repo = fs.path.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let small = |n, seed| SegSpec { seg_size: 1 << 20, fill: Fill::Random(seed), ..SegSpec::new(n) };
+    let out = push(&repo, &small(1, 11).write(&s.wal));
+    out.expect_code(11);
+    assert!(out.stderr.to_lowercase().contains("space"), "{}", out.stderr);
+    assert!(leftovers(&repo).is_empty(), "{:?}", leftovers(&repo));
+    assert!(!files(&repo).iter().any(|f| f.starts_with("wal/")), "{:?}", files(&repo));
+    // After space is freed, archiving resumes.
+    drop(fs);
+}
+
+#[test]
+fn full_destination_disk_leaves_no_partial_file() {
+    let s = setup();
+    let seg = SegSpec { seg_size: 1 << 20, fill: Fill::Random(4), ..SegSpec::new(1) };
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let fs = Tmpfs::new("256k");
+    let dest = fs.path.join("RECOVERYXLOG");
+    let out = walrs(&s.repo).arg_fetch(&seg.name(), &dest);
+    out.expect_code(11);
+    assert!(!dest.exists());
+    assert!(leftovers(&fs.path).is_empty(), "{:?}", leftovers(&fs.path));
+}
+
+#[test]
+fn deadline_ends_a_stalled_fetch_and_cleans_up() {
+    let s = setup();
+    let seg = SegSpec { fill: Fill::Random(8), ..SegSpec::new(1) };
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &seg.name());
+    let saved = s.out.join("saved");
+    std::fs::rename(&obj, &saved).unwrap();
+    // The object becomes a pipe that delivers part of the data and then stalls, like a hung
+    // network file system.
+    assert!(std::process::Command::new("mkfifo").arg(&obj).status().unwrap().success());
+    let mut writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("(head -c 3000000 {}; sleep 20) > {}", saved.display(), obj.display()))
+        .spawn()
+        .unwrap();
+    let dest = s.out.join("RECOVERYXLOG");
+    let started = Instant::now();
+    let out = walrs(&s.repo).env("WALRS_TIMEOUT", "2").arg_fetch(&seg.name(), &dest);
+    let took = started.elapsed();
+    out.expect_code(13);
+    assert!(took < Duration::from_secs(15), "the deadline must end the command");
+    assert!(out.stderr.contains("deadline"), "{}", out.stderr);
+    assert!(!dest.exists());
+    assert!(leftovers(&s.out).is_empty(), "{:?}", leftovers(&s.out));
+    let _ = writer.kill();
+    let _ = writer.wait();
+}
+
+#[test]
+fn abort_on_hard_failure_makes_fetch_fatal_but_not_not_found() {
+    let s = setup();
+    let seg = SegSpec::new(1);
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &seg.name());
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&obj, &bytes).unwrap();
+    let dest = s.out.join("x");
+    walrs(&s.repo).args(["fetch", "--abort-on-hard-failure"]).arg(seg.name()).arg(&dest).run().expect_code(126);
+    walrs(&s.repo).env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1").arg_fetch(&seg.name(), &dest).expect_code(126);
+    walrs(&s.repo)
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
+        .arg_fetch("000000010000000000000002", &dest)
+        .expect_code(1);
+    // Pushes are unaffected by the fetch setting.
+    let cfg = s.out.join("walrs.toml");
+    std::fs::write(&cfg, "fetch_abort_on_hard_failure = true\n").unwrap();
+    walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_fetch(&seg.name(), &dest).expect_code(126);
+    assert!(!dest.exists());
+}
+
+#[test]
+fn config_file_and_precedence() {
+    let s = setup();
+    let cfg = s.out.join("walrs.toml");
+    std::fs::write(&cfg, format!("repo = \"file://{}\"\ncompression = \"lz4\"\n", s.repo.display())).unwrap();
+    let seg = SegSpec::new(1);
+    // The file supplies the repository; WALRS_REPO (set by the helper) is removed here.
+    walrs(&s.repo).env_remove("WALRS_REPO").env("WALRS_CONFIG", &cfg).arg_push(&seg.write(&s.wal)).expect_code(0);
+    let obj = std::fs::read(object_path(&s.repo, &seg.name())).unwrap();
+    assert_eq!(obj[10], 2, "lz4 from the config file");
+    // The environment beats the file; the flag beats the environment.
+    let other = s.out.join("other");
+    std::fs::create_dir(&other).unwrap();
+    walrs(&other).env("WALRS_CONFIG", &cfg).arg_push(&s.wal.join(seg.name())).expect_code(0);
+    assert!(other.join("walrs.config").exists());
+    let third = s.out.join("third");
+    std::fs::create_dir(&third).unwrap();
+    walrs(&other)
+        .env("WALRS_CONFIG", &cfg)
+        .args(["--repo".as_ref(), third.as_os_str(), "push".as_ref(), s.wal.join(seg.name()).as_os_str()])
+        .run()
+        .expect_code(0);
+    assert!(third.join("walrs.config").exists());
+    // Errors in the file are configuration errors.
+    std::fs::write(&cfg, "repository = \"/x\"\n").unwrap();
+    walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_push(&s.wal.join(seg.name())).expect_code(3);
+    walrs(&s.repo).env("WALRS_COMPRESSION", "gzip").arg_push(&s.wal.join(seg.name())).expect_code(3);
+}
+
+#[test]
+fn concurrent_pushes_of_the_same_segment() {
+    let s = setup();
+    let seg = SegSpec { fill: Fill::Random(77), ..SegSpec::new(1) };
+    let p = seg.write(&s.wal);
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (repo, p) = (s.repo.clone(), p.clone());
+            std::thread::spawn(move || push(&repo, &p).code)
+        })
+        .collect();
+    let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 0), "{codes:?}");
+    assert!(leftovers(&s.repo).is_empty());
+    let dest = s.out.join("x");
+    walrs(&s.repo).arg_fetch(&seg.name(), &dest).expect_code(0);
+    assert!(std::fs::read(&dest).unwrap() == seg.bytes());
+}
