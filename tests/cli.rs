@@ -123,7 +123,10 @@ fn history_files_are_never_overwritten() {
     out.expect_code(6);
     let dest = s.out.join("RECOVERYHISTORY");
     walrs(&s.repo).arg_fetch("00000002.history", &dest).expect_code(0);
-    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "1\t0/3000160\tno recovery target specified\n");
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "1\t0/3000160\tno recovery target specified\n"
+    );
     // Not a history file at all.
     std::fs::write(s.wal.join("00000003.history"), "garbage\n").unwrap();
     push(&s.repo, &s.wal.join("00000003.history")).expect_code(4);
@@ -138,14 +141,17 @@ fn partial_and_backup_files_keep_their_names() {
     std::fs::write(&partial, seg.bytes()).unwrap();
     push(&s.repo, &partial).expect_code(0);
     let backup = s.wal.join("000000010000000000000002.00000028.backup");
-    std::fs::write(&backup, "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n").unwrap();
+    std::fs::write(&backup, "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
+        .unwrap();
     push(&s.repo, &backup).expect_code(0);
     // The partial is served only under its own name, never as the full segment.
     walrs(&s.repo).arg_fetch(&seg.name(), &s.out.join("x")).expect_code(1);
     assert!(!s.out.join("x").exists());
     walrs(&s.repo).arg_fetch(&format!("{}.partial", seg.name()), &s.out.join("p")).expect_code(0);
     assert!(std::fs::read(s.out.join("p")).unwrap() == seg.bytes());
-    walrs(&s.repo).arg_fetch("000000010000000000000002.00000028.backup", &s.out.join("b")).expect_code(0);
+    walrs(&s.repo)
+        .arg_fetch("000000010000000000000002.00000028.backup", &s.out.join("b"))
+        .expect_code(0);
 }
 
 #[test]
@@ -155,7 +161,8 @@ fn first_push_of_a_history_file_identifies_the_cluster_from_pg_wal() {
     let h = s.wal.join("00000002.history");
     std::fs::write(&h, "1\t0/9000000\tno recovery target specified\n").unwrap();
     push(&s.repo, &h).expect_code(0);
-    let cfg = String::from_utf8_lossy(&std::fs::read(s.repo.join("walrs.config")).unwrap()).into_owned();
+    let cfg =
+        String::from_utf8_lossy(&std::fs::read(s.repo.join("walrs.config")).unwrap()).into_owned();
     assert!(cfg.contains(&crate::util::wal::SYSID.to_string()), "{cfg}");
     // Without any segment beside it, a new repository cannot be created.
     let t = setup();
@@ -169,7 +176,8 @@ fn not_found_is_exit_1_and_leaves_nothing() {
     let s = setup();
     push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
     let dest = s.out.join("RECOVERYXLOG");
-    for name in ["000000010000000000000002", "00000002.history", "000000010000000000000001.partial"] {
+    for name in ["000000010000000000000002", "00000002.history", "000000010000000000000001.partial"]
+    {
         let out = walrs(&s.repo).arg_fetch(name, &dest);
         out.expect_code(1);
         assert!(!dest.exists());
@@ -183,9 +191,16 @@ fn only_not_found_exits_1() {
     // An empty directory is not a repository: a hard error, not "not found" (which would let
     // PostgreSQL end recovery early).
     walrs(&s.repo).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(14);
-    walrs(&s.repo.join("missing")).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
-    walrs(Path::new("relative/repo")).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
-    walrs(&s.repo).env_remove("WALRS_REPO").arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(3);
+    walrs(&s.repo.join("missing"))
+        .arg_fetch("000000010000000000000001", &s.out.join("x"))
+        .expect_code(3);
+    walrs(Path::new("relative/repo"))
+        .arg_fetch("000000010000000000000001", &s.out.join("x"))
+        .expect_code(3);
+    walrs(&s.repo)
+        .env_remove("WALRS_REPO")
+        .arg_fetch("000000010000000000000001", &s.out.join("x"))
+        .expect_code(3);
     walrs(&s.repo).args(["fetch", "only-one-arg"]).run().expect_code(2);
     walrs(&s.repo).args(["no-such-command"]).run().expect_code(2);
     walrs(&s.repo).args(["--version"]).run().expect_code(0);
@@ -196,7 +211,13 @@ fn only_not_found_exits_1() {
 fn names_with_paths_are_rejected() {
     let s = setup();
     push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
-    for bad in ["../000000010000000000000001", "../../etc/passwd", "wal/0000000100000000/000000010000000000000001", "..", "000000010000000000000001/"] {
+    for bad in [
+        "../000000010000000000000001",
+        "../../etc/passwd",
+        "wal/0000000100000000/000000010000000000000001",
+        "..",
+        "000000010000000000000001/",
+    ] {
         let out = walrs(&s.repo).arg_fetch(bad, &s.out.join("x"));
         out.expect_code(4);
         assert!(!s.out.join("x").exists());
@@ -236,7 +257,11 @@ fn wal_of_another_cluster_is_refused() {
     let other = SegSpec { sysid: 42, ..SegSpec::new(2) };
     let out = push(&s.repo, &other.write(&s.wal));
     out.expect_code(5);
-    assert!(out.stderr.contains("42") && out.stderr.contains(&crate::util::wal::SYSID.to_string()), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("42") && out.stderr.contains(&crate::util::wal::SYSID.to_string()),
+        "{}",
+        out.stderr
+    );
     let v16 = SegSpec { version: PgMajorVersion::V16, ..SegSpec::new(3) };
     push(&s.repo, &v16.write(&s.wal)).expect_code(5);
     let t = setup();
@@ -250,7 +275,10 @@ fn a_flipped_byte_in_a_stored_object_is_caught() {
     for compression in ["zstd", "none"] {
         let s = setup();
         let seg = SegSpec { fill: Fill::Random(3), ..SegSpec::new(1) };
-        walrs(&s.repo).env("WALRS_COMPRESSION", compression).arg_push(&seg.write(&s.wal)).expect_code(0);
+        walrs(&s.repo)
+            .env("WALRS_COMPRESSION", compression)
+            .arg_push(&seg.write(&s.wal))
+            .expect_code(0);
         let obj = object_path(&s.repo, &seg.name());
         let mut bytes = std::fs::read(&obj).unwrap();
         for at in [30, 200, bytes.len() / 2, bytes.len() - 10] {
@@ -259,7 +287,11 @@ fn a_flipped_byte_in_a_stored_object_is_caught() {
             let dest = s.out.join("RECOVERYXLOG");
             let out = walrs(&s.repo).arg_fetch(&seg.name(), &dest);
             out.expect_code(7);
-            assert!(out.stderr.contains(&seg.name()), "the message names the object: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&seg.name()),
+                "the message names the object: {}",
+                out.stderr
+            );
             assert!(!dest.exists(), "no partial file at the destination");
             assert!(leftovers(&s.out).is_empty());
             bytes[at] ^= 0x04;
@@ -318,27 +350,40 @@ fn encryption_wrong_and_missing_keys() {
     assert!(std::fs::read(&dest).unwrap() == seg.bytes());
     std::fs::remove_file(&dest).unwrap();
 
-    let wrong = walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", key_b64(2)).arg_fetch(&seg.name(), &dest);
+    let wrong =
+        walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", key_b64(2)).arg_fetch(&seg.name(), &dest);
     wrong.expect_code(8);
     assert!(wrong.stderr.contains("wrong encryption key"), "{}", wrong.stderr);
     assert!(!wrong.stderr.contains(&key_b64(2)), "the key must never be logged");
     let missing = walrs(&s.repo).arg_fetch(&seg.name(), &dest);
     missing.expect_code(8);
     assert!(missing.stderr.contains("encrypted"), "{}", missing.stderr);
-    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", "bm90LWEta2V5").arg_fetch(&seg.name(), &dest).expect_code(8);
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", "bm90LWEta2V5")
+        .arg_fetch(&seg.name(), &dest)
+        .expect_code(8);
     // Pushing without the key, or with another key, into an encrypted repository.
     walrs(&s.repo).arg_push(&SegSpec::new(2).write(&s.wal)).expect_code(8);
-    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY", key_b64(3)).arg_push(&s.wal.join(SegSpec::new(2).name())).expect_code(8);
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", key_b64(3))
+        .arg_push(&s.wal.join(SegSpec::new(2).name()))
+        .expect_code(8);
     assert!(!dest.exists());
     assert_eq!(files(&s.repo).len(), 3, "{:?}", files(&s.repo));
 
     // A key file works the same; a key for an unencrypted repository is refused.
     let keyfile = s.out.join("key");
     std::fs::write(&keyfile, format!("{k1}\n")).unwrap();
-    walrs(&s.repo).env("WALRS_ENCRYPTION_KEY_FILE", &keyfile).arg_fetch(&seg.name(), &dest).expect_code(0);
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY_FILE", &keyfile)
+        .arg_fetch(&seg.name(), &dest)
+        .expect_code(0);
     let t = setup();
     push(&t.repo, &SegSpec::new(1).write(&t.wal)).expect_code(0);
-    walrs(&t.repo).env("WALRS_ENCRYPTION_KEY", &k1).arg_push(&SegSpec::new(2).write(&t.wal)).expect_code(8);
+    walrs(&t.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k1)
+        .arg_push(&SegSpec::new(2).write(&t.wal))
+        .expect_code(8);
 }
 
 #[test]
@@ -346,21 +391,26 @@ fn read_only_repository_permission_denied() {
     let s = setup();
     let (uid, gid) = test_user();
     chown_to_test_user(s.repo.parent().unwrap());
-    std::fs::set_permissions(s.repo.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        s.repo.parent().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let seg1 = SegSpec::new(1).write(&s.wal);
-    walrs(&s.repo).as_user(uid, gid).arg_push(&seg1).expect_code(0);
+    walrs(&s.repo).run_as(uid, gid).arg_push(&seg1).expect_code(0);
     let seg2 = SegSpec { fill: Fill::Random(2), ..SegSpec::new(2) }.write(&s.wal);
     chown_to_test_user(&seg2);
-    let out = std::process::Command::new("chmod").args(["-R", "a-w"]).arg(&s.repo).status().unwrap();
+    let out =
+        std::process::Command::new("chmod").args(["-R", "a-w"]).arg(&s.repo).status().unwrap();
     assert!(out.success());
-    let out = walrs(&s.repo).as_user(uid, gid).arg_push(&seg2);
+    let out = walrs(&s.repo).run_as(uid, gid).arg_push(&seg2);
     out.expect_code(9);
     assert!(leftovers(&s.repo).is_empty());
     assert_eq!(files(&s.repo).len(), 3);
     // Reading still works.
     let dest = s.out.join("x");
     chown_to_test_user(&s.out);
-    walrs(&s.repo).as_user(uid, gid).arg_fetch("000000010000000000000001", &dest).expect_code(0);
+    walrs(&s.repo).run_as(uid, gid).arg_fetch("000000010000000000000001", &dest).expect_code(0);
 }
 
 #[test]
@@ -383,7 +433,8 @@ fn full_repository_disk() {
     let s = setup();
     let repo = fs.path.join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let small = |n, seed| SegSpec { seg_size: 1 << 20, fill: Fill::Random(seed), ..SegSpec::new(n) };
+    let small =
+        |n, seed| SegSpec { seg_size: 1 << 20, fill: Fill::Random(seed), ..SegSpec::new(n) };
     let out = push(&repo, &small(1, 11).write(&s.wal));
     out.expect_code(11);
     assert!(out.stderr.to_lowercase().contains("space"), "{}", out.stderr);
@@ -446,8 +497,16 @@ fn abort_on_hard_failure_makes_fetch_fatal_but_not_not_found() {
     bytes[n / 2] ^= 1;
     std::fs::write(&obj, &bytes).unwrap();
     let dest = s.out.join("x");
-    walrs(&s.repo).args(["fetch", "--abort-on-hard-failure"]).arg(seg.name()).arg(&dest).run().expect_code(126);
-    walrs(&s.repo).env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1").arg_fetch(&seg.name(), &dest).expect_code(126);
+    walrs(&s.repo)
+        .args(["fetch", "--abort-on-hard-failure"])
+        .arg(seg.name())
+        .arg(&dest)
+        .run()
+        .expect_code(126);
+    walrs(&s.repo)
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
+        .arg_fetch(&seg.name(), &dest)
+        .expect_code(126);
     walrs(&s.repo)
         .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
         .arg_fetch("000000010000000000000002", &dest)
@@ -463,10 +522,18 @@ fn abort_on_hard_failure_makes_fetch_fatal_but_not_not_found() {
 fn config_file_and_precedence() {
     let s = setup();
     let cfg = s.out.join("walrs.toml");
-    std::fs::write(&cfg, format!("repo = \"file://{}\"\ncompression = \"lz4\"\n", s.repo.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("repo = \"file://{}\"\ncompression = \"lz4\"\n", s.repo.display()),
+    )
+    .unwrap();
     let seg = SegSpec::new(1);
     // The file supplies the repository; WALRS_REPO (set by the helper) is removed here.
-    walrs(&s.repo).env_remove("WALRS_REPO").env("WALRS_CONFIG", &cfg).arg_push(&seg.write(&s.wal)).expect_code(0);
+    walrs(&s.repo)
+        .env_remove("WALRS_REPO")
+        .env("WALRS_CONFIG", &cfg)
+        .arg_push(&seg.write(&s.wal))
+        .expect_code(0);
     let obj = std::fs::read(object_path(&s.repo, &seg.name())).unwrap();
     assert_eq!(obj[10], 2, "lz4 from the config file");
     // The environment beats the file; the flag beats the environment.
@@ -478,14 +545,22 @@ fn config_file_and_precedence() {
     std::fs::create_dir(&third).unwrap();
     walrs(&other)
         .env("WALRS_CONFIG", &cfg)
-        .args(["--repo".as_ref(), third.as_os_str(), "push".as_ref(), s.wal.join(seg.name()).as_os_str()])
+        .args([
+            "--repo".as_ref(),
+            third.as_os_str(),
+            "push".as_ref(),
+            s.wal.join(seg.name()).as_os_str(),
+        ])
         .run()
         .expect_code(0);
     assert!(third.join("walrs.config").exists());
     // Errors in the file are configuration errors.
     std::fs::write(&cfg, "repository = \"/x\"\n").unwrap();
     walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_push(&s.wal.join(seg.name())).expect_code(3);
-    walrs(&s.repo).env("WALRS_COMPRESSION", "gzip").arg_push(&s.wal.join(seg.name())).expect_code(3);
+    walrs(&s.repo)
+        .env("WALRS_COMPRESSION", "gzip")
+        .arg_push(&s.wal.join(seg.name()))
+        .expect_code(3);
 }
 
 #[test]

@@ -13,7 +13,8 @@ use crate::util::wal::{Fill, SegSpec};
 
 fn faulty_repo() -> (Repository, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = AnyStorage::Faulty(Box::new(Faulty::new(AnyStorage::Memory(MemoryStorage::new()))));
+    let storage =
+        AnyStorage::Faulty(Box::new(Faulty::new(AnyStorage::Memory(MemoryStorage::new()))));
     (Repository::new(storage, None), dir)
 }
 
@@ -55,7 +56,9 @@ fn push_reports_failure_for_every_injected_write_fault_then_recovers() {
             archive::fetch(&repo, &s.name(), &out).unwrap();
             assert!(std::fs::read(&out).unwrap() == s.bytes());
             // reset for the next round
-            let key = walrs::repo::layout::wal_key(&walrs::pg::WalFileName::parse(&s.name()).unwrap()).unwrap();
+            let key =
+                walrs::repo::layout::wal_key(&walrs::pg::WalFileName::parse(&s.name()).unwrap())
+                    .unwrap();
             repo.storage().delete(&key).unwrap();
         }
     }
@@ -115,7 +118,13 @@ fn not_found_only_from_an_authoritative_answer() {
     let (_, p) = seg(dir.path(), 1);
     archive::push(&repo, &p, &PushOptions::default()).unwrap();
     let dest = dir.path().join("x");
-    assert_eq!(archive::fetch(&repo, "000000010000000000000002", &dest).unwrap_err().kind, Kind::NotFound);
+    assert_eq!(
+        archive::fetch(&repo, "000000010000000000000002", &dest).unwrap_err().kind,
+        Kind::NotFound
+    );
     faults(&repo).add(FaultRule::always(Op::Get, Fault::Error(ErrorKind::Unavailable)));
-    assert_eq!(archive::fetch(&repo, "000000010000000000000002", &dest).unwrap_err().kind, Kind::Unavailable);
+    assert_eq!(
+        archive::fetch(&repo, "000000010000000000000002", &dest).unwrap_err().kind,
+        Kind::Unavailable
+    );
 }

@@ -14,18 +14,24 @@ fn archive_and_recover(compression: &str, encrypted: bool) {
     let world = PgWorld::new();
     let repo = world.mkdir("repo");
     let copy = world.mkdir("copy");
-    let mut env = format!("WALRS_REPO={} WALRS_COMPRESSION={compression} WALRS_LOG=info", repo.display());
+    let mut env =
+        format!("WALRS_REPO={} WALRS_COMPRESSION={compression} WALRS_LOG=info", repo.display());
     let key_file = world.path("walrs.key");
     if encrypted {
         std::fs::write(&key_file, key_b64(7) + "\n").unwrap();
-        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         chown_to_test_user(&key_file);
         env.push_str(&format!(" WALRS_ENCRYPTION_KEY_FILE={}", key_file.display()));
     }
     let walrs_bin = world.walrs.display().to_string();
     // The copy is what PostgreSQL handed to archive_command: the reference for byte comparisons.
     let archive = format!("cp %p {}/%f && {env} {walrs_bin} push %p", copy.display());
-    let mut a = PgCluster::init(&world, "a", &format!("archive_mode = on\narchive_command = '{archive}'\n"));
+    let mut a = PgCluster::init(
+        &world,
+        "a",
+        &format!("archive_mode = on\narchive_command = '{archive}'\n"),
+    );
     a.start();
     a.sql("CREATE TABLE tx (id int)");
     let backup = world.path("backup");
@@ -44,7 +50,10 @@ fn archive_and_recover(compression: &str, encrypted: bool) {
     // Every file PostgreSQL archived comes back identical.
     let archived = files(&copy);
     let segments = archived.iter().filter(|n| n.len() == 24).count();
-    assert!(segments >= 15, "expected tens of segments, PostgreSQL archived {segments}: {archived:?}");
+    assert!(
+        segments >= 15,
+        "expected tens of segments, PostgreSQL archived {segments}: {archived:?}"
+    );
     let out_dir = world.mkdir("fetched");
     for name in &archived {
         let dest = out_dir.join(name);
@@ -53,9 +62,16 @@ fn archive_and_recover(compression: &str, encrypted: bool) {
             cmd = cmd.env("WALRS_ENCRYPTION_KEY_FILE", &key_file);
         }
         cmd.run().expect_code(0);
-        assert!(std::fs::read(&dest).unwrap() == std::fs::read(copy.join(name)).unwrap(), "{name} differs");
+        assert!(
+            std::fs::read(&dest).unwrap() == std::fs::read(copy.join(name)).unwrap(),
+            "{name} differs"
+        );
     }
-    assert!(leftovers(&repo).is_empty(), "temporary files left in the repository: {:?}", leftovers(&repo));
+    assert!(
+        leftovers(&repo).is_empty(),
+        "temporary files left in the repository: {:?}",
+        leftovers(&repo)
+    );
     assert!(leftovers(&out_dir).is_empty());
 
     // Recovery from the base backup, every segment through walrs fetch.
@@ -69,7 +85,9 @@ fn archive_and_recover(compression: &str, encrypted: bool) {
     std::fs::write(backup.join("recovery.signal"), "").unwrap();
     chown_to_test_user(&backup);
     b.start();
-    b.wait_for("the end of recovery", Duration::from_secs(300), || b.sql("SELECT pg_is_in_recovery()") == "f");
+    b.wait_for("the end of recovery", Duration::from_secs(300), || {
+        b.sql("SELECT pg_is_in_recovery()") == "f"
+    });
     assert_eq!(b.sql(CHECK_SQL), expected, "the recovered cluster holds different data");
     let log = b.server_log();
     assert!(
@@ -77,8 +95,14 @@ fn archive_and_recover(compression: &str, encrypted: bool) {
         "the last archived segment was not restored through walrs:\n{log}"
     );
     let restored = log.matches("restored log file").count();
-    assert!(restored >= segments, "only {restored} of {segments} segments came through walrs fetch");
-    assert!(!log.contains("walrs fetch: ERROR") && !log.contains(" ERROR walrs"), "walrs reported errors:\n{log}");
+    assert!(
+        restored >= segments,
+        "only {restored} of {segments} segments came through walrs fetch"
+    );
+    assert!(
+        !log.contains("walrs fetch: ERROR") && !log.contains(" ERROR walrs"),
+        "walrs reported errors:\n{log}"
+    );
 }
 
 #[test]

@@ -36,8 +36,10 @@ fn check_first_frame(name: &WalFileName, cfg: &RepoConfig, frame: &[u8]) -> Resu
         WalrsError::new(Kind::Corrupt, format!("object {name} decodes, but {d}"))
             .hint("the repository holds a wrong file under this name; move it aside")
     };
-    let hdr = LongPageHeader::decode(frame.get(..LONG_PAGE_HEADER_LEN.min(frame.len())).unwrap_or_default())
-        .map_err(|e| corrupt(format!("is not a WAL segment: {e}")))?;
+    let hdr = LongPageHeader::decode(
+        frame.get(..LONG_PAGE_HEADER_LEN.min(frame.len())).unwrap_or_default(),
+    )
+    .map_err(|e| corrupt(format!("is not a WAL segment: {e}")))?;
     if hdr.system_id != cfg.system_identifier {
         return Err(corrupt(format!(
             "holds WAL of system {}, not the repository's {}",
@@ -53,12 +55,16 @@ fn check_first_frame(name: &WalFileName, cfg: &RepoConfig, frame: &[u8]) -> Resu
 /// Restores the WAL file `name` from `repo` to `dest`.
 pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome> {
     let started = Instant::now();
-    let name = WalFileName::parse(name).map_err(|e| WalrsError::new(Kind::InvalidInput, e.to_string()))?;
+    let name =
+        WalFileName::parse(name).map_err(|e| WalrsError::new(Kind::InvalidInput, e.to_string()))?;
     let cfg = repo.require_config()?;
     let key = layout::wal_key(&name)?;
     let mut decoder = repo.open_object(&key, name.as_str()).map_err(|e| {
         if e.kind == Kind::NotFound {
-            WalrsError::new(Kind::NotFound, format!("{name} is not in repository {}", repo.describe()))
+            WalrsError::new(
+                Kind::NotFound,
+                format!("{name} is not in repository {}", repo.describe()),
+            )
         } else {
             e
         }
@@ -69,10 +75,14 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
         _ => PathBuf::from("."),
     };
     let base = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        WalrsError::new(Kind::InvalidInput, format!("{}: the destination needs a file name", dest.display()))
+        WalrsError::new(
+            Kind::InvalidInput,
+            format!("{}: the destination needs a file name", dest.display()),
+        )
     })?;
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut guard = TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
+    let mut guard =
+        TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -89,9 +99,9 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
         first = false;
         out.write_all(&frame).map_err(|e| local_io("writing", guard.path(), &e))?;
     }
-    let summary = decoder
-        .summary()
-        .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name}: decoder ended without a trailer")))?;
+    let summary = decoder.summary().ok_or_else(|| {
+        WalrsError::new(Kind::Internal, format!("{name}: decoder ended without a trailer"))
+    })?;
     if first && name.is_segment_like() {
         return Err(WalrsError::new(Kind::Corrupt, format!("object {name} is empty")));
     }
@@ -99,7 +109,9 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
     drop(out);
     std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
     guard.disarm();
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| local_io("syncing directory", &dir, &e))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| local_io("syncing directory", &dir, &e))?;
     tracing::info!(
         "restored {name} to {} ({} bytes) in {:.3} s",
         dest.display(),

@@ -79,7 +79,12 @@ fn invalid(msg: String) -> WalrsError {
 }
 
 /// Reads and checks the long page header of a segment file against its name.
-fn check_segment(path: &Path, name: &WalFileName, file: &mut File, size: u64) -> Result<LongPageHeader> {
+fn check_segment(
+    path: &Path,
+    name: &WalFileName,
+    file: &mut File,
+    size: u64,
+) -> Result<LongPageHeader> {
     let mut head = [0u8; LONG_PAGE_HEADER_LEN];
     let got = read_full(file, &mut head).map_err(|e| local_io("reading", path, &e))?;
     let hdr = LongPageHeader::decode(head.get(..got).unwrap_or_default())
@@ -149,7 +154,12 @@ fn new_config(hdr: &LongPageHeader, repo: &Repository, compression: Compression)
 }
 
 /// Refuses WAL whose header does not belong to the repository's cluster.
-fn check_cluster(repo: &Repository, cfg: &RepoConfig, hdr: &LongPageHeader, path: &Path) -> Result<()> {
+fn check_cluster(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    hdr: &LongPageHeader,
+    path: &Path,
+) -> Result<()> {
     let mut diffs = Vec::new();
     if hdr.system_id != cfg.system_identifier {
         diffs.push(format!(
@@ -197,13 +207,21 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         Some(check_segment(path, &name, &mut file, size)?)
     } else {
         if size > MAX_TEXT_FILE {
-            return Err(invalid(format!("{} is {size} bytes: too large for a {:?} file", path.display(), name.kind())));
+            return Err(invalid(format!(
+                "{} is {size} bytes: too large for a {:?} file",
+                path.display(),
+                name.kind()
+            )));
         }
         if name.kind() == WalFileKind::History {
             let mut text = Vec::new();
-            (&mut file).take(MAX_TEXT_FILE).read_to_end(&mut text).map_err(|e| local_io("reading", path, &e))?;
-            TimelineHistory::parse(name.timeline(), &text)
-                .map_err(|e| invalid(format!("{} is not a timeline history file: {e}", path.display())))?;
+            (&mut file)
+                .take(MAX_TEXT_FILE)
+                .read_to_end(&mut text)
+                .map_err(|e| local_io("reading", path, &e))?;
+            TimelineHistory::parse(name.timeline(), &text).map_err(|e| {
+                invalid(format!("{} is not a timeline history file: {e}", path.display()))
+            })?;
         }
         None
     };

@@ -88,10 +88,23 @@ mod tests {
     #[test]
     fn only_not_found_is_one_and_all_are_below_126() {
         let kinds = [
-            Kind::NotFound, Kind::Usage, Kind::Config, Kind::InvalidInput, Kind::ForeignCluster,
-            Kind::Mismatch, Kind::Corrupt, Kind::Key, Kind::PermissionDenied, Kind::ReadOnly,
-            Kind::NoSpace, Kind::Unavailable, Kind::Timeout, Kind::NotInitialized,
-            Kind::Unsupported, Kind::Io, Kind::Internal,
+            Kind::NotFound,
+            Kind::Usage,
+            Kind::Config,
+            Kind::InvalidInput,
+            Kind::ForeignCluster,
+            Kind::Mismatch,
+            Kind::Corrupt,
+            Kind::Key,
+            Kind::PermissionDenied,
+            Kind::ReadOnly,
+            Kind::NoSpace,
+            Kind::Unavailable,
+            Kind::Timeout,
+            Kind::NotInitialized,
+            Kind::Unsupported,
+            Kind::Io,
+            Kind::Internal,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

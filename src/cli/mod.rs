@@ -110,14 +110,18 @@ where
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::Success,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::Success
+                }
                 _ => ExitCode::Usage,
             };
         }
     };
     let (what, default_timeout, abort_flag) = match &cli.command {
         Command::Push(_) => ("push", commands::push::DEFAULT_TIMEOUT, None),
-        Command::Fetch(a) => ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure.then_some(true)),
+        Command::Fetch(a) => {
+            ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure.then_some(true))
+        }
     };
     let g = &cli.global;
     let abort_flag = match (abort_flag, std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE")) {
@@ -157,7 +161,11 @@ where
     .entered();
     let abort = matches!(cli.command, Command::Fetch(_)) && settings.fetch_abort_on_hard_failure;
     let map = |kind: Kind| {
-        if abort && kind != Kind::NotFound { ExitCode::AbortRecovery } else { ExitCode::for_kind(kind) }
+        if abort && kind != Kind::NotFound {
+            ExitCode::AbortRecovery
+        } else {
+            ExitCode::for_kind(kind)
+        }
     };
     let timeout = settings.timeout.unwrap_or(default_timeout);
     arm_watchdog(timeout, map(Kind::Timeout), what);

@@ -137,7 +137,9 @@ impl FrameDecompressor {
     pub(crate) fn new(c: Compression) -> std::io::Result<Self> {
         Ok(match c {
             Compression::None => FrameDecompressor::None,
-            Compression::Zstd(_) => FrameDecompressor::Zstd(Box::new(zstd::bulk::Decompressor::new()?)),
+            Compression::Zstd(_) => {
+                FrameDecompressor::Zstd(Box::new(zstd::bulk::Decompressor::new()?))
+            }
             Compression::Lz4 => FrameDecompressor::Lz4,
         })
     }
@@ -158,7 +160,8 @@ impl FrameDecompressor {
             }
             FrameDecompressor::Lz4 => {
                 out.resize(plain_len, 0);
-                let n = lz4_flex::block::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?;
+                let n =
+                    lz4_flex::block::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?;
                 out.truncate(n);
             }
         }
@@ -188,7 +191,8 @@ mod tests {
     #[test]
     fn roundtrip_each() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
-        for c in [Compression::None, Compression::Zstd(1), Compression::Zstd(19), Compression::Lz4] {
+        for c in [Compression::None, Compression::Zstd(1), Compression::Zstd(19), Compression::Lz4]
+        {
             let mut comp = FrameCompressor::new(c).unwrap();
             let mut out = vec![7u8; 3];
             comp.compress(&data, &mut out).unwrap();

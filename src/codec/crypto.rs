@@ -10,8 +10,8 @@
 use std::fmt;
 
 use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
-use aes_gcm_siv::aead::KeyInit;
 use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::KeyInit;
 use base64::Engine;
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -126,14 +126,26 @@ pub(crate) struct ObjectCipher {
 
 impl ObjectCipher {
     /// Encrypts `buf` in place (the tag is appended) as chunk `index` of the stream.
-    pub(crate) fn seal(&self, index: u32, last: bool, ad: &[u8], buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub(crate) fn seal(
+        &self,
+        index: u32,
+        last: bool,
+        ad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         self.stream
             .encrypt_in_place(index, last, ad, buf)
             .map_err(|_| CodecError::Key("encryption failed".into()))
     }
 
     /// Decrypts and authenticates `buf` in place (the tag is removed).
-    pub(crate) fn open(&self, index: u32, last: bool, ad: &[u8], buf: &mut Vec<u8>) -> Result<(), ()> {
+    pub(crate) fn open(
+        &self,
+        index: u32,
+        last: bool,
+        ad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ()> {
         self.stream.decrypt_in_place(index, last, ad, buf).map_err(|_| ())
     }
 }

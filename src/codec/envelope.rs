@@ -16,9 +16,9 @@ use std::io::{Read, Write};
 
 use sha2::{Digest, Sha256};
 
+use super::CodecError;
 use super::compress::{Compression, FrameCompressor, FrameDecompressor};
 use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
-use super::CodecError;
 
 /// First bytes of every walrs object.
 pub const MAGIC: [u8; 8] = *b"WALRSOBJ";
@@ -121,9 +121,7 @@ impl Header {
             .map_err(|_| corrupt("the stored name is not UTF-8".into()))?
             .to_owned();
         if name != expected {
-            return Err(corrupt(format!(
-                "the object holds {name:?}: it was renamed or swapped"
-            )));
+            return Err(corrupt(format!("the object holds {name:?}: it was renamed or swapped")));
         }
         let comp_id = raw.get(10).copied().unwrap_or_default();
         let compression = Compression::from_id(comp_id).ok_or_else(|| CodecError::Unsupported {
@@ -149,7 +147,15 @@ impl Header {
         let mut salt = [0u8; 32];
         salt.copy_from_slice(raw.get(28..60).unwrap_or(&[0; 32]));
         Ok((
-            Header { version, compression, encrypted, frame_size, key_id: KeyId(key_id), salt, name },
+            Header {
+                version,
+                compression,
+                encrypted,
+                frame_size,
+                key_id: KeyId(key_id),
+                salt,
+                name,
+            },
             raw,
         ))
     }
@@ -241,7 +247,11 @@ pub struct Encoder {
 
 impl Encoder {
     /// An encoder for the object `name` (its logical name, bound into the envelope).
-    pub fn new(name: &str, compression: Compression, key: Option<&MasterKey>) -> Result<Self, CodecError> {
+    pub fn new(
+        name: &str,
+        compression: Compression,
+        key: Option<&MasterKey>,
+    ) -> Result<Self, CodecError> {
         if name.len() > MAX_NAME_LEN || name.is_empty() {
             return Err(CodecError::corrupt(name, "object names are 1 to 1024 bytes"));
         }
@@ -297,17 +307,26 @@ impl Encoder {
     /// Appends one data frame holding `plain` (1 to `frame_size` bytes) to `out`.
     pub fn encode_frame(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         if plain.is_empty() || plain.len() > self.frame_size() {
-            return Err(CodecError::corrupt(&self.name, "frame size out of range (encoder misuse)"));
+            return Err(CodecError::corrupt(
+                &self.name,
+                "frame size out of range (encoder misuse)",
+            ));
         }
         let index = self.chunk_index()?;
         let plain_len = plain.len() as u32;
         self.hasher.update(plain);
         self.scratch.clear();
-        self.comp
-            .compress(plain, &mut self.scratch)
-            .map_err(|e| CodecError::Io { context: format!("compressing {}", self.name), source: e })?;
+        self.comp.compress(plain, &mut self.scratch).map_err(|e| CodecError::Io {
+            context: format!("compressing {}", self.name),
+            source: e,
+        })?;
         if let Some(c) = &self.cipher {
-            c.seal(index, false, &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len), &mut self.scratch)?;
+            c.seal(
+                index,
+                false,
+                &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len),
+                &mut self.scratch,
+            )?;
         }
         let before = out.len();
         push_frame(out, TAG_DATA, plain_len, &self.scratch);
@@ -326,7 +345,12 @@ impl Encoder {
         self.scratch.extend_from_slice(&self.frames.to_le_bytes());
         self.scratch.extend_from_slice(&sha256);
         if let Some(c) = &self.cipher {
-            c.seal(index, true, &chunk_ad(&self.ad_prefix, TAG_END, TRAILER_LEN as u32), &mut self.scratch)?;
+            c.seal(
+                index,
+                true,
+                &chunk_ad(&self.ad_prefix, TAG_END, TRAILER_LEN as u32),
+                &mut self.scratch,
+            )?;
         }
         let before = out.len();
         push_frame(out, TAG_END, TRAILER_LEN as u32, &self.scratch);
@@ -396,10 +420,11 @@ impl<R: Read> EncodingBody<R> {
                 Ok(true)
             }
             BodyState::Frames => {
-                let n = read_full(&mut self.source, &mut self.plain).map_err(|e| CodecError::Io {
-                    context: format!("reading the data of {}", self.encoder.name),
-                    source: e,
-                })?;
+                let n =
+                    read_full(&mut self.source, &mut self.plain).map_err(|e| CodecError::Io {
+                        context: format!("reading the data of {}", self.encoder.name),
+                        source: e,
+                    })?;
                 if n > 0 {
                     let plain = self.plain.get(..n).unwrap_or_default();
                     self.encoder.encode_frame(plain, &mut self.out)?;
@@ -461,8 +486,10 @@ impl<R: Read> Decoder<R> {
         } else {
             None
         };
-        let decomp = FrameDecompressor::new(header.compression)
-            .map_err(|e| CodecError::Io { context: "creating the decompressor".into(), source: e })?;
+        let decomp = FrameDecompressor::new(header.compression).map_err(|e| CodecError::Io {
+            context: "creating the decompressor".into(),
+            source: e,
+        })?;
         Ok(Decoder {
             r,
             ad_prefix: Sha256::digest(&raw).into(),
@@ -513,7 +540,11 @@ impl<R: Read> Decoder<R> {
         let plain_ok = match tag {
             TAG_DATA => plain_len >= 1 && plain_len <= self.header.frame_size,
             TAG_END => plain_len as usize == TRAILER_LEN,
-            _ => return Err(self.corrupt(format!("bad frame tag {tag:#04x} at frame {}", self.frames))),
+            _ => {
+                return Err(
+                    self.corrupt(format!("bad frame tag {tag:#04x} at frame {}", self.frames))
+                );
+            }
         };
         if !plain_ok || stored_len > limit {
             return Err(self.corrupt(format!("frame {} has impossible lengths", self.frames)));
@@ -652,10 +683,18 @@ mod tests {
     #[test]
     fn roundtrip_sizes_and_modes() {
         for (c, key) in all_modes() {
-            for n in [0, 1, 4095, FRAME_SIZE as usize, FRAME_SIZE as usize + 1, 3 * FRAME_SIZE as usize + 17] {
+            for n in [
+                0,
+                1,
+                4095,
+                FRAME_SIZE as usize,
+                FRAME_SIZE as usize + 1,
+                3 * FRAME_SIZE as usize + 17,
+            ] {
                 let d = data(n);
                 let enc = encode_to_vec("000000010000000000000001", &d, c, key.as_ref()).unwrap();
-                let (out, s) = decode_to_vec(&enc, "000000010000000000000001", key.as_ref()).unwrap();
+                let (out, s) =
+                    decode_to_vec(&enc, "000000010000000000000001", key.as_ref()).unwrap();
                 assert_eq!(out, d, "{c} {n}");
                 assert_eq!(s.plain_len, n as u64);
                 assert_eq!(s.stored_len, enc.len() as u64);
@@ -673,7 +712,10 @@ mod tests {
             for i in 0..enc.len() {
                 let mut bad = enc.clone();
                 bad[i] ^= 0x20;
-                assert!(decode_to_vec(&bad, "x", key.as_ref()).is_err(), "{c} flip at {i} undetected");
+                assert!(
+                    decode_to_vec(&bad, "x", key.as_ref()).is_err(),
+                    "{c} flip at {i} undetected"
+                );
             }
         }
     }
@@ -681,9 +723,12 @@ mod tests {
     #[test]
     fn every_truncation_and_extension_is_detected() {
         for (c, key) in all_modes() {
-            let enc = encode_to_vec("x", &data(2 * FRAME_SIZE as usize + 5), c, key.as_ref()).unwrap();
+            let enc =
+                encode_to_vec("x", &data(2 * FRAME_SIZE as usize + 5), c, key.as_ref()).unwrap();
             let step = enc.len() / 40 + 1;
-            for cut in (0..enc.len()).step_by(step).chain([1, 59, 70, enc.len() - 1, enc.len() - 60]) {
+            for cut in
+                (0..enc.len()).step_by(step).chain([1, 59, 70, enc.len() - 1, enc.len() - 60])
+            {
                 assert!(decode_to_vec(&enc[..cut], "x", key.as_ref()).is_err(), "{c} cut at {cut}");
             }
             let mut longer = enc.clone();
@@ -711,17 +756,22 @@ mod tests {
     fn renamed_objects_and_wrong_keys_fail() {
         let key = MasterKey::from_bytes([1; 32]);
         let other = MasterKey::from_bytes([2; 32]);
-        let enc = encode_to_vec("000000010000000000000001", b"abc", Compression::Lz4, Some(&key)).unwrap();
+        let enc = encode_to_vec("000000010000000000000001", b"abc", Compression::Lz4, Some(&key))
+            .unwrap();
         let e = decode_to_vec(&enc, "000000010000000000000002", Some(&key)).unwrap_err();
         assert!(matches!(e, CodecError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("renamed or swapped"), "{e}");
         let e = decode_to_vec(&enc, "000000010000000000000001", Some(&other)).unwrap_err();
-        assert!(matches!(e, CodecError::Key(_)) && e.to_string().contains("wrong encryption key"), "{e}");
+        assert!(
+            matches!(e, CodecError::Key(_)) && e.to_string().contains("wrong encryption key"),
+            "{e}"
+        );
         let e = decode_to_vec(&enc, "000000010000000000000001", None).unwrap_err();
         assert!(matches!(e, CodecError::Key(_)) && e.to_string().contains("no key"), "{e}");
         let plain = encode_to_vec("a", b"abc", Compression::Zstd(1), None).unwrap();
         assert!(!plain.windows(3).any(|w| w == b"abd"));
-        let enc2 = encode_to_vec("a", b"secret-secret-secret", Compression::None, Some(&key)).unwrap();
+        let enc2 =
+            encode_to_vec("a", b"secret-secret-secret", Compression::None, Some(&key)).unwrap();
         assert!(!enc2.windows(6).any(|w| w == b"secret"), "plaintext leaked");
     }
 
@@ -731,7 +781,8 @@ mod tests {
         enc[8] = 9;
         let name_len = 1;
         let crc = crc32c::crc32c(&enc[..FIXED_HEADER_LEN + name_len]);
-        enc[FIXED_HEADER_LEN + name_len..FIXED_HEADER_LEN + name_len + 4].copy_from_slice(&crc.to_le_bytes());
+        enc[FIXED_HEADER_LEN + name_len..FIXED_HEADER_LEN + name_len + 4]
+            .copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(decode_to_vec(&enc, "a", None), Err(CodecError::Unsupported { .. })));
     }
 

@@ -38,10 +38,14 @@ impl FileConfig {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            WalrsError::new(Kind::Config, format!("cannot read config file {}: {e}", path.display()))
+            WalrsError::new(
+                Kind::Config,
+                format!("cannot read config file {}: {e}", path.display()),
+            )
         })?;
-        toml::from_str(&text)
-            .map_err(|e| WalrsError::new(Kind::Config, format!("config file {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| {
+            WalrsError::new(Kind::Config, format!("config file {}: {e}", path.display()))
+        })
     }
 }
 
@@ -147,18 +151,23 @@ impl Settings {
         let repo_text = over.repo.clone().or(fc.repo);
         let repo = match repo_text.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => Some(RepoLocation::parse(s).map_err(|e| config_err(format!("repository: {e}")))?),
+            Some(s) => {
+                Some(RepoLocation::parse(s).map_err(|e| config_err(format!("repository: {e}")))?)
+            }
         };
         let compression = match over.compression.clone().or(fc.compression) {
             None => None,
-            Some(s) => Some(s.parse::<Compression>().map_err(|e| config_err(format!("compression: {e}")))?),
+            Some(s) => Some(
+                s.parse::<Compression>().map_err(|e| config_err(format!("compression: {e}")))?,
+            ),
         };
         let env_file = env("WALRS_ENCRYPTION_KEY_FILE").filter(|s| !s.is_empty());
         let env_key = env("WALRS_ENCRYPTION_KEY").filter(|s| !s.is_empty());
         let key = match (env_file, env_key) {
             (Some(_), Some(_)) => {
                 return Err(config_err(
-                    "both WALRS_ENCRYPTION_KEY_FILE and WALRS_ENCRYPTION_KEY are set; set only one".into(),
+                    "both WALRS_ENCRYPTION_KEY_FILE and WALRS_ENCRYPTION_KEY are set; set only one"
+                        .into(),
                 ));
             }
             (Some(f), None) => KeySource::File(f.into()),
@@ -175,12 +184,18 @@ impl Settings {
             },
         };
         let timeout = match (&over.timeout, &fc.timeout) {
-            (Some(s), _) => Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?),
-            (None, Some(toml::Value::Integer(n))) if *n > 0 => Some(Duration::from_secs(n.unsigned_abs())),
+            (Some(s), _) => {
+                Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
+            }
+            (None, Some(toml::Value::Integer(n))) if *n > 0 => {
+                Some(Duration::from_secs(n.unsigned_abs()))
+            }
             (None, Some(toml::Value::String(s))) => {
                 Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
             }
-            (None, Some(other)) => return Err(config_err(format!("timeout: invalid value {other}"))),
+            (None, Some(other)) => {
+                return Err(config_err(format!("timeout: invalid value {other}")));
+            }
             (None, None) => None,
         };
         let log_level = match over.log_level.clone().or(fc.log_level) {
@@ -201,20 +216,29 @@ impl Settings {
                 .map_err(|e| WalrsError::new(Kind::Key, format!("WALRS_ENCRYPTION_KEY: {e}"))),
             KeySource::File(p) => {
                 let text = std::fs::read(p).map_err(|e| {
-                    WalrsError::new(Kind::Key, format!("cannot read the encryption key file {}: {e}", p.display()))
+                    WalrsError::new(
+                        Kind::Key,
+                        format!("cannot read the encryption key file {}: {e}", p.display()),
+                    )
                 })?;
                 if let Ok(m) = std::fs::metadata(p) {
                     use std::os::unix::fs::PermissionsExt;
                     if m.permissions().mode() & 0o077 != 0 {
-                        tracing::warn!("encryption key file {} is readable by other users; chmod 600 it", p.display());
+                        tracing::warn!(
+                            "encryption key file {} is readable by other users; chmod 600 it",
+                            p.display()
+                        );
                     }
                 }
                 let text = String::from_utf8(text).map_err(|_| {
-                    WalrsError::new(Kind::Key, format!("encryption key file {}: not text", p.display()))
+                    WalrsError::new(
+                        Kind::Key,
+                        format!("encryption key file {}: not text", p.display()),
+                    )
                 })?;
-                MasterKey::from_base64(&text)
-                    .map(Some)
-                    .map_err(|e| WalrsError::new(Kind::Key, format!("encryption key file {}: {e}", p.display())))
+                MasterKey::from_base64(&text).map(Some).map_err(|e| {
+                    WalrsError::new(Kind::Key, format!("encryption key file {}: {e}", p.display()))
+                })
             }
         }
     }
@@ -240,13 +264,21 @@ mod tests {
     fn precedence_file_then_overrides() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("walrs.toml");
-        std::fs::write(&f, "repo = \"/from/file\"\ncompression = \"lz4\"\ntimeout = 30\nlog_level = \"info\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "repo = \"/from/file\"\ncompression = \"lz4\"\ntimeout = 30\nlog_level = \"info\"\n",
+        )
+        .unwrap();
         let s = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap();
         assert_eq!(s.repo, Some(RepoLocation::Fs("/from/file".into())));
         assert_eq!(s.compression, Some(Compression::Lz4));
         assert_eq!(s.timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.log_level, tracing::Level::INFO);
-        let over = Overrides { repo: Some("file:///from/flag".into()), timeout: Some("2m".into()), ..Default::default() };
+        let over = Overrides {
+            repo: Some("file:///from/flag".into()),
+            timeout: Some("2m".into()),
+            ..Default::default()
+        };
         let s = Settings::resolve(Some(&f), &over, &no_env).unwrap();
         assert_eq!(s.repo, Some(RepoLocation::Fs("/from/flag".into())));
         assert_eq!(s.timeout, Some(Duration::from_secs(120)));
@@ -273,7 +305,10 @@ mod tests {
             "WALRS_ENCRYPTION_KEY" => Some("abc".to_string()),
             _ => None,
         };
-        assert_eq!(Settings::resolve(None, &Overrides::default(), &both).unwrap_err().kind, Kind::Config);
+        assert_eq!(
+            Settings::resolve(None, &Overrides::default(), &both).unwrap_err().kind,
+            Kind::Config
+        );
         let one = |k: &str| (k == "WALRS_ENCRYPTION_KEY").then(|| "AAAA".to_string());
         let s = Settings::resolve(None, &Overrides::default(), &one).unwrap();
         assert_eq!(s.key, KeySource::Inline("AAAA".into()));

@@ -93,7 +93,8 @@ mod tests {
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!("0/0".parse::<Lsn>().unwrap(), Lsn::INVALID);
         assert_eq!("ffffffff/ffffffff".parse::<Lsn>().unwrap(), Lsn(u64::MAX));
-        for bad in ["", "/", "1/", "/1", "1", "1/2/3", "g/0", "123456789/0", " 1/0", "1/-0", "+1/0"] {
+        for bad in ["", "/", "1/", "/1", "1", "1/2/3", "g/0", "123456789/0", " 1/0", "1/-0", "+1/0"]
+        {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} must be rejected");
         }
     }

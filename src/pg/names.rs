@@ -181,7 +181,13 @@ impl WalFileName {
     /// The name of the history file of timeline `tli` (`TLHistoryFileName`).
     #[doc(alias = "TLHistoryFileName")]
     pub fn history(tli: TimeLineId) -> Self {
-        WalFileName { name: format!("{tli}.history"), kind: WalFileKind::History, tli, log: 0, seg: 0 }
+        WalFileName {
+            name: format!("{tli}.history"),
+            kind: WalFileKind::History,
+            tli,
+            log: 0,
+            seg: 0,
+        }
     }
 
     /// The file name exactly as PostgreSQL spells it.
@@ -250,7 +256,13 @@ impl WalFileName {
             let t = hex_u32(base)
                 .ok_or_else(|| bad("a history file is 8 upper-case hex digits + .history"))?;
             let tli = TimeLineId::new(t).map_err(|_| bad("timeline 0 does not exist"))?;
-            return Ok(WalFileName { name: s.to_owned(), kind: WalFileKind::History, tli, log: 0, seg: 0 });
+            return Ok(WalFileName {
+                name: s.to_owned(),
+                kind: WalFileKind::History,
+                tli,
+                log: 0,
+                seg: 0,
+            });
         } else if let Some(base) = s.strip_suffix(".backup") {
             // 24 hex digits, '.', 8 hex digits (the start offset), then ".backup".
             let ok = base.len() == XLOG_FNAME_LEN + 9

@@ -168,7 +168,8 @@ impl LongPageHeader {
     /// header flag, a valid segment size, a sane block size and a page address at a segment start.
     #[doc(alias = "XLogReaderValidatePageHeader")]
     pub fn decode(page: &[u8]) -> Result<Self, FormatError> {
-        let bad = |lsn: Lsn, detail: String| FormatError::AtLsn { what: "WAL page header", lsn, detail };
+        let bad =
+            |lsn: Lsn, detail: String| FormatError::AtLsn { what: "WAL page header", lsn, detail };
         if page.len() < LONG_PAGE_HEADER_LEN {
             return Err(bad(
                 Lsn::INVALID,
@@ -179,7 +180,10 @@ impl LongPageHeader {
         let page_addr = Lsn(field(le_u64(page, 8)));
         let magic = le_u16(page, 0).unwrap_or_default();
         let version = PgMajorVersion::from_xlog_page_magic(magic).ok_or_else(|| {
-            bad(page_addr, format!("unknown WAL page magic {magic:#06X} (PostgreSQL 13 to 18 are supported)"))
+            bad(
+                page_addr,
+                format!("unknown WAL page magic {magic:#06X} (PostgreSQL 13 to 18 are supported)"),
+            )
         })?;
         let info = le_u16(page, 2).unwrap_or_default();
         if info & !XLP_ALL_FLAGS != 0 {
@@ -202,7 +206,16 @@ impl LongPageHeader {
         if !page_addr.is_segment_start(seg_size) {
             return Err(bad(page_addr, "page address is not the start of a segment".into()));
         }
-        Ok(LongPageHeader { version, info, tli, page_addr, rem_len, system_id, seg_size, xlog_blcksz })
+        Ok(LongPageHeader {
+            version,
+            info,
+            tli,
+            page_addr,
+            rem_len,
+            system_id,
+            seg_size,
+            xlog_blcksz,
+        })
     }
 
     /// The segment this header belongs to, by its page address.

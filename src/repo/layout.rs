@@ -34,7 +34,10 @@ mod tests {
     fn keys() {
         let k = |s: &str| wal_key(&WalFileName::parse(s).unwrap()).unwrap().to_string();
         assert_eq!(k("00000001000000A20000003F"), "wal/00000001000000A2/00000001000000A20000003F");
-        assert_eq!(k("00000002000000000000000F.partial"), "wal/0000000200000000/00000002000000000000000F.partial");
+        assert_eq!(
+            k("00000002000000000000000F.partial"),
+            "wal/0000000200000000/00000002000000000000000F.partial"
+        );
         assert_eq!(
             k("000000010000000000000002.00000028.backup"),
             "wal/0000000100000000/000000010000000000000002.00000028.backup"

@@ -74,7 +74,10 @@ impl Repository {
             WalrsError::new(Kind::Corrupt, format!("repository config {name} is not valid: {e}"))
         })?;
         if cfg.format != config::FORMAT_NAME {
-            return Err(WalrsError::new(Kind::Corrupt, format!("{name} is not a walrs repository config")));
+            return Err(WalrsError::new(
+                Kind::Corrupt,
+                format!("{name} is not a walrs repository config"),
+            ));
         }
         if cfg.format_version > config::FORMAT_VERSION {
             return Err(WalrsError::new(
@@ -101,13 +104,19 @@ impl Repository {
                 }
                 other => other,
             },
-            Err(e) if matches!(e.kind, Kind::Corrupt) => match self.read_config_object(layout::CONFIG_COPY) {
-                Ok(Some(c)) => {
-                    tracing::warn!("{} is damaged ({e}); using {}", layout::CONFIG, layout::CONFIG_COPY);
-                    Ok(Some(c))
+            Err(e) if matches!(e.kind, Kind::Corrupt) => {
+                match self.read_config_object(layout::CONFIG_COPY) {
+                    Ok(Some(c)) => {
+                        tracing::warn!(
+                            "{} is damaged ({e}); using {}",
+                            layout::CONFIG,
+                            layout::CONFIG_COPY
+                        );
+                        Ok(Some(c))
+                    }
+                    _ => Err(e),
                 }
-                _ => Err(e),
-            },
+            }
             Err(e) => Err(e),
         }
     }
@@ -134,7 +143,13 @@ impl Repository {
         match self.put_new(&key, layout::CONFIG, json.as_slice(), Compression::None, false)? {
             PutNew::Created(_) => {
                 let copy = ObjectKey::new(layout::CONFIG_COPY)?;
-                self.put_new(&copy, layout::CONFIG_COPY, json.as_slice(), Compression::None, false)?;
+                self.put_new(
+                    &copy,
+                    layout::CONFIG_COPY,
+                    json.as_slice(),
+                    Compression::None,
+                    false,
+                )?;
                 tracing::info!(
                     "created repository {} for system {} (PostgreSQL {})",
                     self.describe(),
@@ -201,7 +216,10 @@ impl Repository {
                 if meta.size != summary.stored_len {
                     return Err(WalrsError::new(
                         Kind::Io,
-                        format!("{name}: stored {} bytes, expected {}", meta.size, summary.stored_len),
+                        format!(
+                            "{name}: stored {} bytes, expected {}",
+                            meta.size, summary.stored_len
+                        ),
                     ));
                 }
                 Ok(PutNew::Created(summary))

@@ -171,12 +171,12 @@ impl<R: Read> Read for FaultyReader<R> {
             want = want.min(usize::try_from(left).unwrap_or(usize::MAX));
         }
         let got = self.inner.read(buf.get_mut(..want).unwrap_or_default())?;
-        if let Fault::CorruptRead(at) = self.fault {
-            if at >= self.pos && at < self.pos + got as u64 {
-                if let Some(b) = buf.get_mut(usize::try_from(at - self.pos).unwrap_or(usize::MAX)) {
-                    *b ^= 0x01;
-                }
-            }
+        if let Fault::CorruptRead(at) = self.fault
+            && at >= self.pos
+            && at < self.pos + got as u64
+            && let Some(b) = buf.get_mut(usize::try_from(at - self.pos).unwrap_or(usize::MAX))
+        {
+            *b ^= 0x01;
         }
         self.pos += got as u64;
         Ok(got)
@@ -212,7 +212,11 @@ impl<S: Storage> Storage for Faulty<S> {
         self.run(Op::Put, "write", key.as_str(), || self.inner.put(key, body))
     }
 
-    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+    fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        body: &mut dyn Body,
+    ) -> Result<PutOutcome, StorageError> {
         self.run(Op::PutIfAbsent, "write", key.as_str(), || self.inner.put_if_absent(key, body))
     }
 

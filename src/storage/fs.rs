@@ -13,9 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{
-    Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError,
-};
+use super::{Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError};
 use crate::cleanup::TempGuard;
 use crate::codec::envelope::read_full;
 
@@ -42,7 +40,12 @@ impl FsStorage {
         let key = root.display().to_string();
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => Ok(FsStorage { root: root.to_path_buf() }),
-            Ok(_) => Err(StorageError::new(ErrorKind::Misconfigured, "open repository", &key, "not a directory")),
+            Ok(_) => Err(StorageError::new(
+                ErrorKind::Misconfigured,
+                "open repository",
+                &key,
+                "not a directory",
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::new(
                 ErrorKind::Misconfigured,
                 "open repository",
@@ -80,14 +83,20 @@ impl FsStorage {
                 Err(e) => return Err(StorageError::from_io("create directory for", key, &e)),
             }
             if let Some(parent) = d.parent() {
-                fsync_dir(parent).map_err(|e| StorageError::from_io("sync directory for", key, &e))?;
+                fsync_dir(parent)
+                    .map_err(|e| StorageError::from_io("sync directory for", key, &e))?;
             }
         }
         Ok(())
     }
 
     /// Writes `body` to a fresh temporary file beside `final_path` and fsyncs it.
-    fn write_temp(&self, key: &ObjectKey, final_path: &Path, body: &mut dyn Body) -> Result<(TempGuard, File, u64), StorageError> {
+    fn write_temp(
+        &self,
+        key: &ObjectKey,
+        final_path: &Path,
+        body: &mut dyn Body,
+    ) -> Result<(TempGuard, File, u64), StorageError> {
         let k = key.as_str();
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
         let base = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
@@ -139,7 +148,8 @@ impl FsStorage {
 
 impl Storage for FsStorage {
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError> {
-        let f = File::open(self.path(key)).map_err(|e| StorageError::from_io("read", key.as_str(), &e))?;
+        let f = File::open(self.path(key))
+            .map_err(|e| StorageError::from_io("read", key.as_str(), &e))?;
         Ok(Box::new(BufReader::with_capacity(READ_BUFFER, f)))
     }
 
@@ -159,14 +169,19 @@ impl Storage for FsStorage {
         let k = key.as_str();
         let path = self.path(key);
         let (mut guard, _file, size) = self.write_temp(key, &path, body)?;
-        fs::rename(guard.path(), &path).map_err(|e| StorageError::from_io("rename into place", k, &e))?;
+        fs::rename(guard.path(), &path)
+            .map_err(|e| StorageError::from_io("rename into place", k, &e))?;
         guard.disarm();
         let dir = path.parent().unwrap_or(&self.root);
         fsync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
         Ok(ObjectMeta { key: key.clone(), size })
     }
 
-    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+    fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        body: &mut dyn Body,
+    ) -> Result<PutOutcome, StorageError> {
         let k = key.as_str();
         let path = self.path(key);
         if path.exists() {
@@ -211,14 +226,18 @@ impl Storage for FsStorage {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.clone(), size: m.len() })),
             Ok(_) => Ok(None),
             // ENOTDIR (20): a component of the path is a file, so the object cannot exist.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                Ok(None)
+            }
             Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
         let (dir_part, name_prefix) = match prefix.rfind('/') {
-            Some(i) => (prefix.get(..=i).unwrap_or_default(), prefix.get(i + 1..).unwrap_or_default()),
+            Some(i) => {
+                (prefix.get(..=i).unwrap_or_default(), prefix.get(i + 1..).unwrap_or_default())
+            }
             None => ("", prefix),
         };
         let mut list = FsList { root: self.root.clone(), stack: Vec::new() };
@@ -235,7 +254,8 @@ impl Storage for FsStorage {
         match fs::remove_file(&path) {
             Ok(()) => {
                 let dir = path.parent().unwrap_or(&self.root);
-                fsync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", key.as_str(), &e))
+                fsync_dir(dir)
+                    .map_err(|e| StorageError::from_io("sync directory for", key.as_str(), &e))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::from_io("delete", key.as_str(), &e)),
@@ -264,7 +284,9 @@ impl FsList {
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::from_io("list", dir_key, &e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            if filter.is_some_and(|f| !name.starts_with(f)) || ObjectKey::new(name.as_str()).is_err() {
+            if filter.is_some_and(|f| !name.starts_with(f))
+                || ObjectKey::new(name.as_str()).is_err()
+            {
                 continue; // temporary files, foreign names
             }
             let ft = entry.file_type().map_err(|e| StorageError::from_io("list", dir_key, &e))?;

@@ -29,7 +29,14 @@ impl MemoryStorage {
             match body.next_chunk() {
                 Ok(Some(c)) => data.extend_from_slice(c),
                 Ok(None) => return Ok(data),
-                Err(e) => return Err(StorageError::new(ErrorKind::Body, "produce data for", key.as_str(), e)),
+                Err(e) => {
+                    return Err(StorageError::new(
+                        ErrorKind::Body,
+                        "produce data for",
+                        key.as_str(),
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -41,7 +48,8 @@ impl MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError> {
-        let data = self.map().get(key.as_str()).cloned().ok_or_else(|| Self::not_found("read", key))?;
+        let data =
+            self.map().get(key.as_str()).cloned().ok_or_else(|| Self::not_found("read", key))?;
         Ok(Box::new(Cursor::new(data)))
     }
 
@@ -60,7 +68,11 @@ impl Storage for MemoryStorage {
         Ok(ObjectMeta { key: key.clone(), size })
     }
 
-    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+    fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        body: &mut dyn Body,
+    ) -> Result<PutOutcome, StorageError> {
         if self.map().contains_key(key.as_str()) {
             return Ok(PutOutcome::Exists);
         }
@@ -75,7 +87,10 @@ impl Storage for MemoryStorage {
     }
 
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
-        Ok(self.map().get(key.as_str()).map(|d| ObjectMeta { key: key.clone(), size: d.len() as u64 }))
+        Ok(self
+            .map()
+            .get(key.as_str())
+            .map(|d| ObjectMeta { key: key.clone(), size: d.len() as u64 }))
     }
 
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
@@ -83,7 +98,9 @@ impl Storage for MemoryStorage {
             .map()
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectKey::new(k.clone()).map(|key| ObjectMeta { key, size: v.len() as u64 }))
+            .map(|(k, v)| {
+                ObjectKey::new(k.clone()).map(|key| ObjectMeta { key, size: v.len() as u64 })
+            })
             .collect();
         Ok(Box::new(items.into_iter()))
     }

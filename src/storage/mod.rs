@@ -186,7 +186,11 @@ pub trait Storage: Send + Sync {
     /// Stores the object, replacing any previous one atomically.
     fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError>;
     /// Stores the object only if none exists under the key; atomic against concurrent writers.
-    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError>;
+    fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        body: &mut dyn Body,
+    ) -> Result<PutOutcome, StorageError>;
     /// The object's metadata, `None` if absent.
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
     /// Objects whose key starts with `prefix`, in key order.
@@ -214,7 +218,9 @@ impl RepoLocation {
             rest
         } else if s.contains("://") {
             let scheme = s.split("://").next().unwrap_or_default();
-            return Err(format!("{s:?}: unsupported repository scheme {scheme:?} (use an absolute path or file:///path)"));
+            return Err(format!(
+                "{s:?}: unsupported repository scheme {scheme:?} (use an absolute path or file:///path)"
+            ));
         } else {
             s
         };
@@ -273,7 +279,11 @@ impl Storage for AnyStorage {
     fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError> {
         dispatch!(self, s => s.put(key, body))
     }
-    fn put_if_absent(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<PutOutcome, StorageError> {
+    fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        body: &mut dyn Body,
+    ) -> Result<PutOutcome, StorageError> {
         dispatch!(self, s => s.put_if_absent(key, body))
     }
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
@@ -296,7 +306,8 @@ mod tests {
 
     #[test]
     fn keys() {
-        for ok in ["a", "wal/0000000100000000/000000010000000000000001", "walrs.config", "x-y_z.9"] {
+        for ok in ["a", "wal/0000000100000000/000000010000000000000001", "walrs.config", "x-y_z.9"]
+        {
             assert!(ObjectKey::new(ok).is_ok(), "{ok}");
         }
         for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", ".tmp", "a/.b", "a b", "a\\b", "ä"] {
@@ -307,7 +318,10 @@ mod tests {
     #[test]
     fn locations() {
         assert_eq!(RepoLocation::parse("/srv/x").unwrap(), RepoLocation::Fs("/srv/x".into()));
-        assert_eq!(RepoLocation::parse("file:///srv/x").unwrap(), RepoLocation::Fs("/srv/x".into()));
+        assert_eq!(
+            RepoLocation::parse("file:///srv/x").unwrap(),
+            RepoLocation::Fs("/srv/x".into())
+        );
         for bad in ["srv/x", "file://srv/x", "ftp://x/y", "", "./x", "/a%20b"] {
             assert!(RepoLocation::parse(bad).is_err(), "{bad}");
         }

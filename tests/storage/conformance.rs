@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use walrs::storage::{
-    AnyStorage, Body, BytesBody, ErrorKind, FsStorage, MemoryStorage, ObjectKey, PutOutcome, Storage,
+    AnyStorage, Body, BytesBody, ErrorKind, FsStorage, MemoryStorage, ObjectKey, PutOutcome,
+    Storage,
 };
 
 fn key(s: &str) -> ObjectKey {
@@ -69,7 +70,10 @@ pub fn suite(s: &dyn Storage) {
         PutOutcome::Created(m) => assert_eq!(m.size, 5),
         PutOutcome::Exists => panic!("created expected"),
     }
-    assert_eq!(s.put_if_absent(&key("once"), &mut BytesBody::new(b"second")).unwrap(), PutOutcome::Exists);
+    assert_eq!(
+        s.put_if_absent(&key("once"), &mut BytesBody::new(b"second")).unwrap(),
+        PutOutcome::Exists
+    );
     assert_eq!(get_all(s, "once"), b"first");
 
     // ranges
@@ -135,7 +139,10 @@ pub fn race(s: Arc<dyn Storage>) {
                 let k = k.clone();
                 std::thread::spawn(move || {
                     let data = vec![i; 100_000];
-                    matches!(s.put_if_absent(&key(&k), &mut BytesBody::new(&data)).unwrap(), PutOutcome::Created(_))
+                    matches!(
+                        s.put_if_absent(&key(&k), &mut BytesBody::new(&data)).unwrap(),
+                        PutOutcome::Created(_)
+                    )
                 })
             })
             .collect();
@@ -153,7 +160,11 @@ fn conformance_fs() {
     let s = FsStorage::open(dir.path()).unwrap();
     suite(&s);
     race(Arc::new(FsStorage::open(dir.path()).unwrap()));
-    assert!(crate::util::leftovers(dir.path()).is_empty(), "{:?}", crate::util::leftovers(dir.path()));
+    assert!(
+        crate::util::leftovers(dir.path()).is_empty(),
+        "{:?}",
+        crate::util::leftovers(dir.path())
+    );
 }
 
 #[test]
@@ -186,7 +197,10 @@ fn fs_root_must_exist() {
     let e = FsStorage::open(&dir.path().join("missing")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Misconfigured);
     std::fs::write(dir.path().join("file"), b"").unwrap();
-    assert_eq!(FsStorage::open(&dir.path().join("file")).unwrap_err().kind, ErrorKind::Misconfigured);
+    assert_eq!(
+        FsStorage::open(&dir.path().join("file")).unwrap_err().kind,
+        ErrorKind::Misconfigured
+    );
 }
 
 use std::io::Read as _;

@@ -71,7 +71,7 @@ impl Walrs {
         self
     }
     /// Runs as another user (root bypasses permission checks, which some tests need to hit).
-    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
         self.cmd.uid(uid).gid(gid);
         self
     }

@@ -10,7 +10,8 @@ use super::{chown_to_test_user, short_tempdir, test_user, walrs_bin};
 
 /// The PostgreSQL 15 server binaries (override with WALRS_TEST_PG_BIN).
 pub fn pg_bin() -> PathBuf {
-    let dir = std::env::var("WALRS_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let dir =
+        std::env::var("WALRS_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     let dir = PathBuf::from(dir);
     assert!(
         dir.join("initdb").exists(),
@@ -60,7 +61,16 @@ pub struct PgCluster {
 
 fn as_test_user(cmd: &mut Command) -> &mut Command {
     let (u, g) = test_user();
-    for k in ["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGSERVICE", "PGOPTIONS", "PGDATABASE"] {
+    for k in [
+        "PGDATA",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSERVICE",
+        "PGOPTIONS",
+        "PGDATABASE",
+    ] {
         cmd.env_remove(k);
     }
     cmd.env("LC_ALL", "C.UTF-8").uid(u).gid(g)
@@ -118,7 +128,11 @@ impl PgCluster {
             .output()
             .unwrap();
         if !o.status.success() {
-            panic!("pg_ctl start failed:\n{}\nserver log:\n{}", String::from_utf8_lossy(&o.stderr), self.server_log());
+            panic!(
+                "pg_ctl start failed:\n{}\nserver log:\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                self.server_log()
+            );
         }
         self.running = true;
     }
@@ -141,7 +155,18 @@ impl PgCluster {
     /// Runs SQL through psql and returns the unaligned, tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
         let o = Command::new(pg_bin().join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-h",
+            ])
             .arg(&self.sock)
             .args(["-p", &self.port.to_string(), "-c", sql])
             .env("LC_ALL", "C.UTF-8")
@@ -165,7 +190,8 @@ impl PgCluster {
     pub fn switch_and_wait_archived(&self) -> String {
         let last = self.sql("SELECT pg_walfile_name(pg_switch_wal())");
         self.wait_for(&format!("{last} to be archived"), Duration::from_secs(180), || {
-            let row = self.sql("SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver");
+            let row = self
+                .sql("SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver");
             row.split('|').next().unwrap_or_default() >= last.as_str()
         });
         last

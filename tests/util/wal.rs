@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use walrs::pg::{Lsn, LongPageHeader, PgMajorVersion, SystemId, TimeLineId, WalFileName, WalSegSize, XLogSegNo};
+use walrs::pg::{
+    LongPageHeader, Lsn, PgMajorVersion, SystemId, TimeLineId, WalFileName, WalSegSize, XLogSegNo,
+};
 
 pub const SYSID: u64 = 7_312_345_678_901_234_567;
 
@@ -27,12 +29,20 @@ pub struct SegSpec {
 
 impl SegSpec {
     pub fn new(segno: u64) -> Self {
-        SegSpec { tli: 1, segno, sysid: SYSID, seg_size: 16 << 20, version: PgMajorVersion::V15, fill: Fill::Pattern(segno) }
+        SegSpec {
+            tli: 1,
+            segno,
+            sysid: SYSID,
+            seg_size: 16 << 20,
+            version: PgMajorVersion::V15,
+            fill: Fill::Pattern(segno),
+        }
     }
 
     pub fn name(&self) -> String {
         let size = WalSegSize::new(self.seg_size).unwrap();
-        WalFileName::segment(TimeLineId::new(self.tli).unwrap(), XLogSegNo(self.segno), size).to_string()
+        WalFileName::segment(TimeLineId::new(self.tli).unwrap(), XLogSegNo(self.segno), size)
+            .to_string()
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -52,7 +62,8 @@ impl SegSpec {
             Fill::Pattern(seed) => {
                 // Mostly zeros (like a switched segment) with a varied first half.
                 for (i, x) in b.iter_mut().take(self.seg_size as usize / 2).enumerate() {
-                    *x = ((i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8 & 0x1F;
+                    *x = ((i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8
+                        & 0x1F;
                 }
             }
             Fill::Random(seed) => {
