@@ -6,8 +6,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static COMMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Records that the command's result is durable: a deadline that passes from now on must not turn
+/// the success into a failure.
+pub fn mark_committed() {
+    COMMITTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`mark_committed`] was called.
+pub fn is_committed() -> bool {
+    COMMITTED.load(Ordering::SeqCst)
+}
 
 fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -38,7 +38,7 @@ mod tests {
         );
         assert_eq!(
             rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_795_273_387)),
-            "2026-11-21T14:23:07Z"
+            "2026-11-21T15:03:07Z"
         );
     }
 }

@@ -581,3 +581,73 @@ fn concurrent_pushes_of_the_same_segment() {
     walrs(&s.repo).arg_fetch(&seg.name(), &dest).expect_code(0);
     assert!(std::fs::read(&dest).unwrap() == seg.bytes());
 }
+
+#[test]
+fn config_twin_is_used_and_repaired() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let (cfg, copy) = (s.repo.join("walrs.config"), s.repo.join("walrs.config.copy"));
+    let original = std::fs::read(&cfg).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(0);
+    assert!(copy.exists(), "a push recreates the missing twin");
+    // A damaged primary: readers fall back to the twin.
+    let mut bad = original.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x10;
+    std::fs::write(&cfg, &bad).unwrap();
+    let out = walrs(&s.repo).arg_fetch("000000010000000000000001", &s.out.join("x"));
+    out.expect_code(0);
+    assert!(out.stderr.contains("damaged"), "{}", out.stderr);
+    // A missing primary is recreated by the next push.
+    std::fs::remove_file(&cfg).unwrap();
+    push(&s.repo, &SegSpec::new(3).write(&s.wal)).expect_code(0);
+    assert!(cfg.exists());
+    // Both damaged: a hard error, never "not found".
+    std::fs::write(&cfg, &bad).unwrap();
+    std::fs::write(&copy, &bad).unwrap();
+    walrs(&s.repo).arg_fetch("000000010000000000000009", &s.out.join("y")).expect_code(7);
+}
+
+#[test]
+fn a_newer_repository_format_is_unsupported() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let cfg_json = r#"{"format": "walrs-repository", "format_version": 2, "something": "new"}"#;
+    let enc = walrs::codec::encode_to_vec(
+        "walrs.config",
+        cfg_json.as_bytes(),
+        walrs::codec::Compression::None,
+        None,
+    )
+    .unwrap();
+    std::fs::write(s.repo.join("walrs.config"), &enc).unwrap();
+    walrs(&s.repo).arg_fetch("000000010000000000000001", &s.out.join("x")).expect_code(15);
+    walrs(&s.repo).arg_push(&s.wal.join("000000010000000000000001")).expect_code(15);
+}
+
+#[test]
+fn abort_on_hard_failure_also_covers_configuration_errors() {
+    let s = setup();
+    push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
+    let dest = s.out.join("x");
+    walrs(&s.repo)
+        .env("WALRS_COMPRESSION", "gzip")
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
+        .arg_fetch("000000010000000000000001", &dest)
+        .expect_code(126);
+    walrs(&s.repo.join("missing"))
+        .args(["fetch", "--abort-on-hard-failure", "000000010000000000000001"])
+        .arg(&dest)
+        .run()
+        .expect_code(126);
+    walrs(&s.repo)
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "maybe")
+        .arg_fetch("000000010000000000000001", &dest)
+        .expect_code(3);
+    // An empty variable is unset, not an error.
+    walrs(&s.repo)
+        .env("WALRS_COMPRESSION", "")
+        .arg_fetch("000000010000000000000001", &dest)
+        .expect_code(0);
+}

@@ -80,15 +80,17 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
             format!("{}: the destination needs a file name", dest.display()),
         )
     })?;
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut guard =
-        TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(guard.path())
-        .map_err(|e| local_io("creating", guard.path(), &e))?;
+    let (mut guard, mut out) = loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut guard =
+            TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path()) {
+            Ok(f) => break (guard, f),
+            // A stale file of an earlier process that had our pid: not ours to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => guard.disarm(),
+            Err(e) => return Err(local_io("creating", guard.path(), &e)),
+        }
+    };
 
     let mut frame = Vec::new();
     let mut first = true;
@@ -112,6 +114,7 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| local_io("syncing directory", &dir, &e))?;
+    crate::cleanup::mark_committed();
     tracing::info!(
         "restored {name} to {} ({} bytes) in {:.3} s",
         dest.display(),

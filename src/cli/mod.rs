@@ -90,7 +90,10 @@ fn init_logging(level: tracing::Level) {
 fn arm_watchdog(timeout: Duration, code: ExitCode, what: &'static str) {
     let spawned = std::thread::Builder::new().name("walrs-deadline".into()).spawn(move || {
         std::thread::sleep(timeout);
-        tracing::error!("{what}: deadline of {:.1} s exceeded; giving up", timeout.as_secs_f64());
+        if crate::cleanup::is_committed() {
+            return; // the work is durable; the main thread is about to exit 0
+        }
+        tracing::error!("walrs {what}: deadline of {} ms exceeded; giving up", timeout.as_millis());
         crate::cleanup::remove_all();
         std::process::exit(i32::from(code.code()));
     });
@@ -149,6 +152,11 @@ where
         Err(e) => {
             init_logging(tracing::Level::WARN);
             tracing::error!("walrs {what}: {e}");
+            // The abort request from the flag or environment holds even when the rest of the
+            // configuration is broken: a broken restore_command must not end recovery early.
+            if matches!(cli.command, Command::Fetch(_)) && abort_flag == Some(true) {
+                return ExitCode::AbortRecovery;
+            }
             return ExitCode::for_kind(e.kind);
         }
     };

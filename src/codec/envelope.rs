@@ -91,18 +91,8 @@ impl Header {
         if got < FIXED_HEADER_LEN {
             return Err(corrupt(format!("truncated header ({got} bytes)")));
         }
-        let version = u16_at(&raw, 8);
-        if version == 0 {
-            return Err(corrupt("format version 0".into()));
-        }
-        if version > FORMAT_VERSION {
-            return Err(CodecError::Unsupported {
-                name: expected.to_owned(),
-                detail: format!(
-                    "format version {version} was written by a newer walrs (this one reads up to {FORMAT_VERSION})"
-                ),
-            });
-        }
+        // The fixed prefix and the CRC after the name keep their places in every format version, so
+        // the CRC is checked before any field is trusted, the version included.
         let name_len = usize::from(u16_at(&raw, 14));
         if name_len > MAX_NAME_LEN {
             return Err(corrupt(format!("name length {name_len} is out of range")));
@@ -116,6 +106,19 @@ impl Header {
         let stored_crc = u32_at(&raw, body_len);
         if crc32c::crc32c(raw.get(..body_len).unwrap_or_default()) != stored_crc {
             return Err(corrupt("header checksum mismatch".into()));
+        }
+        let version = u16_at(&raw, 8);
+        if version == 0 {
+            return Err(corrupt("format version 0".into()));
+        }
+        let flags = u16_at(&raw, 12);
+        if version > FORMAT_VERSION || flags != 0 {
+            return Err(CodecError::Unsupported {
+                name: expected.to_owned(),
+                detail: format!(
+                    "format version {version} (flags {flags:#06x}) was written by a newer walrs (this one reads version {FORMAT_VERSION}, no flags)"
+                ),
+            });
         }
         let name = std::str::from_utf8(raw.get(FIXED_HEADER_LEN..body_len).unwrap_or_default())
             .map_err(|_| corrupt("the stored name is not UTF-8".into()))?
@@ -773,6 +776,13 @@ mod tests {
         let enc2 =
             encode_to_vec("a", b"secret-secret-secret", Compression::None, Some(&key)).unwrap();
         assert!(!enc2.windows(6).any(|w| w == b"secret"), "plaintext leaked");
+    }
+
+    #[test]
+    fn a_flipped_version_byte_is_corrupt_not_unsupported() {
+        let mut enc = encode_to_vec("a", b"abc", Compression::None, None).unwrap();
+        enc[8] ^= 0x02;
+        assert!(matches!(decode_to_vec(&enc, "a", None), Err(CodecError::Corrupt { .. })));
     }
 
     #[test]

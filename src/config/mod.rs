@@ -72,7 +72,7 @@ pub enum KeySource {
     /// A file holding the base64 key.
     File(PathBuf),
     /// The base64 key itself.
-    Inline(String),
+    Inline(String, &'static str),
 }
 
 /// Fully resolved settings.
@@ -148,14 +148,15 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let repo_text = over.repo.clone().or(fc.repo);
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let repo_text = set(&over.repo).or(fc.repo);
         let repo = match repo_text.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(s) => {
                 Some(RepoLocation::parse(s).map_err(|e| config_err(format!("repository: {e}")))?)
             }
         };
-        let compression = match over.compression.clone().or(fc.compression) {
+        let compression = match set(&over.compression).or(fc.compression) {
             None => None,
             Some(s) => Some(
                 s.parse::<Compression>().map_err(|e| config_err(format!("compression: {e}")))?,
@@ -171,7 +172,7 @@ impl Settings {
                 ));
             }
             (Some(f), None) => KeySource::File(f.into()),
-            (None, Some(k)) => KeySource::Inline(k),
+            (None, Some(k)) => KeySource::Inline(k, "WALRS_ENCRYPTION_KEY"),
             (None, None) => match (fc.encryption_key_file, fc.encryption_key) {
                 (Some(_), Some(_)) => {
                     return Err(config_err(
@@ -179,11 +180,11 @@ impl Settings {
                     ));
                 }
                 (Some(f), None) => KeySource::File(f),
-                (None, Some(k)) => KeySource::Inline(k),
+                (None, Some(k)) => KeySource::Inline(k, "encryption_key in the config file"),
                 (None, None) => KeySource::None,
             },
         };
-        let timeout = match (&over.timeout, &fc.timeout) {
+        let timeout = match (&set(&over.timeout), &fc.timeout) {
             (Some(s), _) => {
                 Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
             }
@@ -198,7 +199,7 @@ impl Settings {
             }
             (None, None) => None,
         };
-        let log_level = match over.log_level.clone().or(fc.log_level) {
+        let log_level = match set(&over.log_level).or(fc.log_level) {
             Some(s) => parse_level(&s).map_err(config_err)?,
             None => tracing::Level::WARN,
         };
@@ -211,9 +212,9 @@ impl Settings {
     pub fn load_key(&self) -> Result<Option<MasterKey>> {
         match &self.key {
             KeySource::None => Ok(None),
-            KeySource::Inline(k) => MasterKey::from_base64(k)
+            KeySource::Inline(k, origin) => MasterKey::from_base64(k)
                 .map(Some)
-                .map_err(|e| WalrsError::new(Kind::Key, format!("WALRS_ENCRYPTION_KEY: {e}"))),
+                .map_err(|e| WalrsError::new(Kind::Key, format!("{origin}: {e}"))),
             KeySource::File(p) => {
                 let text = std::fs::read(p).map_err(|e| {
                     WalrsError::new(
@@ -311,7 +312,7 @@ mod tests {
         );
         let one = |k: &str| (k == "WALRS_ENCRYPTION_KEY").then(|| "AAAA".to_string());
         let s = Settings::resolve(None, &Overrides::default(), &one).unwrap();
-        assert_eq!(s.key, KeySource::Inline("AAAA".into()));
+        assert_eq!(s.key, KeySource::Inline("AAAA".into(), "WALRS_ENCRYPTION_KEY"));
         let e = s.load_key().unwrap_err();
         assert_eq!(e.kind, Kind::Key);
         assert!(!e.message.contains("AAAA"), "the key must not appear in errors: {e}");

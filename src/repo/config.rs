@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::MasterKey;
+use crate::codec::{Compression, MasterKey};
 use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
 
 /// The `format` field's value.
@@ -62,4 +62,11 @@ pub struct RepoConfig {
     pub created_at: String,
     /// Which walrs created it.
     pub created_by: String,
+}
+
+impl RepoConfig {
+    /// The default compression of new objects.
+    pub fn compression(&self) -> Result<Compression, String> {
+        self.compression.parse()
+    }
 }

@@ -70,26 +70,31 @@ impl Repository {
         };
         let mut json = Vec::new();
         Decoder::new(reader, name, None)?.copy_to(&mut json)?;
-        let cfg: RepoConfig = serde_json::from_slice(&json).map_err(|e| {
+        let invalid = |e: String| {
             WalrsError::new(Kind::Corrupt, format!("repository config {name} is not valid: {e}"))
-        })?;
-        if cfg.format != config::FORMAT_NAME {
-            return Err(WalrsError::new(
-                Kind::Corrupt,
-                format!("{name} is not a walrs repository config"),
-            ));
+        };
+        // The format and its version first: a newer walrs may have changed the other fields.
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
+        if value.get("format").and_then(|v| v.as_str()) != Some(config::FORMAT_NAME) {
+            return Err(invalid("not a walrs repository config".into()));
         }
-        if cfg.format_version > config::FORMAT_VERSION {
-            return Err(WalrsError::new(
-                Kind::Unsupported,
-                format!(
-                    "repository format version {} is newer than this walrs understands ({})",
-                    cfg.format_version,
-                    config::FORMAT_VERSION
-                ),
-            )
-            .hint("upgrade walrs"));
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v > u64::from(config::FORMAT_VERSION) => {
+                return Err(WalrsError::new(
+                    Kind::Unsupported,
+                    format!(
+                        "repository format version {v} is newer than this walrs understands ({})",
+                        config::FORMAT_VERSION
+                    ),
+                )
+                .hint("upgrade walrs"));
+            }
+            Some(v) if v >= 1 => {}
+            _ => return Err(invalid("format_version is missing or invalid".into())),
         }
+        let cfg: RepoConfig = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        cfg.compression().map_err(|e| invalid(format!("compression: {e}")))?;
         Ok(Some(cfg))
     }
 
@@ -119,6 +124,23 @@ impl Repository {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Recreates a missing `walrs.config` or `walrs.config.copy` from `cfg` (called by writers,
+    /// so that a crash between the two first writes never leaves a repository without its twin).
+    pub fn repair_config(&self, cfg: &RepoConfig) -> Result<()> {
+        let json = serde_json::to_vec_pretty(cfg)
+            .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
+        for name in [layout::CONFIG, layout::CONFIG_COPY] {
+            let key = ObjectKey::new(name)?;
+            if self.storage.head(&key)?.is_none()
+                && let PutNew::Created(_) =
+                    self.put_new(&key, name, json.as_slice(), Compression::None, false)?
+            {
+                tracing::warn!("recreated the missing {name} of {}", self.describe());
+            }
+        }
+        Ok(())
     }
 
     /// The config, which must exist, with the key checked against it.

@@ -198,16 +198,17 @@ impl Storage for FsStorage {
                 let theirs = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
                 ours.is_some() && ours == theirs
             }
-            // File systems without hard links: fall back to check-then-rename (not atomic against a
-            // concurrent writer of the same key, which walrs's callers then detect by comparing).
+            // File systems without hard links (EPERM, EOPNOTSUPP): a check-then-rename could
+            // silently replace a concurrent writer's object, so refuse loudly instead.
             Err(e) if matches!(e.raw_os_error(), Some(1 | 95)) => {
-                if path.exists() {
-                    false
-                } else {
-                    fs::rename(guard.path(), &path)
-                        .map_err(|e| StorageError::from_io("rename into place", k, &e))?;
-                    true
-                }
+                return Err(StorageError::new(
+                    ErrorKind::Misconfigured,
+                    "link into place",
+                    k,
+                    format!(
+                        "the repository's file system does not support hard links ({e}); walrs needs them for atomic write-once objects"
+                    ),
+                ));
             }
             Err(e) => return Err(StorageError::from_io("link into place", k, &e)),
         };
