@@ -6,20 +6,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static COMMITTED: AtomicBool = AtomicBool::new(false);
+/// The command's fate: still running, committed (its result is durable), or timed out. Decided
+/// once, atomically, so a commit and a deadline can never both win.
+static FATE: AtomicU8 = AtomicU8::new(RUNNING);
+const RUNNING: u8 = 0;
+const COMMITTED: u8 = 1;
+const TIMED_OUT: u8 = 2;
 
 /// Records that the command's result is durable: a deadline that passes from now on must not turn
-/// the success into a failure.
-pub fn mark_committed() {
-    COMMITTED.store(true, Ordering::SeqCst);
+/// the success into a failure. Returns false if the deadline already won.
+pub fn mark_committed() -> bool {
+    FATE.compare_exchange(RUNNING, COMMITTED, Ordering::SeqCst, Ordering::SeqCst)
+        .map_or_else(|now| now == COMMITTED, |_| true)
 }
 
-/// Whether [`mark_committed`] was called.
-pub fn is_committed() -> bool {
-    COMMITTED.load(Ordering::SeqCst)
+/// Called by the deadline watchdog: true if the deadline wins (the command had not committed).
+pub fn mark_timed_out() -> bool {
+    FATE.compare_exchange(RUNNING, TIMED_OUT, Ordering::SeqCst, Ordering::SeqCst).is_ok()
 }
 
 fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {

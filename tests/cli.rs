@@ -511,10 +511,21 @@ fn abort_on_hard_failure_makes_fetch_fatal_but_not_not_found() {
         .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
         .arg_fetch("000000010000000000000002", &dest)
         .expect_code(1);
-    // Pushes are unaffected by the fetch setting.
+    // Pushes ignore the fetch setting, even a malformed one.
+    walrs(&s.repo)
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "maybe")
+        .arg_push(&SegSpec::new(2).write(&s.wal))
+        .expect_code(0);
+    // The config file's setting applies too; an empty variable leaves it in force.
     let cfg = s.out.join("walrs.toml");
     std::fs::write(&cfg, "fetch_abort_on_hard_failure = true\n").unwrap();
     walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_fetch(&seg.name(), &dest).expect_code(126);
+    walrs(&s.repo)
+        .env("WALRS_CONFIG", &cfg)
+        .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "")
+        .arg_fetch(&seg.name(), &dest)
+        .expect_code(126);
+    walrs(&s.repo).env("WALRS_CONFIG", "").arg_fetch(&seg.name(), &dest).expect_code(7);
     assert!(!dest.exists());
 }
 

@@ -114,7 +114,7 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| local_io("syncing directory", &dir, &e))?;
-    crate::cleanup::mark_committed();
+    let _ = crate::cleanup::mark_committed();
     tracing::info!(
         "restored {name} to {} ({} bytes) in {:.3} s",
         dest.display(),

@@ -262,7 +262,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
     let source = ExactReader { inner: &mut file, remaining: size };
     match repo.put_new(&key, name.as_str(), source, compression, cfg.encryption.is_some())? {
         PutNew::Created(summary) => {
-            crate::cleanup::mark_committed();
+            let _ = crate::cleanup::mark_committed();
             tracing::info!(
                 "archived {name}: {} bytes stored as {} ({compression}{}) in {:.3} s",
                 summary.plain_len,
@@ -275,7 +275,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         PutNew::Exists => {
             file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
             compare_with_stored(repo, &key, &name, &mut file, path)?;
-            crate::cleanup::mark_committed();
+            let _ = crate::cleanup::mark_committed();
             tracing::warn!("{name} was already archived with identical content; nothing to do");
             Ok(PushOutcome::AlreadyArchived)
         }

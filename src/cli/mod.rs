@@ -5,7 +5,6 @@
 pub mod exit;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -35,7 +34,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// TOML config file.
     #[arg(long, global = true, env = "WALRS_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub config: Option<String>,
     /// Repository: an absolute path or file:///path.
     #[arg(long, global = true, env = "WALRS_REPO", value_name = "PATH|URL")]
     pub repo: Option<String>,
@@ -90,7 +89,7 @@ fn init_logging(level: tracing::Level) {
 fn arm_watchdog(timeout: Duration, code: ExitCode, what: &'static str) {
     let spawned = std::thread::Builder::new().name("walrs-deadline".into()).spawn(move || {
         std::thread::sleep(timeout);
-        if crate::cleanup::is_committed() {
+        if !crate::cleanup::mark_timed_out() {
             return; // the work is durable; the main thread is about to exit 0
         }
         tracing::error!("walrs {what}: deadline of {} ms exceeded; giving up", timeout.as_millis());
@@ -127,9 +126,12 @@ where
         }
     };
     let g = &cli.global;
-    let abort_flag = match (abort_flag, std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE")) {
+    let is_fetch = matches!(cli.command, Command::Fetch(_));
+    let env_abort =
+        std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE").ok().filter(|v| !v.trim().is_empty());
+    let abort_flag = match (abort_flag, env_abort) {
         (Some(v), _) => Some(v),
-        (None, Ok(v)) => match crate::config::parse_bool(&v) {
+        (None, Some(v)) if is_fetch => match crate::config::parse_bool(&v) {
             Ok(b) => Some(b),
             Err(e) => {
                 init_logging(tracing::Level::WARN);
@@ -137,7 +139,7 @@ where
                 return ExitCode::Config;
             }
         },
-        (None, Err(_)) => None,
+        (None, _) => None,
     };
     let overrides = Overrides {
         repo: g.repo.clone(),
@@ -147,14 +149,18 @@ where
         fetch_abort_on_hard_failure: abort_flag,
     };
     let env = |k: &str| std::env::var(k).ok();
-    let settings = match Settings::resolve(g.config.as_deref(), &overrides, &env) {
+    let settings = match Settings::resolve(
+        g.config.as_deref().filter(|c| !c.trim().is_empty()).map(std::path::Path::new),
+        &overrides,
+        &env,
+    ) {
         Ok(s) => s,
         Err(e) => {
             init_logging(tracing::Level::WARN);
             tracing::error!("walrs {what}: {e}");
             // The abort request from the flag or environment holds even when the rest of the
             // configuration is broken: a broken restore_command must not end recovery early.
-            if matches!(cli.command, Command::Fetch(_)) && abort_flag == Some(true) {
+            if is_fetch && abort_flag == Some(true) {
                 return ExitCode::AbortRecovery;
             }
             return ExitCode::for_kind(e.kind);

@@ -22,7 +22,7 @@ use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
 
 /// First bytes of every walrs object.
 pub const MAGIC: [u8; 8] = *b"WALRSOBJ";
-/// The envelope format version this build writes; it reads this version and older.
+/// The envelope format version this build writes and the newest it reads (versions start at 1).
 pub const FORMAT_VERSION: u16 = 1;
 /// Plaintext bytes per frame: 1 MiB, large enough for fast blocking I/O and compression, small
 /// enough to keep memory at a few MiB per object in flight.

@@ -19,7 +19,7 @@ pub struct Args {
     /// Where to write it (%p, relative to the data directory).
     pub dest: PathBuf,
     /// Exit 126 (PostgreSQL aborts recovery) on any failure other than "not found", instead of a
-    /// code PostgreSQL reads as "not available" [env: WALRS_FETCH_ABORT_ON_HARD_FAILURE=1].
+    /// code PostgreSQL reads as "not available". Also set by WALRS_FETCH_ABORT_ON_HARD_FAILURE=1.
     #[arg(long)]
     pub abort_on_hard_failure: bool,
 }

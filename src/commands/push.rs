@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::archive::{self, PushOptions};
 use crate::cli::Ctx;
-use crate::error::Result;
+use crate::error::{Kind, Result};
 
 /// Default deadline: generous for a slow network file system; PostgreSQL simply retries a push
 /// that fails.
@@ -22,5 +22,12 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let repo = ctx.open_repo()?;
     let opts = PushOptions { compression: ctx.settings.compression };
-    archive::push(&repo, &args.path, &opts).map(|_| ())
+    archive::push(&repo, &args.path, &opts).map(|_| ()).map_err(|mut e| {
+        // Exit 1 means "not in the repository" and belongs to fetch alone: for push, something
+        // that vanished mid-operation is an I/O failure.
+        if e.kind == Kind::NotFound {
+            e.kind = Kind::Io;
+        }
+        e
+    })
 }

@@ -13,7 +13,7 @@ use crate::storage::{ObjectKey, StorageError};
 
 /// The repository config object.
 pub const CONFIG: &str = "walrs.config";
-/// Its twin, read when the first is damaged.
+/// Its twin, read when the first is missing or damaged.
 pub const CONFIG_COPY: &str = "walrs.config.copy";
 /// Prefix of every WAL object.
 pub const WAL_PREFIX: &str = "wal/";

@@ -126,8 +126,10 @@ impl Repository {
         }
     }
 
-    /// Recreates a missing `walrs.config` or `walrs.config.copy` from `cfg` (called by writers,
-    /// so that a crash between the two first writes never leaves a repository without its twin).
+    /// Recreates a missing `walrs.config` or `walrs.config.copy` from `cfg`. Every push that finds
+    /// an existing config calls it, so a crash between the two first writes leaves a repository
+    /// without its twin only until the next push. Fields unknown to this walrs are not kept (the
+    /// copy is written from the parsed config).
     pub fn repair_config(&self, cfg: &RepoConfig) -> Result<()> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;

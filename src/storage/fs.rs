@@ -4,7 +4,8 @@
 //! 0600), is fsynced, then renamed (`put`) or hard-linked (`put_if_absent`, atomic against
 //! concurrent writers, also on NFS) into place, and the directory is fsynced. Directories are
 //! created 0700, and their parents fsynced, only when a write finds them missing, so the hot path
-//! costs one open, the writes, one fsync, one rename and one directory fsync. Readers never see a
+//! costs one open, the writes, one fsync, a rename (or a stat, a link and an unlink) and one
+//! directory fsync. Readers never see a
 //! partial object; a crash leaves at most a temporary file, which listings ignore.
 
 use std::fs::{self, File, OpenOptions};
