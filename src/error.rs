@@ -29,6 +29,8 @@ pub enum Kind {
     Key,
     /// Permission denied.
     PermissionDenied,
+    /// The object store rejected the credentials or the request signature.
+    Auth,
     /// The repository (or destination) is on a read-only file system.
     ReadOnly,
     /// Out of space or quota.
@@ -96,6 +98,7 @@ impl From<StorageError> for WalrsError {
         let kind = match e.kind {
             storage::ErrorKind::NotFound => Kind::NotFound,
             storage::ErrorKind::PermissionDenied => Kind::PermissionDenied,
+            storage::ErrorKind::Auth => Kind::Auth,
             storage::ErrorKind::ReadOnly => Kind::ReadOnly,
             storage::ErrorKind::NoSpace => Kind::NoSpace,
             storage::ErrorKind::Unavailable => Kind::Unavailable,
@@ -107,6 +110,12 @@ impl From<StorageError> for WalrsError {
         let err = WalrsError::new(kind, format!("repository: {e}"));
         match kind {
             Kind::NoSpace => err.hint("free space in the repository; nothing partial was left behind"),
+            Kind::Auth => err.hint(
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile), the region, and the clock",
+            ),
+            Kind::Unavailable => err.hint(
+                "the store did not answer within the deadline; check WALRS_S3_ENDPOINT and the network, or raise --timeout",
+            ),
             Kind::PermissionDenied | Kind::ReadOnly => {
                 err.hint("the repository must be writable by the user running walrs (for archive_command, the postgres user)")
             }
@@ -124,6 +133,10 @@ impl From<CodecError> for WalrsError {
                 .hint("upgrade walrs to read this repository"),
             CodecError::Key(_) => WalrsError::new(Kind::Key, e.to_string()),
             CodecError::Io { source, .. } => {
+                // A storage backend's reader wraps its typed error in the io::Error.
+                if let Some(se) = source.get_ref().and_then(|e| e.downcast_ref::<StorageError>()) {
+                    return WalrsError::from(se.clone());
+                }
                 let kind = WalrsError::from(StorageError::from_io("", "", source)).kind;
                 WalrsError::new(if kind == Kind::NotFound { Kind::Io } else { kind }, e.to_string())
             }

@@ -63,7 +63,7 @@ fn push_reports_failure_for_every_injected_write_fault_then_recovers() {
         }
     }
     assert_eq!(faults(&repo).injected(), injected);
-    eprintln!("injected {injected} write faults");
+    crate::util::report_faults("faults::push_reports_failure", injected, "storage wrapper, writes");
 }
 
 #[test]
@@ -106,7 +106,11 @@ fn fetch_never_leaves_a_partial_file() {
         assert!(leftovers(&out_dir).is_empty(), "{fault:?} left {:?}", leftovers(&out_dir));
     }
     assert_eq!(faults(&repo).injected(), n as u64);
-    eprintln!("injected {n} read faults");
+    crate::util::report_faults(
+        "faults::fetch_never_leaves_a_partial_file",
+        n as u64,
+        "storage wrapper, reads",
+    );
     faults(&repo).clear();
     archive::fetch(&repo, &s.name(), &dest).unwrap();
     assert!(std::fs::read(&dest).unwrap() == s.bytes());

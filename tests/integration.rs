@@ -9,5 +9,6 @@ mod util;
 mod cli;
 mod faults;
 mod pg_archive;
+mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;

@@ -45,6 +45,8 @@ pub enum ExitCode {
     Unsupported = 15,
     /// Other I/O error.
     Io = 16,
+    /// The object store rejected the credentials or the request signature.
+    Auth = 17,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -71,6 +73,7 @@ impl ExitCode {
             Kind::NotInitialized => ExitCode::NotInitialized,
             Kind::Unsupported => ExitCode::Unsupported,
             Kind::Io => ExitCode::Io,
+            Kind::Auth => ExitCode::Auth,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -105,6 +108,7 @@ mod tests {
             Kind::Unsupported,
             Kind::Io,
             Kind::Internal,
+            Kind::Auth,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

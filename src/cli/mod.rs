@@ -13,6 +13,7 @@ use crate::commands;
 use crate::config::{Overrides, Settings};
 use crate::error::{Kind, Result, WalrsError};
 use crate::repo::Repository;
+use crate::storage::OpenOptions;
 
 pub use exit::ExitCode;
 
@@ -47,6 +48,18 @@ pub struct GlobalArgs {
     /// Log level on stderr: error, warn, info, debug, trace.
     #[arg(long, global = true, env = "WALRS_LOG", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// S3 endpoint of an S3-compatible store (implies path-style addressing).
+    #[arg(long, global = true, env = "WALRS_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default us-east-1).
+    #[arg(long, global = true, env = "WALRS_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// S3 path-style addressing: true or false (default: true with --s3-endpoint).
+    #[arg(long, global = true, env = "WALRS_S3_PATH_STYLE", value_name = "BOOL")]
+    pub s3_path_style: Option<String>,
+    /// Timeout of one S3 request, and of each idle gap in a download (default 30s).
+    #[arg(long, global = true, env = "WALRS_S3_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub s3_request_timeout: Option<String>,
 }
 
 /// The subcommands.
@@ -71,7 +84,9 @@ impl Ctx {
     pub fn open_repo(&self) -> Result<Repository> {
         let loc = self.settings.require_repo()?;
         let key = self.settings.load_key()?;
-        Ok(Repository::new(loc.open()?, key))
+        let opts = OpenOptions { s3: self.settings.s3.clone(), deadline: self.deadline };
+        let env = |k: &str| std::env::var(k).ok();
+        Ok(Repository::new(loc.open(&opts, &env)?, key))
     }
 }
 
@@ -147,6 +162,10 @@ where
         timeout: g.timeout.clone(),
         log_level: g.log_level.clone(),
         fetch_abort_on_hard_failure: abort_flag,
+        s3_endpoint: g.s3_endpoint.clone(),
+        s3_region: g.s3_region.clone(),
+        s3_path_style: g.s3_path_style.clone(),
+        s3_request_timeout: g.s3_request_timeout.clone(),
     };
     let env = |k: &str| std::env::var(k).ok();
     let settings = match Settings::resolve(

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::codec::{Compression, MasterKey};
 use crate::error::{Kind, Result, WalrsError};
-use crate::storage::RepoLocation;
+use crate::storage::{RepoLocation, S3Settings};
 
 /// The keys a config file may hold.
 #[derive(Deserialize, Default, Debug)]
@@ -32,6 +32,14 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// Make `fetch` exit above 125 (PostgreSQL aborts recovery) on any failure but "not found".
     pub fetch_abort_on_hard_failure: Option<bool>,
+    /// S3 endpoint URL (custom S3-compatible stores).
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// S3 path-style addressing.
+    pub s3_path_style: Option<bool>,
+    /// Timeout of one S3 request (and of each idle gap in a download).
+    pub s3_request_timeout: Option<toml::Value>,
 }
 
 impl FileConfig {
@@ -62,6 +70,14 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--abort-on-hard-failure` / `WALRS_FETCH_ABORT_ON_HARD_FAILURE`.
     pub fetch_abort_on_hard_failure: Option<bool>,
+    /// `--s3-endpoint` / `WALRS_S3_ENDPOINT`.
+    pub s3_endpoint: Option<String>,
+    /// `--s3-region` / `WALRS_S3_REGION`.
+    pub s3_region: Option<String>,
+    /// `--s3-path-style` / `WALRS_S3_PATH_STYLE`.
+    pub s3_path_style: Option<String>,
+    /// `--s3-request-timeout` / `WALRS_S3_REQUEST_TIMEOUT`.
+    pub s3_request_timeout: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -90,6 +106,8 @@ pub struct Settings {
     pub log_level: tracing::Level,
     /// See [`FileConfig::fetch_abort_on_hard_failure`].
     pub fetch_abort_on_hard_failure: bool,
+    /// S3 connection settings (used by `s3://` repositories).
+    pub s3: S3Settings,
 }
 
 fn config_err(msg: String) -> WalrsError {
@@ -205,7 +223,36 @@ impl Settings {
         };
         let fetch_abort_on_hard_failure =
             over.fetch_abort_on_hard_failure.or(fc.fetch_abort_on_hard_failure).unwrap_or(false);
-        Ok(Settings { repo, compression, key, timeout, log_level, fetch_abort_on_hard_failure })
+        let mut s3 = S3Settings::default();
+        if let Some(ep) = set(&over.s3_endpoint).or(fc.s3_endpoint) {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(config_err(format!(
+                    "S3 endpoint {ep:?}: expected http://host[:port] or https://host[:port]"
+                )));
+            }
+            s3.endpoint = Some(ep);
+        }
+        if let Some(r) = set(&over.s3_region).or(fc.s3_region) {
+            s3.region = r;
+        }
+        s3.path_style = match set(&over.s3_path_style) {
+            Some(v) => Some(parse_bool(&v).map_err(|e| config_err(format!("S3 path style: {e}")))?),
+            None => fc.s3_path_style,
+        };
+        match (set(&over.s3_request_timeout), fc.s3_request_timeout) {
+            (Some(t), _) | (None, Some(toml::Value::String(t))) => {
+                s3.request_timeout = parse_duration(&t)
+                    .map_err(|e| config_err(format!("S3 request timeout: {e}")))?;
+            }
+            (None, Some(toml::Value::Integer(n))) if n > 0 => {
+                s3.request_timeout = Duration::from_secs(n.unsigned_abs());
+            }
+            (None, Some(other)) => {
+                return Err(config_err(format!("s3_request_timeout: invalid value {other}")));
+            }
+            (None, None) => {}
+        }
+        Ok(Settings { repo, compression, key, timeout, log_level, fetch_abort_on_hard_failure, s3 })
     }
 
     /// Loads the master key, if one is configured. Errors name the source, never the key.

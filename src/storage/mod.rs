@@ -11,6 +11,7 @@
 pub mod faulty;
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
 use std::fmt;
 use std::io::Read;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 pub use faulty::{Fault, FaultRule, Faulty, Op};
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
+pub use s3::{S3Credentials, S3Location, S3Settings, S3Storage};
 
 /// A validated object key: `/`-separated components of `[A-Za-z0-9._-]`, none empty, none starting
 /// with `.` (reserved for temporary files), at most 1024 bytes. As on a file system, a key is
@@ -70,6 +72,8 @@ pub enum ErrorKind {
     NotFound,
     /// The store refused the operation for lack of permission.
     PermissionDenied,
+    /// The store rejected the credentials or the request's signature.
+    Auth,
     /// The store is read-only.
     ReadOnly,
     /// The store is out of space or quota.
@@ -206,11 +210,25 @@ pub trait Storage: Send + Sync {
 pub enum RepoLocation {
     /// A directory on a local or network file system.
     Fs(PathBuf),
+    /// A bucket (and key prefix) of an S3-compatible store.
+    S3(S3Location),
+}
+
+/// What opening a repository needs besides its location.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// S3 connection settings.
+    pub s3: S3Settings,
+    /// When every retry loop must give up.
+    pub deadline: std::time::Instant,
 }
 
 impl RepoLocation {
-    /// Parses an absolute path or a `file:///` URL.
+    /// Parses an absolute path, a `file:///` URL or an `s3://bucket/prefix` URL.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with("s3://") {
+            return S3Location::parse(s).map(RepoLocation::S3);
+        }
         let path = if let Some(rest) = s.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(format!("{s:?}: a file URL must be file:///absolute/path"));
@@ -219,7 +237,7 @@ impl RepoLocation {
         } else if s.contains("://") {
             let scheme = s.split("://").next().unwrap_or_default();
             return Err(format!(
-                "{s:?}: unsupported repository scheme {scheme:?} (use an absolute path or file:///path)"
+                "{s:?}: unsupported repository scheme {scheme:?} (use an absolute path, file:///path or s3://bucket/prefix)"
             ));
         } else {
             s
@@ -233,10 +251,19 @@ impl RepoLocation {
         Ok(RepoLocation::Fs(PathBuf::from(path)))
     }
 
-    /// Opens the storage at this location.
-    pub fn open(&self) -> Result<AnyStorage, StorageError> {
+    /// Opens the storage at this location. S3 credentials come from `env` (the process
+    /// environment in the binary).
+    pub fn open(
+        &self,
+        opts: &OpenOptions,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AnyStorage, StorageError> {
         match self {
             RepoLocation::Fs(p) => Ok(AnyStorage::Fs(FsStorage::open(p)?)),
+            RepoLocation::S3(l) => {
+                let creds = S3Credentials::lookup(env)?;
+                Ok(AnyStorage::S3(Box::new(S3Storage::open(l, &opts.s3, &creds, opts.deadline)?)))
+            }
         }
     }
 }
@@ -245,6 +272,7 @@ impl fmt::Display for RepoLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RepoLocation::Fs(p) => write!(f, "file://{}", p.display()),
+            RepoLocation::S3(l) => write!(f, "{l}"),
         }
     }
 }
@@ -255,6 +283,8 @@ pub enum AnyStorage {
     Fs(FsStorage),
     /// Memory (tests).
     Memory(MemoryStorage),
+    /// S3-compatible object storage.
+    S3(Box<S3Storage>),
     /// Fault injection around another storage (tests).
     Faulty(Box<Faulty<AnyStorage>>),
 }
@@ -264,6 +294,7 @@ macro_rules! dispatch {
         match $self {
             AnyStorage::Fs($s) => $e,
             AnyStorage::Memory($s) => $e,
+            AnyStorage::S3($s) => $e,
             AnyStorage::Faulty($s) => $e,
         }
     };
@@ -322,7 +353,8 @@ mod tests {
             RepoLocation::parse("file:///srv/x").unwrap(),
             RepoLocation::Fs("/srv/x".into())
         );
-        for bad in ["srv/x", "file://srv/x", "ftp://x/y", "", "./x", "/a%20b"] {
+        assert!(matches!(RepoLocation::parse("s3://bkt/p").unwrap(), RepoLocation::S3(_)));
+        for bad in ["srv/x", "file://srv/x", "ftp://x/y", "", "./x", "/a%20b", "s3://B"] {
             assert!(RepoLocation::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(RepoLocation::parse("/srv/x").unwrap().to_string(), "file:///srv/x");

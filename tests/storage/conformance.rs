@@ -204,3 +204,16 @@ fn fs_root_must_exist() {
 }
 
 use std::io::Read as _;
+
+#[test]
+fn conformance_s3() {
+    let server = crate::util::s3::S3Server::start();
+    let s = server.storage("conformance", std::time::Duration::from_secs(120));
+    suite(&s);
+    race(Arc::new(server.storage("race", std::time::Duration::from_secs(120))));
+    // Without a prefix too.
+    let bare = server.storage("", std::time::Duration::from_secs(120));
+    bare.put(&key("top"), &mut BytesBody::new(b"x")).unwrap();
+    assert_eq!(get_all(&bare, "top"), b"x");
+    assert_eq!(get_all(&bare, "conformance/once"), b"first", "a prefix is a key prefix");
+}

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod proxy;
+pub mod s3;
 pub mod wal;
 
 use std::os::unix::process::CommandExt;
@@ -185,5 +187,16 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Records how many faults a test injected: printed on stderr and appended to
+/// `<target>/tmp/fault-injection.txt`, which the test script prints after the run.
+pub fn report_faults(test: &str, injected: u64, detail: &str) {
+    let line = format!("{test}: injected {injected} faults ({detail})\n");
+    eprint!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-injection.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
     }
 }

@@ -1,0 +1,254 @@
+//! A real S3-compatible server for the tests: s3s-fs (which checks SigV4 signatures) served over
+//! HTTP on 127.0.0.1 from a thread of the test process, storing objects as files.
+//!
+//! One adjustment: s3s-fs checks `If-None-Match: *` and then writes, without a lock, so two racing
+//! conditional writes can both succeed. AWS S3 (and MinIO, Ceph, R2) make that check atomic, and
+//! walrs relies on it; the wrapper below serializes object creation to give the test server the
+//! same guarantee. And where s3s-fs answers 500 for a key that is only a prefix of other keys
+//! (a directory in its file tree), the wrapper answers 404 as S3 does. Everything else goes to
+//! s3s-fs unchanged, except that a missing bucket is NoSuchBucket as on S3 (s3s-fs would create it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+pub const ACCESS_KEY: &str = "walrs-test-access-key";
+pub const SECRET_KEY: &str = "walrs-test-secret-key-0123456789";
+pub const BUCKET: &str = "walrs-test";
+
+struct AtomicCreate {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+    create: tokio::sync::Mutex<()>,
+}
+
+impl AtomicCreate {
+    /// s3s-fs answers 500 for a key that is a "directory" of other keys; S3 answers 404.
+    fn is_prefix(&self, bucket: &str, key: &str) -> bool {
+        self.root.join(bucket).join(key).is_dir()
+    }
+
+    /// s3s-fs creates missing buckets on a write; S3 answers NoSuchBucket.
+    fn check_bucket(&self, bucket: &str) -> S3Result<()> {
+        if self.root.join(bucket).is_dir() { Ok(()) } else { Err(s3s::s3_error!(NoSuchBucket)) }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for AtomicCreate {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.check_bucket(&req.input.bucket)?;
+        let _g = self.create.lock().await;
+        self.fs.put_object(req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let _g = self.create.lock().await;
+        self.fs.complete_multipart_upload(req).await
+    }
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.check_bucket(&req.input.bucket)?;
+        if self.is_prefix(&req.input.bucket, &req.input.key) {
+            return Err(s3s::s3_error!(NoSuchKey));
+        }
+        self.fs.get_object(req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.check_bucket(&req.input.bucket)?;
+        if self.is_prefix(&req.input.bucket, &req.input.key) {
+            return Err(s3s::s3_error!(NoSuchKey));
+        }
+        self.fs.head_object(req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.check_bucket(&req.input.bucket)?;
+        self.fs.list_objects_v2(req).await
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.check_bucket(&req.input.bucket)?;
+        self.fs.create_multipart_upload(req).await
+    }
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+}
+
+/// A running server; stopped on drop.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// A server on a free port with an empty bucket `BUCKET`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
+        let root = dir.path().to_path_buf();
+        let mut s = Self::serve(root, "127.0.0.1:0".parse().unwrap());
+        s._dir = Some(dir);
+        s
+    }
+
+    fn serve(root: PathBuf, addr: SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let fs_root = root.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let fs = s3s_fs::FileSystem::new(&fs_root).unwrap();
+                let mut b = s3s::service::S3ServiceBuilder::new(AtomicCreate { fs, root: fs_root.clone(), create: tokio::sync::Mutex::new(()) });
+                b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY.to_string()));
+                let service = b.build();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let http = ConnBuilder::new(TokioExecutor::new());
+                loop {
+                    tokio::select! {
+                        r = listener.accept() => {
+                            let Ok((sock, _)) = r else { continue };
+                            let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                            tokio::spawn(async move { let _ = conn.await; });
+                        }
+                        _ = &mut rx => break,
+                    }
+                }
+            });
+            // Dropping the runtime cancels every open connection: the server is gone.
+            rt.shutdown_background();
+        });
+        S3Server { addr, root, _dir: None, stop: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `s3://walrs-test/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// Where s3s-fs keeps the object `key` under `prefix`.
+    pub fn object_file(&self, prefix: &str, key: &str) -> PathBuf {
+        self.root.join(BUCKET).join(prefix).join(key)
+    }
+
+    /// The environment a walrs process needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("WALRS_S3_ENDPOINT", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ]
+    }
+
+    /// Stops serving: connections are cut and new ones refused.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves the same data again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut next = Self::serve(self.root.clone(), self.addr);
+        self.stop = next.stop.take();
+        self.thread = next.thread.take();
+    }
+
+    /// A storage handle for in-process tests.
+    pub fn storage(
+        &self,
+        prefix: &str,
+        deadline: std::time::Duration,
+    ) -> walrs::storage::S3Storage {
+        self.storage_at(&self.endpoint(), prefix, deadline)
+    }
+
+    pub fn storage_at(
+        &self,
+        endpoint: &str,
+        prefix: &str,
+        deadline: std::time::Duration,
+    ) -> walrs::storage::S3Storage {
+        let loc = walrs::storage::S3Location::parse(&self.url(prefix)).unwrap();
+        let settings = walrs::storage::S3Settings {
+            endpoint: Some(endpoint.to_string()),
+            request_timeout: std::time::Duration::from_secs(5),
+            ..Default::default()
+        };
+        let creds = walrs::storage::S3Credentials::new(ACCESS_KEY, SECRET_KEY, None);
+        walrs::storage::S3Storage::open(
+            &loc,
+            &settings,
+            &creds,
+            std::time::Instant::now() + deadline,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub type Shared = Arc<S3Server>;
