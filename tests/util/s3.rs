@@ -136,6 +136,12 @@ impl S3Server {
         s
     }
 
+    /// A server on `addr` storing into `root` (created with the bucket `BUCKET` if missing).
+    pub fn start_in(root: PathBuf, addr: SocketAddr) -> Self {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        Self::serve(root, addr)
+    }
+
     fn serve(root: PathBuf, addr: SocketAddr) -> Self {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();

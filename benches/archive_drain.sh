@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Archiver drain rate: how fast PostgreSQL 15's archiver empties a backlog of .ready segments with
+# each archive_command, measured side by side in one run, methods alternating within each round.
+#
+#   sudo benches/archive_drain.sh                 # 3 rounds x 6 methods, ~6 min on 2 cores
+#   ROUNDS=5 ROWS=8e6 benches/archive_drain.sh    # more rounds / bigger backlog
+#   METHODS="walrs-zstd cp-durable true" benches/archive_drain.sh
+#   WALRS_BIN=/path/to/walrs  (skip `cargo build --release`)   KEEP=1 (keep the temp dir)
+#   SAVE_SEGMENT=/path/file   (copy one real, full segment there, e.g. for WALRS_BENCH_SEGMENT)
+#
+# Method:
+#   one PG15 cluster (initdb as `postgres`, socket-only in /tmp, fsync=on (default), wal_level=replica,
+#   archive_mode=on, max_wal_size=4GB so no checkpoint runs during a drain). For each (round, method):
+#   archive_command='' and reload; DROP/CREATE TABLE t AS SELECT g, repeat(md5(g::text),2) FROM
+#   generate_series(1, ROWS) g (8e6 rows = ~62 segments); CHECKPOINT; pg_switch_wal(); sync; then
+#   ALTER SYSTEM SET archive_command = '<method>'; SELECT pg_reload_conf() and wait until
+#   archive_status/ has no .ready file. Rate = backlog / (pg_stat_archiver.last_archived_time -
+#   clock_timestamp() of the reload), both taken by the server. Method order rotates each round.
+#   Repositories are kept until the end (cp/cp-durable: 1 GB per round; ~6 GB of /tmp at most).
+#   Per round it also prints /proc/pressure cpu/io stall shares and how much of the backlog was cached.
+# Methods:
+#   walrs-zstd   WALRS_REPO=R walrs push %p                       (repository default zstd:1)
+#   walrs-lz4    WALRS_REPO=R WALRS_COMPRESSION=lz4 walrs push %p
+#   walrs-zstd-enc  (opt-in) as walrs-zstd with WALRS_ENCRYPTION_KEY_FILE
+#   cp-durable   cp %p D/%f.tmp && sync D/%f.tmp && mv D/%f.tmp D/%f && sync D
+#                (coreutils `sync FILE` = fsync(file); `sync DIR` = fsync(dir))
+#   cp           cp %p D/%f  (opt-in; not durable)
+#   pgbr-sync    pgbackrest --config=F --stanza=bench archive-push %p
+#   pgbr-async   pgbackrest --config=F --stanza=bench --archive-async archive-push %p
+#                (both: compress-type=zst compress-level=1 process-max=2, own repo each)
+#   true         /bin/true  (the archiver's own ceiling)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+ROWS=${ROWS:-8e6}
+METHODS=${METHODS:-walrs-zstd walrs-lz4 cp-durable pgbr-sync pgbr-async true}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
+PG_PORT=${PG_PORT:-5488}
+
+need_root
+for m in $METHODS; do
+    case $m in
+        pgbr-*) apt_need pgbackrest pgbackrest || die "pgbackrest is not installed and apt-get install failed" ;;
+    esac
+done
+
+LOAD_START=$(load_now)
+make_workdir walrs-drain
+PG_SOCK=$WORK/s
+DATA=$WORK/data
+cleanup() {
+    local rc=$?
+    pg_stop "$DATA" immediate
+    if [[ ${KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    exit $rc
+}
+trap cleanup EXIT
+
+install -d -m 755 -o "$PG_USER" "$WORK/bin"
+install_walrs "$WORK/bin/walrs"
+log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
+
+pg_init "$DATA" "$PG_SOCK" "$PG_PORT" "archive_mode = on" "archive_command = ''" \
+    "max_wal_size = 4GB" "checkpoint_timeout = 30min" "log_checkpoints = off"
+pg_start "$DATA"
+
+# Repositories, owned by postgres.
+for m in $METHODS; do install -d -m 700 -o "$PG_USER" "$WORK/repo-$m"; done
+head -c 32 /dev/urandom | base64 >"$WORK/key"
+chown "$PG_USER" "$WORK/key"; chmod 600 "$WORK/key"
+
+pgbr_conf() { # $1 = method name
+    local d=$WORK/pgbr-$1
+    install -d -m 700 -o "$PG_USER" "$d" "$d/log" "$d/lock" "$d/spool"
+    cat >"$d/pgbackrest.conf" <<EOF
+[global]
+repo1-path=$WORK/repo-$1
+log-path=$d/log
+lock-path=$d/lock
+spool-path=$d/spool
+process-max=2
+compress-type=zst
+compress-level=1
+start-fast=y
+
+[bench]
+pg1-path=$DATA
+pg1-port=$PG_PORT
+pg1-socket-path=$PG_SOCK
+EOF
+    chown "$PG_USER" "$d/pgbackrest.conf"
+    as_pg pgbackrest --config="$d/pgbackrest.conf" --stanza=bench stanza-create >/dev/null \
+        || die "pgbackrest stanza-create failed (see $d/log)"
+}
+
+cmd_for() {
+    local r=$WORK/repo-$1
+    case $1 in
+        walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
+        walrs-lz4) echo "WALRS_REPO=$r WALRS_COMPRESSION=lz4 $WORK/bin/walrs push %p" ;;
+        walrs-zstd-enc) echo "WALRS_REPO=$r WALRS_ENCRYPTION_KEY_FILE=$WORK/key $WORK/bin/walrs push %p" ;;
+        cp-durable) echo "cp %p $r/%f.tmp && sync $r/%f.tmp && mv $r/%f.tmp $r/%f && sync $r" ;;
+        cp) echo "cp %p $r/%f" ;;
+        pgbr-sync) echo "pgbackrest --config=$WORK/pgbr-$1/pgbackrest.conf --stanza=bench archive-push %p" ;;
+        pgbr-async) echo "pgbackrest --config=$WORK/pgbr-$1/pgbackrest.conf --stanza=bench --archive-async archive-push %p" ;;
+        true) echo "/bin/true" ;;
+        *) die "unknown method $1" ;;
+    esac
+}
+for m in $METHODS; do
+    case $m in pgbr-*) pgbr_conf "$m" ;; esac
+    cmd_for "$m" >/dev/null
+done
+
+set_archive_command() {
+    psql_q "ALTER SYSTEM SET archive_command = '$1'" >/dev/null
+    psql_q "SELECT pg_reload_conf()" >/dev/null
+}
+# Pressure stall totals (us) of cpu and io "some" lines: how much tasks waited for CPU / I/O.
+psi() { local f; for f in cpu io; do awk '/^some/ {sub("total=", "", $5); printf "%s ", $5}' "/proc/pressure/$f" 2>/dev/null || printf '0 '; done; }
+ready_count() {
+    local f n=0
+    for f in "$DATA"/pg_wal/archive_status/*.ready; do [[ -e $f ]] && n=$((n + 1)); done
+    echo $n
+}
+
+# Backlog: a fresh batch of segments while nothing archives.
+make_backlog() {
+    set_archive_command ""
+    psql_q "DROP TABLE IF EXISTS t" >/dev/null
+    psql_q "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 2) AS v FROM generate_series(1, $ROWS) g" >/dev/null
+    psql_q "CHECKPOINT" >/dev/null
+    psql_q "SELECT pg_switch_wal()" >/dev/null
+    local a b
+    a=$(ready_count); nap 0.3; b=$(ready_count)
+    while [[ $a != "$b" ]]; do a=$b; nap 0.3; b=$(ready_count); done
+    sync
+    echo "$b"
+}
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+declare -A SAVED=()
+read -r -a MLIST <<<"$METHODS"
+NM=${#MLIST[@]}
+log "$ROUNDS rounds x $NM methods, $ROWS rows per backlog"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for ((i = 0; i < NM; i++)); do
+        m=${MLIST[$(((i + round - 1) % NM))]}
+        n=$(make_backlog)
+        # share of the backlog in the page cache (the archive command should read it from memory)
+        cached=$(cd "$DATA/pg_wal" && fincore -n -b -o RES,SIZE $(cd archive_status && ls | sed -n 's/\.ready$//p') 2>/dev/null |
+            awk '{r+=$1; t+=$2} END {printf "%.0f", t ? 100*r/t : 0}')
+        read -r ac0 fc0 <<<"$(psql_q "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')"
+        start=$(psql_q "ALTER SYSTEM SET archive_command = '$(cmd_for "$m")'" >/dev/null &&
+            psql_q "SELECT extract(epoch FROM clock_timestamp()), pg_reload_conf()" | cut -d'|' -f1)
+        read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}
+        deadline=$((SECONDS + DRAIN_TIMEOUT))
+        status=ok
+        while [[ $(ready_count) -gt 0 ]]; do
+            if ((SECONDS > deadline)); then status=timeout; break; fi
+            nap 0.05
+        done
+        read -r pc1 pi1 <<<"$(psi)"; w1=${EPOCHREALTIME/./}
+        cpuw=$(awk -v a="$pc0" -v b="$pc1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
+        iow=$(awk -v a="$pi0" -v b="$pi1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
+        read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
+        if [[ $status != ok ]]; then
+            log "round $round $m: not drained after ${DRAIN_TIMEOUT}s; draining the rest with /bin/true"
+            set_archive_command /bin/true
+            while [[ $(ready_count) -gt 0 ]]; do nap 0.2; done
+            read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
+        fi
+        secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}')
+        rate=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.2f", n/s}')
+        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}%, backlog cached ${cached}%${status/ok/}"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" >>"$RESULTS"
+        [[ $status == ok ]] || sed -i '$ s/$/\tTIMEOUT/' "$RESULTS"
+        # Stored size per segment.
+        if [[ $m == cp* || $m == walrs* ]]; then
+            SAVED[$m]=$(du -sb "$WORK/repo-$m" | cut -f1)
+        elif [[ $m == pgbr-* ]]; then
+            SAVED[$m]=$(du -sb "$WORK/repo-$m/archive" | cut -f1)
+        fi
+        if [[ $m == cp-durable && -n ${SAVE_SEGMENT:-} && ! -e ${SAVE_SEGMENT} ]]; then
+            seg=$(find "$WORK/repo-$m" -name '0000000*' | sort | sed -n "$((n / 2))p")
+            cp "$seg" "$SAVE_SEGMENT" && log "saved real segment $(basename "$seg") to $SAVE_SEGMENT"
+        fi
+        # cp repositories are kept until the end like the others: deleting 1 GB between rounds (ext4
+        # with online discard here) slowed the following rounds.
+        psql_q "CHECKPOINT" >/dev/null # recycles the archived segments
+    done
+done
+set_archive_command ""
+
+LOGERR=$(grep -cE 'archive command failed|archive command was terminated|FATAL|PANIC' "$WORK/pg.log" || true)
+grep -vF 'parameter "archive_command" changed' "$WORK/pg.log" | grep -E 'archive command|FATAL|PANIC|ERROR|walrs (push|fetch):' | head -20 >&2 || true
+
+# Summary table.
+ref=${MLIST[0]}
+medrate() { awk -F'\t' -v m="$1" '$2==m {print $7}' "$RESULTS" | median; }
+refrate=$(medrate "$ref")
+truerate=$(medrate true 2>/dev/null || echo nan)
+echo
+echo "# archive_drain: $(date -u +%Y-%m-%dT%H:%MZ), $(machine_line)"
+echo "# walrs $WALRS_VERSION; $(pgbackrest version 2>/dev/null || echo 'pgbackrest: none'); PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
+echo "# $ROUNDS rounds, backlog $(awk -F'\t' '{print $3}' "$RESULTS" | minmax) segments, ROWS=$ROWS; PG log lines with archive errors: $LOGERR"
+echo "# load average at start: $LOAD_START, at end: $(load_now) (other work on the machine inflates absolute times; compare within a run)"
+printf '%-15s %6s %12s %14s %9s %9s %7s %14s\n' method rounds "median seg/s" "min..max" "x $ref" "x true" failed "stored/seg MiB"
+for m in "${MLIST[@]}"; do
+    r=$(medrate "$m")
+    nrounds=$(awk -F'\t' -v m="$m" '$2==m' "$RESULTS" | wc -l)
+    mm=$(awk -F'\t' -v m="$m" '$2==m {print $7}' "$RESULTS" | minmax)
+    failed=$(awk -F'\t' -v m="$m" '$2==m {s+=$5} END {print s+0}' "$RESULTS")
+    narch=$(awk -F'\t' -v m="$m" '$2==m {s+=$4} END {print s+0}' "$RESULTS")
+    case $m in
+        true) per=- ;;
+        *) per=$(awk -v b="${SAVED[$m]:-0}" -v n="$narch" 'BEGIN{printf "%.2f", b/n/1048576}') ;;
+    esac
+    printf '%-15s %6s %12s %14s %9s %9s %7s %14s\n' "$m" "$nrounds" "$r" "$mm" \
+        "$(awk -v a="$r" -v b="$refrate" 'BEGIN{printf "%.2f", a/b}')" \
+        "$(awk -v a="$r" -v b="$truerate" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "-"}')" "$failed" "$per"
+done
+echo
+echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached%):"
+echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine)"
+sed 's/^/#   /' "$RESULTS"
