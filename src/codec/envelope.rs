@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::CodecError;
 use super::compress::{Compression, FrameCompressor, FrameDecompressor};
+use super::parallel::{self, OrderedPool};
 use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
 
 /// First bytes of every walrs object.
@@ -233,13 +234,73 @@ fn push_frame(out: &mut Vec<u8>, tag: u8, plain_len: u32, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Streaming encoder: feed plaintext frames, then finish.
-pub struct Encoder {
+/// The per-frame work of the encoder, independent of every other frame: compress, seal (when
+/// encrypted), checksum and frame one plaintext frame. One per thread.
+struct FrameSealer {
     name: String,
-    header: Vec<u8>,
-    ad_prefix: [u8; 32],
     comp: FrameCompressor,
     cipher: Option<ObjectCipher>,
+    ad_prefix: [u8; 32],
+    scratch: Vec<u8>,
+}
+
+impl FrameSealer {
+    fn seal(&mut self, index: u32, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let plain_len = plain.len() as u32;
+        self.scratch.clear();
+        self.comp.compress(plain, &mut self.scratch).map_err(|e| CodecError::Io {
+            context: format!("compressing {}", self.name),
+            source: e,
+        })?;
+        if let Some(c) = &self.cipher {
+            c.seal(index, false, &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len), &mut self.scratch)?;
+        }
+        push_frame(out, TAG_DATA, plain_len, &self.scratch);
+        Ok(())
+    }
+}
+
+/// What a [`FrameSealer`] or [`FrameOpener`] needs to be rebuilt on another thread.
+#[derive(Clone)]
+struct FrameKeys {
+    name: String,
+    compression: Compression,
+    key: Option<MasterKey>,
+    salt: [u8; 32],
+    ad_prefix: [u8; 32],
+}
+
+impl FrameKeys {
+    fn cipher(&self) -> Option<ObjectCipher> {
+        self.key.as_ref().map(|k| k.object_cipher(&self.salt, &self.name))
+    }
+
+    fn sealer(&self) -> Result<FrameSealer, CodecError> {
+        let comp = FrameCompressor::new(self.compression)
+            .map_err(|e| CodecError::Io { context: "creating the compressor".into(), source: e })?;
+        Ok(FrameSealer {
+            name: self.name.clone(),
+            comp,
+            cipher: self.cipher(),
+            ad_prefix: self.ad_prefix,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn opener(&self) -> Result<FrameOpener, CodecError> {
+        let decomp = FrameDecompressor::new(self.compression)
+            .map_err(|e| CodecError::Io { context: "creating the decompressor".into(), source: e })?;
+        Ok(FrameOpener { name: self.name.clone(), decomp, cipher: self.cipher(), ad_prefix: self.ad_prefix })
+    }
+}
+
+/// Streaming encoder: feed plaintext frames, then finish.
+pub struct Encoder {
+    keys: FrameKeys,
+    header: Vec<u8>,
+    /// Created on first use: an [`EncodingBody`] seals in its own pool and never needs it.
+    sealer: Option<FrameSealer>,
+    trailer_cipher: Option<ObjectCipher>,
     hasher: Sha256,
     frame_size: u32,
     frames: u64,
@@ -272,16 +333,19 @@ impl Encoder {
             name: name.to_owned(),
         };
         let bytes = header.encode();
-        let ad_prefix: [u8; 32] = Sha256::digest(&bytes).into();
-        let comp = FrameCompressor::new(compression)
-            .map_err(|e| CodecError::Io { context: "creating the compressor".into(), source: e })?;
-        Ok(Encoder {
+        let keys = FrameKeys {
             name: name.to_owned(),
+            compression,
+            key: key.cloned(),
+            salt,
+            ad_prefix: Sha256::digest(&bytes).into(),
+        };
+        Ok(Encoder {
+            sealer: None,
+            trailer_cipher: keys.cipher(),
+            keys,
             stored_len: bytes.len() as u64,
             header: bytes,
-            ad_prefix,
-            comp,
-            cipher: key.map(|k| k.object_cipher(&salt, name)),
             hasher: Sha256::new(),
             frame_size: FRAME_SIZE,
             frames: 0,
@@ -300,42 +364,36 @@ impl Encoder {
         self.frame_size as usize
     }
 
+    /// Takes the next frame into the whole-object accounts (digest, counts) and returns its index.
+    fn account(&mut self, plain: &[u8]) -> Result<u32, CodecError> {
+        if plain.is_empty() || plain.len() > self.frame_size() {
+            return Err(CodecError::corrupt(&self.keys.name, "frame size out of range (encoder misuse)"));
+        }
+        let index = self.chunk_index()?;
+        self.hasher.update(plain);
+        self.frames += 1;
+        self.plain_len += plain.len() as u64;
+        Ok(index)
+    }
+
     fn chunk_index(&self) -> Result<u32, CodecError> {
         u32::try_from(self.frames)
             .ok()
             .filter(|i| *i < u32::MAX - 1)
-            .ok_or_else(|| CodecError::corrupt(&self.name, "object too large (2^32 frames)"))
+            .ok_or_else(|| CodecError::corrupt(&self.keys.name, "object too large (2^32 frames)"))
     }
 
     /// Appends one data frame holding `plain` (1 to `frame_size` bytes) to `out`.
     pub fn encode_frame(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        if plain.is_empty() || plain.len() > self.frame_size() {
-            return Err(CodecError::corrupt(
-                &self.name,
-                "frame size out of range (encoder misuse)",
-            ));
-        }
-        let index = self.chunk_index()?;
-        let plain_len = plain.len() as u32;
-        self.hasher.update(plain);
-        self.scratch.clear();
-        self.comp.compress(plain, &mut self.scratch).map_err(|e| CodecError::Io {
-            context: format!("compressing {}", self.name),
-            source: e,
-        })?;
-        if let Some(c) = &self.cipher {
-            c.seal(
-                index,
-                false,
-                &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len),
-                &mut self.scratch,
-            )?;
-        }
+        let index = self.account(plain)?;
         let before = out.len();
-        push_frame(out, TAG_DATA, plain_len, &self.scratch);
+        if self.sealer.is_none() {
+            self.sealer = Some(self.keys.sealer()?);
+        }
+        if let Some(sealer) = self.sealer.as_mut() {
+            sealer.seal(index, plain, out)?;
+        }
         self.stored_len += (out.len() - before) as u64;
-        self.frames += 1;
-        self.plain_len += u64::from(plain_len);
         Ok(())
     }
 
@@ -347,13 +405,9 @@ impl Encoder {
         self.scratch.extend_from_slice(&self.plain_len.to_le_bytes());
         self.scratch.extend_from_slice(&self.frames.to_le_bytes());
         self.scratch.extend_from_slice(&sha256);
-        if let Some(c) = &self.cipher {
-            c.seal(
-                index,
-                true,
-                &chunk_ad(&self.ad_prefix, TAG_END, TRAILER_LEN as u32),
-                &mut self.scratch,
-            )?;
+        if let Some(c) = &self.trailer_cipher {
+            let ad = chunk_ad(&self.keys.ad_prefix, TAG_END, TRAILER_LEN as u32);
+            c.seal(index, true, &ad, &mut self.scratch)?;
         }
         let before = out.len();
         push_frame(out, TAG_END, TRAILER_LEN as u32, &self.scratch);
@@ -367,13 +421,45 @@ impl Encoder {
     }
 }
 
+/// A frame for a worker: its index, the plaintext, and a buffer for the result.
+struct EncJob {
+    index: u32,
+    plain: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Buffers of a finished [`EncJob`]: the plaintext (for reuse) and the framed bytes.
+struct EncDone {
+    plain: Vec<u8>,
+    out: Vec<u8>,
+}
+
+type EncPool = OrderedPool<EncJob, Result<EncDone, CodecError>>;
+
+/// A worker whose setup failed reports it on every job.
+fn setup_failed(e: &CodecError) -> CodecError {
+    CodecError::Io { context: "codec worker".into(), source: std::io::Error::other(e.to_string()) }
+}
+
+fn seal_job(state: &mut Result<FrameSealer, CodecError>, mut job: EncJob) -> Result<EncDone, CodecError> {
+    let sealer = state.as_mut().map_err(|e| setup_failed(e))?;
+    job.out.clear();
+    sealer.seal(job.index, &job.plain, &mut job.out)?;
+    Ok(EncDone { plain: job.plain, out: job.out })
+}
+
 /// A pull-based encoder over a plaintext reader: yields the envelope bytes chunk by chunk
-/// (header, one chunk per frame, trailer), for storage backends to write or upload.
+/// (header, one chunk per frame, trailer), for storage backends to write or upload. Objects of
+/// more than one frame are sealed by a pool of worker threads, a few frames ahead, while this
+/// thread reads and hashes; output order is unchanged.
 pub struct EncodingBody<R: Read> {
     encoder: Encoder,
     source: R,
-    plain: Vec<u8>,
+    pool: Option<EncPool>,
+    workers: usize,
     out: Vec<u8>,
+    free: Vec<Vec<u8>>,
+    source_done: bool,
     state: BodyState,
     summary: Option<ObjectSummary>,
     error: Option<CodecError>,
@@ -388,16 +474,24 @@ enum BodyState {
 impl<R: Read> EncodingBody<R> {
     /// Encodes everything `source` yields as the object `name`.
     pub fn new(encoder: Encoder, source: R) -> Self {
-        let fs = encoder.frame_size();
         EncodingBody {
             encoder,
             source,
-            plain: vec![0u8; fs],
-            out: Vec::with_capacity(fs + fs / 64 + 64),
+            pool: None,
+            workers: parallel::default_workers(),
+            out: Vec::new(),
+            free: Vec::new(),
+            source_done: false,
             state: BodyState::Header,
             summary: None,
             error: None,
         }
+    }
+
+    /// Sets the number of worker threads (0: everything on the calling thread).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// The next chunk of envelope bytes, `None` after the trailer. On error the cause is kept
@@ -414,28 +508,79 @@ impl<R: Read> EncodingBody<R> {
         }
     }
 
+    fn buffer(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// The pool, created for the first frame: worker threads when that frame is full (more may
+    /// follow), inline otherwise (a one-frame object is not worth a thread).
+    fn pool(&mut self, full: bool) -> Result<&mut EncPool, CodecError> {
+        if self.pool.is_none() {
+            let keys = self.encoder.keys.clone();
+            self.pool = Some(if full && self.workers > 0 {
+                OrderedPool::threads(self.workers, move || keys.sealer(), seal_job).map_err(|e| {
+                    CodecError::Io { context: "starting codec threads".into(), source: e }
+                })?
+            } else {
+                let mut state = keys.sealer();
+                OrderedPool::inline(move |job| seal_job(&mut state, job))
+            });
+        }
+        self.pool.as_mut().ok_or_else(|| CodecError::corrupt(&self.encoder.keys.name, "no codec pool"))
+    }
+
     fn step(&mut self) -> Result<bool, CodecError> {
-        self.out.clear();
         match self.state {
             BodyState::Header => {
+                self.out.clear();
                 self.out.extend_from_slice(self.encoder.header());
                 self.state = BodyState::Frames;
                 Ok(true)
             }
             BodyState::Frames => {
-                let n =
-                    read_full(&mut self.source, &mut self.plain).map_err(|e| CodecError::Io {
-                        context: format!("reading the data of {}", self.encoder.name),
+                let fs = self.encoder.frame_size();
+                let depth = (self.workers as u64) + 1;
+                loop {
+                    let in_flight = self.pool.as_ref().map_or(0, OrderedPool::in_flight);
+                    if self.source_done || in_flight >= depth {
+                        break;
+                    }
+                    let mut plain = self.buffer();
+                    plain.resize(fs, 0);
+                    let n = read_full(&mut self.source, &mut plain).map_err(|e| CodecError::Io {
+                        context: format!("reading the data of {}", self.encoder.keys.name),
                         source: e,
                     })?;
-                if n > 0 {
-                    let plain = self.plain.get(..n).unwrap_or_default();
-                    self.encoder.encode_frame(plain, &mut self.out)?;
-                } else {
-                    self.summary = Some(self.encoder.finish(&mut self.out)?);
-                    self.state = BodyState::Done;
+                    if n == 0 {
+                        self.source_done = true;
+                        self.free.push(plain);
+                        break;
+                    }
+                    plain.truncate(n);
+                    let index = self.encoder.account(&plain)?;
+                    let out = self.buffer();
+                    self.pool(n == fs)?.submit(EncJob { index, plain, out });
+                    if n < fs {
+                        self.source_done = true;
+                    }
                 }
-                Ok(true)
+                match self.pool.as_mut().and_then(OrderedPool::take) {
+                    Some(done) => {
+                        let done = done?;
+                        self.encoder.stored_len += done.out.len() as u64;
+                        let old = std::mem::replace(&mut self.out, done.out);
+                        self.free.push(old);
+                        self.free.push(done.plain);
+                        Ok(true)
+                    }
+                    None => {
+                        self.out.clear();
+                        self.summary = Some(self.encoder.finish(&mut self.out)?);
+                        self.state = BodyState::Done;
+                        self.pool = None;
+                        Ok(true)
+                    }
+                }
             }
             BodyState::Done => Ok(false),
         }
@@ -452,18 +597,84 @@ impl<R: Read> EncodingBody<R> {
     }
 }
 
+/// The per-frame work of the decoder: check the frame's CRC, open its AEAD chunk (when
+/// encrypted) and decompress it. One per thread.
+struct FrameOpener {
+    name: String,
+    decomp: FrameDecompressor,
+    cipher: Option<ObjectCipher>,
+    ad_prefix: [u8; 32],
+}
+
+impl FrameOpener {
+    fn open(
+        &mut self,
+        index: u32,
+        plain_len: u32,
+        crc: u32,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let corrupt = |d: String| CodecError::corrupt(&self.name, d);
+        if crc32c::crc32c(stored) != crc {
+            return Err(corrupt(format!("checksum mismatch in frame {index}")));
+        }
+        if let Some(c) = &self.cipher {
+            let ad = chunk_ad(&self.ad_prefix, TAG_DATA, plain_len);
+            if c.open(index, false, &ad, stored).is_err() {
+                return Err(corrupt(format!(
+                    "frame {index} fails authentication (tampered, reordered or truncated)"
+                )));
+            }
+        }
+        self.decomp
+            .decompress(stored, plain_len as usize, out)
+            .map_err(|d| corrupt(format!("frame {index}: {d}")))
+    }
+}
+
+/// A stored frame for a worker, and a buffer for its plaintext.
+struct DecJob {
+    index: u32,
+    plain_len: u32,
+    crc: u32,
+    stored: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Buffers of a finished [`DecJob`]: the stored bytes (for reuse) and the plaintext.
+struct DecDone {
+    stored: Vec<u8>,
+    out: Vec<u8>,
+}
+
+type DecPool = OrderedPool<DecJob, Result<DecDone, CodecError>>;
+
+fn open_job(state: &mut Result<FrameOpener, CodecError>, mut job: DecJob) -> Result<DecDone, CodecError> {
+    let opener = state.as_mut().map_err(|e| setup_failed(e))?;
+    opener.open(job.index, job.plain_len, job.crc, &mut job.stored, &mut job.out)?;
+    Ok(DecDone { stored: job.stored, out: job.out })
+}
+
 /// Streaming decoder: checks the header on creation, then yields verified plaintext frames.
+/// Objects of more than one frame are opened by a pool of worker threads a few frames ahead,
+/// while this thread reads, hashes and hands out frames in order.
 pub struct Decoder<R: Read> {
     r: R,
     header: Header,
-    ad_prefix: [u8; 32],
-    decomp: FrameDecompressor,
-    cipher: Option<ObjectCipher>,
+    keys: FrameKeys,
+    trailer_cipher: Option<ObjectCipher>,
     hasher: Sha256,
+    /// Data frames handed out (verified).
     frames: u64,
+    /// Data frames read from the stream.
+    read_frames: u64,
     plain_len: u64,
     stored_len: u64,
-    buf: Vec<u8>,
+    pool: Option<DecPool>,
+    workers: usize,
+    free: Vec<Vec<u8>>,
+    trailer: Option<(Vec<u8>, u32)>,
     summary: Option<ObjectSummary>,
 }
 
@@ -471,7 +682,7 @@ impl<R: Read> Decoder<R> {
     /// Reads the header of the object expected to be `name`. `key` is required for encrypted objects.
     pub fn new(mut r: R, name: &str, key: Option<&MasterKey>) -> Result<Self, CodecError> {
         let (header, raw) = Header::read(&mut r, name)?;
-        let cipher = if header.encrypted {
+        let key = if header.encrypted {
             let key = key.ok_or_else(|| {
                 CodecError::Key(format!(
                     "object {name} is encrypted (key id {}) and no key was given: set WALRS_ENCRYPTION_KEY_FILE or WALRS_ENCRYPTION_KEY",
@@ -485,27 +696,39 @@ impl<R: Read> Decoder<R> {
                     key.id()
                 )));
             }
-            Some(key.object_cipher(&header.salt, name))
+            Some(key.clone())
         } else {
             None
         };
-        let decomp = FrameDecompressor::new(header.compression).map_err(|e| CodecError::Io {
-            context: "creating the decompressor".into(),
-            source: e,
-        })?;
+        let keys = FrameKeys {
+            name: name.to_owned(),
+            compression: header.compression,
+            key,
+            salt: header.salt,
+            ad_prefix: Sha256::digest(&raw).into(),
+        };
         Ok(Decoder {
             r,
-            ad_prefix: Sha256::digest(&raw).into(),
+            trailer_cipher: keys.cipher(),
+            keys,
             stored_len: raw.len() as u64,
             header,
-            decomp,
-            cipher,
             hasher: Sha256::new(),
             frames: 0,
+            read_frames: 0,
             plain_len: 0,
-            buf: Vec::new(),
+            pool: None,
+            workers: parallel::default_workers(),
+            free: Vec::new(),
+            trailer: None,
             summary: None,
         })
+    }
+
+    /// Sets the number of worker threads (0: everything on the calling thread).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// The object's header.
@@ -517,22 +740,17 @@ impl<R: Read> Decoder<R> {
         CodecError::corrupt(&self.header.name, d)
     }
 
-    /// Replaces `out` with the next frame's verified plaintext. Returns `false` (and leaves `out`
-    /// empty) once the trailer has been verified; every byte handed out before that is covered by
-    /// its frame's CRC or AEAD tag, but the object as a whole is only proven by that `false`.
-    pub fn next_frame(&mut self, out: &mut Vec<u8>) -> Result<bool, CodecError> {
-        out.clear();
-        if self.summary.is_some() {
-            return Ok(false);
-        }
+    /// Reads the next frame's header and stored bytes: (tag, plain_len, crc, stored).
+    fn read_frame(&mut self) -> Result<(u8, u32, u32, Vec<u8>), CodecError> {
         let name = self.header.name.clone();
+        let n = self.read_frames;
         let mut fh = [0u8; FRAME_HEADER_LEN];
         let got = read_full(&mut self.r, &mut fh).map_err(|e| io_err(&name, e))?;
         if got == 0 {
-            return Err(self.corrupt(format!("truncated after frame {} (no trailer)", self.frames)));
+            return Err(self.corrupt(format!("truncated after frame {n} (no trailer)")));
         }
         if got < FRAME_HEADER_LEN {
-            return Err(self.corrupt(format!("truncated inside frame {}", self.frames)));
+            return Err(self.corrupt(format!("truncated inside frame {n}")));
         }
         let tag = fh[0];
         let stored_len = u32_at(&fh, 1) as usize;
@@ -543,48 +761,93 @@ impl<R: Read> Decoder<R> {
         let plain_ok = match tag {
             TAG_DATA => plain_len >= 1 && plain_len <= self.header.frame_size,
             TAG_END => plain_len as usize == TRAILER_LEN,
-            _ => {
-                return Err(
-                    self.corrupt(format!("bad frame tag {tag:#04x} at frame {}", self.frames))
-                );
-            }
+            _ => return Err(self.corrupt(format!("bad frame tag {tag:#04x} at frame {n}"))),
         };
         if !plain_ok || stored_len > limit {
-            return Err(self.corrupt(format!("frame {} has impossible lengths", self.frames)));
+            return Err(self.corrupt(format!("frame {n} has impossible lengths")));
         }
-        self.buf.resize(stored_len, 0);
-        let got = read_full(&mut self.r, &mut self.buf).map_err(|e| io_err(&name, e))?;
+        let mut stored = self.free.pop().unwrap_or_default();
+        stored.resize(stored_len, 0);
+        let got = read_full(&mut self.r, &mut stored).map_err(|e| io_err(&name, e))?;
         if got != stored_len {
-            return Err(self.corrupt(format!("truncated inside frame {}", self.frames)));
+            return Err(self.corrupt(format!("truncated inside frame {n}")));
         }
         self.stored_len += (FRAME_HEADER_LEN + stored_len) as u64;
-        if crc32c::crc32c(&self.buf) != crc {
-            return Err(self.corrupt(format!("checksum mismatch in frame {}", self.frames)));
-        }
-        if let Some(c) = &self.cipher {
-            let index = u32::try_from(self.frames).map_err(|_| self.corrupt("too many frames"))?;
-            let ad = chunk_ad(&self.ad_prefix, tag, plain_len);
-            if c.open(index, tag == TAG_END, &ad, &mut self.buf).is_err() {
-                return Err(self.corrupt(format!(
-                    "frame {} fails authentication (tampered, reordered or truncated)",
-                    self.frames
-                )));
-            }
-        }
-        if tag == TAG_END {
-            return self.finish_trailer().map(|()| false);
-        }
-        self.decomp
-            .decompress(&self.buf, plain_len as usize, out)
-            .map_err(|d| self.corrupt(format!("frame {}: {d}", self.frames)))?;
-        self.hasher.update(&out[..]);
-        self.frames += 1;
-        self.plain_len += u64::from(plain_len);
-        Ok(true)
+        Ok((tag, plain_len, crc, stored))
     }
 
-    fn finish_trailer(&mut self) -> Result<(), CodecError> {
-        let t = &self.buf;
+    /// The pool, created for the first data frame: worker threads when that frame is full,
+    /// inline otherwise.
+    fn pool(&mut self, full: bool) -> Result<&mut DecPool, CodecError> {
+        if self.pool.is_none() {
+            let keys = self.keys.clone();
+            self.pool = Some(if full && self.workers > 0 {
+                OrderedPool::threads(self.workers, move || keys.opener(), open_job).map_err(|e| {
+                    CodecError::Io { context: "starting codec threads".into(), source: e }
+                })?
+            } else {
+                let mut state = keys.opener();
+                OrderedPool::inline(move |job| open_job(&mut state, job))
+            });
+        }
+        self.pool.as_mut().ok_or_else(|| CodecError::corrupt(&self.keys.name, "no codec pool"))
+    }
+
+    /// Replaces `out` with the next frame's verified plaintext. Returns `false` (and leaves `out`
+    /// empty) once the trailer has been verified; every byte handed out before that is covered by
+    /// its frame's CRC or AEAD tag, but the object as a whole is only proven by that `false`.
+    pub fn next_frame(&mut self, out: &mut Vec<u8>) -> Result<bool, CodecError> {
+        out.clear();
+        if self.summary.is_some() {
+            return Ok(false);
+        }
+        let depth = (self.workers as u64) + 1;
+        while self.trailer.is_none() && self.pool.as_ref().map_or(0, OrderedPool::in_flight) < depth {
+            let (tag, plain_len, crc, stored) = self.read_frame()?;
+            if tag == TAG_END {
+                self.trailer = Some((stored, crc));
+                break;
+            }
+            let index = u32::try_from(self.read_frames).map_err(|_| self.corrupt("too many frames"))?;
+            self.read_frames += 1;
+            let buf = self.free.pop().unwrap_or_default();
+            let full = plain_len == self.header.frame_size;
+            self.pool(full)?.submit(DecJob { index, plain_len, crc, stored, out: buf });
+        }
+        match self.pool.as_mut().and_then(OrderedPool::take) {
+            Some(done) => {
+                let mut done = done?;
+                self.hasher.update(&done.out);
+                self.frames += 1;
+                self.plain_len += done.out.len() as u64;
+                std::mem::swap(out, &mut done.out);
+                self.free.push(done.out);
+                self.free.push(done.stored);
+                Ok(true)
+            }
+            None => {
+                let (mut stored, crc) =
+                    self.trailer.take().ok_or_else(|| self.corrupt("no trailer"))?;
+                self.pool = None;
+                let n = self.frames;
+                if crc32c::crc32c(&stored) != crc {
+                    return Err(self.corrupt(format!("checksum mismatch in frame {n}")));
+                }
+                if let Some(c) = &self.trailer_cipher {
+                    let index = u32::try_from(n).map_err(|_| self.corrupt("too many frames"))?;
+                    let ad = chunk_ad(&self.keys.ad_prefix, TAG_END, TRAILER_LEN as u32);
+                    if c.open(index, true, &ad, &mut stored).is_err() {
+                        return Err(self.corrupt(format!(
+                            "frame {n} fails authentication (tampered, reordered or truncated)"
+                        )));
+                    }
+                }
+                self.finish_trailer(&stored).map(|()| false)
+            }
+        }
+    }
+
+    fn finish_trailer(&mut self, t: &[u8]) -> Result<(), CodecError> {
         let (len, frames) = (u64_at(t, 0), u64_at(t, 8));
         let mut want = [0u8; 32];
         want.copy_from_slice(t.get(16..48).unwrap_or(&[0; 32]));
@@ -703,6 +966,44 @@ mod tests {
                 assert_eq!(s.stored_len, enc.len() as u64);
                 assert_eq!(s.frames, (n as u64).div_ceil(u64::from(FRAME_SIZE)));
                 assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(&d)));
+            }
+        }
+    }
+
+    fn encode_with(name: &str, d: &[u8], c: Compression, k: Option<&MasterKey>, workers: usize) -> Vec<u8> {
+        let mut body = EncodingBody::new(Encoder::new(name, c, k).unwrap(), d).with_workers(workers);
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next_chunk().unwrap() {
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    fn decode_with(enc: &[u8], name: &str, k: Option<&MasterKey>, workers: usize) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        Decoder::new(enc, name, k)?.with_workers(workers).copy_to(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn worker_counts_change_nothing_but_speed() {
+        let d = data(5 * FRAME_SIZE as usize + 333);
+        for (c, key) in all_modes() {
+            let encs: Vec<Vec<u8>> = [0, 1, 3].iter().map(|w| encode_with("x", &d, c, key.as_ref(), *w)).collect();
+            if key.is_none() {
+                assert!(encs.iter().all(|e| *e == encs[0]), "{c}: the bytes depend on the worker count");
+            }
+            for e in &encs {
+                for w in [0, 1, 3] {
+                    assert_eq!(decode_with(e, "x", key.as_ref(), w).unwrap(), d, "{c} workers {w}");
+                }
+            }
+            // Corruption in a late frame is found whatever the worker count.
+            let mut bad = encs[0].clone();
+            let at = bad.len() - 200_000.min(bad.len() / 3);
+            bad[at] ^= 0x40;
+            for w in [0, 1, 3] {
+                assert!(decode_with(&bad, "x", key.as_ref(), w).is_err(), "{c} workers {w}");
             }
         }
     }

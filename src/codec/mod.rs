@@ -10,6 +10,7 @@
 pub mod compress;
 pub mod crypto;
 pub mod envelope;
+pub mod parallel;
 
 pub use compress::Compression;
 pub use crypto::{KeyId, MasterKey};
