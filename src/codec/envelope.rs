@@ -5,7 +5,8 @@
 //! header : magic "WALRSOBJ" | version u16 | compression u8 | cipher u8 | flags u16 | name_len u16
 //!          | frame_size u32 | key_id [8] | salt [32] | name [name_len] | crc32c u32
 //! frame  : tag u8 ('D' data, 'E' end) | stored_len u32 | plain_len u32 | crc32c(stored) u32 | stored
-//! 'E'    : plain_len u64 | frame_count u64 | sha256(plaintext) [32]   (encrypted as the last chunk)
+//! 'E'    : plain_len u64 | frame_count u64 | sha256(sha256(frame 0) ‖ sha256(frame 1) ‖ ...) [32]
+//!          (encrypted as the last chunk)
 //! ```
 //! All integers little-endian. A data frame holds up to `frame_size` plaintext bytes, compressed on
 //! its own and, when encrypted, sealed as one STREAM chunk. The decoder checks the header CRC, the
@@ -18,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::CodecError;
 use super::compress::{Compression, FrameCompressor, FrameDecompressor};
-use super::parallel::{self, OrderedPool};
 use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
+use super::parallel::{self, OrderedPool};
 
 /// First bytes of every walrs object.
 pub const MAGIC: [u8; 8] = *b"WALRSOBJ";
@@ -202,7 +203,9 @@ pub struct ObjectSummary {
     pub stored_len: u64,
     /// Data frames.
     pub frames: u64,
-    /// SHA-256 of the plaintext.
+    /// The content digest: SHA-256 over the SHA-256 of each plaintext frame, in order (frames
+    /// are hashed in parallel; with the frame size fixed in the header this identifies the
+    /// content as well as a plain SHA-256 would).
     pub sha256: [u8; 32],
 }
 
@@ -245,7 +248,14 @@ struct FrameSealer {
 }
 
 impl FrameSealer {
-    fn seal(&mut self, index: u32, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    /// Appends the framed bytes to `out`; returns the SHA-256 of `plain` (the frame digest).
+    fn seal(
+        &mut self,
+        index: u32,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<[u8; 32], CodecError> {
+        let digest: [u8; 32] = Sha256::digest(plain).into();
         let plain_len = plain.len() as u32;
         self.scratch.clear();
         self.comp.compress(plain, &mut self.scratch).map_err(|e| CodecError::Io {
@@ -253,10 +263,15 @@ impl FrameSealer {
             source: e,
         })?;
         if let Some(c) = &self.cipher {
-            c.seal(index, false, &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len), &mut self.scratch)?;
+            c.seal(
+                index,
+                false,
+                &chunk_ad(&self.ad_prefix, TAG_DATA, plain_len),
+                &mut self.scratch,
+            )?;
         }
         push_frame(out, TAG_DATA, plain_len, &self.scratch);
-        Ok(())
+        Ok(digest)
     }
 }
 
@@ -288,9 +303,16 @@ impl FrameKeys {
     }
 
     fn opener(&self) -> Result<FrameOpener, CodecError> {
-        let decomp = FrameDecompressor::new(self.compression)
-            .map_err(|e| CodecError::Io { context: "creating the decompressor".into(), source: e })?;
-        Ok(FrameOpener { name: self.name.clone(), decomp, cipher: self.cipher(), ad_prefix: self.ad_prefix })
+        let decomp = FrameDecompressor::new(self.compression).map_err(|e| CodecError::Io {
+            context: "creating the decompressor".into(),
+            source: e,
+        })?;
+        Ok(FrameOpener {
+            name: self.name.clone(),
+            decomp,
+            cipher: self.cipher(),
+            ad_prefix: self.ad_prefix,
+        })
     }
 }
 
@@ -367,10 +389,12 @@ impl Encoder {
     /// Takes the next frame into the whole-object accounts (digest, counts) and returns its index.
     fn account(&mut self, plain: &[u8]) -> Result<u32, CodecError> {
         if plain.is_empty() || plain.len() > self.frame_size() {
-            return Err(CodecError::corrupt(&self.keys.name, "frame size out of range (encoder misuse)"));
+            return Err(CodecError::corrupt(
+                &self.keys.name,
+                "frame size out of range (encoder misuse)",
+            ));
         }
         let index = self.chunk_index()?;
-        self.hasher.update(plain);
         self.frames += 1;
         self.plain_len += plain.len() as u64;
         Ok(index)
@@ -391,7 +415,8 @@ impl Encoder {
             self.sealer = Some(self.keys.sealer()?);
         }
         if let Some(sealer) = self.sealer.as_mut() {
-            sealer.seal(index, plain, out)?;
+            let digest = sealer.seal(index, plain, out)?;
+            self.hasher.update(digest);
         }
         self.stored_len += (out.len() - before) as u64;
         Ok(())
@@ -432,6 +457,7 @@ struct EncJob {
 struct EncDone {
     plain: Vec<u8>,
     out: Vec<u8>,
+    digest: [u8; 32],
 }
 
 type EncPool = OrderedPool<EncJob, Result<EncDone, CodecError>>;
@@ -441,11 +467,14 @@ fn setup_failed(e: &CodecError) -> CodecError {
     CodecError::Io { context: "codec worker".into(), source: std::io::Error::other(e.to_string()) }
 }
 
-fn seal_job(state: &mut Result<FrameSealer, CodecError>, mut job: EncJob) -> Result<EncDone, CodecError> {
+fn seal_job(
+    state: &mut Result<FrameSealer, CodecError>,
+    mut job: EncJob,
+) -> Result<EncDone, CodecError> {
     let sealer = state.as_mut().map_err(|e| setup_failed(e))?;
     job.out.clear();
-    sealer.seal(job.index, &job.plain, &mut job.out)?;
-    Ok(EncDone { plain: job.plain, out: job.out })
+    let digest = sealer.seal(job.index, &job.plain, &mut job.out)?;
+    Ok(EncDone { plain: job.plain, out: job.out, digest })
 }
 
 /// A pull-based encoder over a plaintext reader: yields the envelope bytes chunk by chunk
@@ -512,21 +541,30 @@ impl<R: Read> EncodingBody<R> {
         self.free.pop().unwrap_or_default()
     }
 
+    /// Keeps a few buffers for reuse; more would only hold memory.
+    fn recycle(&mut self, b: Vec<u8>) {
+        if self.free.len() < 2 {
+            self.free.push(b);
+        }
+    }
+
     /// The pool, created for the first frame: worker threads when that frame is full (more may
     /// follow), inline otherwise (a one-frame object is not worth a thread).
     fn pool(&mut self, full: bool) -> Result<&mut EncPool, CodecError> {
         if self.pool.is_none() {
             let keys = self.encoder.keys.clone();
             self.pool = Some(if full && self.workers > 0 {
-                OrderedPool::threads(self.workers, move || keys.sealer(), seal_job).map_err(|e| {
-                    CodecError::Io { context: "starting codec threads".into(), source: e }
-                })?
+                OrderedPool::threads(self.workers, move || keys.sealer(), seal_job).map_err(
+                    |e| CodecError::Io { context: "starting codec threads".into(), source: e },
+                )?
             } else {
                 let mut state = keys.sealer();
                 OrderedPool::inline(move |job| seal_job(&mut state, job))
             });
         }
-        self.pool.as_mut().ok_or_else(|| CodecError::corrupt(&self.encoder.keys.name, "no codec pool"))
+        self.pool
+            .as_mut()
+            .ok_or_else(|| CodecError::corrupt(&self.encoder.keys.name, "no codec pool"))
     }
 
     fn step(&mut self) -> Result<bool, CodecError> {
@@ -539,7 +577,7 @@ impl<R: Read> EncodingBody<R> {
             }
             BodyState::Frames => {
                 let fs = self.encoder.frame_size();
-                let depth = (self.workers as u64) + 1;
+                let depth = (self.workers as u64).max(1);
                 loop {
                     let in_flight = self.pool.as_ref().map_or(0, OrderedPool::in_flight);
                     if self.source_done || in_flight >= depth {
@@ -547,13 +585,14 @@ impl<R: Read> EncodingBody<R> {
                     }
                     let mut plain = self.buffer();
                     plain.resize(fs, 0);
-                    let n = read_full(&mut self.source, &mut plain).map_err(|e| CodecError::Io {
-                        context: format!("reading the data of {}", self.encoder.keys.name),
-                        source: e,
-                    })?;
+                    let n =
+                        read_full(&mut self.source, &mut plain).map_err(|e| CodecError::Io {
+                            context: format!("reading the data of {}", self.encoder.keys.name),
+                            source: e,
+                        })?;
                     if n == 0 {
                         self.source_done = true;
-                        self.free.push(plain);
+                        self.recycle(plain);
                         break;
                     }
                     plain.truncate(n);
@@ -567,10 +606,11 @@ impl<R: Read> EncodingBody<R> {
                 match self.pool.as_mut().and_then(OrderedPool::take) {
                     Some(done) => {
                         let done = done?;
+                        self.encoder.hasher.update(done.digest);
                         self.encoder.stored_len += done.out.len() as u64;
                         let old = std::mem::replace(&mut self.out, done.out);
-                        self.free.push(old);
-                        self.free.push(done.plain);
+                        self.recycle(old);
+                        self.recycle(done.plain);
                         Ok(true)
                     }
                     None => {
@@ -614,7 +654,7 @@ impl FrameOpener {
         crc: u32,
         stored: &mut Vec<u8>,
         out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
+    ) -> Result<[u8; 32], CodecError> {
         let corrupt = |d: String| CodecError::corrupt(&self.name, d);
         if crc32c::crc32c(stored) != crc {
             return Err(corrupt(format!("checksum mismatch in frame {index}")));
@@ -629,7 +669,8 @@ impl FrameOpener {
         }
         self.decomp
             .decompress(stored, plain_len as usize, out)
-            .map_err(|d| corrupt(format!("frame {index}: {d}")))
+            .map_err(|d| corrupt(format!("frame {index}: {d}")))?;
+        Ok(Sha256::digest(&out[..]).into())
     }
 }
 
@@ -646,14 +687,18 @@ struct DecJob {
 struct DecDone {
     stored: Vec<u8>,
     out: Vec<u8>,
+    digest: [u8; 32],
 }
 
 type DecPool = OrderedPool<DecJob, Result<DecDone, CodecError>>;
 
-fn open_job(state: &mut Result<FrameOpener, CodecError>, mut job: DecJob) -> Result<DecDone, CodecError> {
+fn open_job(
+    state: &mut Result<FrameOpener, CodecError>,
+    mut job: DecJob,
+) -> Result<DecDone, CodecError> {
     let opener = state.as_mut().map_err(|e| setup_failed(e))?;
-    opener.open(job.index, job.plain_len, job.crc, &mut job.stored, &mut job.out)?;
-    Ok(DecDone { stored: job.stored, out: job.out })
+    let digest = opener.open(job.index, job.plain_len, job.crc, &mut job.stored, &mut job.out)?;
+    Ok(DecDone { stored: job.stored, out: job.out, digest })
 }
 
 /// Streaming decoder: checks the header on creation, then yields verified plaintext frames.
@@ -782,9 +827,9 @@ impl<R: Read> Decoder<R> {
         if self.pool.is_none() {
             let keys = self.keys.clone();
             self.pool = Some(if full && self.workers > 0 {
-                OrderedPool::threads(self.workers, move || keys.opener(), open_job).map_err(|e| {
-                    CodecError::Io { context: "starting codec threads".into(), source: e }
-                })?
+                OrderedPool::threads(self.workers, move || keys.opener(), open_job).map_err(
+                    |e| CodecError::Io { context: "starting codec threads".into(), source: e },
+                )?
             } else {
                 let mut state = keys.opener();
                 OrderedPool::inline(move |job| open_job(&mut state, job))
@@ -801,14 +846,16 @@ impl<R: Read> Decoder<R> {
         if self.summary.is_some() {
             return Ok(false);
         }
-        let depth = (self.workers as u64) + 1;
-        while self.trailer.is_none() && self.pool.as_ref().map_or(0, OrderedPool::in_flight) < depth {
+        let depth = (self.workers as u64).max(1);
+        while self.trailer.is_none() && self.pool.as_ref().map_or(0, OrderedPool::in_flight) < depth
+        {
             let (tag, plain_len, crc, stored) = self.read_frame()?;
             if tag == TAG_END {
                 self.trailer = Some((stored, crc));
                 break;
             }
-            let index = u32::try_from(self.read_frames).map_err(|_| self.corrupt("too many frames"))?;
+            let index =
+                u32::try_from(self.read_frames).map_err(|_| self.corrupt("too many frames"))?;
             self.read_frames += 1;
             let buf = self.free.pop().unwrap_or_default();
             let full = plain_len == self.header.frame_size;
@@ -817,12 +864,15 @@ impl<R: Read> Decoder<R> {
         match self.pool.as_mut().and_then(OrderedPool::take) {
             Some(done) => {
                 let mut done = done?;
-                self.hasher.update(&done.out);
+                self.hasher.update(done.digest);
                 self.frames += 1;
                 self.plain_len += done.out.len() as u64;
                 std::mem::swap(out, &mut done.out);
-                self.free.push(done.out);
-                self.free.push(done.stored);
+                for b in [done.out, done.stored] {
+                    if self.free.len() < 2 {
+                        self.free.push(b);
+                    }
+                }
                 Ok(true)
             }
             None => {
@@ -859,7 +909,7 @@ impl<R: Read> Decoder<R> {
             )));
         }
         if got != want {
-            return Err(self.corrupt("SHA-256 of the content does not match the trailer"));
+            return Err(self.corrupt("the content digest does not match the trailer"));
         }
         let mut probe = [0u8; 1];
         let name = self.header.name.clone();
@@ -965,13 +1015,24 @@ mod tests {
                 assert_eq!(s.plain_len, n as u64);
                 assert_eq!(s.stored_len, enc.len() as u64);
                 assert_eq!(s.frames, (n as u64).div_ceil(u64::from(FRAME_SIZE)));
-                assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(&d)));
+                let mut chain = Sha256::new();
+                for f in d.chunks(FRAME_SIZE as usize) {
+                    chain.update(Sha256::digest(f));
+                }
+                assert_eq!(s.sha256, <[u8; 32]>::from(chain.finalize()));
             }
         }
     }
 
-    fn encode_with(name: &str, d: &[u8], c: Compression, k: Option<&MasterKey>, workers: usize) -> Vec<u8> {
-        let mut body = EncodingBody::new(Encoder::new(name, c, k).unwrap(), d).with_workers(workers);
+    fn encode_with(
+        name: &str,
+        d: &[u8],
+        c: Compression,
+        k: Option<&MasterKey>,
+        workers: usize,
+    ) -> Vec<u8> {
+        let mut body =
+            EncodingBody::new(Encoder::new(name, c, k).unwrap(), d).with_workers(workers);
         let mut out = Vec::new();
         while let Some(chunk) = body.next_chunk().unwrap() {
             out.extend_from_slice(chunk);
@@ -979,7 +1040,12 @@ mod tests {
         out
     }
 
-    fn decode_with(enc: &[u8], name: &str, k: Option<&MasterKey>, workers: usize) -> Result<Vec<u8>, CodecError> {
+    fn decode_with(
+        enc: &[u8],
+        name: &str,
+        k: Option<&MasterKey>,
+        workers: usize,
+    ) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::new();
         Decoder::new(enc, name, k)?.with_workers(workers).copy_to(&mut out)?;
         Ok(out)
@@ -989,9 +1055,13 @@ mod tests {
     fn worker_counts_change_nothing_but_speed() {
         let d = data(5 * FRAME_SIZE as usize + 333);
         for (c, key) in all_modes() {
-            let encs: Vec<Vec<u8>> = [0, 1, 3].iter().map(|w| encode_with("x", &d, c, key.as_ref(), *w)).collect();
+            let encs: Vec<Vec<u8>> =
+                [0, 1, 3].iter().map(|w| encode_with("x", &d, c, key.as_ref(), *w)).collect();
             if key.is_none() {
-                assert!(encs.iter().all(|e| *e == encs[0]), "{c}: the bytes depend on the worker count");
+                assert!(
+                    encs.iter().all(|e| *e == encs[0]),
+                    "{c}: the bytes depend on the worker count"
+                );
             }
             for e in &encs {
                 for w in [0, 1, 3] {

@@ -21,7 +21,11 @@ pub fn default_workers() -> usize {
 
 enum Mode<I, O> {
     Inline(Box<dyn FnMut(I) -> O>),
-    Threads { tx: Option<SyncSender<(u64, I)>>, rx: Receiver<(u64, O)>, handles: Vec<JoinHandle<()>> },
+    Threads {
+        tx: Option<SyncSender<(u64, I)>>,
+        rx: Receiver<(u64, O)>,
+        handles: Vec<JoinHandle<()>>,
+    },
 }
 
 /// Results in submission order. The caller bounds what is in flight with [`OrderedPool::in_flight`].
@@ -35,7 +39,12 @@ pub(crate) struct OrderedPool<I: Send + 'static, O: Send + 'static> {
 impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
     /// A pool that runs each item inline, at submission.
     pub(crate) fn inline(f: impl FnMut(I) -> O + 'static) -> Self {
-        OrderedPool { mode: Mode::Inline(Box::new(f)), submitted: 0, taken: 0, ready: BTreeMap::new() }
+        OrderedPool {
+            mode: Mode::Inline(Box::new(f)),
+            submitted: 0,
+            taken: 0,
+            ready: BTreeMap::new(),
+        }
     }
 
     /// A pool of `workers` threads (at least one), each with its own state from `make`.
@@ -52,19 +61,20 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
         let mut handles = Vec::with_capacity(workers);
         for n in 0..workers {
             let (jobs, out, make, f) = (jobs.clone(), out.clone(), make.clone(), f.clone());
-            let h = std::thread::Builder::new().name(format!("walrs-codec-{n}")).spawn(move || {
-                let mut state = make();
-                loop {
-                    let job = match jobs.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok((i, item)) = job else { break };
-                    if out.send((i, f(&mut state, item))).is_err() {
-                        break;
+            let h =
+                std::thread::Builder::new().name(format!("walrs-codec-{n}")).spawn(move || {
+                    let mut state = make();
+                    loop {
+                        let job = match jobs.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok((i, item)) = job else { break };
+                        if out.send((i, f(&mut state, item))).is_err() {
+                            break;
+                        }
                     }
-                }
-            })?;
+                })?;
             handles.push(h);
         }
         Ok(OrderedPool {
