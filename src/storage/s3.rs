@@ -32,13 +32,14 @@ use super::{Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage
 
 /// Bodies up to this size go in one PUT (a 16 MiB WAL segment always does, even incompressible);
 /// larger ones are multipart.
-pub const SINGLE_PUT_MAX: usize = PART_SIZE + (1 << 20);
-/// First multipart part size; it doubles every [`PART_GROWTH_EVERY`] parts, so the 10,000-part
-/// limit of S3 is reached only past 80 TB while memory stays at one part (16 MiB for the first
-/// 32 GiB of an object).
-pub const PART_SIZE: usize = 16 << 20;
+pub const SINGLE_PUT_MAX: usize = (16 << 20) + (1 << 20);
+/// First multipart part size; it doubles every [`PART_GROWTH_EVERY`] parts, so S3's 10,000-part
+/// limit is reached only past 6 TiB. A part is held three times while it is sent (our copy for a
+/// retry, the one rust-s3 takes, and the request body it builds): 24 MiB for the first 7.8 GiB of
+/// an object, 48 MiB up to 23 GiB.
+pub const PART_SIZE: usize = 8 << 20;
 /// Parts between two doublings of the part size.
-pub const PART_GROWTH_EVERY: u32 = 2000;
+pub const PART_GROWTH_EVERY: u32 = 1000;
 /// Keys per listing page.
 const LIST_PAGE: usize = 1000;
 /// The shortest pause between two attempts; it doubles up to [`MAX_BACKOFF`], with full jitter.
