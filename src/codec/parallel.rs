@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 /// How many workers frame pools use: `WALRS_CODEC_THREADS` if set (0: none, all work on the
 /// calling thread), else the available cores, at most 4, and none on a single core.
 pub fn default_workers() -> usize {
-    if let Some(n) = std::env::var("WALRS_CODEC_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+    if let Some(n) =
+        std::env::var("WALRS_CODEC_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok())
+    {
         return n.min(16);
     }
     match std::thread::available_parallelism().map(usize::from).unwrap_or(1) {
