@@ -12,3 +12,4 @@ mod pg_archive;
 mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
+mod wal_decode;

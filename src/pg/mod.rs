@@ -10,11 +10,15 @@ pub mod history;
 pub mod lsn;
 pub mod names;
 pub mod page;
+pub mod records;
+pub mod wal;
 
 pub use history::{TimelineHistory, TimelineHistoryEntry};
 pub use lsn::Lsn;
 pub use names::{TimeLineId, WalFileKind, WalFileName, WalSegSize, XLogSegNo};
 pub use page::{LongPageHeader, PgMajorVersion, SystemId};
+pub use records::{PgTimestamp, RecordKind};
+pub use wal::{Carry, Record, ScanEnd, SegmentScan, WalGeometry, scan_segment};
 
 /// An error in PostgreSQL-formatted input: a name, an LSN, a page header or a history file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

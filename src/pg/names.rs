@@ -16,6 +16,9 @@ use super::lsn::Lsn;
 pub struct TimeLineId(u32);
 
 impl TimeLineId {
+    /// The first timeline of every cluster.
+    pub const FIRST: TimeLineId = TimeLineId(1);
+
     /// Timeline ids start at 1; 0 is not a valid timeline.
     pub fn new(v: u32) -> Result<Self, FormatError> {
         if v == 0 {

@@ -1,0 +1,520 @@
+//! Reading WAL records out of segments: page headers, record headers, records that span pages and
+//! segments, `XLOG_SWITCH`, the end of valid WAL, and the CRC-32C of every record.
+//!
+//! Port of the reading logic of `XLogReadRecord` / `XLogReaderValidatePageHeader` /
+//! `ValidXLogRecordHeader` / `ValidXLogRecord` in src/backend/access/transam/xlogreader.c. A
+//! segment is scanned on its own; a record that continues into the next segment is handed back as
+//! a [`Carry`], which the scan of the next segment completes (so a chain of segments is verified
+//! across boundaries). Every page header and record is checked before any of its fields is used,
+//! and errors name the LSN.
+
+use super::FormatError;
+use super::lsn::Lsn;
+use super::names::{TimeLineId, WalSegSize};
+use super::page::PgMajorVersion;
+
+/// `SizeOfXLogRecord`: the fixed record header.
+pub const RECORD_HEADER_LEN: usize = 24;
+/// `SizeOfXLogShortPHD`.
+const SHORT_PHD: u64 = 24;
+/// `SizeOfXLogLongPHD`.
+const LONG_PHD: u64 = 40;
+/// `XLP_FIRST_IS_CONTRECORD`.
+const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+/// `XLP_LONG_HEADER`.
+const XLP_LONG_HEADER: u16 = 0x0002;
+/// `XLP_ALL_FLAGS`.
+const XLP_ALL_FLAGS: u16 = 0x0007;
+/// Largest record walrs accepts (`XLogRecordMaxSize` is 1020 MB).
+const MAX_RECORD_LEN: u32 = 1020 * 1024 * 1024;
+/// `RM_XLOG_ID` and `XLOG_SWITCH`.
+const RM_XLOG_ID: u8 = 0;
+const XLOG_SWITCH: u8 = 0x40;
+
+/// The layout facts a reader needs, all taken from the segment's long page header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalGeometry {
+    /// Segment size.
+    pub seg_size: WalSegSize,
+    /// WAL page size (`XLOG_BLCKSZ`).
+    pub blcksz: u32,
+    /// Major version (page magic).
+    pub version: PgMajorVersion,
+}
+
+/// MAXALIGN (8 bytes on the 64-bit platforms walrs supports).
+fn maxalign(v: u64) -> u64 {
+    (v + 7) & !7
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or_default()
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or_default()
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
+}
+
+/// A record's fixed header (`XLogRecord`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `xl_tot_len`: the whole record, header included.
+    pub tot_len: u32,
+    /// `xl_xid`.
+    pub xid: u32,
+    /// `xl_prev`: the start of the previous record.
+    pub prev: Lsn,
+    /// `xl_info`.
+    pub info: u8,
+    /// `xl_rmid`.
+    pub rmid: u8,
+    /// `xl_crc`.
+    pub crc: u32,
+}
+
+impl RecordHeader {
+    /// Reads the header from the first 24 bytes of `b`.
+    pub fn parse(b: &[u8]) -> Self {
+        RecordHeader {
+            tot_len: u32_at(b, 0),
+            xid: u32_at(b, 4),
+            prev: Lsn(u64_at(b, 8)),
+            info: b.get(16).copied().unwrap_or_default(),
+            rmid: b.get(17).copied().unwrap_or_default(),
+            crc: u32_at(b, 20),
+        }
+    }
+}
+
+/// One complete, CRC-checked record.
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// Where it starts.
+    pub lsn: Lsn,
+    /// Where it ends (the byte after it; the next record starts at its MAXALIGN).
+    pub end: Lsn,
+    /// The timeline of the page it starts on (`xlp_tli`).
+    pub tli: TimeLineId,
+    /// The fixed header.
+    pub header: RecordHeader,
+    /// The whole record, header included.
+    pub bytes: &'a [u8],
+}
+
+/// A record that started in an earlier segment and continues in the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carry {
+    /// Where the record starts.
+    pub lsn: Lsn,
+    /// The timeline of its first page.
+    pub tli: TimeLineId,
+    /// Its total length (0 while its header is itself split and not yet complete).
+    pub tot_len: u32,
+    /// The bytes gathered so far.
+    pub bytes: Vec<u8>,
+}
+
+/// How the scan of a segment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// An `XLOG_SWITCH` record at this LSN; the rest of the segment is unused.
+    Switch(Lsn),
+    /// The last record ends exactly at the end of the segment.
+    Full,
+    /// The last record continues into the next segment.
+    Continues(Carry),
+    /// Valid WAL ends here (zeros: a `.partial` segment, or WAL not written yet).
+    EndOfWal(Lsn),
+}
+
+/// The result of scanning a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// How it ended.
+    pub end: ScanEnd,
+    /// Bytes at the start of the segment that continue a record from the previous segment and
+    /// were not verified (the scan had no [`Carry`] for them).
+    pub skipped_continuation: u64,
+    /// The first problem found, if the scan stopped on one.
+    pub error: Option<FormatError>,
+}
+
+fn at(what: &'static str, lsn: Lsn, detail: impl Into<String>) -> FormatError {
+    FormatError::AtLsn { what, lsn, detail: detail.into() }
+}
+
+/// Scans the records of one segment (`seg`, starting at LSN `start`), calling `f` for each
+/// complete record that ends in this segment, in order. `carry` is the unfinished record from
+/// the previous segment, if the caller has it. Stops at the first invalid page header or record
+/// (reported in [`SegmentScan::error`], not as `Err`): what was before it stays valid.
+///
+/// Port of the read loop of `XLogReadRecord` (src/backend/access/transam/xlogreader.c).
+#[doc(alias = "XLogReadRecord")]
+pub fn scan_segment(
+    seg: &[u8],
+    start: Lsn,
+    geo: WalGeometry,
+    carry: Option<Carry>,
+    mut f: impl FnMut(&Record<'_>),
+) -> SegmentScan {
+    let mut sc = Scanner { seg, start, geo, gather: Vec::new(), prev: None, page_tli: None };
+    let mut skipped = 0;
+    match sc.run(carry, &mut skipped, &mut f) {
+        Ok(end) => SegmentScan { end, skipped_continuation: skipped, error: None },
+        Err((end, e)) => SegmentScan { end, skipped_continuation: skipped, error: Some(e) },
+    }
+}
+
+struct Scanner<'s> {
+    seg: &'s [u8],
+    start: Lsn,
+    geo: WalGeometry,
+    gather: Vec<u8>,
+    /// Start of the previous record, for the `xl_prev` check.
+    prev: Option<Lsn>,
+    /// `xlp_tli` of the current page.
+    page_tli: Option<TimeLineId>,
+}
+
+type Stop = (ScanEnd, FormatError);
+
+impl<'s> Scanner<'s> {
+    fn seg_end(&self) -> u64 {
+        self.start.0 + self.geo.seg_size.bytes()
+    }
+
+    fn bytes(&self, from: u64, len: u64) -> &'s [u8] {
+        let off = (from - self.start.0) as usize;
+        self.seg.get(off..off + len as usize).unwrap_or_default()
+    }
+
+    /// Validates the page header at `page` (a page start) and returns (header size, rem_len if
+    /// the page starts with a continuation).
+    fn page_header(&mut self, page: u64) -> Result<(u64, Option<u32>), FormatError> {
+        let lsn = Lsn(page);
+        let long = page % self.geo.seg_size.bytes() == 0;
+        let size = if long { LONG_PHD } else { SHORT_PHD };
+        let h = self.bytes(page, size);
+        if h.len() < size as usize {
+            return Err(at("WAL page header", lsn, "segment is shorter than its size"));
+        }
+        let magic = u16_at(h, 0);
+        if magic == 0 && h.iter().all(|b| *b == 0) {
+            return Err(at("WAL page header", lsn, "zeroed page"));
+        }
+        if magic != self.geo.version.xlog_page_magic() {
+            return Err(at("WAL page header", lsn, format!("invalid magic {magic:#06X}")));
+        }
+        let info = u16_at(h, 2);
+        if info & !XLP_ALL_FLAGS != 0 {
+            return Err(at("WAL page header", lsn, format!("invalid info bits {info:#06X}")));
+        }
+        if long != (info & XLP_LONG_HEADER != 0) {
+            return Err(at(
+                "WAL page header",
+                lsn,
+                "long-header flag does not match the page position",
+            ));
+        }
+        let addr = u64_at(h, 8);
+        if addr != page {
+            return Err(at("WAL page header", lsn, format!("page address is {}", Lsn(addr))));
+        }
+        let tli =
+            TimeLineId::new(u32_at(h, 4)).map_err(|_| at("WAL page header", lsn, "timeline 0"))?;
+        if let Some(prev) = self.page_tli
+            && tli < prev
+        {
+            return Err(at(
+                "WAL page header",
+                lsn,
+                format!("timeline {} after timeline {}", tli.get(), prev.get()),
+            ));
+        }
+        self.page_tli = Some(tli);
+        let rem = (info & XLP_FIRST_IS_CONTRECORD != 0).then(|| u32_at(h, 16));
+        Ok((size, rem))
+    }
+
+    fn blcksz(&self) -> u64 {
+        u64::from(self.geo.blcksz)
+    }
+
+    /// Skips a continuation of `rem` bytes that starts right after the page header at `pos`
+    /// (possibly over several pages); returns the position after it.
+    fn skip_continuation(&mut self, mut pos: u64, mut rem: u64) -> Result<u64, FormatError> {
+        loop {
+            let page_end = (pos / self.blcksz() + 1) * self.blcksz();
+            let here = rem.min(page_end - pos);
+            rem -= here;
+            pos += here;
+            if rem == 0 {
+                return Ok(maxalign(pos));
+            }
+            if pos >= self.seg_end() {
+                return Ok(pos);
+            }
+            let (hs, cont) = self.page_header(pos)?;
+            match cont {
+                Some(r) if u64::from(r) == rem => pos += hs,
+                _ => {
+                    return Err(at(
+                        "WAL page header",
+                        Lsn(pos),
+                        "expected the continuation of a record",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        carry: Option<Carry>,
+        skipped: &mut u64,
+        f: &mut dyn FnMut(&Record<'_>),
+    ) -> Result<ScanEnd, Stop> {
+        let seg_end = self.seg_end();
+        let first = self.start.0;
+        let stop_here = |pos: u64, e: FormatError| (ScanEnd::EndOfWal(Lsn(pos)), e);
+        let (hs, cont) = self.page_header(first).map_err(|e| stop_here(first, e))?;
+        let mut pos = first + hs;
+        match (cont, carry) {
+            (Some(rem), Some(c)) => {
+                // Finish the record carried over from the previous segment.
+                match self.gather_rest(c, pos, rem, f) {
+                    Ok(GatherEnd::Done(next)) => pos = next,
+                    Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                    Err(e) => return Err(stop_here(pos, e)),
+                }
+            }
+            (Some(rem), None) => {
+                *skipped = u64::from(rem);
+                pos = self.skip_continuation(pos, u64::from(rem)).map_err(|e| stop_here(pos, e))?;
+                if pos >= seg_end {
+                    return Ok(ScanEnd::Full);
+                }
+            }
+            (None, Some(c)) => {
+                return Err(stop_here(
+                    pos,
+                    at(
+                        "WAL page header",
+                        Lsn(first),
+                        format!("the record at {} does not continue here", c.lsn),
+                    ),
+                ));
+            }
+            (None, None) => {}
+        }
+        loop {
+            if pos >= seg_end {
+                return Ok(ScanEnd::Full);
+            }
+            let in_page = pos % self.blcksz();
+            if in_page == 0 {
+                let (hs, cont) = self.page_header(pos).map_err(|e| stop_here(pos, e))?;
+                if cont.is_some() {
+                    return Err(stop_here(
+                        pos,
+                        at("WAL page header", Lsn(pos), "unexpected continuation flag"),
+                    ));
+                }
+                pos += hs;
+                continue;
+            }
+            let lsn = Lsn(pos);
+            let page_end = (pos / self.blcksz() + 1) * self.blcksz();
+            let avail = page_end - pos;
+            let tli = self.page_tli.unwrap_or(TimeLineId::FIRST);
+            // The header may itself be split over two pages.
+            let head_here = self.bytes(pos, avail.min(RECORD_HEADER_LEN as u64));
+            if avail >= 4 && u32_at(head_here, 0) == 0 {
+                return Ok(ScanEnd::EndOfWal(lsn));
+            }
+            if avail < RECORD_HEADER_LEN as u64 {
+                let c = Carry { lsn, tli, tot_len: 0, bytes: head_here.to_vec() };
+                if page_end >= seg_end {
+                    return Ok(ScanEnd::Continues(c));
+                }
+                let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(page_end, e))?;
+                let Some(rem) = cont else {
+                    return Err(stop_here(
+                        page_end,
+                        at(
+                            "WAL record",
+                            lsn,
+                            "record header continues on a page without a continuation",
+                        ),
+                    ));
+                };
+                match self.gather_rest(c, page_end + hs, rem, f) {
+                    Ok(GatherEnd::Done(next)) => pos = next,
+                    Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                    Err(e) => return Err(stop_here(pos, e)),
+                }
+                continue;
+            }
+            let hdr = RecordHeader::parse(head_here);
+            self.check_header(lsn, &hdr).map_err(|e| stop_here(pos, e))?;
+            let tot = u64::from(hdr.tot_len);
+            if tot <= avail {
+                let bytes = self.bytes(pos, tot);
+                let end = pos + tot;
+                let rec = Record { lsn, end: Lsn(end), tli, header: hdr, bytes };
+                check_crc(&rec).map_err(|e| stop_here(pos, e))?;
+                self.prev = Some(lsn);
+                f(&rec);
+                if hdr.rmid == RM_XLOG_ID && hdr.info & 0xF0 == XLOG_SWITCH {
+                    return Ok(ScanEnd::Switch(lsn));
+                }
+                pos = maxalign(end);
+                continue;
+            }
+            // The record continues on the next page(s).
+            let c =
+                Carry { lsn, tli, tot_len: hdr.tot_len, bytes: self.bytes(pos, avail).to_vec() };
+            if page_end >= seg_end {
+                return Ok(ScanEnd::Continues(c));
+            }
+            let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(page_end, e))?;
+            let Some(rem) = cont else {
+                return Err(stop_here(
+                    page_end,
+                    at("WAL record", lsn, "record continues on a page without a continuation"),
+                ));
+            };
+            match self.gather_rest(c, page_end + hs, rem, f) {
+                Ok(GatherEnd::Done(next)) => pos = next,
+                Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                Err(e) => return Err(stop_here(pos, e)),
+            }
+        }
+    }
+
+    /// `ValidXLogRecordHeader`.
+    fn check_header(&self, lsn: Lsn, h: &RecordHeader) -> Result<(), FormatError> {
+        if (h.tot_len as usize) < RECORD_HEADER_LEN || h.tot_len > MAX_RECORD_LEN {
+            return Err(at("WAL record", lsn, format!("invalid record length {}", h.tot_len)));
+        }
+        if let Some(prev) = self.prev
+            && h.prev != prev
+        {
+            return Err(at(
+                "WAL record",
+                lsn,
+                format!("incorrect prev-link {} (expected {prev})", h.prev),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Completes `c` with continuation data starting at `pos` (right after a page header whose
+    /// `xlp_rem_len` is `rem`), across as many pages as needed.
+    fn gather_rest(
+        &mut self,
+        c: Carry,
+        mut pos: u64,
+        mut rem: u32,
+        f: &mut dyn FnMut(&Record<'_>),
+    ) -> Result<GatherEnd, FormatError> {
+        let Carry { lsn, tli, mut tot_len, bytes } = c;
+        self.gather.clear();
+        self.gather.extend_from_slice(&bytes);
+        loop {
+            if tot_len == 0 && self.gather.len() >= RECORD_HEADER_LEN {
+                let hdr = RecordHeader::parse(&self.gather);
+                self.check_header(lsn, &hdr)?;
+                tot_len = hdr.tot_len;
+            }
+            let want_total =
+                if tot_len == 0 { RECORD_HEADER_LEN as u64 } else { u64::from(tot_len) };
+            let missing = want_total.saturating_sub(self.gather.len() as u64);
+            if tot_len != 0 && u64::from(rem) != missing {
+                return Err(at(
+                    "WAL record",
+                    lsn,
+                    format!("continuation length {rem} does not match the {missing} bytes missing"),
+                ));
+            }
+            let page_end = (pos / self.blcksz() + 1) * self.blcksz();
+            let here = u64::from(rem).min(page_end - pos).min(if tot_len == 0 {
+                missing
+            } else {
+                u64::MAX
+            });
+            let chunk = self.bytes(pos, here);
+            self.gather.extend_from_slice(chunk);
+            pos += here;
+            rem -= here as u32;
+            if tot_len == 0 && self.gather.len() >= RECORD_HEADER_LEN {
+                continue;
+            }
+            if tot_len != 0 && self.gather.len() as u64 == u64::from(tot_len) {
+                let hdr = RecordHeader::parse(&self.gather);
+                let end = pos;
+                let rec = Record { lsn, end: Lsn(end), tli, header: hdr, bytes: &self.gather };
+                check_crc(&rec)?;
+                self.prev = Some(lsn);
+                f(&rec);
+                if hdr.rmid == RM_XLOG_ID && hdr.info & 0xF0 == XLOG_SWITCH {
+                    return Ok(GatherEnd::Done(self.seg_end()));
+                }
+                return Ok(GatherEnd::Done(maxalign(end)));
+            }
+            // Need the next page.
+            if page_end >= self.seg_end() {
+                return Ok(GatherEnd::Continues(Carry {
+                    lsn,
+                    tli,
+                    tot_len,
+                    bytes: std::mem::take(&mut self.gather),
+                }));
+            }
+            let (hs, cont) = self.page_header(page_end)?;
+            match cont {
+                Some(r) => rem = r,
+                None => {
+                    return Err(at(
+                        "WAL record",
+                        lsn,
+                        "record continues on a page without a continuation",
+                    ));
+                }
+            }
+            pos = page_end + hs;
+        }
+    }
+}
+
+enum GatherEnd {
+    Done(u64),
+    Continues(Carry),
+}
+
+/// The record CRC-32C: over the data after the header, then the header up to `xl_crc`.
+///
+/// Port of `ValidXLogRecord` in src/backend/access/transam/xlogreader.c.
+#[doc(alias = "ValidXLogRecord")]
+pub fn record_crc(bytes: &[u8]) -> u32 {
+    let body = bytes.get(RECORD_HEADER_LEN..).unwrap_or_default();
+    let head = bytes.get(..20).unwrap_or_default();
+    crc32c::crc32c_append(crc32c::crc32c(body), head)
+}
+
+fn check_crc(rec: &Record<'_>) -> Result<(), FormatError> {
+    let got = record_crc(rec.bytes);
+    if got != rec.header.crc {
+        return Err(at(
+            "WAL record",
+            rec.lsn,
+            format!(
+                "incorrect resource manager data checksum ({got:08X}, expected {:08X})",
+                rec.header.crc
+            ),
+        ));
+    }
+    Ok(())
+}
