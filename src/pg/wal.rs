@@ -27,6 +27,8 @@ const XLP_LONG_HEADER: u16 = 0x0002;
 const XLP_ALL_FLAGS: u16 = 0x0007;
 /// Largest record walrs accepts (`XLogRecordMaxSize` is 1020 MB).
 const MAX_RECORD_LEN: u32 = 1020 * 1024 * 1024;
+/// The detail of the internal "this page was never written" signal: valid WAL ends there.
+const ZERO_PAGE: &str = "zeroed page";
 /// `RM_XLOG_ID` and `XLOG_SWITCH`.
 const RM_XLOG_ID: u8 = 0;
 const XLOG_SWITCH: u8 = 0x40;
@@ -163,6 +165,10 @@ pub fn scan_segment(
     let mut skipped = 0;
     match sc.run(carry, &mut skipped, &mut f) {
         Ok(end) => SegmentScan { end, skipped_continuation: skipped, error: None },
+        // A page that was never written ends valid WAL: not an error (a .partial segment).
+        Err((end, FormatError::AtLsn { detail, .. })) if detail == ZERO_PAGE => {
+            SegmentScan { end, skipped_continuation: skipped, error: None }
+        }
         Err((end, e)) => SegmentScan { end, skipped_continuation: skipped, error: Some(e) },
     }
 }
@@ -194,15 +200,15 @@ impl<'s> Scanner<'s> {
     /// the page starts with a continuation).
     fn page_header(&mut self, page: u64) -> Result<(u64, Option<u32>), FormatError> {
         let lsn = Lsn(page);
-        let long = page % self.geo.seg_size.bytes() == 0;
+        let long = page.is_multiple_of(self.geo.seg_size.bytes());
         let size = if long { LONG_PHD } else { SHORT_PHD };
         let h = self.bytes(page, size);
         if h.len() < size as usize {
             return Err(at("WAL page header", lsn, "segment is shorter than its size"));
         }
         let magic = u16_at(h, 0);
-        if magic == 0 && h.iter().all(|b| *b == 0) {
-            return Err(at("WAL page header", lsn, "zeroed page"));
+        if h.iter().all(|b| *b == 0) {
+            return Err(at("WAL page header", lsn, ZERO_PAGE));
         }
         if magic != self.geo.version.xlog_page_magic() {
             return Err(at("WAL page header", lsn, format!("invalid magic {magic:#06X}")));
@@ -339,7 +345,7 @@ impl<'s> Scanner<'s> {
                 if page_end >= seg_end {
                     return Ok(ScanEnd::Continues(c));
                 }
-                let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(page_end, e))?;
+                let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(pos, e))?;
                 let Some(rem) = cont else {
                     return Err(stop_here(
                         page_end,
@@ -379,7 +385,7 @@ impl<'s> Scanner<'s> {
             if page_end >= seg_end {
                 return Ok(ScanEnd::Continues(c));
             }
-            let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(page_end, e))?;
+            let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(pos, e))?;
             let Some(rem) = cont else {
                 return Err(stop_here(
                     page_end,
@@ -517,4 +523,231 @@ fn check_crc(rec: &Record<'_>) -> Result<(), FormatError> {
         ));
     }
     Ok(())
+}
+
+/// A minimal WAL writer for tests: lays records out as PostgreSQL does (MAXALIGNed starts, page
+/// headers with continuation flags and remaining lengths, prev-links, CRCs).
+#[cfg(test)]
+pub(crate) mod writer {
+    use super::*;
+    use crate::pg::page::{LongPageHeader, SystemId};
+
+    /// A record with main data only.
+    pub struct Rec {
+        pub rmid: u8,
+        pub info: u8,
+        pub xid: u32,
+        pub data: Vec<u8>,
+    }
+
+    pub fn record_bytes(r: &Rec, prev: Lsn) -> Vec<u8> {
+        let mut body = Vec::new();
+        if r.data.len() < 256 {
+            body.push(255);
+            body.push(r.data.len() as u8);
+        } else {
+            body.push(254);
+            body.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        }
+        body.extend_from_slice(&r.data);
+        let tot = (RECORD_HEADER_LEN + body.len()) as u32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&tot.to_le_bytes());
+        b.extend_from_slice(&r.xid.to_le_bytes());
+        b.extend_from_slice(&prev.0.to_le_bytes());
+        b.push(r.info);
+        b.push(r.rmid);
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&body);
+        let crc = record_crc(&b);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Lays `recs` out from the start of segment `first_segno`, over `nsegs` segments; returns
+    /// the segments and each record's LSN.
+    pub fn layout(
+        geo: WalGeometry,
+        first_segno: u64,
+        nsegs: usize,
+        recs: &[Rec],
+    ) -> (Vec<Vec<u8>>, Vec<Lsn>) {
+        let seg = geo.seg_size.bytes();
+        let bl = u64::from(geo.blcksz);
+        let base = first_segno * seg;
+        let mut buf = vec![0u8; nsegs * seg as usize];
+        let mut cur = 0u64;
+        let mut prev = Lsn(0);
+        let mut lsns = Vec::new();
+        let header = |buf: &mut Vec<u8>, off: u64, rem: u32| {
+            let long = (base + off).is_multiple_of(seg);
+            let hdr = LongPageHeader {
+                version: geo.version,
+                info: if long { 2 } else { 0 } | if rem > 0 { 1 } else { 0 },
+                tli: TimeLineId::FIRST,
+                page_addr: Lsn(base + off),
+                rem_len: rem,
+                system_id: SystemId(42),
+                seg_size: geo.seg_size,
+                xlog_blcksz: geo.blcksz,
+            };
+            let bytes = hdr.encode();
+            let n = if long { 40 } else { 24 };
+            buf[off as usize..off as usize + n].copy_from_slice(&bytes[..n]);
+            n as u64
+        };
+        for r in recs {
+            cur = maxalign(cur);
+            if cur.is_multiple_of(bl) {
+                cur += header(&mut buf, cur, 0);
+            }
+            let lsn = Lsn(base + cur);
+            let bytes = record_bytes(r, prev);
+            prev = lsn;
+            lsns.push(lsn);
+            let mut i = 0usize;
+            while i < bytes.len() {
+                if cur.is_multiple_of(bl) {
+                    cur += header(&mut buf, cur, (bytes.len() - i) as u32);
+                }
+                let n = (bytes.len() - i).min((bl - cur % bl) as usize);
+                buf[cur as usize..cur as usize + n].copy_from_slice(&bytes[i..i + n]);
+                cur += n as u64;
+                i += n;
+            }
+        }
+        // Later pages of a written segment carry headers, as PostgreSQL initializes them.
+        let end = cur;
+        let mut page = (end / bl + 1) * bl;
+        while !page.is_multiple_of(seg) && page < buf.len() as u64 {
+            header(&mut buf, page, 0);
+            page += bl;
+        }
+        (buf.chunks(seg as usize).map(<[u8]>::to_vec).collect(), lsns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writer::{Rec, layout};
+    use super::*;
+
+    fn geo() -> WalGeometry {
+        WalGeometry {
+            seg_size: WalSegSize::new(1 << 20).unwrap(),
+            blcksz: 8192,
+            version: PgMajorVersion::V15,
+        }
+    }
+
+    fn rec(len: usize, tag: u8) -> Rec {
+        Rec { rmid: 10, info: 0, xid: 100 + u32::from(tag), data: vec![tag; len] }
+    }
+
+    fn scan_all(segs: &[Vec<u8>], first_segno: u64) -> (Vec<Lsn>, Vec<SegmentScan>) {
+        let g = geo();
+        let mut seen = Vec::new();
+        let mut scans = Vec::new();
+        let mut carry = None;
+        for (i, s) in segs.iter().enumerate() {
+            let start = Lsn((first_segno + i as u64) * g.seg_size.bytes());
+            let scan = scan_segment(s, start, g, carry.take(), |r| seen.push(r.lsn));
+            if let ScanEnd::Continues(c) = &scan.end {
+                carry = Some(c.clone());
+            }
+            scans.push(scan);
+        }
+        (seen, scans)
+    }
+
+    #[test]
+    fn records_crossing_pages_segments_and_split_headers() {
+        let mut recs = Vec::new();
+        // First record ends exactly 8 bytes before the page end: the next header is split.
+        recs.push(rec(8184 - 40 - 24 - 5, 1));
+        recs.push(rec(100, 2)); // header split across pages 0 and 1
+        recs.push(rec(30_000, 3)); // spans four pages
+        for i in 0..140 {
+            recs.push(rec(8000, 4 + (i % 200) as u8)); // fills the first segment and crosses
+        }
+        let (segs, lsns) = layout(geo(), 5, 2, &recs);
+        assert_eq!(lsns[1].0 % 8192, 8184, "the second record starts 8 bytes before a page end");
+        let (seen, scans) = scan_all(&segs, 5);
+        assert_eq!(seen, lsns, "every record, in order, across pages and the segment boundary");
+        assert!(matches!(scans[0].end, ScanEnd::Continues(_)), "{:?}", scans[0].end);
+        assert!(
+            scans.iter().all(|s| s.error.is_none()),
+            "{:?}",
+            scans.iter().map(|s| &s.error).collect::<Vec<_>>()
+        );
+        assert!(matches!(scans[1].end, ScanEnd::EndOfWal(_)));
+        // Scanned alone, the second segment skips the continuation and finds the rest.
+        let g = geo();
+        let mut alone = Vec::new();
+        let s2 =
+            scan_segment(&segs[1], Lsn(6 * g.seg_size.bytes()), g, None, |r| alone.push(r.lsn));
+        assert!(s2.skipped_continuation > 0);
+        assert!(s2.error.is_none());
+        let crossing = lsns.iter().position(|l| l.0 >= 6 * g.seg_size.bytes()).unwrap() - 1;
+        assert_eq!(alone, lsns[crossing + 1..].to_vec());
+    }
+
+    #[test]
+    fn switch_ends_the_segment() {
+        let recs = vec![rec(50, 1), Rec { rmid: 0, info: 0x40, xid: 0, data: vec![] }];
+        let (segs, lsns) = layout(geo(), 3, 1, &recs);
+        let (seen, scans) = scan_all(&segs, 3);
+        assert_eq!(seen, lsns);
+        assert_eq!(scans[0].end, ScanEnd::Switch(lsns[1]));
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_at_its_record() {
+        let recs: Vec<Rec> = (0..50).map(|i| rec(3000, i)).collect();
+        let (mut segs, lsns) = layout(geo(), 1, 1, &recs);
+        let victim = lsns[20];
+        let off = (victim.0 - geo().seg_size.bytes()) as usize + 100;
+        segs[0][off] ^= 0x10;
+        let (seen, scans) = scan_all(&segs, 1);
+        assert_eq!(seen, lsns[..20].to_vec(), "records before the damage are still read");
+        let err = scans[0].error.as_ref().expect("the damage is reported").to_string();
+        assert!(err.contains(&victim.to_string()) && err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn broken_prev_links_and_page_addresses_are_reported() {
+        let recs: Vec<Rec> = (0..10).map(|i| rec(2000, i)).collect();
+        let (segs, lsns) = layout(geo(), 1, 1, &recs);
+        // A prev-link that points elsewhere (with a valid CRC).
+        let mut bad = segs.clone();
+        let off = (lsns[4].0 - geo().seg_size.bytes()) as usize;
+        let mut r = bad[0][off..off + 2024].to_vec();
+        r[8..16].copy_from_slice(&0x1234u64.to_le_bytes());
+        let crc = record_crc(&r);
+        r[20..24].copy_from_slice(&crc.to_le_bytes());
+        bad[0][off..off + 2024].copy_from_slice(&r);
+        let (_, scans) = scan_all(&bad, 1);
+        assert!(scans[0].error.as_ref().unwrap().to_string().contains("prev-link"));
+        // A page whose address is wrong.
+        let mut bad = segs;
+        bad[0][8192 + 8] ^= 0x01;
+        let (_, scans) = scan_all(&bad, 1);
+        assert!(scans[0].error.as_ref().unwrap().to_string().contains("page address"));
+    }
+
+    #[test]
+    fn partial_segments_end_cleanly() {
+        let recs: Vec<Rec> = (0..5).map(|i| rec(1000, i)).collect();
+        let (mut segs, lsns) = layout(geo(), 1, 1, &recs);
+        // Zero everything after the third record, as a .partial segment would be.
+        let cut = (lsns[3].0 - geo().seg_size.bytes()) as usize;
+        for b in &mut segs[0][cut..] {
+            *b = 0;
+        }
+        let (seen, scans) = scan_all(&segs, 1);
+        assert_eq!(seen, lsns[..3].to_vec());
+        assert_eq!(scans[0].end, ScanEnd::EndOfWal(lsns[3]));
+        assert!(scans[0].error.is_none());
+    }
 }
