@@ -47,6 +47,8 @@ pub enum Kind {
     Io,
     /// A bug in walrs.
     Internal,
+    /// `wal verify` (or a later `backup verify`) found problems.
+    VerifyFailed,
 }
 
 /// An error with its kind, a message and optional guidance.

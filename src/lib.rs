@@ -12,6 +12,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod pg;
 pub mod repo;
 pub mod storage;

@@ -13,3 +13,4 @@ mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
 mod wal_decode;
+mod wal_index;

@@ -15,9 +15,12 @@ use std::time::{Instant, SystemTime};
 use crate::codec::envelope::read_full;
 use crate::codec::{Compression, ObjectSummary};
 use crate::error::{Kind, Result, WalrsError};
+use crate::index::{self, SegmentIndexer};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, TimelineHistory, WalFileKind, WalFileName};
 use crate::repo::{EncryptionInfo, PutNew, RepoConfig, Repository, config, layout};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use super::local_io;
 
@@ -260,9 +263,19 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
     let key = layout::wal_key(&name)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
     let source = ExactReader { inner: &mut file, remaining: size };
-    match repo.put_new(&key, name.as_str(), source, compression, cfg.encryption.is_some())? {
+    // Segments are indexed as they stream through the encoder: no second pass over the file.
+    let indexer = header.as_ref().map(|h| Rc::new(RefCell::new(SegmentIndexer::new(&name, h))));
+    let observer = indexer.as_ref().map(|ix| {
+        let ix = Rc::clone(ix);
+        Box::new(move |frame: &[u8]| ix.borrow_mut().feed(frame)) as Box<dyn FnMut(&[u8])>
+    });
+    let encrypt = cfg.encryption.is_some();
+    match repo.put_new_observed(&key, name.as_str(), source, compression, encrypt, observer)? {
         PutNew::Created(summary) => {
             let _ = crate::cleanup::mark_committed();
+            if let Some(ix) = indexer.and_then(|ix| Rc::try_unwrap(ix).ok()) {
+                record_in_index(repo, ix.into_inner().finish(summary.sha256_hex()), encrypt);
+            }
             tracing::info!(
                 "archived {name}: {} bytes stored as {} ({compression}{}) in {:.3} s",
                 summary.plain_len,
@@ -274,22 +287,56 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         }
         PutNew::Exists => {
             file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
-            compare_with_stored(repo, &key, &name, &mut file, path)?;
+            let digest = compare_with_stored(repo, &key, &name, &mut file, path)?;
             let _ = crate::cleanup::mark_committed();
             tracing::warn!("{name} was already archived with identical content; nothing to do");
+            // An earlier push may have stopped between the object and its summary.
+            if let Some(h) = &header
+                && !index::has_summary(repo, &name).unwrap_or(true)
+            {
+                file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
+                let mut ix = SegmentIndexer::new(&name, h);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = read_full(&mut file, &mut buf)
+                        .map_err(|e| local_io("reading", path, &e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    ix.feed(buf.get(..n).unwrap_or_default());
+                }
+                record_in_index(repo, ix.finish(digest), encrypt);
+            }
             Ok(PushOutcome::AlreadyArchived)
         }
     }
 }
 
-/// Decodes the stored object fully (verifying it) while comparing it with the local file.
+/// Writes a segment's summary; a segment whose records are damaged is stored (the archive must
+/// hold what PostgreSQL wrote) but flagged in its summary and reported. The index is derived
+/// data: failing to write it does not fail the push (`wal verify` reports the gap and
+/// `wal index --rebuild` fills it).
+fn record_in_index(repo: &Repository, summary: index::SegmentSummary, encrypt: bool) {
+    if let Some(e) = &summary.error {
+        tracing::error!(
+            "{}: the WAL in this segment is damaged: {e}; it is archived as received and flagged in the index",
+            summary.name
+        );
+    }
+    if let Err(e) = index::store_summary(repo, &summary, encrypt) {
+        tracing::warn!("{}: archived, but its index entry could not be written: {e}", summary.name);
+    }
+}
+
+/// Decodes the stored object fully (verifying it) while comparing it with the local file;
+/// returns the stored object's content digest.
 fn compare_with_stored(
     repo: &Repository,
     key: &crate::storage::ObjectKey,
     name: &WalFileName,
     file: &mut File,
     path: &Path,
-) -> Result<()> {
+) -> Result<String> {
     let mut decoder = repo.open_object(key, name.as_str())?;
     let mut stored = Vec::new();
     let mut local = Vec::new();
@@ -306,7 +353,7 @@ fn compare_with_stored(
         same = read_full(file, &mut probe).map_err(|e| local_io("reading", path, &e))? == 0;
     }
     if same {
-        return Ok(());
+        return Ok(decoder.summary().map(|s| s.sha256_hex()).unwrap_or_default());
     }
     Err(WalrsError::new(
         Kind::Mismatch,

@@ -47,6 +47,8 @@ pub enum ExitCode {
     Io = 16,
     /// The object store rejected the credentials or the request signature.
     Auth = 17,
+    /// A verification (`wal verify`) found problems; each is printed on stdout.
+    VerifyFailed = 18,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -74,6 +76,7 @@ impl ExitCode {
             Kind::Unsupported => ExitCode::Unsupported,
             Kind::Io => ExitCode::Io,
             Kind::Auth => ExitCode::Auth,
+            Kind::VerifyFailed => ExitCode::VerifyFailed,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -109,6 +112,7 @@ mod tests {
             Kind::Io,
             Kind::Internal,
             Kind::Auth,
+            Kind::VerifyFailed,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

@@ -69,6 +69,10 @@ pub enum Command {
     Push(commands::push::Args),
     /// Restore one WAL file (restore_command = 'walrs fetch %f %p').
     Fetch(commands::fetch::Args),
+    /// The WAL index: list what is archived, verify it, rebuild the index.
+    Wal(commands::wal::Args),
+    /// The timeline tree from the archived history files.
+    Timeline(commands::timeline::Args),
 }
 
 /// The resolved context a command runs with.
@@ -139,6 +143,11 @@ where
         Command::Fetch(a) => {
             ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure.then_some(true))
         }
+        Command::Wal(a) => match a.action {
+            commands::wal::Action::List { .. } => ("wal", commands::wal::DEFAULT_TIMEOUT, None),
+            _ => ("wal", commands::wal::DEFAULT_LONG_TIMEOUT, None),
+        },
+        Command::Timeline(_) => ("timeline", commands::wal::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
     let is_fetch = matches!(cli.command, Command::Fetch(_));
@@ -189,7 +198,9 @@ where
     // Every log line names the command: PostgreSQL's log interleaves them with its own.
     let _span = match what {
         "push" => tracing::error_span!("walrs push"),
-        _ => tracing::error_span!("walrs fetch"),
+        "fetch" => tracing::error_span!("walrs fetch"),
+        "wal" => tracing::error_span!("walrs wal"),
+        _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
     let abort = matches!(cli.command, Command::Fetch(_)) && settings.fetch_abort_on_hard_failure;
@@ -206,6 +217,8 @@ where
     let result: std::result::Result<(), WalrsError> = match cli.command {
         Command::Push(a) => commands::push::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
+        Command::Wal(a) => commands::wal::run(&ctx, a),
+        Command::Timeline(a) => commands::timeline::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

@@ -462,6 +462,9 @@ struct EncDone {
 
 type EncPool = OrderedPool<EncJob, Result<EncDone, CodecError>>;
 
+/// Sees each plaintext frame, in order (see [`EncodingBody::with_observer`]).
+pub type FrameObserver = Box<dyn FnMut(&[u8])>;
+
 /// A worker whose setup failed reports it on every job.
 fn setup_failed(e: &CodecError) -> CodecError {
     CodecError::Io { context: "codec worker".into(), source: std::io::Error::other(e.to_string()) }
@@ -484,6 +487,7 @@ fn seal_job(
 pub struct EncodingBody<R: Read> {
     encoder: Encoder,
     source: R,
+    observer: Option<FrameObserver>,
     pool: Option<EncPool>,
     workers: usize,
     out: Vec<u8>,
@@ -506,6 +510,7 @@ impl<R: Read> EncodingBody<R> {
         EncodingBody {
             encoder,
             source,
+            observer: None,
             pool: None,
             workers: parallel::default_workers(),
             out: Vec::new(),
@@ -520,6 +525,13 @@ impl<R: Read> EncodingBody<R> {
     /// Sets the number of worker threads (0: everything on the calling thread).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Shows every plaintext frame, in order, to `f` as it is read (push indexes WAL this way,
+    /// without a second pass over the file).
+    pub fn with_observer(mut self, f: impl FnMut(&[u8]) + 'static) -> Self {
+        self.observer = Some(Box::new(f));
         self
     }
 
@@ -596,6 +608,9 @@ impl<R: Read> EncodingBody<R> {
                         break;
                     }
                     plain.truncate(n);
+                    if let Some(f) = self.observer.as_mut() {
+                        f(&plain);
+                    }
                     let index = self.encoder.account(&plain)?;
                     let out = self.buffer();
                     self.pool(n == fs)?.submit(EncJob { index, plain, out });

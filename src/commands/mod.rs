@@ -3,3 +3,5 @@
 
 pub mod fetch;
 pub mod push;
+pub mod timeline;
+pub mod wal;

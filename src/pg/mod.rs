@@ -18,7 +18,7 @@ pub use lsn::Lsn;
 pub use names::{TimeLineId, WalFileKind, WalFileName, WalSegSize, XLogSegNo};
 pub use page::{LongPageHeader, PgMajorVersion, SystemId};
 pub use records::{PgTimestamp, RecordKind};
-pub use wal::{Carry, Record, ScanEnd, SegmentScan, WalGeometry, scan_segment};
+pub use wal::{Carry, Record, ScanEnd, SegmentScan, WalGeometry, WalScanner, scan_segment};
 
 /// An error in PostgreSQL-formatted input: a name, an LSN, a page header or a history file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -159,23 +159,132 @@ pub fn scan_segment(
     start: Lsn,
     geo: WalGeometry,
     carry: Option<Carry>,
-    mut f: impl FnMut(&Record<'_>),
+    f: impl FnMut(&Record<'_>),
 ) -> SegmentScan {
-    let mut sc = Scanner { seg, start, geo, gather: Vec::new(), prev: None, page_tli: None };
-    let mut skipped = 0;
-    match sc.run(carry, &mut skipped, &mut f) {
-        Ok(end) => SegmentScan { end, skipped_continuation: skipped, error: None },
-        // A page that was never written ends valid WAL: not an error (a .partial segment).
-        Err((end, FormatError::AtLsn { detail, .. })) if detail == ZERO_PAGE => {
-            SegmentScan { end, skipped_continuation: skipped, error: None }
+    let mut sc = WalScanner::new(start, geo);
+    sc.resume(carry, None);
+    if seg.len() as u64 != geo.seg_size.bytes() {
+        let e = at(
+            "WAL segment",
+            start,
+            format!("{} bytes, expected {}", seg.len(), geo.seg_size.bytes()),
+        );
+        return SegmentScan {
+            end: ScanEnd::EndOfWal(start),
+            skipped_continuation: 0,
+            error: Some(e),
+        };
+    }
+    sc.feed(seg, f);
+    sc.finish()
+}
+
+/// Scans one segment fed as consecutive, page-aligned windows (such as the 1 MiB frames `push`
+/// streams), so a segment is indexed without being held in memory. A record that crosses a
+/// window is gathered across it; [`scan_segment`] is this with one window.
+pub struct WalScanner {
+    geo: WalGeometry,
+    next: Lsn,
+    seg_end: u64,
+    carry: Option<Carry>,
+    prev: Option<Lsn>,
+    page_tli: Option<TimeLineId>,
+    gather: Vec<u8>,
+    skipped: u64,
+    end: Option<ScanEnd>,
+    error: Option<FormatError>,
+}
+
+impl WalScanner {
+    /// A scanner for the segment starting at `start`.
+    pub fn new(start: Lsn, geo: WalGeometry) -> Self {
+        WalScanner {
+            geo,
+            next: start,
+            seg_end: start.0 + geo.seg_size.bytes(),
+            carry: None,
+            prev: None,
+            page_tli: None,
+            gather: Vec::new(),
+            skipped: 0,
+            end: None,
+            error: None,
         }
-        Err((end, e)) => SegmentScan { end, skipped_continuation: skipped, error: Some(e) },
+    }
+
+    /// Continues a chain: the record carried over from the previous segment and the start of
+    /// the last record read there (checked against the next record's prev-link).
+    pub fn resume(&mut self, carry: Option<Carry>, prev: Option<Lsn>) {
+        self.carry = carry;
+        self.prev = prev;
+    }
+
+    /// The start of the last record read (for [`WalScanner::resume`] on the next segment).
+    pub fn last_record(&self) -> Option<Lsn> {
+        self.prev
+    }
+
+    /// Feeds the next window; records that end in it go to `f`. Does nothing once the scan
+    /// has ended (switch, end of WAL, an error, or the end of the segment).
+    pub fn feed(&mut self, window: &[u8], mut f: impl FnMut(&Record<'_>)) {
+        if self.end.is_some() || window.is_empty() {
+            return;
+        }
+        let start = self.next;
+        let end = (start.0 + window.len() as u64).min(self.seg_end);
+        let mut sc = Scanner {
+            seg: window,
+            start,
+            end,
+            geo: self.geo,
+            gather: std::mem::take(&mut self.gather),
+            prev: self.prev,
+            page_tli: self.page_tli,
+        };
+        let first_window = start.0 + self.geo.seg_size.bytes() == self.seg_end;
+        let mut skipped = 0;
+        let outcome = sc.run(self.carry.take(), &mut skipped, &mut f);
+        if first_window {
+            self.skipped = skipped;
+        }
+        self.gather = std::mem::take(&mut sc.gather);
+        self.prev = sc.prev;
+        self.page_tli = sc.page_tli;
+        self.next = Lsn(end);
+        let last = end >= self.seg_end;
+        match outcome {
+            Ok(ScanEnd::Full) if !last => {}
+            Ok(ScanEnd::Continues(c)) if !last => self.carry = Some(c),
+            Ok(e) => self.end = Some(e),
+            // A page that was never written ends valid WAL: not an error (a .partial segment).
+            Err((e, FormatError::AtLsn { detail, .. })) if detail == ZERO_PAGE => {
+                self.end = Some(e)
+            }
+            Err((e, err)) => {
+                self.end = Some(e);
+                self.error = Some(err);
+            }
+        }
+    }
+
+    /// How the scan ended. A segment fed only in part ends at the end of what was fed.
+    pub fn finish(mut self) -> SegmentScan {
+        let end = match self.end.take() {
+            Some(e) => e,
+            None => match self.carry.take() {
+                Some(c) => ScanEnd::Continues(c),
+                None => ScanEnd::EndOfWal(self.next),
+            },
+        };
+        SegmentScan { end, skipped_continuation: self.skipped, error: self.error }
     }
 }
 
 struct Scanner<'s> {
     seg: &'s [u8],
     start: Lsn,
+    /// The end of this window (the end of the segment, or earlier).
+    end: u64,
     geo: WalGeometry,
     gather: Vec<u8>,
     /// Start of the previous record, for the `xl_prev` check.
@@ -188,7 +297,7 @@ type Stop = (ScanEnd, FormatError);
 
 impl<'s> Scanner<'s> {
     fn seg_end(&self) -> u64 {
-        self.start.0 + self.geo.seg_size.bytes()
+        self.end
     }
 
     fn bytes(&self, from: u64, len: u64) -> &'s [u8] {
@@ -749,5 +858,45 @@ mod tests {
         assert_eq!(seen, lsns[..3].to_vec());
         assert_eq!(scans[0].end, ScanEnd::EndOfWal(lsns[3]));
         assert!(scans[0].error.is_none());
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::writer::{Rec, layout};
+    use super::*;
+
+    #[test]
+    fn windows_of_any_page_aligned_size_give_the_same_records() {
+        let geo = WalGeometry {
+            seg_size: WalSegSize::new(1 << 20).unwrap(),
+            blcksz: 8192,
+            version: PgMajorVersion::V16,
+        };
+        let recs: Vec<Rec> = (0..400u32)
+            .map(|i| Rec {
+                rmid: 9,
+                info: 0,
+                xid: i,
+                data: vec![i as u8; 100 + (i as usize * 7919) % 9000],
+            })
+            .collect();
+        let (segs, lsns) = layout(geo, 2, 2, &recs);
+        let whole = {
+            let mut v = Vec::new();
+            let s = scan_segment(&segs[0], Lsn(2 << 20), geo, None, |r| v.push(r.lsn));
+            (v, s)
+        };
+        for window in [8192usize, 65536, 1 << 20] {
+            let mut sc = WalScanner::new(Lsn(2 << 20), geo);
+            let mut v = Vec::new();
+            for w in segs[0].chunks(window) {
+                sc.feed(w, |r| v.push(r.lsn));
+            }
+            let s = sc.finish();
+            assert_eq!(v, whole.0, "window {window}");
+            assert_eq!(s, whole.1, "window {window}");
+        }
+        assert!(whole.0.len() > 50 && lsns.starts_with(&whole.0));
     }
 }

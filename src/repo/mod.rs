@@ -230,8 +230,24 @@ impl Repository {
         compression: Compression,
         encrypt: bool,
     ) -> Result<PutNew> {
+        self.put_new_observed(key, name, source, compression, encrypt, None)
+    }
+
+    /// [`Repository::put_new`], showing each plaintext frame to `observer` as it is read.
+    pub fn put_new_observed<R: Read>(
+        &self,
+        key: &ObjectKey,
+        name: &str,
+        source: R,
+        compression: Compression,
+        encrypt: bool,
+        observer: Option<crate::codec::FrameObserver>,
+    ) -> Result<PutNew> {
         let k = if encrypt { self.key.as_ref() } else { None };
         let mut body = EncodingBody::new(Encoder::new(name, compression, k)?, source);
+        if let Some(f) = observer {
+            body = body.with_observer(f);
+        }
         match self.storage.put_if_absent(key, &mut body) {
             Ok(PutOutcome::Created(meta)) => {
                 let summary = body.summary().ok_or_else(|| {

@@ -228,6 +228,10 @@ impl<S: Storage> Storage for Faulty<S> {
         self.run(Op::List, "list", prefix, || self.inner.list(prefix))
     }
 
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.run(Op::List, "list", prefix, || self.inner.list_prefixes(prefix))
+    }
+
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.run(Op::Delete, "delete", key.as_str(), || self.inner.delete(key))
     }

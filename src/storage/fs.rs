@@ -251,6 +251,30 @@ impl Storage for FsStorage {
         Ok(Box::new(list))
     }
 
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let dir = self.root.join(prefix);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::from_io("list", prefix, &e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::from_io("list", prefix, &e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir && ObjectKey::new(name.as_str()).is_ok() {
+                // Only prefixes with at least one object below them, as S3 reports.
+                let has_object = self.list(&format!("{prefix}{name}/"))?.next().is_some();
+                if has_object {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         let path = self.path(key);
         match fs::remove_file(&path) {

@@ -105,6 +105,18 @@ impl Storage for MemoryStorage {
         Ok(Box::new(items.into_iter()))
     }
 
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut out: Vec<String> = Vec::new();
+        for k in self.map().keys().filter(|k| k.starts_with(prefix)) {
+            if let Some((first, _)) = k.get(prefix.len()..).and_then(|r| r.split_once('/'))
+                && out.last().map(String::as_str) != Some(first)
+            {
+                out.push(first.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.map().remove(key.as_str());
         Ok(())

@@ -199,6 +199,9 @@ pub trait Storage: Send + Sync {
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
     /// Objects whose key starts with `prefix`, in key order.
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError>;
+    /// The distinct next path components under `prefix` (which ends with `/`) that have objects
+    /// below them, in order: `a/` with keys `a/x/1`, `a/y/2` gives `x`, `y` (S3 "common prefixes").
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Deletes the object; deleting an absent object succeeds.
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     /// A human-readable location for messages (`file:///srv/walrs`).
@@ -322,6 +325,9 @@ impl Storage for AnyStorage {
     }
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
         dispatch!(self, s => s.list(prefix))
+    }
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        dispatch!(self, s => s.list_prefixes(prefix))
     }
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         dispatch!(self, s => s.delete(key))

@@ -901,6 +901,36 @@ impl Storage for S3Storage {
         }))
     }
 
+    fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let full = self.full_prefix(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let t = token.clone();
+            let page = self.retry("list", prefix, self.settings.request_timeout, async || {
+                self.bucket
+                    .list_page(full.clone(), Some("/".into()), t.clone(), None, Some(LIST_PAGE))
+                    .await
+                    .map(|(r, _)| r)
+                    .map_err(|e| classify(&e, "list", prefix))
+            })?;
+            for cp in page.common_prefixes.unwrap_or_default() {
+                if let Some(name) = cp.prefix.strip_prefix(&full).map(|p| p.trim_end_matches('/'))
+                    && !name.is_empty()
+                {
+                    out.push(name.to_owned());
+                }
+            }
+            token = page.next_continuation_token.filter(|_| page.is_truncated);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         let (k, path) = (key.as_str(), self.path(key.as_str()));
         self.retry("delete", k, self.settings.request_timeout, async || {

@@ -122,6 +122,12 @@ pub fn suite(s: &dyn Storage) {
     let sizes: Vec<u64> = s.list("l/a/c").unwrap().map(|m| m.unwrap().size).collect();
     assert_eq!(sizes, vec![7]);
 
+    // prefixes one level down
+    assert_eq!(s.list_prefixes("l/").unwrap(), vec!["a".to_string()]);
+    assert_eq!(s.list_prefixes("l/a/").unwrap(), vec!["c".to_string()]);
+    assert!(s.list_prefixes("l/a/c/d/").unwrap().is_empty());
+    assert!(s.list_prefixes("nothing/").unwrap().is_empty());
+
     // delete
     s.delete(&key("l/a/b")).unwrap();
     assert!(s.head(&key("l/a/b")).unwrap().is_none());

@@ -1,0 +1,74 @@
+//! `walrs timeline`: the timeline tree from the archived `.history` files, with switch points
+//! and the segments each timeline holds. See docs/commands/timeline.md.
+
+use crate::cli::Ctx;
+use crate::error::{Kind, Result, WalrsError};
+use crate::index::{self, verify};
+
+/// Arguments of `walrs timeline`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Entry {
+    #[serde(flatten)]
+    info: verify::TimelineInfo,
+    first_segment: Option<String>,
+    last_segment: Option<String>,
+    segments: u64,
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let repo = ctx.open_repo()?;
+    let cfg = repo.require_config()?;
+    let mut tl = verify::timelines(&repo)?;
+    let all = index::load_all(&repo, cfg.wal_segment_size, cfg.encryption.is_some())?;
+    let ranges = verify::ranges(&all, cfg.wal_segment_size);
+    for r in &ranges {
+        tl.entry(r.timeline).or_insert(verify::TimelineInfo {
+            timeline: r.timeline,
+            parent: None,
+            switchpoint: None,
+            reason: None,
+            history: None,
+        });
+    }
+    let entries: Vec<Entry> = tl
+        .into_values()
+        .map(|info| {
+            let r = ranges.iter().find(|r| r.timeline == info.timeline);
+            Entry {
+                first_segment: r.and_then(|r| r.ranges.first()).map(|x| x.first.clone()),
+                last_segment: r.and_then(|r| r.ranges.last()).map(|x| x.last.clone()),
+                segments: r.map(|r| r.ranges.iter().map(|x| x.segments).sum()).unwrap_or(0),
+                info,
+            }
+        })
+        .collect();
+    if args.json {
+        let s = serde_json::to_string_pretty(&entries)
+            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+        println!("{s}");
+        return Ok(());
+    }
+    for e in &entries {
+        let branch = match (e.info.parent, e.info.switchpoint) {
+            (Some(p), Some(at)) => format!(
+                ", branched from timeline {p} at {at} ({})",
+                e.info.reason.clone().unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        let segs = match (&e.first_segment, &e.last_segment) {
+            (Some(a), Some(b)) => format!(": {} segment(s), {a} .. {b}", e.segments),
+            _ => ": no segments".to_string(),
+        };
+        println!("timeline {}{segs}{branch}", e.info.timeline);
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `walrs wal list | verify | index`: what the archive holds, whether it is whole, and
+//! rebuilding the index. See docs/commands/wal.md.
+
+use std::time::Duration;
+
+use crate::cli::Ctx;
+use crate::error::{Kind, Result, WalrsError};
+use crate::index::{self, verify};
+use crate::pg::{Lsn, TimeLineId};
+
+/// Default deadline of `wal list`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default deadline of `wal verify` and `wal index`, which read every segment.
+pub const DEFAULT_LONG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Arguments of `walrs wal`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// `walrs wal` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// Per timeline, the contiguous ranges of archived segments, their LSN and time ranges, and
+    /// the gaps, from the index.
+    List {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every stored segment and check it: decodable, record CRCs, record chains across
+    /// segments, no gaps, histories consistent, index up to date. Exit 18 if anything is wrong.
+    Verify {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Only segments that end after this LSN.
+        #[arg(long, value_name = "LSN")]
+        from: Option<Lsn>,
+        /// Only this timeline.
+        #[arg(long, value_name = "N")]
+        timeline: Option<u32>,
+    },
+    /// Maintain the index.
+    Index {
+        /// Rebuild every segment summary and roll-up from the stored segments.
+        #[arg(long)]
+        rebuild: bool,
+    },
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let repo = ctx.open_repo()?;
+    let cfg = repo.require_config()?;
+    let encrypt = cfg.encryption.is_some();
+    match args.action {
+        Action::List { json } => {
+            let all = index::load_all(&repo, cfg.wal_segment_size, encrypt)?;
+            let report = verify::ranges(&all, cfg.wal_segment_size);
+            if json {
+                return print_json(&report);
+            }
+            if report.is_empty() {
+                println!("no WAL segments in {}", repo.describe());
+            }
+            for t in &report {
+                println!("timeline {}", t.timeline);
+                for r in &t.ranges {
+                    let times = match (&r.first_xact_time, &r.last_xact_time) {
+                        (Some(a), Some(b)) => format!(", transactions {a} .. {b}"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "  {} .. {}  {} segment(s), {} .. {}{times}",
+                        r.first, r.last, r.segments, r.start, r.end
+                    );
+                    for d in &r.damaged {
+                        println!("    damaged: {d} (see `walrs wal verify`)");
+                    }
+                }
+                for g in &t.gaps {
+                    println!(
+                        "  gap: {} .. {} ({} segment(s) missing)",
+                        g.first, g.last, g.segments
+                    );
+                }
+                for p in &t.partials {
+                    println!("  partial: {p}");
+                }
+            }
+            Ok(())
+        }
+        Action::Verify { json, from, timeline } => {
+            let timeline = timeline
+                .map(|t| {
+                    TimeLineId::new(t).map_err(|e| WalrsError::new(Kind::Usage, e.to_string()))
+                })
+                .transpose()?;
+            let report = verify::verify(&repo, &cfg, &verify::VerifyOptions { from, timeline })?;
+            if json {
+                print_json(&report)?;
+            } else {
+                for p in &report.problems {
+                    println!("{}: {}: {}", p.kind, p.name, p.detail);
+                }
+                println!(
+                    "{} segment(s), {} record(s) on timeline(s) {:?}: {}",
+                    report.segments,
+                    report.records,
+                    report.timelines,
+                    if report.problems.is_empty() {
+                        "ok".to_string()
+                    } else {
+                        format!("{} problem(s)", report.problems.len())
+                    }
+                );
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(WalrsError::new(
+                    Kind::VerifyFailed,
+                    format!("{} problem(s) found in {}", report.problems.len(), repo.describe()),
+                ))
+            }
+        }
+        Action::Index { rebuild } => {
+            if !rebuild {
+                return Err(WalrsError::new(
+                    Kind::Usage,
+                    "nothing to do: use `walrs wal index --rebuild`",
+                ));
+            }
+            let n = verify::rebuild(&repo, &cfg)?;
+            println!("indexed {n} segment(s)");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The WAL index (docs/format/index.md): a small summary object per archived segment, built from
+//! the WAL itself while `push` streams the segment, and per-group roll-ups that readers keep up to
+//! date, so "what is in the archive?" reads a handful of objects instead of listing millions.
+//!
+//! Ordering (docs/invariants.md): a summary is written only after its WAL object is durable, and a
+//! summary is a cache: readers never trust one whose WAL object is missing (`wal verify` checks),
+//! and every summary and roll-up can be rebuilt from the stored segments (`wal index --rebuild`).
+
+pub mod summary;
+pub mod verify;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Compression;
+use crate::error::{Kind, Result, WalrsError};
+use crate::pg::{TimeLineId, WalFileName, WalSegSize};
+use crate::repo::Repository;
+use crate::storage::{ErrorKind, ObjectKey, Storage};
+
+pub use summary::{EndKind, SegmentIndexer, SegmentSummary, SummaryBuilder};
+
+/// Format version of summaries and roll-ups.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of per-segment summaries: `index/seg/<group>/<name>`.
+pub const SEG_PREFIX: &str = "index/seg/";
+/// Prefix of group roll-ups: `index/group/<group>`.
+pub const GROUP_PREFIX: &str = "index/group/";
+
+/// The key of the summary of `name`.
+pub fn summary_key(name: &WalFileName) -> Result<ObjectKey> {
+    let group = name
+        .group()
+        .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} has no group")))?;
+    Ok(ObjectKey::new(format!("{SEG_PREFIX}{group}/{name}"))?)
+}
+
+fn group_key(group: &str) -> Result<ObjectKey> {
+    Ok(ObjectKey::new(format!("{GROUP_PREFIX}{group}"))?)
+}
+
+/// All summaries of one group (timeline + xlogid: 4 GiB of WAL), without the xid lists.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct GroupRollup {
+    /// Format version.
+    pub format_version: u32,
+    /// The group (first 16 characters of the segment names).
+    pub group: String,
+    /// Summaries by segment name.
+    pub segments: BTreeMap<String, SegmentSummary>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(
+    repo: &Repository,
+    key: &ObjectKey,
+    name: &str,
+) -> Result<Option<T>> {
+    let mut json = Vec::new();
+    let dec = match repo.open_object(key, name) {
+        Ok(d) => d,
+        Err(e) if e.kind == Kind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    dec.copy_to(&mut json)?;
+    let v = serde_json::from_slice(&json)
+        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("index object {key}: {e}")))?;
+    Ok(Some(v))
+}
+
+fn write_json<T: Serialize>(
+    repo: &Repository,
+    key: &ObjectKey,
+    name: &str,
+    v: &T,
+    encrypt: bool,
+) -> Result<()> {
+    let json = serde_json::to_vec(v).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    let k = if encrypt { repo.key() } else { None };
+    let mut body = crate::codec::EncodingBody::new(
+        crate::codec::Encoder::new(name, Compression::Zstd(3), k)?,
+        json.as_slice(),
+    );
+    repo.storage().put(key, &mut body)?;
+    Ok(())
+}
+
+/// Stores the summary of a segment (after its WAL object is durable). Summaries are derived
+/// data: an existing one is replaced.
+pub fn store_summary(repo: &Repository, s: &SegmentSummary, encrypt: bool) -> Result<()> {
+    let name =
+        WalFileName::parse(&s.name).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    let key = summary_key(&name)?;
+    write_json(repo, &key, &format!("index:{}", s.name), s, encrypt)
+}
+
+/// Reads the summary of a segment.
+pub fn load_summary(repo: &Repository, name: &WalFileName) -> Result<Option<SegmentSummary>> {
+    read_json(repo, &summary_key(name)?, &format!("index:{name}"))
+}
+
+/// Whether a summary exists for `name`.
+pub fn has_summary(repo: &Repository, name: &WalFileName) -> Result<bool> {
+    Ok(repo.storage().head(&summary_key(name)?)?.is_some())
+}
+
+/// Every summary in the repository, by timeline and segment number: the group roll-ups, plus
+/// the summaries not rolled up yet, which are then folded into their roll-ups (best effort; a
+/// roll-up is a cache that any reader may rewrite). Reads one listing of groups, one object per
+/// group, and one listing per group that is not complete.
+pub fn load_all(
+    repo: &Repository,
+    seg_size: WalSegSize,
+    encrypt: bool,
+) -> Result<BTreeMap<(TimeLineId, u64), SegmentSummary>> {
+    let per_group = seg_size.segments_per_xlog_id();
+    let mut out = BTreeMap::new();
+    for g in repo.storage().list_prefixes(SEG_PREFIX)? {
+        let gname = format!("index-group:{g}");
+        let mut rollup: GroupRollup =
+            read_json(repo, &group_key(&g)?, &gname)?.unwrap_or_else(|| GroupRollup {
+                format_version: FORMAT_VERSION,
+                group: g.clone(),
+                segments: BTreeMap::new(),
+            });
+        if (rollup.segments.len() as u64) < per_group {
+            let mut added = 0usize;
+            let names: Vec<String> = repo
+                .storage()
+                .list(&format!("{SEG_PREFIX}{g}/"))?
+                .filter_map(|m| m.ok())
+                .filter_map(|m| m.key.as_str().rsplit('/').next().map(str::to_owned))
+                .collect();
+            for name in names {
+                if rollup.segments.contains_key(&name) {
+                    continue;
+                }
+                let Ok(wal) = WalFileName::parse(&name) else { continue };
+                if let Some(mut s) = load_summary(repo, &wal)? {
+                    s.xids.clear();
+                    rollup.segments.insert(name, s);
+                    added += 1;
+                }
+            }
+            if added > 0
+                && let Err(e) = write_json(repo, &group_key(&g)?, &gname, &rollup, encrypt)
+            {
+                tracing::warn!("could not update the index roll-up of {g}: {e}");
+            }
+        }
+        for (_, s) in rollup.segments {
+            if let Ok(tli) = TimeLineId::new(s.timeline) {
+                out.insert((tli, s.segno), s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes every roll-up (the next reader rebuilds them).
+pub fn drop_rollups(repo: &Repository) -> Result<()> {
+    let keys: Vec<ObjectKey> =
+        repo.storage().list(GROUP_PREFIX)?.filter_map(|m| m.ok().map(|m| m.key)).collect();
+    for k in keys {
+        match repo.storage().delete(&k) {
+            Ok(()) | Err(crate::storage::StorageError { kind: ErrorKind::NotFound, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

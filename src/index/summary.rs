@@ -1,0 +1,289 @@
+//! Building a segment's summary from its records: the LSN range, commit and abort counts, times
+//! and xids, restore points, checkpoints, backup ends, timeline ends, how the segment ends, and
+//! the first problem the decoder found.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pg::records::interpret;
+use crate::pg::{
+    LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, WalFileName, WalGeometry,
+    WalScanner,
+};
+
+/// How the valid WAL of a segment ends.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndKind {
+    /// An `XLOG_SWITCH` record; the rest is unused.
+    Switch,
+    /// The last record ends exactly at the segment end.
+    Full,
+    /// The last record continues into the next segment.
+    Continues,
+    /// Valid WAL ends inside the segment (a `.partial` segment, or a damaged one).
+    EndOfWal,
+}
+
+/// A restore point.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RestorePointEntry {
+    /// Its name.
+    pub name: String,
+    /// Its record.
+    pub lsn: Lsn,
+    /// When it was created (Unix microseconds).
+    pub time_us: i64,
+}
+
+/// A checkpoint record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointEntry {
+    /// The record.
+    pub lsn: Lsn,
+    /// Its redo pointer.
+    pub redo: Lsn,
+    /// A shutdown checkpoint.
+    pub shutdown: bool,
+}
+
+/// The end of a base backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupEndEntry {
+    /// The record.
+    pub lsn: Lsn,
+    /// The backup's start.
+    pub start: Lsn,
+}
+
+/// The end of a recovery that started a timeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EndOfRecoveryEntry {
+    /// The record.
+    pub lsn: Lsn,
+    /// The new timeline.
+    pub tli: u32,
+    /// The timeline it branched from.
+    pub prev_tli: u32,
+    /// When (Unix microseconds).
+    pub time_us: i64,
+}
+
+/// The summary of one archived segment (docs/format/index.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Format version.
+    pub format_version: u32,
+    /// The WAL file name (segment or `.partial`).
+    pub name: String,
+    /// Timeline in the name.
+    pub timeline: u32,
+    /// Segment number.
+    pub segno: u64,
+    /// LSN of the segment's first byte.
+    pub start: Lsn,
+    /// Segment size.
+    pub seg_size: u32,
+    /// The first record that starts in the segment.
+    pub first_record: Option<Lsn>,
+    /// The last record that starts in the segment and ends in it (or in the next).
+    pub last_record: Option<Lsn>,
+    /// The end of valid WAL in the segment.
+    pub end: Lsn,
+    /// How it ends.
+    pub end_kind: EndKind,
+    /// Bytes at the start that continue a record of the previous segment.
+    pub continuation: u64,
+    /// The prev-link of the first record that starts here.
+    pub first_prev: Option<Lsn>,
+    /// Records read.
+    pub records: u64,
+    /// Commit records (prepared included).
+    pub commits: u64,
+    /// Abort records (prepared included).
+    pub aborts: u64,
+    /// The first and last commit or abort time (Unix microseconds).
+    pub first_xact_time_us: Option<i64>,
+    /// See `first_xact_time_us`.
+    pub last_xact_time_us: Option<i64>,
+    /// The smallest and largest xid that committed or aborted here.
+    pub min_xid: Option<u32>,
+    /// See `min_xid`.
+    pub max_xid: Option<u32>,
+    /// Every xid that committed or aborted here (only in per-segment summaries, not roll-ups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xids: Vec<u32>,
+    /// Restore points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_points: Vec<RestorePointEntry>,
+    /// Checkpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<CheckpointEntry>,
+    /// Backup ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_ends: Vec<BackupEndEntry>,
+    /// Timeline ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub end_of_recovery: Vec<EndOfRecoveryEntry>,
+    /// The first problem found decoding the segment (a damaged record, a bad page header).
+    pub error: Option<String>,
+    /// The content digest of the stored WAL object this summary describes.
+    pub content_digest: String,
+}
+
+/// Accumulates a summary from records as the segment is scanned.
+pub struct SummaryBuilder {
+    s: SegmentSummary,
+    geo: WalGeometry,
+    last_end: Option<Lsn>,
+}
+
+impl SummaryBuilder {
+    /// A builder for `name`, whose long page header is `hdr`.
+    pub fn new(name: &WalFileName, hdr: &LongPageHeader) -> Self {
+        let geo =
+            WalGeometry { seg_size: hdr.seg_size, blcksz: hdr.xlog_blcksz, version: hdr.version };
+        SummaryBuilder {
+            geo,
+            last_end: None,
+            s: SegmentSummary {
+                format_version: super::FORMAT_VERSION,
+                name: name.to_string(),
+                timeline: name.timeline().get(),
+                segno: hdr.segno().0,
+                start: hdr.page_addr,
+                seg_size: hdr.seg_size.get(),
+                first_record: None,
+                last_record: None,
+                end: hdr.page_addr,
+                end_kind: EndKind::EndOfWal,
+                continuation: 0,
+                first_prev: None,
+                records: 0,
+                commits: 0,
+                aborts: 0,
+                first_xact_time_us: None,
+                last_xact_time_us: None,
+                min_xid: None,
+                max_xid: None,
+                xids: Vec::new(),
+                restore_points: Vec::new(),
+                checkpoints: Vec::new(),
+                backup_ends: Vec::new(),
+                end_of_recovery: Vec::new(),
+                error: None,
+                content_digest: String::new(),
+            },
+        }
+    }
+
+    /// The geometry to scan with.
+    pub fn geometry(&self) -> WalGeometry {
+        self.geo
+    }
+
+    /// Takes one record into account.
+    pub fn observe(&mut self, rec: &Record<'_>) {
+        let s = &mut self.s;
+        if rec.lsn < s.start {
+            return; // the end of a record carried over from the previous segment
+        }
+        if s.first_record.is_none() {
+            s.first_record = Some(rec.lsn);
+            s.first_prev = Some(rec.header.prev);
+        }
+        s.last_record = Some(rec.lsn);
+        self.last_end = Some(rec.end);
+        s.records += 1;
+        let kind = match interpret(rec, self.geo.version) {
+            Ok(k) => k,
+            Err(e) => {
+                if s.error.is_none() {
+                    s.error = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        let xact = |s: &mut SegmentSummary, xid: u32, us: i64| {
+            s.first_xact_time_us.get_or_insert(us);
+            s.last_xact_time_us = Some(us);
+            s.min_xid = Some(s.min_xid.map_or(xid, |m| m.min(xid)));
+            s.max_xid = Some(s.max_xid.map_or(xid, |m| m.max(xid)));
+            s.xids.push(xid);
+        };
+        match kind {
+            RecordKind::Commit { xid, time, .. } => {
+                s.commits += 1;
+                xact(s, xid, time.unix_micros());
+            }
+            RecordKind::Abort { xid, time, .. } => {
+                s.aborts += 1;
+                xact(s, xid, time.unix_micros());
+            }
+            RecordKind::RestorePoint { name, time } => s.restore_points.push(RestorePointEntry {
+                name,
+                lsn: rec.lsn,
+                time_us: time.unix_micros(),
+            }),
+            RecordKind::Checkpoint { redo, shutdown } => {
+                s.checkpoints.push(CheckpointEntry { lsn: rec.lsn, redo, shutdown })
+            }
+            RecordKind::BackupEnd { start } => {
+                s.backup_ends.push(BackupEndEntry { lsn: rec.lsn, start })
+            }
+            RecordKind::EndOfRecovery { tli, prev_tli, time } => {
+                s.end_of_recovery.push(EndOfRecoveryEntry {
+                    lsn: rec.lsn,
+                    tli,
+                    prev_tli,
+                    time_us: time.unix_micros(),
+                })
+            }
+            RecordKind::Switch | RecordKind::Other => {}
+        }
+    }
+
+    /// The summary, given how the scan ended and the stored object's digest.
+    pub fn finish(mut self, scan: &SegmentScan, content_digest: String) -> SegmentSummary {
+        let last_end = self.last_end;
+        let s = &mut self.s;
+        s.continuation = scan.skipped_continuation;
+        let seg_end = Lsn(s.start.0 + u64::from(s.seg_size));
+        (s.end_kind, s.end) = match &scan.end {
+            ScanEnd::Switch(_) => (EndKind::Switch, last_end.unwrap_or(s.start)),
+            ScanEnd::Full => (EndKind::Full, seg_end),
+            ScanEnd::Continues(_) => (EndKind::Continues, seg_end),
+            ScanEnd::EndOfWal(l) => (EndKind::EndOfWal, *l),
+        };
+        if let Some(e) = &scan.error {
+            s.error = Some(e.to_string());
+        }
+        s.content_digest = content_digest;
+        self.s
+    }
+}
+
+/// Scans a segment fed frame by frame and builds its summary.
+pub struct SegmentIndexer {
+    scanner: WalScanner,
+    builder: SummaryBuilder,
+}
+
+impl SegmentIndexer {
+    /// An indexer for `name`, whose long page header is `hdr`.
+    pub fn new(name: &WalFileName, hdr: &LongPageHeader) -> Self {
+        let builder = SummaryBuilder::new(name, hdr);
+        SegmentIndexer { scanner: WalScanner::new(hdr.page_addr, builder.geometry()), builder }
+    }
+
+    /// Feeds the next bytes of the segment (consecutive, page-aligned chunks).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let b = &mut self.builder;
+        self.scanner.feed(chunk, |r| b.observe(r));
+    }
+
+    /// The summary of what was fed.
+    pub fn finish(self, content_digest: String) -> SegmentSummary {
+        let scan = self.scanner.finish();
+        self.builder.finish(&scan, content_digest)
+    }
+}

@@ -1,0 +1,548 @@
+//! Reading the archive as a whole: the timeline tree from `.history` files, contiguous ranges and
+//! gaps per timeline from the index, and the full verification of every stored segment (decode,
+//! record CRCs, record chains across segment boundaries, gaps, history consistency, index
+//! agreement). Also rebuilding the index from the stored segments.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{SegmentIndexer, SegmentSummary};
+use crate::error::{Kind, Result, WalrsError};
+use crate::pg::{
+    Carry, LongPageHeader, Lsn, ScanEnd, TimeLineId, TimelineHistory, WalFileKind, WalFileName,
+    WalScanner, WalSegSize, XLogSegNo,
+};
+use crate::repo::{RepoConfig, Repository, layout};
+use crate::storage::Storage;
+
+/// Every WAL object in the repository, by kind.
+#[derive(Default, Debug)]
+pub struct Inventory {
+    /// Segments by timeline, segment number.
+    pub segments: BTreeMap<TimeLineId, BTreeMap<u64, WalFileName>>,
+    /// `.partial` segments.
+    pub partials: Vec<WalFileName>,
+    /// Timeline history files.
+    pub histories: BTreeMap<TimeLineId, WalFileName>,
+    /// Backup history files.
+    pub backups: Vec<WalFileName>,
+}
+
+/// Lists `wal/` (a full listing: only `wal verify` and `wal index --rebuild` need it).
+pub fn inventory(repo: &Repository, seg_size: WalSegSize) -> Result<Inventory> {
+    let mut inv = Inventory::default();
+    for m in repo.storage().list(layout::WAL_PREFIX)? {
+        let m = m?;
+        let Some(base) = m.key.as_str().rsplit('/').next() else { continue };
+        let Ok(name) = WalFileName::parse(base) else { continue };
+        match name.kind() {
+            WalFileKind::Segment => {
+                if let Some(n) = name.segno(seg_size) {
+                    inv.segments.entry(name.timeline()).or_default().insert(n.0, name);
+                }
+            }
+            WalFileKind::Partial => inv.partials.push(name),
+            WalFileKind::History => {
+                inv.histories.insert(name.timeline(), name);
+            }
+            WalFileKind::BackupHistory => inv.backups.push(name),
+        }
+    }
+    Ok(inv)
+}
+
+/// A timeline and where it came from.
+#[derive(Serialize, Clone, Debug)]
+pub struct TimelineInfo {
+    /// The timeline.
+    pub timeline: u32,
+    /// The timeline it branched from, and where.
+    pub parent: Option<u32>,
+    /// The LSN at which it branched off its parent.
+    pub switchpoint: Option<Lsn>,
+    /// The reason PostgreSQL recorded.
+    pub reason: Option<String>,
+    /// Its full ancestry from its history file.
+    pub history: Option<TimelineHistory>,
+}
+
+/// Reads and parses every `.history` file.
+pub fn timelines(repo: &Repository) -> Result<BTreeMap<u32, TimelineInfo>> {
+    let mut out = BTreeMap::new();
+    let prefix = "wal/history/";
+    let names: Vec<String> = repo
+        .storage()
+        .list(prefix)?
+        .filter_map(|m| m.ok())
+        .filter_map(|m| m.key.as_str().strip_prefix(prefix).map(str::to_owned))
+        .collect();
+    for n in names {
+        let Ok(name) = WalFileName::parse(&n) else { continue };
+        let hist = read_history(repo, &name)?;
+        let parent = hist.ancestors.last();
+        out.insert(
+            name.timeline().get(),
+            TimelineInfo {
+                timeline: name.timeline().get(),
+                parent: parent.map(|p| p.tli.get()),
+                switchpoint: parent.map(|p| p.switchpoint),
+                reason: parent.map(|p| p.reason.clone()),
+                history: Some(hist),
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn read_history(repo: &Repository, name: &WalFileName) -> Result<TimelineHistory> {
+    let key = layout::wal_key(name)?;
+    let mut text = Vec::new();
+    repo.open_object(&key, name.as_str())?.copy_to(&mut text)?;
+    TimelineHistory::parse(name.timeline(), &text)
+        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("{name}: {e}")))
+}
+
+/// A contiguous run of segments on one timeline.
+#[derive(Serialize, Clone, Debug)]
+pub struct Range {
+    /// First segment.
+    pub first: String,
+    /// Last segment.
+    pub last: String,
+    /// Number of segments.
+    pub segments: u64,
+    /// LSN of the first byte.
+    pub start: Lsn,
+    /// End of valid WAL in the last segment.
+    pub end: Lsn,
+    /// First commit or abort time in the range.
+    pub first_xact_time: Option<String>,
+    /// Last commit or abort time in the range.
+    pub last_xact_time: Option<String>,
+    /// Commits and aborts.
+    pub commits: u64,
+    /// Segments flagged as damaged by the index.
+    pub damaged: Vec<String>,
+}
+
+/// Missing segments between two ranges.
+#[derive(Serialize, Clone, Debug)]
+pub struct Gap {
+    /// First missing segment.
+    pub first: String,
+    /// Last missing segment.
+    pub last: String,
+    /// How many.
+    pub segments: u64,
+}
+
+/// What the index says about one timeline.
+#[derive(Serialize, Clone, Debug)]
+pub struct TimelineRanges {
+    /// The timeline.
+    pub timeline: u32,
+    /// Its contiguous ranges.
+    pub ranges: Vec<Range>,
+    /// The gaps between them.
+    pub gaps: Vec<Gap>,
+    /// Its `.partial` segments.
+    pub partials: Vec<String>,
+}
+
+fn fmt_time(us: Option<i64>) -> Option<String> {
+    us.map(|u| crate::pg::PgTimestamp::from_unix_micros(u).to_string())
+}
+
+/// Groups summaries into contiguous ranges and gaps per timeline.
+pub fn ranges(
+    summaries: &BTreeMap<(TimeLineId, u64), SegmentSummary>,
+    seg_size: WalSegSize,
+) -> Vec<TimelineRanges> {
+    let mut by_tli: BTreeMap<u32, Vec<&SegmentSummary>> = BTreeMap::new();
+    let mut partials: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for s in summaries.values() {
+        if s.name.ends_with(".partial") {
+            partials.entry(s.timeline).or_default().push(s.name.clone());
+        } else {
+            by_tli.entry(s.timeline).or_default().push(s);
+        }
+    }
+    let mut out = Vec::new();
+    let tlis: BTreeSet<u32> = by_tli.keys().chain(partials.keys()).copied().collect();
+    for tli in tlis {
+        let segs = by_tli.remove(&tli).unwrap_or_default();
+        let mut ranges: Vec<Range> = Vec::new();
+        let mut gaps = Vec::new();
+        let mut prev: Option<u64> = None;
+        for s in segs {
+            let name_of = |n: u64| {
+                TimeLineId::new(tli)
+                    .map(|t| WalFileName::segment(t, XLogSegNo(n), seg_size).to_string())
+                    .unwrap_or_default()
+            };
+            let contiguous = prev.is_some_and(|p| s.segno == p + 1);
+            if let (Some(p), false) = (prev, contiguous) {
+                gaps.push(Gap {
+                    first: name_of(p + 1),
+                    last: name_of(s.segno - 1),
+                    segments: s.segno - p - 1,
+                });
+            }
+            match ranges.last_mut() {
+                Some(r) if contiguous => {
+                    r.last = s.name.clone();
+                    r.segments += 1;
+                    r.end = s.end;
+                    if s.last_xact_time_us.is_some() {
+                        r.last_xact_time = fmt_time(s.last_xact_time_us);
+                    }
+                    if r.first_xact_time.is_none() {
+                        r.first_xact_time = fmt_time(s.first_xact_time_us);
+                    }
+                    r.commits += s.commits + s.aborts;
+                    if s.error.is_some() {
+                        r.damaged.push(s.name.clone());
+                    }
+                }
+                _ => ranges.push(Range {
+                    first: s.name.clone(),
+                    last: s.name.clone(),
+                    segments: 1,
+                    start: s.start,
+                    end: s.end,
+                    first_xact_time: fmt_time(s.first_xact_time_us),
+                    last_xact_time: fmt_time(s.last_xact_time_us),
+                    commits: s.commits + s.aborts,
+                    damaged: s.error.iter().map(|_| s.name.clone()).collect(),
+                }),
+            }
+            prev = Some(s.segno);
+        }
+        out.push(TimelineRanges {
+            timeline: tli,
+            ranges,
+            gaps,
+            partials: partials.remove(&tli).unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// A problem `wal verify` found.
+#[derive(Serialize, Clone, Debug)]
+pub struct Problem {
+    /// `missing`, `corrupt`, `damaged`, `foreign`, `timeline` or `index`.
+    pub kind: &'static str,
+    /// The object or range concerned.
+    pub name: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What `wal verify` found.
+#[derive(Serialize, Debug, Default)]
+pub struct VerifyReport {
+    /// Segments decoded.
+    pub segments: u64,
+    /// Records whose CRC was checked.
+    pub records: u64,
+    /// Timelines looked at.
+    pub timelines: Vec<u32>,
+    /// Problems, in archive order.
+    pub problems: Vec<Problem>,
+}
+
+/// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
+/// first with its decoded long page header. Returns the object's content digest.
+fn decode_stored(
+    repo: &Repository,
+    name: &WalFileName,
+    mut f: impl FnMut(&[u8], Option<&LongPageHeader>) -> Result<()>,
+) -> Result<String> {
+    let key = layout::wal_key(name)?;
+    let mut dec = repo.open_object(&key, name.as_str())?;
+    let mut frame = Vec::new();
+    let mut first = true;
+    while dec.next_frame(&mut frame)? {
+        if first {
+            let h = LongPageHeader::decode(&frame)
+                .map_err(|e| WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}")))?;
+            f(&frame, Some(&h))?;
+            first = false;
+        } else {
+            f(&frame, None)?;
+        }
+    }
+    if first {
+        return Err(WalrsError::new(Kind::Corrupt, "empty object"));
+    }
+    Ok(dec.summary().map(|s| s.sha256_hex()).unwrap_or_default())
+}
+
+fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
+    crate::pg::WalGeometry { seg_size: h.seg_size, blcksz: h.xlog_blcksz, version: h.version }
+}
+
+/// Options of `wal verify`.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Only segments that end at or after this LSN.
+    pub from: Option<Lsn>,
+    /// Only this timeline.
+    pub timeline: Option<TimeLineId>,
+}
+
+/// Verifies every stored segment (or those selected) and the timeline histories.
+pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let seg = cfg.wal_segment_size;
+    let inv = inventory(repo, seg)?;
+    let mut rep = VerifyReport::default();
+    let push = rep_push;
+    let mut problems: Vec<Problem> = Vec::new();
+    // Histories.
+    let mut hist: BTreeMap<TimeLineId, TimelineHistory> = BTreeMap::new();
+    for (tli, name) in &inv.histories {
+        match read_history(repo, name) {
+            Ok(h) => {
+                hist.insert(*tli, h);
+            }
+            Err(e) => problems.push(push(
+                if e.kind == Kind::Corrupt { "corrupt" } else { "timeline" },
+                name.to_string(),
+                e.message,
+            )),
+        }
+    }
+    let lowest = inv.segments.keys().next().copied();
+    for (tli, segs) in &inv.segments {
+        if opts.timeline.is_some_and(|t| t != *tli) {
+            continue;
+        }
+        rep.timelines.push(tli.get());
+        if Some(*tli) != lowest && !hist.contains_key(tli) && tli.get() > 1 {
+            problems.push(push(
+                "timeline",
+                format!("{tli}.history"),
+                format!("timeline {} has segments but no history file", tli.get()),
+            ));
+        }
+        // Where this timeline must start: its branch point from the parent.
+        let first_expected =
+            hist.get(tli).and_then(|h| h.ancestors.last()).map(|p| p.switchpoint.segment(seg).0);
+        let name_of = |n: u64| WalFileName::segment(*tli, XLogSegNo(n), seg).to_string();
+        if let (Some(fe), Some((&first, _))) = (first_expected, segs.iter().next())
+            && first > fe
+            && opts.from.is_none()
+        {
+            problems.push(push(
+                "missing",
+                format!("{} .. {}", name_of(fe), name_of(first - 1)),
+                format!(
+                    "timeline {} begins at {} but its first archived segment is {}",
+                    tli.get(),
+                    name_of(fe),
+                    name_of(first)
+                ),
+            ));
+        }
+        if let Some(h) = hist.get(tli) {
+            for a in &h.ancestors {
+                if !inv.segments.contains_key(&a.tli)
+                    && !hist.contains_key(&a.tli)
+                    && a.tli.get() != 1
+                    && opts.timeline.is_none()
+                {
+                    problems.push(push(
+                        "timeline",
+                        format!("{tli}.history"),
+                        format!("ancestor timeline {} is not in the archive", a.tli.get()),
+                    ));
+                }
+            }
+        }
+        let mut prev_segno: Option<u64> = None;
+        let mut carry: Option<Carry> = None;
+        let mut last_rec: Option<Lsn> = None;
+        for (&segno, name) in segs {
+            let seg_end = Lsn((segno + 1) * seg.bytes());
+            let in_scope = opts.from.is_none_or(|f| seg_end > f);
+            if let Some(p) = prev_segno
+                && segno > p + 1
+                && in_scope
+            {
+                problems.push(push(
+                    "missing",
+                    if segno - p - 1 == 1 {
+                        name_of(p + 1)
+                    } else {
+                        format!("{} .. {}", name_of(p + 1), name_of(segno - 1))
+                    },
+                    format!(
+                        "{} segment(s) missing between {} and {}",
+                        segno - p - 1,
+                        name_of(p),
+                        name.as_str()
+                    ),
+                ));
+                carry = None;
+                last_rec = None;
+            }
+            if segno > prev_segno.map_or(segno, |p| p + 1) {
+                carry = None;
+                last_rec = None;
+            }
+            prev_segno = Some(segno);
+            if !in_scope {
+                carry = None;
+                last_rec = None;
+                continue;
+            }
+            let incoming = carry.take();
+            let had_carry = incoming.is_some();
+            let mut records = 0u64;
+            let mut scanner: Option<WalScanner> = None;
+            let result = decode_stored(repo, name, |frame, hdr| {
+                if let Some(h) = hdr {
+                    if h.system_id != cfg.system_identifier {
+                        return Err(WalrsError::new(
+                            Kind::ForeignCluster,
+                            format!(
+                                "holds WAL of system {} (the repository's is {})",
+                                h.system_id, cfg.system_identifier
+                            ),
+                        ));
+                    }
+                    if h.segno().0 != segno {
+                        return Err(WalrsError::new(
+                            Kind::Corrupt,
+                            format!("holds the segment starting at {}", h.page_addr),
+                        ));
+                    }
+                    if h.tli > *tli {
+                        return Err(WalrsError::new(
+                            Kind::Corrupt,
+                            format!("holds WAL of timeline {}", h.tli.get()),
+                        ));
+                    }
+                    let mut sc = WalScanner::new(h.page_addr, geometry(h));
+                    sc.resume(incoming.clone(), last_rec);
+                    scanner = Some(sc);
+                }
+                if let Some(sc) = scanner.as_mut() {
+                    sc.feed(frame, |_| records += 1);
+                }
+                Ok(())
+            });
+            rep.segments += 1;
+            match result {
+                Err(e) => {
+                    let kind = match e.kind {
+                        Kind::ForeignCluster => "foreign",
+                        Kind::NotFound => "missing",
+                        _ => "corrupt",
+                    };
+                    problems.push(push(kind, name.to_string(), e.message));
+                }
+                Ok(digest) => {
+                    let Some(sc) = scanner.take() else { continue };
+                    rep.records += records;
+                    last_rec = sc.last_record();
+                    let scan = sc.finish();
+                    if let Some(e) = &scan.error {
+                        let what = if had_carry && e.to_string().contains("does not continue") {
+                            "the record chain breaks at the segment boundary: "
+                        } else {
+                            ""
+                        };
+                        problems.push(push("damaged", name.to_string(), format!("{what}{e}")));
+                    }
+                    match scan.end {
+                        ScanEnd::Continues(c) => carry = Some(c),
+                        ScanEnd::EndOfWal(at) if segs.range(segno + 1..).next().is_some() => {
+                            problems.push(push(
+                                "damaged",
+                                name.to_string(),
+                                format!("valid WAL ends at {at}, but later segments exist"),
+                            ));
+                        }
+                        _ => {}
+                    }
+                    // The index must describe this very object.
+                    match super::load_summary(repo, name) {
+                        Ok(Some(s)) if s.content_digest == digest => {}
+                        Ok(Some(_)) => problems.push(push("index", name.to_string(), "the index entry describes other content (run `walrs wal index --rebuild`)".into())),
+                        Ok(None) => problems.push(push("index", name.to_string(), "no index entry (run `walrs wal index --rebuild`)".into())),
+                        Err(e) => problems.push(push("index", name.to_string(), e.message)),
+                    }
+                }
+            }
+        }
+    }
+    // Histories must not contradict each other: every ancestor entry of a timeline appears with
+    // the same switch point in the histories of its descendants.
+    for (tli, h) in &hist {
+        for (child, ch) in &hist {
+            if child <= tli {
+                continue;
+            }
+            if ch.ancestors.iter().any(|a| a.tli == *tli) {
+                for a in &h.ancestors {
+                    if let Some(b) = ch.ancestors.iter().find(|b| b.tli == a.tli)
+                        && b.switchpoint != a.switchpoint
+                    {
+                        problems.push(push(
+                            "timeline",
+                            format!("{child}.history"),
+                            format!(
+                                "says timeline {} ended at {}, {tli}.history says {}",
+                                a.tli.get(),
+                                b.switchpoint,
+                                a.switchpoint
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    rep.problems = problems;
+    Ok(rep)
+}
+
+fn rep_push(kind: &'static str, name: String, detail: String) -> Problem {
+    Problem { kind, name, detail }
+}
+
+/// Rebuilds every segment summary from the stored segments, then the roll-ups.
+pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
+    let seg = cfg.wal_segment_size;
+    let inv = inventory(repo, seg)?;
+    let encrypt = cfg.encryption.is_some();
+    let mut n = 0u64;
+    let names: Vec<&WalFileName> =
+        inv.segments.values().flat_map(|m| m.values()).chain(inv.partials.iter()).collect();
+    for name in names {
+        let mut ix: Option<SegmentIndexer> = None;
+        let r = decode_stored(repo, name, |frame, hdr| {
+            if let Some(h) = hdr {
+                ix = Some(SegmentIndexer::new(name, h));
+            }
+            if let Some(i) = ix.as_mut() {
+                i.feed(frame);
+            }
+            Ok(())
+        });
+        match (r, ix) {
+            (Ok(digest), Some(i)) => {
+                super::store_summary(repo, &i.finish(digest), encrypt)?;
+                n += 1;
+            }
+            (Err(e), _) => tracing::warn!("{name}: not indexed: {e}"),
+            (Ok(_), None) => {}
+        }
+    }
+    super::drop_rollups(repo)?;
+    super::load_all(repo, seg, encrypt)?;
+    Ok(n)
+}
