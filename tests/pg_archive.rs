@@ -88,6 +88,22 @@ fn archive_and_recover(compression: &str, encrypted: bool, s3: Option<&S3Server>
     );
     assert!(leftovers(&out_dir).is_empty());
 
+    // The index built by push agrees: one contiguous range up to the last archived segment, and
+    // every stored segment verifies (record CRCs, chains across segments, index digests).
+    let run = |args: &[&str]| {
+        let mut cmd = walrs(Path::new("/unused")).args(args);
+        for (k, v) in &vars {
+            cmd = cmd.env(k, v);
+        }
+        cmd.run()
+    };
+    let list = run(&["wal", "list", "--json"]);
+    list.expect_code(0);
+    let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(j[0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
+    assert_eq!(j[0]["ranges"][0]["last"], last.as_str(), "{}", list.stdout);
+    run(&["wal", "verify"]).expect_code(0);
+
     // Recovery from the base backup, every segment through walrs fetch.
     let restore = format!("{env}{walrs_bin} fetch %f %p");
     let mut b = PgCluster::with_data(
