@@ -117,12 +117,16 @@ pub fn load_all(
     let mut out = BTreeMap::new();
     for g in repo.storage().list_prefixes(SEG_PREFIX)? {
         let gname = format!("index-group:{g}");
-        let mut rollup: GroupRollup =
-            read_json(repo, &group_key(&g)?, &gname)?.unwrap_or_else(|| GroupRollup {
-                format_version: FORMAT_VERSION,
-                group: g.clone(),
-                segments: BTreeMap::new(),
-            });
+        // A damaged roll-up is only a cache: rebuild it from the summaries.
+        let cached = read_json(repo, &group_key(&g)?, &gname).unwrap_or_else(|e| {
+            tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
+            None
+        });
+        let mut rollup: GroupRollup = cached.unwrap_or_else(|| GroupRollup {
+            format_version: FORMAT_VERSION,
+            group: g.clone(),
+            segments: BTreeMap::new(),
+        });
         if (rollup.segments.len() as u64) < per_group {
             let mut added = 0usize;
             let names: Vec<String> = repo
@@ -136,10 +140,19 @@ pub fn load_all(
                     continue;
                 }
                 let Ok(wal) = WalFileName::parse(&name) else { continue };
-                if let Some(mut s) = load_summary(repo, &wal)? {
-                    s.xids.clear();
-                    rollup.segments.insert(name, s);
-                    added += 1;
+                match load_summary(repo, &wal) {
+                    Ok(Some(mut s)) => {
+                        s.xids.clear();
+                        rollup.segments.insert(name, s);
+                        added += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) if e.kind == Kind::Corrupt => {
+                        tracing::warn!(
+                            "index entry of {name} is unreadable ({e}); run `walrs wal index --rebuild`"
+                        );
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if added > 0

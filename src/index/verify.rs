@@ -79,7 +79,14 @@ pub fn timelines(repo: &Repository) -> Result<BTreeMap<u32, TimelineInfo>> {
         .collect();
     for n in names {
         let Ok(name) = WalFileName::parse(&n) else { continue };
-        let hist = read_history(repo, &name)?;
+        let hist = match read_history(repo, &name) {
+            Ok(h) => h,
+            Err(e) if e.kind == Kind::Corrupt => {
+                tracing::warn!("{name} is unreadable ({e}); `walrs wal verify` reports it");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let parent = hist.ancestors.last();
         out.insert(
             name.timeline().get(),
