@@ -47,8 +47,10 @@ pub enum Kind {
     Io,
     /// A bug in walrs.
     Internal,
-    /// `wal verify` (or a later `backup verify`) found problems.
+    /// `wal verify` or `backup verify` found problems.
     VerifyFailed,
+    /// The recovery target cannot be proven reachable from the archive.
+    Unreachable,
 }
 
 /// An error with its kind, a message and optional guidance.

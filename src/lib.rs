@@ -6,6 +6,7 @@
 //! arguments, files and environment into a validated context. See docs/ for the formats.
 
 pub mod archive;
+pub mod backup;
 pub mod cleanup;
 pub mod cli;
 pub mod codec;
@@ -14,6 +15,8 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod pg;
+pub mod recovery;
+pub mod replication;
 pub mod repo;
 pub mod storage;
 pub mod timefmt;

@@ -14,8 +14,8 @@ pub use push::{PushOptions, PushOutcome, push};
 use crate::error::{Kind, WalrsError};
 use crate::storage::StorageError;
 
-/// Turns a local I/O error (on the WAL file or the destination, not the repository) into an error.
-pub(crate) fn local_io(what: &str, path: &std::path::Path, e: &std::io::Error) -> WalrsError {
+/// Turns a local I/O error (on a local file, not the repository) into an error.
+pub fn local_io(what: &str, path: &std::path::Path, e: &std::io::Error) -> WalrsError {
     let kind = WalrsError::from(StorageError::from_io("", "", e)).kind;
     let kind = match kind {
         Kind::NotFound => Kind::InvalidInput,

@@ -47,8 +47,10 @@ pub enum ExitCode {
     Io = 16,
     /// The object store rejected the credentials or the request signature.
     Auth = 17,
-    /// A verification (`wal verify`) found problems; each is printed on stdout.
+    /// A verification (`wal verify`, `backup verify`) found problems; each is printed on stdout.
     VerifyFailed = 18,
+    /// `restore`: the recovery target cannot be proven reachable; nothing was written.
+    Unreachable = 19,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -77,6 +79,7 @@ impl ExitCode {
             Kind::Io => ExitCode::Io,
             Kind::Auth => ExitCode::Auth,
             Kind::VerifyFailed => ExitCode::VerifyFailed,
+            Kind::Unreachable => ExitCode::Unreachable,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -113,6 +116,7 @@ mod tests {
             Kind::Internal,
             Kind::Auth,
             Kind::VerifyFailed,
+            Kind::Unreachable,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

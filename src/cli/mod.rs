@@ -73,6 +73,12 @@ pub enum Command {
     Wal(commands::wal::Args),
     /// The timeline tree from the archived history files.
     Timeline(commands::timeline::Args),
+    /// Take a base backup over the replication protocol; prints its id.
+    Basebackup(commands::basebackup::Args),
+    /// The backup catalogue: list, show, verify.
+    Backup(commands::backup::Args),
+    /// Plan and perform a point-in-time restore into a new data directory.
+    Restore(commands::restore::Args),
 }
 
 /// The resolved context a command runs with.
@@ -148,6 +154,9 @@ where
             _ => ("wal", commands::wal::DEFAULT_LONG_TIMEOUT, None),
         },
         Command::Timeline(_) => ("timeline", commands::wal::DEFAULT_TIMEOUT, None),
+        Command::Basebackup(_) => ("basebackup", commands::basebackup::DEFAULT_TIMEOUT, None),
+        Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
+        Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
     let is_fetch = matches!(cli.command, Command::Fetch(_));
@@ -200,6 +209,9 @@ where
         "push" => tracing::error_span!("walrs push"),
         "fetch" => tracing::error_span!("walrs fetch"),
         "wal" => tracing::error_span!("walrs wal"),
+        "basebackup" => tracing::error_span!("walrs basebackup"),
+        "backup" => tracing::error_span!("walrs backup"),
+        "restore" => tracing::error_span!("walrs restore"),
         _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
@@ -219,6 +231,9 @@ where
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
         Command::Wal(a) => commands::wal::run(&ctx, a),
         Command::Timeline(a) => commands::timeline::run(&ctx, a),
+        Command::Basebackup(a) => commands::basebackup::run(&ctx, a),
+        Command::Backup(a) => commands::backup::run(&ctx, a),
+        Command::Restore(a) => commands::restore::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

@@ -1,0 +1,535 @@
+//! Base backups: streaming `BASE_BACKUP` into repository objects, the backup manifest (the commit
+//! point), the catalogue, and verification against PostgreSQL's own backup manifest.
+//!
+//! Layout (docs/format/backup.md): `backups/<id>/<archive>/<NNNNNN>` chunk objects, each a run of
+//! whole tar entries of one archive (`base.tar`, `<oid>.tar`) cut as the stream arrives;
+//! `backups/<id>/backup_manifest`, PostgreSQL's manifest byte for byte; and
+//! `backups/<id>/manifest.json`, written last, only once the WAL from the backup's start to its
+//! stop is in the repository. A backup without `manifest.json` never happened.
+
+pub mod restore;
+pub mod tar;
+
+use std::io::Read;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Compression, Decoder};
+use crate::error::{Kind, Result, WalrsError};
+use crate::pg::{Lsn, PgMajorVersion, SystemId, TimeLineId, WalFileName};
+use crate::replication::basebackup::{BackupOptions, BaseBackup, Event, Tablespace};
+use crate::replication::{ConnParams, ReplConn};
+use crate::repo::{PutNew, RepoConfig, Repository, layout};
+use crate::storage::{ObjectKey, Storage};
+
+use tar::{FileEntry, TarTracker};
+
+/// Prefix of everything a backup stores.
+pub const PREFIX: &str = "backups/";
+/// Format version of `manifest.json`.
+pub const FORMAT_VERSION: u32 = 1;
+/// Plaintext bytes after which a chunk object ends at the next tar entry boundary.
+pub const CHUNK_BYTES: u64 = 64 << 20;
+
+/// One stored piece of an archive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Its key.
+    pub key: String,
+    /// Tar bytes it holds.
+    pub plain_len: u64,
+    /// Bytes stored.
+    pub stored_len: u64,
+    /// Content digest.
+    pub digest: String,
+}
+
+/// One tar archive of the backup (the data directory or a tablespace).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Archive {
+    /// `base.tar` or `<oid>.tar`.
+    pub name: String,
+    /// The tablespace's OID, `None` for the data directory.
+    pub tablespace_oid: Option<u32>,
+    /// The tablespace's location on the server.
+    pub location: Option<String>,
+    /// Its chunks, in order.
+    pub chunks: Vec<Chunk>,
+    /// Regular files with sizes and CRC-32C.
+    pub files: Vec<FileEntry>,
+}
+
+/// `manifest.json`: a complete, restorable backup.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct BackupManifest {
+    /// Format version.
+    pub format_version: u32,
+    /// The backup's id (`20261121T140307Z`).
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// The cluster.
+    pub system_identifier: SystemId,
+    /// Its major version.
+    pub pg_version: PgMajorVersion,
+    /// Timeline at the start.
+    pub timeline: TimeLineId,
+    /// Start LSN (redo point of the backup's checkpoint).
+    pub start_lsn: Lsn,
+    /// Stop LSN: recovery must replay at least to here.
+    pub stop_lsn: Lsn,
+    /// Timeline at the stop.
+    pub stop_timeline: TimeLineId,
+    /// Wall-clock start (RFC 3339) and Unix microseconds.
+    pub start_time: String,
+    /// Wall-clock stop.
+    pub stop_time: String,
+    /// Stop time in Unix microseconds.
+    pub stop_time_us: i64,
+    /// The first and last WAL segment the backup needs.
+    pub first_wal: String,
+    /// See `first_wal`.
+    pub last_wal: String,
+    /// The archives.
+    pub archives: Vec<Archive>,
+    /// PostgreSQL's backup manifest object.
+    pub pg_manifest_key: String,
+    /// Plaintext bytes of all archives.
+    pub bytes: u64,
+    /// Bytes stored.
+    pub stored_bytes: u64,
+    /// Compression of the chunks.
+    pub compression: String,
+    /// Whether the objects are encrypted.
+    pub encrypted: bool,
+}
+
+fn key(s: String) -> Result<ObjectKey> {
+    Ok(ObjectKey::new(s)?)
+}
+
+/// The key of a backup's `manifest.json`.
+pub fn manifest_key(id: &str) -> Result<ObjectKey> {
+    key(format!("{PREFIX}{id}/manifest.json"))
+}
+
+/// Reads a backup's manifest; `None` if the backup is incomplete or unknown.
+pub fn load_manifest(repo: &Repository, id: &str) -> Result<Option<BackupManifest>> {
+    let k = manifest_key(id)?;
+    let dec = match repo.open_object(&k, k.as_str()) {
+        Ok(d) => d,
+        Err(e) if e.kind == Kind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut json = Vec::new();
+    dec.copy_to(&mut json)?;
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("backup {id}: manifest.json: {e}")))
+}
+
+/// Every complete backup, oldest first, and the ids of incomplete ones.
+pub fn catalogue(repo: &Repository) -> Result<(Vec<BackupManifest>, Vec<String>)> {
+    let mut done = Vec::new();
+    let mut incomplete = Vec::new();
+    for id in repo.storage().list_prefixes(PREFIX)? {
+        match load_manifest(repo, &id)? {
+            Some(m) => done.push(m),
+            None => incomplete.push(id),
+        }
+    }
+    done.sort_by(|a, b| a.stop_lsn.cmp(&b.stop_lsn).then(a.id.cmp(&b.id)));
+    Ok((done, incomplete))
+}
+
+/// Options of `walrs basebackup`.
+#[derive(Clone, Debug)]
+pub struct TakeOptions {
+    /// Immediate checkpoint.
+    pub fast_checkpoint: bool,
+    /// Compression of the chunks.
+    pub compression: Compression,
+    /// How long to wait for the WAL the backup needs to reach the repository.
+    pub wal_wait: Duration,
+    /// Timeout of each socket read or write.
+    pub io_timeout: Duration,
+    /// Deadline of the whole backup.
+    pub deadline: Instant,
+}
+
+/// Feeds one archive's tar stream, chunk by chunk, from the `BASE_BACKUP` events.
+struct ArchiveReader<'a, 'c> {
+    bb: &'a mut BaseBackup<'c>,
+    tracker: &'a mut TarTracker,
+    pending: Vec<u8>,
+    at: usize,
+    chunk_bytes: u64,
+    /// The archive ended; the event that followed it.
+    next: Option<Event>,
+    ended: bool,
+    error: Option<WalrsError>,
+    last_progress: Instant,
+}
+
+impl Read for ArchiveReader<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.ended {
+                return Ok(0);
+            }
+            if self.at < self.pending.len() {
+                let mut n = out.len().min(self.pending.len() - self.at);
+                if self.chunk_bytes >= CHUNK_BYTES {
+                    if self.tracker.at_boundary() {
+                        return Ok(0); // this chunk ends here; the next one continues
+                    }
+                    n = n.min(
+                        usize::try_from(self.tracker.to_next_boundary()).unwrap_or(usize::MAX),
+                    );
+                }
+                let src = self.pending.get(self.at..self.at + n).unwrap_or_default();
+                self.tracker.feed(src);
+                out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+                self.at += n;
+                self.chunk_bytes += n as u64;
+                return Ok(n);
+            }
+            match self.bb.next_event() {
+                Ok(Some(Event::Data(d))) => {
+                    self.pending = d;
+                    self.at = 0;
+                }
+                Ok(Some(Event::Progress(p))) => {
+                    if self.last_progress.elapsed() > Duration::from_secs(10) {
+                        tracing::info!("base backup: {} MiB received", p >> 20);
+                        self.last_progress = Instant::now();
+                    }
+                }
+                Ok(other) => {
+                    self.next = other;
+                    self.ended = true;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
+fn backup_id(repo: &Repository) -> Result<String> {
+    let base = crate::timefmt::rfc3339_utc(SystemTime::now()).replace(['-', ':'], "");
+    let mut id = base.clone();
+    for n in 2.. {
+        if repo.storage().list(&format!("{PREFIX}{id}/"))?.next().is_none() {
+            break;
+        }
+        id = format!("{base}-{n}");
+    }
+    Ok(id)
+}
+
+/// Takes a base backup of the server described by `conn` into `repo`.
+pub fn take(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    conn: &ConnParams,
+    opts: &TakeOptions,
+) -> Result<BackupManifest> {
+    let id = backup_id(repo)?;
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let mut c = ReplConn::connect(conn, opts.io_timeout, opts.deadline)?;
+    let sys = c.identify_system()?;
+    if sys.system_id != cfg.system_identifier {
+        return Err(WalrsError::new(
+            Kind::ForeignCluster,
+            format!(
+                "{conn} is system {}, the repository holds system {}",
+                sys.system_id, cfg.system_identifier
+            ),
+        ));
+    }
+    if c.server_major() != Some(cfg.pg_version.number()) {
+        return Err(WalrsError::new(
+            Kind::ForeignCluster,
+            format!(
+                "{conn} runs PostgreSQL {:?}, the repository holds PostgreSQL {}",
+                c.server_major(),
+                cfg.pg_version
+            ),
+        ));
+    }
+    tracing::info!("base backup {id} of system {} starting", sys.system_id);
+    let label = format!("walrs {id}");
+    let mut bb = BaseBackup::start(
+        &mut c,
+        &BackupOptions {
+            label: label.clone(),
+            fast_checkpoint: opts.fast_checkpoint,
+            wait_for_archive: true,
+        },
+    )?;
+    let encrypt = cfg.encryption.is_some();
+    let (mut start, mut stop) = (None, None);
+    let mut tablespaces: Vec<Tablespace> = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    let mut pg_manifest: Vec<u8> = Vec::new();
+    let (mut bytes, mut stored) = (0u64, 0u64);
+    let mut ev = bb.next_event()?;
+    while let Some(e) = ev.take() {
+        match e {
+            Event::Start { lsn, tli } => start = Some((lsn, tli)),
+            Event::Tablespaces(t) => tablespaces = t,
+            Event::Archive { name, path } => {
+                let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
+                let mut tracker = TarTracker::default();
+                let mut chunks = Vec::new();
+                let mut reader = ArchiveReader {
+                    bb: &mut bb,
+                    tracker: &mut tracker,
+                    pending: Vec::new(),
+                    at: 0,
+                    chunk_bytes: 0,
+                    next: None,
+                    ended: false,
+                    error: None,
+                    last_progress: Instant::now(),
+                };
+                for n in 0u32.. {
+                    let k = key(format!("{PREFIX}{id}/{name}/{n:06}"))?;
+                    reader.chunk_bytes = 0;
+                    let put = repo.put_new(&k, k.as_str(), &mut reader, opts.compression, encrypt);
+                    if let Some(e) = reader.error.take() {
+                        return Err(e);
+                    }
+                    match put? {
+                        PutNew::Created(s) => {
+                            if s.plain_len > 0 || n == 0 {
+                                chunks.push(Chunk {
+                                    key: k.to_string(),
+                                    plain_len: s.plain_len,
+                                    stored_len: s.stored_len,
+                                    digest: s.sha256_hex(),
+                                });
+                                bytes += s.plain_len;
+                                stored += s.stored_len;
+                            } else {
+                                repo.storage().delete(&k)?;
+                            }
+                        }
+                        PutNew::Exists => {
+                            return Err(WalrsError::new(
+                                Kind::Mismatch,
+                                format!("{k} already exists"),
+                            ));
+                        }
+                    }
+                    if reader.ended {
+                        break;
+                    }
+                }
+                ev = reader.next.take();
+                if let Some(err) = tracker.error.take() {
+                    return Err(WalrsError::new(Kind::Io, format!("{name}: {err}")));
+                }
+                let location = (!path.is_empty()).then_some(path);
+                archives.push(Archive {
+                    name,
+                    tablespace_oid: oid,
+                    location,
+                    chunks,
+                    files: std::mem::take(&mut tracker.files),
+                });
+                continue;
+            }
+            Event::ManifestStart | Event::Data(_) | Event::Progress(_) => {}
+            Event::ManifestData(d) => pg_manifest.extend_from_slice(&d),
+            Event::End { lsn, tli } => stop = Some((lsn, tli)),
+        }
+        ev = bb.next_event()?;
+    }
+    drop(c);
+    let (start_lsn, tli) =
+        start.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no start position"))?;
+    let (stop_lsn, stop_tli) =
+        stop.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no stop position"))?;
+    let _ = tablespaces;
+    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
+    repo.put_new(&pg_key, pg_key.as_str(), pg_manifest.as_slice(), Compression::Zstd(3), encrypt)?;
+
+    // Complete only once the WAL from start to stop is in the repository.
+    let seg = cfg.wal_segment_size;
+    let first = WalFileName::segment(tli, start_lsn.segment(seg), seg);
+    let last = WalFileName::segment(stop_tli, Lsn(stop_lsn.0.saturating_sub(1)).segment(seg), seg);
+    wait_for_wal(
+        repo,
+        tli,
+        start_lsn,
+        stop_tli,
+        stop_lsn,
+        seg,
+        opts.wal_wait.min(opts.deadline.saturating_duration_since(Instant::now())),
+    )?;
+
+    let now = SystemTime::now();
+    let m = BackupManifest {
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        label,
+        system_identifier: sys.system_id,
+        pg_version: cfg.pg_version,
+        timeline: tli,
+        start_lsn,
+        stop_lsn,
+        stop_timeline: stop_tli,
+        start_time: crate::timefmt::rfc3339_utc(started),
+        stop_time: crate::timefmt::rfc3339_utc(now),
+        stop_time_us: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0),
+        first_wal: first.to_string(),
+        last_wal: last.to_string(),
+        archives,
+        pg_manifest_key: pg_key.to_string(),
+        bytes,
+        stored_bytes: stored,
+        compression: opts.compression.to_string(),
+        encrypted: encrypt,
+    };
+    let json = serde_json::to_vec_pretty(&m)
+        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    let mk = manifest_key(&id)?;
+    match repo.put_new(&mk, mk.as_str(), json.as_slice(), Compression::Zstd(3), encrypt)? {
+        PutNew::Created(_) => {}
+        PutNew::Exists => {
+            return Err(WalrsError::new(Kind::Mismatch, format!("{mk} already exists")));
+        }
+    }
+    tracing::info!(
+        "base backup {id} complete: {} MiB in {} archive(s), stored {} MiB, {start_lsn} .. {stop_lsn}, {:.1} s",
+        bytes >> 20,
+        m.archives.len(),
+        stored >> 20,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(m)
+}
+
+/// Waits until every segment from `start` (on `tli`) to `stop` (on `stop_tli`) is stored.
+fn wait_for_wal(
+    repo: &Repository,
+    tli: TimeLineId,
+    start: Lsn,
+    stop_tli: TimeLineId,
+    stop: Lsn,
+    seg: crate::pg::WalSegSize,
+    wait: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    let first = start.segment(seg).0;
+    let last = Lsn(stop.0.saturating_sub(1)).segment(seg).0;
+    let mut said = false;
+    for n in first..=last {
+        let t = if n == last { stop_tli } else { tli };
+        let name = WalFileName::segment(t, crate::pg::XLogSegNo(n), seg);
+        let k = layout::wal_key(&name)?;
+        loop {
+            if repo.storage().head(&k)?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(WalrsError::new(
+                    Kind::Timeout,
+                    format!("{name}, needed by the backup, did not reach the repository within {} s", wait.as_secs()),
+                )
+                .hint("check archive_command (it must push to this repository); the backup was not marked complete"));
+            }
+            if !said {
+                tracing::info!(
+                    "waiting for {name} to be archived (the backup is complete only with its WAL)"
+                );
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
+/// Problems `backup verify` found, one line each.
+pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    // Every chunk decodes and re-yields the files recorded at backup time.
+    let mut seen: std::collections::BTreeMap<String, FileEntry> = std::collections::BTreeMap::new();
+    for a in &m.archives {
+        let mut t = TarTracker::default();
+        for c in &a.chunks {
+            let k = key(c.key.clone())?;
+            let dec = match repo.open_object(&k, k.as_str()) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", c.key));
+                    continue;
+                }
+            };
+            let mut frame = Vec::new();
+            let mut d: Decoder<_> = dec;
+            loop {
+                match d.next_frame(&mut frame) {
+                    Ok(true) => t.feed(&frame),
+                    Ok(false) => break,
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", c.key));
+                        break;
+                    }
+                }
+            }
+            if let Some(s) = d.summary()
+                && s.sha256_hex() != c.digest
+            {
+                problems.push(format!("{}: content differs from the manifest", c.key));
+            }
+        }
+        let prefix = match a.tablespace_oid {
+            Some(oid) => format!("pg_tblspc/{oid}/"),
+            None => String::new(),
+        };
+        for f in t.files {
+            seen.insert(format!("{prefix}{}", f.path), f);
+        }
+    }
+    // Against PostgreSQL's own manifest.
+    let pk = key(m.pg_manifest_key.clone())?;
+    let mut json = Vec::new();
+    repo.open_object(&pk, pk.as_str())?.copy_to(&mut json)?;
+    let pgm: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+        WalrsError::new(Kind::Corrupt, format!("{}: not JSON: {e}", m.pg_manifest_key))
+    })?;
+    let files = pgm.get("Files").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+    for f in files {
+        let path = f.get("Path").and_then(|p| p.as_str()).unwrap_or_default();
+        let size = f.get("Size").and_then(|s| s.as_u64()).unwrap_or(0);
+        let Some(ours) = seen.get(path) else {
+            problems.push(format!("{path}: in PostgreSQL's manifest but not in the backup"));
+            continue;
+        };
+        if ours.size != size {
+            problems
+                .push(format!("{path}: {} bytes, PostgreSQL's manifest says {size}", ours.size));
+        }
+        if f.get("Checksum-Algorithm").and_then(|a| a.as_str()) == Some("CRC32C") {
+            let want = f.get("Checksum").and_then(|c| c.as_str()).unwrap_or_default();
+            let got: String =
+                ours.crc32c.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            if !want.eq_ignore_ascii_case(&got) {
+                problems.push(format!("{path}: CRC-32C {got}, PostgreSQL's manifest says {want}"));
+            }
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,170 @@
+//! `walrs backup list | show | verify`: the catalogue of complete backups and their integrity.
+//! See docs/commands/backup.md.
+
+use crate::backup;
+use crate::cli::Ctx;
+use crate::error::{Kind, Result, WalrsError};
+
+/// Arguments of `walrs backup`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// `walrs backup` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// Complete backups, oldest first (incomplete ones are listed with --all).
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Also list backups without a manifest (interrupted; never restorable).
+        #[arg(long)]
+        all: bool,
+    },
+    /// One backup's manifest.
+    Show {
+        /// The backup id.
+        id: String,
+        /// Machine-readable output (the whole manifest).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every object of a backup and check every file against PostgreSQL's backup
+    /// manifest. Exit 18 if anything is wrong.
+    Verify {
+        /// The backup id.
+        id: String,
+    },
+}
+
+fn load(repo: &crate::repo::Repository, id: &str) -> Result<backup::BackupManifest> {
+    backup::load_manifest(repo, id)?.ok_or_else(|| {
+        WalrsError::new(Kind::NotFound, format!("no complete backup {id} in {}", repo.describe()))
+    })
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let repo = ctx.open_repo()?;
+    repo.require_config()?;
+    match args.action {
+        Action::List { json, all } => {
+            let (done, incomplete) = backup::catalogue(&repo)?;
+            if json {
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    id: &'a str,
+                    timeline: u32,
+                    start_lsn: String,
+                    stop_lsn: String,
+                    stop_time: &'a str,
+                    bytes: u64,
+                    stored_bytes: u64,
+                    first_wal: &'a str,
+                    last_wal: &'a str,
+                }
+                let rows: Vec<Row<'_>> = done
+                    .iter()
+                    .map(|m| Row {
+                        id: &m.id,
+                        timeline: m.timeline.get(),
+                        start_lsn: m.start_lsn.to_string(),
+                        stop_lsn: m.stop_lsn.to_string(),
+                        stop_time: &m.stop_time,
+                        bytes: m.bytes,
+                        stored_bytes: m.stored_bytes,
+                        first_wal: &m.first_wal,
+                        last_wal: &m.last_wal,
+                    })
+                    .collect();
+                let v = serde_json::json!({ "backups": rows, "incomplete": if all { incomplete.clone() } else { vec![] } });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v)
+                        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
+                );
+                return Ok(());
+            }
+            for m in &done {
+                println!(
+                    "{}  timeline {}  {} .. {}  ended {}  {} MiB (stored {} MiB)",
+                    m.id,
+                    m.timeline.get(),
+                    m.start_lsn,
+                    m.stop_lsn,
+                    m.stop_time,
+                    m.bytes >> 20,
+                    m.stored_bytes >> 20
+                );
+            }
+            if all {
+                for id in &incomplete {
+                    println!("{id}  incomplete (no manifest: not restorable)");
+                }
+            }
+            Ok(())
+        }
+        Action::Show { id, json } => {
+            let m = load(&repo, &id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&m)
+                        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
+                );
+                return Ok(());
+            }
+            println!("backup {}  ({})", m.id, m.label);
+            println!(
+                "  system {}  PostgreSQL {}  timeline {}",
+                m.system_identifier,
+                m.pg_version,
+                m.timeline.get()
+            );
+            println!(
+                "  start {} at {}  stop {} at {}",
+                m.start_lsn, m.start_time, m.stop_lsn, m.stop_time
+            );
+            println!("  WAL needed {} .. {}", m.first_wal, m.last_wal);
+            for a in &m.archives {
+                println!(
+                    "  {}{}: {} file(s) in {} chunk(s)",
+                    a.name,
+                    a.location.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
+                    a.files.len(),
+                    a.chunks.len()
+                );
+            }
+            println!(
+                "  {} MiB, stored {} MiB ({}{})",
+                m.bytes >> 20,
+                m.stored_bytes >> 20,
+                m.compression,
+                if m.encrypted { ", encrypted" } else { "" }
+            );
+            Ok(())
+        }
+        Action::Verify { id } => {
+            let m = load(&repo, &id)?;
+            let problems = backup::verify(&repo, &m)?;
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "backup {id}: every object readable, every file matches PostgreSQL's manifest"
+                );
+                Ok(())
+            } else {
+                Err(WalrsError::new(
+                    Kind::VerifyFailed,
+                    format!("backup {id}: {} problem(s)", problems.len()),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `walrs basebackup`: a base backup over the replication protocol into the repository; prints
+//! the backup id. See docs/commands/basebackup.md.
+
+use std::time::{Duration, Instant};
+
+use crate::backup::{self, TakeOptions};
+use crate::cli::Ctx;
+use crate::error::Result;
+use crate::replication::ConnParams;
+
+/// Default deadline of a base backup.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Arguments of `walrs basebackup`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Connection string (`host=... port=... user=...` or a postgresql:// URI); defaults to
+    /// libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE).
+    #[arg(long, short = 'd', value_name = "CONNSTR")]
+    pub dbname: Option<String>,
+    /// Use a spread checkpoint instead of an immediate one.
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// How long to wait for the WAL the backup needs to reach the repository.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::config::parse_duration)]
+    pub wal_wait: Duration,
+    /// Timeout of each read from or write to the server.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
+    pub io_timeout: Duration,
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let repo = ctx.open_repo()?;
+    let cfg = repo.require_config()?;
+    let env = |k: &str| std::env::var(k).ok();
+    let conn = ConnParams::resolve(args.dbname.as_deref(), &env)?;
+    let compression = match ctx.settings.compression {
+        Some(c) => c,
+        None => cfg.compression().unwrap_or_default(),
+    };
+    let opts = TakeOptions {
+        fast_checkpoint: !args.spread_checkpoint,
+        compression,
+        wal_wait: args.wal_wait,
+        io_timeout: args.io_timeout,
+        deadline: ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT),
+    };
+    let m = backup::take(&repo, &cfg, &conn, &opts)?;
+    println!("{}", m.id);
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! `walrs restore`: plan, check, restore a backup into a data directory and write the recovery
+//! settings. `--dry-run` prints the plan only. See docs/commands/restore.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::backup::{self, restore::RestoreOptions};
+use crate::cli::Ctx;
+use crate::config::KeySource;
+use crate::error::{Kind, Result, WalrsError};
+use crate::index::{self, verify};
+use crate::pg::{Lsn, WalFileName};
+use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
+use crate::repo::layout;
+use crate::storage::{RepoLocation, Storage};
+
+/// Default deadline of a restore.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Arguments of `walrs restore`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
+pub struct Args {
+    /// The data directory to restore into (created; must be empty if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// The backup to restore (default: the newest that reaches the target).
+    #[arg(long, value_name = "ID|latest")]
+    pub backup: Option<String>,
+    /// Recover to this time (PostgreSQL timestamptz input, e.g. '2026-11-21 14:03:07+00').
+    #[arg(long, value_name = "TS")]
+    pub target_time: Option<String>,
+    /// Recover to this LSN.
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<Lsn>,
+    /// Recover to the commit of this transaction.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u32>,
+    /// Recover to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Recover only to the end of the backup (consistency).
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// What the server does at the target.
+    #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: String,
+    /// The timeline to recover along: latest, current, or a number.
+    #[arg(long, value_name = "latest|current|N", default_value = "latest")]
+    pub target_timeline: String,
+    /// Stop just before the target instead of just after it.
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// Restore a tablespace elsewhere (repeatable).
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
+    pub tablespace_map: Vec<String>,
+    /// Print the plan and exit without touching the disk.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Machine-readable plan on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn target(a: &Args) -> Result<Target> {
+    let usage = |m: String| WalrsError::new(Kind::Usage, m);
+    Ok(if let Some(t) = &a.target_time {
+        Target::Time(recovery::parse_timestamp(t).map_err(usage)?)
+    } else if let Some(l) = a.target_lsn {
+        Target::Lsn(l)
+    } else if let Some(x) = a.target_xid {
+        Target::Xid(x)
+    } else if let Some(n) = &a.target_name {
+        Target::Name(n.clone())
+    } else if a.target_immediate {
+        Target::Immediate
+    } else {
+        Target::End
+    })
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let t0 = Instant::now();
+    let repo = ctx.open_repo()?;
+    let cfg = repo.require_config()?;
+    let tgt = target(&args)?;
+    let timeline = match args.target_timeline.as_str() {
+        "latest" => TargetTimeline::Latest,
+        "current" => TargetTimeline::Current,
+        n => TargetTimeline::Id(n.parse().map_err(|_| {
+            WalrsError::new(Kind::Usage, format!("invalid --target-timeline {n:?}"))
+        })?),
+    };
+    let mut tablespace_map = Vec::new();
+    for m in &args.tablespace_map {
+        let (o, n) = m.split_once('=').ok_or_else(|| {
+            WalrsError::new(Kind::Usage, format!("--tablespace-map {m:?}: expected OLD=NEW"))
+        })?;
+        tablespace_map.push((o.to_owned(), n.to_owned()));
+    }
+    let (backups, _) = backup::catalogue(&repo)?;
+    let seg = cfg.wal_segment_size;
+    let mut summaries = index::load_all(&repo, seg, cfg.encryption.is_some())?;
+    if let Target::Xid(x) = tgt {
+        // Roll-ups carry xid ranges only: load the full summaries that may hold this xid.
+        let candidates: Vec<String> = summaries
+            .values()
+            .filter(|s| s.min_xid.is_some_and(|m| m <= x) && s.max_xid.is_some_and(|m| m >= x))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in candidates {
+            if let Ok(w) = WalFileName::parse(&name)
+                && let Some(full) = index::load_summary(&repo, &w)?
+                && let Ok(tli) = crate::pg::TimeLineId::new(full.timeline)
+            {
+                let mut full = full;
+                if !full.xids.contains(&x) {
+                    full.min_xid = None;
+                    full.max_xid = None;
+                }
+                summaries.insert((tli, full.segno), full);
+            }
+        }
+    }
+    let histories: BTreeMap<u32, crate::pg::TimelineHistory> = verify::timelines(&repo)?
+        .into_iter()
+        .filter_map(|(t, i)| i.history.map(|h| (t, h)))
+        .collect();
+    let input = recovery::PlanInput {
+        backups: &backups,
+        summaries: &summaries,
+        histories: &histories,
+        seg_size: seg,
+    };
+    let plan =
+        recovery::plan(&input, &tgt, timeline, args.backup.as_deref(), !args.target_exclusive)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan)
+                .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
+        );
+    } else {
+        println!(
+            "plan: restore backup {} (ends at {}), recover to {}",
+            plan.backup, plan.backup_stop, plan.target
+        );
+        for s in &plan.path {
+            println!(
+                "  timeline {} from {}{}",
+                s.tli,
+                s.from,
+                s.to.map(|t| format!(" to {t}")).unwrap_or_default()
+            );
+        }
+        println!(
+            "  WAL {} .. {} ({} segment(s)); {} MiB to fetch",
+            plan.first_segment,
+            plan.last_segment,
+            plan.segments.len(),
+            plan.bytes >> 20
+        );
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    // Never trust an index entry whose object is missing.
+    for name in &plan.segments {
+        let w =
+            WalFileName::parse(name).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+        if repo.storage().head(&layout::wal_key(&w)?)?.is_none() {
+            return Err(WalrsError::new(
+                Kind::Unreachable,
+                format!(
+                    "{name} is in the index but its object is missing from {}",
+                    repo.describe()
+                ),
+            )
+            .hint("run `walrs wal verify`; nothing was restored"));
+        }
+    }
+    let m = backups
+        .iter()
+        .find(|b| b.id == plan.backup)
+        .ok_or_else(|| WalrsError::new(Kind::Internal, "planned backup vanished"))?;
+    // The restore_command the server will run.
+    let walrs = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| WalrsError::new(Kind::Io, format!("locating the walrs binary: {e}")))?
+        .display()
+        .to_string();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let loc = ctx.settings.require_repo()?;
+    env.push(("WALRS_REPO".into(), loc.to_string().trim_start_matches("file://").to_owned()));
+    if cfg.encryption.is_some() {
+        match &ctx.settings.key {
+            KeySource::File(p) => {
+                let abs = p.canonicalize().unwrap_or_else(|_| p.clone());
+                env.push(("WALRS_ENCRYPTION_KEY_FILE".into(), abs.display().to_string()));
+            }
+            _ => {
+                return Err(WalrsError::new(
+                    Kind::Key,
+                    "the repository is encrypted: restore_command needs the key in a file",
+                )
+                .hint("set WALRS_ENCRYPTION_KEY_FILE to a key file the postgres user can read"));
+            }
+        }
+    }
+    if let RepoLocation::S3(_) = loc {
+        let s3 = &ctx.settings.s3;
+        if let Some(ep) = &s3.endpoint {
+            env.push(("WALRS_S3_ENDPOINT".into(), ep.clone()));
+        }
+        env.push(("WALRS_S3_REGION".into(), s3.region.clone()));
+        if let Some(ps) = s3.path_style {
+            env.push(("WALRS_S3_PATH_STYLE".into(), ps.to_string()));
+        }
+        for k in ["AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE"] {
+            if let Ok(v) = std::env::var(k) {
+                env.push((k.into(), v));
+            }
+        }
+        if std::env::var("AWS_SHARED_CREDENTIALS_FILE").is_err() {
+            tracing::warn!(
+                "restore_command does not carry S3 credentials: give the server a credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials of the postgres user)"
+            );
+        }
+    }
+    if let Ok(c) = std::env::var("WALRS_CONFIG") {
+        env.push(("WALRS_CONFIG".into(), c));
+    }
+    let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
+    let stats = backup::restore::restore_files(&repo, m, &opts)?;
+    let settings = RecoverySettings {
+        walrs,
+        env,
+        target: tgt,
+        action: args.target_action.clone(),
+        timeline,
+        inclusive: !args.target_exclusive,
+    };
+    let comment = format!(
+        "walrs restore of backup {} to {} ({})",
+        plan.backup,
+        plan.target,
+        crate::timefmt::rfc3339_utc(std::time::SystemTime::now())
+    );
+    let written = recovery::config::write(&args.pgdata, &settings, &comment)?;
+    tracing::info!(
+        "restored backup {} into {}: {} file(s), {} MiB in {:.1} s",
+        plan.backup,
+        args.pgdata.display(),
+        stats.files,
+        stats.bytes >> 20,
+        t0.elapsed().as_secs_f64()
+    );
+    if !args.json {
+        println!(
+            "restored {} file(s), {} MiB into {}",
+            stats.files,
+            stats.bytes >> 20,
+            args.pgdata.display()
+        );
+        println!(
+            "recovery settings written to postgresql.auto.conf (and recovery.signal):{written}"
+        );
+        println!(
+            "start PostgreSQL on {} (as the owner of the data directory)",
+            args.pgdata.display()
+        );
+    }
+    Ok(())
+}

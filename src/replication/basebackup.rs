@@ -1,0 +1,239 @@
+//! The `BASE_BACKUP` replication command (PostgreSQL 15+ option syntax) as a pull-based stream
+//! of events: the start position, the tablespaces, then for each archive its name and tar data,
+//! progress reports, the backup manifest, and the end position.
+//!
+//! Protocol (src/backend/backup/basebackup_copy.c): two ordinary result sets (start LSN and
+//! timeline; tablespaces), one CopyOutResponse whose CopyData messages start with a type byte
+//! (`n` new archive: name and tablespace path; `d` data; `p` progress; `m` the manifest follows),
+//! CopyDone, then a result set with the end LSN and timeline.
+
+use super::{Message, ReplConn, error_text, parse_data_row};
+use crate::error::{Kind, Result, WalrsError};
+use crate::pg::{Lsn, TimeLineId};
+
+/// Options of a base backup.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// The label (appears in backup_label).
+    pub label: String,
+    /// Request an immediate checkpoint instead of a spread one.
+    pub fast_checkpoint: bool,
+    /// Wait until the server has archived the WAL the backup needs (the server's default).
+    pub wait_for_archive: bool,
+}
+
+/// A tablespace the backup contains.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tablespace {
+    /// Its OID (`None` for the main data directory).
+    pub oid: Option<u32>,
+    /// Its location on the server.
+    pub location: Option<String>,
+    /// Its size in kB, as the server estimated it.
+    pub size_kb: Option<u64>,
+}
+
+/// What the stream delivers, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// The backup started at this LSN on this timeline.
+    Start {
+        /// Start LSN (the checkpoint's redo point).
+        lsn: Lsn,
+        /// Timeline.
+        tli: TimeLineId,
+    },
+    /// The tablespaces.
+    Tablespaces(Vec<Tablespace>),
+    /// A new tar archive begins (`base.tar`, or `<oid>.tar` for a tablespace).
+    Archive {
+        /// The archive's name.
+        name: String,
+        /// The tablespace's location (empty for the main data directory).
+        path: String,
+    },
+    /// Tar bytes of the current archive.
+    Data(Vec<u8>),
+    /// Bytes sent so far.
+    Progress(u64),
+    /// PostgreSQL's backup manifest follows.
+    ManifestStart,
+    /// Manifest bytes.
+    ManifestData(Vec<u8>),
+    /// The backup ended at this LSN.
+    End {
+        /// Stop LSN.
+        lsn: Lsn,
+        /// Timeline.
+        tli: TimeLineId,
+    },
+}
+
+enum Phase {
+    StartRow,
+    Tablespaces,
+    Copy,
+    EndRow,
+    Done,
+}
+
+/// A running `BASE_BACKUP`.
+pub struct BaseBackup<'c> {
+    conn: &'c mut ReplConn,
+    phase: Phase,
+    in_manifest: bool,
+    tablespaces: Vec<Tablespace>,
+}
+
+fn bad(what: impl Into<String>) -> WalrsError {
+    WalrsError::new(Kind::Unavailable, what)
+}
+
+impl<'c> BaseBackup<'c> {
+    /// Sends `BASE_BACKUP` with the PostgreSQL 15+ syntax.
+    pub fn start(conn: &'c mut ReplConn, o: &BackupOptions) -> Result<Self> {
+        match conn.server_major() {
+            Some(v) if v >= 15 => {}
+            Some(v) => {
+                return Err(WalrsError::new(
+                    Kind::Unsupported,
+                    format!(
+                        "base backups of PostgreSQL {v} are not supported yet (15 and later are)"
+                    ),
+                ));
+            }
+            None => return Err(bad("the server did not report its version")),
+        }
+        let label = o.label.replace('\'', "''");
+        let sql = format!(
+            "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true)",
+            if o.fast_checkpoint { "fast" } else { "spread" },
+            o.wait_for_archive
+        );
+        conn.query(&sql)?;
+        Ok(BaseBackup { conn, phase: Phase::StartRow, in_manifest: false, tablespaces: Vec::new() })
+    }
+
+    fn error(&mut self, m: &Message) -> WalrsError {
+        self.phase = Phase::Done;
+        WalrsError::new(Kind::Io, format!("BASE_BACKUP failed: {}", error_text(&m.body)))
+    }
+
+    /// The next event; `None` after the end position.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        loop {
+            if matches!(self.phase, Phase::Done) {
+                return Ok(None);
+            }
+            let m = self.conn.recv()?;
+            match (m.tag, &self.phase) {
+                (b'E', _) => return Err(self.error(&m)),
+                (b'N', _) => {
+                    tracing::info!("server: {}", error_text(&m.body));
+                }
+                (b'T', _) | (b'C', _) => {}
+                (b'D', Phase::StartRow) => {
+                    let r = parse_data_row(&m.body);
+                    let lsn: Lsn = r
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|_| bad("bad start LSN"))?;
+                    let tli = r
+                        .get(1)
+                        .cloned()
+                        .flatten()
+                        .and_then(|t| t.parse::<u32>().ok())
+                        .and_then(|t| TimeLineId::new(t).ok())
+                        .ok_or_else(|| bad("bad start timeline"))?;
+                    self.phase = Phase::Tablespaces;
+                    return Ok(Some(Event::Start { lsn, tli }));
+                }
+                (b'D', Phase::Tablespaces) => {
+                    let r = parse_data_row(&m.body);
+                    self.tablespaces.push(Tablespace {
+                        oid: r.first().cloned().flatten().and_then(|v| v.parse().ok()),
+                        location: r.get(1).cloned().flatten(),
+                        size_kb: r.get(2).cloned().flatten().and_then(|v| v.parse().ok()),
+                    });
+                }
+                (b'H', Phase::Tablespaces) => {
+                    self.phase = Phase::Copy;
+                    return Ok(Some(Event::Tablespaces(std::mem::take(&mut self.tablespaces))));
+                }
+                (b'd', Phase::Copy) => {
+                    let mut body = m.body;
+                    let Some(&kind) = body.first() else { continue };
+                    match kind {
+                        b'n' => {
+                            let mut pos = 1;
+                            let name = super::cstr(&body, &mut pos);
+                            let path = super::cstr(&body, &mut pos);
+                            return Ok(Some(Event::Archive { name, path }));
+                        }
+                        b'd' => {
+                            body.remove(0);
+                            return Ok(Some(if self.in_manifest {
+                                Event::ManifestData(body)
+                            } else {
+                                Event::Data(body)
+                            }));
+                        }
+                        b'p' => {
+                            let n = body
+                                .get(1..9)
+                                .and_then(|s| s.try_into().ok())
+                                .map(u64::from_be_bytes)
+                                .unwrap_or(0);
+                            return Ok(Some(Event::Progress(n)));
+                        }
+                        b'm' => {
+                            self.in_manifest = true;
+                            return Ok(Some(Event::ManifestStart));
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "unknown BASE_BACKUP message type {:?}",
+                                other as char
+                            )));
+                        }
+                    }
+                }
+                (b'c', Phase::Copy) => self.phase = Phase::EndRow,
+                (b'D', Phase::EndRow) => {
+                    let r = parse_data_row(&m.body);
+                    let lsn: Lsn = r
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|_| bad("bad end LSN"))?;
+                    let tli = r
+                        .get(1)
+                        .cloned()
+                        .flatten()
+                        .and_then(|t| t.parse::<u32>().ok())
+                        .and_then(|t| TimeLineId::new(t).ok())
+                        .ok_or_else(|| bad("bad end timeline"))?;
+                    // Drain to ReadyForQuery.
+                    loop {
+                        let m = self.conn.recv()?;
+                        match m.tag {
+                            b'Z' => break,
+                            b'E' => return Err(self.error(&m)),
+                            _ => {}
+                        }
+                    }
+                    self.phase = Phase::Done;
+                    return Ok(Some(Event::End { lsn, tli }));
+                }
+                (t, _) => {
+                    return Err(bad(format!("unexpected message {:?} in BASE_BACKUP", t as char)));
+                }
+            }
+        }
+    }
+}
