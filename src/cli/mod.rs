@@ -115,7 +115,13 @@ fn arm_watchdog(timeout: Duration, code: ExitCode, what: &'static str) {
     let spawned = std::thread::Builder::new().name("walrs-deadline".into()).spawn(move || {
         std::thread::sleep(timeout);
         if !crate::cleanup::mark_timed_out() {
-            return; // the work is durable; the main thread is about to exit 0
+            // The result is durable; only follow-up work (an index entry, logging) is late.
+            tracing::warn!(
+                "walrs {what}: deadline of {} ms passed after the result was stored; exiting 0",
+                timeout.as_millis()
+            );
+            crate::cleanup::remove_all();
+            std::process::exit(0);
         }
         tracing::error!("walrs {what}: deadline of {} ms exceeded; giving up", timeout.as_millis());
         crate::cleanup::remove_all();

@@ -63,7 +63,17 @@ fn read_json<T: for<'de> Deserialize<'de>>(
         Err(e) => return Err(e),
     };
     dec.copy_to(&mut json)?;
-    let v = serde_json::from_slice(&json)
+    let raw: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("index object {key}: {e}")))?;
+    let version = raw.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(WalrsError::new(
+            Kind::Unsupported,
+            format!("index object {key} has format version {version}, newer than this walrs ({FORMAT_VERSION})"),
+        )
+        .hint("upgrade walrs"));
+    }
+    let v = serde_json::from_value(raw)
         .map_err(|e| WalrsError::new(Kind::Corrupt, format!("index object {key}: {e}")))?;
     Ok(Some(v))
 }
@@ -163,6 +173,11 @@ pub fn load_all(
         }
         for (_, s) in rollup.segments {
             if let Ok(tli) = TimeLineId::new(s.timeline) {
+                // A full segment wins over a `.partial` of the same number.
+                let partial = s.name.ends_with(".partial");
+                if partial && out.contains_key(&(tli, s.segno)) {
+                    continue;
+                }
                 out.insert((tli, s.segno), s);
             }
         }

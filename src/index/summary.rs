@@ -254,7 +254,9 @@ impl SummaryBuilder {
             ScanEnd::Continues(_) => (EndKind::Continues, seg_end),
             ScanEnd::EndOfWal(l) => (EndKind::EndOfWal, *l),
         };
-        if let Some(e) = &scan.error {
+        if let Some(e) = &scan.error
+            && s.error.is_none()
+        {
             s.error = Some(e.to_string());
         }
         s.content_digest = content_digest;

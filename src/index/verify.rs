@@ -294,7 +294,7 @@ fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
 /// Options of `wal verify`.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
-    /// Only segments that end at or after this LSN.
+    /// Only segments that end after this LSN.
     pub from: Option<Lsn>,
     /// Only this timeline.
     pub timeline: Option<TimeLineId>,
@@ -409,6 +409,8 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
             let had_carry = incoming.is_some();
             let mut records = 0u64;
             let mut scanner: Option<WalScanner> = None;
+            let mut interp_err: Option<String> = None;
+            let mut sc_version = crate::pg::PgMajorVersion::V15;
             let result = decode_stored(repo, name, |frame, hdr| {
                 if let Some(h) = hdr {
                     if h.system_id != cfg.system_identifier {
@@ -432,18 +434,28 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                             format!("holds WAL of timeline {}", h.tli.get()),
                         ));
                     }
+                    sc_version = h.version;
                     let mut sc = WalScanner::new(h.page_addr, geometry(h));
                     sc.resume(incoming.clone(), last_rec);
                     scanner = Some(sc);
                 }
                 if let Some(sc) = scanner.as_mut() {
-                    sc.feed(frame, |_| records += 1);
+                    sc.feed(frame, |r| {
+                        records += 1;
+                        if let Err(e) = crate::pg::records::interpret(r, sc_version)
+                            && interp_err.is_none()
+                        {
+                            interp_err = Some(e.to_string());
+                        }
+                    });
                 }
                 Ok(())
             });
             rep.segments += 1;
             match result {
                 Err(e) => {
+                    carry = None;
+                    last_rec = None;
                     let kind = match e.kind {
                         Kind::ForeignCluster => "foreign",
                         Kind::NotFound => "missing",
@@ -456,6 +468,14 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     rep.records += records;
                     last_rec = sc.last_record();
                     let scan = sc.finish();
+                    // A segment that did not end cleanly breaks the chain: the next one is read
+                    // on its own, not blamed for this one's damage.
+                    if scan.error.is_some() {
+                        last_rec = None;
+                    }
+                    if let Some(e) = &interp_err {
+                        problems.push(push("damaged", name.to_string(), e.clone()));
+                    }
                     if let Some(e) = &scan.error {
                         let what = if had_carry && e.to_string().contains("does not continue") {
                             "the record chain breaks at the segment boundary: "
@@ -548,6 +568,25 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
             (Err(e), _) => tracing::warn!("{name}: not indexed: {e}"),
             (Ok(_), None) => {}
         }
+    }
+    // Summaries whose segment is gone describe nothing: remove them.
+    let live: std::collections::BTreeSet<String> = inv
+        .segments
+        .values()
+        .flat_map(|m| m.values())
+        .chain(inv.partials.iter())
+        .map(|n| n.to_string())
+        .collect();
+    let orphans: Vec<crate::storage::ObjectKey> = repo
+        .storage()
+        .list(super::SEG_PREFIX)?
+        .filter_map(|m| m.ok())
+        .filter(|m| m.key.as_str().rsplit('/').next().is_some_and(|n| !live.contains(n)))
+        .map(|m| m.key)
+        .collect();
+    for k in orphans {
+        tracing::info!("removing the index entry {k}: its segment is not in the repository");
+        repo.storage().delete(&k)?;
     }
     super::drop_rollups(repo)?;
     super::load_all(repo, seg, encrypt)?;

@@ -18,8 +18,8 @@ pub const LONG_PAGE_HEADER_LEN: usize = 40;
 
 /// `XLP_LONG_HEADER`: this page starts with the long header.
 const XLP_LONG_HEADER: u16 = 0x0002;
-/// `XLP_ALL_FLAGS`: every flag bit defined in `xlp_info`.
-const XLP_ALL_FLAGS: u16 = 0x0007;
+/// `XLP_ALL_FLAGS`: every flag bit defined in `xlp_info` (with `XLP_FIRST_IS_OVERWRITE_CONTRECORD`).
+const XLP_ALL_FLAGS: u16 = 0x000F;
 
 /// A cluster's system identifier, as `pg_controldata` prints it (decimal).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -284,7 +284,7 @@ mod tests {
         m[2] = 0x00;
         cases.push(("no long header", m));
         let mut m = good.to_vec();
-        m[2] = 0x0A;
+        m[2] = 0x12;
         cases.push(("info bits", m));
         let mut m = good.to_vec();
         m[4..8].copy_from_slice(&0u32.to_le_bytes());

@@ -23,8 +23,11 @@ const LONG_PHD: u64 = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 /// `XLP_LONG_HEADER`.
 const XLP_LONG_HEADER: u16 = 0x0002;
+/// `XLP_FIRST_IS_OVERWRITE_CONTRECORD`: the record the previous page left unfinished was
+/// abandoned (a crash tore it) and this page starts afresh (PostgreSQL 15, backported).
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 /// `XLP_ALL_FLAGS`.
-const XLP_ALL_FLAGS: u16 = 0x0007;
+const XLP_ALL_FLAGS: u16 = 0x000F;
 /// Largest record walrs accepts (`XLogRecordMaxSize` is 1020 MB).
 const MAX_RECORD_LEN: u32 = 1020 * 1024 * 1024;
 /// The detail of the internal "this page was never written" signal: valid WAL ends there.
@@ -240,10 +243,11 @@ impl WalScanner {
             gather: std::mem::take(&mut self.gather),
             prev: self.prev,
             page_tli: self.page_tli,
+            overwrite: false,
         };
         let first_window = start.0 + self.geo.seg_size.bytes() == self.seg_end;
         let mut skipped = 0;
-        let outcome = sc.run(self.carry.take(), &mut skipped, &mut f);
+        let outcome = sc.run(self.carry.take(), first_window, &mut skipped, &mut f);
         if first_window {
             self.skipped = skipped;
         }
@@ -291,6 +295,8 @@ struct Scanner<'s> {
     prev: Option<Lsn>,
     /// `xlp_tli` of the current page.
     page_tli: Option<TimeLineId>,
+    /// The last page header read had `XLP_FIRST_IS_OVERWRITE_CONTRECORD`.
+    overwrite: bool,
 }
 
 type Stop = (ScanEnd, FormatError);
@@ -349,6 +355,7 @@ impl<'s> Scanner<'s> {
             ));
         }
         self.page_tli = Some(tli);
+        self.overwrite = info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0;
         let rem = (info & XLP_FIRST_IS_CONTRECORD != 0).then(|| u32_at(h, 16));
         Ok((size, rem))
     }
@@ -388,6 +395,7 @@ impl<'s> Scanner<'s> {
     fn run(
         &mut self,
         carry: Option<Carry>,
+        first_in_segment: bool,
         skipped: &mut u64,
         f: &mut dyn FnMut(&Record<'_>),
     ) -> Result<ScanEnd, Stop> {
@@ -402,8 +410,15 @@ impl<'s> Scanner<'s> {
                 match self.gather_rest(c, pos, rem, f) {
                     Ok(GatherEnd::Done(next)) => pos = next,
                     Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                    Ok(GatherEnd::Switch(l)) => return Ok(ScanEnd::Switch(l)),
                     Err(e) => return Err(stop_here(pos, e)),
                 }
+            }
+            (Some(_), None) if !first_in_segment => {
+                return Err(stop_here(
+                    pos,
+                    at("WAL page header", Lsn(first), "unexpected continuation flag"),
+                ));
             }
             (Some(rem), None) => {
                 *skipped = u64::from(rem);
@@ -412,6 +427,8 @@ impl<'s> Scanner<'s> {
                     return Ok(ScanEnd::Full);
                 }
             }
+            // The carried record was abandoned after a crash: the page starts afresh.
+            (None, Some(_)) if self.overwrite => {}
             (None, Some(c)) => {
                 return Err(stop_here(
                     pos,
@@ -456,6 +473,10 @@ impl<'s> Scanner<'s> {
                 }
                 let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(pos, e))?;
                 let Some(rem) = cont else {
+                    if self.overwrite {
+                        pos = page_end + hs;
+                        continue;
+                    }
                     return Err(stop_here(
                         page_end,
                         at(
@@ -468,6 +489,7 @@ impl<'s> Scanner<'s> {
                 match self.gather_rest(c, page_end + hs, rem, f) {
                     Ok(GatherEnd::Done(next)) => pos = next,
                     Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                    Ok(GatherEnd::Switch(l)) => return Ok(ScanEnd::Switch(l)),
                     Err(e) => return Err(stop_here(pos, e)),
                 }
                 continue;
@@ -496,6 +518,10 @@ impl<'s> Scanner<'s> {
             }
             let (hs, cont) = self.page_header(page_end).map_err(|e| stop_here(pos, e))?;
             let Some(rem) = cont else {
+                if self.overwrite {
+                    pos = page_end + hs;
+                    continue;
+                }
                 return Err(stop_here(
                     page_end,
                     at("WAL record", lsn, "record continues on a page without a continuation"),
@@ -504,6 +530,7 @@ impl<'s> Scanner<'s> {
             match self.gather_rest(c, page_end + hs, rem, f) {
                 Ok(GatherEnd::Done(next)) => pos = next,
                 Ok(GatherEnd::Continues(c)) => return Ok(ScanEnd::Continues(c)),
+                Ok(GatherEnd::Switch(l)) => return Ok(ScanEnd::Switch(l)),
                 Err(e) => return Err(stop_here(pos, e)),
             }
         }
@@ -575,7 +602,7 @@ impl<'s> Scanner<'s> {
                 self.prev = Some(lsn);
                 f(&rec);
                 if hdr.rmid == RM_XLOG_ID && hdr.info & 0xF0 == XLOG_SWITCH {
-                    return Ok(GatherEnd::Done(self.seg_end()));
+                    return Ok(GatherEnd::Switch(lsn));
                 }
                 return Ok(GatherEnd::Done(maxalign(end)));
             }
@@ -591,6 +618,8 @@ impl<'s> Scanner<'s> {
             let (hs, cont) = self.page_header(page_end)?;
             match cont {
                 Some(r) => rem = r,
+                // The record was abandoned after a crash: scanning restarts on this page.
+                None if self.overwrite => return Ok(GatherEnd::Done(page_end + hs)),
                 None => {
                     return Err(at(
                         "WAL record",
@@ -607,6 +636,8 @@ impl<'s> Scanner<'s> {
 enum GatherEnd {
     Done(u64),
     Continues(Carry),
+    /// The gathered record was `XLOG_SWITCH` (at this LSN).
+    Switch(Lsn),
 }
 
 /// The record CRC-32C: over the data after the header, then the header up to `xl_crc`.
@@ -898,5 +929,82 @@ mod window_tests {
             assert_eq!(s, whole.1, "window {window}");
         }
         assert!(whole.0.len() > 50 && lsns.starts_with(&whole.0));
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::writer::{Rec, layout};
+    use super::*;
+
+    fn geo() -> WalGeometry {
+        WalGeometry {
+            seg_size: WalSegSize::new(1 << 20).unwrap(),
+            blcksz: 8192,
+            version: PgMajorVersion::V17,
+        }
+    }
+
+    #[test]
+    fn a_switch_record_with_a_split_header_ends_the_segment_in_any_window() {
+        let recs = vec![
+            Rec { rmid: 10, info: 0, xid: 1, data: vec![1; 8184 - 40 - 24 - 5] },
+            Rec { rmid: 0, info: 0x40, xid: 0, data: vec![] },
+        ];
+        let (segs, lsns) = layout(geo(), 4, 1, &recs);
+        assert_eq!(lsns[1].0 % 8192, 8184);
+        for window in [8192usize, 1 << 20] {
+            let mut sc = WalScanner::new(Lsn(4 << 20), geo());
+            for w in segs[0].chunks(window) {
+                sc.feed(w, |_| {});
+            }
+            assert_eq!(sc.finish().end, ScanEnd::Switch(lsns[1]), "window {window}");
+        }
+    }
+
+    #[test]
+    fn an_overwritten_contrecord_is_abandoned_not_an_error() {
+        // A record that continues onto page 1, whose page says the continuation was
+        // overwritten after a crash: scanning restarts on page 1.
+        let recs = vec![Rec { rmid: 10, info: 0, xid: 1, data: vec![2; 10_000] }];
+        let (mut segs, _) = layout(geo(), 4, 1, &recs);
+        // Rewrite page 1's header: no continuation, the overwrite flag, and a record after it.
+        let p1 = 8192usize;
+        segs[0][p1 + 2..p1 + 4].copy_from_slice(&0x0008u16.to_le_bytes());
+        segs[0][p1 + 16..p1 + 20].copy_from_slice(&0u32.to_le_bytes());
+        let next = super::writer::record_bytes(
+            &Rec { rmid: 11, info: 0, xid: 2, data: vec![3; 100] },
+            Lsn(0),
+        );
+        segs[0][p1 + 24..p1 + 24 + next.len()].copy_from_slice(&next);
+        for b in &mut segs[0][p1 + 24 + next.len()..] {
+            *b = 0;
+        }
+        let mut seen = Vec::new();
+        let scan = scan_segment(&segs[0], Lsn(4 << 20), geo(), None, |r| seen.push(r.header.rmid));
+        assert!(scan.error.is_none(), "{:?}", scan.error);
+        assert_eq!(seen, vec![11]);
+    }
+
+    #[test]
+    fn a_stray_continuation_flag_is_an_error_in_any_window() {
+        // Two records that fill pages 0 and 1 exactly, so the scan meets page 2 at a record start.
+        let recs = vec![
+            Rec { rmid: 10, info: 0, xid: 1, data: vec![1; 8152 - 24 - 5] },
+            Rec { rmid: 10, info: 0, xid: 2, data: vec![1; 8168 - 24 - 5] },
+            Rec { rmid: 10, info: 0, xid: 3, data: vec![1; 100] },
+        ];
+        let (mut segs, _) = layout(geo(), 4, 1, &recs);
+        let p2 = 2 * 8192usize;
+        segs[0][p2 + 2..p2 + 4].copy_from_slice(&0x0001u16.to_le_bytes());
+        segs[0][p2 + 16..p2 + 20].copy_from_slice(&100u32.to_le_bytes());
+        for window in [8192usize, 1 << 20] {
+            let mut sc = WalScanner::new(Lsn(4 << 20), geo());
+            for w in segs[0].chunks(window) {
+                sc.feed(w, |_| {});
+            }
+            let s = sc.finish();
+            assert!(s.error.is_some(), "window {window}: {:?}", s.end);
+        }
     }
 }

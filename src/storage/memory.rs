@@ -114,6 +114,8 @@ impl Storage for MemoryStorage {
                 out.push(first.to_owned());
             }
         }
+        out.sort();
+        out.dedup();
         Ok(out)
     }
 
