@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod faults;
 mod pg_archive;
+mod pitr;
 mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::codec::envelope::read_full;
 use crate::codec::{Compression, ObjectSummary};
@@ -18,7 +18,7 @@ use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, SegmentIndexer};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, TimelineHistory, WalFileKind, WalFileName};
-use crate::repo::{EncryptionInfo, PutNew, RepoConfig, Repository, config, layout};
+use crate::repo::{PutNew, RepoConfig, Repository, layout};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -142,18 +142,14 @@ fn header_from_sibling_segment(path: &Path) -> Result<Option<LongPageHeader>> {
 }
 
 fn new_config(hdr: &LongPageHeader, repo: &Repository, compression: Compression) -> RepoConfig {
-    RepoConfig {
-        format: config::FORMAT_NAME.into(),
-        format_version: config::FORMAT_VERSION,
-        system_identifier: hdr.system_id,
-        pg_version: hdr.version,
-        wal_segment_size: hdr.seg_size,
-        wal_block_size: hdr.xlog_blcksz,
-        compression: compression.to_string(),
-        encryption: repo.key().map(EncryptionInfo::for_key),
-        created_at: crate::timefmt::rfc3339_utc(SystemTime::now()),
-        created_by: format!("walrs {}", env!("CARGO_PKG_VERSION")),
-    }
+    RepoConfig::new(
+        hdr.system_id,
+        hdr.version,
+        hdr.seg_size,
+        hdr.xlog_blcksz,
+        compression,
+        repo.key(),
+    )
 }
 
 /// Refuses WAL whose header does not belong to the repository's cluster.

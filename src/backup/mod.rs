@@ -232,10 +232,26 @@ fn backup_id(repo: &Repository) -> Result<String> {
     Ok(id)
 }
 
-/// Takes a base backup of the server described by `conn` into `repo`.
+/// Parses a size setting as SHOW prints it (`16MB`, `8192`, `1GB`, `64kB`).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let mult = match s.get(digits.len()..)?.trim() {
+        "" | "B" => 1,
+        "kB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Takes a base backup of the server described by `conn` into `repo`. A repository without a
+/// config (nothing archived yet) is initialized from the server.
 pub fn take(
     repo: &Repository,
-    cfg: &RepoConfig,
+    cfg: Option<RepoConfig>,
     conn: &ConnParams,
     opts: &TakeOptions,
 ) -> Result<BackupManifest> {
@@ -244,6 +260,41 @@ pub fn take(
     let t0 = Instant::now();
     let mut c = ReplConn::connect(conn, opts.io_timeout, opts.deadline)?;
     let sys = c.identify_system()?;
+    let cfg = match cfg {
+        Some(cfg) => cfg,
+        None => {
+            let show = |c: &mut ReplConn, what: &str| -> Result<u64> {
+                let rows = c.simple_query(&format!("SHOW {what}"))?;
+                rows.first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|v| parse_size(&v))
+                    .ok_or_else(|| {
+                        WalrsError::new(Kind::Io, format!("SHOW {what}: unexpected answer"))
+                    })
+            };
+            let seg = show(&mut c, "wal_segment_size")?;
+            let blk = show(&mut c, "wal_block_size")?;
+            let seg = crate::pg::WalSegSize::new(u32::try_from(seg).unwrap_or(0))
+                .map_err(|e| WalrsError::new(Kind::Io, e.to_string()))?;
+            let version =
+                c.server_major().and_then(PgMajorVersion::from_number).ok_or_else(|| {
+                    WalrsError::new(
+                        Kind::Unsupported,
+                        "the server's PostgreSQL version is not supported",
+                    )
+                })?;
+            let new = RepoConfig::new(
+                sys.system_id,
+                version,
+                seg,
+                u32::try_from(blk).unwrap_or(8192),
+                opts.compression,
+                repo.key(),
+            );
+            repo.init_config(&new)?
+        }
+    };
+    let cfg = &cfg;
     if sys.system_id != cfg.system_identifier {
         return Err(WalrsError::new(
             Kind::ForeignCluster,

@@ -32,12 +32,19 @@ pub struct Args {
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let repo = ctx.open_repo()?;
-    let cfg = repo.require_config()?;
+    let cfg = match repo.read_config()? {
+        Some(c) => {
+            repo.check_key(&c)?;
+            Some(c)
+        }
+        None => None,
+    };
     let env = |k: &str| std::env::var(k).ok();
     let conn = ConnParams::resolve(args.dbname.as_deref(), &env)?;
-    let compression = match ctx.settings.compression {
-        Some(c) => c,
-        None => cfg.compression().unwrap_or_default(),
+    let compression = match (ctx.settings.compression, &cfg) {
+        (Some(c), _) => c,
+        (None, Some(cfg)) => cfg.compression().unwrap_or_default(),
+        (None, None) => crate::codec::Compression::default(),
     };
     let opts = TakeOptions {
         fast_checkpoint: !args.spread_checkpoint,
@@ -46,7 +53,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         io_timeout: args.io_timeout,
         deadline: ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT),
     };
-    let m = backup::take(&repo, &cfg, &conn, &opts)?;
+    let m = backup::take(&repo, cfg, &conn, &opts)?;
     println!("{}", m.id);
     Ok(())
 }

@@ -65,6 +65,29 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
+    /// A new repository's config for the cluster `system_identifier`.
+    pub fn new(
+        system_identifier: SystemId,
+        pg_version: PgMajorVersion,
+        wal_segment_size: WalSegSize,
+        wal_block_size: u32,
+        compression: Compression,
+        key: Option<&MasterKey>,
+    ) -> Self {
+        RepoConfig {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            system_identifier,
+            pg_version,
+            wal_segment_size,
+            wal_block_size,
+            compression: compression.to_string(),
+            encryption: key.map(EncryptionInfo::for_key),
+            created_at: crate::timefmt::rfc3339_utc(std::time::SystemTime::now()),
+            created_by: format!("walrs {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
     /// The default compression of new objects.
     pub fn compression(&self) -> Result<Compression, String> {
         self.compression.parse()

@@ -39,6 +39,29 @@ pub struct Walrs {
     cmd: Command,
 }
 
+impl Walrs {
+    /// A run of the walrs binary at `bin` with a clean `WALRS_*` environment.
+    pub fn new(bin: &Path) -> Walrs {
+        let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WALRS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("WALRS_LOG", "info");
+        Walrs { cmd }
+    }
+
+    /// Starts it without waiting.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning walrs")
+    }
+}
+
 /// `walrs` with `WALRS_REPO=repo`.
 pub fn walrs(repo: &Path) -> Walrs {
     let mut cmd = Command::new(walrs_bin());
