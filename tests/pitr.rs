@@ -79,6 +79,14 @@ fn restore_and_read(e: &Env, name: &str, args: &[&str]) -> String {
     all.extend_from_slice(args);
     e.run(&all).expect_code(0);
     chown_to_test_user(&dir);
+    // Remapped tablespaces were created by this (root) process too.
+    for w in args.windows(2) {
+        if w[0] == "--tablespace-map"
+            && let Some((_, new)) = w[1].split_once('=')
+        {
+            chown_to_test_user(Path::new(new));
+        }
+    }
     let mut c = PgCluster::with_data(&e.world, &format!("{name}-run"), dir, "archive_mode = off\n");
     c.start();
     c.wait_for("the end of recovery", Duration::from_secs(120), || {
@@ -236,5 +244,160 @@ fn pg15_interrupted_backup_is_never_offered() {
     out.expect_code(19);
     assert!(out.stderr.contains("no complete backup"), "{}", out.stderr);
     assert!(!dir.exists());
-    let _ = Path::new("/");
+}
+
+#[test]
+fn pg15_timelines_and_tablespaces() {
+    let (e, a) = setup(false);
+    let ts_old = e.world.mkdir("ts-old");
+    a.sql(&format!("CREATE TABLESPACE far LOCATION '{}'", ts_old.display()));
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("CREATE TABLE in_far (id int) TABLESPACE far");
+    a.sql("INSERT INTO in_far SELECT generate_series(1, 777)");
+    a.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 1000) g");
+    let id = basebackup(&e, &a);
+    let show = e.run(&["backup", "show", &id]);
+    assert!(show.stdout.contains(&ts_old.display().to_string()), "{}", show.stdout);
+    a.sql("INSERT INTO t SELECT g, 'two' FROM generate_series(1001, 2000) g");
+    a.switch_and_wait_archived();
+
+    // Restore to the end of timeline 1, remapping the tablespace, and promote: timeline 2, which
+    // archives into the same repository.
+    let ts_new = e.world.mkdir("ts-new");
+    std::fs::remove_dir(&ts_new).unwrap();
+    let dir = e.world.path("b");
+    e.run(&[
+        "restore",
+        "--pgdata",
+        dir.to_str().unwrap(),
+        "--tablespace-map",
+        &format!("{}={}", ts_old.display(), ts_new.display()),
+    ])
+    .expect_code(0);
+    chown_to_test_user(&dir);
+    chown_to_test_user(&ts_new);
+    let archive = format!(
+        "archive_mode = on\narchive_command = 'WALRS_REPO={} {} push %p'\n",
+        e.repo.display(),
+        e.world.walrs.display()
+    );
+    let mut b = PgCluster::with_data(&e.world, "b-run", dir, &archive);
+    b.start();
+    b.wait_for("promotion", Duration::from_secs(120), || {
+        b.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(
+        b.sql("SELECT count(*) FROM in_far"),
+        "777",
+        "the tablespace came back at its new location"
+    );
+    assert_eq!(b.sql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    b.sql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(2001, 2500) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t_on_2 = b.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    b.sql("INSERT INTO t SELECT g, 'tl2-later' FROM generate_series(2501, 2600) g");
+    let end_of_2 = b.sql(SUM);
+    b.switch_and_wait_archived();
+    b.stop();
+    // Meanwhile timeline 1 goes on past the switch point.
+    a.sql("INSERT INTO t SELECT g, 'tl1-after' FROM generate_series(3001, 3300) g");
+    let end_of_1 = a.sql(SUM);
+    a.switch_and_wait_archived();
+
+    let tl = e.run(&["timeline"]);
+    assert!(
+        tl.stdout.contains("timeline 2") && tl.stdout.contains("branched from timeline 1"),
+        "{}",
+        tl.stdout
+    );
+    e.run(&["wal", "verify"]).expect_code(0);
+
+    let map = format!("{}={}", ts_old.display(), e.world.path("ts-x").display());
+    let read = |name: &str, args: &[&str]| -> String {
+        let mut all = vec!["--tablespace-map", map.as_str()];
+        all.extend_from_slice(args);
+        let _ = std::fs::remove_dir_all(e.world.path("ts-x"));
+        restore_and_read(&e, name, &all)
+    };
+    // latest follows timeline 2; timeline 1 after the switch; a point in time on timeline 2.
+    assert_eq!(read("r-latest", &[]), end_of_2, "latest follows timeline 2");
+    assert_eq!(read("r-tl1", &["--target-timeline", "1"]), end_of_1, "timeline 1 past the switch");
+    let at_t2 = read("r-t2", &["--target-time", &t_on_2]);
+    assert!(at_t2.starts_with("2500:"), "a point on timeline 2: {at_t2}");
+}
+
+#[test]
+fn pg15_pitr_on_s3() {
+    let server = crate::util::s3::S3Server::start();
+    let world = PgWorld::new();
+    let creds = world.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            crate::util::s3::ACCESS_KEY,
+            crate::util::s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    chown_to_test_user(&creds);
+    let url = server.url("pitr");
+    let env_s = format!(
+        "WALRS_REPO={url} WALRS_S3_ENDPOINT={} AWS_SHARED_CREDENTIALS_FILE={}",
+        server.endpoint(),
+        creds.display()
+    );
+    let mut a = PgCluster::init(
+        &world,
+        "a",
+        &format!(
+            "archive_mode = on\narchive_command = '{env_s} {} push %p'\n",
+            world.walrs.display()
+        ),
+    );
+    a.start();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &url)
+            .env("WALRS_S3_ENDPOINT", server.endpoint())
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+    };
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 500) g");
+    let (u, g) = crate::util::test_user();
+    let out = walrs()
+        .run_as(u, g)
+        .args([
+            "basebackup",
+            "-d",
+            &format!("host={} port={} user=postgres", a.sock.display(), a.port),
+        ])
+        .run();
+    out.expect_code(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(501, 900) g");
+    let after1 = a.sql(SUM);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("INSERT INTO t SELECT g, 'two' FROM generate_series(901, 1000) g");
+    a.switch_and_wait_archived();
+    let dir = world.path("r");
+    walrs()
+        .args(["restore", "--pgdata", dir.to_str().unwrap(), "--target-time", &t])
+        .run()
+        .expect_code(0);
+    let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("AWS_SHARED_CREDENTIALS_FILE") && !auto.contains(crate::util::s3::SECRET_KEY),
+        "{auto}"
+    );
+    chown_to_test_user(&dir);
+    let mut c = PgCluster::with_data(&world, "r-run", dir, "archive_mode = off\n");
+    c.start();
+    c.wait_for("the end of recovery", Duration::from_secs(120), || {
+        c.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(c.sql(SUM), after1);
 }
