@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: a throwaway PostgreSQL cluster archives its WAL
-# through `walrs push` into a file-system repository; a base backup is taken; transactions are
-# written; the cluster is then recovered to a point in time between two of them, every WAL
+# through `walrs push` into a file-system repository; `walrs basebackup` takes a base backup over
+# the replication protocol; transactions are written; `walrs restore --target-time` plans the
+# recovery (backup, timeline path, WAL range), restores the data directory and writes the recovery
+# settings; PostgreSQL recovers to the point in time between two of the transactions, every WAL
 # segment coming back through `walrs fetch`; the restored rows are shown.
 #
 # Usage: scripts/demo.sh            (as root: PostgreSQL runs as the 'postgres' user)
@@ -35,11 +37,13 @@ $AS "$PGBIN/initdb" -D "$WORK/a" -U postgres -A trust --locale=C.UTF-8 --no-sync
 } | $AS tee -a "$WORK/a/postgresql.conf" >/dev/null
 $AS "$PGBIN/pg_ctl" -D "$WORK/a" -l "$WORK/a.log" -w start >/dev/null
 
-echo "== base backup (pg_basebackup -X none: every WAL segment must come from the archive)"
+echo "== walrs basebackup (replication protocol, into the repository)"
 PSQL -c "CREATE TABLE orders (id int PRIMARY KEY, item text, at timestamptz DEFAULT clock_timestamp())"
 PSQL -c "INSERT INTO orders (id, item) VALUES (1, 'before the backup')"
-"$PGBIN/pg_basebackup" -h "$WORK/s" -p 5432 -U postgres -D "$WORK/b" -X none -c fast --no-sync
-[[ -z $AS ]] || chown -R postgres:postgres "$WORK/b"
+export WALRS_REPO="$WORK/repo"
+BACKUP=$($AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" basebackup -d "host=$WORK/s port=5432 user=postgres")
+echo "   backup $BACKUP"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" backup list | sed 's/^/   /'
 
 echo "== writing after the backup (40 MB of WAL, then two marked transactions)"
 PSQL -c "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 400000) g"
@@ -57,19 +61,17 @@ PSQL -c "SELECT 'archived by walrs: ' || archived_count || ' files, failed: ' ||
 echo "   target time: $TARGET"
 $AS "$PGBIN/pg_ctl" -D "$WORK/a" -m fast -w stop >/dev/null
 
-echo "== the repository"
-find "$WORK/repo" -type f | sort | sed "s#$WORK/repo/#   #" | head -8
-echo "   ... $(find "$WORK/repo/wal" -type f | wc -l) WAL objects, $(du -sh "$WORK/repo" | cut -f1) stored"
+echo "== the repository: walrs wal list (from the index push builds) and walrs timeline"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" wal list | sed 's/^/   /'
+echo "   $(find "$WORK/repo" -type f | wc -l) objects, $(du -sh "$WORK/repo" | cut -f1) stored"
 
-echo "== point-in-time recovery of the base backup to $TARGET through walrs fetch"
-{
-  echo "port = 5432"
-  echo "archive_mode = off"
-  sed -e "s#@WALRS@#$WORK/walrs#g" -e "s#@REPO@#$WORK/repo#g" pgconf-templates/restore.conf
-  echo "recovery_target_time = '$TARGET'"
-  echo "recovery_target_action = 'promote'"
-} | $AS tee -a "$WORK/b/postgresql.auto.conf" >/dev/null
-$AS touch "$WORK/b/recovery.signal"
+echo "== walrs restore --target-time '$TARGET' (plan, restore, recovery settings)"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" restore --pgdata "$WORK/b" --target-time "$TARGET" | sed 's/^/   /'
+$AS tee -a "$WORK/b/postgresql.auto.conf" >/dev/null <<CONF
+port = 5432
+archive_mode = off
+CONF
+echo "== starting PostgreSQL on the restored directory"
 $AS "$PGBIN/pg_ctl" -D "$WORK/b" -l "$WORK/b.log" -w start >/dev/null
 for _ in $(seq 1 300); do
   [[ "$(PSQL -c "SELECT pg_is_in_recovery()")" == f ]] && break
