@@ -235,10 +235,27 @@ fn pg15_interrupted_backup_is_never_offered() {
     std::thread::sleep(Duration::from_millis(700));
     let _ = child.kill();
     let _ = child.wait();
+    // The server stopped in the middle of a backup.
+    let (u, g) = crate::util::test_user();
+    let child = e
+        .walrs()
+        .run_as(u, g)
+        .args([
+            "basebackup",
+            "-d",
+            &format!("host={} port={} user=postgres", a.sock.display(), a.port),
+        ])
+        .start();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut a = a;
+    a.stop_immediate();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "a backup cut short by the server must fail");
     let list = e.run(&["backup", "list", "--json", "--all"]);
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert!(j["backups"].as_array().unwrap().is_empty(), "{}", list.stdout);
+    assert!(!j["incomplete"].as_array().unwrap().is_empty(), "{}", list.stdout);
     let dir = e.world.path("r");
     let out = e.run(&["restore", "--pgdata", dir.to_str().unwrap()]);
     out.expect_code(19);

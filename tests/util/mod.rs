@@ -52,6 +52,15 @@ impl Walrs {
         Walrs { cmd }
     }
 
+    /// Starts it, capturing its output.
+    pub fn start(mut self) -> std::process::Child {
+        self.cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning walrs")
+    }
+
     /// Starts it without waiting.
     pub fn spawn(mut self) -> std::process::Child {
         self.cmd

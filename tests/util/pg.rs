@@ -148,6 +148,16 @@ impl PgCluster {
         self.running = false;
     }
 
+    /// Stops the server at once, as a crash would.
+    pub fn stop_immediate(&mut self) {
+        let _ = as_test_user(&mut Command::new(pg_bin().join("pg_ctl")))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        self.running = false;
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
