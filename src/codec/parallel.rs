@@ -13,7 +13,13 @@ use std::thread::JoinHandle;
 
 /// How many workers frame pools use: `WALRS_CODEC_THREADS` if set (0: none, all work on the
 /// calling thread), else the available cores, at most 4, and none on a single core.
+/// Worked out once per process: `available_parallelism` reads cgroup files on every call.
 pub fn default_workers() -> usize {
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(workers_from_env)
+}
+
+fn workers_from_env() -> usize {
     if let Some(n) =
         std::env::var("WALRS_CODEC_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok())
     {

@@ -145,21 +145,22 @@ pub fn load_all(
                 .filter_map(|m| m.ok())
                 .filter_map(|m| m.key.as_str().rsplit('/').next().map(str::to_owned))
                 .collect();
-            for name in names {
-                if rollup.segments.contains_key(&name) {
-                    continue;
-                }
-                let Ok(wal) = WalFileName::parse(&name) else { continue };
-                match load_summary(repo, &wal) {
+            let missing: Vec<WalFileName> = names
+                .iter()
+                .filter(|n| !rollup.segments.contains_key(*n))
+                .filter_map(|n| WalFileName::parse(n).ok())
+                .collect();
+            for (wal, loaded) in load_summaries(repo, &missing) {
+                match loaded {
                     Ok(Some(mut s)) => {
                         s.xids.clear();
-                        rollup.segments.insert(name, s);
+                        rollup.segments.insert(wal.to_string(), s);
                         added += 1;
                     }
                     Ok(None) => {}
                     Err(e) if e.kind == Kind::Corrupt => {
                         tracing::warn!(
-                            "index entry of {name} is unreadable ({e}); run `walrs wal index --rebuild`"
+                            "index entry of {wal} is unreadable ({e}); run `walrs wal index --rebuild`"
                         );
                     }
                     Err(e) => return Err(e),
@@ -185,6 +186,41 @@ pub fn load_all(
     Ok(out)
 }
 
+/// How many summaries [`load_summaries`] reads at once: on S3 each is a round trip, and a reader
+/// that finds a thousand summaries not rolled up yet should not pay for them one after another.
+const SUMMARY_READERS: usize = 8;
+
+/// Reads the summaries of `names`, several at a time, in the order given.
+fn load_summaries(
+    repo: &Repository,
+    names: &[WalFileName],
+) -> Vec<(WalFileName, Result<Option<SegmentSummary>>)> {
+    if names.len() < 2 * SUMMARY_READERS {
+        return names.iter().map(|n| (n.clone(), load_summary(repo, n))).collect();
+    }
+    let chunk = names.len().div_ceil(SUMMARY_READERS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter().map(|n| (n.clone(), load_summary(repo, n))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for (w, part) in workers.into_iter().zip(names.chunks(chunk)) {
+            match w.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(part.iter().map(|n| {
+                    (n.clone(), Err(WalrsError::new(Kind::Internal, "an index reader panicked")))
+                })),
+            }
+        }
+        out
+    })
+}
+
 /// Removes every roll-up (the next reader rebuilds them).
 pub fn drop_rollups(repo: &Repository) -> Result<()> {
     let keys: Vec<ObjectKey> =
@@ -196,4 +232,75 @@ pub fn drop_rollups(repo: &Repository) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::pg::{Lsn, XLogSegNo};
+    use crate::storage::{AnyStorage, memory::MemoryStorage};
+
+    fn summary(name: &WalFileName, segno: u64, seg: WalSegSize) -> SegmentSummary {
+        let start = XLogSegNo(segno).start_lsn(seg);
+        SegmentSummary {
+            format_version: FORMAT_VERSION,
+            name: name.to_string(),
+            timeline: 1,
+            segno,
+            start,
+            seg_size: seg.get(),
+            first_record: Some(Lsn(start.0 + 40)),
+            last_record: Some(Lsn(start.0 + 1000)),
+            end: Lsn(start.0 + seg.bytes()),
+            end_kind: EndKind::Full,
+            continuation: 0,
+            first_prev: None,
+            records: segno,
+            commits: 1,
+            aborts: 0,
+            first_xact_time_us: None,
+            last_xact_time_us: None,
+            min_xid: Some(7),
+            max_xid: Some(9),
+            xids: vec![7, 8, 9],
+            restore_points: vec![],
+            checkpoints: vec![],
+            backup_ends: vec![],
+            end_of_recovery: vec![],
+            error: None,
+            content_digest: String::new(),
+        }
+    }
+
+    /// Enough summaries not rolled up yet that they are read by several readers: every one
+    /// comes back, in order, and the roll-up written then serves the next reader alone.
+    #[test]
+    fn many_unrolled_summaries_are_all_read_and_rolled_up() {
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let seg = WalSegSize::new(1 << 20).unwrap();
+        let tli = TimeLineId::new(1).unwrap();
+        let n = 3 * 2 * SUMMARY_READERS as u64 + 5;
+        for segno in 1..=n {
+            let name = WalFileName::segment(tli, XLogSegNo(segno), seg);
+            store_summary(&repo, &summary(&name, segno, seg), false).unwrap();
+        }
+        let all = load_all(&repo, seg, false).unwrap();
+        assert_eq!(all.len() as u64, n);
+        for (i, ((t, segno), s)) in all.iter().enumerate() {
+            assert_eq!((t.get(), *segno), (1, i as u64 + 1));
+            assert_eq!(s.records, *segno);
+            assert!(s.xids.is_empty(), "roll-ups carry no xid lists");
+        }
+        let group = WalFileName::segment(tli, XLogSegNo(1), seg).group().unwrap().to_owned();
+        let rollup: GroupRollup =
+            read_json(&repo, &group_key(&group).unwrap(), &format!("index-group:{group}"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(rollup.segments.len() as u64, n);
+        // A summary lost after the roll-up was written: the roll-up still answers.
+        let gone = WalFileName::segment(tli, XLogSegNo(3), seg);
+        repo.storage().delete(&summary_key(&gone).unwrap()).unwrap();
+        assert_eq!(load_all(&repo, seg, false).unwrap().len() as u64, n);
+    }
 }

@@ -38,12 +38,15 @@ pub type ObjectReader<'a> = Box<dyn Read + Send + 'a>;
 pub struct Repository {
     storage: AnyStorage,
     key: Option<MasterKey>,
+    /// Set once `read_config` has read a sound primary config: `repair_config` then need not
+    /// ask whether it exists (one storage round trip less per push).
+    primary_config_read: std::sync::atomic::AtomicBool,
 }
 
 impl Repository {
     /// A repository over `storage`, with the master key if one was configured.
     pub fn new(storage: AnyStorage, key: Option<MasterKey>) -> Self {
-        Repository { storage, key }
+        Repository { storage, key, primary_config_read: false.into() }
     }
 
     /// The underlying storage.
@@ -101,7 +104,10 @@ impl Repository {
     /// Reads the config; falls back to the twin copy when the primary is missing or damaged.
     pub fn read_config(&self) -> Result<Option<RepoConfig>> {
         match self.read_config_object(layout::CONFIG) {
-            Ok(Some(c)) => Ok(Some(c)),
+            Ok(Some(c)) => {
+                self.primary_config_read.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(c))
+            }
             Ok(None) => match self.read_config_object(layout::CONFIG_COPY) {
                 Ok(Some(c)) => {
                     tracing::warn!("{} is missing; using {}", layout::CONFIG, layout::CONFIG_COPY);
@@ -134,6 +140,11 @@ impl Repository {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
         for name in [layout::CONFIG, layout::CONFIG_COPY] {
+            if name == layout::CONFIG
+                && self.primary_config_read.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                continue;
+            }
             let key = ObjectKey::new(name)?;
             if self.storage.head(&key)?.is_none()
                 && let PutNew::Created(_) =

@@ -165,6 +165,9 @@ impl S3Server {
                     tokio::select! {
                         r = listener.accept() => {
                             let Ok((sock, _)) = r else { continue };
+                            // As real S3 endpoints do: without it every response body waits
+                            // ~40 ms on loopback for a delayed ACK (Nagle).
+                            let _ = sock.set_nodelay(true);
                             let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
                             tokio::spawn(async move { let _ = conn.await; });
                         }
