@@ -149,14 +149,13 @@ impl FsStorage {
 
 impl Storage for FsStorage {
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send + '_>, StorageError> {
-        let f = File::open(self.path(key))
-            .map_err(|e| StorageError::from_io("read", key.as_str(), &e))?;
+        let f = File::open(self.path(key)).map_err(|e| open_error(key.as_str(), &e))?;
         Ok(Box::new(BufReader::with_capacity(READ_BUFFER, f)))
     }
 
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         let k = key.as_str();
-        let mut f = File::open(self.path(key)).map_err(|e| StorageError::from_io("read", k, &e))?;
+        let mut f = File::open(self.path(key)).map_err(|e| open_error(k, &e))?;
         let size = f.metadata().map_err(|e| StorageError::from_io("stat", k, &e))?.len();
         let want = len.min(size.saturating_sub(offset));
         f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::from_io("seek", k, &e))?;
@@ -228,9 +227,7 @@ impl Storage for FsStorage {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.clone(), size: m.len() })),
             Ok(_) => Ok(None),
             // ENOTDIR (20): a component of the path is a file, so the object cannot exist.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
-                Ok(None)
-            }
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
         }
     }
@@ -255,7 +252,7 @@ impl Storage for FsStorage {
         let dir = self.root.join(prefix);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if absent(&e) => return Ok(Vec::new()),
             Err(e) => return Err(StorageError::from_io("list", prefix, &e)),
         };
         let mut out = Vec::new();
@@ -293,6 +290,26 @@ impl Storage for FsStorage {
     }
 }
 
+/// Whether an I/O error means "there is nothing at this path": not found, or ENOTDIR (20), a
+/// component of the path being a file, so that no object can live below it.
+fn absent(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+}
+
+/// `StorageError::from_io`, with ENOTDIR reported as not found as well.
+fn absent_as_not_found(op: &'static str, key: &str, e: &std::io::Error) -> StorageError {
+    let mut err = StorageError::from_io(op, key, e);
+    if absent(e) {
+        err.kind = ErrorKind::NotFound;
+    }
+    err
+}
+
+/// The error of opening an object for reading.
+fn open_error(key: &str, e: &std::io::Error) -> StorageError {
+    absent_as_not_found("read", key, e)
+}
+
 type Level = (String, std::vec::IntoIter<(String, bool, u64)>);
 
 /// A lazy depth-first walk: one directory's sorted entries in memory at a time per level.
@@ -305,7 +322,7 @@ impl FsList {
     /// Reads the directory `dir_key` ("" or ending in '/'), keeping names starting with `filter`.
     fn read_level(&self, dir_key: &str, filter: Option<&str>) -> Result<Level, StorageError> {
         let dir = self.root.join(dir_key);
-        let rd = fs::read_dir(&dir).map_err(|e| StorageError::from_io("list", dir_key, &e))?;
+        let rd = fs::read_dir(&dir).map_err(|e| absent_as_not_found("list", dir_key, &e))?;
         let mut entries = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::from_io("list", dir_key, &e))?;

@@ -126,6 +126,11 @@ pub fn suite(s: &dyn Storage) {
     assert_eq!(s.list_prefixes("l/").unwrap(), vec!["a".to_string()]);
     assert_eq!(s.list_prefixes("l/a/").unwrap(), vec!["c".to_string()]);
     assert!(s.list_prefixes("l/a/c/d/").unwrap().is_empty());
+    // "below" an object: nothing, on every backend (a file system says ENOTDIR there)
+    assert!(keys_of(s, "l/a/c/d/").is_empty());
+    assert!(s.head(&key("l/a/c/d/e")).unwrap().is_none());
+    assert_eq!(s.get(&key("l/a/c/d/e")).err().map(|e| e.kind), Some(ErrorKind::NotFound));
+    assert_eq!(s.get_range(&key("l/a/c/d/e"), 0, 1).unwrap_err().kind, ErrorKind::NotFound);
     assert!(s.list_prefixes("nothing/").unwrap().is_empty());
 
     // delete
