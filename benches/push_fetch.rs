@@ -32,7 +32,7 @@ fn push_fetch(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(common::SEG as u64));
     g.sample_size(20);
     for comp in ["zstd", "lz4"] {
-        let opts = PushOptions { compression: Some(comp.parse().unwrap()) };
+        let opts = PushOptions { compression: Some(comp.parse().unwrap()), ..Default::default() };
         g.bench_function(format!("push/{comp}"), |b| {
             b.iter_batched(
                 || repo.storage().delete(&key).unwrap(),

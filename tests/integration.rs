@@ -8,8 +8,10 @@ mod util;
 
 mod cli;
 mod faults;
+mod lookahead;
 mod pg_archive;
 mod pitr;
+mod prefetch;
 mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;

@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -31,7 +31,9 @@ pub struct FetchOutcome {
     pub summary: ObjectSummary,
 }
 
-fn check_first_frame(name: &WalFileName, cfg: &RepoConfig, frame: &[u8]) -> Result<()> {
+/// Checks the first frame (at least the long page header) of a segment against its name and the
+/// repository.
+pub(crate) fn check_first_frame(name: &WalFileName, cfg: &RepoConfig, frame: &[u8]) -> Result<()> {
     let corrupt = |d: String| {
         WalrsError::new(Kind::Corrupt, format!("object {name} decodes, but {d}"))
             .hint("the repository holds a wrong file under this name; move it aside")
@@ -58,7 +60,75 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
     let name =
         WalFileName::parse(name).map_err(|e| WalrsError::new(Kind::InvalidInput, e.to_string()))?;
     let cfg = repo.require_config()?;
-    let key = layout::wal_key(&name)?;
+    fetch_with_config(repo, &cfg, &name, dest, started)
+}
+
+/// [`fetch`] with the repository's configuration already read.
+pub fn fetch_with_config(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    name: &WalFileName,
+    dest: &Path,
+    started: Instant,
+) -> Result<FetchOutcome> {
+    let dir = super::spool::wal_dir(dest);
+    let base = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        WalrsError::new(
+            Kind::InvalidInput,
+            format!("{}: the destination needs a file name", dest.display()),
+        )
+    })?;
+    remove_dead_temporaries(&dir, base);
+    let (mut guard, summary) = decode_to_temp(repo, cfg, name, &dir, base)?;
+    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
+    guard.disarm();
+    sync_dir(&dir)?;
+    let _ = crate::cleanup::mark_committed();
+    tracing::info!(
+        "restored {name} to {} ({} bytes) in {:.3} s",
+        dest.display(),
+        summary.plain_len,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(FetchOutcome { summary })
+}
+
+/// Removes `.{base}.walrs-tmp.<pid>.<n>` files in `dir` whose process no longer runs: what a
+/// fetch killed with SIGKILL left beside `%p` (`dir` is local: `pg_wal`). A live pid, even a
+/// reused one, keeps its files.
+fn remove_dead_temporaries(dir: &Path, base: &str) {
+    let prefix = format!(".{base}.walrs-tmp.");
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(prefix.as_str())) else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Fsyncs the directory `dir` (after a rename into it).
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| local_io("syncing directory", dir, &e))
+}
+
+/// Decodes the WAL file `name` from `repo` into a new temporary file in `dir` (named after
+/// `base`), every frame and the trailer verified and the file fsynced. The guard removes the file
+/// unless the caller renames it and disarms the guard.
+pub(crate) fn decode_to_temp(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    name: &WalFileName,
+    dir: &Path,
+    base: &str,
+) -> Result<(TempGuard, ObjectSummary)> {
+    let key = layout::wal_key(name)?;
     let mut decoder = repo.open_object(&key, name.as_str()).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
@@ -69,18 +139,7 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
             e
         }
     })?;
-
-    let dir: PathBuf = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        WalrsError::new(
-            Kind::InvalidInput,
-            format!("{}: the destination needs a file name", dest.display()),
-        )
-    })?;
-    let (mut guard, mut out) = loop {
+    let (guard, mut out) = loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut guard =
             TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
@@ -96,7 +155,7 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
     let mut first = true;
     while decoder.next_frame(&mut frame)? {
         if first && name.is_segment_like() {
-            check_first_frame(&name, &cfg, &frame)?;
+            check_first_frame(name, cfg, &frame)?;
         }
         first = false;
         out.write_all(&frame).map_err(|e| local_io("writing", guard.path(), &e))?;
@@ -108,18 +167,5 @@ pub fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<FetchOutcome>
         return Err(WalrsError::new(Kind::Corrupt, format!("object {name} is empty")));
     }
     out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    drop(out);
-    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
-    guard.disarm();
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| local_io("syncing directory", &dir, &e))?;
-    let _ = crate::cleanup::mark_committed();
-    tracing::info!(
-        "restored {name} to {} ({} bytes) in {:.3} s",
-        dest.display(),
-        summary.plain_len,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(FetchOutcome { summary })
+    Ok((guard, summary))
 }

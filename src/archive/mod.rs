@@ -6,7 +6,10 @@
 //! object has been verified.
 
 pub mod fetch;
+pub mod lookahead;
+pub mod prefetch;
 pub mod push;
+pub mod spool;
 
 pub use fetch::{FetchOutcome, fetch};
 pub use push::{PushOptions, PushOutcome, push};

@@ -18,7 +18,7 @@ use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, SegmentIndexer};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, TimelineHistory, WalFileKind, WalFileName};
-use crate::repo::{PutNew, RepoConfig, Repository, layout};
+use crate::repo::{PutExtras, PutNew, RepoConfig, Repository, layout};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -32,6 +32,12 @@ const MAX_TEXT_FILE: u64 = 16 * 1024 * 1024;
 pub struct PushOptions {
     /// Compression for the new object; the repository default when `None`.
     pub compression: Option<Compression>,
+    /// Codec worker threads for this push (default: `WALRS_CODEC_THREADS` or the cores). Pushes
+    /// that run side by side use none each: the segments are the parallelism.
+    pub codec_workers: Option<usize>,
+    /// This push is the command's answer: once its object is durable, a deadline that passes
+    /// must not turn the success into a failure (see `cleanup::mark_committed`).
+    pub commits_command: bool,
 }
 
 /// What a push did.
@@ -266,9 +272,18 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         Box::new(move |frame: &[u8]| ix.borrow_mut().feed(frame)) as Box<dyn FnMut(&[u8])>
     });
     let encrypt = cfg.encryption.is_some();
-    match repo.put_new_observed(&key, name.as_str(), source, compression, encrypt, observer)? {
+    match repo.put_new_observed(
+        &key,
+        name.as_str(),
+        source,
+        compression,
+        encrypt,
+        PutExtras { observer, workers: opts.codec_workers },
+    )? {
         PutNew::Created(summary) => {
-            let _ = crate::cleanup::mark_committed();
+            if opts.commits_command {
+                let _ = crate::cleanup::mark_committed();
+            }
             if let Some(ix) = indexer.and_then(|ix| Rc::try_unwrap(ix).ok()) {
                 record_in_index(repo, ix.into_inner().finish(summary.sha256_hex()), encrypt);
             }
@@ -284,7 +299,9 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         PutNew::Exists => {
             file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
             let digest = compare_with_stored(repo, &key, &name, &mut file, path)?;
-            let _ = crate::cleanup::mark_committed();
+            if opts.commits_command {
+                let _ = crate::cleanup::mark_committed();
+            }
             tracing::warn!("{name} was already archived with identical content; nothing to do");
             // An earlier push may have stopped between the object and its summary.
             if let Some(h) = &header

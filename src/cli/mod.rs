@@ -60,6 +60,10 @@ pub struct GlobalArgs {
     /// Timeout of one S3 request, and of each idle gap in a download (default 30s).
     #[arg(long, global = true, env = "WALRS_S3_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub s3_request_timeout: Option<String>,
+    /// Spool directory of push look-ahead records and fetch prefetch (default: walrs_spool in the
+    /// data directory of the WAL path).
+    #[arg(long, global = true, env = "WALRS_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<String>,
 }
 
 /// The subcommands.
@@ -79,6 +83,9 @@ pub enum Command {
     Backup(commands::backup::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     Restore(commands::restore::Args),
+    /// Internal: the prefetcher `fetch` starts during recovery.
+    #[command(hide = true)]
+    Prefetch(commands::fetch::PrefetchArgs),
 }
 
 /// The resolved context a command runs with.
@@ -87,6 +94,34 @@ pub struct Ctx {
     pub settings: Settings,
     /// When the command must have finished.
     pub deadline: Instant,
+    /// The global options as given (flags or their variables), for child processes.
+    pub global: GlobalArgs,
+}
+
+impl GlobalArgs {
+    /// These options as command-line flags, so that a child walrs resolves the same settings
+    /// (the environment it inherits supplies the rest). `--spool-dir` is left to the caller.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let pairs = [
+            ("--config", &self.config),
+            ("--repo", &self.repo),
+            ("--compression", &self.compression),
+            ("--timeout", &self.timeout),
+            ("--log-level", &self.log_level),
+            ("--s3-endpoint", &self.s3_endpoint),
+            ("--s3-region", &self.s3_region),
+            ("--s3-path-style", &self.s3_path_style),
+            ("--s3-request-timeout", &self.s3_request_timeout),
+        ];
+        let mut out = Vec::new();
+        for (flag, value) in pairs {
+            if let Some(v) = value {
+                out.push(OsString::from(flag));
+                out.push(OsString::from(v));
+            }
+        }
+        out
+    }
 }
 
 impl Ctx {
@@ -163,6 +198,7 @@ where
         Command::Basebackup(_) => ("basebackup", commands::basebackup::DEFAULT_TIMEOUT, None),
         Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
         Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
+        Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
     let is_fetch = matches!(cli.command, Command::Fetch(_));
@@ -190,6 +226,7 @@ where
         s3_region: g.s3_region.clone(),
         s3_path_style: g.s3_path_style.clone(),
         s3_request_timeout: g.s3_request_timeout.clone(),
+        spool_dir: g.spool_dir.clone(),
     };
     let env = |k: &str| std::env::var(k).ok();
     let settings = match Settings::resolve(
@@ -218,6 +255,7 @@ where
         "basebackup" => tracing::error_span!("walrs basebackup"),
         "backup" => tracing::error_span!("walrs backup"),
         "restore" => tracing::error_span!("walrs restore"),
+        "prefetch" => tracing::error_span!("walrs prefetch"),
         _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
@@ -231,7 +269,7 @@ where
     };
     let timeout = settings.timeout.unwrap_or(default_timeout);
     arm_watchdog(timeout, map(Kind::Timeout), what);
-    let ctx = Ctx { settings, deadline: Instant::now() + timeout };
+    let ctx = Ctx { settings, deadline: Instant::now() + timeout, global: cli.global.clone() };
     let result: std::result::Result<(), WalrsError> = match cli.command {
         Command::Push(a) => commands::push::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
@@ -240,6 +278,7 @@ where
         Command::Basebackup(a) => commands::basebackup::run(&ctx, a),
         Command::Backup(a) => commands::backup::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

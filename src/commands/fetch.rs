@@ -1,11 +1,19 @@
 //! `walrs fetch <name> <dest>`: restore_command. See docs/commands/fetch.md.
+//!
+//! When PostgreSQL's recovery asks (`%p` = `pg_wal/RECOVERYXLOG`) and prefetch is on, the
+//! segment is served from the spool if a prefetcher already fetched it, and a prefetcher is
+//! started for the segments after it (archive/prefetch.rs). The hidden `walrs prefetch` is that
+//! prefetcher.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::archive;
+use crate::archive::prefetch::{self, PrefetchDir};
+use crate::archive::spool::Spool;
+use crate::archive::{self};
 use crate::cli::Ctx;
-use crate::error::Result;
+use crate::error::{Kind, Result, WalrsError};
+use crate::pg::{WalFileKind, WalFileName};
 
 /// Default deadline: PostgreSQL waits on restore_command, so a stuck fetch must end; in standby
 /// mode PostgreSQL calls it again.
@@ -22,10 +30,133 @@ pub struct Args {
     /// code PostgreSQL reads as "not available". Also set by WALRS_FETCH_ABORT_ON_HARD_FAILURE=1.
     #[arg(long)]
     pub abort_on_hard_failure: bool,
+    /// Segments to keep fetched ahead of replay in the spool during recovery; 0 turns prefetch
+    /// off (default 8).
+    #[arg(long, env = "WALRS_PREFETCH", value_name = "N")]
+    pub prefetch: Option<usize>,
+    /// Segments the prefetcher fetches at once (default 2).
+    #[arg(long, env = "WALRS_PREFETCH_PARALLEL", value_name = "N")]
+    pub prefetch_parallel: Option<usize>,
+}
+
+/// Arguments of the hidden `walrs prefetch` (started by `fetch`).
+#[derive(clap::Args, Debug)]
+pub struct PrefetchArgs {
+    /// Segments to keep ahead of the spool's position.
+    #[arg(long)]
+    pub count: usize,
+    /// Segments fetched at once.
+    #[arg(long)]
+    pub parallel: usize,
+}
+
+fn check_range(what: &str, v: usize, min: usize) -> Result<usize> {
+    if v < min || v > 64 {
+        return Err(WalrsError::new(
+            Kind::Config,
+            format!("{what} {v}: must be between {min} and 64"),
+        ));
+    }
+    Ok(v)
 }
 
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let count = check_range(
+        "prefetch",
+        args.prefetch.or(ctx.settings.prefetch).unwrap_or(prefetch::DEFAULT_COUNT),
+        0,
+    )?;
+    let parallel = check_range(
+        "prefetch parallelism",
+        args.prefetch_parallel.unwrap_or(prefetch::DEFAULT_PARALLEL),
+        1,
+    )?;
     let repo = ctx.open_repo()?;
-    archive::fetch(&repo, &args.name, &args.dest).map(|_| ())
+    let recovery = args.dest.file_name().is_some_and(|f| f == prefetch::RECOVERY_TARGET_NAME);
+    let name = WalFileName::parse(&args.name).ok().filter(|n| n.kind() == WalFileKind::Segment);
+    let spool = match (&name, recovery && count > 0) {
+        (Some(_), true) => Spool::locate(ctx.settings.spool_dir.as_deref(), &args.dest),
+        _ => None,
+    };
+    let (Some(name), Some(spool)) = (name, spool) else {
+        return archive::fetch(&repo, &args.name, &args.dest).map(|_| ());
+    };
+    let dir = match PrefetchDir::open(&spool) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("prefetch is off for this call: {e}");
+            return archive::fetch(&repo, &args.name, &args.dest).map(|_| ());
+        }
+    };
+    let cfg = repo.require_config()?;
+    let started = std::time::Instant::now();
+    let served = match dir.serve(&repo, &cfg, &name, &args.dest) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("could not use the prefetched {name}: {e}");
+            false
+        }
+    };
+    if served {
+        tracing::info!(
+            "restored {name} to {} from the prefetch spool in {:.3} s",
+            args.dest.display(),
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        archive::fetch::fetch_with_config(&repo, &cfg, &name, &args.dest, started)?;
+    }
+    // PostgreSQL has its file; what follows only prepares the next ones.
+    dir.forget_before(&name, cfg.wal_segment_size, count);
+    if let Err(e) = dir.set_position(&name) {
+        tracing::warn!("prefetch: {e}");
+        return Ok(());
+    }
+    if !dir.prefetcher_running() {
+        spawn_prefetcher(ctx, &spool, count, parallel);
+    }
+    Ok(())
+}
+
+/// Starts `walrs prefetch` detached (not waited for), in PostgreSQL's process group so that a
+/// server shutdown stops it, with this call's settings.
+fn spawn_prefetcher(ctx: &Ctx, spool: &Spool, count: usize, parallel: usize) {
+    let exe = match std::env::current_exe() {
+        Ok(p) if p.exists() => p,
+        _ => {
+            tracing::debug!("prefetch: cannot find the walrs executable; not prefetching");
+            return;
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("prefetch")
+        .arg("--count")
+        .arg(count.to_string())
+        .arg("--parallel")
+        .arg(parallel.to_string())
+        .args(ctx.global.to_args())
+        .arg("--spool-dir")
+        .arg(spool.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    if let Err(e) = cmd.spawn() {
+        tracing::warn!("prefetch: could not start the prefetcher: {e}");
+    }
+}
+
+/// Runs the hidden `walrs prefetch`.
+pub fn run_prefetch(ctx: &Ctx, args: PrefetchArgs) -> Result<()> {
+    let count = check_range("prefetch", args.count, 1)?;
+    let parallel = check_range("prefetch parallelism", args.parallel, 1)?;
+    let Some(root) = ctx.settings.spool_dir.clone() else {
+        return Err(WalrsError::new(Kind::Config, "walrs prefetch needs --spool-dir"));
+    };
+    let repo = ctx.open_repo()?;
+    let dir = PrefetchDir::open(&Spool::at(root))?;
+    let n = prefetch::run_prefetcher(&repo, &dir, count, parallel, ctx.deadline)?;
+    if n > 0 {
+        tracing::debug!("prefetched {n} segment(s)");
+    }
+    Ok(())
 }

@@ -40,6 +40,12 @@ pub struct FileConfig {
     pub s3_path_style: Option<bool>,
     /// Timeout of one S3 request (and of each idle gap in a download).
     pub s3_request_timeout: Option<toml::Value>,
+    /// Segments `push` archives at once (itself and other `.ready` files); 1 turns look-ahead off.
+    pub push_parallel: Option<usize>,
+    /// Segments `fetch` prefetches along the timeline; 0 turns prefetch off.
+    pub prefetch: Option<usize>,
+    /// Where push records look-ahead results and fetch keeps prefetched segments.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -78,6 +84,8 @@ pub struct Overrides {
     pub s3_path_style: Option<String>,
     /// `--s3-request-timeout` / `WALRS_S3_REQUEST_TIMEOUT`.
     pub s3_request_timeout: Option<String>,
+    /// `--spool-dir` / `WALRS_SPOOL_DIR`.
+    pub spool_dir: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -108,6 +116,12 @@ pub struct Settings {
     pub fetch_abort_on_hard_failure: bool,
     /// S3 connection settings (used by `s3://` repositories).
     pub s3: S3Settings,
+    /// See [`FileConfig::push_parallel`] (the command's flag or variable wins).
+    pub push_parallel: Option<usize>,
+    /// See [`FileConfig::prefetch`] (the command's flag or variable wins).
+    pub prefetch: Option<usize>,
+    /// The spool directory, if configured; else derived from the WAL path (docs/configuration.md).
+    pub spool_dir: Option<PathBuf>,
 }
 
 fn config_err(msg: String) -> WalrsError {
@@ -252,7 +266,27 @@ impl Settings {
             }
             (None, None) => {}
         }
-        Ok(Settings { repo, compression, key, timeout, log_level, fetch_abort_on_hard_failure, s3 })
+        let spool_dir = match set(&over.spool_dir).map(PathBuf::from).or(fc.spool_dir) {
+            Some(d) if d.is_relative() => {
+                return Err(config_err(format!(
+                    "spool directory {}: must be an absolute path",
+                    d.display()
+                )));
+            }
+            d => d,
+        };
+        Ok(Settings {
+            repo,
+            compression,
+            key,
+            timeout,
+            log_level,
+            fetch_abort_on_hard_failure,
+            s3,
+            push_parallel: fc.push_parallel,
+            prefetch: fc.prefetch,
+            spool_dir,
+        })
     }
 
     /// Loads the master key, if one is configured. Errors name the source, never the key.

@@ -31,6 +31,15 @@ pub enum PutNew {
     Exists,
 }
 
+/// Optional extras of [`Repository::put_new_observed`].
+#[derive(Default)]
+pub struct PutExtras {
+    /// Sees each plaintext frame as it is encoded (the WAL indexer).
+    pub observer: Option<crate::codec::FrameObserver>,
+    /// Codec worker threads (default: `codec::parallel::default_workers`).
+    pub workers: Option<usize>,
+}
+
 /// A boxed object reader.
 pub type ObjectReader<'a> = Box<dyn Read + Send + 'a>;
 
@@ -241,7 +250,7 @@ impl Repository {
         compression: Compression,
         encrypt: bool,
     ) -> Result<PutNew> {
-        self.put_new_observed(key, name, source, compression, encrypt, None)
+        self.put_new_observed(key, name, source, compression, encrypt, PutExtras::default())
     }
 
     /// [`Repository::put_new`], showing each plaintext frame to `observer` as it is read.
@@ -252,11 +261,14 @@ impl Repository {
         source: R,
         compression: Compression,
         encrypt: bool,
-        observer: Option<crate::codec::FrameObserver>,
+        extras: PutExtras,
     ) -> Result<PutNew> {
         let k = if encrypt { self.key.as_ref() } else { None };
         let mut body = EncodingBody::new(Encoder::new(name, compression, k)?, source);
-        if let Some(f) = observer {
+        if let Some(w) = extras.workers {
+            body = body.with_workers(w);
+        }
+        if let Some(f) = extras.observer {
             body = body.with_observer(f);
         }
         match self.storage.put_if_absent(key, &mut body) {

@@ -1,0 +1,112 @@
+//! The spool: a small local directory where `push` records the segments its look-ahead archived
+//! (`push/`) and `fetch` keeps segments it prefetched (`prefetch/`). docs/format/spool.md.
+//!
+//! Nothing in the spool is ever the only copy of anything: a record is written only after its
+//! segment is durable in the repository, and a prefetched segment is a verified copy of a
+//! repository object. Losing the spool costs time, never data; a stale or foreign spool is
+//! checked, not trusted.
+//!
+//! Location: `--spool-dir` / `WALRS_SPOOL_DIR` / `spool_dir`, else `walrs_spool` in the data
+//! directory when the WAL path PostgreSQL passes is in `pg_wal/` (as `%p` always is). Outside a
+//! data directory (a manual `walrs push /some/file`) there is no default and both features are
+//! off. The default is outside `pg_wal` so prefetched segments never compete with PostgreSQL's
+//! own WAL for that space.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Kind, Result, WalrsError};
+
+/// Name of the default spool directory inside the data directory.
+pub const DEFAULT_NAME: &str = "walrs_spool";
+
+/// A spool directory (not necessarily created yet).
+#[derive(Clone, Debug)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// The directory of a WAL path (`pg_wal/000000010000000000000001` gives `pg_wal`), `.` for a
+/// bare name.
+pub fn wal_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Spool {
+    /// A spool at `root`.
+    pub fn at(root: PathBuf) -> Self {
+        Spool { root }
+    }
+
+    /// The spool for a WAL path: `configured`, else `walrs_spool` beside the `pg_wal` directory
+    /// that holds `wal_path` (lexically: a symlinked `pg_wal` still puts it in the data directory).
+    pub fn locate(configured: Option<&Path>, wal_path: &Path) -> Option<Spool> {
+        if let Some(dir) = configured {
+            return Some(Spool::at(dir.to_path_buf()));
+        }
+        let dir = wal_dir(wal_path);
+        let dir = if dir.is_absolute() { dir } else { std::env::current_dir().ok()?.join(dir) };
+        if dir.file_name()? != "pg_wal" {
+            return None;
+        }
+        Some(Spool::at(dir.parent()?.join(DEFAULT_NAME)))
+    }
+
+    /// The spool's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The subdirectory `sub`, created (mode 0700) if missing.
+    pub fn subdir(&self, sub: &str) -> Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        let d = self.root.join(sub);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| {
+            WalrsError::new(
+                Kind::Io,
+                format!("cannot create the spool directory {}: {e}", d.display()),
+            )
+            .hint("set WALRS_SPOOL_DIR to a directory the PostgreSQL user can write")
+        })?;
+        Ok(d)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees the old
+/// file, the new one or none, never a torn one. No fsync: spool files are caches whose loss after
+/// a crash only costs the work of redoing them, and every reader validates what it finds.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut guard = crate::cleanup::TempGuard::new(tmp.clone());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    guard.disarm();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_location_needs_pg_wal() {
+        let s = Spool::locate(None, Path::new("/data/pg_wal/000000010000000000000001")).unwrap();
+        assert_eq!(s.root(), Path::new("/data/walrs_spool"));
+        assert!(Spool::locate(None, Path::new("/tmp/x/000000010000000000000001")).is_none());
+        let c = Spool::locate(Some(Path::new("/spool")), Path::new("/tmp/x/f")).unwrap();
+        assert_eq!(c.root(), Path::new("/spool"));
+        let rel = Spool::locate(None, Path::new("pg_wal/RECOVERYXLOG")).unwrap();
+        assert!(rel.root().is_absolute() && rel.root().ends_with("walrs_spool"));
+    }
+}
