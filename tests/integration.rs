@@ -15,5 +15,6 @@ mod prefetch;
 mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
+mod tls;
 mod wal_decode;
 mod wal_index;

@@ -6,6 +6,7 @@
 //! postgres-protocol builds the startup message and does the SCRAM and MD5 computations.
 
 pub mod basebackup;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -33,8 +34,11 @@ pub struct ConnParams {
     pub password: Option<String>,
     /// The database (for `replication=database`; physical backups do not need it).
     pub dbname: Option<String>,
-    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    /// `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full` (tls.rs).
     pub sslmode: String,
+    /// Root certificates for verification: a PEM file or `system` (`sslrootcert`,
+    /// `PGSSLROOTCERT`; default `~/.postgresql/root.crt`).
+    pub sslrootcert: Option<String>,
 }
 
 impl std::fmt::Display for ConnParams {
@@ -59,6 +63,7 @@ impl ConnParams {
             ("password", "PGPASSWORD"),
             ("dbname", "PGDATABASE"),
             ("sslmode", "PGSSLMODE"),
+            ("sslrootcert", "PGSSLROOTCERT"),
         ] {
             if let Some(v) = env(e).filter(|v| !v.is_empty()) {
                 kv.insert(k.into(), v);
@@ -91,6 +96,11 @@ impl ConnParams {
             password: kv.get("password").cloned(),
             dbname: kv.get("dbname").cloned(),
             sslmode,
+            sslrootcert: kv.get("sslrootcert").cloned().or_else(|| {
+                tls::default_root_cert(env)
+                    .filter(|p| p.exists())
+                    .map(|p| p.to_string_lossy().into_owned())
+            }),
         })
     }
 }
@@ -203,6 +213,7 @@ fn pct_decode(s: &str) -> String {
 enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Read for Stream {
@@ -210,6 +221,7 @@ impl Read for Stream {
         match self {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -219,14 +231,74 @@ impl Write for Stream {
         match self {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Unix(s) => s.flush(),
             Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
         }
     }
+}
+
+/// PostgreSQL's `SSLRequest` code.
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+
+/// Negotiates TLS on a fresh TCP connection as `need` asks (an `SSLRequest`, then the handshake).
+fn negotiate_tls(mut s: TcpStream, p: &ConnParams, need: tls::Need, desc: &str) -> Result<Stream> {
+    use tls::Need;
+    let verify = match need {
+        Need::Off => return Ok(Stream::Tcp(s)),
+        Need::Opportunistic => tls::Verify::None,
+        Need::Required(v) => v,
+    };
+    let config = tls::client_config(verify, p.sslrootcert.as_deref())?;
+    let name = tls::server_name(&p.host)?;
+    let io = |e: std::io::Error| proto_err(format!("{desc}: TLS negotiation: {e}"));
+    let mut req = [0u8; 8];
+    req[..4].copy_from_slice(&8i32.to_be_bytes());
+    req[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    s.write_all(&req).map_err(io)?;
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).map_err(io)?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if need == Need::Opportunistic => return Ok(Stream::Tcp(s)),
+        b'N' => {
+            return Err(WalrsError::new(
+                Kind::Auth,
+                format!("{desc}: sslmode={} but the server does not support TLS", p.sslmode),
+            )
+            .hint("enable ssl on the server, or lower sslmode"));
+        }
+        other => {
+            return Err(proto_err(format!(
+                "{desc}: unexpected answer {:?} to the TLS request",
+                other as char
+            )));
+        }
+    }
+    let conn = rustls::ClientConnection::new(config, name)
+        .map_err(|e| proto_err(format!("{desc}: TLS: {e}")))?;
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    // Complete the handshake now, so that a certificate problem is reported as one.
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+            let auth = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+            if auth {
+                WalrsError::new(Kind::Auth, format!("{desc}: the server's certificate is refused: {e}"))
+                    .hint("check sslrootcert and the host name, or use sslmode=require to encrypt without verifying")
+            } else {
+                proto_err(format!("{desc}: TLS handshake: {e}"))
+            }
+        })?;
+    }
+    Ok(Stream::Tls(Box::new(tls)))
 }
 
 /// A backend message: its tag and body.
@@ -302,12 +374,6 @@ impl ReplConn {
     /// Connects as a physical replication client and authenticates. `io_timeout` bounds every
     /// socket read and write; `deadline` bounds the whole connection's life.
     pub fn connect(p: &ConnParams, io_timeout: Duration, deadline: Instant) -> Result<Self> {
-        if matches!(p.sslmode.as_str(), "require" | "verify-ca" | "verify-full") {
-            return Err(conn_err(format!(
-                "sslmode={} is not supported yet by walrs's replication client; use a Unix socket or sslmode=disable/prefer on a trusted network",
-                p.sslmode
-            )));
-        }
         let desc = p.to_string();
         let unreachable = |e: std::io::Error| proto_err(format!("cannot connect to {desc}: {e}"));
         let stream = if p.host.starts_with('/') {
@@ -338,7 +404,11 @@ impl ReplConn {
             s.set_read_timeout(Some(io_timeout)).map_err(unreachable)?;
             s.set_write_timeout(Some(io_timeout)).map_err(unreachable)?;
             let _ = s.set_nodelay(true);
-            Stream::Tcp(s)
+            let root_exists = p
+                .sslrootcert
+                .as_deref()
+                .is_some_and(|r| r == "system" || std::path::Path::new(r).exists());
+            negotiate_tls(s, p, tls::need(&p.sslmode, root_exists), &desc)?
         };
         let mut c = ReplConn {
             stream: std::io::BufReader::with_capacity(256 * 1024, stream),
