@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, idempotently: PostgreSQL 15 server and client
-# (which also creates the unprivileged 'postgres' user the tests run servers as).
+# and openssl for test certificates (PostgreSQL also creates the unprivileged 'postgres' user the tests run servers as).
 set -euo pipefail
 need=()
 [[ -x /usr/lib/postgresql/15/bin/initdb && -x /usr/lib/postgresql/15/bin/pg_basebackup ]] || need+=(postgresql-15 postgresql-client-15)
 command -v mount >/dev/null || need+=(mount)
 command -v runuser >/dev/null || need+=(util-linux)
+command -v openssl >/dev/null || need+=(openssl)    # test certificates (tests/tls.rs)
 if ((${#need[@]})); then
   if [[ $(id -u) != 0 ]]; then echo "install-prereqs: need root to install ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
