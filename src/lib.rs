@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod pg;
+pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;

@@ -169,7 +169,7 @@ struct ArchiveReader<'a, 'c> {
     next: Option<Event>,
     ended: bool,
     error: Option<WalrsError>,
-    last_progress: Instant,
+    progress: &'a crate::progress::Progress,
 }
 
 impl Read for ArchiveReader<'_, '_> {
@@ -197,15 +197,11 @@ impl Read for ArchiveReader<'_, '_> {
             }
             match self.bb.next_event() {
                 Ok(Some(Event::Data(d))) => {
+                    self.progress.add(d.len() as u64);
                     self.pending = d;
                     self.at = 0;
                 }
-                Ok(Some(Event::Progress(p))) => {
-                    if self.last_progress.elapsed() > Duration::from_secs(10) {
-                        tracing::info!("base backup: {} MiB received", p >> 20);
-                        self.last_progress = Instant::now();
-                    }
-                }
+                Ok(Some(Event::Progress(_))) => {}
                 Ok(other) => {
                     self.next = other;
                     self.ended = true;
@@ -330,11 +326,15 @@ pub fn take(
     let mut archives: Vec<Archive> = Vec::new();
     let mut pg_manifest: Vec<u8> = Vec::new();
     let (mut bytes, mut stored) = (0u64, 0u64);
+    let progress = crate::progress::Progress::new("base backup", 0);
     let mut ev = bb.next_event()?;
     while let Some(e) = ev.take() {
         match e {
             Event::Start { lsn, tli } => start = Some((lsn, tli)),
-            Event::Tablespaces(t) => tablespaces = t,
+            Event::Tablespaces(t) => {
+                progress.set_total(t.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
+                tablespaces = t;
+            }
             Event::Archive { name, path } => {
                 let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
                 let mut tracker = TarTracker::default();
@@ -348,7 +348,7 @@ pub fn take(
                     next: None,
                     ended: false,
                     error: None,
-                    last_progress: Instant::now(),
+                    progress: &progress,
                 };
                 for n in 0u32.. {
                     let k = key(format!("{PREFIX}{id}/{name}/{n:06}"))?;
@@ -404,6 +404,7 @@ pub fn take(
         ev = bb.next_event()?;
     }
     drop(c);
+    progress.finish();
     let (start_lsn, tli) =
         start.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no start position"))?;
     let (stop_lsn, stop_tli) =

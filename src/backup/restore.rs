@@ -225,38 +225,44 @@ pub fn restore_files(
     m: &BackupManifest,
     o: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    let mut jobs: Vec<(ObjectKey, PathBuf)> = Vec::new();
+    let mut jobs: Vec<(ObjectKey, PathBuf, u64)> = Vec::new();
     let mut dests = Vec::new();
     for a in &m.archives {
         let dest = archive_dest(m, a, o)?;
         ensure_empty_dir(&dest)?;
         dests.push(dest.clone());
         for c in &a.chunks {
-            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone()));
+            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone(), c.plain_len));
         }
     }
     let stats = Mutex::new(RestoreStats::default());
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<WalrsError>> = Mutex::new(None);
     let workers = o.workers.clamp(1, 16).min(jobs.len().max(1));
+    let progress =
+        crate::progress::Progress::new("restore", jobs.iter().map(|(_, _, n)| *n).sum::<u64>());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((k, dest)) = jobs.get(i) else { break };
+                    let Some((k, dest, len)) = jobs.get(i) else { break };
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    if let Err(e) = extract_chunk(repo, k, dest, &stats)
-                        && let Ok(mut slot) = first_error.lock()
-                    {
-                        slot.get_or_insert(e);
+                    match extract_chunk(repo, k, dest, &stats) {
+                        Ok(()) => progress.add(*len),
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                        }
                     }
                 }
             });
         }
     });
+    progress.finish();
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
