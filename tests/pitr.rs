@@ -509,3 +509,54 @@ fn pg15_issue_5_restore_of_a_restored_server() {
     e.run(&["restore", "--pgdata", empty.to_str().unwrap()]).expect_code(7);
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "a failed restore left files");
 }
+
+/// Issue 5: `--target-timeline current` without `--backup` plans along the newest backup's
+/// timeline (2 here) but restores an older backup of timeline 1, because the newer one ends after
+/// the target. walrs wrote `'current'`, which PostgreSQL reads as the restored backup's timeline:
+/// recovery silently followed timeline 1 to the target time. It now writes `'2'`.
+#[test]
+fn pg15_issue_5_target_timeline_current_follows_the_plan() {
+    let (e, a) = setup(false);
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 1000) g");
+    basebackup(&e, &a);
+    a.sql("INSERT INTO t SELECT g, 'two' FROM generate_series(1001, 2000) g");
+    a.switch_and_wait_archived();
+    // Restore to the end of timeline 1 and promote: timeline 2, archiving into the same repository.
+    let dir = e.world.path("b");
+    e.run(&["restore", "--pgdata", dir.to_str().unwrap()]).expect_code(0);
+    chown_to_test_user(&dir);
+    let archive = format!(
+        "archive_mode = on\narchive_command = 'WALRS_REPO={} {} push %p'\n",
+        e.repo.display(),
+        e.world.walrs.display()
+    );
+    let mut b = PgCluster::with_data(&e.world, "b-run", dir, &archive);
+    b.start();
+    b.wait_for("promotion", Duration::from_secs(120), || {
+        b.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    b.sql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(2001, 2500) g");
+    let at_t = b.sql(SUM);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t_on_2 = b.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A backup of timeline 2 that ends after the target: not usable for it.
+    basebackup(&e, &b);
+    b.sql("INSERT INTO t SELECT g, 'tl2-later' FROM generate_series(2501, 2600) g");
+    b.switch_and_wait_archived();
+    b.stop();
+    // Timeline 1 goes on past the switch point, with commits after the target time.
+    a.sql("INSERT INTO t SELECT g, 'tl1-after' FROM generate_series(3001, 3300) g");
+    a.switch_and_wait_archived();
+
+    let got = restore_and_read(
+        &e,
+        "r-current",
+        &["--target-timeline", "current", "--target-time", &t_on_2],
+    );
+    assert_eq!(got, at_t, "the point in time on timeline 2 the plan names");
+    let auto =
+        std::fs::read_to_string(e.world.path("r-current").join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target_timeline = '2'"), "{auto}");
+}
