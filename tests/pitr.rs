@@ -418,3 +418,145 @@ fn pg15_pitr_on_s3() {
     });
     assert_eq!(c.sql(SUM), after1);
 }
+
+/// The LSN just past the end of WAL segment `name` (`TTTTTTTTXXXXXXXXYYYYYYYY`, 16 MiB segments).
+fn segment_end(name: &str) -> u64 {
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    (log << 32) + (seg + 1) * (16 << 20)
+}
+
+/// Issue 5 (https://github.com/walrs/walrs/issues/5): a backup of a server that carries an
+/// earlier recovery's settings (postgresql.auto.conf and postgresql.conf) and a walrs spool
+/// directory restores to exactly the new target; an LSN past the last archived record is
+/// refused; a damaged backup is reported clearly and leaves nothing behind.
+#[test]
+fn pg15_issue_5_restore_of_a_restored_server() {
+    let (e, a) = setup(false);
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
+    // What an earlier targeted recovery leaves behind. The running server does not read these
+    // again; BASE_BACKUP copies them as they are.
+    let mut auto =
+        std::fs::OpenOptions::new().append(true).open(a.data.join("postgresql.auto.conf")).unwrap();
+    std::io::Write::write_all(
+        &mut auto,
+        b"# walrs restore of an earlier backup\nrestore_command = 'false'\nrecovery_target_xid = '4000000000'\nrecovery_target_action = 'shutdown'\nrecovery_target_timeline = 'current'\n",
+    )
+    .unwrap();
+    let mut conf =
+        std::fs::OpenOptions::new().append(true).open(a.data.join("postgresql.conf")).unwrap();
+    std::io::Write::write_all(&mut conf, b"recovery_target_time = '2000-01-01 00:00:00+00'\n")
+        .unwrap();
+    // A spool directory of walrs in the data directory is not restored.
+    std::fs::create_dir(a.data.join("walrs_spool")).unwrap();
+    std::fs::write(a.data.join("walrs_spool/000000010000000000000001"), "spooled").unwrap();
+    chown_to_test_user(&a.data);
+    let id = basebackup(&e, &a);
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(1001, 2000) g");
+    let after1 = a.sql(SUM);
+    let lsn1 = a.sql("SELECT pg_current_wal_insert_lsn()");
+    a.sql("INSERT INTO t SELECT g, 'two' FROM generate_series(2001, 3000) g");
+    let after2 = a.sql(SUM);
+    let last = a.switch_and_wait_archived();
+
+    // The new target wins over the old ones: no "multiple recovery targets", no stop at the
+    // old target.
+    assert_eq!(restore_and_read(&e, "r-lsn", &["--target-lsn", &lsn1]), after1, "LSN target");
+    let dir = e.world.path("r-lsn");
+    let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("#walrs-disabled# recovery_target_xid = '4000000000'"), "{auto}");
+    assert!(auto.contains("#walrs-disabled# restore_command = 'false'"), "{auto}");
+    assert!(auto.contains("recovery_target_timeline = '1'"), "{auto}");
+    assert!(!dir.join("walrs_spool").exists(), "the spool directory was restored");
+    assert_eq!(restore_and_read(&e, "r-end", &[]), after2, "no target: the end of the archive");
+
+    // An LSN inside the last archived segment but past its last record is refused.
+    let end = segment_end(&last);
+    let past = format!("{:X}/{:X}", (end - 16) >> 32, (end - 16) & 0xFFFF_FFFF);
+    let dir = e.world.path("x-past");
+    let out = e.run(&["restore", "--pgdata", dir.to_str().unwrap(), "--target-lsn", &past]);
+    out.expect_code(19);
+    assert!(out.stderr.contains("past the last archived record"), "{}", out.stderr);
+    assert!(!dir.exists());
+
+    // An unknown backup id is said at the default log level.
+    let out = e.walrs().env("WALRS_LOG", "warn").args(["backup", "show", "nosuch"]).run();
+    out.expect_code(1);
+    assert!(out.stderr.contains("no complete backup nosuch"), "{}", out.stderr);
+
+    // PostgreSQL's manifest missing: backup verify reports it (18).
+    let show = e.run(&["backup", "show", &id, "--json"]);
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    std::fs::remove_file(e.repo.join(m["pg_manifest_key"].as_str().unwrap())).unwrap();
+    let v = e.run(&["backup", "verify", &id]);
+    v.expect_code(18);
+    assert!(v.stdout.contains("backup_manifest is missing"), "{}", v.stdout);
+
+    // A chunk missing: restore fails with 7 and removes what it wrote.
+    std::fs::remove_file(e.repo.join("backups").join(&id).join("base.tar").join("000000")).unwrap();
+    let dir = e.world.path("x-chunk");
+    let out = e
+        .walrs()
+        .env("WALRS_LOG", "warn")
+        .args(["restore", "--pgdata", dir.to_str().unwrap()])
+        .run();
+    out.expect_code(7);
+    assert!(out.stderr.contains("is missing from the repository"), "{}", out.stderr);
+    assert!(!dir.exists(), "a failed restore left {}", dir.display());
+    let empty = e.world.mkdir("x-chunk-empty");
+    e.run(&["restore", "--pgdata", empty.to_str().unwrap()]).expect_code(7);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "a failed restore left files");
+}
+
+/// Issue 5: `--target-timeline current` without `--backup` plans along the newest backup's
+/// timeline (2 here) but restores an older backup of timeline 1, because the newer one ends after
+/// the target. walrs wrote `'current'`, which PostgreSQL reads as the restored backup's timeline:
+/// recovery silently followed timeline 1 to the target time. It now writes `'2'`.
+#[test]
+fn pg15_issue_5_target_timeline_current_follows_the_plan() {
+    let (e, a) = setup(false);
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 1000) g");
+    basebackup(&e, &a);
+    a.sql("INSERT INTO t SELECT g, 'two' FROM generate_series(1001, 2000) g");
+    a.switch_and_wait_archived();
+    // Restore to the end of timeline 1 and promote: timeline 2, archiving into the same repository.
+    let dir = e.world.path("b");
+    e.run(&["restore", "--pgdata", dir.to_str().unwrap()]).expect_code(0);
+    chown_to_test_user(&dir);
+    let archive = format!(
+        "archive_mode = on\narchive_command = 'WALRS_REPO={} {} push %p'\n",
+        e.repo.display(),
+        e.world.walrs.display()
+    );
+    let mut b = PgCluster::with_data(&e.world, "b-run", dir, &archive);
+    b.start();
+    b.wait_for("promotion", Duration::from_secs(120), || {
+        b.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    b.sql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(2001, 2500) g");
+    let at_t = b.sql(SUM);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t_on_2 = b.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A backup of timeline 2 that ends after the target: not usable for it.
+    basebackup(&e, &b);
+    b.sql("INSERT INTO t SELECT g, 'tl2-later' FROM generate_series(2501, 2600) g");
+    b.switch_and_wait_archived();
+    b.stop();
+    // Timeline 1 goes on past the switch point, with commits after the target time.
+    a.sql("INSERT INTO t SELECT g, 'tl1-after' FROM generate_series(3001, 3300) g");
+    a.switch_and_wait_archived();
+
+    let got = restore_and_read(
+        &e,
+        "r-current",
+        &["--target-timeline", "current", "--target-time", &t_on_2],
+    );
+    assert_eq!(got, at_t, "the point in time on timeline 2 the plan names");
+    let auto =
+        std::fs::read_to_string(e.world.path("r-current").join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target_timeline = '2'"), "{auto}");
+}

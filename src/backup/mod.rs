@@ -558,7 +558,20 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
     // Against PostgreSQL's own manifest.
     let pk = key(m.pg_manifest_key.clone())?;
     let mut json = Vec::new();
-    repo.open_object(&pk, pk.as_str())?.copy_to(&mut json)?;
+    let read = repo.open_object(&pk, pk.as_str()).and_then(|d| Ok(d.copy_to(&mut json)?));
+    match read {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind, Kind::NotFound | Kind::Corrupt) => {
+            let what =
+                if e.kind == Kind::NotFound { "missing from the repository" } else { "unreadable" };
+            problems.push(format!(
+                "{}: PostgreSQL's backup_manifest is {what} ({e}); the files cannot be checked against it",
+                m.pg_manifest_key
+            ));
+            return Ok(problems);
+        }
+        Err(e) => return Err(e),
+    }
     let pgm: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
         WalrsError::new(Kind::Corrupt, format!("{}: not JSON: {e}", m.pg_manifest_key))
     })?;

@@ -35,13 +35,57 @@ pub struct RestoreStats {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// The destinations written into, and whether the restore created them (else they existed
+    /// and were empty): what [`remove_restored`] undoes.
+    pub dests: Vec<(PathBuf, bool)>,
+}
+
+/// The top-level directory of the data directory that walrs's WAL spool may occupy on the
+/// server: never restored (its content belongs to the original server's archiving).
+pub const SPOOL_DIR: &str = "walrs_spool";
+
+/// Whether a tar entry of the data directory's archive lies in [`SPOOL_DIR`].
+fn in_spool(name: &str) -> bool {
+    let rel = name.trim_start_matches("./");
+    rel.strip_prefix(SPOOL_DIR).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+}
+
+/// Removes what a restore wrote: every destination it created, and the content of those that
+/// existed (empty) before. Best effort: what cannot be removed is logged.
+pub fn remove_restored(dests: &[(PathBuf, bool)]) {
+    for (d, created) in dests {
+        let res = if *created {
+            fs::remove_dir_all(d)
+        } else {
+            fs::read_dir(d).and_then(|rd| {
+                for e in rd {
+                    let p = e?.path();
+                    if p.is_dir() && !p.is_symlink() {
+                        fs::remove_dir_all(&p)?;
+                    } else {
+                        fs::remove_file(&p)?;
+                    }
+                }
+                Ok(())
+            })
+        };
+        match res {
+            Ok(()) => tracing::info!("removed what the failed restore wrote into {}", d.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(
+                "could not remove what the failed restore wrote into {}: {e}; remove it by hand",
+                d.display()
+            ),
+        }
+    }
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> WalrsError {
     crate::archive::local_io(what, p, &e)
 }
 
-fn ensure_empty_dir(p: &Path) -> Result<()> {
+/// Checks that `p` is an empty directory or creates it; returns whether it created it.
+fn ensure_empty_dir(p: &Path) -> Result<bool> {
     match fs::read_dir(p) {
         Ok(mut rd) => {
             if rd.next().is_some() {
@@ -51,12 +95,13 @@ fn ensure_empty_dir(p: &Path) -> Result<()> {
                 )
                 .hint("restore into a new or empty directory"));
             }
-            Ok(())
+            Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(p)
+            .map(|()| true)
             .map_err(|e| io("creating", p, e)),
         Err(e) => Err(io("reading", p, e)),
     }
@@ -87,14 +132,25 @@ fn entry_path(dest: &Path, name: &str) -> Result<PathBuf> {
     Ok(dest.join(rel))
 }
 
-/// Extracts one chunk (a run of whole tar entries) into `dest`.
+/// Extracts one chunk (a run of whole tar entries) into `dest`; with `skip_spool` (the data
+/// directory's archive), entries in [`SPOOL_DIR`] are read past, not written.
 fn extract_chunk(
     repo: &Repository,
     key: &ObjectKey,
     dest: &Path,
+    skip_spool: bool,
     stats: &Mutex<RestoreStats>,
 ) -> Result<()> {
-    let mut dec = repo.open_object(key, key.as_str())?;
+    let mut dec = repo.open_object(key, key.as_str()).map_err(|e| {
+        if e.kind == Kind::NotFound {
+            WalrsError::new(
+                Kind::Corrupt,
+                format!("chunk {key} of the backup is missing from the repository ({e})"),
+            )
+        } else {
+            e
+        }
+    })?;
     let mut frame = Vec::new();
     let mut header: Vec<u8> = Vec::with_capacity(512);
     // (file, bytes of data left, padding left)
@@ -110,9 +166,9 @@ fn extract_chunk(
                     if let Some(f) = file.as_mut() {
                         f.write_all(data.get(..n).unwrap_or_default())
                             .map_err(|e| io("writing", path, e))?;
+                        bytes += n as u64;
                     }
                     *left -= n as u64;
-                    bytes += n as u64;
                     data = data.get(n..).unwrap_or_default();
                     continue;
                 }
@@ -143,6 +199,11 @@ fn extract_chunk(
             })?;
             header.clear();
             let path = entry_path(dest, &h.path)?;
+            if skip_spool && in_spool(&h.path) {
+                let data_len = if h.is_file() { h.size } else { 0 };
+                current = Some((None, data_len, h.padded_size() - data_len, path));
+                continue;
+            }
             match h.typeflag {
                 b'5' => {
                     fs::DirBuilder::new()
@@ -225,14 +286,36 @@ pub fn restore_files(
     m: &BackupManifest,
     o: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    let mut jobs: Vec<(ObjectKey, PathBuf, u64)> = Vec::new();
-    let mut dests = Vec::new();
+    let mut dests: Vec<(PathBuf, bool)> = Vec::new();
+    match restore_into(repo, m, o, &mut dests) {
+        Ok(mut stats) => {
+            stats.dests = dests;
+            Ok(stats)
+        }
+        Err(e) => {
+            remove_restored(&dests);
+            if e.hint.is_some() || dests.is_empty() {
+                return Err(e);
+            }
+            Err(e.hint(format!("what the restore of backup {} wrote was removed again", m.id)))
+        }
+    }
+}
+
+fn restore_into(
+    repo: &Repository,
+    m: &BackupManifest,
+    o: &RestoreOptions,
+    dests: &mut Vec<(PathBuf, bool)>,
+) -> Result<RestoreStats> {
+    let mut jobs: Vec<(ObjectKey, PathBuf, bool, u64)> = Vec::new();
     for a in &m.archives {
         let dest = archive_dest(m, a, o)?;
-        ensure_empty_dir(&dest)?;
-        dests.push(dest.clone());
+        let created = ensure_empty_dir(&dest)?;
+        dests.push((dest.clone(), created));
         for c in &a.chunks {
-            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone(), c.plain_len));
+            let base = a.tablespace_oid.is_none();
+            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone(), base, c.plain_len));
         }
     }
     let stats = Mutex::new(RestoreStats::default());
@@ -240,17 +323,17 @@ pub fn restore_files(
     let first_error: Mutex<Option<WalrsError>> = Mutex::new(None);
     let workers = o.workers.clamp(1, 16).min(jobs.len().max(1));
     let progress =
-        crate::progress::Progress::new("restore", jobs.iter().map(|(_, _, n)| *n).sum::<u64>());
+        crate::progress::Progress::new("restore", jobs.iter().map(|(_, _, _, n)| *n).sum::<u64>());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((k, dest, len)) = jobs.get(i) else { break };
+                    let Some((k, dest, base, len)) = jobs.get(i) else { break };
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    match extract_chunk(repo, k, dest, &stats) {
+                    match extract_chunk(repo, k, dest, *base, &stats) {
                         Ok(()) => progress.add(*len),
                         Err(e) => {
                             if let Ok(mut slot) = first_error.lock() {
@@ -288,7 +371,7 @@ pub fn restore_files(
             fs::write(&map, rewritten).map_err(|e| io("writing", &map, e))?;
         }
     }
-    for d in &dests {
+    for (d, _) in dests.iter() {
         fsync_tree(d)?;
     }
     Ok(stats.into_inner().unwrap_or_default())

@@ -283,8 +283,9 @@ where
     match result {
         Ok(()) => ExitCode::Success,
         Err(e) => {
-            if e.kind == Kind::NotFound {
+            if e.kind == Kind::NotFound && what == "fetch" {
                 // Routine during recovery: PostgreSQL probes for files that do not exist yet.
+                // For every other command "not found" is an answer the operator must see.
                 tracing::info!("{e}");
             } else {
                 tracing::error!("{e}");

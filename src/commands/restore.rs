@@ -237,12 +237,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
     let stats = backup::restore::restore_files(&repo, m, &opts)?;
+    // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
+    // pick one itself (`current`: the restored backup's, which may not be the plan's).
+    let plan_tli = crate::pg::TimeLineId::new(plan.target_timeline)
+        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
     let settings = RecoverySettings {
         walrs,
         env,
         target: tgt,
         action: args.target_action.clone(),
-        timeline,
+        timeline: plan_tli,
         inclusive: !args.target_exclusive,
     };
     let comment = format!(
@@ -251,7 +255,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         plan.target,
         crate::timefmt::rfc3339_utc(std::time::SystemTime::now())
     );
-    let written = recovery::config::write(&args.pgdata, &settings, &comment)?;
+    let written = match recovery::config::write(&args.pgdata, &settings, &comment) {
+        Ok(w) => w,
+        Err(e) => {
+            // Without its recovery settings the directory must not be started: remove it.
+            backup::restore::remove_restored(&stats.dests);
+            return Err(e);
+        }
+    };
     tracing::info!(
         "restored backup {} into {}: {} file(s), {} MiB in {:.1} s",
         plan.backup,

@@ -1,20 +1,42 @@
 //! Writing the recovery settings into a restored data directory: `recovery.signal`, and in
 //! `postgresql.auto.conf` a `restore_command` that works as written for the server (absolute
 //! walrs path, the repository, the key file), the one `recovery_target_*` asked for,
-//! `recovery_target_action`, `recovery_target_timeline` and `recovery_target_inclusive`. The
-//! `restore_command` line comes from pgconf-templates/restore.conf.
+//! `recovery_target_action`, the planned `recovery_target_timeline` (always a number) and
+//! `recovery_target_inclusive`. The `restore_command` line comes from
+//! pgconf-templates/restore.conf.
+//!
+//! The restored `postgresql.auto.conf` is the backed-up server's, and may hold the settings of an
+//! earlier recovery (a server that was itself restored with a target). Those lines are commented
+//! out with [`DISABLED_MARKER`], and every recovery target walrs does not set is written as `''`
+//! after them, so a target left in `postgresql.conf` (or a file it includes) cannot combine with
+//! the new one either: PostgreSQL applies only the last setting of each name, and
+//! `postgresql.auto.conf` is read last. The file is replaced atomically (temp file, fsync,
+//! rename, directory fsync).
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Target, TargetTimeline};
+use super::Target;
 use crate::error::{Kind, Result, WalrsError};
-use crate::pg::PgTimestamp;
+use crate::pg::{PgTimestamp, TimeLineId};
 
 /// The template shipped in pgconf-templates/restore.conf.
 const TEMPLATE: &str = include_str!("../../pgconf-templates/restore.conf");
+
+/// Prefix of an earlier recovery setting of `postgresql.auto.conf` that walrs disabled.
+pub const DISABLED_MARKER: &str = "#walrs-disabled# ";
+
+/// The recovery target settings: PostgreSQL refuses more than one of them
+/// (`error_multiple_recovery_targets` in src/backend/access/transam/xlogrecovery.c).
+const TARGET_SETTINGS: [&str; 5] = [
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+];
 
 /// What to write.
 #[derive(Clone, Debug)]
@@ -27,12 +49,12 @@ pub struct RecoverySettings {
     pub target: Target,
     /// `promote`, `pause` or `shutdown`.
     pub action: String,
-    /// The target timeline.
-    pub timeline: TargetTimeline,
+    /// The timeline the plan follows, written as its number (never `latest` or `current`:
+    /// PostgreSQL would resolve those itself, possibly to another timeline than the plan's).
+    pub timeline: TimeLineId,
     /// Stop after (true) or before (false) the target.
     pub inclusive: bool,
 }
-
 /// Quotes a value for the shell that runs restore_command (inside a single-quoted
 /// postgresql.conf string, so single quotes are refused).
 fn shell_word(v: &str) -> Result<String> {
@@ -78,9 +100,134 @@ fn target_lines(t: &Target) -> Vec<String> {
     }
 }
 
-/// Appends the settings to `postgresql.auto.conf` and creates `recovery.signal`.
-pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<String> {
+/// The setting a target writes.
+fn target_setting(t: &Target) -> Option<&'static str> {
+    match t {
+        Target::End => None,
+        Target::Time(_) => Some("recovery_target_time"),
+        Target::Lsn(_) => Some("recovery_target_lsn"),
+        Target::Xid(_) => Some("recovery_target_xid"),
+        Target::Name(_) => Some("recovery_target_name"),
+        Target::Immediate => Some("recovery_target"),
+    }
+}
+
+/// Whether a setting belongs to a recovery: the ones walrs writes, and `recovery_end_command`.
+fn is_recovery_setting(name: &str) -> bool {
+    name == "restore_command"
+        || name == "recovery_end_command"
+        || name == "recovery_target"
+        || name.starts_with("recovery_target_")
+}
+
+/// The name (lower case) and value of a `postgresql.conf` line that sets something (`name =
+/// value` or `name value`, value quoted or bare); `None` for comments and blank lines. Follows
+/// the lexer of src/backend/utils/misc/guc-file.l closely enough to find setting names.
+fn parse_setting(line: &str) -> Option<(String, String)> {
+    let l = line.trim_start();
+    let name_len =
+        l.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(l.len());
+    if name_len == 0 {
+        return None;
+    }
+    let (name, rest) = l.split_at(name_len);
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+    let value = if let Some(q) = rest.strip_prefix('\'') {
+        let mut v = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    v.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        v.push(n);
+                    }
+                }
+                c => v.push(c),
+            }
+        }
+        v
+    } else {
+        rest.split(|c: char| c.is_whitespace() || c == '#').next().unwrap_or_default().to_owned()
+    };
+    Some((name.to_ascii_lowercase(), value))
+}
+
+/// Recovery settings set in `postgresql.conf` and the files it includes (`include`,
+/// `include_if_exists`, `include_dir`, relative to the including file): (file, line number,
+/// line). Unreadable files are skipped; includes nest at most 10 deep.
+pub fn recovery_settings_in_conf(pgdata: &Path) -> Vec<(PathBuf, usize, String)> {
+    fn scan(file: &Path, depth: usize, out: &mut Vec<(PathBuf, usize, String)>) {
+        let Ok(text) = std::fs::read_to_string(file) else { return };
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let Some((name, value)) = parse_setting(line) else { continue };
+            match name.as_str() {
+                "include" | "include_if_exists" if depth < 10 => {
+                    scan(&dir.join(&value), depth + 1, out);
+                }
+                "include_dir" if depth < 10 => {
+                    let d = dir.join(&value);
+                    let mut confs: Vec<PathBuf> = std::fs::read_dir(&d)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.extension().is_some_and(|e| e == "conf")
+                                && !p
+                                    .file_name()
+                                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                        })
+                        .collect();
+                    confs.sort();
+                    for c in confs {
+                        scan(&c, depth + 1, out);
+                    }
+                }
+                n if is_recovery_setting(n) => out.push((file.to_path_buf(), i + 1, line.into())),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    scan(&pgdata.join("postgresql.conf"), 0, &mut out);
+    out
+}
+
+/// The new `postgresql.auto.conf`: the old content with every recovery setting commented out
+/// with [`DISABLED_MARKER`], then `block`. Also returns how many lines were disabled.
+fn rewrite_auto_conf(old: &str, block: &str) -> (String, usize) {
+    let mut out = String::with_capacity(old.len() + block.len() + 64);
+    let mut disabled = 0;
+    for line in old.lines() {
+        if parse_setting(line).is_some_and(|(n, _)| is_recovery_setting(&n)) {
+            out.push_str(DISABLED_MARKER);
+            disabled += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(block);
+    (out, disabled)
+}
+
+/// The block of settings walrs writes (after a comment line `# <comment>`).
+pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
     let mut text = format!("\n# {comment}\n{}\n", restore_command(&s.walrs, &s.env)?);
+    // Every target but ours set to '' first: one left in postgresql.conf would otherwise stay
+    // active (without a target of ours) or be refused beside ours ("multiple recovery targets").
+    let ours = target_setting(&s.target);
+    for name in TARGET_SETTINGS {
+        if Some(name) != ours {
+            text.push_str(&format!("{name} = ''\n"));
+        }
+    }
     let targets = target_lines(&s.target);
     for l in &targets {
         text.push_str(l);
@@ -92,30 +239,70 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
             text.push_str(&format!("recovery_target_inclusive = {}\n", s.inclusive));
         }
     }
-    text.push_str(&match s.timeline {
-        TargetTimeline::Latest => "recovery_target_timeline = 'latest'\n".to_string(),
-        TargetTimeline::Current => "recovery_target_timeline = 'current'\n".to_string(),
-        TargetTimeline::Id(n) => format!("recovery_target_timeline = '{n}'\n"),
-    });
-    let io = |p: &Path, e: std::io::Error| crate::archive::local_io("writing", p, &e);
-    let auto = pgdata.join("postgresql.auto.conf");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&auto)
-        .map_err(|e| io(&auto, e))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io(&auto, e))?;
-    let sig = pgdata.join("recovery.signal");
-    OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&sig)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(&sig, e))?;
+    text.push_str(&format!("recovery_target_timeline = '{}'\n", s.timeline.get()));
     Ok(text)
+}
+
+/// Writes `content` to `path` atomically: a temp file beside it (mode 0600), fsync, rename,
+/// fsync of the directory. The temp file is removed on failure.
+fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| crate::archive::local_io("writing", p, &e);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.walrs-tmp"));
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        f.write_all(content).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+}
+
+/// Rewrites `postgresql.auto.conf` (earlier recovery settings disabled, ours appended) and
+/// creates `recovery.signal`. Returns the block written. Recovery settings found in
+/// `postgresql.conf` or its includes are reported as warnings: the block overrides them.
+pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<String> {
+    let block = settings_block(s, comment)?;
+    let auto = pgdata.join("postgresql.auto.conf");
+    let old = match std::fs::read(&auto) {
+        Ok(b) => String::from_utf8(b).map_err(|_| {
+            WalrsError::new(
+                Kind::InvalidInput,
+                format!("{} is not UTF-8 text: walrs cannot rewrite it", auto.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(crate::archive::local_io("reading", &auto, &e)),
+    };
+    let (new, disabled) = rewrite_auto_conf(&old, &block);
+    if disabled > 0 {
+        tracing::warn!(
+            "{}: disabled {disabled} recovery setting(s) of an earlier recovery (commented out with {:?})",
+            auto.display(),
+            DISABLED_MARKER.trim_end()
+        );
+    }
+    for (file, n, line) in recovery_settings_in_conf(pgdata) {
+        tracing::warn!(
+            "{}:{n}: {:?} is a recovery setting: walrs's settings in postgresql.auto.conf override it for this recovery; remove it",
+            file.display(),
+            line.trim()
+        );
+    }
+    write_atomic(&auto, new.as_bytes())?;
+    let sig = pgdata.join("recovery.signal");
+    write_atomic(&sig, b"")?;
+    Ok(block)
 }
 
 #[cfg(test)]
@@ -134,5 +321,93 @@ mod tests {
             "restore_command = 'WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=\"/etc/walrs/my key\" /usr/local/bin/walrs fetch %f %p'"
         );
         assert!(restore_command("/x'y", &env).is_err());
+    }
+
+    fn settings(target: Target, tli: u32) -> RecoverySettings {
+        RecoverySettings {
+            walrs: "/usr/bin/walrs".into(),
+            env: vec![("WALRS_REPO".into(), "/srv/walrs".into())],
+            target,
+            action: "promote".into(),
+            timeline: TimeLineId::new(tli).unwrap(),
+            inclusive: true,
+        }
+    }
+
+    /// The settings PostgreSQL applies: the last value of each name, comments ignored.
+    fn effective(conf: &str) -> std::collections::BTreeMap<String, String> {
+        conf.lines().filter_map(parse_setting).collect()
+    }
+
+    #[test]
+    fn issue_5_earlier_recovery_settings_are_disabled() {
+        let old = "# Do not edit this file manually!\nwork_mem = '8MB'\n\n# walrs restore of backup X\nrestore_command = 'false'\nRecovery_Target_Xid = '1234'\n  recovery_target_action = 'shutdown'\nrecovery_target_timeline = 'current'\nrecovery_end_command = 'rm -rf /'\n";
+        let block =
+            settings_block(&settings(Target::Lsn(crate::pg::Lsn(0x0300_0100)), 2), "c").unwrap();
+        let (new, disabled) = rewrite_auto_conf(old, &block);
+        assert_eq!(disabled, 5, "{new}");
+        assert!(new.contains("#walrs-disabled# Recovery_Target_Xid = '1234'\n"), "{new}");
+        assert!(new.contains("work_mem = '8MB'\n"), "{new}");
+        let eff = effective(&new);
+        assert_eq!(eff.get("recovery_target_lsn").map(String::as_str), Some("0/3000100"));
+        assert_eq!(eff.get("recovery_target_xid").map(String::as_str), Some(""));
+        assert_eq!(eff.get("recovery_target_action").map(String::as_str), Some("promote"));
+        assert_eq!(eff.get("recovery_target_timeline").map(String::as_str), Some("2"));
+        assert!(!eff.contains_key("recovery_end_command"), "{new}");
+        // Exactly one non-empty target.
+        let set: Vec<_> = TARGET_SETTINGS
+            .iter()
+            .filter(|n| eff.get(**n).is_some_and(|v| !v.is_empty()))
+            .collect();
+        assert_eq!(set, [&"recovery_target_lsn"]);
+        // A second restore of the result disables the first one's settings, not the comments.
+        let block2 = settings_block(&settings(Target::End, 1), "d").unwrap();
+        let (again, n) = rewrite_auto_conf(&new, &block2);
+        assert_eq!(n, 9, "{again}");
+        let eff = effective(&again);
+        assert!(
+            TARGET_SETTINGS.iter().all(|t| eff.get(*t).is_some_and(|v| v.is_empty())),
+            "{again}"
+        );
+        assert_eq!(eff.get("recovery_target_timeline").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn issue_5_timeline_is_always_a_number() {
+        let b = settings_block(&settings(Target::End, 0x1A), "c").unwrap();
+        assert!(b.contains("recovery_target_timeline = '26'\n"), "{b}");
+        assert!(!b.contains("latest") && !b.contains("current"), "{b}");
+    }
+
+    #[test]
+    fn issue_5_recovery_settings_in_postgresql_conf_and_includes() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("conf.d")).unwrap();
+        std::fs::write(
+            d.path().join("postgresql.conf"),
+            "port = 5432\n#recovery_target_time = 'x'\ninclude 'extra.conf'\ninclude_dir = 'conf.d'\ninclude_if_exists 'missing.conf'\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("extra.conf"), "recovery_target_name 'old'\n").unwrap();
+        std::fs::write(d.path().join("conf.d/a.conf"), "restore_command = 'cp x y'\n").unwrap();
+        std::fs::write(d.path().join("conf.d/b.txt"), "recovery_target_xid = '1'\n").unwrap();
+        let found = recovery_settings_in_conf(d.path());
+        let lines: Vec<&str> = found.iter().map(|(_, _, l)| l.as_str()).collect();
+        assert_eq!(lines, ["recovery_target_name 'old'", "restore_command = 'cp x y'"]);
+        // Writing the settings replaces postgresql.auto.conf and creates recovery.signal.
+        std::fs::write(d.path().join("postgresql.auto.conf"), "recovery_target = 'immediate'\n")
+            .unwrap();
+        write(d.path(), &settings(Target::Xid(7), 1), "c").unwrap();
+        let auto = std::fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+        assert!(auto.starts_with("#walrs-disabled# recovery_target = 'immediate'\n"), "{auto}");
+        assert_eq!(effective(&auto).get("recovery_target").map(String::as_str), Some(""));
+        assert!(d.path().join("recovery.signal").exists());
+        assert!(
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().starts_with('.')),
+            "a temp file was left behind"
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backup::BackupManifest;
 use crate::error::{Kind, Result, WalrsError};
-use crate::index::SegmentSummary;
+use crate::index::{EndKind, SegmentSummary};
 use crate::pg::{
     Lsn, PgTimestamp, TimeLineId, TimelineHistory, WalFileName, WalSegSize, XLogSegNo,
 };
@@ -181,6 +181,26 @@ fn ancestry(target: u32, histories: &BTreeMap<u32, TimelineHistory>) -> Vec<(u32
     out
 }
 
+/// The start of the last record on the path that is archived in full: recovery can stop at a
+/// target LSN only if a record at or after it can be read. `path_segs` in LSN order.
+fn last_complete_record(path_segs: &[&SegmentSummary], seg: WalSegSize) -> Option<Lsn> {
+    path_segs
+        .iter()
+        .filter(|s| s.error.is_none())
+        .filter_map(|s| {
+            let next_archived =
+                path_segs.iter().any(|n| n.start.0 == s.start.0 + seg.bytes() && n.error.is_none());
+            if s.end_kind != EndKind::Continues || next_archived {
+                s.last_record
+            } else {
+                // The last record runs into a segment that is not archived; the first one
+                // that starts here is complete if another starts after it.
+                s.first_record.filter(|f| Some(*f) != s.last_record)
+            }
+        })
+        .max()
+}
+
 /// Plans a recovery (see the module docs).
 pub fn plan(
     input: &PlanInput<'_>,
@@ -235,18 +255,31 @@ pub fn plan(
         }
         tli
     };
-    // Segments on the path in order, from the index.
+    // The timeline PostgreSQL reads segment `n` from: the newest on the path whose start (the
+    // previous timeline's switch point) is before the segment's end. The segment holding a switch
+    // point comes from the new timeline: it holds the parent's WAL up to the switch point,
+    // copied at promotion, then the new timeline's (XLogFileReadAnyTLI in xlogrecovery.c).
+    let seg_tli = |n: u64| -> u32 {
+        let end = Lsn(XLogSegNo(n).start_lsn(seg).0 + seg.bytes());
+        path.iter()
+            .enumerate()
+            .rev()
+            .find(|(i, _)| {
+                let from = if *i == 0 {
+                    Lsn(0)
+                } else {
+                    path.get(i - 1).and_then(|p| p.1).unwrap_or(Lsn(0))
+                };
+                end > from
+            })
+            .map(|(_, (t, _))| *t)
+            .unwrap_or(tli)
+    };
+    // Segments on the path in order, from the index: exactly the ones replay reads, so no record
+    // of a parent timeline after its switch point is counted. `.partial` segments never are:
+    // restore_command is never asked for them.
     let on_path = |s: &SegmentSummary| -> bool {
-        let start = s.start;
-        let end = Lsn(s.start.0 + seg.bytes());
-        path.iter().enumerate().any(|(i, (t, to))| {
-            let from =
-                if i == 0 { Lsn(0) } else { path.get(i - 1).and_then(|p| p.1).unwrap_or(Lsn(0)) };
-            *t == s.timeline
-                && !s.name.ends_with(".partial")
-                && end > from
-                && to.is_none_or(|to| start < to)
-        })
+        !s.name.ends_with(".partial") && s.timeline == seg_tli(s.segno)
     };
     let path_segs: Vec<&SegmentSummary> = input.summaries.values().filter(|s| on_path(s)).collect();
     // The target's position.
@@ -255,7 +288,21 @@ pub fn plan(
             let last = path_segs.iter().filter(|s| s.timeline == tli).map(|s| s.end).max();
             (last, "the end of the archived WAL".into())
         }
-        Target::Lsn(l) => (Some(*l), format!("LSN {l}")),
+        Target::Lsn(l) => {
+            // Recovery stops at the first record at or after the target: it must be archived
+            // (recoveryStopsBefore/After in xlogrecovery.c).
+            let last = last_complete_record(&path_segs, seg);
+            if last.is_none_or(|r| *l > r) {
+                return Err(refuse(format!(
+                    "target LSN {l} is past the last archived record on the path to timeline {tli} ({}); recovery could not prove it reached the target",
+                    last.map(|r| r.to_string()).unwrap_or_else(|| "none".into())
+                )));
+            }
+            match path_segs.iter().find(|s| s.last_record.is_some_and(|r| r >= *l)) {
+                Some(s) => (Some(s.end.max(Lsn(l.0 + 1))), format!("LSN {l} (in {})", s.name)),
+                None => (Some(*l), format!("LSN {l}")),
+            }
+        }
         Target::Immediate => (None, "the end of the backup (immediate)".into()),
         Target::Time(us) => {
             // Recovery stops at the first transaction end after the target: it must be archived.
@@ -310,17 +357,20 @@ pub fn plan(
         }
     };
     // The backup: the newest complete one on the path whose end is before the target.
+    // Usable for the target timeline only if the WAL from its start to its stop lies on the
+    // path: it started on its timeline before that timeline's switch point, and stopped on its
+    // stop timeline at or before that one's switch point.
     let usable = |b: &&BackupManifest| -> bool {
-        let bt = b.timeline.get();
-        if tli_at(b.start_lsn) != bt && !path.iter().any(|(t, _)| *t == bt) {
+        if tli_at(b.start_lsn) != b.timeline.get() {
             return false;
         }
-        if tli_at(b.start_lsn) != bt {
+        if tli_at(Lsn(b.stop_lsn.0.saturating_sub(1))) != b.stop_timeline.get() {
             return false;
         }
         match target {
             Target::Time(us) => b.stop_time_us <= *us,
             Target::Immediate | Target::End => true,
+            Target::Lsn(l) => b.stop_lsn <= *l,
             _ => target_lsn.is_some_and(|l| b.stop_lsn <= l),
         }
     };
@@ -363,22 +413,7 @@ pub fn plan(
     let mut segments = Vec::new();
     let mut bytes = b.bytes;
     for n in first..=last {
-        let start = XLogSegNo(n).start_lsn(seg);
-        // The timeline PostgreSQL reads this segment from: the newest on the path that covers it.
-        let t = path
-            .iter()
-            .enumerate()
-            .rev()
-            .find(|(i, _)| {
-                let from = if *i == 0 {
-                    Lsn(0)
-                } else {
-                    path.get(i - 1).and_then(|p| p.1).unwrap_or(Lsn(0))
-                };
-                Lsn(start.0 + seg.bytes()) > from
-            })
-            .map(|(_, (t, _))| *t)
-            .unwrap_or(tli);
+        let t = seg_tli(n);
         let tl = TimeLineId::new(t).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
         let name = WalFileName::segment(tl, XLogSegNo(n), seg);
         match input.summaries.get(&(tl, n)) {
@@ -392,6 +427,12 @@ pub fn plan(
                         XLogSegNo(last),
                         seg
                     )
+                )));
+            }
+            Some(s) if s.name.ends_with(".partial") => {
+                return Err(refuse(format!(
+                    "{name} is missing from the archive (only {} is): replay from backup {} to {target_desc} needs the full segment; PostgreSQL's restore_command never asks for a .partial file",
+                    s.name, b.id
                 )));
             }
             Some(s) if s.error.is_some() => {
@@ -461,5 +502,223 @@ mod tests {
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
+    }
+
+    const M: u64 = 0x100_0000;
+
+    fn tl(n: u32) -> TimeLineId {
+        TimeLineId::new(n).unwrap()
+    }
+
+    /// A summary of segment `n` of timeline `t`: records from `n*M + 0x28` to `last`, valid WAL
+    /// to `end`.
+    fn seg(t: u32, n: u64, last: u64, end: u64, kind: EndKind) -> SegmentSummary {
+        SegmentSummary {
+            format_version: 1,
+            name: WalFileName::segment(tl(t), XLogSegNo(n), WalSegSize::DEFAULT).to_string(),
+            timeline: t,
+            segno: n,
+            start: Lsn(n * M),
+            seg_size: 16 << 20,
+            first_record: Some(Lsn(n * M + 0x28)),
+            last_record: Some(Lsn(last)),
+            end: Lsn(end),
+            end_kind: kind,
+            continuation: 0,
+            first_prev: None,
+            records: 10,
+            commits: 0,
+            aborts: 0,
+            first_xact_time_us: None,
+            last_xact_time_us: None,
+            min_xid: None,
+            max_xid: None,
+            xids: vec![],
+            restore_points: vec![],
+            checkpoints: vec![],
+            backup_ends: vec![],
+            end_of_recovery: vec![],
+            error: None,
+            content_digest: String::new(),
+        }
+    }
+
+    fn full(t: u32, n: u64) -> SegmentSummary {
+        seg(t, n, (n + 1) * M - 0x100, (n + 1) * M, EndKind::Full)
+    }
+
+    fn backup(id: &str, t: u32, start: u64, stop: u64, stop_t: u32, time: i64) -> BackupManifest {
+        BackupManifest {
+            format_version: 1,
+            id: id.into(),
+            label: id.into(),
+            system_identifier: crate::pg::SystemId(1),
+            pg_version: crate::pg::PgMajorVersion::V15,
+            timeline: tl(t),
+            start_lsn: Lsn(start),
+            stop_lsn: Lsn(stop),
+            stop_timeline: tl(stop_t),
+            start_time: String::new(),
+            stop_time: String::new(),
+            stop_time_us: time,
+            first_wal: String::new(),
+            last_wal: String::new(),
+            archives: vec![],
+            pg_manifest_key: String::new(),
+            bytes: 0,
+            stored_bytes: 0,
+            compression: "none".into(),
+            encrypted: false,
+        }
+    }
+
+    fn index(segs: Vec<SegmentSummary>) -> BTreeMap<(TimeLineId, u64), SegmentSummary> {
+        segs.into_iter().map(|s| ((tl(s.timeline), s.segno), s)).collect()
+    }
+
+    /// Timeline 2 branches from timeline 1 at 0/3800000, in the middle of segment 3; timeline
+    /// 1 went on to segment 4.
+    const SWITCH: u64 = 3 * M + 0x80_0000;
+
+    fn histories() -> BTreeMap<u32, TimelineHistory> {
+        let h = TimelineHistory::parse(
+            tl(2),
+            format!("1\t{}\tno recovery target\n", Lsn(SWITCH)).as_bytes(),
+        )
+        .unwrap();
+        BTreeMap::from([(2, h)])
+    }
+
+    fn branched() -> Vec<SegmentSummary> {
+        vec![full(1, 1), full(1, 2), full(1, 3), full(1, 4), full(2, 3), full(2, 4)]
+    }
+
+    fn run(
+        backups: &[BackupManifest],
+        segs: Vec<SegmentSummary>,
+        target: &Target,
+        timeline: TargetTimeline,
+    ) -> Result<Plan> {
+        let summaries = index(segs);
+        let histories = histories();
+        let input = PlanInput {
+            backups,
+            summaries: &summaries,
+            histories: &histories,
+            seg_size: WalSegSize::DEFAULT,
+        };
+        plan(&input, target, timeline, None, true)
+    }
+
+    #[test]
+    fn issue_5_records_after_the_switch_point_are_not_on_the_path() {
+        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        // Timeline 1's segment 3 has a commit after the switch point (at time 9000); timeline
+        // 2's copy of segment 3 and its segment 4 have nothing after 4000.
+        let mut segs = branched();
+        for s in &mut segs {
+            if (s.timeline, s.segno) == (1, 3) {
+                s.last_xact_time_us = Some(9000);
+                s.restore_points.push(crate::index::summary::RestorePointEntry {
+                    name: "on-1-after-switch".into(),
+                    lsn: Lsn(SWITCH + 0x1000),
+                    time_us: 9000,
+                });
+            }
+            if (s.timeline, s.segno) == (2, 3) {
+                s.last_xact_time_us = Some(3000);
+            }
+        }
+        let e =
+            run(&backups, segs.clone(), &Target::Time(4000), TargetTimeline::Latest).unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        let e = run(
+            &backups,
+            segs.clone(),
+            &Target::Name("on-1-after-switch".into()),
+            TargetTimeline::Latest,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        // On timeline 1 itself both are reachable.
+        let p = run(&backups, segs.clone(), &Target::Time(4000), TargetTimeline::Id(1)).unwrap();
+        assert_eq!(p.last_segment, "000000010000000000000003");
+        // And a time before the switch on timeline 2 is read from timeline 2's copy.
+        let p = run(&backups, segs, &Target::Time(2000), TargetTimeline::Latest).unwrap();
+        assert_eq!(
+            p.segments,
+            ["000000010000000000000001", "000000010000000000000002", "000000020000000000000003"]
+        );
+        assert_eq!(p.target_timeline, 2);
+    }
+
+    #[test]
+    fn issue_5_a_backup_across_the_switch_point_is_not_on_the_child_timeline() {
+        // B starts on timeline 1 before the switch point and stops after it, still on 1.
+        let backups = [
+            backup("A", 1, M + 0x28, M + 0x100, 1, 1000),
+            backup("B", 1, 3 * M + 0x28, SWITCH + 0x1000, 1, 5000),
+        ];
+        let p = run(&backups, branched(), &Target::End, TargetTimeline::Latest).unwrap();
+        assert_eq!(p.backup, "A", "{p:?}");
+        assert_eq!(p.target_timeline, 2);
+        // On timeline 1 it is the newest usable one.
+        let p = run(&backups, branched(), &Target::End, TargetTimeline::Id(1)).unwrap();
+        assert_eq!(p.backup, "B", "{p:?}");
+        // Given by id, it is refused for timeline 2.
+        let summaries = index(branched());
+        let histories = histories();
+        let input = PlanInput {
+            backups: &backups,
+            summaries: &summaries,
+            histories: &histories,
+            seg_size: WalSegSize::DEFAULT,
+        };
+        let e = plan(&input, &Target::End, TargetTimeline::Latest, Some("B"), true).unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        // A backup that ends exactly at the switch point is usable on timeline 2.
+        let at = [backup("C", 1, 3 * M + 0x28, SWITCH, 1, 5000)];
+        let p = run(&at, branched(), &Target::End, TargetTimeline::Latest).unwrap();
+        assert_eq!(p.backup, "C");
+    }
+
+    #[test]
+    fn issue_5_lsn_past_the_last_archived_record_is_refused() {
+        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        // The last archived segment ends with a switch record at 0/2000500.
+        let segs = vec![full(1, 1), seg(1, 2, 2 * M + 0x500, 2 * M + 0x518, EndKind::Switch)];
+        for l in [2 * M + 0x501, 2 * M + 0x80_0000, 3 * M - 1] {
+            let e = run(&backups, segs.clone(), &Target::Lsn(Lsn(l)), TargetTimeline::Id(1))
+                .unwrap_err();
+            assert_eq!(e.kind, Kind::Unreachable, "{e}");
+            assert!(e.message.contains("past the last archived record"), "{e}");
+        }
+        let p =
+            run(&backups, segs.clone(), &Target::Lsn(Lsn(2 * M + 0x500)), TargetTimeline::Id(1))
+                .unwrap();
+        assert_eq!(p.last_segment, "000000010000000000000002");
+        // A last record that runs into a segment not archived cannot be read.
+        let cont = vec![full(1, 1), seg(1, 2, 3 * M - 0x10, 3 * M, EndKind::Continues)];
+        let e = run(&backups, cont.clone(), &Target::Lsn(Lsn(3 * M - 0x10)), TargetTimeline::Id(1))
+            .unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        run(&backups, cont, &Target::Lsn(Lsn(2 * M + 0x28)), TargetTimeline::Id(1)).unwrap();
+        // A backup that ends after the target LSN is not chosen for it.
+        let later = [backup("L", 1, M + 0x28, 2 * M + 0x100, 1, 1000)];
+        let e =
+            run(&later, segs, &Target::Lsn(Lsn(2 * M + 0x80)), TargetTimeline::Id(1)).unwrap_err();
+        assert!(e.message.contains("no backup ends before"), "{e}");
+    }
+
+    #[test]
+    fn issue_5_a_partial_segment_is_not_archived() {
+        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let mut partial = full(1, 2);
+        partial.name.push_str(".partial");
+        partial.end_kind = EndKind::EndOfWal;
+        let segs = vec![full(1, 1), partial, full(1, 3)];
+        let e = run(&backups, segs, &Target::End, TargetTimeline::Id(1)).unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        assert!(e.message.contains("000000010000000000000002 is missing"), "{e}");
     }
 }
