@@ -361,12 +361,23 @@ pub fn plan(
         .collect()
 }
 
-/// The history of the newest timeline whose ancestry includes `tli` (None: `tli` is the newest).
-fn newest_descendant(
-    histories: &BTreeMap<u32, TimelineHistory>,
-    tli: TimeLineId,
-) -> Option<&TimelineHistory> {
-    histories.values().rev().find(|h| h.tli > tli && h.ancestors.iter().any(|a| a.tli == tli))
+/// The history of the newest timeline PostgreSQL can be following when it asks for `pos`: one
+/// whose ancestry includes `pos`'s timeline and that branches off it after `pos`'s segment (had
+/// it branched at or before, PostgreSQL would have asked for that timeline's segment). None:
+/// `pos`'s timeline is the newest such.
+fn newest_descendant<'h>(
+    histories: &'h BTreeMap<u32, TimelineHistory>,
+    pos: &WalFileName,
+    seg_size: WalSegSize,
+) -> Option<&'h TimelineHistory> {
+    let tli = pos.timeline();
+    let segno = pos.segno(seg_size)?;
+    histories.values().rev().find(|h| {
+        h.tli > tli
+            && h.ancestors
+                .iter()
+                .any(|a| a.tli == tli && a.switchpoint.segment(seg_size).0 > segno.0)
+    })
 }
 
 fn load_histories(repo: &Repository) -> Result<BTreeMap<u32, TimelineHistory>> {
@@ -400,7 +411,7 @@ pub fn run_prefetcher(
             if histories.is_none() {
                 histories = Some(load_histories(repo)?);
             }
-            let hist = histories.as_ref().and_then(|h| newest_descendant(h, pos.timeline()));
+            let hist = histories.as_ref().and_then(|h| newest_descendant(h, &pos, seg_size));
             let wanted: Vec<WalFileName> = plan(&pos, seg_size, hist, count)
                 .into_iter()
                 .filter(|n| !(dir.read_meta(n).is_some() && dir.entry(n).exists()))
@@ -532,6 +543,21 @@ mod tests {
         // Never back to an older timeline than the one asked for.
         let got = plan(&n("000000030000000000000003"), WalSegSize::DEFAULT, Some(&h), 1);
         assert_eq!(got[0].to_string(), "000000030000000000000004");
+        // Asked for timeline 1 at segment 6, after timeline 2 began (segment 5): PostgreSQL is
+        // not following 2 or 3 (a recovery_target_timeline of 1).
+        let mut all = BTreeMap::new();
+        all.insert(3, h.clone());
+        let ws = WalSegSize::DEFAULT;
+        assert!(newest_descendant(&all, &n("000000010000000000000006"), ws).is_none());
+        assert_eq!(
+            newest_descendant(&all, &n("000000010000000000000004"), ws).map(|h| h.tli),
+            Some(tli(3))
+        );
+        assert_eq!(
+            newest_descendant(&all, &n("000000020000000000000007"), ws).map(|h| h.tli),
+            Some(tli(3))
+        );
+        assert!(newest_descendant(&all, &n("000000020000000000000008"), ws).is_none());
         // A history that does not descend from the position's timeline is ignored.
         let got = plan(&n("000000070000000000000003"), WalSegSize::DEFAULT, Some(&h), 1);
         assert_eq!(got[0].to_string(), "000000070000000000000004");
