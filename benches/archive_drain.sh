@@ -2,10 +2,13 @@
 # Archiver drain rate: how fast PostgreSQL 15's archiver empties a backlog of .ready segments with
 # each archive_command, measured side by side in one run, methods alternating within each round.
 #
-#   sudo benches/archive_drain.sh                 # 3 rounds x 6 methods, ~6 min on 2 cores
+#   sudo benches/archive_drain.sh                 # 3 rounds x 6 methods, ~8 min on 2 cores
 #   ROUNDS=5 ROWS=8e6 benches/archive_drain.sh    # more rounds / bigger backlog
 #   METHODS="walrs-zstd cp-durable true" benches/archive_drain.sh
+#   METHODS="walrs-p2 walrs-zstd walrs-p8" benches/archive_drain.sh   # look-ahead parallelism tuning
 #   WALRS_BIN=/path/to/walrs  (skip `cargo build --release`)   KEEP=1 (keep the temp dir)
+#   S3_SERVER_BIN=/path/to/s3_server  (prebuilt examples/s3_server for walrs-s3*; else it is built)
+#   S3_PORT (9349)
 #   SAVE_SEGMENT=/path/file   (copy one real, full segment there, e.g. for WALRS_BENCH_SEGMENT)
 #
 # Method:
@@ -17,9 +20,19 @@
 #   archive_status/ has no .ready file. Rate = backlog / (pg_stat_archiver.last_archived_time -
 #   clock_timestamp() of the reload), both taken by the server. Method order rotates each round.
 #   Repositories are kept until the end (cp/cp-durable: 1 GB per round; ~6 GB of /tmp at most).
-#   Per round it also prints /proc/pressure cpu/io stall shares and how much of the backlog was cached.
+#   Per round it also prints /proc/pressure cpu/io stall shares, the machine's CPU busy share
+#   (/proc/stat, both cores, everything running) and how much of the backlog was cached.
+#   Before each backlog the walrs spool (DATA/walrs_spool, look-ahead records) is removed, untimed.
 # Methods:
-#   walrs-zstd   WALRS_REPO=R walrs push %p                       (repository default zstd:1)
+#   walrs-zstd   WALRS_REPO=R walrs push %p                       (repository default zstd:1;
+#                look-ahead with the default WALRS_PUSH_PARALLEL, 4)
+#   walrs-p1     WALRS_REPO=R WALRS_PUSH_PARALLEL=1 walrs push %p (no look-ahead: one segment per call)
+#   walrs-p2, walrs-p8  (opt-in, tuning) WALRS_PUSH_PARALLEL=2 / 8
+#   walrs-s3     WALRS_REPO=s3://walrs-test/drain-walrs-s3 WALRS_S3_ENDPOINT=http://127.0.0.1:S3_PORT
+#                AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. walrs push %p  (look-ahead, default 4)
+#                against the tests' S3 server (examples/s3_server.rs: s3s-fs, SigV4 checked, objects
+#                as files under the temp dir) started by this script on 127.0.0.1, as benches/s3.sh does
+#   walrs-s3-p1  (opt-in) the same with WALRS_PUSH_PARALLEL=1
 #   walrs-lz4    WALRS_REPO=R WALRS_COMPRESSION=lz4 walrs push %p
 #   walrs-zstd-enc  (opt-in) as walrs-zstd with WALRS_ENCRYPTION_KEY_FILE
 #   cp-durable   cp %p D/%f.tmp && sync D/%f.tmp && mv D/%f.tmp D/%f && sync D
@@ -34,9 +47,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 ROWS=${ROWS:-8e6}
-METHODS=${METHODS:-walrs-zstd walrs-lz4 cp-durable pgbr-sync pgbr-async true}
+METHODS=${METHODS:-walrs-zstd walrs-p1 cp-durable pgbr-async true walrs-s3}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
 PG_PORT=${PG_PORT:-5488}
+S3_PORT=${S3_PORT:-9349}
 
 need_root
 for m in $METHODS; do
@@ -52,6 +66,7 @@ DATA=$WORK/data
 cleanup() {
     local rc=$?
     pg_stop "$DATA" immediate
+    [[ -n ${S3_PID:-} ]] && kill "$S3_PID" 2>/dev/null || true
     if [[ ${KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
     exit $rc
 }
@@ -60,6 +75,25 @@ trap cleanup EXIT
 install -d -m 755 -o "$PG_USER" "$WORK/bin"
 install_walrs "$WORK/bin/walrs"
 log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
+
+# The S3 server (only when a walrs-s3* method runs).
+S3_ENV=
+if [[ " $METHODS " == *" walrs-s3"* ]]; then
+    S3_SERVER_BIN=${S3_SERVER_BIN:-}
+    if [[ -z $S3_SERVER_BIN ]]; then
+        log "cargo build --release --example s3_server (set S3_SERVER_BIN to skip)"
+        (cd "$BENCH_ROOT" && cargo build --release -q --example s3_server) || die "building examples/s3_server failed"
+        S3_SERVER_BIN=$BENCH_ROOT/target/release/examples/s3_server
+    fi
+    install -m 755 "$S3_SERVER_BIN" "$WORK/bin/s3_server"
+    mkdir -p "$WORK/s3root"
+    "$WORK/bin/s3_server" "$WORK/s3root" "$S3_PORT" >"$WORK/s3_server.out" 2>&1 &
+    S3_PID=$!
+    for _ in $(seq 50); do grep -q http "$WORK/s3_server.out" 2>/dev/null && break; nap 0.1; done
+    grep -q http "$WORK/s3_server.out" || die "s3_server did not start: $(cat "$WORK/s3_server.out")"
+    S3_ENV="AWS_ACCESS_KEY_ID=walrs-test-access-key AWS_SECRET_ACCESS_KEY=walrs-test-secret-key-0123456789 WALRS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    log "S3 server: $(head -1 "$WORK/s3_server.out")"
+fi
 
 pg_init "$DATA" "$PG_SOCK" "$PG_PORT" "archive_mode = on" "archive_command = ''" \
     "max_wal_size = 4GB" "checkpoint_timeout = 30min" "log_checkpoints = off"
@@ -98,6 +132,9 @@ cmd_for() {
     local r=$WORK/repo-$1
     case $1 in
         walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
+        walrs-p1 | walrs-p2 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
+        walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 $WORK/bin/walrs push %p" ;;
+        walrs-s3-p1) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 WALRS_PUSH_PARALLEL=1 $WORK/bin/walrs push %p" ;;
         walrs-lz4) echo "WALRS_REPO=$r WALRS_COMPRESSION=lz4 $WORK/bin/walrs push %p" ;;
         walrs-zstd-enc) echo "WALRS_REPO=$r WALRS_ENCRYPTION_KEY_FILE=$WORK/key $WORK/bin/walrs push %p" ;;
         cp-durable) echo "cp %p $r/%f.tmp && sync $r/%f.tmp && mv $r/%f.tmp $r/%f && sync $r" ;;
@@ -119,6 +156,8 @@ set_archive_command() {
 }
 # Pressure stall totals (us) of cpu and io "some" lines: how much tasks waited for CPU / I/O.
 psi() { local f; for f in cpu io; do awk '/^some/ {sub("total=", "", $5); printf "%s ", $5}' "/proc/pressure/$f" 2>/dev/null || printf '0 '; done; }
+# Busy jiffies and total jiffies of all CPUs (/proc/stat): the machine's CPU use, everything included.
+cpustat() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
 ready_count() {
     local f n=0
     for f in "$DATA"/pg_wal/archive_status/*.ready; do [[ -e $f ]] && n=$((n + 1)); done
@@ -148,6 +187,7 @@ log "$ROUNDS rounds x $NM methods, $ROWS rows per backlog"
 for ((round = 1; round <= ROUNDS; round++)); do
     for ((i = 0; i < NM; i++)); do
         m=${MLIST[$(((i + round - 1) % NM))]}
+        rm -rf "$DATA/walrs_spool"
         n=$(make_backlog)
         # share of the backlog in the page cache (the archive command should read it from memory)
         cached=$(cd "$DATA/pg_wal" && fincore -n -b -o RES,SIZE $(cd archive_status && ls | sed -n 's/\.ready$//p') 2>/dev/null |
@@ -155,14 +195,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
         read -r ac0 fc0 <<<"$(psql_q "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')"
         start=$(psql_q "ALTER SYSTEM SET archive_command = '$(cmd_for "$m")'" >/dev/null &&
             psql_q "SELECT extract(epoch FROM clock_timestamp()), pg_reload_conf()" | cut -d'|' -f1)
-        read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}
+        read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}; read -r cb0 ct0 <<<"$(cpustat)"
         deadline=$((SECONDS + DRAIN_TIMEOUT))
         status=ok
         while [[ $(ready_count) -gt 0 ]]; do
             if ((SECONDS > deadline)); then status=timeout; break; fi
             nap 0.05
         done
-        read -r pc1 pi1 <<<"$(psi)"; w1=${EPOCHREALTIME/./}
+        read -r pc1 pi1 <<<"$(psi)"; w1=${EPOCHREALTIME/./}; read -r cb1 ct1 <<<"$(cpustat)"
+        busy=$(awk -v a="$cb0" -v b="$cb1" -v c="$ct0" -v d="$ct1" 'BEGIN{printf "%.0f", (d > c) ? 100*(b-a)/(d-c) : 0}')
         cpuw=$(awk -v a="$pc0" -v b="$pc1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
         iow=$(awk -v a="$pi0" -v b="$pi1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
         read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
@@ -174,11 +215,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
         fi
         secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}')
         rate=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.2f", n/s}')
-        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}%, backlog cached ${cached}%${status/ok/}"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" >>"$RESULTS"
+        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%${status/ok/}"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" >>"$RESULTS"
         [[ $status == ok ]] || sed -i '$ s/$/\tTIMEOUT/' "$RESULTS"
         # Stored size per segment.
-        if [[ $m == cp* || $m == walrs* ]]; then
+        if [[ $m == walrs-s3* ]]; then
+            SAVED[$m]=$(du -sb "$WORK/s3root/walrs-test/drain-$m" | cut -f1)
+        elif [[ $m == cp* || $m == walrs* ]]; then
             SAVED[$m]=$(du -sb "$WORK/repo-$m" | cut -f1)
         elif [[ $m == pgbr-* ]]; then
             SAVED[$m]=$(du -sb "$WORK/repo-$m/archive" | cut -f1)
@@ -223,6 +266,7 @@ for m in "${MLIST[@]}"; do
         "$(awk -v a="$r" -v b="$truerate" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "-"}')" "$failed" "$per"
 done
 echo
-echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached%):"
-echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine)"
+echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy%):"
+echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine;"
+echo "#    cpu-busy: non-idle share of both cores over the drain, /proc/stat, everything on the machine)"
 sed 's/^/#   /' "$RESULTS"
