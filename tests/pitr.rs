@@ -218,6 +218,31 @@ fn pg15_pitr_encrypted() {
     pitr(true);
 }
 
+/// Waits (up to 120 s) until `n` backups have at least one object in the repository.
+fn wait_for_backup_objects(e: &Env, n: usize) {
+    let dir = e.repo.join("backups");
+    let start = std::time::Instant::now();
+    loop {
+        let started = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|b| {
+                        // a stored object, not the temporary file of one being written
+                        crate::util::files(&b.path())
+                            .iter()
+                            .any(|f| !f.rsplit('/').next().unwrap_or_default().starts_with('.'))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if started >= n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no backup object appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn pg15_interrupted_backup_is_never_offered() {
     let (e, a) = setup(false);
@@ -232,7 +257,7 @@ fn pg15_interrupted_backup_is_never_offered() {
             &format!("host={} port={} user=postgres", a.sock.display(), a.port),
         ])
         .spawn();
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for_backup_objects(&e, 1);
     let _ = child.kill();
     let _ = child.wait();
     // The server stopped in the middle of a backup.
@@ -246,7 +271,9 @@ fn pg15_interrupted_backup_is_never_offered() {
             &format!("host={} port={} user=postgres", a.sock.display(), a.port),
         ])
         .start();
-    std::thread::sleep(Duration::from_millis(700));
+    // Stop the server once this backup has stored something (under load that can take a while;
+    // a fixed delay made the test depend on the machine's speed).
+    wait_for_backup_objects(&e, 2);
     let mut a = a;
     a.stop_immediate();
     let out = child.wait_with_output().unwrap();
@@ -255,7 +282,13 @@ fn pg15_interrupted_backup_is_never_offered() {
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert!(j["backups"].as_array().unwrap().is_empty(), "{}", list.stdout);
-    assert!(!j["incomplete"].as_array().unwrap().is_empty(), "{}", list.stdout);
+    assert!(
+        !j["incomplete"].as_array().unwrap().is_empty(),
+        "{}\n{:?}\n{}",
+        list.stdout,
+        crate::util::files(&e.repo.join("backups")),
+        list.stderr
+    );
     let dir = e.world.path("r");
     let out = e.run(&["restore", "--pgdata", dir.to_str().unwrap()]);
     out.expect_code(19);
@@ -449,7 +482,7 @@ fn pg15_issue_5_restore_of_a_restored_server() {
     std::io::Write::write_all(&mut conf, b"recovery_target_time = '2000-01-01 00:00:00+00'\n")
         .unwrap();
     // A spool directory of walrs in the data directory is not restored.
-    std::fs::create_dir(a.data.join("walrs_spool")).unwrap();
+    std::fs::create_dir_all(a.data.join("walrs_spool")).unwrap();
     std::fs::write(a.data.join("walrs_spool/000000010000000000000001"), "spooled").unwrap();
     chown_to_test_user(&a.data);
     let id = basebackup(&e, &a);
@@ -469,7 +502,12 @@ fn pg15_issue_5_restore_of_a_restored_server() {
     assert!(auto.contains("#walrs-disabled# recovery_target_xid = '4000000000'"), "{auto}");
     assert!(auto.contains("#walrs-disabled# restore_command = 'false'"), "{auto}");
     assert!(auto.contains("recovery_target_timeline = '1'"), "{auto}");
-    assert!(!dir.join("walrs_spool").exists(), "the spool directory was restored");
+    // (The recovery itself creates a fresh walrs_spool/prefetch through walrs fetch.)
+    assert!(
+        !dir.join("walrs_spool/000000010000000000000001").exists()
+            && !dir.join("walrs_spool/push").exists(),
+        "the spool directory was restored"
+    );
     assert_eq!(restore_and_read(&e, "r-end", &[]), after2, "no target: the end of the archive");
 
     // An LSN inside the last archived segment but past its last record is refused.

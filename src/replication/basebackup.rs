@@ -73,6 +73,8 @@ enum Phase {
     StartRow,
     Tablespaces,
     Copy,
+    /// PostgreSQL 13/14: after a CopyDone, before the next CopyOutResponse or the end row.
+    BetweenCopies,
     EndRow,
     Done,
 }
@@ -83,6 +85,14 @@ pub struct BaseBackup<'c> {
     phase: Phase,
     in_manifest: bool,
     tablespaces: Vec<Tablespace>,
+    /// PostgreSQL 13/14: one CopyOutResponse per tablespace (in the order of the tablespace
+    /// result, the data directory last), then one for the manifest; data without a type byte.
+    legacy: bool,
+    /// PostgreSQL 13/14: the archives whose CopyOutResponse is still to come.
+    legacy_archives: std::collections::VecDeque<(String, String)>,
+    /// PostgreSQL 13/14: a CopyOutResponse arrived with the tablespace list; its archive event
+    /// is the next one.
+    pending_copy_start: bool,
 }
 
 fn bad(what: impl Into<String>) -> WalrsError {
@@ -90,28 +100,56 @@ fn bad(what: impl Into<String>) -> WalrsError {
 }
 
 impl<'c> BaseBackup<'c> {
-    /// Sends `BASE_BACKUP` with the PostgreSQL 15+ syntax.
+    /// Sends `BASE_BACKUP`: the option-list syntax of PostgreSQL 15 and later, the keyword
+    /// syntax of 13 and 14.
     pub fn start(conn: &'c mut ReplConn, o: &BackupOptions) -> Result<Self> {
-        match conn.server_major() {
-            Some(v) if v >= 15 => {}
+        let legacy = match conn.server_major() {
+            Some(v) if v >= 15 => false,
+            Some(13 | 14) => true,
             Some(v) => {
                 return Err(WalrsError::new(
                     Kind::Unsupported,
-                    format!(
-                        "base backups of PostgreSQL {v} are not supported yet (15 and later are)"
-                    ),
+                    format!("base backups of PostgreSQL {v} are not supported (13 and later are)"),
                 ));
             }
             None => return Err(bad("the server did not report its version")),
-        }
+        };
         let label = o.label.replace('\'', "''");
-        let sql = format!(
-            "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true)",
-            if o.fast_checkpoint { "fast" } else { "spread" },
-            o.wait_for_archive
-        );
+        let sql = if legacy {
+            format!(
+                "BASE_BACKUP LABEL '{label}' PROGRESS {}{}TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'",
+                if o.fast_checkpoint { "FAST " } else { "" },
+                if o.wait_for_archive { "" } else { "NOWAIT " },
+            )
+        } else {
+            format!(
+                "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true)",
+                if o.fast_checkpoint { "fast" } else { "spread" },
+                o.wait_for_archive
+            )
+        };
         conn.query(&sql)?;
-        Ok(BaseBackup { conn, phase: Phase::StartRow, in_manifest: false, tablespaces: Vec::new() })
+        Ok(BaseBackup {
+            conn,
+            phase: Phase::StartRow,
+            in_manifest: false,
+            tablespaces: Vec::new(),
+            legacy,
+            legacy_archives: std::collections::VecDeque::new(),
+            pending_copy_start: false,
+        })
+    }
+
+    /// PostgreSQL 13/14: the next CopyOutResponse carries the next archive, or the manifest.
+    fn legacy_copy_start(&mut self) -> Event {
+        self.phase = Phase::Copy;
+        match self.legacy_archives.pop_front() {
+            Some((name, path)) => Event::Archive { name, path },
+            None => {
+                self.in_manifest = true;
+                Event::ManifestStart
+            }
+        }
     }
 
     fn error(&mut self, m: &Message) -> WalrsError {
@@ -121,6 +159,9 @@ impl<'c> BaseBackup<'c> {
 
     /// The next event; `None` after the end position.
     pub fn next_event(&mut self) -> Result<Option<Event>> {
+        if std::mem::take(&mut self.pending_copy_start) {
+            return Ok(Some(self.legacy_copy_start()));
+        }
         loop {
             if matches!(self.phase, Phase::Done) {
                 return Ok(None);
@@ -131,6 +172,7 @@ impl<'c> BaseBackup<'c> {
                 (b'N', _) => {
                     tracing::info!("server: {}", error_text(&m.body));
                 }
+                (b'T', Phase::BetweenCopies) => self.phase = Phase::EndRow,
                 (b'T', _) | (b'C', _) => {}
                 (b'D', Phase::StartRow) => {
                     let r = parse_data_row(&m.body);
@@ -161,8 +203,31 @@ impl<'c> BaseBackup<'c> {
                 }
                 (b'H', Phase::Tablespaces) => {
                     self.phase = Phase::Copy;
+                    if self.legacy {
+                        // The archive this CopyOutResponse starts is announced right after.
+                        self.legacy_archives = self
+                            .tablespaces
+                            .iter()
+                            .map(|t| {
+                                let name =
+                                    t.oid.map_or_else(|| "base.tar".into(), |o| format!("{o}.tar"));
+                                (name, t.location.clone().unwrap_or_default())
+                            })
+                            .collect();
+                        self.phase = Phase::BetweenCopies;
+                        self.pending_copy_start = true;
+                    }
                     return Ok(Some(Event::Tablespaces(std::mem::take(&mut self.tablespaces))));
                 }
+                (b'H', Phase::BetweenCopies) => return Ok(Some(self.legacy_copy_start())),
+                (b'd', Phase::Copy) if self.legacy => {
+                    return Ok(Some(if self.in_manifest {
+                        Event::ManifestData(m.body)
+                    } else {
+                        Event::Data(m.body)
+                    }));
+                }
+                (b'c', Phase::Copy) if self.legacy => self.phase = Phase::BetweenCopies,
                 (b'd', Phase::Copy) => {
                     let mut body = m.body;
                     let Some(&kind) = body.first() else { continue };

