@@ -9,6 +9,8 @@
 #   WALRS_BIN=/path/to/walrs  (skip `cargo build --release`)   KEEP=1 (keep the temp dir)
 #   S3_SERVER_BIN=/path/to/s3_server  (prebuilt examples/s3_server for walrs-s3*; else it is built)
 #   S3_PORT (9349)
+#   CPU_TIME=1  (diagnostic) run each walrs* command under /usr/bin/time and print walrs's CPU
+#               (user+sys, its look-ahead threads included) per archived segment; adds one exec
 #   SAVE_SEGMENT=/path/file   (copy one real, full segment there, e.g. for WALRS_BENCH_SEGMENT)
 #
 # Method:
@@ -51,6 +53,7 @@ METHODS=${METHODS:-walrs-zstd walrs-p1 cp-durable pgbr-async true walrs-s3}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
 PG_PORT=${PG_PORT:-5488}
 S3_PORT=${S3_PORT:-9349}
+CPU_TIME=${CPU_TIME:-0}
 
 need_root
 for m in $METHODS; do
@@ -129,7 +132,9 @@ EOF
 }
 
 cmd_for() {
-    local r=$WORK/repo-$1
+    local r=$WORK/repo-$1 pre=
+    [[ $CPU_TIME == 1 && $1 == walrs* ]] && pre="/usr/bin/time -a -o $WORK/cpu-$1 -f %U+%S env "
+    printf '%s' "$pre"
     case $1 in
         walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
         walrs-p1 | walrs-p2 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
@@ -145,6 +150,10 @@ cmd_for() {
         *) die "unknown method $1" ;;
     esac
 }
+if [[ $CPU_TIME == 1 ]]; then
+    apt_need /usr/bin/time time || die "cannot install time"
+    for m in $METHODS; do : >"$WORK/cpu-$m"; chown "$PG_USER" "$WORK/cpu-$m"; done
+fi
 for m in $METHODS; do
     case $m in pgbr-*) pgbr_conf "$m" ;; esac
     cmd_for "$m" >/dev/null
@@ -192,6 +201,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         # share of the backlog in the page cache (the archive command should read it from memory)
         cached=$(cd "$DATA/pg_wal" && fincore -n -b -o RES,SIZE $(cd archive_status && ls | sed -n 's/\.ready$//p') 2>/dev/null |
             awk '{r+=$1; t+=$2} END {printf "%.0f", t ? 100*r/t : 0}')
+        cpu0=$( (cat "$WORK/cpu-$m" 2>/dev/null || true) | wc -l)
         read -r ac0 fc0 <<<"$(psql_q "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')"
         start=$(psql_q "ALTER SYSTEM SET archive_command = '$(cmd_for "$m")'" >/dev/null &&
             psql_q "SELECT extract(epoch FROM clock_timestamp()), pg_reload_conf()" | cut -d'|' -f1)
@@ -214,9 +224,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
             read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
         fi
         secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}')
+        cpums=-
+        if [[ $CPU_TIME == 1 && $m == walrs* ]]; then
+            cpums=$(tail -n +$((cpu0 + 1)) "$WORK/cpu-$m" | grep -E '^[0-9.]+\+[0-9.]+$' |
+                awk -F+ -v n="$n" '{s+=$1+$2; k++} END {printf "%.1f", n ? 1000*s/n : 0}')
+        fi
         rate=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.2f", n/s}')
-        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%${status/ok/}"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" >>"$RESULTS"
+        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%$([[ $cpums != - ]] && echo ", walrs CPU ${cpums} ms/segment")${status/ok/}"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" "$cpums" >>"$RESULTS"
         [[ $status == ok ]] || sed -i '$ s/$/\tTIMEOUT/' "$RESULTS"
         # Stored size per segment.
         if [[ $m == walrs-s3* ]]; then
@@ -265,8 +280,13 @@ for m in "${MLIST[@]}"; do
         "$(awk -v a="$r" -v b="$refrate" 'BEGIN{printf "%.2f", a/b}')" \
         "$(awk -v a="$r" -v b="$truerate" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "-"}')" "$failed" "$per"
 done
+if [[ $CPU_TIME == 1 ]]; then
+    for m in "${MLIST[@]}"; do
+        [[ $m == walrs* ]] && echo "# walrs CPU (user+sys) per archived segment, $m: median $(awk -F'\t' -v m="$m" '$2==m {print $12}' "$RESULTS" | median) ms, rounds $(awk -F'\t' -v m="$m" '$2==m {print $12}' "$RESULTS" | minmax) ms"
+    done
+fi
 echo
-echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy%):"
+echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy% walrs-cpu-ms/segment):"
 echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine;"
 echo "#    cpu-busy: non-idle share of both cores over the drain, /proc/stat, everything on the machine)"
 sed 's/^/#   /' "$RESULTS"
