@@ -124,9 +124,23 @@ pub fn load_manifest(repo: &Repository, id: &str) -> Result<Option<BackupManifes
     };
     let mut json = Vec::new();
     dec.copy_to(&mut json)?;
-    serde_json::from_slice(&json)
-        .map(Some)
-        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("backup {id}: manifest.json: {e}")))
+    let corrupt = |e: serde_json::Error| {
+        WalrsError::new(Kind::Corrupt, format!("backup {id}: manifest.json: {e}"))
+    };
+    // The version first: a newer format may not parse as this one.
+    let v: serde_json::Value = serde_json::from_slice(&json).map_err(corrupt)?;
+    let version = v.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(WalrsError::new(
+            Kind::Unsupported,
+            format!(
+                "backup {id}: manifest.json has format version {version}, this walrs reads up to {FORMAT_VERSION}"
+            ),
+        )
+        .hint("use a newer walrs for this repository"));
+    }
+    let m: BackupManifest = serde_json::from_value(v).map_err(corrupt)?;
+    Ok(Some(m))
 }
 
 /// Every complete backup, oldest first, and the ids of incomplete ones.
@@ -411,7 +425,15 @@ pub fn take(
         stop.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no stop position"))?;
     let _ = tablespaces;
     let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
-    repo.put_new(&pg_key, pg_key.as_str(), pg_manifest.as_slice(), Compression::Zstd(3), encrypt)?;
+    if let PutNew::Exists = repo.put_new(
+        &pg_key,
+        pg_key.as_str(),
+        pg_manifest.as_slice(),
+        Compression::Zstd(3),
+        encrypt,
+    )? {
+        return Err(WalrsError::new(Kind::Mismatch, format!("{pg_key} already exists")));
+    }
 
     // Complete only once the WAL from start to stop is in the repository.
     let seg = cfg.wal_segment_size;
@@ -597,4 +619,21 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{AnyStorage, MemoryStorage};
+
+    #[test]
+    fn a_manifest_from_a_newer_walrs_is_refused() {
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let k = manifest_key("b1").unwrap();
+        let json = br#"{"format_version": 99}"#;
+        repo.put_new(&k, k.as_str(), &json[..], Compression::None, false).unwrap();
+        let e = load_manifest(&repo, "b1").unwrap_err();
+        assert_eq!(e.kind, Kind::Unsupported, "{e}");
+        assert!(load_manifest(&repo, "none").unwrap().is_none());
+    }
 }

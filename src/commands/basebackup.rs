@@ -15,7 +15,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Connection string (`host=... port=... user=...` or a postgresql:// URI); defaults to
-    /// libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE).
+    /// libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE,
+    /// PGSSLROOTCERT).
     #[arg(long, short = 'd', value_name = "CONNSTR")]
     pub dbname: Option<String>,
     /// Use a spread checkpoint instead of an immediate one.

@@ -59,8 +59,15 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
         dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
         dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
     );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return Err(bad());
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) {
+        return Err(format!("invalid timestamp {s:?}: no such date"));
     }
     let rest = rest.strip_prefix(['T', ' ', 't']).unwrap_or(rest);
     // Split the zone off: Z, UTC, +HH[:MM], -HH[:MM].
@@ -98,6 +105,12 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
             };
             let hh: i64 = hh.parse().map_err(|_| bad())?;
             let mm: i64 = mm.parse().map_err(|_| bad())?;
+            // PostgreSQL's limit for a numeric zone offset is 15:59.
+            if !(0..=15).contains(&hh) || !(0..=59).contains(&mm) {
+                return Err(format!(
+                    "invalid timestamp {s:?}: time zone offset out of range (at most ±15:59)"
+                ));
+            }
             sign * (hh * 3600 + mm * 60)
         }
         _ => {
@@ -488,6 +501,11 @@ mod tests {
         assert_eq!(parse_timestamp("2026-11-21 14:03:07.5+00").unwrap(), base + 500_000);
         assert_eq!(parse_timestamp("2026-11-21 14:03:07.000123").unwrap(), base + 123);
         assert_eq!(parse_timestamp("2026-11-21 14:03").unwrap(), base - 7_000_000);
+        assert!(
+            parse_timestamp("2028-02-29 00:00:00").is_ok()
+                && parse_timestamp("2000-02-29 00:00").is_ok()
+        );
+        assert_eq!(parse_timestamp("2026-11-21 14:03:07-15:59").unwrap(), base + 57_540_000_000);
         assert_eq!(
             PgTimestamp::from_unix_micros(base).to_string(),
             "2026-11-21 14:03:07.000000+00"
@@ -499,6 +517,15 @@ mod tests {
             "yesterday",
             "2026-11-21 14:03:07 PST",
             "2026-11-21 14:03:07.1234567",
+            // no such day: never silently the 3rd of March
+            "2026-02-29 00:00:00",
+            "2026-02-31 00:00:00",
+            "2026-04-31 12:00:00",
+            "1900-02-29 00:00:00",
+            // offsets PostgreSQL refuses
+            "2026-11-21 14:03:07+99",
+            "2026-11-21 14:03:07+16:00",
+            "2026-11-21 14:03:07+01:60",
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
