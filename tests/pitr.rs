@@ -598,3 +598,38 @@ fn pg15_issue_5_target_timeline_current_follows_the_plan() {
         std::fs::read_to_string(e.world.path("r-current").join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("recovery_target_timeline = '2'"), "{auto}");
 }
+
+/// A spread checkpoint keeps the server silent longer than `--io-timeout`: the backup must wait
+/// for it (up to checkpoint_timeout) instead of giving up as if the server were gone.
+#[test]
+fn pg15_spread_checkpoint_outlasts_the_io_timeout() {
+    let (e, a) = setup(false);
+    a.sql("ALTER SYSTEM SET checkpoint_timeout = '30s'");
+    a.sql("ALTER SYSTEM SET checkpoint_completion_target = 0.9");
+    a.sql("SELECT pg_reload_conf()");
+    a.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 600000) g");
+    a.sql("CHECKPOINT");
+    // Dirty most of shared_buffers, so that the spread checkpoint takes ~0.9 × 30 s.
+    a.sql("UPDATE t SET v = upper(v)");
+    let (u, g) = crate::util::test_user();
+    let started = std::time::Instant::now();
+    let out = e
+        .walrs()
+        .run_as(u, g)
+        .args([
+            "basebackup",
+            "--spread-checkpoint",
+            "--io-timeout",
+            "3s",
+            "-d",
+            &format!("host={} port={} user=postgres", a.sock.display(), a.port),
+        ])
+        .run();
+    out.expect_code(0);
+    let took = started.elapsed();
+    // Not a timing assertion on walrs: this checks that the test set up what it claims (a
+    // checkpoint quieter than the I/O timeout), so that the exit 0 above means something.
+    assert!(took > Duration::from_secs(3), "the spread checkpoint took only {took:?}");
+    let id = out.stdout.trim().to_string();
+    e.run(&["backup", "verify", &id]).expect_code(0);
+}

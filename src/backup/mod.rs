@@ -332,6 +332,7 @@ pub fn take(
             label: label.clone(),
             fast_checkpoint: opts.fast_checkpoint,
             wait_for_archive: true,
+            notice_wait: opts.wal_wait,
         },
     )?;
     let encrypt = cfg.encryption.is_some();

@@ -8,6 +8,8 @@
 //! CopyDone, then a result set with the end LSN and timeline.
 
 use super::{Message, ReplConn, error_text, parse_data_row};
+use std::time::Duration;
+
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{Lsn, TimeLineId};
 
@@ -20,6 +22,9 @@ pub struct BackupOptions {
     pub fast_checkpoint: bool,
     /// Wait until the server has archived the WAL the backup needs (the server's default).
     pub wait_for_archive: bool,
+    /// How long the server may be silent after it said something (a notice or warning: it is
+    /// alive, e.g. waiting for archiving, and repeats its warning only after 60, 120, 240 s...).
+    pub notice_wait: Duration,
 }
 
 /// A tablespace the backup contains.
@@ -93,6 +98,28 @@ pub struct BaseBackup<'c> {
     /// PostgreSQL 13/14: a CopyOutResponse arrived with the tablespace list; its archive event
     /// is the next one.
     pending_copy_start: bool,
+    /// The read timeout is stretched for a spread checkpoint until the start row arrives.
+    quiet_start: bool,
+    /// See [`BackupOptions::notice_wait`].
+    notice_wait: Duration,
+    /// The read timeout is stretched after a notice until the next other message.
+    stretched: bool,
+}
+
+/// A duration as `SHOW` prints it: `300s`, `5min`, `1h`, `1d`, `500ms`.
+fn parse_pg_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let secs = match s.get(digits.len()..)?.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "" | "s" => n,
+        "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
 
 fn bad(what: impl Into<String>) -> WalrsError {
@@ -128,8 +155,25 @@ impl<'c> BaseBackup<'c> {
                 o.wait_for_archive
             )
         };
+        // A spread checkpoint keeps the server silent for up to checkpoint_timeout ×
+        // checkpoint_completion_target: give the first answer that long plus the I/O timeout.
+        let mut quiet_start = false;
+        if !o.fast_checkpoint {
+            let rows = conn.simple_query("SHOW checkpoint_timeout")?;
+            let t = rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|v| parse_pg_duration(&v))
+                .unwrap_or(Duration::from_secs(3600));
+            let io = conn.io_timeout();
+            conn.set_read_timeout(t + io)?;
+            quiet_start = true;
+        }
         conn.query(&sql)?;
         Ok(BaseBackup {
+            quiet_start,
+            notice_wait: o.notice_wait,
+            stretched: false,
             conn,
             phase: Phase::StartRow,
             in_manifest: false,
@@ -167,10 +211,22 @@ impl<'c> BaseBackup<'c> {
                 return Ok(None);
             }
             let m = self.conn.recv()?;
+            if m.tag != b'N' && std::mem::take(&mut self.stretched) {
+                let io = self.conn.io_timeout();
+                self.conn.set_read_timeout(io)?;
+            }
             match (m.tag, &self.phase) {
                 (b'E', _) => return Err(self.error(&m)),
                 (b'N', _) => {
-                    tracing::info!("server: {}", error_text(&m.body));
+                    let longer = self.notice_wait.max(self.conn.io_timeout());
+                    self.conn.set_read_timeout(longer)?;
+                    self.stretched = true;
+                    let t = error_text(&m.body);
+                    if t.starts_with("WARNING") {
+                        tracing::warn!("server: {t}");
+                    } else {
+                        tracing::info!("server: {t}");
+                    }
                 }
                 (b'T', Phase::BetweenCopies) => self.phase = Phase::EndRow,
                 (b'T', _) | (b'C', _) => {}
@@ -191,6 +247,10 @@ impl<'c> BaseBackup<'c> {
                         .and_then(|t| TimeLineId::new(t).ok())
                         .ok_or_else(|| bad("bad start timeline"))?;
                     self.phase = Phase::Tablespaces;
+                    if std::mem::take(&mut self.quiet_start) {
+                        let io = self.conn.io_timeout();
+                        self.conn.set_read_timeout(io)?;
+                    }
                     return Ok(Some(Event::Start { lsn, tli }));
                 }
                 (b'D', Phase::Tablespaces) => {
@@ -300,5 +360,21 @@ impl<'c> BaseBackup<'c> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_durations() {
+        assert_eq!(parse_pg_duration("5min"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_pg_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_pg_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_pg_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_pg_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_pg_duration("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_pg_duration("soon"), None);
     }
 }

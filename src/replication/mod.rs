@@ -325,6 +325,8 @@ pub struct ReplConn {
     stream: std::io::BufReader<Stream>,
     params: HashMap<String, String>,
     io_timeout: Duration,
+    /// The read timeout in force.
+    read_timeout: Duration,
     deadline: Instant,
     desc: String,
 }
@@ -414,6 +416,7 @@ impl ReplConn {
             stream: std::io::BufReader::with_capacity(256 * 1024, stream),
             params: HashMap::new(),
             io_timeout,
+            read_timeout: io_timeout,
             deadline,
             desc,
         };
@@ -559,9 +562,28 @@ impl ReplConn {
         Ok(())
     }
 
+    /// Sets how long a read may wait for the server (the connection's `io_timeout` normally; a
+    /// longer one while the server is known to be silent, e.g. during a spread checkpoint).
+    pub fn set_read_timeout(&mut self, d: Duration) -> Result<()> {
+        let d = d.max(Duration::from_millis(1));
+        let r = match self.stream.get_ref() {
+            Stream::Unix(s) => s.set_read_timeout(Some(d)),
+            Stream::Tcp(s) => s.set_read_timeout(Some(d)),
+            Stream::Tls(s) => s.sock.set_read_timeout(Some(d)),
+        };
+        r.map_err(|e| proto_err(format!("{}: {e}", self.desc)))?;
+        self.read_timeout = d;
+        Ok(())
+    }
+
+    /// The connection's I/O timeout.
+    pub fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
     fn io_err(&self, e: std::io::Error) -> WalrsError {
         if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-            proto_err(format!("{}: no data for {} s", self.desc, self.io_timeout.as_secs()))
+            proto_err(format!("{}: no data for {} s", self.desc, self.read_timeout.as_secs()))
         } else {
             proto_err(format!("{}: {e}", self.desc))
         }
