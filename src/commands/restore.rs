@@ -235,6 +235,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if let Ok(c) = std::env::var("WALRS_CONFIG") {
         env.push(("WALRS_CONFIG".into(), c));
     }
+    // A value restore_command cannot carry is refused before anything is written.
+    recovery::config::restore_command(&walrs, &env)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
     let stats = backup::restore::restore_files(&repo, m, &opts)?;
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL

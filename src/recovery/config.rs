@@ -61,30 +61,34 @@ fn shell_word(v: &str) -> Result<String> {
     if v.contains('\'') || v.contains('\n') {
         return Err(WalrsError::new(
             Kind::InvalidInput,
-            format!("{v:?} cannot be written into restore_command"),
-        ));
+            format!("{v:?} cannot be written into restore_command (a single quote or a newline)"),
+        )
+        .hint("use a repository path, walrs binary path and key file path without quotes; nothing was restored"));
     }
-    if v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._:@%+=,-".contains(&b)) {
-        Ok(v.to_owned())
+    let quoted = if v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._:@+=,-".contains(&b)) {
+        v.to_owned()
     } else {
-        Ok(format!(
+        format!(
             "\"{}\"",
             v.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "\\$").replace('`', "\\`")
-        ))
-    }
+        )
+    };
+    // PostgreSQL replaces %f, %p, %r and %% in restore_command: a literal % is written %%.
+    Ok(quoted.replace('%', "%%"))
 }
 
-/// The restore_command line, from the template.
+/// The restore_command line, from the template. The value is escaped for postgresql.conf's
+/// string syntax too, which reads a backslash as an escape character.
 pub fn restore_command(walrs: &str, env: &[(String, String)]) -> Result<String> {
     let line = TEMPLATE.lines().find(|l| l.starts_with("restore_command")).ok_or_else(|| {
         WalrsError::new(Kind::Internal, "pgconf-templates/restore.conf has no restore_command")
     })?;
     let mut prefix = Vec::new();
     for (k, v) in env {
-        prefix.push(format!("{k}={}", shell_word(v)?));
+        prefix.push(format!("{k}={}", shell_word(v)?.replace('\\', "\\\\")));
     }
     let with_env = line.replace("WALRS_REPO=@REPO@", &prefix.join(" "));
-    Ok(with_env.replace("@WALRS@", &shell_word(walrs)?))
+    Ok(with_env.replace("@WALRS@", &shell_word(walrs)?.replace('\\', "\\\\")))
 }
 
 fn target_lines(t: &Target) -> Vec<String> {
@@ -308,6 +312,35 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the server's shell receives: postgresql.conf's string unescaping, then PostgreSQL's
+    /// %-substitution.
+    fn as_the_server_runs_it(line: &str) -> String {
+        let v = line.split_once("= '").unwrap().1.strip_suffix('\'').unwrap();
+        let mut out = String::new();
+        let mut chars = v.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                out.extend(chars.next());
+            } else {
+                out.push(c);
+            }
+        }
+        out.replace(" fetch %f %p", "").replace("%%", "%")
+    }
+
+    #[test]
+    fn restore_command_survives_the_conf_parser_the_percent_signs_and_the_shell() {
+        let repo = r#"/srv/wal\rs %p $HOME `x` "q""#;
+        let env = vec![("WALRS_REPO".to_string(), repo.to_string())];
+        let line = restore_command("/usr/bin/env", &env).unwrap();
+        let cmd = as_the_server_runs_it(&line);
+        let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l == format!("WALRS_REPO={repo}")), "{line}\n{cmd}\n{text}");
+        let quote = vec![("WALRS_REPO".to_string(), "/srv/it's".to_string())];
+        assert_eq!(restore_command("/usr/bin/walrs", &quote).unwrap_err().kind, Kind::InvalidInput);
+    }
 
     #[test]
     fn restore_command_from_template() {
