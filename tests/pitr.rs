@@ -316,6 +316,15 @@ fn pg15_timelines_and_tablespaces() {
     let ts_new = e.world.mkdir("ts-new");
     std::fs::remove_dir(&ts_new).unwrap();
     let dir = e.world.path("b");
+    // A mistyped OLD or a relative NEW is refused before anything is written.
+    for bad in [
+        format!("{}-typo={}", ts_old.display(), ts_new.display()),
+        format!("{}=relative/dir", ts_old.display()),
+    ] {
+        let out = e.run(&["restore", "--pgdata", dir.to_str().unwrap(), "--tablespace-map", &bad]);
+        out.expect_code(2);
+        assert!(!dir.exists() && !ts_new.exists(), "a refused restore wrote something");
+    }
     e.run(&[
         "restore",
         "--pgdata",
@@ -324,6 +333,11 @@ fn pg15_timelines_and_tablespaces() {
         &format!("{}={}", ts_old.display(), ts_new.display()),
     ])
     .expect_code(0);
+    use std::os::unix::fs::PermissionsExt;
+    let orig = std::fs::metadata(dir.join("tablespace_map.walrs-original")).unwrap();
+    assert_eq!(orig.permissions().mode() & 0o777, 0o600);
+    let mapped = std::fs::read_to_string(dir.join("tablespace_map")).unwrap();
+    assert!(mapped.contains(&ts_new.display().to_string()), "{mapped}");
     chown_to_test_user(&dir);
     chown_to_test_user(&ts_new);
     let archive = format!(

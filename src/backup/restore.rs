@@ -352,23 +352,33 @@ fn restore_into(
     // The tablespace map names the locations: rewrite it when they moved.
     if !o.tablespace_map.is_empty() {
         let map = o.pgdata.join("tablespace_map");
-        if let Ok(text) = fs::read_to_string(&map) {
-            fs::write(o.pgdata.join("tablespace_map.walrs-original"), &text)
-                .map_err(|e| io("writing", &map, e))?;
-            let rewritten: String = text
-                .lines()
-                .map(|l| {
-                    let (oid, path) = l.split_once(' ').unwrap_or((l, ""));
-                    let new = o
-                        .tablespace_map
-                        .iter()
-                        .find(|(old, _)| old == path)
-                        .map(|(_, n)| n.as_str())
-                        .unwrap_or(path);
-                    format!("{oid} {new}\n")
-                })
-                .collect();
-            fs::write(&map, rewritten).map_err(|e| io("writing", &map, e))?;
+        match fs::read(&map) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    WalrsError::new(
+                        Kind::Corrupt,
+                        format!("{}: not UTF-8; cannot remap its locations", map.display()),
+                    )
+                })?;
+                let write = crate::recovery::config::write_atomic;
+                write(&o.pgdata.join("tablespace_map.walrs-original"), text.as_bytes())?;
+                let rewritten: String = text
+                    .lines()
+                    .map(|l| {
+                        let (oid, path) = l.split_once(' ').unwrap_or((l, ""));
+                        let new = o
+                            .tablespace_map
+                            .iter()
+                            .find(|(old, _)| old == path)
+                            .map(|(_, n)| n.as_str())
+                            .unwrap_or(path);
+                        format!("{oid} {new}\n")
+                    })
+                    .collect();
+                write(&map, rewritten.as_bytes())?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("reading", &map, e)),
         }
     }
     for (d, _) in dests.iter() {

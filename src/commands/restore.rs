@@ -101,6 +101,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         let (o, n) = m.split_once('=').ok_or_else(|| {
             WalrsError::new(Kind::Usage, format!("--tablespace-map {m:?}: expected OLD=NEW"))
         })?;
+        if !std::path::Path::new(o).is_absolute() || !std::path::Path::new(n).is_absolute() {
+            return Err(WalrsError::new(
+                Kind::Usage,
+                format!("--tablespace-map {m:?}: both locations must be absolute paths"),
+            ));
+        }
         tablespace_map.push((o.to_owned(), n.to_owned()));
     }
     let (backups, _) = backup::catalogue(&repo)?;
@@ -234,6 +240,23 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     if let Ok(c) = std::env::var("WALRS_CONFIG") {
         env.push(("WALRS_CONFIG".into(), c));
+    }
+    // Every --tablespace-map OLD must name a tablespace of the chosen backup: a typo must not
+    // restore the tablespace to its old location.
+    for (old, _) in &tablespace_map {
+        if !m.archives.iter().any(|a| a.location.as_deref() == Some(old.as_str())) {
+            let known: Vec<&str> =
+                m.archives.iter().filter_map(|a| a.location.as_deref()).collect();
+            return Err(WalrsError::new(
+                Kind::Usage,
+                format!(
+                    "--tablespace-map: backup {} has no tablespace at {old} (its tablespaces: {})",
+                    m.id,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )
+            .hint("nothing was restored"));
+        }
     }
     // A value restore_command cannot carry is refused before anything is written.
     recovery::config::restore_command(&walrs, &env)?;

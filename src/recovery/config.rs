@@ -249,7 +249,7 @@ pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
 
 /// Writes `content` to `path` atomically: a temp file beside it (mode 0600), fsync, rename,
 /// fsync of the directory. The temp file is removed on failure.
-fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     let io = |p: &Path, e: std::io::Error| crate::archive::local_io("writing", p, &e);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
