@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Compression, Decoder};
+use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{Lsn, PgMajorVersion, SystemId, TimeLineId, WalFileName};
 use crate::replication::basebackup::{BackupOptions, BaseBackup, Event, Tablespace};
@@ -539,45 +539,86 @@ fn wait_for_wal(
 /// Problems `backup verify` found, one line each.
 pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    // Every chunk decodes and re-yields the files recorded at backup time.
+    // Every chunk decodes (each holds whole tar entries, so each is read on its own and a broken
+    // one costs only its own files) and yields the files recorded at backup time.
     let mut seen: std::collections::BTreeMap<String, FileEntry> = std::collections::BTreeMap::new();
+    // Archives (by path prefix) with a chunk that could not be read.
+    let mut broken: Vec<String> = Vec::new();
     for a in &m.archives {
-        let mut t = TarTracker::default();
-        for c in &a.chunks {
-            let k = key(c.key.clone())?;
-            let dec = match repo.open_object(&k, k.as_str()) {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(format!("{}: {e}", c.key));
-                    continue;
-                }
-            };
-            let mut frame = Vec::new();
-            let mut d: Decoder<_> = dec;
-            loop {
-                match d.next_frame(&mut frame) {
-                    Ok(true) => t.feed(&frame),
-                    Ok(false) => break,
-                    Err(e) => {
-                        problems.push(format!("{}: {e}", c.key));
-                        break;
-                    }
-                }
-            }
-            if let Some(s) = d.summary()
-                && s.sha256_hex() != c.digest
-            {
-                problems.push(format!("{}: content differs from the manifest", c.key));
-            }
-        }
         let prefix = match a.tablespace_oid {
             Some(oid) => format!("pg_tblspc/{oid}/"),
             None => String::new(),
         };
-        for f in t.files {
+        let mut files_here = Vec::new();
+        for c in &a.chunks {
+            let k = key(c.key.clone())?;
+            let mut t = TarTracker::default();
+            let mut failed = None;
+            match repo.open_object(&k, k.as_str()) {
+                Ok(mut d) => {
+                    let mut frame = Vec::new();
+                    loop {
+                        match d.next_frame(&mut frame) {
+                            Ok(true) => t.feed(&frame),
+                            Ok(false) => break,
+                            Err(e) => {
+                                failed = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    if failed.is_none()
+                        && let Some(sum) = d.summary()
+                        && sum.sha256_hex() != c.digest
+                    {
+                        failed = Some("content differs from the manifest".into());
+                    }
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+            if let Some(why) = failed {
+                problems.push(format!("{}: {why}", c.key));
+                if !broken.contains(&prefix) {
+                    broken.push(prefix.clone());
+                }
+                continue;
+            }
+            if let Some(e) = &t.error {
+                problems.push(format!("{}: malformed tar: {e}", c.key));
+            }
+            files_here.extend(t.files);
+        }
+        // What the backup recorded for this archive at backup time.
+        if !broken.contains(&prefix) {
+            let now: std::collections::BTreeMap<&str, &FileEntry> =
+                files_here.iter().map(|f| (f.path.as_str(), f)).collect();
+            for f in &a.files {
+                match now.get(f.path.as_str()) {
+                    Some(g) if g.size == f.size && g.crc32c == f.crc32c => {}
+                    Some(_) => problems.push(format!(
+                        "{prefix}{}: differs from what manifest.json recorded at backup time",
+                        f.path
+                    )),
+                    None => problems.push(format!(
+                        "{prefix}{}: recorded in manifest.json but not in the backup",
+                        f.path
+                    )),
+                }
+            }
+        }
+        for f in files_here {
             seen.insert(format!("{prefix}{}", f.path), f);
         }
     }
+    let in_broken = |path: &str| {
+        broken.iter().any(|b| {
+            if b.is_empty() {
+                !path.starts_with("pg_tblspc/")
+            } else {
+                path.starts_with(b.as_str())
+            }
+        })
+    };
     // Against PostgreSQL's own manifest.
     let pk = key(m.pg_manifest_key.clone())?;
     let mut json = Vec::new();
@@ -599,11 +640,18 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         WalrsError::new(Kind::Corrupt, format!("{}: not JSON: {e}", m.pg_manifest_key))
     })?;
     let files = pgm.get("Files").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+    let mut unchecked = 0usize;
+    let mut listed = std::collections::BTreeSet::new();
     for f in files {
         let path = f.get("Path").and_then(|p| p.as_str()).unwrap_or_default();
+        listed.insert(path.to_string());
         let size = f.get("Size").and_then(|s| s.as_u64()).unwrap_or(0);
         let Some(ours) = seen.get(path) else {
-            problems.push(format!("{path}: in PostgreSQL's manifest but not in the backup"));
+            if in_broken(path) {
+                unchecked += 1;
+            } else {
+                problems.push(format!("{path}: in PostgreSQL's manifest but not in the backup"));
+            }
             continue;
         };
         if ours.size != size {
@@ -617,6 +665,16 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
             if !want.eq_ignore_ascii_case(&got) {
                 problems.push(format!("{path}: CRC-32C {got}, PostgreSQL's manifest says {want}"));
             }
+        }
+    }
+    if unchecked > 0 {
+        problems.push(format!(
+            "{unchecked} more file(s) of PostgreSQL's manifest cannot be checked: they are in the unreadable chunk(s) above"
+        ));
+    }
+    for path in seen.keys() {
+        if !listed.contains(path) {
+            problems.push(format!("{path}: in the backup but not in PostgreSQL's manifest"));
         }
     }
     Ok(problems)
