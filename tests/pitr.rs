@@ -209,6 +209,7 @@ fn pitr(encrypted: bool) {
     // One damaged chunk is reported once, with a count of what it hides, not file by file.
     assert!(v.stdout.lines().count() <= 6, "{}", v.stdout);
     assert!(v.stdout.contains("cannot be checked"), "{}", v.stdout);
+    eprintln!("backup verify of a flipped byte:\n{}{}", v.stdout, v.stderr);
 }
 
 #[test]
