@@ -172,6 +172,50 @@ pub struct TakeOptions {
     pub deadline: Instant,
 }
 
+/// Yields PostgreSQL's backup manifest from the `BASE_BACKUP` events, until the first other
+/// event (kept in `next`).
+struct ManifestReader<'a, 'c> {
+    bb: &'a mut BaseBackup<'c>,
+    pending: Vec<u8>,
+    at: usize,
+    next: Option<Event>,
+    error: Option<WalrsError>,
+}
+
+impl Read for ManifestReader<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.at < self.pending.len() {
+                let n = out.len().min(self.pending.len() - self.at);
+                let src = self.pending.get(self.at..self.at + n).unwrap_or_default();
+                out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.next.is_some() || self.error.is_some() {
+                return Ok(0);
+            }
+            match self.bb.next_event() {
+                Ok(Some(Event::ManifestData(d))) => {
+                    self.pending = d;
+                    self.at = 0;
+                }
+                Ok(Some(Event::Progress(_))) => {}
+                Ok(Some(other)) => {
+                    self.next = Some(other);
+                    return Ok(0);
+                }
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
 /// Feeds one archive's tar stream, chunk by chunk, from the `BASE_BACKUP` events.
 struct ArchiveReader<'a, 'c> {
     bb: &'a mut BaseBackup<'c>,
@@ -339,7 +383,10 @@ pub fn take(
     let (mut start, mut stop) = (None, None);
     let mut tablespaces: Vec<Tablespace> = Vec::new();
     let mut archives: Vec<Archive> = Vec::new();
-    let mut pg_manifest: Vec<u8> = Vec::new();
+    // PostgreSQL's manifest is streamed into its object as it arrives: its size grows with the
+    // number of files, and memory must not.
+    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
+    let mut manifest_stored = false;
     let (mut bytes, mut stored) = (0u64, 0u64);
     let progress = crate::progress::Progress::new("base backup", 0);
     let mut ev = bb.next_event()?;
@@ -412,8 +459,30 @@ pub fn take(
                 });
                 continue;
             }
-            Event::ManifestStart | Event::Data(_) | Event::Progress(_) => {}
-            Event::ManifestData(d) => pg_manifest.extend_from_slice(&d),
+            Event::ManifestStart => {
+                let mut r = ManifestReader {
+                    bb: &mut bb,
+                    pending: Vec::new(),
+                    at: 0,
+                    next: None,
+                    error: None,
+                };
+                let put =
+                    repo.put_new(&pg_key, pg_key.as_str(), &mut r, Compression::Zstd(3), encrypt);
+                if let Some(e) = r.error.take() {
+                    return Err(e);
+                }
+                if let PutNew::Exists = put? {
+                    return Err(WalrsError::new(
+                        Kind::Mismatch,
+                        format!("{pg_key} already exists"),
+                    ));
+                }
+                manifest_stored = true;
+                ev = r.next.take();
+                continue;
+            }
+            Event::Data(_) | Event::Progress(_) | Event::ManifestData(_) => {}
             Event::End { lsn, tli } => stop = Some((lsn, tli)),
         }
         ev = bb.next_event()?;
@@ -425,15 +494,8 @@ pub fn take(
     let (stop_lsn, stop_tli) =
         stop.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no stop position"))?;
     let _ = tablespaces;
-    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
-    if let PutNew::Exists = repo.put_new(
-        &pg_key,
-        pg_key.as_str(),
-        pg_manifest.as_slice(),
-        Compression::Zstd(3),
-        encrypt,
-    )? {
-        return Err(WalrsError::new(Kind::Mismatch, format!("{pg_key} already exists")));
+    if !manifest_stored {
+        return Err(WalrsError::new(Kind::Io, "BASE_BACKUP sent no backup manifest"));
     }
 
     // Complete only once the WAL from start to stop is in the repository.
