@@ -653,3 +653,38 @@ fn pg15_spread_checkpoint_outlasts_the_io_timeout() {
     let id = out.stdout.trim().to_string();
     e.run(&["backup", "verify", &id]).expect_code(0);
 }
+
+/// Server-side compression (zstd, lz4): the server compresses, walrs decompresses, chunks the tar
+/// as always, and the restore and `backup verify` see exactly the same files.
+#[test]
+fn pg15_server_side_compression() {
+    let (e, a) = setup(false);
+    a.sql("CREATE TABLE t (id int, v text)");
+    a.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
+    let (u, g) = crate::util::test_user();
+    let mut ids = Vec::new();
+    for algo in ["zstd:3", "lz4"] {
+        let out = e
+            .walrs()
+            .run_as(u, g)
+            .args([
+                "basebackup",
+                "--server-compression",
+                algo,
+                "-d",
+                &format!("host={} port={} user=postgres", a.sock.display(), a.port),
+            ])
+            .run();
+        out.expect_code(0);
+        ids.push(out.stdout.trim().to_string());
+    }
+    let expected = a.sql(SUM);
+    a.switch_and_wait_archived();
+    for (i, id) in ids.iter().enumerate() {
+        e.run(&["backup", "verify", id]).expect_code(0);
+        let got = restore_and_read(&e, &format!("r{i}"), &["--backup", id]);
+        assert_eq!(got, expected, "backup {id}");
+    }
+    let out = e.walrs().args(["basebackup", "--server-compression", "gzip"]).run();
+    out.expect_code(2);
+}

@@ -170,6 +170,9 @@ pub struct TakeOptions {
     pub io_timeout: Duration,
     /// Deadline of the whole backup.
     pub deadline: Instant,
+    /// Compression the server applies before sending (walrs decompresses, then compresses
+    /// each chunk with `compression`).
+    pub server_compression: ServerCompression,
 }
 
 /// Yields PostgreSQL's backup manifest from the `BASE_BACKUP` events, until the first other
@@ -216,9 +219,114 @@ impl Read for ManifestReader<'_, '_> {
     }
 }
 
+/// The raw bytes of one archive from the `BASE_BACKUP` events (compressed when the server
+/// compresses), until the first other event (kept in `next`).
+struct RawArchive<'a, 'c> {
+    bb: &'a mut BaseBackup<'c>,
+    pending: Vec<u8>,
+    at: usize,
+    next: Option<Event>,
+    ended: bool,
+    error: Option<WalrsError>,
+}
+
+impl Read for RawArchive<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.at < self.pending.len() {
+                let n = out.len().min(self.pending.len() - self.at);
+                let src = self.pending.get(self.at..self.at + n).unwrap_or_default();
+                out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.bb.next_event() {
+                Ok(Some(Event::Data(d))) => {
+                    self.pending = d;
+                    self.at = 0;
+                }
+                Ok(Some(Event::Progress(_))) => {}
+                Ok(other) => {
+                    self.next = other;
+                    self.ended = true;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    self.ended = true;
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
+/// Where an archive's tar bytes come from: the raw stream, or a decoder of the server's
+/// compression over it.
+enum ArchiveSource<'a, 'c> {
+    Plain(RawArchive<'a, 'c>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<RawArchive<'a, 'c>>>>),
+    Lz4(Box<lz4_flex::frame::FrameDecoder<RawArchive<'a, 'c>>>),
+}
+
+impl<'a, 'c> ArchiveSource<'a, 'c> {
+    fn new(raw: RawArchive<'a, 'c>, server: ServerCompression) -> Result<Self> {
+        Ok(match server {
+            ServerCompression::None => ArchiveSource::Plain(raw),
+            ServerCompression::Zstd(_) => ArchiveSource::Zstd(Box::new(
+                zstd::stream::read::Decoder::new(raw)
+                    .map_err(|e| WalrsError::new(Kind::Internal, format!("zstd decoder: {e}")))?,
+            )),
+            ServerCompression::Lz4 => {
+                ArchiveSource::Lz4(Box::new(lz4_flex::frame::FrameDecoder::new(raw)))
+            }
+        })
+    }
+
+    fn raw(&mut self) -> &mut RawArchive<'a, 'c> {
+        match self {
+            ArchiveSource::Plain(r) => r,
+            ArchiveSource::Zstd(d) => d.get_mut().get_mut(),
+            ArchiveSource::Lz4(d) => d.get_mut(),
+        }
+    }
+
+    /// After the decoder's end: the raw stream must end there too (nothing after the
+    /// compressed data), and its following event is taken.
+    fn finish(&mut self) -> std::io::Result<()> {
+        let compressed = !matches!(self, ArchiveSource::Plain(_));
+        let raw = self.raw();
+        let mut scratch = [0u8; 4096];
+        loop {
+            match raw.read(&mut scratch)? {
+                0 => return Ok(()),
+                _ if compressed => {
+                    return Err(std::io::Error::other(
+                        "data after the end of the server-compressed archive",
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Read for ArchiveSource<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ArchiveSource::Plain(r) => r.read(out),
+            ArchiveSource::Zstd(d) => d.read(out),
+            ArchiveSource::Lz4(d) => d.read(out),
+        }
+    }
+}
+
 /// Feeds one archive's tar stream, chunk by chunk, from the `BASE_BACKUP` events.
 struct ArchiveReader<'a, 'c> {
-    bb: &'a mut BaseBackup<'c>,
+    source: ArchiveSource<'a, 'c>,
     tracker: &'a mut TarTracker,
     pending: Vec<u8>,
     at: usize,
@@ -228,6 +336,18 @@ struct ArchiveReader<'a, 'c> {
     ended: bool,
     error: Option<WalrsError>,
     progress: &'a crate::progress::Progress,
+}
+
+impl ArchiveReader<'_, '_> {
+    /// Takes the error of the event stream (if any) or else `e`.
+    fn fail(&mut self, e: std::io::Error) -> std::io::Error {
+        let raw = self.source.raw().error.take();
+        let msg = raw.as_ref().map_or_else(|| e.to_string(), ToString::to_string);
+        self.error = Some(raw.unwrap_or_else(|| {
+            WalrsError::new(Kind::Io, format!("the server's archive stream: {e}"))
+        }));
+        std::io::Error::other(msg)
+    }
 }
 
 impl Read for ArchiveReader<'_, '_> {
@@ -253,23 +373,53 @@ impl Read for ArchiveReader<'_, '_> {
                 self.chunk_bytes += n as u64;
                 return Ok(n);
             }
-            match self.bb.next_event() {
-                Ok(Some(Event::Data(d))) => {
-                    self.progress.add(d.len() as u64);
-                    self.pending = d;
-                    self.at = 0;
-                }
-                Ok(Some(Event::Progress(_))) => {}
-                Ok(other) => {
-                    self.next = other;
+            self.pending.resize(256 * 1024, 0);
+            self.at = 0;
+            match self.source.read(&mut self.pending) {
+                Ok(0) => {
+                    self.pending.clear();
+                    if let Err(e) = self.source.finish() {
+                        return Err(self.fail(e));
+                    }
+                    self.next = self.source.raw().next.take();
                     self.ended = true;
                 }
+                Ok(n) => {
+                    self.pending.truncate(n);
+                    self.progress.add(n as u64);
+                }
                 Err(e) => {
-                    let msg = e.to_string();
-                    self.error = Some(e);
-                    return Err(std::io::Error::other(msg));
+                    self.pending.clear();
+                    return Err(self.fail(e));
                 }
             }
+        }
+    }
+}
+
+/// Compression the server applies to the archives (PostgreSQL 15 and later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerCompression {
+    /// Plain tar.
+    #[default]
+    None,
+    /// zstd at this level.
+    Zstd(i32),
+    /// lz4 (frame format).
+    Lz4,
+}
+
+impl std::str::FromStr for ServerCompression {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "none" => Ok(ServerCompression::None),
+            "lz4" => Ok(ServerCompression::Lz4),
+            "zstd" => Ok(ServerCompression::Zstd(1)),
+            z => match z.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(l)) if (1..=22).contains(&l) => Ok(ServerCompression::Zstd(l)),
+                _ => Err(format!("{s:?}: expected none, lz4, zstd or zstd:LEVEL (1-22)")),
+            },
         }
     }
 }
@@ -377,6 +527,11 @@ pub fn take(
             fast_checkpoint: opts.fast_checkpoint,
             wait_for_archive: true,
             notice_wait: opts.wal_wait,
+            server_compression: match opts.server_compression {
+                ServerCompression::None => None,
+                ServerCompression::Lz4 => Some(("lz4", None)),
+                ServerCompression::Zstd(l) => Some(("zstd", Some(l))),
+            },
         },
     )?;
     let encrypt = cfg.encryption.is_some();
@@ -398,11 +553,24 @@ pub fn take(
                 tablespaces = t;
             }
             Event::Archive { name, path } => {
+                // With server compression the server names it base.tar.zst, 16384.tar.lz4, ...
+                let name = [".zst", ".lz4", ".gz"]
+                    .iter()
+                    .find_map(|x| name.strip_suffix(x))
+                    .map_or(name.clone(), str::to_owned);
                 let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
                 let mut tracker = TarTracker::default();
                 let mut chunks = Vec::new();
-                let mut reader = ArchiveReader {
+                let raw = RawArchive {
                     bb: &mut bb,
+                    pending: Vec::new(),
+                    at: 0,
+                    next: None,
+                    ended: false,
+                    error: None,
+                };
+                let mut reader = ArchiveReader {
+                    source: ArchiveSource::new(raw, opts.server_compression)?,
                     tracker: &mut tracker,
                     pending: Vec::new(),
                     at: 0,

@@ -28,6 +28,11 @@ pub struct Args {
     /// Timeout of each read from or write to the server.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
     pub io_timeout: Duration,
+    /// Compression the server applies before sending (PostgreSQL 15+, a server built with it):
+    /// none, lz4, zstd or zstd:LEVEL. Less network traffic, more CPU on the server; walrs
+    /// decompresses and stores chunks with the repository's compression as always.
+    #[arg(long, env = "WALRS_SERVER_COMPRESSION", value_name = "ALGO", default_value = "none")]
+    pub server_compression: crate::backup::ServerCompression,
 }
 
 /// Runs the command.
@@ -53,6 +58,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         wal_wait: args.wal_wait,
         io_timeout: args.io_timeout,
         deadline: ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT),
+        server_compression: args.server_compression,
     };
     let m = backup::take(&repo, cfg, &conn, &opts)?;
     println!("{}", m.id);

@@ -25,6 +25,8 @@ pub struct BackupOptions {
     /// How long the server may be silent after it said something (a notice or warning: it is
     /// alive, e.g. waiting for archiving, and repeats its warning only after 60, 120, 240 s...).
     pub notice_wait: Duration,
+    /// Server-side compression (PostgreSQL 15 and later): method and level.
+    pub server_compression: Option<(&'static str, Option<i32>)>,
 }
 
 /// A tablespace the backup contains.
@@ -142,6 +144,17 @@ impl<'c> BaseBackup<'c> {
             None => return Err(bad("the server did not report its version")),
         };
         let label = o.label.replace('\'', "''");
+        if legacy && o.server_compression.is_some() {
+            return Err(WalrsError::new(
+                Kind::Unsupported,
+                "server-side compression needs PostgreSQL 15 or later",
+            ));
+        }
+        let compression = match o.server_compression {
+            None => String::new(),
+            Some((m, None)) => format!(", COMPRESSION '{m}'"),
+            Some((m, Some(l))) => format!(", COMPRESSION '{m}', COMPRESSION_DETAIL 'level={l}'"),
+        };
         let sql = if legacy {
             format!(
                 "BASE_BACKUP LABEL '{label}' PROGRESS {}{}TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'",
@@ -150,7 +163,7 @@ impl<'c> BaseBackup<'c> {
             )
         } else {
             format!(
-                "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true)",
+                "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true{compression})",
                 if o.fast_checkpoint { "fast" } else { "spread" },
                 o.wait_for_archive
             )
