@@ -9,6 +9,7 @@
 #   WALRS_BIN=/path/to/walrs  (skip `cargo build --release`)   KEEP=1 (keep the temp dir)
 #   S3_SERVER_BIN=/path/to/s3_server  (prebuilt examples/s3_server for walrs-s3*; else it is built)
 #   S3_PORT (9349)
+#   (walrs-s3*: the S3 server's CPU per segment is printed each round, from /proc/PID/stat)
 #   CPU_TIME=1  (diagnostic) run each walrs* command under /usr/bin/time and print walrs's CPU
 #               (user+sys, its look-ahead threads included) per archived segment; adds one exec
 #   SAVE_SEGMENT=/path/file   (copy one real, full segment there, e.g. for WALRS_BENCH_SEGMENT)
@@ -166,6 +167,8 @@ set_archive_command() {
 # Pressure stall totals (us) of cpu and io "some" lines: how much tasks waited for CPU / I/O.
 psi() { local f; for f in cpu io; do awk '/^some/ {sub("total=", "", $5); printf "%s ", $5}' "/proc/pressure/$f" 2>/dev/null || printf '0 '; done; }
 # Busy jiffies and total jiffies of all CPUs (/proc/stat): the machine's CPU use, everything included.
+# CPU ms (user+sys) the S3 server has used so far.
+s3cpu() { [[ -n ${S3_PID:-} ]] && awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14+$15)*1000/hz}' "/proc/$S3_PID/stat" || echo 0; }
 cpustat() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
 ready_count() {
     local f n=0
@@ -205,14 +208,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
         read -r ac0 fc0 <<<"$(psql_q "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')"
         start=$(psql_q "ALTER SYSTEM SET archive_command = '$(cmd_for "$m")'" >/dev/null &&
             psql_q "SELECT extract(epoch FROM clock_timestamp()), pg_reload_conf()" | cut -d'|' -f1)
-        read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}; read -r cb0 ct0 <<<"$(cpustat)"
+        read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}; read -r cb0 ct0 <<<"$(cpustat)"; s3c0=$(s3cpu)
         deadline=$((SECONDS + DRAIN_TIMEOUT))
         status=ok
         while [[ $(ready_count) -gt 0 ]]; do
             if ((SECONDS > deadline)); then status=timeout; break; fi
             nap 0.05
         done
-        read -r pc1 pi1 <<<"$(psi)"; w1=${EPOCHREALTIME/./}; read -r cb1 ct1 <<<"$(cpustat)"
+        read -r pc1 pi1 <<<"$(psi)"; w1=${EPOCHREALTIME/./}; read -r cb1 ct1 <<<"$(cpustat)"; s3c1=$(s3cpu)
         busy=$(awk -v a="$cb0" -v b="$cb1" -v c="$ct0" -v d="$ct1" 'BEGIN{printf "%.0f", (d > c) ? 100*(b-a)/(d-c) : 0}')
         cpuw=$(awk -v a="$pc0" -v b="$pc1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
         iow=$(awk -v a="$pi0" -v b="$pi1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
@@ -224,14 +227,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
             read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
         fi
         secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}')
-        cpums=-
+        cpums=- s3ms=-
+        [[ $m == walrs-s3* ]] && s3ms=$(awk -v a="$s3c0" -v b="$s3c1" -v n="$n" 'BEGIN{printf "%.1f", (b-a)/n}')
         if [[ $CPU_TIME == 1 && $m == walrs* ]]; then
             cpums=$(tail -n +$((cpu0 + 1)) "$WORK/cpu-$m" | grep -E '^[0-9.]+\+[0-9.]+$' |
                 awk -F+ -v n="$n" '{s+=$1+$2; k++} END {printf "%.1f", n ? 1000*s/n : 0}')
         fi
         rate=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.2f", n/s}')
-        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%$([[ $cpums != - ]] && echo ", walrs CPU ${cpums} ms/segment")${status/ok/}"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" "$cpums" >>"$RESULTS"
+        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%$([[ $cpums != - ]] && echo ", walrs CPU ${cpums} ms/segment")$([[ $s3ms != - ]] && echo ", S3 server CPU ${s3ms} ms/segment")${status/ok/}"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" "$cpums" "$s3ms" >>"$RESULTS"
         [[ $status == ok ]] || sed -i '$ s/$/\tTIMEOUT/' "$RESULTS"
         # Stored size per segment.
         if [[ $m == walrs-s3* ]]; then
@@ -286,7 +290,7 @@ if [[ $CPU_TIME == 1 ]]; then
     done
 fi
 echo
-echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy% walrs-cpu-ms/segment):"
+echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy% walrs-cpu-ms/segment s3-server-cpu-ms/segment):"
 echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine;"
 echo "#    cpu-busy: non-idle share of both cores over the drain, /proc/stat, everything on the machine)"
 sed 's/^/#   /' "$RESULTS"

@@ -24,7 +24,8 @@
 #   end of archive recovery: the archive has no next segment, the server switches to timeline 2).
 #   Times come from the server log's millisecond timestamps:
 #     replay = first "restored log file" .. "redo done at"  (every fetch and the replay of all WAL,
-#              plus the failed restore_command for the segment after the archive's end)
+#              plus the failed restore_command for the segment after the archive's end);
+#              for `local`, which restores nothing, from "redo starts at"
 #     total  = "starting PostgreSQL" .. "ready to accept connections"  (adds start-up and the
 #              end-of-recovery checkpoint, which fsyncs the table: the same work for every method)
 #   Then (untimed) pg_is_in_recovery() must be false and t must hold ROWS rows, ROWS/20 of them updated.
@@ -39,12 +40,14 @@
 #   walrs-s3     WALRS_REPO=s3://walrs-test/replay WALRS_S3_ENDPOINT=http://127.0.0.1:S3_PORT
 #                AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. walrs fetch %f %p  (prefetch default),
 #                the tests' S3 server (examples/s3_server.rs, s3s-fs) started by this script
+#   local        the floor: every archived segment is copied into pg_wal before the start (untimed)
+#                and restore_command is /bin/false, so PostgreSQL replays from pg_wal with no fetch
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 ROWS=${ROWS:-6e6}
-METHODS=${METHODS:-walrs walrs-pf0 cp pgbr-async walrs-s3}
+METHODS=${METHODS:-walrs walrs-pf0 cp pgbr-async walrs-s3 local}
 RECOVERY_TIMEOUT=${RECOVERY_TIMEOUT:-600}
 PG_PORT=${PG_PORT:-5489}
 S3_PORT=${S3_PORT:-9350}
@@ -165,6 +168,7 @@ restore_cmd() {
         cp) echo "cp $WORK/repo-cp/%f %p" ;;
         pgbr-async) echo "pgbackrest --config=$WORK/pgbr-get/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/replay $W fetch %f %p" ;;
+        local) echo "/bin/false" ;;
         *) die "unknown method $1" ;;
     esac
 }
@@ -172,8 +176,8 @@ for m in $METHODS; do restore_cmd "$m" >/dev/null; done
 
 # Milliseconds since the epoch of a server log line's "%m" prefix (2026-11-21 17:01:02.345 UTC).
 logms() { local l; read -r l || return 0; date -d "$(cut -d' ' -f1-3 <<<"$l")" +%s%3N; }
-ms_of() { grep -m1 -F "$2" "$1" | logms; }
-ms_of_last() { grep -F "$2" "$1" | tail -1 | logms; }
+ms_of() { { grep -m1 -F "$2" "$1" || true; } | logms; }
+ms_of_last() { { grep -F "$2" "$1" || true; } | tail -1 | logms; }
 walrs_procs() { pgrep -f "^$W" || true; }
 
 RESULTS=$WORK/results.tsv
@@ -193,6 +197,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
             echo "restore_command = '$(restore_cmd "$m")'"
         } >>"$RDATA/postgresql.conf"
         touch "$RDATA/recovery.signal"
+        if [[ $m == local ]]; then
+            (cd "$WORK/repo-cp" && ls | awk -v a="$first" -v b="$last" 'length($0) == 24 && $0 >= a && $0 <= b' |
+                while read -r f; do install -m 600 -o "$PG_USER" "$f" "$RDATA/pg_wal/$f"; done)
+        fi
         chown "$PG_USER" "$RDATA/recovery.signal"
         RLOG=$WORK/rlog-$round-$m.log
         sync
@@ -214,6 +222,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         rd=$(ms_of "$RLOG" 'redo done at')
         e1=$(ms_of "$RLOG" 'database system is ready to accept connections')
         nrest=$(grep -c 'restored log file' "$RLOG" || true)
+        [[ -n $r0 ]] || { r0=$(ms_of "$RLOG" 'redo starts at'); r1=$r0; }
         replay=$(awk -v a="$r0" -v b="$rd" 'BEGIN{printf "%.3f", (b-a)/1000}')
         total=$(awk -v a="$s0" -v b="$e1" 'BEGIN{printf "%.3f", (b-a)/1000}')
         restspan=$(awk -v a="$r0" -v b="$r1" 'BEGIN{printf "%.3f", (b-a)/1000}')
