@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, idempotently: PostgreSQL 15 server and client
-# and openssl for test certificates (PostgreSQL also creates the unprivileged 'postgres' user the tests run servers as).
+# and openssl for test certificates (PostgreSQL also creates the unprivileged 'postgres' user the tests run servers as),
+# MariaDB server and client for the binlog tests (no service is started).
 set -euo pipefail
 need=()
 [[ -x /usr/lib/postgresql/15/bin/initdb && -x /usr/lib/postgresql/15/bin/pg_basebackup ]] || need+=(postgresql-15 postgresql-client-15)
+[[ -x /usr/sbin/mariadbd && -x /usr/bin/mariadb-install-db && -x /usr/bin/mariadb-binlog ]] || need+=(mariadb-server mariadb-client)
 command -v mount >/dev/null || need+=(mount)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)    # test certificates (tests/tls.rs)

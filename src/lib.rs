@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod mysql;
 pub mod pg;
 pub mod progress;
 pub mod recovery;

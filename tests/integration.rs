@@ -10,6 +10,7 @@ mod cli;
 mod faults;
 mod lookahead;
 mod majors;
+mod mysql_wire;
 mod pg_archive;
 mod pitr;
 mod prefetch;

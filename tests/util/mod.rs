@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod pg;
 pub mod proxy;
 pub mod s3;

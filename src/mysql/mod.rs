@@ -1,0 +1,3 @@
+//! MySQL/MariaDB: the client protocol a binlog replica needs.
+
+pub mod wire;
