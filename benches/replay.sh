@@ -34,6 +34,8 @@
 #   walrs        WALRS_REPO=R walrs fetch %f %p          (prefetch default: 8 ahead, 2 at once)
 #   walrs-pf0    WALRS_REPO=R WALRS_PREFETCH=0 walrs fetch %f %p   (no prefetch)
 #   walrs-pfN    (opt-in) WALRS_PREFETCH=N;   walrs-ppN (opt-in) WALRS_PREFETCH_PARALLEL=N
+#   walrs*-log   (opt-in, diagnostic) any walrs method with WALRS_LOG=info: prints how many segments
+#                were served from the prefetch spool and the median time of a call
 #   cp           cp REPO-cp/%f %p
 #   pgbr-async   pgbackrest --config=F --stanza=bench archive-get %f "%p"   (archive-async=y,
 #                process-max=2, archive-get-queue-max default (128 MiB), spool emptied each time)
@@ -161,15 +163,18 @@ log "archive: segments $first .. $last ($NSEG), expected rows/updated: $EXPECT"
 sync
 
 restore_cmd() {
-    case $1 in
+    local m=$1
+    # METHOD-log (diagnostic): the same with WALRS_LOG=info, so walrs logs every fetch to the server log
+    if [[ $m == walrs*-log ]]; then printf 'WALRS_LOG=info '; m=${m%-log}; fi
+    case $m in
         walrs) echo "WALRS_REPO=$WORK/repo-walrs $W fetch %f %p" ;;
-        walrs-pf[0-9]*) echo "WALRS_REPO=$WORK/repo-walrs WALRS_PREFETCH=${1#walrs-pf} $W fetch %f %p" ;;
-        walrs-pp[0-9]*) echo "WALRS_REPO=$WORK/repo-walrs WALRS_PREFETCH_PARALLEL=${1#walrs-pp} $W fetch %f %p" ;;
+        walrs-pf[0-9]*) echo "WALRS_REPO=$WORK/repo-walrs WALRS_PREFETCH=${m#walrs-pf} $W fetch %f %p" ;;
+        walrs-pp[0-9]*) echo "WALRS_REPO=$WORK/repo-walrs WALRS_PREFETCH_PARALLEL=${m#walrs-pp} $W fetch %f %p" ;;
         cp) echo "cp $WORK/repo-cp/%f %p" ;;
         pgbr-async) echo "pgbackrest --config=$WORK/pgbr-get/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/replay $W fetch %f %p" ;;
         local) echo "/bin/false" ;;
-        *) die "unknown method $1" ;;
+        *) die "unknown method $m" ;;
     esac
 }
 for m in $METHODS; do restore_cmd "$m" >/dev/null; done
@@ -237,6 +242,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
         left=0
         for _ in $(seq 100); do [[ -z $(walrs_procs) ]] && break; left=1; nap 0.1; done
         [[ -z $(walrs_procs) ]] || log "WARNING: walrs processes still running after the stop: $(walrs_procs | tr '\n' ' ')"
+        if [[ $m == walrs*-log ]]; then
+            hits=$(grep -c 'from the prefetch spool in' "$RLOG" || true)
+            direct=$(grep -cE 'restored [0-9A-F]{24} to .* bytes\) in' "$RLOG" || true)
+            log "round $round $m: $hits segments served from the prefetch spool (median $(sed -n 's/.*from the prefetch spool in \([0-9.]*\) s.*/\1/p' "$RLOG" | median) s per call), $direct fetched by the call itself (median $(sed -En 's/.*restored [0-9A-F]{24} to .* bytes\) in ([0-9.]*) s.*/\1/p' "$RLOG" | median) s)"
+        fi
         log "round $round $(printf '%-10s' "$m") replay $replay s (redo elapsed $redoel s, restores $nrest, first..last restore $restspan s), total $total s, wall $wall s, check $check$([[ $left == 1 ]] && echo ', waited for a walrs process to exit')"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$replay" "$total" "$wall" "$redoel" "$nrest" "$restspan" "$check" >>"$RESULTS"
     done
@@ -244,7 +254,7 @@ done
 
 BAD=$(awk -F'\t' '$9 != "ok"' "$RESULTS" | wc -l)
 ERRS=$(cat "$WORK"/rlog-*.log | grep -cE 'FATAL|PANIC|ERROR|WARNING' || true)
-cat "$WORK"/rlog-*.log | grep -E 'FATAL|PANIC|ERROR|WARNING|walrs [a-z]+:' | sed 's/^[-0-9]* [0-9:.]* UTC \[[0-9]*\] //' | sort | uniq -c | sort -rn | head -10 >&2 || true
+cat "$WORK"/rlog-*.log | grep -E 'FATAL|PANIC|ERROR|WARNING|walrs [a-z]+:' | sed -E 's/^[-0-9]+ [0-9:.]+ UTC \[[0-9]+\] //; s/^[-0-9]+T[0-9:.]+Z +//' | sort | uniq -c | sort -rn | head -10 >&2 || true
 
 ref=cp
 med() { awk -F'\t' -v m="$1" -v c="$2" '$2==m {print $c}' "$RESULTS" | median; }
