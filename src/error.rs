@@ -51,6 +51,8 @@ pub enum Kind {
     VerifyFailed,
     /// The recovery target cannot be proven reachable from the archive.
     Unreachable,
+    /// `binlog tail`: the server purged binlogs walrs had not stored yet (a gap is recorded).
+    Purged,
 }
 
 /// An error with its kind, a message and optional guidance.

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod binlog;
 mod cli;
 mod faults;
 mod lookahead;

@@ -76,3 +76,34 @@ fn wire_client_dumps_a_binlog_byte_for_byte() {
     };
     assert!(annotate > 0, "the test needs Annotate_rows events in the file");
 }
+
+/// TLS with a MariaDB that refuses insecure transport: `disable` is refused by the server,
+/// `require` and `verify-full` (test CA, host name) log in, another CA is refused by walrs.
+#[test]
+fn wire_client_tls_modes() {
+    let certs = crate::util::short_tempdir("wtls");
+    crate::tls::certificates(certs.path());
+    let c = certs.path();
+    let db = MariaDb::start(&[
+        &format!("--ssl-cert={}", c.join("server.crt").display()),
+        &format!("--ssl-key={}", c.join("server.key").display()),
+        &format!("--ssl-ca={}", c.join("ca.crt").display()),
+        "--require-secure-transport=ON",
+    ]);
+    let with = |mode: &str, host: &str, root: Option<&str>| {
+        let mut o = opts(&db, REPL_PASSWORD);
+        o.ssl_mode = mode.into();
+        o.host = host.into();
+        o.ssl_root_cert = root.map(|r| c.join(r).display().to_string());
+        Wire::connect(&o).map(|mut w| w.query("SELECT 1").unwrap())
+    };
+    let plain = with("disable", "127.0.0.1", None);
+    assert!(matches!(plain, Err(WireError::Server { .. }) | Err(WireError::Auth(_))), "{plain:?}");
+    assert_eq!(with("require", "127.0.0.1", None).unwrap(), vec![vec![Some("1".to_string())]]);
+    assert!(with("verify-full", "localhost", Some("ca.crt")).is_ok());
+    assert!(matches!(
+        with("verify-full", "localhost", Some("other-ca.crt")),
+        Err(WireError::Auth(_))
+    ));
+    assert!(matches!(with("verify-full", "127.0.0.1", Some("ca.crt")), Err(WireError::Auth(_))));
+}

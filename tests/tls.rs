@@ -15,7 +15,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate for `localhost` signed by it; another, unrelated CA.
-fn certificates(dir: &Path) {
+pub fn certificates(dir: &Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     for ca in ["ca", "other-ca"] {
         let mut a = vec!["req", "-x509"];

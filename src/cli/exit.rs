@@ -51,6 +51,8 @@ pub enum ExitCode {
     VerifyFailed = 18,
     /// `restore`: the recovery target cannot be proven reachable; nothing was written.
     Unreachable = 19,
+    /// `binlog tail`: the server purged binlogs not yet stored; a gap is recorded.
+    BinlogPurged = 20,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -80,6 +82,7 @@ impl ExitCode {
             Kind::Auth => ExitCode::Auth,
             Kind::VerifyFailed => ExitCode::VerifyFailed,
             Kind::Unreachable => ExitCode::Unreachable,
+            Kind::Purged => ExitCode::BinlogPurged,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -117,6 +120,7 @@ mod tests {
             Kind::Auth,
             Kind::VerifyFailed,
             Kind::Unreachable,
+            Kind::Purged,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

@@ -83,6 +83,8 @@ pub enum Command {
     Backup(commands::backup::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     Restore(commands::restore::Args),
+    /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
+    Binlog(commands::binlog::Args),
     /// Internal: the prefetcher `fetch` starts during recovery.
     #[command(hide = true)]
     Prefetch(commands::fetch::PrefetchArgs),
@@ -199,6 +201,7 @@ where
         Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
         Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
         Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
+        Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
     let is_fetch = matches!(cli.command, Command::Fetch(_));
@@ -256,6 +259,7 @@ where
         "backup" => tracing::error_span!("walrs backup"),
         "restore" => tracing::error_span!("walrs restore"),
         "prefetch" => tracing::error_span!("walrs prefetch"),
+        "binlog" => tracing::error_span!("walrs binlog"),
         _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
@@ -268,7 +272,17 @@ where
         }
     };
     let timeout = settings.timeout.unwrap_or(default_timeout);
-    arm_watchdog(timeout, map(Kind::Timeout), what);
+    // `binlog tail` runs until stopped: a deadline only when one is asked for.
+    let endless = matches!(
+        &cli.command,
+        Command::Binlog(commands::binlog::Args { action: commands::binlog::Action::Tail(_) })
+    );
+    let timeout = if endless && settings.timeout.is_none() {
+        Duration::from_secs(100 * 365 * 24 * 3600)
+    } else {
+        arm_watchdog(timeout, map(Kind::Timeout), what);
+        timeout
+    };
     let ctx = Ctx { settings, deadline: Instant::now() + timeout, global: cli.global.clone() };
     let result: std::result::Result<(), WalrsError> = match cli.command {
         Command::Push(a) => commands::push::run(&ctx, a),
@@ -279,6 +293,7 @@ where
         Command::Backup(a) => commands::backup::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
+        Command::Binlog(a) => commands::binlog::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod basebackup;
+pub mod binlog;
 pub mod fetch;
 pub mod push;
 pub mod restore;

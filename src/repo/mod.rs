@@ -210,7 +210,13 @@ impl Repository {
     /// Refuses a missing key for an encrypted repository, a key that is not the repository's, and
     /// a key for an unencrypted repository (mixing would leave some objects unprotected).
     pub fn check_key(&self, cfg: &RepoConfig) -> Result<()> {
-        match (&cfg.encryption, &self.key) {
+        self.check_key_info(cfg.encryption.as_ref())
+    }
+
+    /// [`Repository::check_key`] against the encryption settings of any config object (the
+    /// repository config, the binlog config).
+    pub fn check_key_info(&self, encryption: Option<&EncryptionInfo>) -> Result<()> {
+        match (encryption, &self.key) {
             (None, None) => Ok(()),
             (Some(enc), None) => Err(WalrsError::new(
                 Kind::Key,

@@ -7,6 +7,7 @@ pub mod mariadb;
 pub mod pg;
 pub mod proxy;
 pub mod s3;
+pub mod tcp_proxy;
 pub mod wal;
 
 use std::os::unix::process::CommandExt;
@@ -58,6 +59,16 @@ impl Walrs {
         self.cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning walrs")
+    }
+
+    /// Starts it with stdout and stderr appended to `log`.
+    pub fn spawn_logged(mut self, log: &Path) -> std::process::Child {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        self.cmd
+            .stdout(std::process::Stdio::from(f.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(f))
             .spawn()
             .expect("spawning walrs")
     }
