@@ -230,6 +230,38 @@ struct RawArchive<'a, 'c> {
     error: Option<WalrsError>,
 }
 
+impl RawArchive<'_, '_> {
+    /// The next Data message's bytes, moved out without a copy (what `read` left of the current
+    /// one first); `None` at the end of the archive.
+    fn take_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.at < self.pending.len() {
+            let mut v = std::mem::take(&mut self.pending);
+            let rest = v.split_off(self.at);
+            self.at = 0;
+            return Ok(Some(rest));
+        }
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            match self.bb.next_event() {
+                Ok(Some(Event::Data(d))) => return Ok(Some(d)),
+                Ok(Some(Event::Progress(_))) => {}
+                Ok(other) => {
+                    self.next = other;
+                    self.ended = true;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    self.ended = true;
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
 impl Read for RawArchive<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         loop {
@@ -328,7 +360,11 @@ impl Read for ArchiveSource<'_, '_> {
 struct ArchiveReader<'a, 'c> {
     source: ArchiveSource<'a, 'c>,
     tracker: &'a mut TarTracker,
+    /// Tar bytes: a Data message moved in as it came (plain), or a buffer the decoder fills,
+    /// allocated once (never re-zeroed per fill).
     pending: Vec<u8>,
+    /// End of the valid bytes in `pending`.
+    filled: usize,
     at: usize,
     chunk_bytes: u64,
     /// The archive ended; the event that followed it.
@@ -356,8 +392,8 @@ impl Read for ArchiveReader<'_, '_> {
             if self.ended {
                 return Ok(0);
             }
-            if self.at < self.pending.len() {
-                let mut n = out.len().min(self.pending.len() - self.at);
+            if self.at < self.filled {
+                let mut n = out.len().min(self.filled - self.at);
                 if self.chunk_bytes >= CHUNK_BYTES {
                     if self.tracker.at_boundary() {
                         return Ok(0); // this chunk ends here; the next one continues
@@ -373,29 +409,45 @@ impl Read for ArchiveReader<'_, '_> {
                 self.chunk_bytes += n as u64;
                 return Ok(n);
             }
-            self.pending.resize(256 * 1024, 0);
             self.at = 0;
-            match self.source.read(&mut self.pending) {
-                Ok(0) => {
-                    self.pending.clear();
+            self.filled = 0;
+            let got = match &mut self.source {
+                ArchiveSource::Plain(raw) => raw.take_chunk().map(|c| match c {
+                    Some(c) => {
+                        let n = c.len();
+                        self.pending = c;
+                        // An empty Data message is not the end.
+                        Some(n)
+                    }
+                    None => None,
+                }),
+                decoder => {
+                    if self.pending.len() != DECODE_BUF {
+                        self.pending = vec![0; DECODE_BUF];
+                    }
+                    decoder.read(&mut self.pending).map(|n| (n > 0).then_some(n))
+                }
+            };
+            match got {
+                Ok(None) => {
                     if let Err(e) = self.source.finish() {
                         return Err(self.fail(e));
                     }
                     self.next = self.source.raw().next.take();
                     self.ended = true;
                 }
-                Ok(n) => {
-                    self.pending.truncate(n);
+                Ok(Some(n)) => {
+                    self.filled = n;
                     self.progress.add(n as u64);
                 }
-                Err(e) => {
-                    self.pending.clear();
-                    return Err(self.fail(e));
-                }
+                Err(e) => return Err(self.fail(e)),
             }
         }
     }
 }
+
+/// Size of the buffer a server-compression decoder fills.
+const DECODE_BUF: usize = 256 * 1024;
 
 /// Compression the server applies to the archives (PostgreSQL 15 and later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -573,6 +625,7 @@ pub fn take(
                     source: ArchiveSource::new(raw, opts.server_compression)?,
                     tracker: &mut tracker,
                     pending: Vec::new(),
+                    filled: 0,
                     at: 0,
                     chunk_bytes: 0,
                     next: None,

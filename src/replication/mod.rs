@@ -604,9 +604,16 @@ impl ReplConn {
         if !(4..=(1 << 30)).contains(&len) {
             return Err(proto_err(format!("invalid message length {len}")));
         }
-        let mut body = vec![0u8; len - 4];
-        self.stream.read_exact(&mut body).map_err(|e| self.io_err(e))?;
-        Ok(Message { tag: head[0], body })
+        // Read into spare capacity: no zero-fill of every message first (base backup data is
+        // all CopyData messages).
+        let want = len - 4;
+        let mut body = Vec::with_capacity(want);
+        let got = (&mut self.stream).take(want as u64).read_to_end(&mut body);
+        match got {
+            Ok(n) if n == want => Ok(Message { tag: head[0], body }),
+            Ok(_) => Err(self.io_err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))),
+            Err(e) => Err(self.io_err(e)),
+        }
     }
 
     /// Sends a simple query.
