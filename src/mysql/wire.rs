@@ -442,25 +442,14 @@ impl Wire {
         let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, placeholder).into_inner() else {
             return Err(proto("TLS over a non-TCP stream"));
         };
-        let conn = rustls::ClientConnection::new(config, name)
-            .map_err(|e| WireError::Io(format!("{}: TLS: {e}", self.desc)))?;
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        while s.conn.is_handshaking() {
-            s.conn.complete_io(&mut s.sock).map_err(|e| {
-                let cert = e
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-                if cert {
-                    WireError::Auth(format!(
-                        "{}: the server's certificate is refused: {e}",
-                        self.desc
-                    ))
-                } else {
-                    WireError::Io(format!("{}: TLS handshake: {e}", self.desc))
-                }
-            })?;
-        }
+        let s = tls::handshake(config, name, tcp).map_err(|e| match e {
+            tls::HandshakeError::Certificate(e) => {
+                WireError::Auth(format!("{}: the server's certificate is refused: {e}", self.desc))
+            }
+            tls::HandshakeError::Other(e) => {
+                WireError::Io(format!("{}: TLS handshake: {e}", self.desc))
+            }
+        })?;
         self.stream = BufReader::new(Stream::Tls(Box::new(s)));
         Ok(())
     }

@@ -280,24 +280,13 @@ fn negotiate_tls(mut s: TcpStream, p: &ConnParams, need: tls::Need, desc: &str) 
             )));
         }
     }
-    let conn = rustls::ClientConnection::new(config, name)
-        .map_err(|e| proto_err(format!("{desc}: TLS: {e}")))?;
-    let mut tls = rustls::StreamOwned::new(conn, s);
-    // Complete the handshake now, so that a certificate problem is reported as one.
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).map_err(|e| {
-            let auth = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-            if auth {
-                WalrsError::new(Kind::Auth, format!("{desc}: the server's certificate is refused: {e}"))
-                    .hint("check sslrootcert and the host name, or use sslmode=require to encrypt without verifying")
-            } else {
-                proto_err(format!("{desc}: TLS handshake: {e}"))
-            }
-        })?;
-    }
+    let tls = tls::handshake(config, name, s).map_err(|e| match e {
+        tls::HandshakeError::Certificate(e) => {
+            WalrsError::new(Kind::Auth, format!("{desc}: the server's certificate is refused: {e}"))
+                .hint("check sslrootcert and the host name, or use sslmode=require to encrypt without verifying")
+        }
+        tls::HandshakeError::Other(e) => proto_err(format!("{desc}: TLS handshake: {e}")),
+    })?;
     Ok(Stream::Tls(Box::new(tls)))
 }
 

@@ -124,6 +124,44 @@ pub fn client_config(verify: Verify, root_cert: Option<&str>) -> Result<Arc<Clie
     Ok(Arc::new(config))
 }
 
+/// Why a TLS handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The server's certificate failed verification.
+    Certificate(String),
+    /// Anything else (I/O, protocol).
+    Other(String),
+}
+
+/// Runs the TLS handshake over `tcp` to completion, so that a certificate problem is reported as
+/// one before any protocol message is sent.
+pub fn handshake(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    tcp: std::net::TcpStream,
+) -> std::result::Result<
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    HandshakeError,
+> {
+    let conn = rustls::ClientConnection::new(config, name)
+        .map_err(|e| HandshakeError::Other(e.to_string()))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| {
+            let cert = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+            if cert {
+                HandshakeError::Certificate(e.to_string())
+            } else {
+                HandshakeError::Other(e.to_string())
+            }
+        })?;
+    }
+    Ok(s)
+}
+
 /// The server name for SNI and the `verify-full` check: an IP address or a DNS name.
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_string())
