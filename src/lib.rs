@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod mysql;
+pub mod net;
 pub mod pg;
 pub mod progress;
 pub mod recovery;

@@ -17,7 +17,7 @@
 //!   one starts once half of the call's deadline has passed.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -31,7 +31,7 @@ use crate::repo::{Repository, layout};
 use crate::storage::Storage;
 
 use super::push::{PushOptions, PushOutcome, push};
-use super::spool::{Spool, wal_dir, write_atomically};
+use super::spool::{Spool, try_lock, wal_dir, write_atomically};
 
 /// Default number of segments a push works on at once (measured: docs/benchmarks.md).
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -182,7 +182,7 @@ impl<'a> LookAhead<'a> {
     fn lock_blocking(&self, name: &WalFileName) -> Result<File> {
         let path = self.lock_path(name);
         loop {
-            match self.try_lock(&path)? {
+            match try_lock(&path)? {
                 Some(f) => return Ok(f),
                 None if Instant::now() + Duration::from_millis(10) < self.deadline => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -194,20 +194,6 @@ impl<'a> LookAhead<'a> {
                     ));
                 }
             }
-        }
-    }
-
-    fn try_lock(&self, path: &Path) -> Result<Option<File>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| super::local_io("opening", path, &e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(super::local_io("locking", path, &e)),
         }
     }
 
@@ -257,7 +243,7 @@ impl<'a> LookAhead<'a> {
                     let _ = std::fs::remove_file(&p);
                 }
                 "lock" => {
-                    if let Ok(Some(_held)) = self.try_lock(&p) {
+                    if let Ok(Some(_held)) = try_lock(&p) {
                         let _ = std::fs::remove_file(&p);
                     }
                 }
@@ -310,7 +296,7 @@ impl<'a> LookAhead<'a> {
     /// Pushes one ready segment under its lock and records it. `Ok(false)`: someone else has it.
     fn push_one(&self, name: &WalFileName, opts: &PushOptions) -> Result<bool> {
         let path = self.wal_dir.join(name.as_str());
-        let Some(_lock) = self.try_lock(&self.lock_path(name))? else { return Ok(false) };
+        let Some(_lock) = try_lock(&self.lock_path(name))? else { return Ok(false) };
         if self.matching_record(name, &path).is_some() {
             return Ok(false);
         }

@@ -43,7 +43,7 @@ use crate::storage::Storage;
 
 use super::fetch::{check_first_frame, decode_to_temp, sync_dir};
 use super::local_io;
-use super::spool::{Spool, write_atomically};
+use super::spool::{Spool, try_lock, write_atomically};
 
 /// Default number of segments kept ready ahead of replay (128 MiB of 16 MiB segments).
 pub const DEFAULT_COUNT: usize = 8;
@@ -248,18 +248,7 @@ impl PrefetchDir {
     }
 
     fn try_lock(&self) -> Result<Option<File>> {
-        let p = self.dir.join(LOCK);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| local_io("opening", &p, &e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(local_io("locking", &p, &e)),
-        }
+        try_lock(&self.dir.join(LOCK))
     }
 
     /// Whether a prefetcher holds the lock right now.

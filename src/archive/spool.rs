@@ -74,6 +74,22 @@ impl Spool {
     }
 }
 
+/// Takes an exclusive `flock` on `path` (created if missing) without waiting; `None` when
+/// another process holds it. Dropping the file releases it.
+pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| super::local_io("opening", path, &e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(super::local_io("locking", path, &e)),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees the old
 /// file, the new one or none, never a torn one. No fsync: spool files are caches whose loss after
 /// a crash only costs the work of redoing them, and every reader validates what it finds.

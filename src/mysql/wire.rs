@@ -250,33 +250,9 @@ impl Wire {
                 (Stream::Unix(s), path.clone())
             }
             None => {
-                use std::net::ToSocketAddrs;
                 let desc = format!("{}:{}", o.host, o.port);
-                let addrs: Vec<_> = (o.host.as_str(), o.port)
-                    .to_socket_addrs()
-                    .map_err(|e| WireError::Io(format!("cannot resolve {desc}: {e}")))?
-                    .collect();
-                let mut last = None;
-                let mut found = None;
-                for a in addrs {
-                    match TcpStream::connect_timeout(&a, t) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let s = found.ok_or_else(|| {
-                    WireError::Io(format!(
-                        "cannot connect to {desc}: {}",
-                        last.map_or_else(|| "no address".to_string(), |e| e.to_string())
-                    ))
-                })?;
-                s.set_read_timeout(Some(t))
-                    .and_then(|()| s.set_write_timeout(Some(t)))
-                    .map_err(|e| WireError::Io(format!("{desc}: {e}")))?;
-                let _ = s.set_nodelay(true);
+                let s = crate::net::connect_tcp(&o.host, o.port, t)
+                    .map_err(|e| WireError::Io(format!("cannot connect to {desc}: {e}")))?;
                 (Stream::Tcp(s), desc)
             }
         };
@@ -383,11 +359,7 @@ impl Wire {
             | caps::PLUGIN_AUTH;
         let mut tls_on = false;
         if o.socket.is_none() {
-            let root_exists = o
-                .ssl_root_cert
-                .as_deref()
-                .is_some_and(|r| r == "system" || std::path::Path::new(r).exists());
-            let need = tls::need(&o.ssl_mode, root_exists);
+            let need = tls::need_for(&o.ssl_mode, o.ssl_root_cert.as_deref());
             let offered = server_caps & caps::SSL != 0;
             let verify = match need {
                 tls::Need::Off => None,

@@ -375,31 +375,8 @@ impl ReplConn {
             s.set_write_timeout(Some(io_timeout)).map_err(unreachable)?;
             Stream::Unix(s)
         } else {
-            use std::net::ToSocketAddrs;
-            let addrs: Vec<_> =
-                (p.host.as_str(), p.port).to_socket_addrs().map_err(unreachable)?.collect();
-            let mut last = None;
-            let mut found = None;
-            for a in addrs {
-                match TcpStream::connect_timeout(&a, io_timeout) {
-                    Ok(s) => {
-                        found = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            let s = found.ok_or_else(|| {
-                unreachable(last.unwrap_or_else(|| std::io::Error::other("no address")))
-            })?;
-            s.set_read_timeout(Some(io_timeout)).map_err(unreachable)?;
-            s.set_write_timeout(Some(io_timeout)).map_err(unreachable)?;
-            let _ = s.set_nodelay(true);
-            let root_exists = p
-                .sslrootcert
-                .as_deref()
-                .is_some_and(|r| r == "system" || std::path::Path::new(r).exists());
-            negotiate_tls(s, p, tls::need(&p.sslmode, root_exists), &desc)?
+            let s = crate::net::connect_tcp(&p.host, p.port, io_timeout).map_err(unreachable)?;
+            negotiate_tls(s, p, tls::need_for(&p.sslmode, p.sslrootcert.as_deref()), &desc)?
         };
         let mut c = ReplConn {
             stream: std::io::BufReader::with_capacity(256 * 1024, stream),

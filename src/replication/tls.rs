@@ -70,6 +70,13 @@ pub fn need(sslmode: &str, root_exists: bool) -> Need {
     }
 }
 
+/// What `sslmode` asks for, given the configured root certificates (`require` verifies the
+/// chain when they exist: a readable file, or `system`).
+pub fn need_for(sslmode: &str, root_cert: Option<&str>) -> Need {
+    let root_exists = root_cert.is_some_and(|r| r == "system" || std::path::Path::new(r).exists());
+    need(sslmode, root_exists)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
