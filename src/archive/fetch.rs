@@ -6,11 +6,9 @@
 //! never sees a partial or empty file. "Not found" is reported only when the repository answered
 //! that the object does not exist; a missing repository is a different error.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::cleanup::TempGuard;
@@ -21,8 +19,6 @@ use crate::pg::{LongPageHeader, WalFileName};
 use crate::repo::{RepoConfig, Repository, layout};
 
 use super::local_io;
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// What a fetch did.
 #[derive(Debug)]
@@ -80,9 +76,7 @@ pub fn fetch_with_config(
     })?;
     remove_dead_temporaries(&dir, base);
     let (mut guard, summary) = decode_to_temp(repo, cfg, name, &dir, base)?;
-    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
-    guard.disarm();
-    sync_dir(&dir)?;
+    super::install(&mut guard, dest, &dir)?;
     let _ = crate::cleanup::mark_committed();
     tracing::info!(
         "restored {name} to {} ({} bytes) in {:.3} s",
@@ -139,17 +133,7 @@ pub(crate) fn decode_to_temp(
             e
         }
     })?;
-    let (guard, mut out) = loop {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut guard =
-            TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path()) {
-            Ok(f) => break (guard, f),
-            // A stale file of an earlier process that had our pid: not ours to remove.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => guard.disarm(),
-            Err(e) => return Err(local_io("creating", guard.path(), &e)),
-        }
-    };
+    let (guard, mut out) = super::create_temp(dir, base)?;
 
     let mut frame = Vec::new();
     let mut first = true;

@@ -14,7 +14,8 @@ pub mod spool;
 pub use fetch::{FetchOutcome, fetch};
 pub use push::{PushOptions, PushOutcome, push};
 
-use crate::error::{Kind, WalrsError};
+use crate::cleanup::TempGuard;
+use crate::error::{Kind, Result, WalrsError};
 use crate::storage::StorageError;
 
 /// Turns a local I/O error (on a local file, not the repository) into an error.
@@ -26,4 +27,39 @@ pub fn local_io(what: &str, path: &std::path::Path, e: &std::io::Error) -> Walrs
         k => k,
     };
     WalrsError::new(kind, format!("{what} {}: {e}", path.display()))
+}
+
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Creates a new temporary file `.<base>.walrs-tmp.<pid>.<n>` in `dir` (exclusively, mode 0600)
+/// for a local file that is renamed into place once complete. The guard removes it unless
+/// disarmed (also when the deadline watchdog fires).
+pub fn create_temp(dir: &std::path::Path, base: &str) -> Result<(TempGuard, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut guard =
+            TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}.{n}", std::process::id())));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(guard.path())
+        {
+            Ok(f) => return Ok((guard, f)),
+            // A stale file of an earlier process that had our pid: not ours to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => guard.disarm(),
+            Err(e) => return Err(local_io("creating", guard.path(), &e)),
+        }
+    }
+}
+
+/// Puts a complete, fsynced temporary file in place: rename to `dest`, then fsync of `dest`'s
+/// directory `dir`, so that the name survives a crash.
+pub fn install(guard: &mut TempGuard, dest: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
+    guard.disarm();
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| local_io("syncing directory", dir, &e))
 }

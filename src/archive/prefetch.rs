@@ -292,20 +292,11 @@ impl PrefetchDir {
     }
 }
 
-/// Copies the spool file `src` into `dest` through a temporary file beside it (fsynced, renamed).
+/// Copies the spool file `src` into `dest` through a temporary file beside it (fsynced, renamed;
+/// the caller fsyncs the directory).
 fn copy_into(src: &Path, dest: &Path, dir: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let base = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
-    let mut guard = crate::cleanup::TempGuard::new(
-        dir.join(format!(".{base}.walrs-tmp.{}.spool", std::process::id())),
-    );
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(guard.path())
-        .map_err(|e| local_io("creating", guard.path(), &e))?;
+    let (mut guard, mut out) = super::create_temp(dir, base)?;
     let mut input = File::open(src).map_err(|e| local_io("opening", src, &e))?;
     std::io::copy(&mut input, &mut out).map_err(|e| local_io("copying into", guard.path(), &e))?;
     out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;

@@ -175,54 +175,13 @@ pub struct TakeOptions {
     pub server_compression: ServerCompression,
 }
 
-/// Yields PostgreSQL's backup manifest from the `BASE_BACKUP` events, until the first other
-/// event (kept in `next`).
-struct ManifestReader<'a, 'c> {
+/// The bytes of one run of `BASE_BACKUP` data events (an archive's `Data`, compressed when the
+/// server compresses, or the manifest's `ManifestData`), until the first other event, which is
+/// kept in `next`.
+struct EventBytes<'a, 'c> {
     bb: &'a mut BaseBackup<'c>,
-    pending: Vec<u8>,
-    at: usize,
-    next: Option<Event>,
-    error: Option<WalrsError>,
-}
-
-impl Read for ManifestReader<'_, '_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if self.at < self.pending.len() {
-                let n = out.len().min(self.pending.len() - self.at);
-                let src = self.pending.get(self.at..self.at + n).unwrap_or_default();
-                out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
-                self.at += n;
-                return Ok(n);
-            }
-            if self.next.is_some() || self.error.is_some() {
-                return Ok(0);
-            }
-            match self.bb.next_event() {
-                Ok(Some(Event::ManifestData(d))) => {
-                    self.pending = d;
-                    self.at = 0;
-                }
-                Ok(Some(Event::Progress(_))) => {}
-                Ok(Some(other)) => {
-                    self.next = Some(other);
-                    return Ok(0);
-                }
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.error = Some(e);
-                    return Err(std::io::Error::other(msg));
-                }
-            }
-        }
-    }
-}
-
-/// The raw bytes of one archive from the `BASE_BACKUP` events (compressed when the server
-/// compresses), until the first other event (kept in `next`).
-struct RawArchive<'a, 'c> {
-    bb: &'a mut BaseBackup<'c>,
+    /// Read `ManifestData` events instead of `Data`.
+    manifest: bool,
     pending: Vec<u8>,
     at: usize,
     next: Option<Event>,
@@ -230,9 +189,21 @@ struct RawArchive<'a, 'c> {
     error: Option<WalrsError>,
 }
 
-impl RawArchive<'_, '_> {
-    /// The next Data message's bytes, moved out without a copy (what `read` left of the current
-    /// one first); `None` at the end of the archive.
+impl<'a, 'c> EventBytes<'a, 'c> {
+    fn new(bb: &'a mut BaseBackup<'c>, manifest: bool) -> Self {
+        EventBytes {
+            bb,
+            manifest,
+            pending: Vec::new(),
+            at: 0,
+            next: None,
+            ended: false,
+            error: None,
+        }
+    }
+
+    /// The next message's bytes, moved out without a copy (what `read` left of the current one
+    /// first); `None` at the end of the run.
     fn take_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         if self.at < self.pending.len() {
             let mut v = std::mem::take(&mut self.pending);
@@ -245,7 +216,8 @@ impl RawArchive<'_, '_> {
                 return Ok(None);
             }
             match self.bb.next_event() {
-                Ok(Some(Event::Data(d))) => return Ok(Some(d)),
+                Ok(Some(Event::Data(d))) if !self.manifest => return Ok(Some(d)),
+                Ok(Some(Event::ManifestData(d))) if self.manifest => return Ok(Some(d)),
                 Ok(Some(Event::Progress(_))) => {}
                 Ok(other) => {
                     self.next = other;
@@ -262,7 +234,7 @@ impl RawArchive<'_, '_> {
     }
 }
 
-impl Read for RawArchive<'_, '_> {
+impl Read for EventBytes<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if self.at < self.pending.len() {
@@ -272,25 +244,12 @@ impl Read for RawArchive<'_, '_> {
                 self.at += n;
                 return Ok(n);
             }
-            if self.ended {
-                return Ok(0);
-            }
-            match self.bb.next_event() {
-                Ok(Some(Event::Data(d))) => {
-                    self.pending = d;
+            match self.take_chunk()? {
+                Some(c) => {
+                    self.pending = c;
                     self.at = 0;
                 }
-                Ok(Some(Event::Progress(_))) => {}
-                Ok(other) => {
-                    self.next = other;
-                    self.ended = true;
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.error = Some(e);
-                    self.ended = true;
-                    return Err(std::io::Error::other(msg));
-                }
+                None => return Ok(0),
             }
         }
     }
@@ -299,13 +258,13 @@ impl Read for RawArchive<'_, '_> {
 /// Where an archive's tar bytes come from: the raw stream, or a decoder of the server's
 /// compression over it.
 enum ArchiveSource<'a, 'c> {
-    Plain(RawArchive<'a, 'c>),
-    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<RawArchive<'a, 'c>>>>),
-    Lz4(Box<lz4_flex::frame::FrameDecoder<RawArchive<'a, 'c>>>),
+    Plain(EventBytes<'a, 'c>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<EventBytes<'a, 'c>>>>),
+    Lz4(Box<lz4_flex::frame::FrameDecoder<EventBytes<'a, 'c>>>),
 }
 
 impl<'a, 'c> ArchiveSource<'a, 'c> {
-    fn new(raw: RawArchive<'a, 'c>, server: ServerCompression) -> Result<Self> {
+    fn new(raw: EventBytes<'a, 'c>, server: ServerCompression) -> Result<Self> {
         Ok(match server {
             ServerCompression::None => ArchiveSource::Plain(raw),
             ServerCompression::Zstd(_) => ArchiveSource::Zstd(Box::new(
@@ -318,7 +277,7 @@ impl<'a, 'c> ArchiveSource<'a, 'c> {
         })
     }
 
-    fn raw(&mut self) -> &mut RawArchive<'a, 'c> {
+    fn raw(&mut self) -> &mut EventBytes<'a, 'c> {
         match self {
             ArchiveSource::Plain(r) => r,
             ArchiveSource::Zstd(d) => d.get_mut().get_mut(),
@@ -613,14 +572,7 @@ pub fn take(
                 let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
                 let mut tracker = TarTracker::default();
                 let mut chunks = Vec::new();
-                let raw = RawArchive {
-                    bb: &mut bb,
-                    pending: Vec::new(),
-                    at: 0,
-                    next: None,
-                    ended: false,
-                    error: None,
-                };
+                let raw = EventBytes::new(&mut bb, false);
                 let mut reader = ArchiveReader {
                     source: ArchiveSource::new(raw, opts.server_compression)?,
                     tracker: &mut tracker,
@@ -681,13 +633,7 @@ pub fn take(
                 continue;
             }
             Event::ManifestStart => {
-                let mut r = ManifestReader {
-                    bb: &mut bb,
-                    pending: Vec::new(),
-                    at: 0,
-                    next: None,
-                    error: None,
-                };
+                let mut r = EventBytes::new(&mut bb, true);
                 let put =
                     repo.put_new(&pg_key, pg_key.as_str(), &mut r, Compression::Zstd(3), encrypt);
                 if let Some(e) = r.error.take() {

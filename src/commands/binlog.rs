@@ -2,12 +2,10 @@
 //! retrieval from it. See docs/commands/binlog.md; the work lives in `crate::mysql`.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cleanup::TempGuard;
 use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
 use crate::mysql::client::ConnectOptions;
@@ -344,15 +342,7 @@ fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) ->
         _ => PathBuf::from("."),
     };
     let base = dest.file_name().and_then(|f| f.to_str()).unwrap_or("binlog");
-    let guard = TempGuard::new(dir.join(format!(".{base}.walrs-tmp.{}", std::process::id())));
-    let mut guard = guard;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(guard.path())
-        .map_err(|e| local_io("creating", guard.path(), &e))?;
+    let (mut guard, mut out) = crate::archive::create_temp(&dir, base)?;
     let mut reader = store.reader(name, entry)?;
     let n = std::io::copy(&mut reader, &mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::Other {
@@ -370,11 +360,7 @@ fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) ->
     }
     out.flush().map_err(|e| local_io("writing", guard.path(), &e))?;
     out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
-    guard.disarm();
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| local_io("syncing directory", &dir, &e))?;
+    crate::archive::install(&mut guard, dest, &dir)?;
     Ok(n)
 }
 

@@ -50,7 +50,9 @@ pub struct PrefetchArgs {
     pub parallel: usize,
 }
 
-fn check_range(what: &str, v: usize, min: usize) -> Result<usize> {
+/// `v` if it is between `min` and 64 (a count of segments or workers), else a configuration
+/// error naming `what`.
+pub(crate) fn check_range(what: &str, v: usize, min: usize) -> Result<usize> {
     if v < min || v > 64 {
         return Err(WalrsError::new(
             Kind::Config,

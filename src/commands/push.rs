@@ -12,7 +12,7 @@ use crate::archive::prefetch::PrefetchDir;
 use crate::archive::spool::Spool;
 use crate::archive::{self, PushOptions};
 use crate::cli::Ctx;
-use crate::error::{Kind, Result, WalrsError};
+use crate::error::{Kind, Result};
 use crate::pg::WalFileName;
 
 /// Default deadline: generous for a slow network file system; PostgreSQL simply retries a push
@@ -36,13 +36,11 @@ pub struct Args {
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let repo = ctx.open_repo()?;
-    let parallel = args.parallel.or(ctx.settings.push_parallel).unwrap_or(DEFAULT_PARALLEL);
-    if parallel == 0 || parallel > 64 {
-        return Err(WalrsError::new(
-            Kind::Config,
-            format!("push parallelism {parallel}: must be between 1 and 64"),
-        ));
-    }
+    let parallel = super::fetch::check_range(
+        "push parallelism",
+        args.parallel.or(ctx.settings.push_parallel).unwrap_or(DEFAULT_PARALLEL),
+        1,
+    )?;
     let spool = Spool::locate(ctx.settings.spool_dir.as_deref(), &args.path);
     let la = LookAhead::new(&repo, &args.path, spool.as_ref(), parallel, ctx.deadline)?;
     let mut opts = PushOptions {

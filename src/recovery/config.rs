@@ -13,9 +13,7 @@
 //! `postgresql.auto.conf` is read last. The file is replaced atomically (temp file, fsync,
 //! rename, directory fsync).
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::Target;
@@ -250,26 +248,14 @@ pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
 /// Writes `content` to `path` atomically: a temp file beside it (mode 0600), fsync, rename,
 /// fsync of the directory. The temp file is removed on failure.
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| crate::archive::local_io("writing", p, &e);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.walrs-tmp"));
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        f.write_all(content).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+    let (mut guard, mut f) = crate::archive::create_temp(dir, &name)?;
+    f.write_all(content)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| crate::archive::local_io("writing", guard.path(), &e))?;
+    drop(f);
+    crate::archive::install(&mut guard, path, dir)
 }
 
 /// Rewrites `postgresql.auto.conf` (earlier recovery settings disabled, ours appended) and
