@@ -89,3 +89,23 @@ machine_line() {
         "$(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo)" "$(uname -r)" \
         "$(findmnt -n -o SOURCE,FSTYPE -T /tmp | tr -s ' ')"
 }
+
+# Starts the tests' S3 server (examples/s3_server: s3s-fs, SigV4 checked) on 127.0.0.1:$S3_PORT
+# with its root in $WORK/s3root; builds it unless S3_SERVER_BIN names a binary. Sets S3_PID and
+# S3_ENV (the credentials and endpoint a walrs command needs). The caller's cleanup kills S3_PID.
+start_s3_server() {
+    S3_SERVER_BIN=${S3_SERVER_BIN:-}
+    if [[ -z $S3_SERVER_BIN ]]; then
+        log "cargo build --release --example s3_server (set S3_SERVER_BIN to skip)"
+        (cd "$BENCH_ROOT" && cargo build --release -q --example s3_server) || die "building examples/s3_server failed"
+        S3_SERVER_BIN=$BENCH_ROOT/target/release/examples/s3_server
+    fi
+    install -m 755 "$S3_SERVER_BIN" "$WORK/bin/s3_server"
+    mkdir -p "$WORK/s3root"
+    "$WORK/bin/s3_server" "$WORK/s3root" "$S3_PORT" >"$WORK/s3_server.out" 2>&1 &
+    S3_PID=$!
+    for _ in $(seq 50); do grep -q http "$WORK/s3_server.out" 2>/dev/null && break; nap 0.1; done
+    grep -q http "$WORK/s3_server.out" || die "s3_server did not start: $(cat "$WORK/s3_server.out")"
+    S3_ENV="AWS_ACCESS_KEY_ID=walrs-test-access-key AWS_SECRET_ACCESS_KEY=walrs-test-secret-key-0123456789 WALRS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    log "S3 server: $(head -1 "$WORK/s3_server.out")"
+}

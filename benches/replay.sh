@@ -81,20 +81,7 @@ S3=0
 [[ " $METHODS " == *" walrs-s3"* ]] && S3=1
 S3_ENV=
 if ((S3)); then
-    S3_SERVER_BIN=${S3_SERVER_BIN:-}
-    if [[ -z $S3_SERVER_BIN ]]; then
-        log "cargo build --release --example s3_server (set S3_SERVER_BIN to skip)"
-        (cd "$BENCH_ROOT" && cargo build --release -q --example s3_server) || die "building examples/s3_server failed"
-        S3_SERVER_BIN=$BENCH_ROOT/target/release/examples/s3_server
-    fi
-    install -m 755 "$S3_SERVER_BIN" "$WORK/bin/s3_server"
-    mkdir -p "$WORK/s3root"
-    "$WORK/bin/s3_server" "$WORK/s3root" "$S3_PORT" >"$WORK/s3_server.out" 2>&1 &
-    S3_PID=$!
-    for _ in $(seq 50); do grep -q http "$WORK/s3_server.out" 2>/dev/null && break; nap 0.1; done
-    grep -q http "$WORK/s3_server.out" || die "s3_server did not start: $(cat "$WORK/s3_server.out")"
-    S3_ENV="AWS_ACCESS_KEY_ID=walrs-test-access-key AWS_SECRET_ACCESS_KEY=walrs-test-secret-key-0123456789 WALRS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
-    log "S3 server: $(head -1 "$WORK/s3_server.out")"
+    start_s3_server
 fi
 
 install -d -m 700 -o "$PG_USER" "$WORK/repo-cp" "$WORK/repo-walrs" "$WORK/repo-pgbr"
