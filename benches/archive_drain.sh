@@ -38,6 +38,8 @@
 #   walrs-s3-p1  (opt-in) the same with WALRS_PUSH_PARALLEL=1
 #   walrs-lz4    WALRS_REPO=R WALRS_COMPRESSION=lz4 walrs push %p
 #   walrs-zstd-enc  (opt-in) as walrs-zstd with WALRS_ENCRYPTION_KEY_FILE
+#   walrs-base   (opt-in) as walrs-zstd with the binary WALRS_BASE_BIN (an earlier build: a before
+#                and after comparison in one run)
 #   cp-durable   cp %p D/%f.tmp && sync D/%f.tmp && mv D/%f.tmp D/%f && sync D
 #                (coreutils `sync FILE` = fsync(file); `sync DIR` = fsync(dir))
 #   cp           cp %p D/%f  (opt-in; not durable)
@@ -78,6 +80,11 @@ trap cleanup EXIT
 
 install -d -m 755 -o "$PG_USER" "$WORK/bin"
 install_walrs "$WORK/bin/walrs"
+if [[ " $METHODS " == *" walrs-base "* ]]; then
+    [[ -n ${WALRS_BASE_BIN:-} ]] || die "walrs-base needs WALRS_BASE_BIN (the baseline binary)"
+    install -m 755 "$WALRS_BASE_BIN" "$WORK/bin/walrs-base"
+    log "walrs-base: $("$WORK/bin/walrs-base" --version) (WALRS_BASE_BIN=$WALRS_BASE_BIN)"
+fi
 log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
 
 # The S3 server (only when a walrs-s3* method runs).
@@ -125,6 +132,7 @@ cmd_for() {
     printf '%s' "$pre"
     case $1 in
         walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
+        walrs-base) echo "WALRS_REPO=$r $WORK/bin/walrs-base push %p" ;;
         walrs-p1 | walrs-p2 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 $WORK/bin/walrs push %p" ;;
         walrs-s3-p1) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 WALRS_PUSH_PARALLEL=1 $WORK/bin/walrs push %p" ;;

@@ -34,6 +34,8 @@
 #   walrs        WALRS_REPO=R walrs fetch %f %p          (prefetch default: 8 ahead, 2 at once)
 #   walrs-pf0    WALRS_REPO=R WALRS_PREFETCH=0 walrs fetch %f %p   (no prefetch)
 #   walrs-pfN    (opt-in) WALRS_PREFETCH=N;   walrs-ppN (opt-in) WALRS_PREFETCH_PARALLEL=N
+#   walrs-base   (opt-in) as walrs with the binary WALRS_BASE_BIN (an earlier build), which also
+#                archives into its own repository: a before and after comparison in one run
 #   walrs*-log   (opt-in, diagnostic) any walrs method with WALRS_LOG=info: prints how many segments
 #                were served from the prefetch spool and the median time of a call
 #   cp           cp REPO-cp/%f %p
@@ -76,6 +78,13 @@ install -d -m 755 -o "$PG_USER" "$WORK/bin"
 install_walrs "$WORK/bin/walrs"
 W=$WORK/bin/walrs
 log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
+BASE=0
+if [[ " $METHODS " == *" walrs-base "* ]]; then
+    [[ -n ${WALRS_BASE_BIN:-} ]] || die "walrs-base needs WALRS_BASE_BIN (the baseline binary)"
+    install -m 755 "$WALRS_BASE_BIN" "$WORK/bin/walrs-base"
+    log "walrs-base: $("$WORK/bin/walrs-base" --version) (WALRS_BASE_BIN=$WALRS_BASE_BIN)"
+    BASE=1
+fi
 
 S3=0
 [[ " $METHODS " == *" walrs-s3"* ]] && S3=1
@@ -84,7 +93,7 @@ if ((S3)); then
     start_s3_server
 fi
 
-install -d -m 700 -o "$PG_USER" "$WORK/repo-cp" "$WORK/repo-walrs" "$WORK/repo-pgbr"
+install -d -m 700 -o "$PG_USER" "$WORK/repo-cp" "$WORK/repo-walrs" "$WORK/repo-pgbr" "$WORK/repo-walrs-base"
 
 pgbr_conf() { # pgbr_conf NAME PG1PATH [extra lines...]
     local d=$WORK/pgbr-$1 pg=$2; shift 2
@@ -120,6 +129,7 @@ WALRS_REPO=$WORK/repo-walrs WALRS_PUSH_PARALLEL=1 $W push "\$1"
 pgbackrest --config=$WORK/pgbr-push/pgbackrest.conf --stanza=bench archive-push "\$1"
 EOF
 ((S3)) && echo "env $S3_ENV WALRS_REPO=s3://walrs-test/replay WALRS_PUSH_PARALLEL=1 $W push \"\$1\"" >>"$WORK/bin/archive.sh"
+((BASE)) && echo "WALRS_REPO=$WORK/repo-walrs-base WALRS_PUSH_PARALLEL=1 $WORK/bin/walrs-base push \"\$1\"" >>"$WORK/bin/archive.sh"
 chmod 755 "$WORK/bin/archive.sh"
 
 pg_init "$DATA" "$PG_SOCK" "$PG_PORT" "archive_mode = on" "archive_command = '$WORK/bin/archive.sh %p %f'" \
@@ -160,6 +170,7 @@ restore_cmd() {
         cp) echo "cp $WORK/repo-cp/%f %p" ;;
         pgbr-async) echo "pgbackrest --config=$WORK/pgbr-get/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/replay $W fetch %f %p" ;;
+        walrs-base) echo "WALRS_REPO=$WORK/repo-walrs-base $WORK/bin/walrs-base fetch %f %p" ;;
         local) echo "/bin/false" ;;
         *) die "unknown method $m" ;;
     esac

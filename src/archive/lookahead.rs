@@ -306,7 +306,7 @@ impl<'a> LookAhead<'a> {
         }
         let before = file_id(&path).map_err(|e| super::local_io("reading", &path, &e))?;
         let (stored_len, digest) = match push(self.repo, &path, opts)? {
-            PushOutcome::Stored { summary, .. } => (summary.stored_len, summary.sha256_hex()),
+            PushOutcome::Stored { summary, .. } => (summary.stored_len, summary.digest_hex()),
             PushOutcome::AlreadyArchived => {
                 let meta = self.repo.storage().head(&layout::wal_key(name)?)?.ok_or_else(|| {
                     WalrsError::new(Kind::Io, format!("{name} vanished from the repository"))

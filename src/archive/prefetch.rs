@@ -282,7 +282,7 @@ impl PrefetchDir {
             system_identifier: cfg.system_identifier.to_string(),
             stored_len: summary.stored_len,
             plain_len: summary.plain_len,
-            content_digest: summary.sha256_hex(),
+            content_digest: summary.digest_hex(),
         };
         let bytes = serde_json::to_vec(&meta)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("sidecar of {name}: {e}")))?;

@@ -285,7 +285,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
                 let _ = crate::cleanup::mark_committed();
             }
             if let Some(ix) = indexer.and_then(|ix| Rc::try_unwrap(ix).ok()) {
-                record_in_index(repo, ix.into_inner().finish(summary.sha256_hex()), encrypt);
+                record_in_index(repo, ix.into_inner().finish(summary.digest_hex()), encrypt);
             }
             tracing::info!(
                 "archived {name}: {} bytes stored as {} ({compression}{}) in {:.3} s",
@@ -366,7 +366,7 @@ fn compare_with_stored(
         same = read_full(file, &mut probe).map_err(|e| local_io("reading", path, &e))? == 0;
     }
     if same {
-        return Ok(decoder.summary().map(|s| s.sha256_hex()).unwrap_or_default());
+        return Ok(decoder.summary().map(|s| s.digest_hex()).unwrap_or_default());
     }
     Err(WalrsError::new(
         Kind::Mismatch,

@@ -599,7 +599,7 @@ pub fn take(
                                     key: k.to_string(),
                                     plain_len: s.plain_len,
                                     stored_len: s.stored_len,
-                                    digest: s.sha256_hex(),
+                                    digest: s.digest_hex(),
                                 });
                                 bytes += s.plain_len;
                                 stored += s.stored_len;
@@ -798,7 +798,7 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
                     }
                     if failed.is_none()
                         && let Some(sum) = d.summary()
-                        && sum.sha256_hex() != c.digest
+                        && sum.digest_hex() != c.digest
                     {
                         failed = Some("content differs from the manifest".into());
                     }

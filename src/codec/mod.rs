@@ -15,8 +15,8 @@ pub mod parallel;
 pub use compress::Compression;
 pub use crypto::{KeyId, MasterKey};
 pub use envelope::{
-    Decoder, EncodeSummary, Encoder, EncodingBody, FrameObserver, Header, ObjectSummary,
-    decode_to_vec, encode_to_vec,
+    Decoder, DigestAlgorithm, EncodeSummary, Encoder, EncodingBody, FrameObserver, Header,
+    ObjectSummary, decode_to_vec, encode_to_vec,
 };
 
 /// An error while encoding or decoding an envelope.

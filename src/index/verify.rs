@@ -284,7 +284,7 @@ fn decode_stored(
     if first {
         return Err(WalrsError::new(Kind::Corrupt, "empty object"));
     }
-    Ok(dec.summary().map(|s| s.sha256_hex()).unwrap_or_default())
+    Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
 }
 
 fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
