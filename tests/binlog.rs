@@ -612,3 +612,272 @@ fn issue_7_server_without_checksums() {
     assert_eq!(list_json(&repo)["server"]["flavour"], "mariadb");
     assert_eq!(tail.stop(), 0);
 }
+
+/// The server's `@@gtid_binlog_pos`.
+fn gtid_pos(db: &MariaDb) -> String {
+    db.sql("SELECT @@gtid_binlog_pos").trim().to_string()
+}
+
+/// Waits until the repository holds exactly the server's binlogs from `first` on (all but the
+/// last closed, the last up to the server's size), then compares them byte for byte (the active
+/// one with the in-use flag masked).
+fn caught_up_from(repo: &Repo, db: &MariaDb, tail: &Tail, first: &str, out: &Path) {
+    let t0 = Instant::now();
+    loop {
+        let server = db.binlogs();
+        let start = server.iter().position(|(n, _)| n == first).expect("first file on the server");
+        let want: Vec<(String, String, u64)> = server
+            .iter()
+            .enumerate()
+            .skip(start)
+            .map(|(i, (n, s))| {
+                let state = if i + 1 == server.len() { "active" } else { "closed" };
+                (n.clone(), state.to_string(), *s)
+            })
+            .collect();
+        let have = stored(repo);
+        if have == want {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "repository: {have:?}, expected the server's files from {first}: {want:?}\n{}",
+            tail.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::create_dir_all(out).unwrap();
+    let server = db.binlogs();
+    for (i, (name, _)) in server.iter().enumerate().filter(|(_, (n, _))| n.as_str() >= first) {
+        let ours = fetch(repo, name, &out.join(name));
+        let mut theirs = db.binlog_bytes(name);
+        if i + 1 == server.len() {
+            theirs[IN_USE_FLAG_AT] &= !1;
+        }
+        assert!(
+            ours == theirs,
+            "{name}: differs from the server's ({} vs {} bytes)",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+/// No binlog data in a file-system repository (its config object may exist).
+fn no_binlogs_stored(dir: &Path) -> bool {
+    ["binlog/files", "binlog/parts", "binlog/gaps"]
+        .iter()
+        .all(|d| std::fs::read_dir(dir.join(d)).map(|mut r| r.next().is_none()).unwrap_or(true))
+}
+
+/// Waits until the server has no dump thread left (a stopped tail's is noticed late).
+fn no_dump_threads(db: &MariaDb) {
+    let t0 = Instant::now();
+    while db
+        .sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+        )
+        .trim()
+        != "0"
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the dump thread stays");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--start-gtid` (issue 7, GTID positioning): an empty repository starts at the beginning of
+/// the file holding the first transaction after the position, whole and byte-identical; the
+/// position is ignored once the repository holds binlogs.
+#[test]
+fn issue_7_start_gtid_starts_at_the_file_of_the_next_transaction() {
+    let db = MariaDb::start(&[]);
+    let tmp = short_tempdir("wbl");
+    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    write_rows(&db, 10, "a");
+    db.sql("FLUSH BINARY LOGS");
+    write_rows(&db, 10, "b1");
+    let mid2 = gtid_pos(&db); // the next transaction (b2) is in the second file
+    write_rows(&db, 10, "b2");
+    let end2 = gtid_pos(&db); // the last of the second file: the next one is in the third
+    db.sql("FLUSH BINARY LOGS");
+    write_rows(&db, 10, "c");
+    let files: Vec<String> = db.binlogs().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+
+    let dir_a = tmp.path().join("a");
+    let repo_a = Repo::fs(&dir_a);
+    let log_a = tmp.path().join("a.log");
+    let tail = Tail::start(&repo_a, db.port, &log_a, &["--start-gtid", &mid2]);
+    caught_up_from(&repo_a, &db, &tail, &files[1], &tmp.path().join("oa"));
+    assert_eq!(stored(&repo_a)[0].0, files[1]);
+    assert!(
+        tail.log().contains(&format!("after GTID {mid2} is in {}", files[1])),
+        "{}",
+        tail.log()
+    );
+    assert_eq!(tail.stop(), 0);
+
+    // Through the environment; the position after the second file's last transaction.
+    let repo_b = Repo::fs(&tmp.path().join("b"));
+    let child = repo_b
+        .walrs()
+        .args(["binlog", "tail", "--host", "127.0.0.1", "--user", REPL_USER, "--server-id", "4243"])
+        .args(["--port", &db.port.to_string(), "--flush-interval", "1s"])
+        .env("WALRS_MYSQL_PASSWORD", REPL_PASSWORD)
+        .env("WALRS_BINLOG_START_GTID", &end2)
+        .spawn_logged(&tmp.path().join("b.log"));
+    let tail = Tail { child, log: tmp.path().join("b.log") };
+    caught_up_from(&repo_b, &db, &tail, &files[2], &tmp.path().join("ob"));
+    assert_eq!(tail.stop(), 0);
+
+    // A repository that holds binlogs resumes where it ends, whatever --start-gtid says.
+    write_rows(&db, 10, "d");
+    let tail = Tail::start(&repo_a, db.port, &log_a, &["--start-gtid", &end2]);
+    caught_up_from(&repo_a, &db, &tail, &files[1], &tmp.path().join("oa2"));
+    assert_eq!(tail.stop(), 0);
+}
+
+/// A `--start-gtid` that is not a GTID position is refused before anything is done (exit 2,
+/// like every malformed option), from the flag or the environment, as is one given with
+/// --start-file.
+#[test]
+fn issue_7_start_gtid_syntax_is_checked() {
+    let tmp = short_tempdir("wbl");
+    let dir = tmp.path().join("repo");
+    let repo = Repo::fs(&dir);
+    let tail = |extra: &[&str], env: Option<&str>| {
+        let mut w = repo
+            .walrs()
+            .args(["binlog", "tail", "--user", REPL_USER, "--server-id", "4242", "--port", "1"])
+            .args(extra);
+        if let Some(v) = env {
+            w = w.env("WALRS_BINLOG_START_GTID", v);
+        }
+        w.run()
+    };
+    for bad in ["0-1", "0-1-2-3", "x-1-2", "0-1-2,", "0-1-5,0-2-6", "0-1-99999999999999999999", ""]
+    {
+        let out = tail(&["--start-gtid", bad], None);
+        out.expect_code(2);
+        assert!(out.stderr.contains("--start-gtid"), "{bad:?}: {}", out.stderr);
+    }
+    let out = tail(&[], Some("0-1-x"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("0-1-x"), "{}", out.stderr);
+    tail(&["--start-gtid", "0-1-5", "--start-file", "mysql-bin.000001"], None).expect_code(2);
+    assert_eq!(crate::util::files(&dir), Vec::<String>::new());
+}
+
+/// A position the server cannot serve is refused with a clear error, and nothing is stored:
+/// ahead of its binlogs (exit 4), from a domain it has never written (exit 4: the server itself
+/// would start at its first binlog), and after purged binlogs (exit 20, no gap recorded).
+#[test]
+fn issue_7_start_gtid_the_server_cannot_serve_is_refused() {
+    let db = MariaDb::start(&[]);
+    let tmp = short_tempdir("wbl");
+    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    write_rows(&db, 10, "a");
+    let early = gtid_pos(&db);
+    write_rows(&db, 10, "a2");
+    let now = gtid_pos(&db);
+    let seq: u64 = now.rsplit('-').next().unwrap().parse().unwrap();
+    let cases = [
+        (format!("0-1-{}", seq + 1000), 4, "not in the master's binlog"),
+        (format!("{now},9-1-5"), 4, "domain 9"),
+        ("0-7-1".to_string(), 4, "diverged"),
+    ];
+    for (i, (state, code, says)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("r{i}"));
+        let repo = Repo::fs(&dir);
+        let log = tmp.path().join(format!("r{i}.log"));
+        let tail = Tail::start(&repo, db.port, &log, &["--start-gtid", state]);
+        let got = tail.wait_exit(Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(got, *code, "{state}: {text}");
+        assert!(text.contains(says) && text.contains(state.as_str()), "{state}: {text}");
+        assert!(no_binlogs_stored(&dir), "{state}: something was stored");
+    }
+
+    // Purged: the binlogs after `early` are gone.
+    db.sql("FLUSH BINARY LOGS");
+    write_rows(&db, 10, "b");
+    let last = db.binlogs().last().unwrap().0.clone();
+    no_dump_threads(&db);
+    let t0 = Instant::now();
+    loop {
+        db.sql(&format!("PURGE BINARY LOGS TO '{last}'"));
+        if db.binlogs()[0].0 == last {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the server does not purge");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = tmp.path().join("purged");
+    let repo = Repo::fs(&dir);
+    let log = tmp.path().join("purged.log");
+    let tail = Tail::start(&repo, db.port, &log, &["--start-gtid", &early]);
+    let got = tail.wait_exit(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got, 20, "{text}");
+    assert!(text.contains("purged") && text.contains(&early), "{text}");
+    assert!(no_binlogs_stored(&dir), "something was stored");
+}
+
+/// The continuity check (issue 7): the server's file of the same name is another history
+/// (RESET MASTER, then as many bytes and more under the same name, with the stored file's end
+/// on an event boundary of the new one, in another GTID domain): resuming is refused with exit
+/// 5, naming both GTID positions, and the stored file stays as it was.
+#[test]
+fn issue_7_resume_refuses_another_history_under_the_same_name() {
+    let db = MariaDb::start(&[]);
+    let tmp = short_tempdir("wbl");
+    let dir = tmp.path().join("repo");
+    let repo = Repo::fs(&dir);
+    let log = tmp.path().join("tail.log");
+    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    write_rows(&db, 20, "a");
+    let tail = Tail::start(&repo, db.port, &log, &[]);
+    wait_caught_up(&repo, &db, &tail, Duration::from_secs(60));
+    assert_eq!(tail.stop(), 0);
+    let (name, stored_len) = db.binlogs()[0].clone();
+    let old_pos = gtid_pos(&db);
+    let before = fetch(&repo, &name, &tmp.path().join("before"));
+    assert_eq!(before.len() as u64, stored_len);
+
+    // A new history under the same name, in GTID domain 1, ending exactly at the stored length
+    // and going on after it: one-row transactions whose size grows byte for byte with the row.
+    no_dump_threads(&db);
+    db.sql("RESET MASTER");
+    let insert = |n: usize| {
+        db.sql(&format!(
+            "SET SESSION gtid_domain_id = 1; INSERT INTO t.r (tag, v) VALUES ('new', REPEAT('y', {n}))"
+        ));
+        db.binlogs()[0].1
+    };
+    // The first transaction after the reset may come with a Binlog_checkpoint event: measure
+    // on the second.
+    let first = insert(1000);
+    let mut size = insert(1000);
+    let tx1000 = size - first;
+    assert!(size < stored_len, "the stored file ({stored_len}) is too short for this test");
+    while stored_len - size > tx1000 + 8999 {
+        size = insert(5000);
+    }
+    let rest = stored_len - size;
+    assert!(rest >= tx1000, "{rest} bytes left, a transaction is at least {tx1000}");
+    let end = insert(1000 + (rest - tx1000) as usize);
+    assert_eq!(end, stored_len, "the new history does not end on the stored length");
+    write_rows(&db, 10, "after");
+    let server_pos = db.sql(&format!("SELECT BINLOG_GTID_POS('{name}', {stored_len})"));
+    let server_pos = server_pos.trim();
+    assert!(server_pos.starts_with("1-1-"), "{server_pos}");
+
+    let tail = Tail::start(&repo, db.port, &log, &[]);
+    let code = tail.wait_exit(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 5, "{text}");
+    assert!(text.contains(server_pos) && text.contains(&old_pos), "{text}");
+    let after = fetch(&repo, &name, &tmp.path().join("after"));
+    assert!(after == before, "the stored {name} changed");
+    assert_eq!(stored(&repo).len(), 1);
+}

@@ -84,6 +84,15 @@ pub struct TailArgs {
     /// Binlog to start from when the repository holds none (default: the server's oldest).
     #[arg(long, value_name = "NAME")]
     pub start_file: Option<String>,
+    /// MariaDB GTID position (e.g. 0-1-42 or 0-1-42,1-2-7): when the repository holds no
+    /// binlog, start at the beginning of the file holding the first transaction after it.
+    #[arg(
+        long,
+        env = "WALRS_BINLOG_START_GTID",
+        value_name = "STATE",
+        conflicts_with = "start_file"
+    )]
+    pub start_gtid: Option<event::GtidState>,
     /// When the server purged binlogs not yet stored: record the gap and continue from its
     /// oldest binlog instead of stopping with exit code 20.
     #[arg(long)]
@@ -178,6 +187,7 @@ fn run_tail(ctx: &Ctx, a: TailArgs) -> Result<()> {
         flush_interval,
         part_size: a.part_size,
         start_file: a.start_file.clone(),
+        start_gtid: a.start_gtid.clone(),
         accept_gap: a.accept_gap,
         max_backoff: duration("--max-backoff", &a.max_backoff)?,
         compression: ctx.settings.compression,

@@ -4,6 +4,11 @@
 //! server sent, which are the bytes of its file, after checking the declared size and the
 //! checksum.
 //!
+//! On MariaDB it also finds where a GTID position continues ([`Start::AfterGtid`]: a short
+//! probe dump with `@slave_connect_state`, whose first event, the artificial Rotate, names the
+//! file) and checks, before resuming a file mid-way, that the server's file is the one stored
+//! (`BINLOG_GTID_POS`, [`Start::At`] with an expected position).
+//!
 //! It runs on its own thread and talks to the writer over a channel whose content is bounded in
 //! bytes ([`ByteBudget`]; one event always passes, and one event is bounded by the server's
 //! `max_allowed_packet`). Every network step has a deadline: connect, each query, and the gap
@@ -12,7 +17,7 @@
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
-use super::event::{self, ChecksumAlg};
+use super::event::{self, ChecksumAlg, GtidState};
 use super::store::ServerIdentity;
 use super::wire::{BINLOG_SEND_ANNOTATE_ROWS_EVENT, Wire, WireError, WireOptions};
 
@@ -93,6 +98,18 @@ pub enum StreamError {
     Purged(String),
     /// Another error from the server (e.g. binary logging disabled, missing privilege).
     Server(String),
+    /// The server cannot start after the GTID position asked for: `purged` when the binlogs
+    /// after it are gone, else the position is not in its binlogs (ahead of it, another
+    /// history, an unknown domain).
+    StartGtid {
+        /// The binlogs holding what follows the position were purged.
+        purged: bool,
+        /// Why, as the server (or the domain check) said it.
+        message: String,
+    },
+    /// The server's file at the resume point is not the one stored: another history under
+    /// the same name.
+    Diverged(String),
 }
 
 impl std::fmt::Display for StreamError {
@@ -103,6 +120,8 @@ impl std::fmt::Display for StreamError {
             StreamError::Corrupt(m) => write!(f, "corrupt event: {m}"),
             StreamError::Purged(m) => write!(f, "binlog purged: {m}"),
             StreamError::Server(m) => write!(f, "server error: {m}"),
+            StreamError::StartGtid { message, .. } => write!(f, "GTID start refused: {message}"),
+            StreamError::Diverged(m) => write!(f, "another history: {m}"),
         }
     }
 }
@@ -117,12 +136,34 @@ pub enum Msg {
         /// The oldest binlog the server has.
         first_file: Option<String>,
     },
+    /// The file holding what follows the `--start-gtid` position ([`Start::AfterGtid`]); sent
+    /// before any event of the stream that follows.
+    Located(String),
     /// One event, whole, checksum verified.
     Event(Vec<u8>),
     /// The stream ended; the thread exits.
     Failed(StreamError),
     /// SIGTERM or SIGINT (from the signal thread).
     Stop,
+}
+
+/// Where the writer asks the reader to stream from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// From `file` at `pos` (an empty name: the server's first binlog). With `expect` (MariaDB,
+    /// `pos` > 4): the GTID position the stored bytes before `pos` end at, compared with the
+    /// server's `BINLOG_GTID_POS(file, pos)` before streaming.
+    At {
+        /// Binlog file.
+        file: String,
+        /// Offset in it.
+        pos: u64,
+        /// The stored bytes' GTID position.
+        expect: Option<GtidState>,
+    },
+    /// From the start of the file holding the first transaction after this MariaDB GTID
+    /// position (`--start-gtid`); the file is reported with [`Msg::Located`].
+    AfterGtid(GtidState),
 }
 
 fn classify(e: WireError) -> StreamError {
@@ -215,12 +256,11 @@ fn identity(conn: &mut Wire) -> Result<(ServerIdentity, Option<String>), StreamE
 /// Name of the reader thread.
 pub const THREAD_NAME: &str = "walrs-binlog-reader";
 
-/// Connects, sends [`Msg::Connected`], waits for the position to stream from on `go` (`None`:
-/// stop; an empty file name: the server's first binlog), then sends every event to `tx` until an
-/// error. Runs on the calling thread.
+/// Connects, sends [`Msg::Connected`], waits for where to stream from on `go` (`None`: stop),
+/// then sends every event to `tx` until an error. Runs on the calling thread.
 pub fn run(
     o: ConnectOptions,
-    go: Receiver<Option<(String, u64)>>,
+    go: Receiver<Option<Start>>,
     tx: SyncSender<Msg>,
     budget: std::sync::Arc<ByteBudget>,
 ) {
@@ -230,7 +270,7 @@ pub fn run(
 
 fn stream(
     o: &ConnectOptions,
-    go: &Receiver<Option<(String, u64)>>,
+    go: &Receiver<Option<Start>>,
     tx: &SyncSender<Msg>,
     budget: &ByteBudget,
 ) -> StreamError {
@@ -248,8 +288,28 @@ fn stream(
     }
     // The writer answers at once (it only reads the repository); this thread has nothing else
     // to do meanwhile.
-    let Ok(Some((file, pos))) = go.recv() else {
+    let Ok(Some(start)) = go.recv() else {
         return StreamError::Connection("stopped before streaming".into());
+    };
+    let (file, pos) = match start {
+        Start::At { file, pos, expect } => {
+            if let Some(expect) = expect
+                && let Err(e) = check_continuity(&mut conn, &file, pos, &expect)
+            {
+                return e;
+            }
+            (file, pos)
+        }
+        Start::AfterGtid(state) => {
+            let file = match locate(o, &mut conn, &state, checksum) {
+                Ok(f) => f,
+                Err(e) => return e,
+            };
+            if tx.send(Msg::Located(file.clone())).is_err() {
+                return StreamError::Connection("writer gone".into());
+            }
+            (file, 4)
+        }
     };
     // The replica understands checksums (else a CRC32 server refuses to stream);
     // MARIA_SLAVE_CAPABILITY_MINE: MariaDB sends its own events (GTID, annotate, checkpoint) as
@@ -311,6 +371,151 @@ fn stream(
         budget.acquire(raw.len());
         if tx.send(Msg::Event(raw)).is_err() {
             return StreamError::Connection("writer gone".into());
+        }
+    }
+}
+
+/// The file holding the first transaction after the MariaDB GTID position `state`, as the
+/// server itself finds it for a replica connecting with `MASTER_USE_GTID`: a probe connection
+/// sets `@slave_connect_state` (with `@slave_gtid_strict_mode=1`) and sends `COM_BINLOG_DUMP`
+/// with an empty file name at position 4 (ignored by the server when a connect state is set:
+/// `init_binlog_sender` in sql_repl.cc); the first event is the artificial Rotate naming the
+/// file. The probe then reads on until the first transaction after the position (the server
+/// skips those before it and reports a position it cannot serve as error 1236), a heartbeat
+/// (nothing after it yet) or the end of the read timeout, and is closed.
+///
+/// A domain absent from the server's `@@gtid_binlog_state` is refused here: the server would
+/// accept it (a domain served by another primary) and start from its first binlog.
+fn locate(
+    o: &ConnectOptions,
+    conn: &mut Wire,
+    state: &GtidState,
+    checksum: ChecksumAlg,
+) -> Result<String, StreamError> {
+    let rows = conn.query("SELECT @@global.gtid_binlog_state").map_err(classify)?;
+    let have = first_value(&rows, 0).unwrap_or_default();
+    let known = event::parse_gtid_list_text(&have)
+        .map_err(|e| StreamError::Server(format!("unexpected @@gtid_binlog_state: {e}")))?;
+    if let Some(d) = state.domains().find(|d| !known.iter().any(|k| k.0 == *d)) {
+        return Err(StreamError::StartGtid {
+            purged: false,
+            message: format!(
+                "domain {d} of {state} is not in the server's binlogs (its gtid_binlog_state is {have:?})"
+            ),
+        });
+    }
+    let mut probe = connect(o)?;
+    let setup = format!(
+        "SET @master_binlog_checksum = @@global.binlog_checksum, @mariadb_slave_capability = 4, \
+         @master_heartbeat_period = {}, @slave_connect_state = '{state}', \
+         @slave_gtid_strict_mode = 1, @slave_gtid_ignore_duplicates = 0",
+        o.heartbeat.as_nanos()
+    );
+    probe.query(&setup).map_err(classify)?;
+    probe
+        .binlog_dump(o.server_id, "", 4, BINLOG_SEND_ANNOTATE_ROWS_EVENT, o.read_timeout)
+        .map_err(classify)?;
+    let refused = |e: WireError| match e {
+        WireError::Server { code: 1236, message } => StreamError::StartGtid {
+            purged: message.contains("purged"),
+            message: format!("{message} (error 1236)"),
+        },
+        e => classify(e),
+    };
+    let first = probe
+        .next_event()
+        .map_err(refused)?
+        .ok_or_else(|| StreamError::Connection("the server ended the GTID probe".into()))?;
+    let h = event::verify_checksum(&first, checksum)
+        .map_err(|e| StreamError::Corrupt(e.to_string()))?;
+    if h.event_type != event::types::ROTATE || !h.is_artificial() {
+        return Err(StreamError::Server(format!(
+            "the GTID probe began with an event of type {}, not the artificial Rotate",
+            h.event_type
+        )));
+    }
+    let r = event::parse_rotate(&first, checksum)
+        .or_else(|_| event::parse_rotate(&first, ChecksumAlg::Crc32))
+        .or_else(|_| event::parse_rotate(&first, ChecksumAlg::Off))
+        .map_err(|e| StreamError::Corrupt(e.to_string()))?;
+    if r.position != 4 {
+        return Err(StreamError::Server(format!(
+            "the GTID probe starts {} at {}, not at its beginning",
+            r.next_file, r.position
+        )));
+    }
+    // The server checks the position in full only while it reads the file: follow it until
+    // the first transaction it sends.
+    let until = std::time::Instant::now() + o.read_timeout;
+    while std::time::Instant::now() < until {
+        let Some(raw) = probe.next_event().map_err(refused)? else { break };
+        let Ok(h) = event::Header::parse(&raw) else { break };
+        match h.event_type {
+            event::types::MARIA_GTID | event::types::HEARTBEAT => break,
+            event::types::ROTATE if !h.is_artificial() => break,
+            _ => {}
+        }
+    }
+    tracing::info!("the first transaction after GTID {state} is in {}", r.next_file);
+    Ok(r.next_file)
+}
+
+/// Checks that the server's `file` up to `pos` is the history stored: its
+/// `BINLOG_GTID_POS(file, pos)` must be `expect`, the position the stored bytes end at. A NULL
+/// answer (the server cannot read `pos` in that file) is a different history when the file is
+/// shorter than `pos` or still there with content; a file the server no longer has is left to
+/// the dump (a purge). An error (no such function, no privilege) skips the check.
+fn check_continuity(
+    conn: &mut Wire,
+    file: &str,
+    pos: u64,
+    expect: &GtidState,
+) -> Result<(), StreamError> {
+    if !event::valid_file_name(file) {
+        return Err(StreamError::Server(format!("{file:?} is not a binlog name")));
+    }
+    let rows = match conn.query(&format!("SELECT BINLOG_GTID_POS('{file}', {pos})")) {
+        Ok(r) => r,
+        Err(WireError::Server { code, message }) => {
+            tracing::warn!(
+                "BINLOG_GTID_POS is not available ({message}, error {code}): {file} is resumed at {pos} without checking its GTID position"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(classify(e)),
+    };
+    let expect_s = if expect.is_empty() { "empty".to_string() } else { expect.to_string() };
+    match first_value(&rows, 0) {
+        Some(v) => {
+            let server = GtidState::parse_server(&v).map_err(|e| {
+                StreamError::Server(format!("unexpected BINLOG_GTID_POS answer: {e}"))
+            })?;
+            if &server == expect {
+                tracing::debug!("{file} at {pos}: GTID position {expect_s} on both sides");
+                return Ok(());
+            }
+            let server_s = if server.is_empty() { "empty".to_string() } else { server.to_string() };
+            Err(StreamError::Diverged(format!(
+                "the server's {file} at offset {pos} ends GTID position {server_s}, the repository's {file} up to there ends {expect_s}"
+            )))
+        }
+        None => {
+            let logs = conn.query("SHOW BINARY LOGS").map_err(classify)?;
+            let size = logs
+                .iter()
+                .find(|r| r.first().and_then(|v| v.as_deref()) == Some(file))
+                .and_then(|r| r.get(1).cloned().flatten())
+                .and_then(|s| s.parse::<u64>().ok());
+            match size {
+                None => Ok(()),
+                Some(n) if n < pos => Err(StreamError::Diverged(format!(
+                    "the server's {file} has {n} bytes, the repository already holds {pos}"
+                ))),
+                Some(_) if expect.is_empty() => Ok(()),
+                Some(n) => Err(StreamError::Diverged(format!(
+                    "the server cannot say which GTID position its {file} ({n} bytes) is at offset {pos} (not an event boundary there), the repository's {file} up to there ends {expect_s}"
+                ))),
+            }
         }
     }
 }

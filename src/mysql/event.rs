@@ -1,6 +1,7 @@
 //! Binlog event format, pure: the v4 event header, checksum verification (CRC-32/IEEE, as the
 //! server's `my_checksum` computes it) and the few event bodies the tail must read (Rotate, the
-//! Format Description's checksum algorithm). Bytes in, typed values out: no I/O.
+//! Format Description's checksum algorithm, MariaDB's GTID and Gtid_list events), and MariaDB
+//! GTID positions (`0-1-42,1-2-7`) as text. Bytes in, typed values out: no I/O.
 //!
 //! Layout (MariaDB `log_event.h`): a 19-byte header `timestamp:u32 type:u8 server_id:u32
 //! event_size:u32 log_pos:u32 flags:u16` (little endian), the body, and, when the binlog's
@@ -37,6 +38,10 @@ pub mod types {
     pub const MARIA_GTID: u8 = 162;
     /// MariaDB `GTID_LIST_EVENT`.
     pub const MARIA_GTID_LIST: u8 = 163;
+    /// MariaDB `BINLOG_CHECKPOINT_EVENT`.
+    pub const BINLOG_CHECKPOINT: u8 = 161;
+    /// MariaDB `START_ENCRYPTION_EVENT`.
+    pub const START_ENCRYPTION: u8 = 164;
 }
 
 /// `enum_binlog_checksum_alg`.
@@ -272,9 +277,125 @@ pub fn file_index(name: &str) -> Option<u64> {
 /// A MariaDB GTID without its domain: `(server_id, seq_no)`.
 pub type Gtid = (u32, u64);
 
+/// A MariaDB GTID position: at most one GTID per replication domain (`0-1-42,1-2-7`), the form
+/// of `@@gtid_binlog_pos`, `@slave_connect_state` and `BINLOG_GTID_POS()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GtidState(std::collections::BTreeMap<u32, Gtid>);
+
+/// Largest Gtid_list event read whole (its count field allows 2^28 entries of 16 bytes; a
+/// server's list has one entry per (domain, server id) pair ever seen).
+const MAX_GTID_LIST_EVENT: usize = 1 << 20;
+
+/// One `D-S-N` (domain, server id, sequence number).
+fn parse_gtid(s: &str) -> Result<(u32, u32, u64), String> {
+    let mut it = s.trim().split('-');
+    let (Some(d), Some(srv), Some(n), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(format!("{s:?} is not domain-server-sequence (like 0-1-42)"));
+    };
+    let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(d) && digits(srv) && digits(n)) {
+        return Err(format!("{s:?} is not domain-server-sequence (like 0-1-42)"));
+    }
+    let out_of_range = |what: &str| format!("{s:?}: the {what} is out of range");
+    Ok((
+        d.parse().map_err(|_| out_of_range("domain id (32 bits)"))?,
+        srv.parse().map_err(|_| out_of_range("server id (32 bits)"))?,
+        n.parse().map_err(|_| out_of_range("sequence number (64 bits)"))?,
+    ))
+}
+
+/// A comma-separated list of `D-S-N` as the server prints `@@gtid_binlog_state` (several per
+/// domain allowed); an empty string is an empty list.
+pub fn parse_gtid_list_text(s: &str) -> Result<Vec<(u32, u32, u64)>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(parse_gtid).collect()
+}
+
+impl GtidState {
+    /// Whether it holds no GTID.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The GTID of `domain`.
+    pub fn get(&self, domain: u32) -> Option<Gtid> {
+        self.0.get(&domain).copied()
+    }
+
+    /// Its domains.
+    pub fn domains(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// Makes `domain-server-seq` the domain's GTID (`slave_connection_state::update`).
+    pub fn update(&mut self, domain: u32, server: u32, seq: u64) {
+        self.0.insert(domain, (server, seq));
+    }
+
+    /// Parses a position as the server prints it (one GTID per domain, any order; empty is
+    /// the empty position).
+    pub fn parse_server(s: &str) -> Result<GtidState, String> {
+        let mut st = GtidState::default();
+        for (d, srv, n) in parse_gtid_list_text(s)? {
+            if st.0.insert(d, (srv, n)).is_some() {
+                return Err(format!("{s:?} names domain {d} twice"));
+            }
+        }
+        Ok(st)
+    }
+}
+
+impl std::str::FromStr for GtidState {
+    type Err = String;
+
+    /// A position given by the operator: at least one `D-S-N`, comma-separated, one per domain.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("an empty GTID position (give domain-server-sequence, like 0-1-42)".into());
+        }
+        GtidState::parse_server(s)
+    }
+}
+
+impl fmt::Display for GtidState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (d, (srv, n))) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}-{srv}-{n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The GTIDs of a Gtid_list event (`Gtid_list_log_event`): `count:u32` (the top 4 bits are
+/// flags) then `count` times `domain:u32 server:u32 seq:u64`. `raw` is the whole event; what
+/// follows the list (the checksum) is not read.
+pub fn parse_gtid_list(raw: &[u8]) -> Result<Vec<(u32, u32, u64)>, EventError> {
+    let bad = EventError::Invalid { what: "gtid list event" };
+    let count = u32_at(raw, HEADER_LEN).ok_or(bad.clone())? & 0x0fff_ffff;
+    let mut out = Vec::new();
+    for i in 0..count as usize {
+        let at = HEADER_LEN + 4 + i * 16;
+        if at + 16 > raw.len() {
+            return Err(bad);
+        }
+        out.push((
+            u32_at(raw, at).ok_or(bad.clone())?,
+            u32_at(raw, at + 4).ok_or(bad.clone())?,
+            u64_at(raw, at + 8).ok_or(bad.clone())?,
+        ));
+    }
+    Ok(out)
+}
+
 /// Reads a binlog file as a byte stream, in pieces of any size, and notes what `binlog list`
 /// shows: the first and last event timestamps and, per GTID domain, the first and last MariaDB
-/// GTID (`domain-server-seq`). It keeps at most one event prefix in memory.
+/// GTID (`domain-server-seq`); and the MariaDB GTID position the bytes so far end at. It keeps
+/// at most one event prefix in memory (a whole Gtid_list event, up to 1 MiB).
 #[derive(Debug, Default)]
 pub struct FileScanner {
     pos: u64,
@@ -286,6 +407,10 @@ pub struct FileScanner {
     pub gtids: std::collections::BTreeMap<u32, (Gtid, Gtid)>,
     /// Bytes seen that do not form whole events (a damaged or truncated file).
     pub malformed: bool,
+    /// The GTID position after the bytes seen: `None` until the file's Gtid_list event.
+    position: Option<GtidState>,
+    /// An event other than the header events came before any Gtid_list: a file without GTIDs.
+    no_gtid_list: bool,
 }
 
 /// Bytes of an event the scanner looks at: the header and a MariaDB GTID body's seq_no and domain.
@@ -309,25 +434,42 @@ impl FileScanner {
                 continue;
             }
             // Collect the prefix of the next event (at most its size).
-            let want = if self.prefix.len() >= HEADER_LEN {
-                let size = u32_at(&self.prefix, 9).unwrap_or(0) as usize;
-                if size < HEADER_LEN {
-                    self.malformed = true;
-                    return;
-                }
-                size.min(SCAN_PREFIX)
-            } else {
-                HEADER_LEN
+            let Some(want) = self.prefix_want() else {
+                self.malformed = true;
+                return;
             };
             let n = (want - self.prefix.len()).min(data.len());
             self.prefix.extend_from_slice(data.get(..n).unwrap_or_default());
             data = data.get(n..).unwrap_or_default();
             self.pos += n as u64;
-            if self.prefix.len() == HEADER_LEN || self.prefix.len() < want {
-                continue;
+            // With the header complete, the event's size says how much of it to look at (a
+            // header-only event is complete at once).
+            match self.prefix_want() {
+                None => {
+                    self.malformed = true;
+                    return;
+                }
+                Some(w) if self.prefix.len() < w => continue,
+                Some(_) => self.event_prefix_complete(),
             }
-            self.event_prefix_complete();
         }
+    }
+
+    /// How many bytes of the current event to collect: its header, then (once the header is
+    /// there) the prefix the scanner reads; `None` for a size below the header's.
+    fn prefix_want(&self) -> Option<usize> {
+        if self.prefix.len() < HEADER_LEN {
+            return Some(HEADER_LEN);
+        }
+        let size = u32_at(&self.prefix, 9).unwrap_or(0) as usize;
+        if size < HEADER_LEN {
+            return None;
+        }
+        Some(if self.prefix.get(4) == Some(&types::MARIA_GTID_LIST) {
+            size.min(MAX_GTID_LIST_EVENT)
+        } else {
+            size.min(SCAN_PREFIX)
+        })
     }
 
     fn event_prefix_complete(&mut self) {
@@ -349,6 +491,35 @@ impl FileScanner {
         {
             let e = self.gtids.entry(domain).or_insert(((server, seq), (server, seq)));
             e.1 = (server, seq);
+            if let Some(st) = self.position.as_mut() {
+                st.update(domain, server, seq);
+            }
+        }
+        // As MariaDB's `gtid_state_from_pos` (sql_repl.cc) follows a file: the Gtid_list loads
+        // the position, each later GTID event replaces its domain's entry; an event other than
+        // the header events before any Gtid_list means a file without GTID information.
+        if typ == types::MARIA_GTID_LIST && self.position.is_none() && !self.no_gtid_list {
+            match parse_gtid_list(&p) {
+                Ok(list) => {
+                    let mut st = GtidState::default();
+                    for (d, srv, n) in list {
+                        st.update(d, srv, n);
+                    }
+                    self.position = Some(st);
+                }
+                Err(_) => self.no_gtid_list = true,
+            }
+        } else if self.position.is_none()
+            && !matches!(
+                typ,
+                types::FORMAT_DESCRIPTION
+                    | types::ROTATE
+                    | types::STOP
+                    | types::BINLOG_CHECKPOINT
+                    | types::START_ENCRYPTION
+            )
+        {
+            self.no_gtid_list = true;
         }
         self.skip = u64::from(size).saturating_sub(p.len() as u64);
         self.prefix = p;
@@ -358,6 +529,13 @@ impl FileScanner {
     /// Whether the bytes fed so far end on an event boundary.
     pub fn at_boundary(&self) -> bool {
         !self.malformed && self.skip == 0 && self.prefix.is_empty()
+    }
+
+    /// The MariaDB GTID position the bytes fed so far end at, as `BINLOG_GTID_POS(file, offset)`
+    /// computes it on the server: the file's Gtid_list event, then each GTID event after it.
+    /// `None` before the Gtid_list event has been seen (or in a file without one).
+    pub fn gtid_position(&self) -> Option<&GtidState> {
+        self.position.as_ref()
     }
 
     /// The GTID ranges, one `D-S-N..D-S-M` per domain.
@@ -453,6 +631,92 @@ mod tests {
         }
     }
 
+    #[test]
+    fn gtid_positions_parse_and_print() {
+        let st: GtidState = "1-2-7, 0-1-42".parse().unwrap();
+        assert_eq!(st.to_string(), "0-1-42,1-2-7");
+        assert_eq!(st.get(1), Some((2, 7)));
+        assert_eq!(GtidState::parse_server("").unwrap(), GtidState::default());
+        for bad in [
+            "",
+            " ",
+            "0-1",
+            "0-1-2-3",
+            "a-1-2",
+            "0-1-2,",
+            "0-1-2,0-3-4",
+            "-1-1-1",
+            "0-1-+2",
+            "4294967296-1-1",
+            "0-1-18446744073709551616",
+            "0-1-42;DROP",
+        ] {
+            assert!(bad.parse::<GtidState>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            parse_gtid_list_text("0-1-5,0-2-9,1-1-3").unwrap(),
+            vec![(0, 1, 5), (0, 2, 9), (1, 1, 3)]
+        );
+    }
+
+    #[test]
+    fn scanner_follows_the_gtid_position_like_binlog_gtid_pos() {
+        let gtid = |domain: u32, seq: u64| {
+            let mut b = seq.to_le_bytes().to_vec();
+            b.extend_from_slice(&domain.to_le_bytes());
+            b.push(0);
+            event(types::MARIA_GTID, 0, 0, &b, true)
+        };
+        let mut list = 2u32.to_le_bytes().to_vec();
+        for (d, srv, n) in [(0u32, 1u32, 40u64), (0, 1, 41)] {
+            list.extend_from_slice(&d.to_le_bytes());
+            list.extend_from_slice(&srv.to_le_bytes());
+            list.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut file = MAGIC.to_vec();
+        file.extend(event(types::FORMAT_DESCRIPTION, 0, 0, &[0u8; 58], true));
+        let before_list = file.len();
+        file.extend(event(types::MARIA_GTID_LIST, 0, 0, &list, true));
+        let after_list = file.len();
+        file.extend(gtid(0, 42));
+        file.extend(event(2, 0, 0, &[7u8; 100], true));
+        file.extend(gtid(3, 5));
+        for chunk in [1, 5, 19, 1000] {
+            let mut sc = FileScanner::default();
+            let mut at = 0;
+            for c in file.chunks(chunk) {
+                sc.feed(c);
+                at += c.len();
+                if at == before_list {
+                    assert_eq!(sc.gtid_position(), None);
+                }
+                if at == after_list {
+                    assert_eq!(sc.gtid_position().unwrap().to_string(), "0-1-41");
+                }
+            }
+            assert!(sc.at_boundary());
+            assert_eq!(sc.gtid_position().unwrap().to_string(), "0-1-42,3-1-5");
+        }
+        // An event before any Gtid_list: a file without GTID information.
+        let mut old = MAGIC.to_vec();
+        old.extend(event(2, 0, 0, &[1u8; 10], false));
+        old.extend(event(types::MARIA_GTID_LIST, 0, 0, &list, false));
+        let mut sc = FileScanner::default();
+        sc.feed(&old);
+        assert_eq!(sc.gtid_position(), None);
+        // A header-only event (a Stop event without checksum) does not stall the scanner.
+        let mut stop = MAGIC.to_vec();
+        stop.extend(event(types::STOP, 0, 0, &[], false));
+        stop.extend(event(2, 0, 0, &[1u8; 10], false));
+        let mut sc = FileScanner::default();
+        sc.feed(&stop);
+        assert!(sc.at_boundary());
+        assert_eq!(
+            parse_gtid_list(&event(types::MARIA_GTID_LIST, 0, 0, &list[..20], true)).unwrap_err(),
+            EventError::Invalid { what: "gtid list event" }
+        );
+    }
+
     proptest::proptest! {
         /// Arbitrary bytes never panic a parser; a checksum that passes means the bytes are a
         /// whole, consistent event.
@@ -470,6 +734,8 @@ mod tests {
                 sc.feed(c);
             }
             let _ = sc.gtid_ranges();
+            let _ = sc.gtid_position();
+            let _ = parse_gtid_list(&data);
         }
     }
 

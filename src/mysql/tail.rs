@@ -5,15 +5,18 @@
 //! stored), checks that each stored event starts where the previous one ended (`log_pos`), buffers
 //! the active file's new bytes and stores them as a part object at least every flush interval
 //! (or when the buffer reaches the part size), and closes a file when the server moves to the
-//! next one. It resumes from exactly where the repository ends. Storage calls run on this
-//! (synchronous) thread; the network runs on the reader thread (`client`).
+//! next one. It resumes from exactly where the repository ends; on MariaDB it follows the GTID
+//! position of the active file's bytes, so that a resume mid-file can be checked against the
+//! server's file (another history under the same name is refused), and with `--start-gtid` it
+//! starts an empty repository at the file the server names for a GTID position. Storage calls
+//! run on this (synchronous) thread; the network runs on the reader thread (`client`).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use super::client::{self, ConnectOptions, Msg, StreamError};
-use super::event::{self, ChecksumAlg, Header, types};
+use super::client::{self, ConnectOptions, Msg, Start, StreamError};
+use super::event::{self, ChecksumAlg, FileScanner, GtidState, Header, types};
 use super::store::{BinlogStore, Catalog, Gap, Part};
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
@@ -34,6 +37,9 @@ pub struct TailOptions {
     pub part_size: usize,
     /// File to start from when the repository holds no binlog (default: the server's first).
     pub start_file: Option<String>,
+    /// MariaDB GTID position to start after when the repository holds no binlog: the tail
+    /// starts at the beginning of the file holding the next transaction.
+    pub start_gtid: Option<GtidState>,
     /// When the server purged what is needed: record the gap and continue from its oldest binlog.
     pub accept_gap: bool,
     /// Longest wait between reconnection attempts.
@@ -58,6 +64,11 @@ struct Active {
     alg: Option<ChecksumAlg>,
     /// When the oldest buffered byte arrived.
     buffered_since: Option<Instant>,
+    /// Follows the file's bytes (stored and buffered) for its MariaDB GTID position.
+    scan: FileScanner,
+    /// Whether `scan` has seen every byte before `offset` (false for a file resumed from the
+    /// repository until its parts are read).
+    scanned: bool,
 }
 
 impl Active {
@@ -72,7 +83,15 @@ impl Active {
             file_ts: (0, 0),
             alg: None,
             buffered_since: None,
+            scan: FileScanner::default(),
+            scanned: true,
         }
+    }
+
+    /// Appends received bytes of the file to the buffer.
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.scan.feed(bytes);
     }
 }
 
@@ -94,6 +113,8 @@ struct Tail {
     active: Option<Active>,
     /// Where to ask the server to start when there is no active file.
     next_file: Option<String>,
+    /// The `--start-gtid` position, until the server has named its file.
+    locate: Option<GtidState>,
     /// Names whose gap was recorded (their parts stay incomplete).
     gaps: Vec<String>,
     /// The server's oldest binlog at the last connection.
@@ -159,6 +180,7 @@ impl Tail {
         match cat.last() {
             None => {
                 self.next_file = self.opts.start_file.clone();
+                self.locate = self.opts.start_gtid.clone();
             }
             Some((name, _)) if self.gaps.iter().any(|g| g == name) => {
                 // The last file was cut short by a purge: the hole runs to the server's oldest
@@ -201,6 +223,9 @@ impl Tail {
                     e.parts.iter().map(|p| p.first_ts).find(|&t| t != 0).unwrap_or(0),
                     e.parts.iter().map(|p| p.last_ts).rfind(|&t| t != 0).unwrap_or(0),
                 );
+                // Parts end on event boundaries, after the magic: the stored bytes are read for
+                // their GTID position when the server turns out to be MariaDB.
+                a.scanned = false;
                 tracing::info!("resuming {name} at offset {at}");
                 self.active = Some(a);
             }
@@ -209,13 +234,15 @@ impl Tail {
     }
 
     /// A connection is up: open the store on the first one (creating or checking the binlog
-    /// config, then resuming from the repository), check the server on later ones. Returns the
-    /// position to stream from.
+    /// config, then resuming from the repository), check the server on later ones. Returns
+    /// where to stream from: after the `--start-gtid` position while its file is not known, else
+    /// the position after the stored bytes, with (MariaDB, mid-file) their GTID position for the
+    /// reader to compare with the server's.
     fn on_connected(
         &mut self,
         identity: &super::store::ServerIdentity,
         first_file: Option<String>,
-    ) -> Result<(String, u64)> {
+    ) -> Result<Start> {
         self.server_first_file = first_file;
         if self.store.is_none() {
             let (store, _cfg) =
@@ -226,7 +253,77 @@ impl Tail {
         } else if let Some(cfg) = super::store::read_config(&self.repo)? {
             super::store::check_identity(&cfg, identity)?;
         }
-        Ok(self.request())
+        let mariadb = identity.flavour == "mariadb";
+        if let Some(state) = &self.locate {
+            if !mariadb {
+                return Err(WalrsError::new(
+                    Kind::InvalidInput,
+                    format!(
+                        "--start-gtid {state} is a MariaDB GTID position; the server is {} {}",
+                        identity.flavour, identity.version
+                    ),
+                )
+                .hint("MySQL GTID auto-positioning is not supported: use --start-file"));
+            }
+            return Ok(Start::AfterGtid(state.clone()));
+        }
+        let (file, pos) = self.request();
+        let expect = if mariadb && pos > 4 { self.stored_gtid_position()? } else { None };
+        Ok(Start::At { file, pos, expect })
+    }
+
+    /// The MariaDB GTID position the active file's received bytes end at (reading its stored
+    /// parts once, after a restart); `None` if they hold no Gtid_list event.
+    fn stored_gtid_position(&mut self) -> Result<Option<GtidState>> {
+        let store = self.store()?.clone();
+        let Some(a) = self.active.as_mut() else { return Ok(None) };
+        if !a.scanned {
+            let entry =
+                super::store::FileEntry { whole: false, meta: None, parts: a.parts.clone() };
+            let mut reader = store.reader(&a.name, &entry)?;
+            let mut scan = FileScanner::default();
+            let mut chunk = vec![0u8; 1 << 20];
+            let mut n_read = 0u64;
+            loop {
+                let n = std::io::Read::read(&mut reader, &mut chunk)
+                    .map_err(|e| super::store::read_error(&a.name, e))?;
+                if n == 0 {
+                    break;
+                }
+                scan.feed(chunk.get(..n).unwrap_or_default());
+                n_read += n as u64;
+            }
+            if n_read != a.flushed {
+                return Err(WalrsError::new(
+                    Kind::Corrupt,
+                    format!("{}: {n_read} bytes read back of {} stored", a.name, a.flushed),
+                ));
+            }
+            scan.feed(&a.buf);
+            a.scan = scan;
+            a.scanned = true;
+        }
+        if a.scan.malformed || !a.scan.at_boundary() {
+            return Err(WalrsError::new(
+                Kind::Corrupt,
+                format!("{}: the stored bytes do not end on an event boundary", a.name),
+            ));
+        }
+        Ok(a.scan.gtid_position().cloned())
+    }
+
+    /// The `--start-gtid` position's file, as the server named it: the stream starts there.
+    fn on_located(&mut self, file: String) -> Result<()> {
+        if !event::valid_file_name(&file) {
+            return Err(protocol(format!("the server named {file:?} as the start file")));
+        }
+        tracing::info!(
+            "starting at {file}, the file holding the first transaction after GTID {}",
+            self.locate.as_ref().map(|s| s.to_string()).unwrap_or_default()
+        );
+        self.locate = None;
+        self.next_file = Some(file);
+        Ok(())
     }
 
     /// The position to ask the server for.
@@ -372,7 +469,7 @@ impl Tail {
             return Ok(());
         }
         if a.offset == 0 {
-            a.buf.extend_from_slice(&event::MAGIC);
+            a.push(&event::MAGIC);
             a.offset = 4;
             a.buffered_since.get_or_insert_with(Instant::now);
         }
@@ -384,7 +481,7 @@ impl Tail {
                 a.name, h.event_type, h.log_pos
             )));
         }
-        a.buf.extend_from_slice(&raw);
+        a.push(&raw);
         a.offset = end;
         a.buffered_since.get_or_insert_with(Instant::now);
         merge_ts(&mut a.buf_ts, h.timestamp);
@@ -436,6 +533,7 @@ pub fn run(
         opts,
         active: None,
         next_file: None,
+        locate: None,
         gaps: Vec::new(),
         server_first_file: None,
         closing: None,
@@ -462,21 +560,36 @@ pub fn run(
                 Ok(Msg::Connected { identity, first_file }) => {
                     let decided = tail.on_connected(&identity, first_file);
                     match decided {
-                        Ok((file, pos)) => {
+                        Ok(start) => {
+                            let from = match &start {
+                                Start::At { file, pos, .. } if file.is_empty() => {
+                                    format!("the server's first binlog at {pos}")
+                                }
+                                Start::At { file, pos, .. } => format!("{file} at {pos}"),
+                                Start::AfterGtid(s) => {
+                                    format!("the file holding the first transaction after GTID {s}")
+                                }
+                            };
                             tracing::info!(
-                                "connected to {} {} (server id {}); streaming from {} at {pos}",
+                                "connected to {} {} (server id {}); streaming from {from}",
                                 identity.flavour,
                                 identity.version,
                                 identity.server_id,
-                                if file.is_empty() { "the server's first binlog" } else { &file },
                             );
-                            let _ = go_tx.send(Some((file, pos)));
+                            let _ = go_tx.send(Some(start));
                         }
                         Err(e) => {
                             let _ = go_tx.send(None);
                             let _ = reader.join();
                             return Err(e);
                         }
+                    }
+                }
+                Ok(Msg::Located(file)) => {
+                    if let Err(e) = tail.on_located(file) {
+                        drop(go_tx);
+                        let _ = reader.join();
+                        return Err(e);
                     }
                 }
                 Ok(Msg::Event(raw)) => {
@@ -587,6 +700,29 @@ pub fn run(
                 return Err(WalrsError::new(Kind::Unavailable, format!("the server refused the binlog dump: {m}"))
                     .hint("is binary logging enabled (log_bin), and does the user have REPLICATION SLAVE?"));
             }
+            StreamError::StartGtid { purged, message } => {
+                let state = tail.locate.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                return Err(if purged {
+                    WalrsError::new(
+                        Kind::Purged,
+                        format!("the server no longer has the binlogs that follow GTID {state}: {message}"),
+                    )
+                    .hint("nothing was stored; start from the server's oldest binlog (without --start-gtid) and take a new full backup")
+                } else {
+                    WalrsError::new(
+                        Kind::InvalidInput,
+                        format!("the server's binlogs do not hold GTID position {state}: {message}"),
+                    )
+                    .hint("nothing was stored; give a position the server has written (SELECT @@gtid_binlog_pos on the server shows its latest)")
+                });
+            }
+            StreamError::Diverged(m) => {
+                return Err(WalrsError::new(
+                    Kind::ForeignCluster,
+                    format!("the server's binlog is another history than the stored one: {m}"),
+                )
+                .hint("the server was reset (RESET MASTER) or replaced by another under the same binlog names; nothing was appended; store its binlogs in another repository (or prefix)"));
+            }
         }
     }
 }
@@ -668,6 +804,7 @@ mod tests {
             flush_interval: Duration::from_secs(1),
             part_size: 1 << 20,
             start_file: None,
+            start_gtid: None,
             accept_gap: false,
             max_backoff: Duration::from_secs(1),
             compression: None,
@@ -678,6 +815,7 @@ mod tests {
             opts,
             active: None,
             next_file: None,
+            locate: None,
             gaps: Vec::new(),
             server_first_file: None,
             closing: None,
