@@ -880,4 +880,19 @@ fn issue_7_resume_refuses_another_history_under_the_same_name() {
     let after = fetch(&repo, &name, &tmp.path().join("after"));
     assert!(after == before, "the stored {name} changed");
     assert_eq!(stored(&repo).len(), 1);
+
+    // Again, with the stored length inside one large event of the new file: the server cannot
+    // give a position there (NULL), and the file is longer: refused too.
+    no_dump_threads(&db);
+    db.sql("RESET MASTER");
+    db.sql(&format!("INSERT INTO t.r (tag, v) VALUES ('big', REPEAT('z', {}))", stored_len + 1000));
+    let null = db.sql(&format!("SELECT BINLOG_GTID_POS('{name}', {stored_len})"));
+    assert_eq!(null.trim(), "NULL");
+    let tail = Tail::start(&repo, db.port, &log, &[]);
+    let code = tail.wait_exit(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 5, "{text}");
+    assert!(text.contains("not an event boundary"), "{text}");
+    let after = fetch(&repo, &name, &tmp.path().join("after2"));
+    assert!(after == before, "the stored {name} changed");
 }
