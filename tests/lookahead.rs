@@ -126,9 +126,10 @@ fn lookahead_drains_a_backlog() {
     eprintln!("backlog {ready}: {fast} calls answered from records, {batches} look-ahead batches");
 }
 
-/// archive_command runs walrs in the background and kills it with SIGKILL after a random delay
-/// of 0-59 ms (at most 16 times, never two calls in a row), then fails the call: kills land before the
-/// lock, during look-ahead pushes, between an object and its record, after the primary. Then
+/// archive_command runs walrs in the background and kills it, and any background look-ahead
+/// pusher, with SIGKILL after a random delay of 0-59 ms (at most 16 times, never two calls in a
+/// row), then fails the call: kills land before the lock, during look-ahead pushes, between an
+/// object and its record, after the primary. Then
 /// archiving goes on normally; nothing may be lost, partial or recorded falsely, and a cluster
 /// recovering from a base backup taken before the writes replays it all.
 #[test]
@@ -156,6 +157,8 @@ if [ -e {armed} ] && [ "$k" -lt 16 ] && [ ! -e {last} ]; then
     sleep "$(printf '0.%03d' $((r % 60)))" 2>/dev/null || sleep 0.02
     state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
     if [ -n "$state" ] && [ "$state" != Z ] && kill -9 $pid 2>/dev/null; then
+        # The background pusher a call may have started is killed too, wherever it is.
+        pkill -9 -f "^{bin} push" 2>/dev/null
         echo killed >> {kills}
         touch {last}
         wait $pid

@@ -138,6 +138,18 @@ impl<'a> LookAhead<'a> {
         self.push_dir.join(format!("{name}.lock"))
     }
 
+    /// Takes the lock of the background pusher (`<spool>/push/background.lock`) without
+    /// waiting; `None` while another one runs. Held for the pusher's whole life.
+    pub fn try_lock_background(&self) -> Result<Option<File>> {
+        try_lock(&self.push_dir.join("background.lock"))
+    }
+
+    /// Whether new work may still start: not after half of the deadline (the answer of a call,
+    /// or the end of a background pusher, must not be late).
+    pub fn within_budget(&self) -> bool {
+        self.started.elapsed() <= self.deadline.saturating_duration_since(self.started) / 2
+    }
+
     fn read_record(&self, name: &WalFileName) -> Option<Record> {
         let bytes = std::fs::read(self.record_path(name)).ok()?;
         let r: Record = serde_json::from_slice(&bytes).ok()?;
@@ -212,14 +224,14 @@ impl<'a> LookAhead<'a> {
         names
     }
 
-    /// The segments this call will push besides `primary`: ready, not recorded, oldest first.
-    /// Also drops spool entries of segments that are no longer ready.
-    pub fn candidates(&self, primary: &WalFileName) -> Vec<WalFileName> {
+    /// The segments to push besides `primary` (the archiver's own, if this is its call): ready,
+    /// not recorded, oldest first. Also drops spool entries of segments that are no longer ready.
+    pub fn candidates(&self, primary: Option<&WalFileName>) -> Vec<WalFileName> {
         let ready = self.ready();
         self.clean(&ready, primary);
         ready
             .into_iter()
-            .filter(|n| n != primary)
+            .filter(|n| Some(n) != primary)
             .filter(|n| self.matching_record(n, &self.wal_dir.join(n.as_str())).is_none())
             .take(self.parallel * BATCH_PER_WORKER)
             .collect()
@@ -227,9 +239,9 @@ impl<'a> LookAhead<'a> {
 
     /// Removes records and lock files whose segment is not ready any more (PostgreSQL marked
     /// it done). A lock held by a running push is left alone.
-    fn clean(&self, ready: &[WalFileName], primary: &WalFileName) {
+    fn clean(&self, ready: &[WalFileName], primary: Option<&WalFileName>) {
         let keep: HashSet<&str> =
-            ready.iter().map(WalFileName::as_str).chain([primary.as_str()]).collect();
+            ready.iter().map(WalFileName::as_str).chain(primary.map(WalFileName::as_str)).collect();
         let Ok(rd) = std::fs::read_dir(&self.push_dir) else { return };
         for e in rd.filter_map(|e| e.ok()) {
             let Ok(file) = e.file_name().into_string() else { continue };
@@ -247,6 +259,8 @@ impl<'a> LookAhead<'a> {
                         let _ = std::fs::remove_file(&p);
                     }
                 }
+                // The background pusher's lock is not a segment's.
+                _ if stem == "background" => {}
                 // A temporary record file of a process that died between write and rename.
                 _ if file.contains(".ok.tmp.") || file.contains(".tmp.") => {
                     let _ = std::fs::remove_file(&p);
@@ -261,6 +275,16 @@ impl<'a> LookAhead<'a> {
     /// and recorded once durable. Failures are logged and left for the archiver's own call for
     /// that segment, which reports them properly.
     pub fn push_all(&self, candidates: Vec<WalFileName>, opts: &PushOptions) -> usize {
+        self.push_all_noting(candidates, opts, &Mutex::new(HashSet::new()))
+    }
+
+    /// As [`LookAhead::push_all`]; the names that failed are added to `failed`.
+    pub fn push_all_noting(
+        &self,
+        candidates: Vec<WalFileName>,
+        opts: &PushOptions,
+        failed: &Mutex<HashSet<WalFileName>>,
+    ) -> usize {
         let queue = Mutex::new(VecDeque::from(candidates));
         let done = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
@@ -270,7 +294,12 @@ impl<'a> LookAhead<'a> {
                         done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!("look-ahead push of {name} failed: {e}"),
+                    Err(e) => {
+                        tracing::warn!("look-ahead push of {name} failed: {e}");
+                        if let Ok(mut f) = failed.lock() {
+                            f.insert(name);
+                        }
+                    }
                 }
             }
         };
@@ -285,9 +314,7 @@ impl<'a> LookAhead<'a> {
     }
 
     fn next(&self, queue: &Mutex<VecDeque<WalFileName>>) -> Option<WalFileName> {
-        // Nothing new after half the deadline: the primary's answer must not be late.
-        let budget = self.deadline.saturating_duration_since(self.started) / 2;
-        if self.started.elapsed() > budget {
+        if !self.within_budget() {
             return None;
         }
         queue.lock().ok()?.pop_front()
@@ -304,8 +331,20 @@ impl<'a> LookAhead<'a> {
         if !self.status_dir.join(format!("{name}.ready")).exists() {
             return Ok(false);
         }
-        let before = file_id(&path).map_err(|e| super::local_io("reading", &path, &e))?;
-        let (stored_len, digest) = match push(self.repo, &path, opts)? {
+        self.push_and_record(name, &path, opts)
+    }
+
+    /// Pushes `path` (whose lock the caller holds) and records it once durable. `Ok(false)`:
+    /// pushed, but not recorded (the file changed meanwhile, or the record could not be
+    /// written; a later call then pushes it again, which is a no-op).
+    pub fn push_and_record(
+        &self,
+        name: &WalFileName,
+        path: &Path,
+        opts: &PushOptions,
+    ) -> Result<bool> {
+        let before = file_id(path).map_err(|e| super::local_io("reading", path, &e))?;
+        let (stored_len, digest) = match push(self.repo, path, opts)? {
             PushOutcome::Stored { summary, .. } => (summary.stored_len, summary.digest_hex()),
             PushOutcome::AlreadyArchived => {
                 let meta = self.repo.storage().head(&layout::wal_key(name)?)?.ok_or_else(|| {
@@ -315,7 +354,7 @@ impl<'a> LookAhead<'a> {
             }
         };
         // The file must be the one that was pushed: a change during the push is not recorded.
-        let after = file_id(&path).map_err(|e| super::local_io("reading", &path, &e))?;
+        let Ok(after) = file_id(path) else { return Ok(false) };
         if before != after {
             return Ok(false);
         }
@@ -333,7 +372,13 @@ impl<'a> LookAhead<'a> {
         let json = serde_json::to_vec(&record)
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
         let rp = self.record_path(name);
-        write_atomically(&rp, &json).map_err(|e| super::local_io("writing", &rp, &e))?;
+        if let Err(e) = write_atomically(&rp, &json) {
+            tracing::warn!(
+                "{name} is archived, but its spool record {} could not be written: {e}",
+                rp.display()
+            );
+            return Ok(false);
+        }
         tracing::debug!("look-ahead archived {name}");
         Ok(true)
     }

@@ -1,11 +1,17 @@
 //! `walrs push <path>`: archive_command. See docs/commands/push.md.
 //!
-//! With look-ahead on (the default inside a data directory), the call also archives other
-//! segments PostgreSQL has marked ready, several at once, and a later call for one of those
-//! finds its spool record and exits 0 at once (archive/lookahead.rs).
+//! With look-ahead on (the default inside a data directory), other segments PostgreSQL has
+//! marked ready are archived several at once, and a later call for one of those finds its
+//! spool record and exits 0 at once (archive/lookahead.rs). The look-ahead runs in a background
+//! `walrs push` (the same command line, started by the call with `WALRS_PUSH_BACKGROUND=1`)
+//! that keeps going while the archiver's calls come and go, so the pushing never pauses while
+//! the archiver works through the calls answered from records; if it cannot be started, the
+//! call does the look-ahead itself and waits for it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::archive::lookahead::{DEFAULT_PARALLEL, LookAhead, Recorded};
 use crate::archive::prefetch::PrefetchDir;
@@ -21,6 +27,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Prefetched segments untouched this long are removed by a push (docs/format/spool.md).
 const STALE_PREFETCH: Duration = Duration::from_secs(600);
+
+/// Set (to 1) in the environment of the background pusher a call starts; internal.
+const BACKGROUND_ENV: &str = "WALRS_PUSH_BACKGROUND";
+/// How long a background pusher waits for new `.ready` files once it has nothing to do.
+const BACKGROUND_LINGER: Duration = Duration::from_millis(500);
+/// Pause between scans of `archive_status` when a pass pushed nothing.
+const BACKGROUND_POLL: Duration = Duration::from_millis(20);
 
 /// Arguments of `walrs push`.
 #[derive(clap::Args, Debug)]
@@ -48,6 +61,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         codec_workers: None,
         commits_command: true,
     };
+    if std::env::var_os(BACKGROUND_ENV).is_some_and(|v| v == "1") {
+        if let Some(la) = &la {
+            run_background(la, &opts);
+        }
+        return Ok(());
+    }
     let result = match &la {
         None => archive::push(&repo, &args.path, &opts).map(|_| ()),
         Some(la) => {
@@ -92,12 +111,20 @@ fn with_look_ahead(
         tracing::info!("{name} was archived by an earlier call's look-ahead");
         return Ok(());
     }
-    let candidates = la.candidates(name);
+    let candidates = la.candidates(Some(name));
     if candidates.is_empty() {
         return archive::push(la_repo(la), path, opts).map(|_| ());
     }
     // Segments side by side are the parallelism: one codec thread each.
     opts.codec_workers = Some(0);
+    if start_background(la) {
+        // The background pusher takes the candidates; this call pushes its own file and records
+        // it too, so that the pusher, which may see its `.ready` before PostgreSQL renames it,
+        // does not push it a second time.
+        la.push_and_record(name, path, opts)?;
+        drop(lock);
+        return Ok(());
+    }
     let side = PushOptions { commits_command: false, ..opts.clone() };
     std::thread::scope(|s| {
         let helpers = s.spawn(|| la.push_all(candidates, &side));
@@ -113,4 +140,68 @@ fn with_look_ahead(
 
 fn la_repo<'a>(la: &LookAhead<'a>) -> &'a crate::repo::Repository {
     la.repo()
+}
+
+/// Starts a background pusher (this command line again, with `WALRS_PUSH_BACKGROUND=1`) unless
+/// one runs; whether one runs now. Its standard error is this call's (PostgreSQL's log); it
+/// gets a process group of its own, so that signals meant for the archiver's (a reload's
+/// SIGHUP) do not end it half-way: a pusher stopped at any point is harmless anyway.
+fn start_background(la: &LookAhead<'_>) -> bool {
+    match la.try_lock_background() {
+        Ok(None) => return true,
+        Ok(Some(_free)) => {}
+        Err(e) => {
+            tracing::debug!("no background look-ahead: {e}");
+            return false;
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("no background look-ahead: cannot find this program: {e}");
+            return false;
+        }
+    };
+    use std::os::unix::process::CommandExt;
+    let spawned = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(BACKGROUND_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(_child) => true,
+        Err(e) => {
+            tracing::warn!("could not start the background look-ahead ({e}); this call does it");
+            false
+        }
+    }
+}
+
+/// The background pusher: while it holds the background lock, pushes every ready, unrecorded
+/// segment, `--parallel` − 1 at a time (the archiver's own call is the last of the
+/// `--parallel`), and records each; exits once nothing new has turned up for
+/// [`BACKGROUND_LINGER`], or at half its deadline. A segment that fails is not tried again by
+/// this pusher: the archiver's own call for it reports the failure.
+fn run_background(la: &LookAhead<'_>, opts: &PushOptions) {
+    let Ok(Some(_held)) = la.try_lock_background() else { return };
+    let opts = PushOptions { codec_workers: Some(0), commits_command: false, ..opts.clone() };
+    let failed = Mutex::new(HashSet::new());
+    let mut idle_since: Option<Instant> = None;
+    while la.within_budget() {
+        let skip = failed.lock().map(|f| f.clone()).unwrap_or_default();
+        let todo: Vec<WalFileName> =
+            la.candidates(None).into_iter().filter(|n| !skip.contains(n)).collect();
+        let n = if todo.is_empty() { 0 } else { la.push_all_noting(todo, &opts, &failed) };
+        if n > 0 {
+            tracing::info!("look-ahead archived {n} more segment(s) in the background");
+            idle_since = None;
+            continue;
+        }
+        if idle_since.get_or_insert_with(Instant::now).elapsed() > BACKGROUND_LINGER {
+            break;
+        }
+        std::thread::sleep(BACKGROUND_POLL);
+    }
 }
