@@ -113,7 +113,9 @@ fn with_look_ahead(
     }
     let candidates = la.candidates(Some(name));
     if candidates.is_empty() {
-        return archive::push(la_repo(la), path, opts).map(|_| ());
+        // Recorded as well: a background pusher started by an earlier call may still be
+        // scanning, and must not push this file again once this call has.
+        return la.push_and_record(name, path, opts).map(|_| ());
     }
     // Segments side by side are the parallelism: one codec thread each.
     opts.codec_workers = Some(0);
