@@ -203,12 +203,33 @@ fn write_rows(db: &MariaDb, n: usize, tag: &str) {
     ));
 }
 
+/// Creates the table most tests write: `t.r`.
+fn create_r(db: &MariaDb) {
+    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+}
+
+/// A server with 20 rows in `t.r`, tailed into `<tmp>/repo` until caught up, the tail stopped:
+/// the repository holds the active binlog as parts. Returns the server, the repository's
+/// directory, the repository and the tail's log path.
+fn tailed_and_stopped(tmp: &Path) -> (MariaDb, PathBuf, Repo, PathBuf) {
+    let db = MariaDb::start(&[]);
+    let dir = tmp.join("repo");
+    let repo = Repo::fs(&dir);
+    let log = tmp.join("tail.log");
+    create_r(&db);
+    write_rows(&db, 20, "a");
+    let tail = Tail::start(&repo, db.port, &log, &[]);
+    wait_caught_up(&repo, &db, &tail, Duration::from_secs(60));
+    assert_eq!(tail.stop(), 0);
+    (db, dir, repo, log)
+}
+
 #[test]
 fn issue_7_tail_stores_byte_identical_binlogs() {
     let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
     let repo = Repo::fs(&tmp.path().join("repo"));
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     write_rows(&db, 100, "before");
     let tail = Tail::start(&repo, db.port, &tmp.path().join("tail.log"), &[]);
     let raw = tmp.path().join("raw");
@@ -303,7 +324,7 @@ fn issue_7_tail_restarts_and_server_restarts_leave_no_gap() {
     let mut db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
     let repo = Repo::fs(&tmp.path().join("repo"));
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     let log = tmp.path().join("tail.log");
 
     // A writer keeps the server busy while the tail is stopped, killed and restarted.
@@ -361,7 +382,7 @@ fn issue_7_purged_binlog_is_an_error_and_a_gap() {
     let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
     let repo = Repo::fs(&tmp.path().join("repo"));
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     let log = tmp.path().join("tail.log");
     let tail = Tail::start(&repo, db.port, &log, &[]);
     write_rows(&db, 10, "a");
@@ -488,7 +509,7 @@ fn issue_7_encrypted_repository_on_s3() {
         server.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     env.push(("WALRS_ENCRYPTION_KEY".into(), key_b64(7)));
     let repo = Repo { url: server.url("bl"), env };
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     // Through the server's Unix socket (the --host/--port given by Tail::start are then unused).
     let sock = db.socket().display().to_string();
     let tail = Tail::start(&repo, db.port, &tmp.path().join("tail.log"), &["--socket", &sock]);
@@ -512,16 +533,8 @@ fn issue_7_encrypted_repository_on_s3() {
 /// finishes the close; nothing is rewritten.
 #[test]
 fn issue_7_interrupted_close_is_finished_on_restart() {
-    let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
-    let dir = tmp.path().join("repo");
-    let repo = Repo::fs(&dir);
-    let log = tmp.path().join("tail.log");
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
-    write_rows(&db, 20, "a");
-    let tail = Tail::start(&repo, db.port, &log, &[]);
-    wait_caught_up(&repo, &db, &tail, Duration::from_secs(60));
-    assert_eq!(tail.stop(), 0);
+    let (db, dir, repo, log) = tailed_and_stopped(tmp.path());
     // The parts of the active file, as a crash right after the whole file was written leaves them.
     let name = db.binlogs()[0].0.clone();
     let parts = dir.join("binlog/parts").join(&name);
@@ -600,7 +613,7 @@ fn issue_7_server_without_checksums() {
     let db = MariaDb::start(&["--binlog-checksum=NONE"]);
     let tmp = short_tempdir("wbl");
     let repo = Repo::fs(&tmp.path().join("repo"));
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     let tail = Tail::start(&repo, db.port, &tmp.path().join("tail.log"), &[]);
     write_rows(&db, 200, "a");
     db.sql("FLUSH BINARY LOGS");
@@ -692,7 +705,7 @@ fn no_dump_threads(db: &MariaDb) {
 fn issue_7_start_gtid_starts_at_the_file_of_the_next_transaction() {
     let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     write_rows(&db, 10, "a");
     db.sql("FLUSH BINARY LOGS");
     write_rows(&db, 10, "b1");
@@ -775,7 +788,7 @@ fn issue_7_start_gtid_syntax_is_checked() {
 fn issue_7_start_gtid_the_server_cannot_serve_is_refused() {
     let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
+    create_r(&db);
     write_rows(&db, 10, "a");
     let early = gtid_pos(&db);
     write_rows(&db, 10, "a2");
@@ -829,16 +842,8 @@ fn issue_7_start_gtid_the_server_cannot_serve_is_refused() {
 /// 5, naming both GTID positions, and the stored file stays as it was.
 #[test]
 fn issue_7_resume_refuses_another_history_under_the_same_name() {
-    let db = MariaDb::start(&[]);
     let tmp = short_tempdir("wbl");
-    let dir = tmp.path().join("repo");
-    let repo = Repo::fs(&dir);
-    let log = tmp.path().join("tail.log");
-    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(16), v TEXT) ENGINE=InnoDB");
-    write_rows(&db, 20, "a");
-    let tail = Tail::start(&repo, db.port, &log, &[]);
-    wait_caught_up(&repo, &db, &tail, Duration::from_secs(60));
-    assert_eq!(tail.stop(), 0);
+    let (db, _dir, repo, log) = tailed_and_stopped(tmp.path());
     let (name, stored_len) = db.binlogs()[0].clone();
     let old_pos = gtid_pos(&db);
     let before = fetch(&repo, &name, &tmp.path().join("before"));
