@@ -80,11 +80,7 @@ trap cleanup EXIT
 
 install -d -m 755 -o "$PG_USER" "$WORK/bin"
 install_walrs "$WORK/bin/walrs"
-if [[ " $METHODS " == *" walrs-base "* ]]; then
-    [[ -n ${WALRS_BASE_BIN:-} ]] || die "walrs-base needs WALRS_BASE_BIN (the baseline binary)"
-    install -m 755 "$WALRS_BASE_BIN" "$WORK/bin/walrs-base"
-    log "walrs-base: $("$WORK/bin/walrs-base" --version) (WALRS_BASE_BIN=$WALRS_BASE_BIN)"
-fi
+install_walrs_base "$WORK/bin/walrs-base" || true
 log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
 
 # The S3 server (only when a walrs-s3* method runs).

@@ -39,6 +39,16 @@ install_walrs() {
     WALRS_VERSION="$("$dest" --version) ($(cd "$BENCH_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$BENCH_ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty'))"
 }
 
+# For the opt-in walrs-base method: copies WALRS_BASE_BIN (an earlier build, for a before and
+# after comparison in one run) to $1 when METHODS names walrs-base. Returns 0 if it did.
+install_walrs_base() {
+    local dest=$1
+    [[ " $METHODS " == *" walrs-base "* ]] || return 1
+    [[ -n ${WALRS_BASE_BIN:-} ]] || die "walrs-base needs WALRS_BASE_BIN (the baseline binary)"
+    install -m 755 "$WALRS_BASE_BIN" "$dest"
+    log "walrs-base: $("$dest" --version) (WALRS_BASE_BIN=$WALRS_BASE_BIN)"
+}
+
 # A directory under /tmp that the postgres user can traverse; removed by cleanup_all.
 make_workdir() {
     local prefix=$1

@@ -79,12 +79,7 @@ install_walrs "$WORK/bin/walrs"
 W=$WORK/bin/walrs
 log "walrs: $WALRS_VERSION; pgbackrest: $(pgbackrest version 2>/dev/null || echo none)"
 BASE=0
-if [[ " $METHODS " == *" walrs-base "* ]]; then
-    [[ -n ${WALRS_BASE_BIN:-} ]] || die "walrs-base needs WALRS_BASE_BIN (the baseline binary)"
-    install -m 755 "$WALRS_BASE_BIN" "$WORK/bin/walrs-base"
-    log "walrs-base: $("$WORK/bin/walrs-base" --version) (WALRS_BASE_BIN=$WALRS_BASE_BIN)"
-    BASE=1
-fi
+install_walrs_base "$WORK/bin/walrs-base" && BASE=1
 
 S3=0
 [[ " $METHODS " == *" walrs-s3"* ]] && S3=1
