@@ -15,7 +15,8 @@ const CHECK_SQL: &str =
 
 /// A cluster archiving through walrs, a base backup taken before a few dozen segments of writes.
 /// Returns (world, repo, backup dir, expected CHECK_SQL, last archived segment).
-fn archived_history(world: &PgWorld) -> (PathBuf, PathBuf, String, String) {
+/// `steps` inserts of 200,000 rows after the base backup (each about 3 segments of WAL).
+fn archived_history(world: &PgWorld, steps: u32) -> (PathBuf, PathBuf, String, String) {
     let repo = world.mkdir("repo");
     let bin = world.walrs.display().to_string();
     let mut a = PgCluster::init(
@@ -30,7 +31,7 @@ fn archived_history(world: &PgWorld) -> (PathBuf, PathBuf, String, String) {
     a.sql("CREATE TABLE t (g int, x text)");
     let backup = world.path("backup");
     a.basebackup(&backup);
-    for step in 0..6 {
+    for step in 0..steps {
         a.sql(&format!(
             "INSERT INTO t SELECT g, repeat(md5(g::text), 2) FROM generate_series({}, {}) g",
             step * 200_000 + 1,
@@ -76,7 +77,7 @@ fn segments(repo: &Path) -> Vec<String> {
 #[test]
 fn prefetch_serves_recovery_and_refuses_wrong_entries() {
     let world = PgWorld::new();
-    let (repo, backup, expected, last) = archived_history(&world);
+    let (repo, backup, expected, last) = archived_history(&world, 6);
     let segs = segments(&repo);
     assert!(segs.len() >= 12, "expected a dozen segments or more, found {segs:?}");
     let bin = world.walrs.display().to_string();
@@ -152,13 +153,16 @@ fn stored_len(repo: &Path, name: &str) -> u64 {
 }
 
 /// restore_command runs `walrs fetch` in the background and, at most 12 times, kills it after a
-/// random 0-14 ms or the running prefetcher after a random 0-59 ms, with SIGKILL; a fetch that was killed is run again
+/// random 0-4 ms (a fetch served from the spool is over in a few) or the running prefetcher
+/// after a random 0-59 ms, with SIGKILL; a fetch that was killed is run again
 /// without interference, as PostgreSQL would retry it. Recovery must replay everything, with
 /// nothing partial ever reaching pg_wal.
 #[test]
 fn prefetch_survives_kill_9() {
     let world = PgWorld::new();
-    let (repo, backup, expected, last) = archived_history(&world);
+    // More WAL than the other tests: every call is a chance for a kill, and fetches served from
+    // the spool are over in a few milliseconds.
+    let (repo, backup, expected, last) = archived_history(&world, 10);
     let bin = world.walrs.display().to_string();
     let kills = world.path("kills");
     let script = world.path("fetcher.sh");
@@ -177,7 +181,7 @@ if [ "$k" -lt 12 ]; then
         sleep "$(printf '0.%03d' $((r % 60)))" 2>/dev/null || sleep 0.02
         if pkill -9 -f "prefetch .*--spool-dir {spool}" 2>/dev/null; then echo prefetcher >> {kills}; fi
     else
-        sleep "$(printf '0.%03d' $((r % 15)))" 2>/dev/null || sleep 0.005
+        sleep "$(printf '0.%03d' $((r % 5)))" 2>/dev/null || sleep 0.002
         state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
         if [ -n "$state" ] && [ "$state" != Z ] && kill -9 $pid 2>/dev/null; then
             echo fetch >> {kills}
