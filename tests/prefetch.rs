@@ -153,8 +153,8 @@ fn stored_len(repo: &Path, name: &str) -> u64 {
 }
 
 /// restore_command runs `walrs fetch` in the background and, at most 12 times, kills it after a
-/// random 0-4 ms (a fetch served from the spool is over in a few) or the running prefetcher
-/// after a random 0-59 ms, with SIGKILL; a fetch that was killed is run again
+/// random 0-4 ms (a fetch served from the spool is over in a few) or the prefetcher after a
+/// random 0-59 ms (or as soon as one runs in the 100 ms after that), with SIGKILL; a fetch that was killed is run again
 /// without interference, as PostgreSQL would retry it. Recovery must replay everything, with
 /// nothing partial ever reaching pg_wal.
 #[test]
@@ -171,15 +171,20 @@ fn prefetch_survives_kill_9() {
         &script,
         format!(
             r#"#!/bin/sh
-# $1 = %f, $2 = %p
+# $1 = %f, $2 = %p. The dice are cast before the fetch starts, so that the kill follows its
+# start closely (a fetch served from the spool is over in a few milliseconds).
+k=$(cat {kills} 2>/dev/null | wc -l)
+r=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
 {env} {bin} fetch "$1" "$2" &
 pid=$!
-k=$(cat {kills} 2>/dev/null | wc -l)
 if [ "$k" -lt 12 ]; then
-    r=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
     if [ $((r % 2)) -eq 0 ]; then
         sleep "$(printf '0.%03d' $((r % 60)))" 2>/dev/null || sleep 0.02
-        if pkill -9 -f "prefetch .*--spool-dir {spool}" 2>/dev/null; then echo prefetcher >> {kills}; fi
+        # A prefetcher runs only while it has work: look for one a little longer.
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            if pkill -9 -f "prefetch .*--spool-dir {spool}" 2>/dev/null; then echo prefetcher >> {kills}; break; fi
+            sleep 0.005 2>/dev/null || break
+        done
     else
         sleep "$(printf '0.%03d' $((r % 5)))" 2>/dev/null || sleep 0.002
         state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
