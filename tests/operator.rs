@@ -118,7 +118,7 @@ fn refused(out: &Out, code: i32, why: &str) {
     assert!(out.stderr.contains(why), "expected {why:?} in:\n{}", out.stderr);
 }
 
-/// https://github.com/walrs/walrs/issues/13: `.pgpass` as libpq reads it.
+/// Issue 13: `.pgpass` as libpq reads it.
 #[test]
 fn issue_13_basebackup_finds_its_password_in_pgpass() {
     let world = PgWorld::new();
@@ -172,7 +172,7 @@ fn issue_13_basebackup_finds_its_password_in_pgpass() {
     assert!(out.stderr.contains(".pgpass"), "the file consulted is named: {}", out.stderr);
 }
 
-/// https://github.com/walrs/walrs/issues/13: connection services, with libpq's precedence:
+/// Issue 13: connection services, with libpq's precedence:
 /// the connection string over the service file over the environment.
 #[test]
 fn issue_13_basebackup_reads_pg_service_conf() {
@@ -220,7 +220,7 @@ fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
     &a[..n]
 }
 
-/// https://github.com/walrs/walrs/issues/13: `latest` and unique id prefixes for `backup show`,
+/// Issue 13: `latest` and unique id prefixes for `backup show`,
 /// `backup verify` and `restore --backup`; an ambiguous prefix is refused with the candidates.
 #[test]
 fn issue_13_backup_ids_latest_and_unique_prefixes() {
@@ -292,7 +292,7 @@ fn issue_13_backup_ids_latest_and_unique_prefixes() {
     assert!(!dir.exists());
 }
 
-/// https://github.com/walrs/walrs/issues/13: `push_timeout` and `fetch_timeout` do not cut a
+/// Issue 13: `push_timeout` and `fetch_timeout` do not cut a
 /// base backup short; `basebackup_timeout` does; and the deadline's message names where its value
 /// came from (config key and file, variable, flag).
 #[test]
@@ -342,7 +342,7 @@ fn issue_13_deadlines_fit_the_command_and_name_their_source() {
     assert!(t0.elapsed() > Duration::from_millis(500), "the backup must outlive push_timeout");
 }
 
-/// https://github.com/walrs/walrs/issues/13: the shipped archive.conf sets archive_timeout (and
+/// Issue 13: the shipped archive.conf sets archive_timeout (and
 /// is accepted by a real server as it is), and a target time after the last archived transaction
 /// is refused with the way out: no target, or archive_timeout on the server.
 #[test]

@@ -147,6 +147,10 @@ fn init_logging(level: tracing::Level) {
         .try_init();
 }
 
+/// A `Timeout` error this close to the deadline is the deadline's doing (checks that stop
+/// shortly before it, such as a lock wait's last sleep); its message then names the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
 /// Starts the deadline watchdog: when the deadline passes, it removes every registered
 /// temporary file and exits with `code`, whatever the main thread is blocked on.
 fn arm_watchdog(deadline: Deadline, code: ExitCode, what: &'static str) {
@@ -312,7 +316,7 @@ where
     match result {
         Ok(()) => ExitCode::Success,
         Err(mut e) => {
-            if e.kind == Kind::Timeout && !endless && Instant::now() >= ends {
+            if e.kind == Kind::Timeout && !endless && Instant::now() + DEADLINE_SLACK >= ends {
                 // The command's own deadline: say where its value came from.
                 e.message.push_str(&format!(" (deadline of {deadline})"));
             }
