@@ -12,6 +12,7 @@ mod faults;
 mod lookahead;
 mod majors;
 mod mysql_wire;
+mod operator;
 mod pg_archive;
 mod pitr;
 mod prefetch;

@@ -7,6 +7,7 @@
 //! `backups/<id>/manifest.json`, written last, only once the WAL from the backup's start to its
 //! stop is in the repository. A backup without `manifest.json` never happened.
 
+pub mod ids;
 pub mod restore;
 pub mod tar;
 

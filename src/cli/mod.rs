@@ -7,10 +7,10 @@ pub mod exit;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands;
-use crate::config::{Overrides, Settings};
+use crate::config::{Deadline, DeadlineSource, Overrides, Settings};
 use crate::error::{Kind, Result, WalrsError};
 use crate::repo::Repository;
 use crate::storage::OpenOptions;
@@ -42,7 +42,8 @@ pub struct GlobalArgs {
     /// Compression of new objects: zstd[:LEVEL], lz4 or none (default: the repository's, zstd:1).
     #[arg(long, global = true, env = "WALRS_COMPRESSION", value_name = "ALGO")]
     pub compression: Option<String>,
-    /// Deadline of the command (e.g. 60, 90s, 5m); the command gives up when it passes.
+    /// Deadline of the command (e.g. 60, 90s, 5m); the command gives up when it passes. Wins over
+    /// the config file's `<command>_timeout` and `timeout`.
     #[arg(long, global = true, env = "WALRS_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Log level on stderr: error, warn, info, debug, trace.
@@ -146,21 +147,24 @@ fn init_logging(level: tracing::Level) {
         .try_init();
 }
 
+/// A `Timeout` error this close to the deadline is the deadline's doing (checks that stop
+/// shortly before it, such as a lock wait's last sleep); its message then names the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
 /// Starts the deadline watchdog: when the deadline passes, it removes every registered
 /// temporary file and exits with `code`, whatever the main thread is blocked on.
-fn arm_watchdog(timeout: Duration, code: ExitCode, what: &'static str) {
+fn arm_watchdog(deadline: Deadline, code: ExitCode, what: &'static str) {
     let spawned = std::thread::Builder::new().name("walrs-deadline".into()).spawn(move || {
-        std::thread::sleep(timeout);
+        std::thread::sleep(deadline.duration);
         if !crate::cleanup::mark_timed_out() {
             // The result is durable; only follow-up work (an index entry, logging) is late.
             tracing::warn!(
-                "walrs {what}: deadline of {} ms passed after the result was stored; exiting 0",
-                timeout.as_millis()
+                "walrs {what}: deadline of {deadline} passed after the result was stored; exiting 0"
             );
             crate::cleanup::remove_all();
             std::process::exit(0);
         }
-        tracing::error!("walrs {what}: deadline of {} ms exceeded; giving up", timeout.as_millis());
+        tracing::error!("walrs {what}: deadline of {deadline} exceeded; giving up");
         crate::cleanup::remove_all();
         std::process::exit(i32::from(code.code()));
     });
@@ -175,7 +179,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -187,6 +194,8 @@ where
             };
         }
     };
+    // The deadline's key in the config file (`<key>_timeout`) is the command's name; the
+    // prefetcher is part of `fetch`.
     let (what, default_timeout, abort_flag) = match &cli.command {
         Command::Push(_) => ("push", commands::push::DEFAULT_TIMEOUT, None),
         Command::Fetch(a) => {
@@ -223,6 +232,8 @@ where
         repo: g.repo.clone(),
         compression: g.compression.clone(),
         timeout: g.timeout.clone(),
+        timeout_from_env: matches.value_source("timeout")
+            == Some(clap::parser::ValueSource::EnvVariable),
         log_level: g.log_level.clone(),
         fetch_abort_on_hard_failure: abort_flag,
         s3_endpoint: g.s3_endpoint.clone(),
@@ -271,19 +282,26 @@ where
             ExitCode::for_kind(kind)
         }
     };
-    let timeout = settings.timeout.unwrap_or(default_timeout);
-    // `binlog tail` runs until stopped: a deadline only when one is asked for.
+    let deadline =
+        settings.deadline(if what == "prefetch" { "fetch" } else { what }, default_timeout);
+    // `binlog tail` runs until stopped: a deadline only when one is asked for (the flag, the
+    // variable or `binlog_timeout`; not the file's general `timeout`).
     let endless = matches!(
         &cli.command,
         Command::Binlog(commands::binlog::Args { action: commands::binlog::Action::Tail(_) })
-    );
-    let timeout = if endless && settings.timeout.is_none() {
+    ) && match &deadline.source {
+        DeadlineSource::Flag | DeadlineSource::Variable => false,
+        DeadlineSource::File { key, .. } => key != "binlog_timeout",
+        DeadlineSource::Default { .. } => true,
+    };
+    let timeout = if endless {
         Duration::from_secs(100 * 365 * 24 * 3600)
     } else {
-        arm_watchdog(timeout, map(Kind::Timeout), what);
-        timeout
+        arm_watchdog(deadline.clone(), map(Kind::Timeout), what);
+        deadline.duration
     };
-    let ctx = Ctx { settings, deadline: Instant::now() + timeout, global: cli.global.clone() };
+    let ends = Instant::now() + timeout;
+    let ctx = Ctx { settings, deadline: ends, global: cli.global.clone() };
     let result: std::result::Result<(), WalrsError> = match cli.command {
         Command::Push(a) => commands::push::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
@@ -297,7 +315,11 @@ where
     };
     match result {
         Ok(()) => ExitCode::Success,
-        Err(e) => {
+        Err(mut e) => {
+            if e.kind == Kind::Timeout && !endless && Instant::now() + DEADLINE_SLACK >= ends {
+                // The command's own deadline: say where its value came from.
+                e.message.push_str(&format!(" (deadline of {deadline})"));
+            }
             if e.kind == Kind::NotFound && what == "fetch" {
                 // Routine during recovery: PostgreSQL probes for files that do not exist yet.
                 // For every other command "not found" is an answer the operator must see.

@@ -27,7 +27,8 @@ pub enum Action {
     },
     /// One backup's manifest.
     Show {
-        /// The backup id.
+        /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
+        #[arg(value_name = "ID|latest")]
         id: String,
         /// Machine-readable output (the whole manifest).
         #[arg(long)]
@@ -36,15 +37,14 @@ pub enum Action {
     /// Read every object of a backup and check every file against PostgreSQL's backup
     /// manifest. Exit 18 if anything is wrong.
     Verify {
-        /// The backup id.
+        /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
+        #[arg(value_name = "ID|latest")]
         id: String,
     },
 }
 
 fn load(repo: &crate::repo::Repository, id: &str) -> Result<backup::BackupManifest> {
-    backup::load_manifest(repo, id)?.ok_or_else(|| {
-        WalrsError::new(Kind::NotFound, format!("no complete backup {id} in {}", repo.describe()))
-    })
+    backup::ids::resolve(repo, id)
 }
 
 /// Runs the command.
@@ -150,6 +150,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
         Action::Verify { id } => {
             let m = load(&repo, &id)?;
+            let id = m.id.clone();
             let problems = backup::verify(&repo, &m)?;
             for p in &problems {
                 println!("{p}");

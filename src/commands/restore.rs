@@ -25,7 +25,8 @@ pub struct Args {
     /// The data directory to restore into (created; must be empty if it exists).
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
-    /// The backup to restore (default: the newest that reaches the target).
+    /// The backup to restore: an id, a unique prefix of one, or `latest` (the default: the
+    /// newest that reaches the target).
     #[arg(long, value_name = "ID|latest")]
     pub backup: Option<String>,
     /// Recover to this time (PostgreSQL timestamptz input, e.g. '2026-11-21 14:03:07+00').
@@ -109,7 +110,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
         tablespace_map.push((o.to_owned(), n.to_owned()));
     }
-    let (backups, _) = backup::catalogue(&repo)?;
+    let (backups, incomplete) = backup::catalogue(&repo)?;
+    // A prefix names the one backup it matches; `latest` is left to the planner (the newest
+    // backup that reaches the target). An unknown id is a refused plan (exit 19), as before.
+    let chosen = match args.backup.as_deref() {
+        None | Some(backup::ids::LATEST) => None,
+        Some(spec) => Some(
+            backup::ids::pick(&backups, &incomplete, spec, &repo.describe())
+                .map_err(|e| match e.kind {
+                    Kind::NotFound => WalrsError { kind: Kind::Unreachable, ..e },
+                    _ => e,
+                })?
+                .id
+                .clone(),
+        ),
+    };
     let seg = cfg.wal_segment_size;
     let mut summaries = index::load_all(&repo, seg, cfg.encryption.is_some())?;
     if let Target::Xid(x) = tgt {
@@ -143,8 +158,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         histories: &histories,
         seg_size: seg,
     };
-    let plan =
-        recovery::plan(&input, &tgt, timeline, args.backup.as_deref(), !args.target_exclusive)?;
+    let plan = recovery::plan(&input, &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
     if args.json {
         println!(
             "{}",

@@ -3,7 +3,9 @@
 //!
 //! Unknown keys in the file are errors (a typo must not silently drop a setting). The encryption
 //! key is never a flag: it comes from `WALRS_ENCRYPTION_KEY_FILE` / `WALRS_ENCRYPTION_KEY` or the
-//! file's `encryption_key_file` / `encryption_key`.
+//! file's `encryption_key_file` / `encryption_key`. A command's deadline ([`Deadline`]) comes from
+//! `--timeout`, `WALRS_TIMEOUT`, the file's `<command>_timeout`, the file's `timeout`, or the
+//! command's default, in that order, and remembers which.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,8 +28,24 @@ pub struct FileConfig {
     pub encryption_key_file: Option<PathBuf>,
     /// The base64 master key itself (keep the file 0600).
     pub encryption_key: Option<String>,
-    /// Deadline of each command (`300`, `90s`, `5m`).
+    /// Deadline of each command without its own `<command>_timeout` (`300`, `90s`, `5m`).
     pub timeout: Option<toml::Value>,
+    /// Deadline of `push`.
+    pub push_timeout: Option<toml::Value>,
+    /// Deadline of `fetch` (and of the prefetcher it starts).
+    pub fetch_timeout: Option<toml::Value>,
+    /// Deadline of `wal list`, `wal verify` and `wal index`.
+    pub wal_timeout: Option<toml::Value>,
+    /// Deadline of `timeline`.
+    pub timeline_timeout: Option<toml::Value>,
+    /// Deadline of `basebackup`.
+    pub basebackup_timeout: Option<toml::Value>,
+    /// Deadline of `backup list`, `show` and `verify`.
+    pub backup_timeout: Option<toml::Value>,
+    /// Deadline of `restore`.
+    pub restore_timeout: Option<toml::Value>,
+    /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
+    pub binlog_timeout: Option<toml::Value>,
     /// Log level on stderr.
     pub log_level: Option<String>,
     /// Make `fetch` exit above 125 (PostgreSQL aborts recovery) on any failure but "not found".
@@ -72,6 +90,8 @@ pub struct Overrides {
     pub compression: Option<String>,
     /// `--timeout` / `WALRS_TIMEOUT`.
     pub timeout: Option<String>,
+    /// Whether `timeout` came from `WALRS_TIMEOUT` rather than `--timeout` (for messages).
+    pub timeout_from_env: bool,
     /// `--log-level` / `WALRS_LOG`.
     pub log_level: Option<String>,
     /// `--abort-on-hard-failure` / `WALRS_FETCH_ABORT_ON_HARD_FAILURE`.
@@ -108,8 +128,15 @@ pub struct Settings {
     pub compression: Option<Compression>,
     /// The master key's source.
     pub key: KeySource,
-    /// Deadline of the command; the command's default when `None`.
+    /// The deadline of every command from `--timeout`, `WALRS_TIMEOUT` or the file's `timeout`;
+    /// see [`Settings::deadline`] for the one a command runs with.
     pub timeout: Option<Duration>,
+    /// Where `timeout` came from.
+    pub timeout_source: Option<DeadlineSource>,
+    /// The file's `<command>_timeout` keys: (command, deadline).
+    pub command_timeouts: Vec<(&'static str, Duration)>,
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
     /// Log level.
     pub log_level: tracing::Level,
     /// See [`FileConfig::fetch_abort_on_hard_failure`].
@@ -126,6 +153,77 @@ pub struct Settings {
 
 fn config_err(msg: String) -> WalrsError {
     WalrsError::new(Kind::Config, msg)
+}
+
+/// Where a command's deadline comes from, named in every message about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadlineSource {
+    /// `--timeout`.
+    Flag,
+    /// `WALRS_TIMEOUT`.
+    Variable,
+    /// A key of the config file: `timeout` or `<command>_timeout`.
+    File {
+        /// The key.
+        key: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// The command's built-in default.
+    Default {
+        /// The command (`push`, `basebackup`, ...).
+        command: String,
+    },
+}
+
+impl std::fmt::Display for DeadlineSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadlineSource::Flag => f.write_str("--timeout"),
+            DeadlineSource::Variable => f.write_str("WALRS_TIMEOUT"),
+            DeadlineSource::File { key, file } => write!(f, "{key} in {}", file.display()),
+            DeadlineSource::Default { command } => write!(f, "the default of walrs {command}"),
+        }
+    }
+}
+
+/// A command's deadline and where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// How long the command may run.
+    pub duration: Duration,
+    /// Where that comes from.
+    pub source: DeadlineSource,
+}
+
+impl std::fmt::Display for Deadline {
+    /// `5m (push_timeout in /etc/walrs/walrs.toml)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", format_duration(self.duration), self.source)
+    }
+}
+
+/// A duration as the config file would write it: `7d` is `168h`, `300s` is `5m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// A duration from the config file: an integer (seconds, > 0) or a duration string.
+fn file_duration(key: &str, v: &toml::Value) -> Result<Duration> {
+    match v {
+        toml::Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(n.unsigned_abs())),
+        toml::Value::String(s) => parse_duration(s).map_err(|e| config_err(format!("{key}: {e}"))),
+        other => Err(config_err(format!("{key}: invalid value {other}"))),
+    }
 }
 
 /// Parses `300`, `300s`, `1500ms`, `5m`, `1h`.
@@ -180,6 +278,22 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        let config_file = file.map(Path::to_path_buf);
+        let mut command_timeouts = Vec::new();
+        for (command, value) in [
+            ("push", &fc.push_timeout),
+            ("fetch", &fc.fetch_timeout),
+            ("wal", &fc.wal_timeout),
+            ("timeline", &fc.timeline_timeout),
+            ("basebackup", &fc.basebackup_timeout),
+            ("backup", &fc.backup_timeout),
+            ("restore", &fc.restore_timeout),
+            ("binlog", &fc.binlog_timeout),
+        ] {
+            if let Some(v) = value {
+                command_timeouts.push((command, file_duration(&format!("{command}_timeout"), v)?));
+            }
+        }
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let repo_text = set(&over.repo).or(fc.repo);
         let repo = match repo_text.as_deref().map(str::trim) {
@@ -216,20 +330,22 @@ impl Settings {
                 (None, None) => KeySource::None,
             },
         };
-        let timeout = match (&set(&over.timeout), &fc.timeout) {
-            (Some(s), _) => {
-                Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
-            }
-            (None, Some(toml::Value::Integer(n))) if *n > 0 => {
-                Some(Duration::from_secs(n.unsigned_abs()))
-            }
-            (None, Some(toml::Value::String(s))) => {
-                Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
-            }
-            (None, Some(other)) => {
-                return Err(config_err(format!("timeout: invalid value {other}")));
-            }
-            (None, None) => None,
+        let (timeout, timeout_source) = match (&set(&over.timeout), &fc.timeout) {
+            (Some(s), _) => (
+                Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?),
+                Some(if over.timeout_from_env {
+                    DeadlineSource::Variable
+                } else {
+                    DeadlineSource::Flag
+                }),
+            ),
+            (None, Some(v)) => (
+                Some(file_duration("timeout", v)?),
+                config_file
+                    .clone()
+                    .map(|file| DeadlineSource::File { key: "timeout".into(), file }),
+            ),
+            (None, None) => (None, None),
         };
         let log_level = match set(&over.log_level).or(fc.log_level) {
             Some(s) => parse_level(&s).map_err(config_err)?,
@@ -280,6 +396,9 @@ impl Settings {
             compression,
             key,
             timeout,
+            timeout_source,
+            command_timeouts,
+            config_file,
             log_level,
             fetch_abort_on_hard_failure,
             s3,
@@ -322,6 +441,32 @@ impl Settings {
                     WalrsError::new(Kind::Key, format!("encryption key file {}: {e}", p.display()))
                 })
             }
+        }
+    }
+
+    /// The deadline of `command` (`push`, `fetch`, `wal`, `timeline`, `basebackup`, `backup`,
+    /// `restore`, `binlog`): `--timeout` or `WALRS_TIMEOUT`, else the file's
+    /// `<command>_timeout`, else the file's `timeout`, else `default`.
+    pub fn deadline(&self, command: &str, default: Duration) -> Deadline {
+        let general = self.timeout.zip(self.timeout_source.clone());
+        if let Some((duration, source)) = general.clone()
+            && matches!(source, DeadlineSource::Flag | DeadlineSource::Variable)
+        {
+            return Deadline { duration, source };
+        }
+        if let Some((_, d)) = self.command_timeouts.iter().find(|(c, _)| *c == command) {
+            let file = self.config_file.clone().unwrap_or_default();
+            return Deadline {
+                duration: *d,
+                source: DeadlineSource::File { key: format!("{command}_timeout"), file },
+            };
+        }
+        match general {
+            Some((duration, source)) => Deadline { duration, source },
+            None => Deadline {
+                duration: default,
+                source: DeadlineSource::Default { command: command.to_string() },
+            },
         }
     }
 
@@ -397,6 +542,54 @@ mod tests {
         let e = s.load_key().unwrap_err();
         assert_eq!(e.kind, Kind::Key);
         assert!(!e.message.contains("AAAA"), "the key must not appear in errors: {e}");
+    }
+
+    #[test]
+    fn issue_13_deadlines_per_command_and_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("walrs.toml");
+        std::fs::write(&f, "timeout = \"5m\"\npush_timeout = 30\nbasebackup_timeout = \"12h\"\n")
+            .unwrap();
+        let s = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap();
+        let file = |key: &str| DeadlineSource::File { key: key.into(), file: f.clone() };
+        let d = s.deadline("push", Duration::from_secs(600));
+        assert_eq!((d.duration, &d.source), (Duration::from_secs(30), &file("push_timeout")));
+        assert_eq!(d.to_string(), format!("30s (push_timeout in {})", f.display()));
+        let d = s.deadline("basebackup", Duration::from_secs(1));
+        assert_eq!(
+            (d.duration, &d.source),
+            (Duration::from_secs(12 * 3600), &file("basebackup_timeout"))
+        );
+        // The general key covers commands without their own.
+        let d = s.deadline("fetch", Duration::from_secs(300));
+        assert_eq!((d.duration, &d.source), (Duration::from_secs(300), &file("timeout")));
+        // The flag and the variable win over every key of the file.
+        for (from_env, source) in [(false, DeadlineSource::Flag), (true, DeadlineSource::Variable)]
+        {
+            let over = Overrides {
+                timeout: Some("90s".into()),
+                timeout_from_env: from_env,
+                ..Default::default()
+            };
+            let s = Settings::resolve(Some(&f), &over, &no_env).unwrap();
+            assert_eq!(
+                s.deadline("push", Duration::from_secs(600)),
+                Deadline { duration: Duration::from_secs(90), source }
+            );
+        }
+        // Without any: the command's default, named.
+        let s = Settings::resolve(None, &Overrides::default(), &no_env).unwrap();
+        let d = s.deadline("restore", Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(d.to_string(), "168h (the default of walrs restore)");
+        // Bad values are configuration errors naming the key.
+        std::fs::write(&f, "fetch_timeout = \"0\"\n").unwrap();
+        let e = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap_err();
+        assert!(e.message.contains("fetch_timeout"), "{e}");
+        std::fs::write(&f, "wal_timeout = -1\n").unwrap();
+        assert_eq!(
+            Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap_err().kind,
+            Kind::Config
+        );
     }
 
     #[test]

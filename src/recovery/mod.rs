@@ -330,11 +330,12 @@ pub fn plan(
                 None => {
                     let last = path_segs.iter().filter_map(|s| s.last_xact_time_us).max();
                     return Err(refuse(format!(
-                        "target time {} is after the last archived transaction ({}); recovery could not prove it reached the target",
+                        "target time {} is after the last archived transaction ({}); recovery could not prove it reached the target; no target recovers to the end of the archive (restore without --target-time)",
                         PgTimestamp::from_unix_micros(*us),
                         last.map(|t| PgTimestamp::from_unix_micros(t).to_string())
                             .unwrap_or_else(|| "none".into())
-                    )));
+                    ))
+                    .hint("later transactions may still be in the server's current WAL segment, which PostgreSQL archives only when it fills or when archive_timeout forces a switch: set archive_timeout (pgconf-templates/archive.conf), or run SELECT pg_switch_wal() on the server, then plan again"));
                 }
             }
         }

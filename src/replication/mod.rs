@@ -1,11 +1,13 @@
 //! A PostgreSQL client for replication connections (`replication=true`): connection settings
-//! from libpq's environment or a connection string, startup and authentication (trust,
+//! from a connection string, a service file, libpq's environment and the password file
+//! (libpq.rs), startup and authentication (trust,
 //! cleartext, MD5, SCRAM-SHA-256), simple queries (`IDENTIFY_SYSTEM`) and the `BASE_BACKUP`
 //! stream. Blocking sockets with a timeout on every read and write: a stalled server ends the
 //! command instead of hanging it. Message framing follows the frontend/backend protocol 3.0;
 //! postgres-protocol builds the startup message and does the SCRAM and MD5 computations.
 
 pub mod basebackup;
+pub mod libpq;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -32,6 +34,9 @@ pub struct ConnParams {
     pub user: String,
     /// The password, if one is needed.
     pub password: Option<String>,
+    /// The password file consulted when no password was given (`passfile`, `PGPASSFILE`,
+    /// `~/.pgpass`): the password came from it if `password` is set.
+    pub passfile: Option<std::path::PathBuf>,
     /// The database (for `replication=database`; physical backups do not need it).
     pub dbname: Option<String>,
     /// `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full` (tls.rs).
@@ -52,31 +57,15 @@ fn conn_err(msg: impl Into<String>) -> WalrsError {
 }
 
 impl ConnParams {
-    /// libpq's environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
-    /// `PGSSLMODE`), overridden by the `key=value` pairs or `postgresql://` URI of `connstr`.
+    /// The settings of a physical replication connection: the `key=value` pairs or
+    /// `postgresql://` URI of `connstr` (a bare word is a database name, as for libpq's tools),
+    /// then the service it or `PGSERVICE` names, then libpq's environment (`PGHOST`, `PGPORT`,
+    /// `PGUSER`, `PGPASSWORD`, `PGPASSFILE`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`), then
+    /// the password file when no password was found (libpq.rs).
     pub fn resolve(connstr: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut kv: HashMap<String, String> = HashMap::new();
-        for (k, e) in [
-            ("host", "PGHOST"),
-            ("port", "PGPORT"),
-            ("user", "PGUSER"),
-            ("password", "PGPASSWORD"),
-            ("dbname", "PGDATABASE"),
-            ("sslmode", "PGSSLMODE"),
-            ("sslrootcert", "PGSSLROOTCERT"),
-        ] {
-            if let Some(v) = env(e).filter(|v| !v.is_empty()) {
-                kv.insert(k.into(), v);
-            }
-        }
-        if let Some(c) = connstr {
-            let parsed = if c.starts_with("postgres://") || c.starts_with("postgresql://") {
-                parse_uri(c)?
-            } else {
-                parse_kv(c)?
-            };
-            kv.extend(parsed);
-        }
+        let mut kv = libpq::gather(connstr, env)?;
+        // An empty value means "the default", as in libpq.
+        kv.retain(|_, v| !v.is_empty());
         let user =
             kv.get("user").cloned().or_else(|| env("USER")).unwrap_or_else(|| "postgres".into());
         let port = match kv.get("port") {
@@ -89,11 +78,17 @@ impl ConnParams {
         {
             return Err(conn_err(format!("invalid sslmode {sslmode:?}")));
         }
+        let host = kv.get("host").cloned().unwrap_or_else(|| libpq::DEFAULT_SOCKET_DIR.into());
+        let (password, passfile) = match kv.get("password") {
+            Some(p) => (Some(p.clone()), None),
+            None => libpq::replication_password(&kv, &host, &user, env),
+        };
         Ok(ConnParams {
-            host: kv.get("host").cloned().unwrap_or_else(|| "/var/run/postgresql".into()),
+            host,
             port,
             user,
-            password: kv.get("password").cloned(),
+            password,
+            passfile,
             dbname: kv.get("dbname").cloned(),
             sslmode,
             sslrootcert: kv.get("sslrootcert").cloned().or_else(|| {
@@ -394,7 +389,9 @@ impl ReplConn {
         }
         frontend::startup_message(startup, &mut buf).map_err(|e| proto_err(e.to_string()))?;
         c.send(&buf)?;
-        c.authenticate(p)?;
+        c.authenticate(p).map_err(|e| {
+            libpq::explain_auth_error(e, p.passfile.as_deref().filter(|_| p.password.is_some()))
+        })?;
         // Until ReadyForQuery: parameter statuses, backend key data, notices.
         loop {
             let m = c.recv()?;
@@ -421,13 +418,13 @@ impl ReplConn {
 
     fn authenticate(&mut self, p: &ConnParams) -> Result<()> {
         let desc = self.desc.clone();
+        let passfile = p.passfile.as_ref().map(|f| format!(" (none in {})", f.display()));
         let need_password = move || {
             WalrsError::new(
                 Kind::Auth,
-                format!(
-                    "{desc} asks for a password: set PGPASSWORD or password= in the connection string"
-                ),
+                format!("{desc} asks for a password and none was given{}", passfile.clone().unwrap_or_default()),
             )
+            .hint("add a line for it to ~/.pgpass (or PGPASSFILE, mode 0600; database `replication`), or set it in a service file or PGPASSWORD")
         };
         loop {
             let m = self.recv()?;
@@ -708,6 +705,9 @@ mod tests {
         );
         assert!(ConnParams::resolve(Some("port=x"), &env).is_err());
         assert!(ConnParams::resolve(Some("sslmode=bogus"), &env).is_err());
-        assert!(ConnParams::resolve(Some("host"), &env).is_err());
+        assert!(ConnParams::resolve(Some("host=x port"), &env).is_err());
+        // A bare word is a database name, as for libpq's tools (issue 13).
+        let p = ConnParams::resolve(Some("host"), &env).unwrap();
+        assert_eq!((p.dbname.as_deref(), p.host.as_str()), (Some("host"), "/tmp/sock"));
     }
 }
