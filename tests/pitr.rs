@@ -9,17 +9,17 @@ use std::time::Duration;
 use crate::util::pg::{PgCluster, PgWorld};
 use crate::util::{Out, Walrs, chown_to_test_user};
 
-const SUM: &str =
+pub(crate) const SUM: &str =
     "SELECT count(*) || ':' || coalesce(sum(hashtext(v || id::text))::bigint, 0) FROM t";
 
-struct Env {
-    world: PgWorld,
-    repo: PathBuf,
+pub(crate) struct Env {
+    pub(crate) world: PgWorld,
+    pub(crate) repo: PathBuf,
     key: Option<PathBuf>,
 }
 
 impl Env {
-    fn walrs(&self) -> Walrs {
+    pub(crate) fn walrs(&self) -> Walrs {
         // The copy the postgres user can execute: restore writes its path into restore_command.
         let mut w = Walrs::new(&self.world.walrs).env("WALRS_REPO", &self.repo);
         if let Some(k) = &self.key {
@@ -28,12 +28,12 @@ impl Env {
         w
     }
 
-    fn run(&self, args: &[&str]) -> Out {
+    pub(crate) fn run(&self, args: &[&str]) -> Out {
         self.walrs().args(args).run()
     }
 }
 
-fn setup(encrypted: bool) -> (Env, PgCluster) {
+pub(crate) fn setup(encrypted: bool) -> (Env, PgCluster) {
     let world = PgWorld::new();
     let repo = world.mkdir("repo");
     let mut env_s = format!("WALRS_REPO={}", repo.display());
@@ -56,7 +56,7 @@ fn setup(encrypted: bool) -> (Env, PgCluster) {
 
 /// As the cluster's OS user, like an operator would: the repository stays readable by the
 /// archive_command.
-fn basebackup(e: &Env, a: &PgCluster) -> String {
+pub(crate) fn basebackup(e: &Env, a: &PgCluster) -> String {
     let (u, g) = crate::util::test_user();
     let out = e
         .walrs()
@@ -73,7 +73,7 @@ fn basebackup(e: &Env, a: &PgCluster) -> String {
 
 /// Restores with `args`, starts a server on the result, waits for the end of recovery and
 /// returns the table checksum.
-fn restore_and_read(e: &Env, name: &str, args: &[&str]) -> String {
+pub(crate) fn restore_and_read(e: &Env, name: &str, args: &[&str]) -> String {
     let dir = e.world.path(name);
     let mut all = vec!["restore", "--pgdata", dir.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -335,6 +335,7 @@ fn pg15_timelines_and_tablespaces() {
         "restore",
         "--pgdata",
         dir.to_str().unwrap(),
+        "--archive-mode=preserve",
         "--tablespace-map",
         &format!("{}={}", ts_old.display(), ts_new.display()),
     ])
@@ -391,9 +392,15 @@ fn pg15_timelines_and_tablespaces() {
         restore_and_read(&e, name, &all)
     };
     // latest follows timeline 2; timeline 1 after the switch; a point in time on timeline 2.
-    assert_eq!(read("r-latest", &[]), end_of_2, "latest follows timeline 2");
+    // (Timeline 1 went on after timeline 2 branched: without --target-timeline, restore follows
+    // the branch with the newest transaction, timeline 1; issue 12.)
+    assert_eq!(
+        read("r-latest", &["--target-timeline", "latest"]),
+        end_of_2,
+        "latest follows timeline 2"
+    );
     assert_eq!(read("r-tl1", &["--target-timeline", "1"]), end_of_1, "timeline 1 past the switch");
-    let at_t2 = read("r-t2", &["--target-time", &t_on_2]);
+    let at_t2 = read("r-t2", &["--target-timeline", "latest", "--target-time", &t_on_2]);
     assert!(at_t2.starts_with("2500:"), "a point on timeline 2: {at_t2}");
 }
 
@@ -582,7 +589,8 @@ fn pg15_issue_5_target_timeline_current_follows_the_plan() {
     a.switch_and_wait_archived();
     // Restore to the end of timeline 1 and promote: timeline 2, archiving into the same repository.
     let dir = e.world.path("b");
-    e.run(&["restore", "--pgdata", dir.to_str().unwrap()]).expect_code(0);
+    e.run(&["restore", "--pgdata", dir.to_str().unwrap(), "--archive-mode=preserve"])
+        .expect_code(0);
     chown_to_test_user(&dir);
     let archive = format!(
         "archive_mode = on\narchive_command = 'WALRS_REPO={} {} push %p'\n",

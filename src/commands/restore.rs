@@ -47,15 +47,24 @@ pub struct Args {
     /// What the server does at the target.
     #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
     pub target_action: String,
-    /// The timeline to recover along: latest, current, or a number.
-    #[arg(long, value_name = "latest|current|N", default_value = "latest")]
-    pub target_timeline: String,
+    /// The timeline to recover along: latest, current, or a number (default: the newest, or
+    /// where histories diverged the branch with the newest archived transaction).
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
     /// Stop just before the target instead of just after it.
     #[arg(long)]
     pub target_exclusive: bool,
     /// Restore a tablespace elsewhere (repeatable).
     #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
     pub tablespace_map: Vec<String>,
+    /// Archiving in the restored cluster: off (archive_mode = off), or preserve the backup's
+    /// settings (for a restore meant to become the new primary).
+    #[arg(long, value_name = "off|preserve", default_value = "off", value_parser = ["off", "preserve"])]
+    pub archive_mode: String,
+    /// Restore a standby: standby.signal, the backup's primary_conninfo and primary_slot_name
+    /// kept (default: a primary that recovers and promotes).
+    #[arg(long)]
+    pub standby: bool,
     /// Print the plan and exit without touching the disk.
     #[arg(long)]
     pub dry_run: bool,
@@ -84,19 +93,33 @@ fn target(a: &Args) -> Result<Target> {
     })
 }
 
+/// `--target-timeline`: `latest`, `current` or a timeline number (1 or more).
+fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
+    Ok(match v {
+        None => TargetTimeline::Default,
+        Some("latest") => TargetTimeline::Latest,
+        Some("current") => TargetTimeline::Current,
+        Some(n) => match n.parse::<u32>() {
+            Ok(t) if t >= 1 => TargetTimeline::Id(t),
+            _ => {
+                return Err(WalrsError::new(
+                    Kind::Usage,
+                    format!(
+                        "invalid --target-timeline {n:?}: expected latest, current or a timeline number (1 or more)"
+                    ),
+                ));
+            }
+        },
+    })
+}
+
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let t0 = Instant::now();
+    let timeline = target_timeline(args.target_timeline.as_deref())?;
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     let tgt = target(&args)?;
-    let timeline = match args.target_timeline.as_str() {
-        "latest" => TargetTimeline::Latest,
-        "current" => TargetTimeline::Current,
-        n => TargetTimeline::Id(n.parse().map_err(|_| {
-            WalrsError::new(Kind::Usage, format!("invalid --target-timeline {n:?}"))
-        })?),
-    };
     let mut tablespace_map = Vec::new();
     for m in &args.tablespace_map {
         let (o, n) = m.split_once('=').ok_or_else(|| {
@@ -185,6 +208,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             plan.segments.len(),
             plan.bytes >> 20
         );
+        for n in &plan.notes {
+            println!("  note: {n}");
+        }
     }
     if args.dry_run {
         return Ok(());
@@ -273,7 +299,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
     }
     // A value restore_command cannot carry is refused before anything is written.
-    recovery::config::restore_command(&walrs, &env)?;
+    recovery::config::restore_command(&walrs, &env, !args.standby)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
     let stats = backup::restore::restore_files(&repo, m, &opts)?;
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
@@ -287,6 +313,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         action: args.target_action.clone(),
         timeline: plan_tli,
         inclusive: !args.target_exclusive,
+        disable_archiving: args.archive_mode == "off",
+        standby: args.standby,
     };
     let comment = format!(
         "walrs restore of backup {} to {} ({})",
@@ -318,8 +346,20 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             args.pgdata.display()
         );
         println!(
-            "recovery settings written to postgresql.auto.conf (and recovery.signal):{written}"
+            "recovery settings written to postgresql.auto.conf (and {}):{written}",
+            if args.standby { "standby.signal" } else { "recovery.signal" }
         );
+        if args.archive_mode == "off" {
+            println!(
+                "archiving is off in the restored cluster (archive_mode = 'off'), so it cannot archive into {}; --archive-mode=preserve keeps the backup's archiving, for a restore meant to become the new primary",
+                repo.describe()
+            );
+        } else {
+            println!(
+                "archiving as in the backup (--archive-mode=preserve): once promoted, the restored cluster archives wherever its archive_command says, perhaps into {}",
+                repo.describe()
+            );
+        }
         println!(
             "start PostgreSQL on {} (as the owner of the data directory)",
             args.pgdata.display()

@@ -20,6 +20,8 @@ struct Entry {
     first_segment: Option<String>,
     last_segment: Option<String>,
     segments: u64,
+    /// Its parent went on after it branched: two servers archived into the repository.
+    diverged: bool,
 }
 
 /// Runs the command.
@@ -29,6 +31,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let mut tl = verify::timelines(&repo)?;
     let all = index::load_all(&repo, cfg.wal_segment_size, cfg.encryption.is_some())?;
     let ranges = verify::ranges(&all, cfg.wal_segment_size);
+    let histories: std::collections::BTreeMap<u32, crate::pg::TimelineHistory> =
+        tl.iter().filter_map(|(t, i)| i.history.clone().map(|h| (*t, h))).collect();
+    let diverged = verify::divergences(&all, &histories);
     for r in &ranges {
         tl.entry(r.timeline).or_insert(verify::TimelineInfo {
             timeline: r.timeline,
@@ -46,6 +51,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 first_segment: r.and_then(|r| r.ranges.first()).map(|x| x.first.clone()),
                 last_segment: r.and_then(|r| r.ranges.last()).map(|x| x.last.clone()),
                 segments: r.map(|r| r.ranges.iter().map(|x| x.segments).sum()).unwrap_or(0),
+                diverged: diverged.iter().any(|d| d.child == info.timeline),
                 info,
             }
         })
@@ -69,6 +75,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             _ => ": no segments".to_string(),
         };
         println!("timeline {}{segs}{branch}", e.info.timeline);
+    }
+    for d in &diverged {
+        println!(
+            "warning: histories diverged: {d}; `walrs restore` follows one branch and names the other"
+        );
     }
     Ok(())
 }

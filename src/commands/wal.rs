@@ -114,8 +114,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 for p in &report.problems {
                     println!("{}: {}: {}", p.kind, p.name, p.detail);
                 }
+                for w in &report.warnings {
+                    println!("warning: {}: {}: {}", w.kind, w.name, w.detail);
+                }
                 println!(
-                    "{} segment(s), {} record(s) on timeline(s) {:?}: {}",
+                    "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}",
                     report.segments,
                     report.records,
                     report.timelines,
@@ -123,6 +126,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                         "ok".to_string()
                     } else {
                         format!("{} problem(s)", report.problems.len())
+                    },
+                    if report.warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} warning(s)", report.warnings.len())
                     }
                 );
             }

@@ -154,6 +154,7 @@ pub fn load_all(
                 match loaded {
                     Ok(Some(mut s)) => {
                         s.xids.clear();
+                        s.xid_lsns.clear();
                         rollup.segments.insert(wal.to_string(), s);
                         added += 1;
                     }
@@ -264,6 +265,7 @@ mod tests {
             min_xid: Some(7),
             max_xid: Some(9),
             xids: vec![7, 8, 9],
+            xid_lsns: vec![],
             restore_points: vec![],
             checkpoints: vec![],
             backup_ends: vec![],

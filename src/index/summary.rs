@@ -112,6 +112,10 @@ pub struct SegmentSummary {
     /// Every xid that committed or aborted here (only in per-segment summaries, not roll-ups).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xids: Vec<u32>,
+    /// The LSN of the commit or abort record of each of `xids`, in the same order (only in
+    /// per-segment summaries; absent from summaries of older walrs versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xid_lsns: Vec<Lsn>,
     /// Restore points.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePointEntry>,
@@ -166,6 +170,7 @@ impl SummaryBuilder {
                 min_xid: None,
                 max_xid: None,
                 xids: Vec::new(),
+                xid_lsns: Vec::new(),
                 restore_points: Vec::new(),
                 checkpoints: Vec::new(),
                 backup_ends: Vec::new(),
@@ -203,12 +208,14 @@ impl SummaryBuilder {
                 return;
             }
         };
+        let lsn = rec.lsn;
         let xact = |s: &mut SegmentSummary, xid: u32, us: i64| {
             s.first_xact_time_us.get_or_insert(us);
             s.last_xact_time_us = Some(us);
             s.min_xid = Some(s.min_xid.map_or(xid, |m| m.min(xid)));
             s.max_xid = Some(s.max_xid.map_or(xid, |m| m.max(xid)));
             s.xids.push(xid);
+            s.xid_lsns.push(lsn);
         };
         match kind {
             RecordKind::Commit { xid, time, .. } => {

@@ -236,6 +236,108 @@ pub fn ranges(
     out
 }
 
+/// The reason PostgreSQL writes into a timeline's history file when recovery ended because the
+/// WAL ran out rather than at a target (`getRecoveryStopReason` in xlogrecovery.c): the recovery
+/// that began the timeline replayed everything it could fetch.
+pub const REASON_END_OF_WAL: &str = "no recovery target specified";
+
+/// Two histories in one repository: `parent` went on after `child` branched from it, so two
+/// servers archived into the repository (a restored copy that kept the original's archiving, or
+/// an old primary that kept writing after a failover).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The timeline that went on.
+    pub parent: u32,
+    /// The timeline that branched from it.
+    pub child: u32,
+    /// Where `child` branched off `parent` (its first LSN).
+    pub switchpoint: Lsn,
+    /// The last archived segment of `parent`, which holds its WAL after the switch point.
+    pub parent_last_segment: String,
+    /// Why the parent's WAL after the switch point was written after the branch (and not before
+    /// it, as after a point-in-time recovery to an earlier point).
+    pub evidence: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "timeline {} went on after timeline {} branched from it at {} (up to {}; {}): two servers archived into this repository",
+            self.parent, self.child, self.switchpoint, self.parent_last_segment, self.evidence
+        )
+    }
+}
+
+/// The diverged histories of the archive, by (parent, child). A parent that holds WAL after a
+/// child's switch point is normal after a point-in-time recovery to an earlier point: that WAL
+/// was written before the branch. It counts as divergence only if it was written after the
+/// branch, which the index shows in one of two ways:
+///
+/// - the child's history says its recovery ended at the end of the WAL
+///   ([`REASON_END_OF_WAL`]): that recovery replayed all the parent's WAL it could fetch, so WAL
+///   of the parent after the switch point was archived later;
+/// - a transaction of the parent after the switch point is newer than the child's first dated
+///   record (its end-of-recovery record, or its first transaction after the switch point).
+///
+/// `.partial` segments are ignored: a promoted standby archives its parent's last segment as
+/// `.partial`, which is not divergence.
+pub fn divergences(
+    summaries: &BTreeMap<(TimeLineId, u64), SegmentSummary>,
+    histories: &BTreeMap<u32, TimelineHistory>,
+) -> Vec<Divergence> {
+    let mut out = Vec::new();
+    for (child, h) in histories {
+        let Some(p) = h.ancestors.last() else { continue };
+        let (parent, sw) = (p.tli.get(), p.switchpoint);
+        let full = |s: &&SegmentSummary| !s.name.ends_with(".partial");
+        // The parent's segments with WAL at or after the switch point.
+        let after: Vec<&SegmentSummary> = summaries
+            .values()
+            .filter(full)
+            .filter(|s| s.timeline == parent)
+            .filter(|s| s.start > sw || s.last_record.is_some_and(|r| r >= sw))
+            .collect();
+        let Some(last) = after.iter().max_by_key(|s| s.segno) else { continue };
+        let evidence = if p.reason == REASON_END_OF_WAL {
+            Some(format!(
+                "timeline {child} began where its recovery ran out of WAL, so this WAL was archived after it began"
+            ))
+        } else {
+            // Transactions after the switch point: on the parent, in segments that start after
+            // it; on the child, likewise (the segment holding the switch point mixes both).
+            let parent_newest =
+                after.iter().filter(|s| s.start > sw).filter_map(|s| s.last_xact_time_us).max();
+            let child_segs =
+                || summaries.values().filter(full).filter(move |s| s.timeline == *child);
+            let child_first = child_segs()
+                .flat_map(|s| s.end_of_recovery.iter())
+                .filter(|e| e.tli == *child)
+                .map(|e| e.time_us)
+                .chain(child_segs().filter(|s| s.start > sw).filter_map(|s| s.first_xact_time_us))
+                .min();
+            match (parent_newest, child_first) {
+                (Some(pn), Some(cf)) if pn > cf => Some(format!(
+                    "timeline {parent} has a transaction at {}, after timeline {child} began at {}",
+                    crate::pg::PgTimestamp::from_unix_micros(pn),
+                    crate::pg::PgTimestamp::from_unix_micros(cf)
+                )),
+                _ => None,
+            }
+        };
+        if let Some(evidence) = evidence {
+            out.push(Divergence {
+                parent,
+                child: *child,
+                switchpoint: sw,
+                parent_last_segment: last.name.clone(),
+                evidence,
+            });
+        }
+    }
+    out
+}
+
 /// A problem `wal verify` found.
 #[derive(Serialize, Clone, Debug)]
 pub struct Problem {
@@ -258,6 +360,9 @@ pub struct VerifyReport {
     pub timelines: Vec<u32>,
     /// Problems, in archive order.
     pub problems: Vec<Problem>,
+    /// What is not a problem of the archive but needs the operator's attention (kind
+    /// `diverged`: two servers archived into the repository); not counted as problems.
+    pub warnings: Vec<Problem>,
 }
 
 /// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
@@ -322,6 +427,8 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         }
     }
     let lowest = inv.segments.keys().next().copied();
+    // The summaries of the segments that verified, for the divergence check.
+    let mut summaries: BTreeMap<(TimeLineId, u64), SegmentSummary> = BTreeMap::new();
     for (tli, segs) in &inv.segments {
         if opts.timeline.is_some_and(|t| t != *tli) {
             continue;
@@ -497,7 +604,11 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     }
                     // The index must describe this very object.
                     match super::load_summary(repo, name) {
-                        Ok(Some(s)) if s.content_digest == digest => {}
+                        Ok(Some(s)) if s.content_digest == digest => {
+                            if let Ok(t) = TimeLineId::new(s.timeline) {
+                                summaries.insert((t, s.segno), s);
+                            }
+                        }
                         Ok(Some(_)) => problems.push(push("index", name.to_string(), "the index entry describes other content (run `walrs wal index --rebuild`)".into())),
                         Ok(None) => problems.push(push("index", name.to_string(), "no index entry (run `walrs wal index --rebuild`)".into())),
                         Err(e) => problems.push(push("index", name.to_string(), e.message)),
@@ -532,6 +643,25 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                 }
             }
         }
+    }
+    // Diverged histories: judged on every segment, also those `--from` or `--timeline` left
+    // out (their summaries only).
+    for (tli, segs) in &inv.segments {
+        for (segno, name) in segs {
+            if !summaries.contains_key(&(*tli, *segno))
+                && let Ok(Some(s)) = super::load_summary(repo, name)
+            {
+                summaries.insert((*tli, *segno), s);
+            }
+        }
+    }
+    let by_tli: BTreeMap<u32, TimelineHistory> =
+        hist.iter().map(|(t, h)| (t.get(), h.clone())).collect();
+    for d in divergences(&summaries, &by_tli) {
+        let name = TimeLineId::new(d.child)
+            .map(|t| format!("{t}.history"))
+            .unwrap_or_else(|_| d.child.to_string());
+        rep.warnings.push(push("diverged", name, d.to_string()));
     }
     rep.problems = problems;
     Ok(rep)

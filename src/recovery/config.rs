@@ -3,7 +3,10 @@
 //! walrs path, the repository, the key file), the one `recovery_target_*` asked for,
 //! `recovery_target_action`, the planned `recovery_target_timeline` (always a number) and
 //! `recovery_target_inclusive`. The `restore_command` line comes from
-//! pgconf-templates/restore.conf.
+//! pgconf-templates/restore.conf; for a recovery it aborts on a hard failure, for a standby it
+//! does not. Unless asked to keep them, the backup's archiving is switched off
+//! (`archive_mode = off`), and a backup of a standby restores as a primary: its `standby.signal`
+//! is removed and its `primary_conninfo` and `primary_slot_name` are disabled.
 //!
 //! The restored `postgresql.auto.conf` is the backed-up server's, and may hold the settings of an
 //! earlier recovery (a server that was itself restored with a target). Those lines are commented
@@ -52,7 +55,23 @@ pub struct RecoverySettings {
     pub timeline: TimeLineId,
     /// Stop after (true) or before (false) the target.
     pub inclusive: bool,
+    /// Write `archive_mode = off`, so the restored cluster does not archive into the backup's
+    /// repository (`--archive-mode off`, the default); false keeps the backup's archiving
+    /// settings (`--archive-mode preserve`).
+    pub disable_archiving: bool,
+    /// Restore a standby (`--standby`): `standby.signal` instead of `recovery.signal`, the
+    /// backup's `primary_conninfo` and `primary_slot_name` kept, and a `restore_command` that
+    /// does not abort on a hard failure (a standby retries, and falls back to streaming).
+    pub standby: bool,
 }
+
+/// The option of `walrs fetch` that makes PostgreSQL stop recovery (exit 126) instead of reading
+/// an unreachable repository or a corrupt object as "not found" and ending recovery early.
+const ABORT_FLAG: &str = "--abort-on-hard-failure ";
+
+/// Settings of a standby that make it connect to a primary: a backup of a standby carries them
+/// (`pg_basebackup -R`), and a restore that is not a standby must not stream from that primary.
+const STANDBY_SETTINGS: [&str; 2] = ["primary_conninfo", "primary_slot_name"];
 /// Quotes a value for the shell that runs restore_command (inside a single-quoted
 /// postgresql.conf string, so single quotes are refused).
 fn shell_word(v: &str) -> Result<String> {
@@ -76,11 +95,20 @@ fn shell_word(v: &str) -> Result<String> {
 }
 
 /// The restore_command line, from the template. The value is escaped for postgresql.conf's
-/// string syntax too, which reads a backslash as an escape character.
-pub fn restore_command(walrs: &str, env: &[(String, String)]) -> Result<String> {
+/// string syntax too, which reads a backslash as an escape character. With `abort` (a
+/// recovery), `fetch` aborts recovery on a hard failure, as the template's line says; without
+/// (a standby), that option is left out.
+pub fn restore_command(walrs: &str, env: &[(String, String)], abort: bool) -> Result<String> {
     let line = TEMPLATE.lines().find(|l| l.starts_with("restore_command")).ok_or_else(|| {
         WalrsError::new(Kind::Internal, "pgconf-templates/restore.conf has no restore_command")
     })?;
+    if !line.contains(ABORT_FLAG) {
+        return Err(WalrsError::new(
+            Kind::Internal,
+            "the restore_command of pgconf-templates/restore.conf lacks --abort-on-hard-failure",
+        ));
+    }
+    let line = if abort { line.to_owned() } else { line.replace(ABORT_FLAG, "") };
     let mut prefix = Vec::new();
     for (k, v) in env {
         prefix.push(format!("{k}={}", shell_word(v)?.replace('\\', "\\\\")));
@@ -203,12 +231,15 @@ pub fn recovery_settings_in_conf(pgdata: &Path) -> Vec<(PathBuf, usize, String)>
 }
 
 /// The new `postgresql.auto.conf`: the old content with every recovery setting commented out
-/// with [`DISABLED_MARKER`], then `block`. Also returns how many lines were disabled.
-fn rewrite_auto_conf(old: &str, block: &str) -> (String, usize) {
+/// with [`DISABLED_MARKER`] (and, unless `standby`, every standby setting), then `block`. Also
+/// returns how many lines were disabled.
+fn rewrite_auto_conf(old: &str, block: &str, standby: bool) -> (String, usize) {
     let mut out = String::with_capacity(old.len() + block.len() + 64);
     let mut disabled = 0;
     for line in old.lines() {
-        if parse_setting(line).is_some_and(|(n, _)| is_recovery_setting(&n)) {
+        if parse_setting(line).is_some_and(|(n, _)| {
+            is_recovery_setting(&n) || (!standby && STANDBY_SETTINGS.contains(&n.as_str()))
+        }) {
             out.push_str(DISABLED_MARKER);
             disabled += 1;
         }
@@ -221,7 +252,7 @@ fn rewrite_auto_conf(old: &str, block: &str) -> (String, usize) {
 
 /// The block of settings walrs writes (after a comment line `# <comment>`).
 pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
-    let mut text = format!("\n# {comment}\n{}\n", restore_command(&s.walrs, &s.env)?);
+    let mut text = format!("\n# {comment}\n{}\n", restore_command(&s.walrs, &s.env, !s.standby)?);
     // Every target but ours set to '' first: one left in postgresql.conf would otherwise stay
     // active (without a target of ours) or be refused beside ours ("multiple recovery targets").
     let ours = target_setting(&s.target);
@@ -242,6 +273,12 @@ pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
         }
     }
     text.push_str(&format!("recovery_target_timeline = '{}'\n", s.timeline.get()));
+    if s.disable_archiving {
+        // The backup's archive_command archives into the repository it was restored from: a
+        // restored copy that promotes would push its new timeline there (`--archive-mode
+        // preserve` keeps it, for a restore meant to become the new primary).
+        text.push_str("archive_mode = 'off'\n");
+    }
     Ok(text)
 }
 
@@ -258,9 +295,12 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     crate::archive::install(&mut guard, path, dir)
 }
 
-/// Rewrites `postgresql.auto.conf` (earlier recovery settings disabled, ours appended) and
-/// creates `recovery.signal`. Returns the block written. Recovery settings found in
-/// `postgresql.conf` or its includes are reported as warnings: the block overrides them.
+/// Rewrites `postgresql.auto.conf` (earlier recovery settings disabled, and unless a standby is
+/// asked for the standby settings; ours appended) and creates `recovery.signal`, or for a
+/// standby `standby.signal`. Without `standby`, a `standby.signal` from the backup (a backup of
+/// a standby) is removed: the restored server recovers and promotes. Returns the block
+/// written. Recovery settings found in `postgresql.conf` or its includes are reported as
+/// warnings: the block overrides them.
 pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<String> {
     let block = settings_block(s, comment)?;
     let auto = pgdata.join("postgresql.auto.conf");
@@ -274,12 +314,22 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(crate::archive::local_io("reading", &auto, &e)),
     };
-    let (new, disabled) = rewrite_auto_conf(&old, &block);
+    let (new, disabled) = rewrite_auto_conf(&old, &block, s.standby);
     if disabled > 0 {
         tracing::warn!(
-            "{}: disabled {disabled} recovery setting(s) of an earlier recovery (commented out with {:?})",
+            "{}: disabled {disabled} recovery or standby setting(s) of an earlier recovery or standby (commented out with {:?})",
             auto.display(),
             DISABLED_MARKER.trim_end()
+        );
+    }
+    if s.standby
+        && let Some((_, slot)) =
+            old.lines().filter_map(parse_setting).rfind(|(n, _)| n == "primary_slot_name")
+        && !slot.is_empty()
+    {
+        tracing::warn!(
+            "{}: primary_slot_name = {slot:?} is the slot of the server that was backed up; two servers cannot stream through one slot: give this standby its own",
+            auto.display()
         );
     }
     for (file, n, line) in recovery_settings_in_conf(pgdata) {
@@ -290,8 +340,24 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
         );
     }
     write_atomic(&auto, new.as_bytes())?;
-    let sig = pgdata.join("recovery.signal");
-    write_atomic(&sig, b"")?;
+    if s.standby {
+        write_atomic(&pgdata.join("standby.signal"), b"")?;
+    } else {
+        write_atomic(&pgdata.join("recovery.signal"), b"")?;
+        // A backup of a standby ships its standby.signal: with it the server would stay a
+        // standby (of the primary its primary_conninfo names) and never promote.
+        let standby_sig = pgdata.join("standby.signal");
+        match std::fs::remove_file(&standby_sig) {
+            Ok(()) => {
+                tracing::info!(
+                    "removed standby.signal of the backup: the restore is not a standby"
+                );
+                crate::archive::fetch::sync_dir(pgdata)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::archive::local_io("removing", &standby_sig, &e)),
+        }
+    }
     Ok(block)
 }
 
@@ -319,13 +385,16 @@ mod tests {
     fn restore_command_survives_the_conf_parser_the_percent_signs_and_the_shell() {
         let repo = r#"/srv/wal\rs %p $HOME `x` "q""#;
         let env = vec![("WALRS_REPO".to_string(), repo.to_string())];
-        let line = restore_command("/usr/bin/env", &env).unwrap();
+        let line = restore_command("/usr/bin/env", &env, false).unwrap();
         let cmd = as_the_server_runs_it(&line);
         let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.lines().any(|l| l == format!("WALRS_REPO={repo}")), "{line}\n{cmd}\n{text}");
         let quote = vec![("WALRS_REPO".to_string(), "/srv/it's".to_string())];
-        assert_eq!(restore_command("/usr/bin/walrs", &quote).unwrap_err().kind, Kind::InvalidInput);
+        assert_eq!(
+            restore_command("/usr/bin/walrs", &quote, true).unwrap_err().kind,
+            Kind::InvalidInput
+        );
     }
 
     #[test]
@@ -334,12 +403,12 @@ mod tests {
             ("WALRS_REPO".into(), "/srv/walrs".into()),
             ("WALRS_ENCRYPTION_KEY_FILE".into(), "/etc/walrs/my key".into()),
         ];
-        let c = restore_command("/usr/local/bin/walrs", &env).unwrap();
+        let c = restore_command("/usr/local/bin/walrs", &env, false).unwrap();
         assert_eq!(
             c,
             "restore_command = 'WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=\"/etc/walrs/my key\" /usr/local/bin/walrs fetch %f %p'"
         );
-        assert!(restore_command("/x'y", &env).is_err());
+        assert!(restore_command("/x'y", &env, true).is_err());
     }
 
     fn settings(target: Target, tli: u32) -> RecoverySettings {
@@ -350,6 +419,8 @@ mod tests {
             action: "promote".into(),
             timeline: TimeLineId::new(tli).unwrap(),
             inclusive: true,
+            disable_archiving: true,
+            standby: false,
         }
     }
 
@@ -363,7 +434,7 @@ mod tests {
         let old = "# Do not edit this file manually!\nwork_mem = '8MB'\n\n# walrs restore of backup X\nrestore_command = 'false'\nRecovery_Target_Xid = '1234'\n  recovery_target_action = 'shutdown'\nrecovery_target_timeline = 'current'\nrecovery_end_command = 'rm -rf /'\n";
         let block =
             settings_block(&settings(Target::Lsn(crate::pg::Lsn(0x0300_0100)), 2), "c").unwrap();
-        let (new, disabled) = rewrite_auto_conf(old, &block);
+        let (new, disabled) = rewrite_auto_conf(old, &block, false);
         assert_eq!(disabled, 5, "{new}");
         assert!(new.contains("#walrs-disabled# Recovery_Target_Xid = '1234'\n"), "{new}");
         assert!(new.contains("work_mem = '8MB'\n"), "{new}");
@@ -381,7 +452,7 @@ mod tests {
         assert_eq!(set, [&"recovery_target_lsn"]);
         // A second restore of the result disables the first one's settings, not the comments.
         let block2 = settings_block(&settings(Target::End, 1), "d").unwrap();
-        let (again, n) = rewrite_auto_conf(&new, &block2);
+        let (again, n) = rewrite_auto_conf(&new, &block2, false);
         assert_eq!(n, 9, "{again}");
         let eff = effective(&again);
         assert!(
@@ -428,5 +499,52 @@ mod tests {
                 .all(|e| !e.file_name().to_string_lossy().starts_with('.')),
             "a temp file was left behind"
         );
+    }
+
+    #[test]
+    fn issue_12_a_recovery_aborts_on_a_hard_failure_a_standby_does_not() {
+        let env = vec![("WALRS_REPO".into(), "/srv/walrs".into())];
+        let r = restore_command("/usr/bin/walrs", &env, true).unwrap();
+        assert!(r.ends_with(" fetch --abort-on-hard-failure %f %p'"), "{r}");
+        let s = restore_command("/usr/bin/walrs", &env, false).unwrap();
+        assert!(s.ends_with("/usr/bin/walrs fetch %f %p'"), "{s}");
+        let mut set = settings(Target::End, 1);
+        let b = settings_block(&set, "c").unwrap();
+        assert!(b.contains("--abort-on-hard-failure") && b.ends_with("archive_mode = 'off'\n"));
+        set.standby = true;
+        set.disable_archiving = false;
+        let b = settings_block(&set, "c").unwrap();
+        assert!(!b.contains("--abort-on-hard-failure") && !b.contains("archive_mode"), "{b}");
+    }
+
+    #[test]
+    fn issue_12_a_standby_backup_restores_as_a_primary_unless_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let auto = "primary_conninfo = 'host=/tmp port=5432 user=postgres'\nprimary_slot_name = 'standby_slot'\nwork_mem = '8MB'\n";
+        let reset = || {
+            std::fs::write(d.path().join("postgresql.auto.conf"), auto).unwrap();
+            std::fs::write(d.path().join("standby.signal"), "").unwrap();
+            let _ = std::fs::remove_file(d.path().join("recovery.signal"));
+        };
+        reset();
+        write(d.path(), &settings(Target::End, 1), "c").unwrap();
+        let got = std::fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+        let eff = effective(&got);
+        assert!(!eff.contains_key("primary_conninfo") && !eff.contains_key("primary_slot_name"));
+        assert!(got.contains("#walrs-disabled# primary_slot_name = 'standby_slot'\n"), "{got}");
+        assert_eq!(eff.get("archive_mode").map(String::as_str), Some("off"));
+        assert!(!d.path().join("standby.signal").exists());
+        assert!(d.path().join("recovery.signal").exists());
+        // --standby: a standby of the same primary.
+        reset();
+        let mut s = settings(Target::End, 1);
+        s.standby = true;
+        write(d.path(), &s, "c").unwrap();
+        let got = std::fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+        let eff = effective(&got);
+        assert_eq!(eff.get("primary_slot_name").map(String::as_str), Some("standby_slot"));
+        assert!(eff.contains_key("primary_conninfo"), "{got}");
+        assert!(d.path().join("standby.signal").exists());
+        assert!(!d.path().join("recovery.signal").exists());
     }
 }

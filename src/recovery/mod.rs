@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::backup::BackupManifest;
 use crate::error::{Kind, Result, WalrsError};
+use crate::index::verify::{Divergence, divergences};
 use crate::index::{EndKind, SegmentSummary};
 use crate::pg::{
     Lsn, PgTimestamp, TimeLineId, TimelineHistory, WalFileName, WalSegSize, XLogSegNo,
@@ -39,7 +40,11 @@ pub enum Target {
 /// `recovery_target_timeline`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetTimeline {
-    /// The newest timeline in the archive.
+    /// No `--target-timeline`: the newest timeline in the archive, unless histories diverged
+    /// (two servers archived into the repository): then the end of the branch whose last archived
+    /// transaction is the newest, the operator's production.
+    Default,
+    /// The newest timeline in the archive (what PostgreSQL's `latest` follows).
     Latest,
     /// The backup's timeline.
     Current,
@@ -164,6 +169,15 @@ pub struct Plan {
     pub segments: Vec<String>,
     /// Bytes to fetch: the backup plus its WAL (plaintext).
     pub bytes: u64,
+    /// Diverged histories in the archive: parents that went on after a child branched from
+    /// them (two servers archived into the repository). Empty when there are none.
+    pub diverged: Vec<Divergence>,
+    /// With diverged histories: the timelines at the ends of the branches the plan does not
+    /// follow (`--target-timeline N` follows one of them).
+    pub other_branches: Vec<u32>,
+    /// Why the plan chose what it chose where the archive offered a choice: diverged
+    /// histories, a restore point name used more than once.
+    pub notes: Vec<String>,
 }
 
 /// Everything the planner looks at.
@@ -214,6 +228,128 @@ fn last_complete_record(path_segs: &[&SegmentSummary], seg: WalSegSize) -> Optio
         .max()
 }
 
+/// The target timeline the planner follows, with what diverged histories make it say.
+struct TimelineChoice {
+    tli: u32,
+    diverged: Vec<Divergence>,
+    other_branches: Vec<u32>,
+    notes: Vec<String>,
+}
+
+/// Resolves `--target-timeline`. Without it, the newest timeline, unless histories diverged:
+/// then, of the branch ends (timelines no other branched from, and parents that went on after a
+/// child branched), the one whose last archived transaction is the newest (ties: the higher
+/// timeline). With diverged histories the choice is explained, naming the other branch ends and
+/// the flag that follows them.
+fn choose_timeline(
+    input: &PlanInput<'_>,
+    timeline: TargetTimeline,
+    chosen_backup: Option<&BackupManifest>,
+) -> Result<TimelineChoice> {
+    let tlis: std::collections::BTreeSet<u32> = input
+        .summaries
+        .keys()
+        .map(|(t, _)| t.get())
+        .chain(input.histories.keys().copied())
+        .collect();
+    let newest = tlis.iter().copied().max().unwrap_or(1);
+    let diverged = divergences(input.summaries, input.histories);
+    let parents: std::collections::BTreeSet<u32> =
+        input.histories.values().filter_map(|h| h.ancestors.last().map(|a| a.tli.get())).collect();
+    let ends: Vec<u32> = tlis
+        .iter()
+        .copied()
+        .filter(|t| !parents.contains(t) || diverged.iter().any(|d| d.parent == *t))
+        .collect();
+    let last_xact = |t: u32| {
+        input
+            .summaries
+            .values()
+            .filter(|s| s.timeline == t && !s.name.ends_with(".partial"))
+            .filter_map(|s| s.last_xact_time_us)
+            .max()
+    };
+    let (tli, why) = match timeline {
+        TargetTimeline::Default if !diverged.is_empty() => {
+            let t = ends.iter().copied().max_by_key(|t| (last_xact(*t), *t)).unwrap_or(newest);
+            let why = match last_xact(t) {
+                Some(us) => format!(
+                    "the branch whose last archived transaction ({}) is the newest",
+                    PgTimestamp::from_unix_micros(us)
+                ),
+                None => "the highest branch: no branch has an archived transaction".to_string(),
+            };
+            (t, why)
+        }
+        TargetTimeline::Default => (newest, String::new()),
+        TargetTimeline::Latest => (newest, "the highest timeline, --target-timeline latest".into()),
+        TargetTimeline::Id(0) => {
+            return Err(WalrsError::new(
+                Kind::Usage,
+                "invalid --target-timeline 0: timelines start at 1",
+            ));
+        }
+        TargetTimeline::Id(n) => (n, format!("--target-timeline {n}")),
+        TargetTimeline::Current => {
+            let t = match chosen_backup {
+                Some(b) => b.timeline.get(),
+                None => input.backups.last().map(|b| b.timeline.get()).unwrap_or(1),
+            };
+            (t, "the backup's timeline, --target-timeline current".into())
+        }
+    };
+    let mut notes = Vec::new();
+    let mut other_branches = Vec::new();
+    if !diverged.is_empty() {
+        for d in &diverged {
+            notes.push(format!("histories diverged: {d}"));
+        }
+        other_branches = ends.iter().copied().filter(|t| *t != tli).collect();
+        let others = other_branches
+            .iter()
+            .map(|t| format!("timeline {t} (--target-timeline {t})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        notes.push(format!(
+            "following timeline {tli} ({why}); {}",
+            if others.is_empty() {
+                "no other branch ends elsewhere".to_string()
+            } else {
+                format!("the other branch ends on {others}")
+            }
+        ));
+    }
+    Ok(TimelineChoice { tli, diverged, other_branches, notes })
+}
+
+/// The timelines other than the path's whose archived segments hold what `hit` looks for, as
+/// a hint for a refusal: `; timeline 1 holds it (--target-timeline 1)`.
+fn elsewhere(
+    input: &PlanInput<'_>,
+    on_path: &dyn Fn(&SegmentSummary) -> bool,
+    hit: &dyn Fn(&SegmentSummary) -> bool,
+) -> String {
+    let tlis: std::collections::BTreeSet<u32> = input
+        .summaries
+        .values()
+        .filter(|s| !s.name.ends_with(".partial") && !on_path(s) && hit(s))
+        .map(|s| s.timeline)
+        .collect();
+    tlis.iter()
+        .map(|t| format!("; timeline {t} holds it (--target-timeline {t})"))
+        .collect::<String>()
+}
+
+/// The LSN of the commit or abort record of `xid` in segment `s`, from its summary; `None` for
+/// a summary written before the index recorded these LSNs (then the segment's start is a safe
+/// lower bound).
+fn xact_lsn(s: &SegmentSummary, xid: u32) -> Option<Lsn> {
+    if s.xid_lsns.len() != s.xids.len() {
+        return None;
+    }
+    s.xids.iter().position(|x| *x == xid).and_then(|i| s.xid_lsns.get(i).copied())
+}
+
 /// Plans a recovery (see the module docs).
 pub fn plan(
     input: &PlanInput<'_>,
@@ -237,21 +373,8 @@ pub fn plan(
         _ => None,
     };
     // The target timeline.
-    let newest = input
-        .summaries
-        .keys()
-        .map(|(t, _)| t.get())
-        .chain(input.histories.keys().copied())
-        .max()
-        .unwrap_or(1);
-    let tli = match timeline {
-        TargetTimeline::Latest => newest,
-        TargetTimeline::Id(n) => n,
-        TargetTimeline::Current => match chosen_by_id {
-            Some(b) => b.timeline.get(),
-            None => input.backups.last().map(|b| b.timeline.get()).unwrap_or(1),
-        },
-    };
+    let TimelineChoice { tli, diverged, other_branches, mut notes } =
+        choose_timeline(input, timeline, chosen_by_id)?;
     if tli > 1
         && !input.histories.contains_key(&tli)
         && input.summaries.keys().all(|(t, _)| t.get() != tli)
@@ -295,6 +418,25 @@ pub fn plan(
         !s.name.ends_with(".partial") && s.timeline == seg_tli(s.segno)
     };
     let path_segs: Vec<&SegmentSummary> = input.summaries.values().filter(|s| on_path(s)).collect();
+    // A restore point name may be used more than once: PostgreSQL stops at the first one it
+    // replays, which depends on where replay starts (the backup's start). Every one on the path,
+    // in LSN order.
+    let name_hits: Vec<(Lsn, &SegmentSummary)> = match target {
+        Target::Name(n) => {
+            let mut v: Vec<(Lsn, &SegmentSummary)> = path_segs
+                .iter()
+                .flat_map(|s| {
+                    s.restore_points.iter().filter(|r| r.name == *n).map(move |r| (r.lsn, *s))
+                })
+                .collect();
+            v.sort_by_key(|(l, _)| *l);
+            v
+        }
+        _ => Vec::new(),
+    };
+    let first_name_from = |from: Lsn| name_hits.iter().find(|(l, _)| *l >= from);
+    // The commit (or abort) record of a target xid: a backup must be consistent before it.
+    let mut xid_pos: Option<Lsn> = None;
     // The target's position.
     let (target_lsn, target_desc): (Option<Lsn>, String) = match target {
         Target::End => {
@@ -319,9 +461,10 @@ pub fn plan(
         Target::Immediate => (None, "the end of the backup (immediate)".into()),
         Target::Time(us) => {
             // Recovery stops at the first transaction end after the target: it must be archived.
-            let hit = path_segs.iter().find(|s| {
+            let after = |s: &SegmentSummary| {
                 s.last_xact_time_us.is_some_and(|t| if inclusive { t > *us } else { t >= *us })
-            });
+            };
+            let hit = path_segs.iter().find(|s| after(s));
             match hit {
                 Some(s) => (
                     Some(s.end),
@@ -330,50 +473,64 @@ pub fn plan(
                 None => {
                     let last = path_segs.iter().filter_map(|s| s.last_xact_time_us).max();
                     return Err(refuse(format!(
-                        "target time {} is after the last archived transaction ({}); recovery could not prove it reached the target; no target recovers to the end of the archive (restore without --target-time)",
+                        "target time {} is after the last archived transaction on the path to timeline {tli} ({}); recovery could not prove it reached the target{}; no target recovers to the end of the archive (restore without --target-time)",
                         PgTimestamp::from_unix_micros(*us),
                         last.map(|t| PgTimestamp::from_unix_micros(t).to_string())
-                            .unwrap_or_else(|| "none".into())
+                            .unwrap_or_else(|| "none".into()),
+                        elsewhere(input, &on_path, &after)
                     ))
                     .hint("later transactions may still be in the server's current WAL segment, which PostgreSQL archives only when it fills or when archive_timeout forces a switch: set archive_timeout (pgconf-templates/archive.conf), or run SELECT pg_switch_wal() on the server, then plan again"));
                 }
             }
         }
         Target::Xid(x) => {
-            let hit = path_segs.iter().find(|s| {
+            let holds = |s: &SegmentSummary| {
                 s.min_xid.is_some_and(|m| m <= *x)
                     && s.max_xid.is_some_and(|m| m >= *x)
                     && (s.xids.is_empty() || s.xids.contains(x))
-            });
-            match hit {
-                Some(s) => (Some(s.end), format!("xid {x} (ends in {})", s.name)),
+            };
+            match path_segs.iter().find(|s| holds(s)) {
+                Some(s) => {
+                    // Without the record's LSN (a summary of an older walrs), the segment's
+                    // start: a backup that ends before it is consistent before the record.
+                    let at = xact_lsn(s, *x);
+                    xid_pos = Some(at.unwrap_or(s.start));
+                    let desc = match at {
+                        Some(l) => format!("xid {x} (ends at {l} in {})", s.name),
+                        None => format!("xid {x} (ends in {})", s.name),
+                    };
+                    (Some(s.end), desc)
+                }
                 None => {
                     return Err(refuse(format!(
-                        "no commit or abort of xid {x} is in the archive on the path to timeline {tli}"
+                        "no commit or abort of xid {x} is in the archive on the path to timeline {tli}{}",
+                        elsewhere(input, &on_path, &holds)
                     )));
                 }
             }
         }
-        Target::Name(n) => {
-            let hit = path_segs
-                .iter()
-                .find_map(|s| s.restore_points.iter().find(|r| r.name == *n).map(|r| (s, r.lsn)));
-            match hit {
-                Some((s, lsn)) => {
-                    (Some(Lsn(lsn.0 + 1)), format!("restore point {n:?} at {lsn} (in {})", s.name))
-                }
-                None => {
-                    return Err(refuse(format!(
-                        "restore point {n:?} is not in the archive on the path to timeline {tli}"
-                    )));
-                }
+        Target::Name(n) => match name_hits.as_slice() {
+            [] => {
+                let named = |s: &SegmentSummary| s.restore_points.iter().any(|r| r.name == *n);
+                return Err(refuse(format!(
+                    "restore point {n:?} is not in the archive on the path to timeline {tli}{}",
+                    elsewhere(input, &on_path, &named)
+                )));
             }
-        }
+            [(l, s)] => (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name)),
+            [(l, _), ..] => (
+                Some(Lsn(l.0 + 1)),
+                format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
+            ),
+        },
     };
     // The backup: the newest complete one on the path whose end is before the target.
     // Usable for the target timeline only if the WAL from its start to its stop lies on the
     // path: it started on its timeline before that timeline's switch point, and stopped on its
-    // stop timeline at or before that one's switch point.
+    // stop timeline at or before that one's switch point. And it must be consistent before
+    // recovery stops: PostgreSQL checks the target from the backup's start on, and a stop
+    // before the backup's end is fatal ("requested recovery stop point is before consistent
+    // recovery point"), so the record recovery stops at must lie at or after the backup's stop.
     let usable = |b: &&BackupManifest| -> bool {
         if tli_at(b.start_lsn) != b.timeline.get() {
             return false;
@@ -385,7 +542,9 @@ pub fn plan(
             Target::Time(us) => b.stop_time_us <= *us,
             Target::Immediate | Target::End => true,
             Target::Lsn(l) => b.stop_lsn <= *l,
-            _ => target_lsn.is_some_and(|l| b.stop_lsn <= l),
+            Target::Xid(_) => xid_pos.is_some_and(|p| b.stop_lsn <= p),
+            // The first use of the name replay meets from the backup's start.
+            Target::Name(_) => first_name_from(b.start_lsn).is_some_and(|(l, _)| b.stop_lsn <= *l),
         }
     };
     let b = match chosen_by_id {
@@ -416,6 +575,20 @@ pub fn plan(
                 }
             }
         }
+    };
+    // A name used more than once: the first use at or after the chosen backup's start.
+    let (target_lsn, target_desc) = match (target, first_name_from(b.start_lsn)) {
+        (Target::Name(n), Some((l, s))) if name_hits.len() > 1 => {
+            let all = name_hits.iter().map(|(l, _)| l.to_string()).collect::<Vec<_>>().join(", ");
+            notes.push(format!(
+                "restore point {n:?} is used {} times on the path (at {all}): PostgreSQL stops at the first one it replays, at {l}, the first at or after the start of backup {} ({}); another backup (--backup) reaches another",
+                name_hits.len(),
+                b.id,
+                b.start_lsn
+            ));
+            (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name))
+        }
+        _ => (target_lsn, target_desc),
     };
     // The WAL replay needs: from the backup's start to the target (or the backup's stop).
     let end_lsn = match target {
@@ -483,6 +656,9 @@ pub fn plan(
         last_segment: segments.last().cloned().unwrap_or_default(),
         segments,
         bytes,
+        diverged,
+        other_branches,
+        notes,
     })
 }
 
@@ -562,6 +738,7 @@ mod tests {
             min_xid: None,
             max_xid: None,
             xids: vec![],
+            xid_lsns: vec![],
             restore_points: vec![],
             checkpoints: vec![],
             backup_ends: vec![],
@@ -748,5 +925,178 @@ mod tests {
         let e = run(&backups, segs, &Target::End, TargetTimeline::Id(1)).unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
         assert!(e.message.contains("000000010000000000000002 is missing"), "{e}");
+    }
+
+    fn plan_with(
+        backups: &[BackupManifest],
+        segs: Vec<SegmentSummary>,
+        histories: &BTreeMap<u32, TimelineHistory>,
+        target: &Target,
+        timeline: TargetTimeline,
+        backup: Option<&str>,
+    ) -> Result<Plan> {
+        let summaries = index(segs);
+        let input =
+            PlanInput { backups, summaries: &summaries, histories, seg_size: WalSegSize::DEFAULT };
+        plan(&input, target, timeline, backup, true)
+    }
+
+    #[test]
+    fn issue_12_xid_committed_inside_a_backup_is_reached_from_the_one_before() {
+        // B starts in segment 2 and stops in it; xid 7 commits between its start and stop.
+        let a = backup("A", 1, M + 0x28, M + 0x100, 1, 1000);
+        let b = backup("B", 1, 2 * M + 0x28, 2 * M + 0x5000, 1, 3000);
+        let mut s2 = full(1, 2);
+        (s2.min_xid, s2.max_xid, s2.xids, s2.xid_lsns) =
+            (Some(7), Some(7), vec![7], vec![Lsn(2 * M + 0x1000)]);
+        let segs = vec![full(1, 1), s2.clone(), full(1, 3)];
+        let none = BTreeMap::new();
+        let x = Target::Xid(7);
+        let p = plan_with(
+            &[a.clone(), b.clone()],
+            segs.clone(),
+            &none,
+            &x,
+            TargetTimeline::Id(1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.backup, "A", "{p:?}");
+        assert!(p.target.contains("ends at 0/2001000"), "{}", p.target);
+        for (backups, id) in [(vec![a.clone(), b.clone()], Some("B")), (vec![b.clone()], None)] {
+            let e = plan_with(&backups, segs.clone(), &none, &x, TargetTimeline::Id(1), id)
+                .unwrap_err();
+            assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        }
+        // A commit after B's stop is reached from B.
+        let mut later = s2.clone();
+        later.xid_lsns = vec![Lsn(2 * M + 0x6000)];
+        let segs2 = vec![full(1, 1), later, full(1, 3)];
+        let p = plan_with(&[a.clone(), b.clone()], segs2, &none, &x, TargetTimeline::Id(1), None)
+            .unwrap();
+        assert_eq!(p.backup, "B", "{p:?}");
+        // A summary without the LSNs (an older walrs): the segment's start bounds the commit.
+        s2.xid_lsns.clear();
+        let segs3 = vec![full(1, 1), s2, full(1, 3)];
+        let p = plan_with(&[a, b], segs3, &none, &x, TargetTimeline::Id(1), None).unwrap();
+        assert_eq!(p.backup, "A", "{p:?}");
+    }
+
+    #[test]
+    fn issue_12_restore_point_used_twice_the_first_replay_meets() {
+        let point = |lsn: u64| crate::index::summary::RestorePointEntry {
+            name: "daily".into(),
+            lsn: Lsn(lsn),
+            time_us: 0,
+        };
+        let mut s1 = full(1, 1);
+        s1.restore_points.push(point(M + 0x500));
+        let mut s3 = full(1, 3);
+        s3.restore_points.push(point(3 * M + 0x500));
+        let b = backup("B", 1, 2 * M + 0x28, 2 * M + 0x100, 1, 3000);
+        let segs = vec![s1.clone(), full(1, 2), s3.clone(), full(1, 4)];
+        let none = BTreeMap::new();
+        let n = Target::Name("daily".into());
+        let p = plan_with(std::slice::from_ref(&b), segs, &none, &n, TargetTimeline::Id(1), None)
+            .unwrap();
+        assert_eq!((p.backup.as_str(), p.last_segment.as_str()), ("B", "000000010000000000000003"));
+        assert!(p.target.contains("at 0/3000500"), "{}", p.target);
+        assert!(p.notes.iter().any(|n| n.contains("used 2 times")), "{:?}", p.notes);
+        // A third use inside B's window: replay from B stops there, before B is consistent; A,
+        // older, reaches the first use.
+        let mut s2 = full(1, 2);
+        s2.restore_points.push(point(2 * M + 0x80));
+        let a = backup("A", 1, M + 0x28, M + 0x100, 1, 1000);
+        let segs = vec![s1, s2, s3, full(1, 4)];
+        let p = plan_with(&[a, b.clone()], segs.clone(), &none, &n, TargetTimeline::Id(1), None)
+            .unwrap();
+        assert_eq!((p.backup.as_str(), p.last_segment.as_str()), ("A", "000000010000000000000001"));
+        let e = plan_with(&[b], segs, &none, &n, TargetTimeline::Id(1), None).unwrap_err();
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+    }
+
+    /// Timeline 2 began where its recovery ran out of WAL (0/3800000); timeline 1 went on to
+    /// segment 6, with later transactions than timeline 2's.
+    fn diverged() -> (BTreeMap<u32, TimelineHistory>, Vec<SegmentSummary>) {
+        let h = TimelineHistory::parse(
+            tl(2),
+            format!("1\t{}\tno recovery target specified\n", Lsn(SWITCH)).as_bytes(),
+        )
+        .unwrap();
+        let mut segs = vec![full(1, 1), full(1, 2), full(2, 3), full(2, 4)];
+        for n in 3..=6 {
+            let mut s = full(1, n);
+            s.last_xact_time_us = Some(i64::try_from(n).unwrap() * 2000);
+            segs.push(s);
+        }
+        for s in &mut segs {
+            if s.timeline == 2 {
+                s.last_xact_time_us = Some(5000);
+            }
+        }
+        (BTreeMap::from([(2, h)]), segs)
+    }
+
+    #[test]
+    fn issue_12_diverged_histories_are_named_and_the_default_follows_the_one_that_went_on() {
+        let (hist, segs) = diverged();
+        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let end = Target::End;
+        let p =
+            plan_with(&backups, segs.clone(), &hist, &end, TargetTimeline::Default, None).unwrap();
+        assert_eq!(p.target_timeline, 1, "{p:?}");
+        assert_eq!(p.last_segment, "000000010000000000000006");
+        assert_eq!(p.other_branches, [2]);
+        assert_eq!((p.diverged[0].parent, p.diverged[0].child), (1, 2));
+        assert!(p.notes.iter().any(|n| n.contains("--target-timeline 2")), "{:?}", p.notes);
+        // latest is PostgreSQL's: the highest timeline, and the plan names the other branch.
+        let p =
+            plan_with(&backups, segs.clone(), &hist, &end, TargetTimeline::Latest, None).unwrap();
+        assert_eq!((p.target_timeline, p.other_branches.as_slice()), (2, &[1][..]));
+        // A time only timeline 1 reaches, asked for on timeline 2: the refusal names timeline 1.
+        let e = plan_with(
+            &backups,
+            segs.clone(),
+            &hist,
+            &Target::Time(9000),
+            TargetTimeline::Id(2),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("timeline 1 holds it (--target-timeline 1)"), "{e}");
+        // Timeline 0 is a usage error, not a refusal.
+        let e = plan_with(&backups, segs, &hist, &end, TargetTimeline::Id(0), None).unwrap_err();
+        assert_eq!(e.kind, Kind::Usage, "{e}");
+    }
+
+    #[test]
+    fn issue_12_a_recovery_to_an_earlier_point_is_not_divergence() {
+        // Timeline 2 recovered to a target before the end of timeline 1, whose later WAL (and
+        // transactions) predate timeline 2: nothing diverged, the default is the newest timeline.
+        let h = TimelineHistory::parse(
+            tl(2),
+            format!("1\t{}\tbefore 2026-11-21 16:00:00+00\n", Lsn(SWITCH)).as_bytes(),
+        )
+        .unwrap();
+        let hist = BTreeMap::from([(2, h)]);
+        let mut segs = vec![full(1, 1), full(1, 2), full(1, 3), full(1, 4), full(1, 5)];
+        segs[4].last_xact_time_us = Some(4000);
+        let mut t2 = vec![full(2, 3), full(2, 4), full(2, 5)];
+        t2[2].first_xact_time_us = Some(9000);
+        t2[2].last_xact_time_us = Some(9000);
+        segs.extend(t2);
+        let summaries = index(segs.clone());
+        assert!(divergences(&summaries, &hist).is_empty());
+        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let p =
+            plan_with(&backups, segs.clone(), &hist, &Target::End, TargetTimeline::Default, None)
+                .unwrap();
+        assert_eq!(p.target_timeline, 2);
+        assert!(p.notes.is_empty() && p.other_branches.is_empty(), "{p:?}");
+        // The same timeline 1 with a transaction after timeline 2's first: diverged.
+        segs[4].last_xact_time_us = Some(9500);
+        let d = divergences(&index(segs), &hist);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].evidence.contains("after timeline 2 began"), "{}", d[0].evidence);
     }
 }
