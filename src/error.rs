@@ -120,7 +120,7 @@ impl From<StorageError> for WalrsError {
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile), the region, and the clock",
             ),
             Kind::Unavailable => err.hint(
-                "the store did not answer within the deadline; check WALRS_S3_ENDPOINT and the network, or raise --timeout",
+                "the store did not answer in time; check WALRS_S3_ENDPOINT and the network, or raise --unreachable-timeout / --timeout",
             ),
             Kind::PermissionDenied | Kind::ReadOnly => {
                 err.hint("the repository must be writable by the user running walrs (for archive_command, the postgres user)")

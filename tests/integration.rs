@@ -18,6 +18,7 @@ mod pg_archive;
 mod pitr;
 mod prefetch;
 mod s3;
+mod s3_integrity;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
 mod tls;

@@ -114,8 +114,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Decodes the WAL file `name` from `repo` into a new temporary file in `dir` (named after
 /// `base`), every frame and the trailer verified and the file fsynced. The guard removes the file
-/// unless the caller renames it and disarms the guard.
+/// unless the caller renames it and disarms the guard. An object from a network backend that
+/// fails verification is read once more before it is called corrupt (`reread`).
 pub(crate) fn decode_to_temp(
+    repo: &Repository,
+    cfg: &RepoConfig,
+    name: &WalFileName,
+    dir: &Path,
+    base: &str,
+) -> Result<(TempGuard, ObjectSummary)> {
+    super::reread::read_verified(repo, name.as_str(), || decode_once(repo, cfg, name, dir, base))
+}
+
+/// One read of [`decode_to_temp`], into its own temporary file.
+fn decode_once(
     repo: &Repository,
     cfg: &RepoConfig,
     name: &WalFileName,

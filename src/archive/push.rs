@@ -342,8 +342,23 @@ fn record_in_index(repo: &Repository, summary: index::SegmentSummary, encrypt: b
 }
 
 /// Decodes the stored object fully (verifying it) while comparing it with the local file;
-/// returns the stored object's content digest.
+/// returns the stored object's content digest. An object from a network backend that fails
+/// verification is read once more before it is called corrupt (`reread`).
 fn compare_with_stored(
+    repo: &Repository,
+    key: &crate::storage::ObjectKey,
+    name: &WalFileName,
+    file: &mut File,
+    path: &Path,
+) -> Result<String> {
+    super::reread::read_verified(repo, name.as_str(), || {
+        file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
+        compare_once(repo, key, name, file, path)
+    })
+}
+
+/// One read of [`compare_with_stored`], from the start of `file`.
+fn compare_once(
     repo: &Repository,
     key: &crate::storage::ObjectKey,
     name: &WalFileName,

@@ -61,6 +61,10 @@ pub struct GlobalArgs {
     /// Timeout of one S3 request, and of each idle gap in a download (default 30s).
     #[arg(long, global = true, env = "WALRS_S3_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub s3_request_timeout: Option<String>,
+    /// Give up (exit 12) once the store has not answered for this long, however far the
+    /// deadline is (default 60s).
+    #[arg(long, global = true, env = "WALRS_UNREACHABLE_TIMEOUT", value_name = "DURATION")]
+    pub unreachable_timeout: Option<String>,
     /// Spool directory of push look-ahead records and fetch prefetch (default: walrs_spool in the
     /// data directory of the WAL path).
     #[arg(long, global = true, env = "WALRS_SPOOL_DIR", value_name = "DIR")]
@@ -115,6 +119,7 @@ impl GlobalArgs {
             ("--s3-region", &self.s3_region),
             ("--s3-path-style", &self.s3_path_style),
             ("--s3-request-timeout", &self.s3_request_timeout),
+            ("--unreachable-timeout", &self.unreachable_timeout),
         ];
         let mut out = Vec::new();
         for (flag, value) in pairs {
@@ -240,6 +245,7 @@ where
         s3_region: g.s3_region.clone(),
         s3_path_style: g.s3_path_style.clone(),
         s3_request_timeout: g.s3_request_timeout.clone(),
+        unreachable_timeout: g.unreachable_timeout.clone(),
         spool_dir: g.spool_dir.clone(),
     };
     let env = |k: &str| std::env::var(k).ok();

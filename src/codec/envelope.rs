@@ -781,8 +781,12 @@ impl FrameOpener {
         out: &mut Vec<u8>,
     ) -> Result<[u8; 32], CodecError> {
         let corrupt = |d: String| CodecError::corrupt(&self.name, d);
-        if crc32c::crc32c(stored) != crc {
-            return Err(corrupt(format!("checksum mismatch in frame {index}")));
+        let got = crc32c::crc32c(stored);
+        if got != crc {
+            // The CRC read tells a second read of the same damage from other damage.
+            return Err(corrupt(format!(
+                "checksum mismatch in frame {index} (CRC-32C {got:08x}, expected {crc:08x})"
+            )));
         }
         if let Some(c) = &self.cipher {
             let ad = chunk_ad(&self.ad_prefix, TAG_DATA, plain_len);
@@ -1006,8 +1010,11 @@ impl<R: Read> Decoder<R> {
                     self.trailer.take().ok_or_else(|| self.corrupt("no trailer"))?;
                 self.pool = None;
                 let n = self.frames;
-                if crc32c::crc32c(&stored) != crc {
-                    return Err(self.corrupt(format!("checksum mismatch in frame {n}")));
+                let got = crc32c::crc32c(&stored);
+                if got != crc {
+                    return Err(self.corrupt(format!(
+                        "checksum mismatch in frame {n} (CRC-32C {got:08x}, expected {crc:08x})"
+                    )));
                 }
                 if let Some(c) = &self.trailer_cipher {
                     let index = u32::try_from(n).map_err(|_| self.corrupt("too many frames"))?;

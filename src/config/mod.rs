@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub s3_path_style: Option<bool>,
     /// Timeout of one S3 request (and of each idle gap in a download).
     pub s3_request_timeout: Option<toml::Value>,
+    /// How long the store may give no answer before a command gives up as "unreachable".
+    pub unreachable_timeout: Option<toml::Value>,
     /// Segments `push` archives at once (itself and other `.ready` files); 1 turns look-ahead off.
     pub push_parallel: Option<usize>,
     /// Segments `fetch` prefetches along the timeline; 0 turns prefetch off.
@@ -104,6 +106,8 @@ pub struct Overrides {
     pub s3_path_style: Option<String>,
     /// `--s3-request-timeout` / `WALRS_S3_REQUEST_TIMEOUT`.
     pub s3_request_timeout: Option<String>,
+    /// `--unreachable-timeout` / `WALRS_UNREACHABLE_TIMEOUT`.
+    pub unreachable_timeout: Option<String>,
     /// `--spool-dir` / `WALRS_SPOOL_DIR`.
     pub spool_dir: Option<String>,
 }
@@ -382,6 +386,19 @@ impl Settings {
             }
             (None, None) => {}
         }
+        match (set(&over.unreachable_timeout), fc.unreachable_timeout) {
+            (Some(t), _) | (None, Some(toml::Value::String(t))) => {
+                s3.unreachable_timeout = parse_duration(&t)
+                    .map_err(|e| config_err(format!("unreachable timeout: {e}")))?;
+            }
+            (None, Some(toml::Value::Integer(n))) if n > 0 => {
+                s3.unreachable_timeout = Duration::from_secs(n.unsigned_abs());
+            }
+            (None, Some(other)) => {
+                return Err(config_err(format!("unreachable_timeout: invalid value {other}")));
+            }
+            (None, None) => {}
+        }
         let spool_dir = match set(&over.spool_dir).map(PathBuf::from).or(fc.spool_dir) {
             Some(d) if d.is_relative() => {
                 return Err(config_err(format!(
@@ -590,6 +607,23 @@ mod tests {
             Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap_err().kind,
             Kind::Config
         );
+    }
+
+    #[test]
+    fn unreachable_timeout_defaults_to_a_minute() {
+        let s = Settings::resolve(None, &Overrides::default(), &no_env).unwrap();
+        assert_eq!(s.s3.unreachable_timeout, Duration::from_secs(60));
+        assert_eq!(crate::storage::s3::DEFAULT_UNREACHABLE_TIMEOUT, Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("walrs.toml");
+        std::fs::write(&f, "unreachable_timeout = 20\n").unwrap();
+        let s = Settings::resolve(Some(&f), &Overrides::default(), &no_env).unwrap();
+        assert_eq!(s.s3.unreachable_timeout, Duration::from_secs(20));
+        let over = Overrides { unreachable_timeout: Some("1500ms".into()), ..Default::default() };
+        let s = Settings::resolve(Some(&f), &over, &no_env).unwrap();
+        assert_eq!(s.s3.unreachable_timeout, Duration::from_millis(1500));
+        let bad = Overrides { unreachable_timeout: Some("0".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(None, &bad, &no_env).unwrap_err().kind, Kind::Config);
     }
 
     #[test]

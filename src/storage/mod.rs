@@ -292,6 +292,18 @@ pub enum AnyStorage {
     Faulty(Box<Faulty<AnyStorage>>),
 }
 
+impl AnyStorage {
+    /// Whether reads cross a network, where a byte can be damaged on the way while the stored
+    /// object is sound: a read that fails verification is then worth repeating.
+    pub fn is_network(&self) -> bool {
+        match self {
+            AnyStorage::Fs(_) | AnyStorage::Memory(_) => false,
+            AnyStorage::S3(_) => true,
+            AnyStorage::Faulty(f) => f.inner().is_network(),
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {

@@ -4,29 +4,39 @@
 //! The backend owns a small tokio runtime and blocks on it, so callers stay synchronous. Every
 //! request runs under its own timeout (a fixed budget for small requests, one that grows with the
 //! size for uploads, and an idle timeout between chunks of a download), and transient failures
-//! (5xx, SlowDown, throttling, resets, timeouts) are retried with jittered exponential backoff
-//! until the command's deadline. rust-s3's own retries are switched off. Permanent failures
-//! (authentication, a missing bucket) fail at once.
+//! (5xx, SlowDown, throttling, resets, timeouts, a body the store refused as damaged) are retried
+//! with jittered exponential backoff until the command's deadline, or until the store has not
+//! answered for [`S3Settings::unreachable_timeout`] (60 s by default, so that PostgreSQL's own
+//! retry loops see the failure in time). rust-s3's own retries are switched off. Permanent
+//! failures (authentication, a missing bucket) fail at once.
 //!
 //! Writes: up to [`SINGLE_PUT_MAX`] one PUT (with `If-None-Match: *` for `put_if_absent`, so two
 //! archivers racing on one key cannot overwrite each other); larger bodies a multipart upload whose
 //! part size grows so that no object size is out of reach, with memory bounded by one part. rust-s3
-//! sends Content-MD5 and the payload's SHA-256, so the server refuses a damaged body; after the
-//! write a HEAD confirms the object is there with the size and ETag just written. Reads stream the
-//! body; a download interrupted mid-way resumes with a ranged GET from where it stopped (objects
-//! are write-once, and the envelope's trailer verifies the whole content anyway). Listings are
-//! paginated and lazy.
+//! sends Content-MD5 and the payload's SHA-256, and a single PUT also carries
+//! `x-amz-checksum-sha256`, but many S3-compatible stores check none of them. So a write is only
+//! acknowledged once the store's answer proves it kept the bytes sent: the returned checksum, else
+//! the ETag against the local MD5 (per part and composite for multipart), else, when the ETag is
+//! not an MD5 (SSE-KMS, SSE-C, some providers) or disagrees, a read-back of the object. A write
+//! whose stored bytes differ was never acknowledged: it is deleted and written again within the
+//! deadline. A HEAD also confirms the object is there with the size and ETag just written. Reads
+//! stream the body; a download interrupted mid-way resumes with a ranged GET from where it stopped
+//! (objects are write-once, and the envelope's trailer verifies the whole content anyway).
+//! Listings are paginated and lazy.
 
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use md5::Md5;
 use s3::bucket::Bucket;
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::region::Region;
+use sha2::{Digest, Sha256};
 
 use super::{Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError};
 
@@ -50,6 +60,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 /// Uploads are allowed this much time per MiB on top of the request timeout (1 MiB/s floor).
 const PER_MIB: Duration = Duration::from_secs(1);
+/// Default of [`S3Settings::unreachable_timeout`]. PostgreSQL's archiver retries a failed
+/// `archive_command` after a second and a standby retries `restore_command` after
+/// `wal_retrieve_retry_interval` (5 s), falling back to streaming in between: a store that is down
+/// must fail `push` and `fetch` within a minute for those loops to work, whatever the deadline.
+pub const DEFAULT_UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connection settings of an S3 repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +77,12 @@ pub struct S3Settings {
     pub path_style: Option<bool>,
     /// Timeout of a small request, of the first byte of a download and of each idle gap in it.
     pub request_timeout: Duration,
+    /// How long the retry loops go on without any answer from the store (a response that is not a
+    /// transient failure, or download data) before they give up as "unreachable", however far
+    /// the command's deadline is. A request in progress is cut at that point too, except the
+    /// first attempt of an upload or ranged download, which keeps its size-based timeout: a slow
+    /// transfer that makes progress may take longer.
+    pub unreachable_timeout: Duration,
 }
 
 impl Default for S3Settings {
@@ -71,6 +92,7 @@ impl Default for S3Settings {
             region: "us-east-1".into(),
             path_style: None,
             request_timeout: Duration::from_secs(30),
+            unreachable_timeout: DEFAULT_UNREACHABLE_TIMEOUT,
         }
     }
 }
@@ -214,6 +236,14 @@ pub struct S3Storage {
     location: S3Location,
     settings: S3Settings,
     deadline: Instant,
+    /// When the storage was opened: the origin of `last_answer_ms`.
+    opened: Instant,
+    /// Milliseconds after `opened` of the store's last answer (see
+    /// [`S3Settings::unreachable_timeout`]).
+    last_answer_ms: AtomicU64,
+    /// Set once an ETag disagreed with the local MD5 although a read-back showed the object
+    /// whole: this store's ETags are not content MD5s, and are not held against a write again.
+    opaque_etags: AtomicBool,
 }
 
 fn classify(e: &S3Error, op: &'static str, key: &str) -> StorageError {
@@ -225,7 +255,19 @@ fn classify(e: &S3Error, op: &'static str, key: &str) -> StorageError {
                 404 => ErrorKind::NotFound,
                 401 | 403 => ErrorKind::Auth,
                 408 | 429 | 500..=599 => ErrorKind::Unavailable,
-                400 if matches!(code_name.as_deref(), Some("RequestTimeout" | "SlowDown")) => {
+                // A body damaged on the way, refused by a store that checks Content-MD5,
+                // x-amz-content-sha256 or a checksum header: sending it again may succeed.
+                400 if matches!(
+                    code_name.as_deref(),
+                    Some(
+                        "RequestTimeout"
+                            | "SlowDown"
+                            | "BadDigest"
+                            | "XAmzContentSHA256Mismatch"
+                            | "IncompleteBody"
+                    )
+                ) =>
+                {
                     ErrorKind::Unavailable
                 }
                 _ => ErrorKind::Io,
@@ -254,6 +296,184 @@ fn xml_code(body: &str) -> Option<String> {
 
 fn is_precondition_failed(e: &S3Error) -> bool {
     matches!(e, S3Error::HttpFailWithBody(412, _))
+}
+
+/// The checksum header a single PUT carries and a store that supports it returns.
+const CHECKSUM_SHA256: &str = "x-amz-checksum-sha256";
+
+/// What a store said about an object it stored: from a PUT's response headers or a HEAD.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Answer {
+    /// The ETag, as sent (quoted).
+    etag: Option<String>,
+    /// `x-amz-server-side-encryption`.
+    sse: Option<String>,
+    /// Encrypted with a customer key (SSE-C).
+    sse_c: bool,
+    /// `x-amz-checksum-sha256`, base64.
+    checksum_sha256: Option<String>,
+}
+
+impl Answer {
+    /// From response headers (rust-s3 lowercases their names).
+    fn of_headers(h: &std::collections::HashMap<String, String>) -> Self {
+        Answer {
+            etag: h.get("etag").cloned(),
+            sse: h.get("x-amz-server-side-encryption").cloned(),
+            sse_c: h.contains_key("x-amz-server-side-encryption-customer-algorithm"),
+            checksum_sha256: h.get(CHECKSUM_SHA256).cloned(),
+        }
+    }
+
+    /// Whether the object's encryption makes its ETag something else than the MD5 of its
+    /// content: SSE-KMS (also dual-layer) and SSE-C do, SSE-S3 (`AES256`) does not.
+    fn etag_not_md5(&self) -> bool {
+        self.sse_c
+            || self.sse.as_deref().is_some_and(|s| s.to_ascii_lowercase().starts_with("aws:kms"))
+    }
+}
+
+/// What a store's answer proves about the bytes it kept.
+#[derive(Debug, PartialEq, Eq)]
+enum Judgement {
+    /// They are the bytes sent.
+    Same,
+    /// They are not, if the ETag is what it looks like (the reason).
+    Different(String),
+    /// The answer proves nothing (no checksum, an ETag that is not an MD5).
+    Unknown,
+}
+
+/// Judges `answer` against `sent`. A returned checksum decides; else, when `use_etags`, an ETag
+/// of MD5 form must be one of `etags` (a single PUT's is the MD5 of the body; a multipart
+/// upload's is the MD5 of its parts' MD5s, `-` and the number of parts).
+fn judge(answer: &Answer, use_etags: bool, sent: &Sent, etags: &[String]) -> Judgement {
+    if let Some(c) = answer.checksum_sha256.as_deref() {
+        let want = sent.sha256_b64();
+        return if c.trim() == want {
+            Judgement::Same
+        } else {
+            Judgement::Different(format!(
+                "the store's {CHECKSUM_SHA256} {c} is not {want}, the SHA-256 of the bytes sent"
+            ))
+        };
+    }
+    if !use_etags || answer.etag_not_md5() {
+        return Judgement::Unknown;
+    }
+    match answer.etag.as_deref().map(clean_etag) {
+        Some(e) if is_md5_etag(e) => {
+            if etags.iter().any(|w| w.eq_ignore_ascii_case(e)) {
+                Judgement::Same
+            } else {
+                Judgement::Different(format!(
+                    "ETag {e} is not {}, the MD5 of the bytes sent",
+                    etags.first().map(String::as_str).unwrap_or_default()
+                ))
+            }
+        }
+        _ => Judgement::Unknown,
+    }
+}
+
+/// An ETag without quotes and weak marker.
+fn clean_etag(e: &str) -> &str {
+    e.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// 32 hex digits, optionally `-` and a part count: the form of an MD5-based ETag.
+fn is_md5_etag(e: &str) -> bool {
+    let (md5, parts) = match e.split_once('-') {
+        Some((m, n)) => (m, Some(n)),
+        None => (e, None),
+    };
+    md5.len() == 32
+        && md5.bytes().all(|b| b.is_ascii_hexdigit())
+        && parts.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The storage error an `S3Reader` wrapped in an I/O error, or one made from the I/O error.
+fn from_io_error(op: &'static str, key: &str, e: &std::io::Error) -> StorageError {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<StorageError>())
+        .cloned()
+        .unwrap_or_else(|| StorageError::from_io(op, key, e))
+}
+
+/// Length and digests of the bytes a write sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sent {
+    len: u64,
+    md5: [u8; 16],
+    sha256: [u8; 32],
+}
+
+impl Sent {
+    fn of(data: &[u8]) -> Self {
+        Sent {
+            len: data.len() as u64,
+            md5: Md5::digest(data).into(),
+            sha256: Sha256::digest(data).into(),
+        }
+    }
+
+    fn md5_hex(&self) -> String {
+        hex(&self.md5)
+    }
+
+    fn sha256_b64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.sha256)
+    }
+}
+
+/// [`Sent`] built part by part, with each part's MD5 for the composite ETag.
+#[derive(Default)]
+struct SentHasher {
+    len: u64,
+    md5: Md5,
+    sha256: Sha256,
+    part_md5s: Vec<[u8; 16]>,
+}
+
+impl SentHasher {
+    /// Adds a part; returns its MD5 in hex (the ETag a store gives it).
+    fn add_part(&mut self, data: &[u8]) -> String {
+        self.len += data.len() as u64;
+        self.md5.update(data);
+        self.sha256.update(data);
+        let md5: [u8; 16] = Md5::digest(data).into();
+        self.part_md5s.push(md5);
+        hex(&md5)
+    }
+
+    fn finish(self) -> (Sent, Vec<[u8; 16]>) {
+        let sent = Sent {
+            len: self.len,
+            md5: self.md5.finalize().into(),
+            sha256: self.sha256.finalize().into(),
+        };
+        (sent, self.part_md5s)
+    }
+}
+
+/// A completed multipart upload, before its verification.
+struct Uploaded {
+    sent: Sent,
+    part_md5s: Vec<[u8; 16]>,
+    /// Every part's ETag was the MD5 of the part sent.
+    parts_proven: bool,
+}
+
+impl Uploaded {
+    /// The ETag S3 gives the object: the MD5 of the parts' MD5s, `-`, the number of parts.
+    fn composite_etag(&self) -> String {
+        format!("{}-{}", hex(&Md5::digest(self.part_md5s.concat())), self.part_md5s.len())
+    }
 }
 
 /// A pseudo-random factor in [0, 1) for jitter, without a dependency: the clock's nanoseconds
@@ -322,7 +542,22 @@ impl S3Storage {
             location: location.clone(),
             settings: settings.clone(),
             deadline: deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline),
+            opened: Instant::now(),
+            last_answer_ms: AtomicU64::new(0),
+            opaque_etags: AtomicBool::new(false),
         })
+    }
+
+    /// Records an answer from the store: the unreachable budget starts again.
+    fn answered(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_answer_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the store last answered (or since the storage was opened).
+    fn unanswered_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_answer_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
     }
 
     fn path(&self, key: &str) -> String {
@@ -341,13 +576,28 @@ impl S3Storage {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails permanently, or the deadline leaves no room for
-    /// another attempt. Each attempt gets `budget`, capped by the time left.
+    /// Runs `attempt` until it succeeds, fails permanently, the deadline leaves no room for
+    /// another attempt, or the store has not answered for the unreachable timeout. Each attempt
+    /// gets `budget`, capped by the time left of both.
     fn retry<T>(
         &self,
         op: &'static str,
         key: &str,
         budget: Duration,
+        attempt: impl AsyncFnMut() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.retry_with(op, key, budget, false, attempt)
+    }
+
+    /// [`S3Storage::retry`] for a request that moves a body (`transfer`: an upload or a ranged
+    /// download): its first attempt keeps its size-based `budget` even past the unreachable
+    /// budget, so a slow transfer is not cut; a retry gets no such allowance.
+    fn retry_with<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        budget: Duration,
+        transfer: bool,
         mut attempt: impl AsyncFnMut() -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let started = Instant::now();
@@ -356,7 +606,10 @@ impl S3Storage {
         loop {
             attempts += 1;
             let left = self.deadline.saturating_duration_since(Instant::now());
-            let t = budget.min(left);
+            let mut t = budget.min(left);
+            if !(transfer && attempts == 1) {
+                t = t.min(self.unanswered_left_since(started));
+            }
             let outcome = if t.is_zero() {
                 Err(StorageError::new(
                     ErrorKind::Timeout,
@@ -378,16 +631,29 @@ impl S3Storage {
                 })
             };
             let err = match outcome {
-                Ok(v) => return Ok(v),
-                Err(e) if !e.kind.is_retryable() => return Err(e),
+                Ok(v) => {
+                    self.answered();
+                    return Ok(v);
+                }
+                Err(e) if !e.kind.is_retryable() => {
+                    self.answered();
+                    return Err(e);
+                }
                 Err(e) => e,
             };
+            // No room left for another attempt of at least MIN_BACKOFF: the store is unreachable.
+            let quiet_left = self.unanswered_left_since(started);
+            if quiet_left <= MIN_BACKOFF {
+                return Err(self.unreachable(op, key, attempts, started, &err));
+            }
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left <= MIN_BACKOFF * 2 {
                 return Err(self.gave_up(op, key, attempts, started, &err));
             }
-            // Full jitter, and never past the deadline: the last attempt gets what time is left.
-            let pause = backoff.mul_f64(jitter()).min(left - MIN_BACKOFF * 2);
+            // Full jitter, and never past the deadline or the unreachable budget: the last
+            // attempt gets what time is left.
+            let pause =
+                backoff.mul_f64(jitter()).min(left - MIN_BACKOFF * 2).min(quiet_left - MIN_BACKOFF);
             tracing::warn!(
                 "{op} {key}: {} (attempt {attempts}); retrying in {} ms",
                 err.detail,
@@ -396,6 +662,37 @@ impl S3Storage {
             std::thread::sleep(pause);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// What is left of the unreachable budget for an operation that started at `since`: silence
+    /// counts from the store's last answer, but not from before the operation began (time spent
+    /// elsewhere, say reading from PostgreSQL, is not the store's silence).
+    fn unanswered_left_since(&self, since: Instant) -> Duration {
+        let quiet = self.unanswered_for().min(since.elapsed());
+        self.settings.unreachable_timeout.saturating_sub(quiet)
+    }
+
+    /// The failure of an operation the store has not answered for the unreachable timeout.
+    fn unreachable(
+        &self,
+        op: &'static str,
+        key: &str,
+        attempts: u32,
+        started: Instant,
+        last: &StorageError,
+    ) -> StorageError {
+        StorageError::new(
+            ErrorKind::Unavailable,
+            op,
+            key,
+            format!(
+                "{} unreachable: no answer for {:.1} s, the unreachable timeout ({} attempts; last: {})",
+                self.location,
+                self.unanswered_for().min(started.elapsed()).as_secs_f64(),
+                attempts,
+                last.detail
+            ),
+        )
     }
 
     fn gave_up(
@@ -450,27 +747,72 @@ impl S3Storage {
         conditional: bool,
     ) -> Result<PutOutcome, StorageError> {
         let path = self.path(key);
+        let sent = Sent::of(data);
         let mut headers = http::HeaderMap::new();
         if conditional {
             headers.insert(http::header::IF_NONE_MATCH, http::HeaderValue::from_static("*"));
         }
-        let put = self.retry("write", key, self.upload_budget(data.len()), async || match self
-            .bucket
-            .put_object_with_headers(&path, data, Some(headers.clone()))
-            .await
-        {
-            Ok(r) => Ok(Some(r.headers().get("etag").cloned())),
-            Err(e) if conditional && is_precondition_failed(&e) => Ok(None),
-            Err(e) => Err(classify(&e, "write", key)),
-        })?;
-        let Some(etag) = put else { return Ok(PutOutcome::Exists) };
-        self.verify(key, data.len() as u64, etag.as_deref())?;
-        Ok(PutOutcome::Created(ObjectMeta { key: ObjectKey::new(key)?, size: data.len() as u64 }))
+        let checksum = http::HeaderValue::from_str(&sent.sha256_b64())
+            .map_err(|e| StorageError::new(ErrorKind::Io, "write", key, e.to_string()))?;
+        headers.insert(http::HeaderName::from_static(CHECKSUM_SHA256), checksum);
+        let mut backoff = MIN_BACKOFF;
+        let mut writes = 0u32;
+        loop {
+            writes += 1;
+            let budget = self.upload_budget(data.len());
+            let put = self.retry_with("write", key, budget, true, async || {
+                match self.bucket.put_object_with_headers(&path, data, Some(headers.clone())).await
+                {
+                    Ok(r) => Ok(Some(Answer::of_headers(&r.headers()))),
+                    Err(e) if conditional && is_precondition_failed(&e) => Ok(None),
+                    Err(e) => Err(classify(&e, "write", key)),
+                }
+            })?;
+            let Some(answer) = put else { return Ok(PutOutcome::Exists) };
+            self.verify(key, sent.len, answer.etag.as_deref())?;
+            let Some(why) = self.check_kept(key, &answer, &sent, &[sent.md5_hex()], true)? else {
+                return Ok(PutOutcome::Created(ObjectMeta {
+                    key: ObjectKey::new(key)?,
+                    size: sent.len,
+                }));
+            };
+            // Never acknowledged, so nobody relies on it: away with it, and write again. A
+            // replacing write needs no delete (the next PUT replaces the damaged object).
+            if conditional {
+                self.remove_damaged(key, answer.etag.as_deref())?;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left <= MIN_BACKOFF * 2 {
+                return Err(StorageError::new(
+                    ErrorKind::Unavailable,
+                    "write",
+                    key,
+                    format!(
+                        "{}: the store kept other bytes than were sent on each of {writes} writes before the deadline (last: {why}); {}",
+                        self.location,
+                        if conditional {
+                            "the damaged object was deleted"
+                        } else {
+                            "it may hold them still"
+                        }
+                    ),
+                ));
+            }
+            let pause = backoff.mul_f64(jitter()).min(left - MIN_BACKOFF * 2);
+            tracing::warn!(
+                "write {key}: the store kept other bytes than were sent ({why}){}; writing again in {} ms",
+                if conditional { "; deleted the damaged object" } else { "" },
+                pause.as_millis()
+            );
+            std::thread::sleep(pause);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
-    /// Confirms the object is present with the size (and, for single PUTs, the ETag) just written.
-    fn verify(&self, key: &str, size: u64, etag: Option<&str>) -> Result<(), StorageError> {
-        let meta = self.head_raw(key)?.ok_or_else(|| {
+    /// Confirms the object is present with the size (and, for single PUTs, the ETag) just
+    /// written; returns what the HEAD said.
+    fn verify(&self, key: &str, size: u64, etag: Option<&str>) -> Result<Answer, StorageError> {
+        let (stored, answer) = self.head_raw(key)?.ok_or_else(|| {
             StorageError::new(
                 ErrorKind::Io,
                 "verify",
@@ -478,16 +820,16 @@ impl S3Storage {
                 "the object is missing right after it was written",
             )
         })?;
-        if meta.0 != size {
+        if stored != size {
             return Err(StorageError::new(
                 ErrorKind::Io,
                 "verify",
                 key,
-                format!("the store holds {} bytes, {size} were written", meta.0),
+                format!("the store holds {stored} bytes, {size} were written"),
             ));
         }
-        if let (Some(want), Some(got)) = (etag, meta.1.as_deref())
-            && want.trim_matches('"') != got.trim_matches('"')
+        if let (Some(want), Some(got)) = (etag, answer.etag.as_deref())
+            && clean_etag(want) != clean_etag(got)
         {
             return Err(StorageError::new(
                 ErrorKind::Io,
@@ -496,17 +838,112 @@ impl S3Storage {
                 format!("ETag {got} is not {want}: another write replaced ours"),
             ));
         }
-        Ok(())
+        Ok(answer)
     }
 
-    /// Size and ETag, `None` if absent.
-    fn head_raw(&self, key: &str) -> Result<Option<(u64, Option<String>)>, StorageError> {
+    /// Proves that the object at `key` holds exactly the bytes `sent`: from the write's `answer`
+    /// (`etags`: the ETags the store gives those bytes if its ETags are MD5s) when
+    /// `etags_count` and it proves it, else by reading the object back. `None`: proven;
+    /// `Some(why)`: the stored bytes differ.
+    fn check_kept(
+        &self,
+        key: &str,
+        answer: &Answer,
+        sent: &Sent,
+        etags: &[String],
+        etags_count: bool,
+    ) -> Result<Option<String>, StorageError> {
+        let use_etags = etags_count && !self.opaque_etags.load(Ordering::Relaxed);
+        let why = match judge(answer, use_etags, sent, etags) {
+            Judgement::Same => return Ok(None),
+            Judgement::Different(why) => why,
+            Judgement::Unknown => {
+                return Ok((!self.read_back_matches(key, sent)?)
+                    .then(|| "a read-back of the object differs from the bytes sent".to_string()));
+            }
+        };
+        // A mismatch is confirmed by the object itself before anything is deleted: a store may
+        // answer with ETags that look like MD5s and are not.
+        if !self.read_back_matches(key, sent)? {
+            return Ok(Some(why));
+        }
+        if !self.opaque_etags.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "write {key}: {why}, but a read-back shows the object whole: the ETags of {} are not MD5s of the content; writes are verified by reading them back",
+                self.location
+            );
+        }
+        Ok(None)
+    }
+
+    /// Reads the object at `key` in full and compares its length and SHA-256 with `sent`.
+    fn read_back_matches(&self, key: &str, sent: &Sent) -> Result<bool, StorageError> {
+        let okey = ObjectKey::new(key)?;
+        let mut reader = match Storage::get(self, &okey) {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| from_io_error("read back", key, &e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(buf.get(..n).unwrap_or_default());
+            len += n as u64;
+        }
+        Ok(len == sent.len && hasher.finalize().as_slice() == sent.sha256.as_slice())
+    }
+
+    /// Deletes the damaged object one of our writes left at `key` (`etag`: its ETag). Each
+    /// attempt first checks that the key still holds that object, so that a retried delete never
+    /// removes an object another writer stored in between.
+    fn remove_damaged(&self, key: &str, etag: Option<&str>) -> Result<(), StorageError> {
+        let path = self.path(key);
+        let op = "delete damaged";
+        self.retry(op, key, self.settings.request_timeout * 2, async || {
+            match self.bucket.head_object(&path).await {
+                Ok((h, _)) => {
+                    if let (Some(bad), Some(now)) = (etag, h.e_tag.as_deref())
+                        && clean_etag(bad) != clean_etag(now)
+                    {
+                        tracing::warn!(
+                            "{op} {key}: the key now holds another object (ETag {now}); left in place"
+                        );
+                        return Ok(());
+                    }
+                }
+                Err(e) => match classify(&e, op, key) {
+                    e if e.kind == ErrorKind::NotFound => return Ok(()),
+                    e => return Err(e),
+                },
+            }
+            match self.bucket.delete_object(&path).await {
+                Ok(_) => Ok(()),
+                Err(e) => match classify(&e, op, key) {
+                    e if e.kind == ErrorKind::NotFound => Ok(()),
+                    e => Err(e),
+                },
+            }
+        })
+    }
+
+    /// Size and what a HEAD says (ETag, encryption), `None` if absent.
+    fn head_raw(&self, key: &str) -> Result<Option<(u64, Answer)>, StorageError> {
         let path = self.path(key);
         self.retry("stat", key, self.settings.request_timeout, async || {
             match self.bucket.head_object(&path).await {
                 Ok((h, _)) => Ok(Some((
                     h.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
-                    h.e_tag,
+                    Answer {
+                        etag: h.e_tag,
+                        sse: h.server_side_encryption,
+                        sse_c: h.sse_customer_algorithm.is_some(),
+                        checksum_sha256: None,
+                    },
                 ))),
                 Err(e) => match classify(&e, "stat", key) {
                     e if e.kind == ErrorKind::NotFound => Ok(None),
@@ -516,7 +953,8 @@ impl S3Storage {
         })
     }
 
-    /// Uploads `carry` and the rest of `body` as a multipart upload; aborts it on any failure.
+    /// Uploads `carry` and the rest of `body` as a multipart upload; aborts it on any failure
+    /// before completion, deletes the completed object if it is not what was sent.
     fn multipart(
         &self,
         key: &str,
@@ -538,23 +976,67 @@ impl S3Storage {
                     .map_err(|e| classify(&e, "start upload of", key))
             })?;
         let result = self.upload_parts(key, &path, &upload_id, carry, ended, body, conditional);
-        if !matches!(result, Ok(PutOutcome::Created(_))) {
-            let abort =
-                self.retry("abort upload of", key, self.settings.request_timeout, async || {
-                    self.bucket
-                        .abort_upload(&path, &upload_id)
-                        .await
-                        .map_err(|e| classify(&e, "abort upload of", key))
-                });
-            if let Err(e) = abort {
-                tracing::warn!(
-                    "could not abort the multipart upload of {key} ({e}); a lifecycle rule for incomplete uploads cleans it up"
-                );
+        let done = match result {
+            Ok(Some(done)) => done,
+            other => {
+                let abort =
+                    self.retry("abort upload of", key, self.settings.request_timeout, async || {
+                        self.bucket
+                            .abort_upload(&path, &upload_id)
+                            .await
+                            .map_err(|e| classify(&e, "abort upload of", key))
+                    });
+                if let Err(e) = abort {
+                    tracing::warn!(
+                        "could not abort the multipart upload of {key} ({e}); a lifecycle rule for incomplete uploads cleans it up"
+                    );
+                }
+                return other.map(|_| PutOutcome::Exists);
             }
+        };
+        let answer = self.verify(key, done.sent.len, None)?;
+        let etags = [done.composite_etag(), done.sent.md5_hex()];
+        if let Some(why) = self.check_kept(key, &answer, &done.sent, &etags, done.parts_proven)? {
+            // The body was streamed and is gone: the caller writes again.
+            self.remove_damaged(key, answer.etag.as_deref())?;
+            return Err(StorageError::new(
+                ErrorKind::Unavailable,
+                "write",
+                key,
+                format!(
+                    "{}: the store kept other bytes than were sent ({why}); the object was deleted, write it again",
+                    self.location
+                ),
+            ));
         }
-        result
+        Ok(PutOutcome::Created(ObjectMeta { key: ObjectKey::new(key)?, size: done.sent.len }))
     }
 
+    /// Sends one part; returns the part with the ETag the store gave it.
+    fn put_part(
+        &self,
+        key: &str,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: &[u8],
+    ) -> Result<s3::serde_types::Part, StorageError> {
+        self.retry_with("write part of", key, self.upload_budget(data.len()), true, async || {
+            self.bucket
+                .put_multipart_chunk(
+                    data.to_vec(),
+                    path,
+                    number,
+                    upload_id,
+                    "application/octet-stream",
+                )
+                .await
+                .map_err(|e| classify(&e, "write part of", key))
+        })
+    }
+
+    /// The parts of a multipart upload, each checked against its ETag, then the completion.
+    /// `None`: the object already existed (conditional completion refused).
     #[allow(clippy::too_many_arguments)]
     fn upload_parts(
         &self,
@@ -565,9 +1047,10 @@ impl S3Storage {
         mut ended: bool,
         body: &mut dyn Body,
         conditional: bool,
-    ) -> Result<PutOutcome, StorageError> {
+    ) -> Result<Option<Uploaded>, StorageError> {
         let mut parts = Vec::new();
-        let mut total = 0u64;
+        let mut sent = SentHasher::default();
+        let mut parts_proven = true;
         for number in 1u32.. {
             let size = PART_SIZE << ((number - 1) / PART_GROWTH_EVERY).min(8);
             if !ended {
@@ -578,24 +1061,27 @@ impl S3Storage {
             }
             let rest = carry.split_off(size.min(carry.len()));
             let part_data = std::mem::replace(&mut carry, rest);
-            let part = self.retry(
-                "write part of",
-                key,
-                self.upload_budget(part_data.len()),
-                async || {
-                    self.bucket
-                        .put_multipart_chunk(
-                            part_data.clone(),
-                            path,
-                            number,
-                            upload_id,
-                            "application/octet-stream",
-                        )
-                        .await
-                        .map_err(|e| classify(&e, "write part of", key))
-                },
-            )?;
-            total += part_data.len() as u64;
+            let md5 = sent.add_part(&part_data);
+            let mut part = self.put_part(key, path, upload_id, number, &part_data)?;
+            if parts_proven && !self.opaque_etags.load(Ordering::Relaxed) {
+                let got = clean_etag(&part.etag).to_owned();
+                if !got.eq_ignore_ascii_case(&md5) {
+                    if is_md5_etag(&got) {
+                        // Damaged on the way, or a store whose ETags are not MD5s: sending the
+                        // part again tells them apart.
+                        tracing::warn!(
+                            "write part {number} of {key}: ETag {got} is not the MD5 of the part sent ({md5}); sending it again"
+                        );
+                        part = self.put_part(key, path, upload_id, number, &part_data)?;
+                    }
+                    if !clean_etag(&part.etag).eq_ignore_ascii_case(&md5) {
+                        // Part ETags prove nothing on this store (or the path damages every
+                        // send): the object is read back, and so are later writes.
+                        parts_proven = false;
+                        self.opaque_etags.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
             parts.push(part);
             if ended && carry.is_empty() {
                 break;
@@ -619,10 +1105,10 @@ impl S3Storage {
                 }
             })?;
         if !completed {
-            return Ok(PutOutcome::Exists);
+            return Ok(None);
         }
-        self.verify(key, total, None)?;
-        Ok(PutOutcome::Created(ObjectMeta { key: ObjectKey::new(key)?, size: total }))
+        let (sent, part_md5s) = sent.finish();
+        Ok(Some(Uploaded { sent, part_md5s, parts_proven }))
     }
 
     fn upload(
@@ -653,6 +1139,8 @@ struct S3Reader<'a> {
     started: Instant,
     interruptions: u32,
     backoff: Duration,
+    /// When the current wait for data began (the unreachable budget counts from there at most).
+    waiting_since: Instant,
 }
 
 /// An I/O error carrying the storage error it stands for, so that callers above the `Read`
@@ -709,6 +1197,16 @@ impl S3Reader<'_> {
             &self.key,
             format!("{why} at byte {}", self.pos),
         );
+        let quiet_left = self.s3.unanswered_left_since(self.waiting_since);
+        if quiet_left <= MIN_BACKOFF {
+            return Err(io_error(self.s3.unreachable(
+                "read",
+                &self.key,
+                self.interruptions,
+                self.waiting_since,
+                &err,
+            )));
+        }
         let left = self.s3.deadline.saturating_duration_since(Instant::now());
         if left <= MIN_BACKOFF * 2 {
             return Err(io_error(self.s3.gave_up(
@@ -719,7 +1217,11 @@ impl S3Reader<'_> {
                 &err,
             )));
         }
-        let pause = self.backoff.mul_f64(jitter()).min(left - MIN_BACKOFF * 2);
+        let pause = self
+            .backoff
+            .mul_f64(jitter())
+            .min(left - MIN_BACKOFF * 2)
+            .min(quiet_left - MIN_BACKOFF);
         tracing::warn!(
             "read {}: {why} at byte {}; resuming in {} ms",
             self.key,
@@ -734,6 +1236,9 @@ impl S3Reader<'_> {
 
 impl Read for S3Reader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.chunk.is_empty() {
+            self.waiting_since = Instant::now();
+        }
         while self.chunk.is_empty() {
             if self.eof {
                 return Ok(0);
@@ -746,7 +1251,8 @@ impl Read for S3Reader<'_> {
                 .s3
                 .settings
                 .request_timeout
-                .min(self.s3.deadline.saturating_duration_since(Instant::now()));
+                .min(self.s3.deadline.saturating_duration_since(Instant::now()))
+                .min(self.s3.unanswered_left_since(self.waiting_since));
             let next = match self.stream.as_mut() {
                 Some(s) => self
                     .s3
@@ -755,7 +1261,10 @@ impl Read for S3Reader<'_> {
                 None => continue,
             };
             match next {
-                Ok(Some(Ok(bytes))) => self.chunk = bytes,
+                Ok(Some(Ok(bytes))) => {
+                    self.s3.answered();
+                    self.chunk = bytes;
+                }
                 Ok(None) => self.eof = true,
                 Ok(Some(Err(e))) => self.interrupted(format!("{e}"))?,
                 Err(_) => self.interrupted(format!("no data for {} ms", idle.as_millis()))?,
@@ -847,6 +1356,7 @@ impl Storage for S3Storage {
             started: Instant::now(),
             interruptions: 0,
             backoff: MIN_BACKOFF,
+            waiting_since: Instant::now(),
         };
         r.open()?;
         Ok(Box::new(r))
@@ -858,7 +1368,7 @@ impl Storage for S3Storage {
         }
         let (k, path) = (key.as_str(), self.path(key.as_str()));
         let budget = self.upload_budget(usize::try_from(len).unwrap_or(usize::MAX));
-        self.retry("read", k, budget, async || {
+        self.retry_with("read", k, budget, true, async || {
             match self.bucket.get_object_range(&path, offset, Some(offset + len - 1)).await {
                 Ok(r) => Ok(r.bytes().to_vec()),
                 Err(S3Error::HttpFailWithBody(416, _)) => Ok(Vec::new()),
@@ -1009,10 +1519,90 @@ mod tests {
         assert_eq!(c(503, "<Error><Code>SlowDown</Code></Error>"), ErrorKind::Unavailable);
         assert_eq!(c(500, ""), ErrorKind::Unavailable);
         assert_eq!(c(400, "<Error><Code>RequestTimeout</Code></Error>"), ErrorKind::Unavailable);
+        assert_eq!(c(400, "<Error><Code>BadDigest</Code></Error>"), ErrorKind::Unavailable);
+        assert_eq!(
+            c(400, "<Error><Code>XAmzContentSHA256Mismatch</Code></Error>"),
+            ErrorKind::Unavailable
+        );
         assert_eq!(c(400, "<Error><Code>InvalidArgument</Code></Error>"), ErrorKind::Io);
         for _ in 0..100 {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));
         }
+    }
+
+    #[test]
+    fn write_answers_are_judged_against_what_was_sent() {
+        let sent = Sent::of(b"hello");
+        // MD5("hello") and its SHA-256 in base64.
+        assert_eq!(sent.md5_hex(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(sent.sha256_b64(), "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=");
+        let etags = [sent.md5_hex()];
+        let answer = |etag: &str| Answer { etag: Some(etag.into()), ..Answer::default() };
+        let j = |a: &Answer| judge(a, true, &sent, &etags);
+        assert_eq!(j(&answer("\"5d41402abc4b2a76b9719d911017c592\"")), Judgement::Same);
+        assert_eq!(j(&answer("\"5D41402ABC4B2A76B9719D911017C592\"")), Judgement::Same);
+        assert!(matches!(
+            j(&answer("\"00000000000000000000000000000000\"")),
+            Judgement::Different(w) if w.contains("is not 5d41402abc4b2a76b9719d911017c592")
+        ));
+        // Not an MD5 form, encrypted with KMS or a customer key, ETags not used: unknown.
+        assert_eq!(j(&answer("\"abc\"")), Judgement::Unknown);
+        assert_eq!(j(&Answer::default()), Judgement::Unknown);
+        let kms = Answer {
+            sse: Some("aws:kms".into()),
+            ..answer("\"00000000000000000000000000000000\"")
+        };
+        assert_eq!(j(&kms), Judgement::Unknown);
+        let ssec = Answer { sse_c: true, ..answer("\"00000000000000000000000000000000\"") };
+        assert_eq!(j(&ssec), Judgement::Unknown);
+        let s3 =
+            Answer { sse: Some("AES256".into()), ..answer("\"00000000000000000000000000000000\"") };
+        assert!(matches!(j(&s3), Judgement::Different(_)));
+        assert_eq!(
+            judge(&answer("\"00000000000000000000000000000000\""), false, &sent, &etags),
+            Judgement::Unknown
+        );
+        // A returned checksum decides, whatever the ETag.
+        let sum = |c: &str| Answer { checksum_sha256: Some(c.into()), ..kms.clone() };
+        assert_eq!(j(&sum("LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=")), Judgement::Same);
+        assert!(matches!(j(&sum("AAAA")), Judgement::Different(_)));
+        // Response headers as rust-s3 gives them.
+        let h: std::collections::HashMap<String, String> = [
+            ("etag", "\"x\""),
+            ("x-amz-server-side-encryption", "aws:kms"),
+            (CHECKSUM_SHA256, "c"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let a = Answer::of_headers(&h);
+        assert_eq!(
+            (a.etag.as_deref(), a.etag_not_md5(), a.checksum_sha256.as_deref()),
+            (Some("\"x\""), true, Some("c"))
+        );
+    }
+
+    #[test]
+    fn multipart_etags() {
+        assert!(is_md5_etag("5d41402abc4b2a76b9719d911017c592"));
+        assert!(is_md5_etag("5d41402abc4b2a76b9719d911017c592-3"));
+        for bad in
+            ["", "5d41", "5d41402abc4b2a76b9719d911017c592-", "zz41402abc4b2a76b9719d911017c592"]
+        {
+            assert!(!is_md5_etag(bad), "{bad}");
+        }
+        assert_eq!(clean_etag("W/\"abc\""), "abc");
+        // The composite ETag S3 gives an upload of the parts "a" and "b".
+        let mut h = SentHasher::default();
+        assert_eq!(h.add_part(b"a"), "0cc175b9c0f1b6a831c399e269772661");
+        h.add_part(b"b");
+        let (sent, part_md5s) = h.finish();
+        assert_eq!(sent, Sent::of(b"ab"));
+        let up = Uploaded { sent, part_md5s, parts_proven: true };
+        let mut concat = Vec::new();
+        concat.extend_from_slice(&Md5::digest(b"a"));
+        concat.extend_from_slice(&Md5::digest(b"b"));
+        assert_eq!(up.composite_etag(), format!("{}-2", hex(&Md5::digest(&concat))));
     }
 }

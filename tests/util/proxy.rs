@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP proxy between walrs and the S3 test server: it forwards each request
 //! (one per connection) and, when a rule matches, answers 500 or 503 SlowDown itself, resets the
-//! connection in the middle of the response body, stalls, sends a truncated body, or refuses the
-//! connection. It counts every fault it injects.
+//! connection in the middle of the response body, stalls, sends a truncated body, refuses the
+//! connection, or flips a byte of the request or response body on the way (headers untouched, as
+//! a faulty NIC or middlebox would). Rules can be limited to a path and to a share of the
+//! requests. It counts every fault it injects, and the flips apart.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,10 @@ pub enum HttpFault {
     TruncateBody,
     /// Reset the connection without reading the request.
     Refuse,
+    /// Forward the request with one byte of its body flipped (requests without a body pass).
+    FlipRequestBody,
+    /// Forward, then answer with one byte of the response body flipped (an empty body passes).
+    FlipResponseBody,
 }
 
 #[derive(Clone, Debug)]
@@ -36,17 +42,46 @@ pub struct Rule {
     /// Matching requests to fault (`u32::MAX`: all).
     pub times: u32,
     pub fault: HttpFault,
+    /// Only requests whose target contains this (e.g. `/wal/`); any when `None`.
+    pub path: Option<&'static str>,
+    /// The share of the matching requests that is faulted, in percent (drawn from a seeded
+    /// generator, so a run is reproducible for a given order of requests).
+    pub percent: u32,
 }
 
 impl Rule {
     pub fn new(method: Option<&'static str>, times: u32, fault: HttpFault) -> Self {
-        Rule { method, skip: 0, times, fault }
+        Rule { method, skip: 0, times, fault, path: None, percent: 100 }
+    }
+
+    /// Only requests whose target contains `path`.
+    pub fn on_path(mut self, path: &'static str) -> Self {
+        self.path = Some(path);
+        self
+    }
+
+    /// Only `percent` of the matching requests.
+    pub fn percent(mut self, percent: u32) -> Self {
+        self.percent = percent;
+        self
     }
 }
 
 #[derive(Default)]
 struct Plan {
     rules: Vec<(Rule, u32)>,
+    /// State of the generator for `percent` and flip positions (splitmix64).
+    rng: u64,
+}
+
+impl Plan {
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 pub struct FaultProxy {
@@ -54,6 +89,7 @@ pub struct FaultProxy {
     plan: Arc<Mutex<Plan>>,
     injected: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    flips: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -66,8 +102,10 @@ impl FaultProxy {
         let plan = Arc::new(Mutex::new(Plan::default()));
         let injected = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let flips = Arc::new(AtomicU64::new(0));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let (p, inj, reqs) = (plan.clone(), injected.clone(), requests.clone());
+        let fl = flips.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -81,7 +119,8 @@ impl FaultProxy {
                         r = listener.accept() => {
                             let Ok((sock, _)) = r else { continue };
                             let (p, inj, reqs) = (p.clone(), inj.clone(), reqs.clone());
-                            tokio::spawn(async move { let _ = handle(sock, upstream, p, inj, reqs).await; });
+                            let counters = Counters { injected: inj, requests: reqs, flips: fl.clone() };
+                            tokio::spawn(async move { let _ = handle(sock, upstream, p, counters).await; });
                         }
                         _ = &mut rx => break,
                     }
@@ -89,7 +128,7 @@ impl FaultProxy {
             });
             rt.shutdown_background();
         });
-        FaultProxy { addr, plan, injected, requests, stop: Some(tx), thread: Some(thread) }
+        FaultProxy { addr, plan, injected, requests, flips, stop: Some(tx), thread: Some(thread) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -112,19 +151,41 @@ impl FaultProxy {
         self.requests.load(Ordering::SeqCst)
     }
 
-    fn pick(plan: &Mutex<Plan>, method: &str) -> Option<HttpFault> {
+    /// Bytes flipped so far (requests and responses).
+    pub fn flips(&self) -> u64 {
+        self.flips.load(Ordering::SeqCst)
+    }
+
+    fn pick(plan: &Mutex<Plan>, method: &str, target: &str) -> Option<HttpFault> {
         let mut plan = plan.lock().unwrap();
+        let mut hit = None;
         for (rule, seen) in plan.rules.iter_mut() {
-            if rule.method.is_some_and(|m| m != method) {
+            if rule.method.is_some_and(|m| m != method)
+                || rule.path.is_some_and(|p| !target.contains(p))
+            {
                 continue;
             }
             *seen += 1;
             let n = *seen - 1;
             if n >= rule.skip && (rule.times == u32::MAX || n - rule.skip < rule.times) {
-                return Some(rule.fault);
+                hit = Some((rule.fault, rule.percent));
+                break;
             }
         }
-        None
+        let (fault, percent) = hit?;
+        (percent >= 100 || plan.next() % 100 < u64::from(percent)).then_some(fault)
+    }
+
+    /// Flips one byte of `body[from..]` (if there is one) at a drawn position.
+    fn flip(plan: &Mutex<Plan>, body: &mut [u8], from: usize) -> bool {
+        if body.len() <= from {
+            return false;
+        }
+        let mut plan = plan.lock().unwrap();
+        let at = from + (plan.next() % (body.len() - from) as u64) as usize;
+        let bit = 1u8 << (plan.next() % 8);
+        body[at] ^= bit;
+        true
     }
 }
 
@@ -174,19 +235,36 @@ fn reset(sock: TcpStream) {
     drop(sock);
 }
 
+struct Counters {
+    injected: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    flips: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn flipped(&self) {
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        self.flips.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 async fn handle(
     mut client: TcpStream,
     upstream: SocketAddr,
     plan: Arc<Mutex<Plan>>,
-    injected: Arc<AtomicU64>,
-    requests: Arc<AtomicU64>,
+    counters: Counters,
 ) -> std::io::Result<()> {
     let Some((head, mut body)) = read_head(&mut client).await? else { return Ok(()) };
-    let method = String::from_utf8_lossy(&head).split(' ').next().unwrap_or_default().to_string();
-    requests.fetch_add(1, Ordering::SeqCst);
-    let fault = FaultProxy::pick(&plan, &method);
-    if fault.is_some() {
-        injected.fetch_add(1, Ordering::SeqCst);
+    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+    let mut words = line.split(' ');
+    let method = words.next().unwrap_or_default().to_string();
+    let target = words.next().unwrap_or_default().to_string();
+    counters.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = FaultProxy::pick(&plan, &method, &target);
+    let flip_fault =
+        matches!(fault, Some(HttpFault::FlipRequestBody | HttpFault::FlipResponseBody));
+    if fault.is_some() && !flip_fault {
+        counters.injected.fetch_add(1, Ordering::SeqCst);
     }
     if fault == Some(HttpFault::Refuse) {
         reset(client);
@@ -241,6 +319,9 @@ async fn handle(
         fwd.push_str("\r\n");
     }
     fwd.push_str("Connection: close\r\n\r\n");
+    if fault == Some(HttpFault::FlipRequestBody) && FaultProxy::flip(&plan, &mut body, 0) {
+        counters.flipped();
+    }
     let mut up = TcpStream::connect(upstream).await?;
     // The upstream may answer (412, say) and close before reading the whole body: keep going.
     if up.write_all(fwd.as_bytes()).await.is_ok() {
@@ -249,6 +330,9 @@ async fn handle(
     let mut resp = Vec::new();
     up.read_to_end(&mut resp).await?;
     let body_at = find(&resp, b"\r\n\r\n").map(|i| i + 4).unwrap_or(resp.len());
+    if fault == Some(HttpFault::FlipResponseBody) && FaultProxy::flip(&plan, &mut resp, body_at) {
+        counters.flipped();
+    }
     match fault {
         Some(HttpFault::ResetMidBody) | Some(HttpFault::TruncateBody) => {
             // Half the body; for an empty body (a PUT's answer), half the head.

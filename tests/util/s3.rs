@@ -7,6 +7,12 @@
 //! same guarantee. And where s3s-fs answers 500 for a key that is only a prefix of other keys
 //! (a directory in its file tree), the wrapper answers 404 as S3 does. Everything else goes to
 //! s3s-fs unchanged, except that a missing bucket is NoSuchBucket as on S3 (s3s-fs would create it).
+//!
+//! [`Quirks`] make the server behave like other S3-compatible stores where a test needs it: a
+//! store that checks no body digest (s3s verifies `x-amz-content-sha256` and s3s-fs `Content-MD5`
+//! and the checksum headers, as AWS does, so without this switch a body damaged on the way is
+//! refused and the "store kept damaged bytes" case cannot happen), and a store whose ETags are not
+//! MD5s (SSE-KMS).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,10 +27,54 @@ pub const ACCESS_KEY: &str = "walrs-test-access-key";
 pub const SECRET_KEY: &str = "walrs-test-secret-key-0123456789";
 pub const BUCKET: &str = "walrs-test";
 
+/// How the test server departs from AWS S3.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// Store a body whatever its `Content-MD5`, `x-amz-content-sha256` and `x-amz-checksum-*`
+    /// headers say, and return no checksum: what many S3-compatible stores do. s3s verifies
+    /// `x-amz-content-sha256` while it checks the signature, so such a server checks no
+    /// signature (the `Authorization` header is dropped, the server has no credentials); s3s-fs's
+    /// own digest checks are skipped by dropping the digest fields before it sees them.
+    pub skip_digest_checks: bool,
+    /// Answer with ETags that are not the MD5 of the content (an MD5 of the MD5) and
+    /// `x-amz-server-side-encryption: aws:kms`, as S3 does for SSE-KMS objects.
+    pub kms_etags: bool,
+}
+
 struct AtomicCreate {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     create: tokio::sync::Mutex<()>,
+    quirks: Quirks,
+}
+
+/// The service of a server with [`Quirks::skip_digest_checks`]: requests reach s3s without their
+/// signature (s3s checks `x-amz-content-sha256` only as part of a signature check, so this is the
+/// one way to keep a body whose digest does not match).
+#[derive(Clone)]
+struct Unsigned(s3s::service::S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Unsigned {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = <s3s::service::S3Service as hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+    >>::Future;
+
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.headers_mut().remove(http::header::AUTHORIZATION);
+        hyper::service::Service::call(&self.0, req)
+    }
+}
+
+/// The SSE-KMS-like ETag of an object whose real ETag is `e`.
+fn kms_etag(e: &ETag) -> ETag {
+    use md5::Digest;
+    let v = match e {
+        ETag::Strong(v) | ETag::Weak(v) => v,
+    };
+    let d = md5::Md5::digest(format!("kms:{v}").as_bytes());
+    ETag::Strong(d.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl AtomicCreate {
@@ -46,8 +96,25 @@ impl S3 for AtomicCreate {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.check_bucket(&req.input.bucket)?;
+        let mut req = req;
+        if self.quirks.skip_digest_checks {
+            let i = &mut req.input;
+            i.content_md5 = None;
+            i.checksum_algorithm = None;
+            i.checksum_crc32 = None;
+            i.checksum_crc32c = None;
+            i.checksum_crc64nvme = None;
+            i.checksum_sha1 = None;
+            i.checksum_sha256 = None;
+        }
         let _g = self.create.lock().await;
-        self.fs.put_object(req).await
+        let mut resp = self.fs.put_object(req).await?;
+        if self.quirks.kms_etags {
+            resp.output.e_tag = resp.output.e_tag.as_ref().map(kms_etag);
+            resp.output.server_side_encryption =
+                Some(ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS));
+        }
+        Ok(resp)
     }
     async fn complete_multipart_upload(
         &self,
@@ -74,7 +141,13 @@ impl S3 for AtomicCreate {
         if self.is_prefix(&req.input.bucket, &req.input.key) {
             return Err(s3s::s3_error!(NoSuchKey));
         }
-        self.fs.head_object(req).await
+        let mut resp = self.fs.head_object(req).await?;
+        if self.quirks.kms_etags {
+            resp.output.e_tag = resp.output.e_tag.as_ref().map(kms_etag);
+            resp.output.server_side_encryption =
+                Some(ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS));
+        }
+        Ok(resp)
     }
     async fn list_objects_v2(
         &self,
@@ -100,7 +173,15 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        self.fs.upload_part(req).await
+        let mut req = req;
+        if self.quirks.skip_digest_checks {
+            req.input.content_md5 = None;
+        }
+        let mut resp = self.fs.upload_part(req).await?;
+        if self.quirks.kms_etags {
+            resp.output.e_tag = resp.output.e_tag.as_ref().map(kms_etag);
+        }
+        Ok(resp)
     }
     async fn abort_multipart_upload(
         &self,
@@ -120,6 +201,7 @@ impl S3 for AtomicCreate {
 pub struct S3Server {
     pub addr: SocketAddr,
     pub root: PathBuf,
+    quirks: Quirks,
     _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -128,10 +210,15 @@ pub struct S3Server {
 impl S3Server {
     /// A server on a free port with an empty bucket `BUCKET`.
     pub fn start() -> Self {
+        Self::start_with(Quirks::default())
+    }
+
+    /// [`S3Server::start`] with some of another store's behaviour.
+    pub fn start_with(quirks: Quirks) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
         let root = dir.path().to_path_buf();
-        let mut s = Self::serve(root, "127.0.0.1:0".parse().unwrap());
+        let mut s = Self::serve(root, "127.0.0.1:0".parse().unwrap(), quirks);
         s._dir = Some(dir);
         s
     }
@@ -139,10 +226,10 @@ impl S3Server {
     /// A server on `addr` storing into `root` (created with the bucket `BUCKET` if missing).
     pub fn start_in(root: PathBuf, addr: SocketAddr) -> Self {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        Self::serve(root, addr)
+        Self::serve(root, addr, Quirks::default())
     }
 
-    fn serve(root: PathBuf, addr: SocketAddr) -> Self {
+    fn serve(root: PathBuf, addr: SocketAddr, quirks: Quirks) -> Self {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -156,8 +243,10 @@ impl S3Server {
                 .unwrap();
             rt.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&fs_root).unwrap();
-                let mut b = s3s::service::S3ServiceBuilder::new(AtomicCreate { fs, root: fs_root.clone(), create: tokio::sync::Mutex::new(()) });
-                b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY.to_string()));
+                let mut b = s3s::service::S3ServiceBuilder::new(AtomicCreate { fs, root: fs_root.clone(), create: tokio::sync::Mutex::new(()), quirks });
+                if !quirks.skip_digest_checks {
+                    b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY.to_string()));
+                }
                 let service = b.build();
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let http = ConnBuilder::new(TokioExecutor::new());
@@ -168,8 +257,13 @@ impl S3Server {
                             // As real S3 endpoints do: without it every response body waits
                             // ~40 ms on loopback for a delayed ACK (Nagle).
                             let _ = sock.set_nodelay(true);
-                            let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
-                            tokio::spawn(async move { let _ = conn.await; });
+                            if quirks.skip_digest_checks {
+                                let conn = http.serve_connection(TokioIo::new(sock), Unsigned(service.clone())).into_owned();
+                                tokio::spawn(async move { let _ = conn.await; });
+                            } else {
+                                let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                                tokio::spawn(async move { let _ = conn.await; });
+                            }
                         }
                         _ = &mut rx => break,
                     }
@@ -178,7 +272,7 @@ impl S3Server {
             // Dropping the runtime cancels every open connection: the server is gone.
             rt.shutdown_background();
         });
-        S3Server { addr, root, _dir: None, stop: Some(tx), thread: Some(thread) }
+        S3Server { addr, root, quirks, _dir: None, stop: Some(tx), thread: Some(thread) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -217,7 +311,7 @@ impl S3Server {
     /// Serves the same data again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let mut next = Self::serve(self.root.clone(), self.addr);
+        let mut next = Self::serve(self.root.clone(), self.addr, self.quirks);
         self.stop = next.stop.take();
         self.thread = next.thread.take();
     }
