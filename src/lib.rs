@@ -16,6 +16,7 @@ pub mod error;
 pub mod index;
 pub mod mysql;
 pub mod net;
+pub mod output;
 pub mod pg;
 pub mod progress;
 pub mod recovery;

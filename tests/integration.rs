@@ -9,6 +9,7 @@ mod util;
 mod binlog;
 mod cli;
 mod faults;
+mod guard_rails;
 mod lookahead;
 mod majors;
 mod mysql_wire;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::backup::{self, TakeOptions};
 use crate::cli::Ctx;
 use crate::error::Result;
+use crate::outln;
 use crate::replication::ConnParams;
 
 /// Default deadline of a base backup.
@@ -61,6 +62,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         server_compression: args.server_compression,
     };
     let m = backup::take(&repo, cfg, &conn, &opts)?;
-    println!("{}", m.id);
+    outln!("{}", m.id);
     Ok(())
 }

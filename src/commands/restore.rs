@@ -10,6 +10,7 @@ use crate::cli::Ctx;
 use crate::config::KeySource;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
+use crate::outln;
 use crate::pg::{Lsn, WalFileName};
 use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
 use crate::repo::layout;
@@ -146,25 +147,27 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let plan =
         recovery::plan(&input, &tgt, timeline, args.backup.as_deref(), !args.target_exclusive)?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&plan)
                 .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
         );
     } else {
-        println!(
+        outln!(
             "plan: restore backup {} (ends at {}), recover to {}",
-            plan.backup, plan.backup_stop, plan.target
+            plan.backup,
+            plan.backup_stop,
+            plan.target
         );
         for s in &plan.path {
-            println!(
+            outln!(
                 "  timeline {} from {}{}",
                 s.tli,
                 s.from,
                 s.to.map(|t| format!(" to {t}")).unwrap_or_default()
             );
         }
-        println!(
+        outln!(
             "  WAL {} .. {} ({} segment(s)); {} MiB to fetch",
             plan.first_segment,
             plan.last_segment,
@@ -297,16 +300,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     if !args.json {
-        println!(
+        outln!(
             "restored {} file(s), {} MiB into {}",
             stats.files,
             stats.bytes >> 20,
             args.pgdata.display()
         );
-        println!(
-            "recovery settings written to postgresql.auto.conf (and recovery.signal):{written}"
-        );
-        println!(
+        outln!("recovery settings written to postgresql.auto.conf (and recovery.signal):{written}");
+        outln!(
             "start PostgreSQL on {} (as the owner of the data directory)",
             args.pgdata.display()
         );
