@@ -24,3 +24,4 @@ pub mod replication;
 pub mod repo;
 pub mod storage;
 pub mod timefmt;
+pub mod users;

@@ -2,6 +2,7 @@
 //! before it streams anything, a command run as root keeping the repository's owner (and
 //! `restore --owner`), and every printing command writing into a closed pipe without a panic.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,4 +110,156 @@ fn closed_stdout_is_not_a_panic() {
     });
     assert_eq!(c.sql("SELECT count(*) FROM t"), "1000");
     c.stop();
+}
+
+/// Every file and directory under `dir` (itself included) with its owner.
+fn owners(dir: &std::path::Path) -> Vec<(String, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.display().to_string(), m.uid(), m.gid()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// Issue 12, item 6: `basebackup` run as root as the first writer of an empty repository that
+/// belongs to the cluster's user. walrs.config came out root-owned 0600, every `push` of the
+/// server then failed with exit 9 and the backup waited for WAL that never came. Now what root
+/// writes belongs to the repository's owner: archiving works and the backup completes.
+#[test]
+fn root_first_writer_keeps_repo_owner() {
+    let (e, a) = setup("WALRS_REPO={repo} {walrs} push %p");
+    assert!(crate::util::files(&e.repo).is_empty());
+    let out = e.walrs().args(["basebackup", "--wal-wait", "60s", "-d", &conn(&a)]).run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_string();
+    let (u, g) = test_user();
+    let foreign: Vec<_> =
+        owners(&e.repo).into_iter().filter(|(_, ou, og)| (*ou, *og) != (u, g)).collect();
+    assert!(foreign.is_empty(), "not owned by the repository's owner: {foreign:?}");
+    a.switch_and_wait_archived();
+    assert_eq!(a.sql("SELECT failed_count FROM pg_stat_archiver"), "0", "{}", a.server_log());
+    // The owner reads what root wrote.
+    let list = e.walrs().run_as(u, g).args(["backup", "verify", &id]).run();
+    list.expect_code(0);
+}
+
+/// Issue 12, item 6: a user other than the repository's owner (and not root) is refused before
+/// anything is written, and the message names both users.
+#[test]
+fn non_owner_writer_is_refused_before_writing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::util::short_tempdir("wown");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A repository root owned by root that anybody could write into.
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let wal = dir.path().join("pg_wal");
+    std::fs::create_dir(&wal).unwrap();
+    let seg = crate::util::wal::SegSpec::new(1).write(&wal);
+    chown_to_test_user(&wal);
+    let (u, g) = test_user();
+    let out = crate::util::walrs(&repo).run_as(u, g).arg("push").arg(&seg).run();
+    out.expect_code(9);
+    assert!(
+        out.stderr.contains("postgres") && out.stderr.contains("root"),
+        "the message names both users: {}",
+        out.stderr
+    );
+    assert!(crate::util::files(&repo).is_empty(), "something was written");
+    assert!(crate::util::leftovers(&repo).is_empty(), "something was written");
+    // The owner (root here) writes as before: the refusal is about who writes.
+    crate::util::walrs(&repo).arg("push").arg(&seg).run().expect_code(0);
+}
+
+/// Issue 12, item 6: `restore` run as root. Without `--owner` it ends with the `chown` the
+/// operator must run (PostgreSQL refuses a data directory it does not own); with `--owner USER`
+/// it hands every restored file to USER itself, and the server starts on it as is.
+#[test]
+fn restore_as_root_names_or_does_the_chown() {
+    let (e, a) = setup("WALRS_REPO={repo} {walrs} push %p");
+    a.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g");
+    let (u, g) = test_user();
+    e.walrs().run_as(u, g).args(["basebackup", "-d", &conn(&a)]).run().expect_code(0);
+    a.switch_and_wait_archived();
+
+    let plain = e.world.path("plain");
+    let out = e.walrs().args(["restore", "--pgdata", plain.to_str().unwrap()]).run();
+    out.expect_code(0);
+    let chown = format!("chown -R postgres: {}", plain.display());
+    assert!(out.stdout.contains(&chown), "stdout names the chown: {}", out.stdout);
+    assert!(out.stderr.contains(&chown), "and so does the log: {}", out.stderr);
+
+    // Refused before anything is written: an unknown user; another user's files, as non-root.
+    let bad = e.world.path("bad");
+    let out = e
+        .walrs()
+        .args(["restore", "--pgdata", bad.to_str().unwrap(), "--owner", "no-such-user-walrs"])
+        .run();
+    out.expect_code(2);
+    assert!(!bad.exists(), "a refused restore wrote something");
+    let out = e
+        .walrs()
+        .run_as(u, g)
+        .args(["restore", "--pgdata", bad.to_str().unwrap(), "--owner", "root"])
+        .run();
+    out.expect_code(9);
+    assert!(!bad.exists(), "a refused restore wrote something");
+
+    let owned = e.world.path("owned");
+    let out = e
+        .walrs()
+        .args(["restore", "--pgdata", owned.to_str().unwrap(), "--owner", "postgres"])
+        .run();
+    out.expect_code(0);
+    assert!(!out.stdout.contains("chown -R"), "nothing left to do: {}", out.stdout);
+    let foreign: Vec<_> =
+        owners(&owned).into_iter().filter(|(_, ou, og)| (*ou, *og) != (u, g)).collect();
+    assert!(foreign.is_empty(), "not handed to postgres: {foreign:?}");
+    // PgCluster::with_data would chown the directory itself: start the server directly.
+    let log = e.world.path("owned.log");
+    std::fs::write(&log, "").unwrap();
+    chown_to_test_user(&log);
+    let sock = e.world.mkdir("owned-sock");
+    let status = std::process::Command::new(crate::util::pg::pg_bin().join("pg_ctl"))
+        .arg("-D")
+        .arg(&owned)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "120", "-o"])
+        .arg(format!(
+            "-c port=5433 -c listen_addresses='' -c unix_socket_directories={} -c archive_mode=off",
+            sock.display()
+        ))
+        .arg("start")
+        .env("LC_ALL", "C.UTF-8")
+        .uid(u)
+        .gid(g)
+        .status()
+        .unwrap();
+    let stop = || {
+        std::process::Command::new(crate::util::pg::pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&owned)
+            .args(["-m", "immediate", "-w", "stop"])
+            .uid(u)
+            .gid(g)
+            .status()
+    };
+    if !status.success() {
+        let _ = stop();
+        panic!(
+            "the server did not start on the restored directory:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    let _ = stop();
 }

@@ -470,6 +470,10 @@ pub fn take(
     conn: &ConnParams,
     opts: &TakeOptions,
 ) -> Result<BackupManifest> {
+    // Another user's repository is refused before the server does any work for the backup.
+    if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
+        fs.check_writer("write", "backups/")?;
+    }
     let id = backup_id(repo)?;
     let started = SystemTime::now();
     let t0 = Instant::now();

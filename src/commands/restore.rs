@@ -65,6 +65,11 @@ pub struct Args {
     /// Machine-readable plan on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Hand every restored file and directory to this user (name or uid) and its primary group
+    /// at the end, as PostgreSQL requires of its data directory. Needs root (unless USER is the
+    /// user walrs runs as). Without it, a restore run as root ends with the chown to run.
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
 }
 
 fn target(a: &Args) -> Result<Target> {
@@ -87,6 +92,7 @@ fn target(a: &Args) -> Result<Target> {
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let t0 = Instant::now();
+    let owner = restore_owner(args.owner.as_deref())?;
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     let tgt = target(&args)?;
@@ -291,6 +297,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             return Err(e);
         }
     };
+    let chown = match finish_ownership(ctx, &stats.dests, owner) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(e.hint(format!(
+                "the restore is complete; hand it to the user PostgreSQL runs as by hand: chown -R USER: {}",
+                dest_list(&stats.dests)
+            )));
+        }
+    };
     tracing::info!(
         "restored backup {} into {}: {} file(s), {} MiB in {:.1} s",
         plan.backup,
@@ -307,10 +322,82 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             args.pgdata.display()
         );
         outln!("recovery settings written to postgresql.auto.conf (and recovery.signal):{written}");
+        if let Some(c) = &chown {
+            outln!("run as root: before starting PostgreSQL, run {c}");
+        }
         outln!(
             "start PostgreSQL on {} (as the owner of the data directory)",
             args.pgdata.display()
         );
     }
     Ok(())
+}
+
+/// `--owner USER` resolved before anything is written: `Some((uid, gid))` when the restored
+/// files must change hands. An unknown user is a usage error (2); another user's files need root
+/// (9).
+fn restore_owner(owner: Option<&str>) -> Result<Option<(u32, u32)>> {
+    let Some(name) = owner else { return Ok(None) };
+    let user = crate::users::by_name(name).ok_or_else(|| {
+        WalrsError::new(Kind::Usage, format!("--owner {name}: no such user"))
+            .hint("name the user PostgreSQL runs as (e.g. postgres)")
+    })?;
+    match crate::users::effective_uid() {
+        Some(me) if me == user.uid => Ok(None),
+        Some(0) | None => Ok(Some((user.uid, user.gid))),
+        Some(me) => Err(WalrsError::new(
+            Kind::PermissionDenied,
+            format!(
+                "--owner {name}: only root can hand files to {}; walrs runs as {}",
+                crate::users::describe(user.uid),
+                crate::users::describe(me)
+            ),
+        )
+        .hint("run the restore as root, or as that user without --owner; nothing was restored")),
+    }
+}
+
+/// The restored destinations, quoted for a shell command line.
+fn dest_list(dests: &[(PathBuf, bool)]) -> String {
+    let quote = |p: &std::path::Path| {
+        let s = p.display().to_string();
+        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b)) {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    dests.iter().map(|(d, _)| quote(d)).collect::<Vec<_>>().join(" ")
+}
+
+/// The last step of a restore: with `--owner`, hand the files over; run as root without it,
+/// return the `chown` the operator must run (also logged as a warning). The user named is the
+/// owner of a file-system repository (the user `archive_command` runs as), else `postgres`.
+fn finish_ownership(
+    ctx: &Ctx,
+    dests: &[(PathBuf, bool)],
+    owner: Option<(u32, u32)>,
+) -> Result<Option<String>> {
+    if let Some((uid, gid)) = owner {
+        let n = backup::restore::chown_restored(dests, uid, gid)?;
+        tracing::info!("handed {n} restored file(s) to {}", crate::users::describe(uid));
+        return Ok(None);
+    }
+    if crate::users::effective_uid() != Some(0) {
+        return Ok(None);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let repo_owner = match ctx.settings.repo.as_ref() {
+        Some(RepoLocation::Fs(p)) => std::fs::metadata(p).ok().map(|m| m.uid()).filter(|u| *u != 0),
+        _ => None,
+    };
+    let user = match repo_owner {
+        Some(uid) => crate::users::name_or_number(uid),
+        None => "postgres".to_string(),
+    };
+    let cmd = format!("chown -R {user}: {}", dest_list(dests));
+    tracing::warn!(
+        "the restored files belong to root, and PostgreSQL refuses a data directory it does not own: run {cmd} (or restore with --owner {user})"
+    );
+    Ok(Some(cmd))
 }
