@@ -263,3 +263,128 @@ fn restore_as_root_names_or_does_the_chown() {
     }
     let _ = stop();
 }
+
+/// Sets `archive_command` and waits until new sessions see it.
+fn set_archive_command(a: &PgCluster, cmd: &str) {
+    a.sql(&format!("ALTER SYSTEM SET archive_command = '{}'", cmd.replace('\'', "''")));
+    a.sql("SELECT pg_reload_conf()");
+    a.wait_for("the new archive_command", Duration::from_secs(30), || {
+        a.sql("SHOW archive_command") == cmd
+    });
+}
+
+/// `walrs basebackup` as the cluster's user at the default log level; the output and how long
+/// it took.
+fn basebackup(e: &Env, a: &PgCluster, extra: &[&str]) -> (Out, Duration) {
+    let (u, g) = test_user();
+    let t0 = std::time::Instant::now();
+    let out = e
+        .walrs()
+        .env("WALRS_LOG", "warn")
+        .run_as(u, g)
+        .args(["basebackup", "--wal-wait", "20s", "-d", &conn(a)])
+        .args(extra)
+        .run();
+    (out, t0.elapsed())
+}
+
+#[track_caller]
+fn refused(e: &Env, a: &PgCluster, what: &str, expect: &[&str]) {
+    let before = crate::util::files(&e.repo.join("backups"));
+    let (out, took) = basebackup(e, a, &[]);
+    assert_eq!(out.code, 3, "{what}: exit code; stderr:\n{}", out.stderr);
+    for s in expect {
+        assert!(out.stderr.contains(s), "{what}: the refusal says {s:?}:\n{}", out.stderr);
+    }
+    assert!(out.stderr.contains("--no-archive-check"), "{what}: {}", out.stderr);
+    // At once, not after streaming and waiting for WAL (the default --wal-wait is 5 min).
+    assert!(took < Duration::from_secs(120), "{what}: refused only after {took:?}");
+    let after = crate::util::files(&e.repo.join("backups"));
+    assert_eq!(before, after, "{what}: the refused backup stored something");
+}
+
+/// Issue 12, item 5: `basebackup` against a server whose archiving cannot bring the backup's WAL
+/// to the repository used to stream the whole backup and then wait silently for minutes (exit
+/// 13 or 12). It now refuses at once, with the fix, when archiving is off, empty, does not call
+/// walrs or names another repository (in WALRS_REPO, --repo or a --config file); proceeds with a
+/// warning when it cannot tell (a wrapper script); shows the server's messages at the default
+/// log level; and while it waits for WAL reports every 10 s the segment awaited and
+/// pg_stat_archiver's last failure.
+#[test]
+fn basebackup_refuses_broken_archiving() {
+    let (e, mut a) = setup("WALRS_REPO={repo} {walrs} push %p");
+    a.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let walrs = e.world.walrs.display().to_string();
+    let other = e.world.mkdir("other");
+
+    set_archive_command(&a, "test ! -f /nonexistent/%f && cp %p /nonexistent/%f");
+    refused(&e, &a, "cp", &["does not call walrs push", "it runs test, cp", "archive_command = '"]);
+    set_archive_command(&a, "");
+    refused(&e, &a, "empty", &["archive_command is empty"]);
+    set_archive_command(&a, &format!("WALRS_REPO={} {walrs} push %p", other.display()));
+    refused(&e, &a, "WALRS_REPO", &[&other.display().to_string(), &e.repo.display().to_string()]);
+    set_archive_command(&a, &format!("{walrs} --repo {} push %p", other.display()));
+    refused(&e, &a, "--repo", &[&other.display().to_string()]);
+    let cfg = e.world.path("walrs.toml");
+    std::fs::write(&cfg, format!("repo = \"{}\"\n", other.display())).unwrap();
+    chown_to_test_user(&cfg);
+    set_archive_command(&a, &format!("{walrs} --config {} push %p", cfg.display()));
+    refused(&e, &a, "--config", &[&other.display().to_string()]);
+
+    // A wrapper script: walrs cannot see into it. A warning at the default level, and the
+    // backup goes on (the script archives into the repository). The server's messages are
+    // shown at the default level too: with client_min_messages = log the walsender reports
+    // each replication command as a notice.
+    let script = e.world.path("archive.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec env WALRS_REPO={} {walrs} push \"$1\"\n", e.repo.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    chown_to_test_user(&script);
+    a.sql("ALTER SYSTEM SET client_min_messages = 'log'");
+    a.sql("ALTER SYSTEM SET log_replication_commands = on");
+    set_archive_command(&a, &format!("{} %p", script.display()));
+    let (out, _) = basebackup(&e, &a, &[]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("cannot check that it archives into"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("server: LOG:  received replication command: BASE_BACKUP")
+            || out.stderr.contains("server: LOG: received replication command: BASE_BACKUP"),
+        "the server's notice at the default log level:\n{}",
+        out.stderr
+    );
+    let id = out.stdout.trim().to_string();
+    e.walrs().args(["backup", "verify", &id]).run().expect_code(0);
+    a.sql("ALTER SYSTEM RESET client_min_messages");
+    a.sql("ALTER SYSTEM RESET log_replication_commands");
+
+    // --no-archive-check skips the refusal; with archiving failing the backup waits for its WAL
+    // and says every 10 s which segment it waits for and how the archiver fails.
+    set_archive_command(&a, "false");
+    let (out, took) = basebackup(&e, &a, &["--no-archive-check"]);
+    assert_eq!(out.code, 13, "{}", out.stderr);
+    let progress: Vec<&str> =
+        out.stderr.lines().filter(|l| l.contains("still waiting for")).collect();
+    assert!(!progress.is_empty(), "no progress while waiting:\n{}", out.stderr);
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains("pg_stat_archiver: ") && l.contains("last failure 0000")),
+        "{progress:?}"
+    );
+    assert!(out.stderr.contains("did not reach the repository within 20 s"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(200), "waited {took:?}");
+
+    // archive_mode = off (a restart).
+    set_archive_command(&a, &format!("WALRS_REPO={} {walrs} push %p", e.repo.display()));
+    a.sql("ALTER SYSTEM SET archive_mode = off");
+    a.stop();
+    a.start();
+    refused(&e, &a, "archive_mode = off", &["archive_mode is off", "archive_mode = on"]);
+}
