@@ -243,8 +243,9 @@ fn restore_as_root_names_or_does_the_chown() {
         .env("LC_ALL", "C.UTF-8")
         .uid(u)
         .gid(g)
-        .status()
-        .unwrap();
+        .output()
+        .unwrap()
+        .status;
     let stop = || {
         std::process::Command::new(crate::util::pg::pg_bin().join("pg_ctl"))
             .arg("-D")
@@ -252,7 +253,7 @@ fn restore_as_root_names_or_does_the_chown() {
             .args(["-m", "immediate", "-w", "stop"])
             .uid(u)
             .gid(g)
-            .status()
+            .output()
     };
     if !status.success() {
         let _ = stop();
