@@ -685,7 +685,9 @@ pub fn take(
     let seg = cfg.wal_segment_size;
     let first = WalFileName::segment(tli, start_lsn.segment(seg), seg);
     let last = WalFileName::segment(stop_tli, Lsn(stop_lsn.0.saturating_sub(1)).segment(seg), seg);
-    let archiver = || match archiving::archiver_stats(conn, opts.io_timeout, opts.deadline) {
+    // A short timeout: the report must not hold up the wait it reports on.
+    let stats_timeout = opts.io_timeout.min(WAIT_PROGRESS_EVERY);
+    let archiver = || match archiving::archiver_stats(conn, stats_timeout, opts.deadline) {
         Ok((_, s)) => format!("pg_stat_archiver: {}", s.summary()),
         Err(e) => format!("pg_stat_archiver unavailable: {e}"),
     };

@@ -42,23 +42,23 @@ enum Owner {
     Same,
     /// Root writes into another user's repository: new files and directories get this uid/gid.
     ChownTo(u32, u32),
-    /// Another user writes: every write is refused with this message.
-    Refuse(String),
+    /// Another user (`euid`) writes into the repository of `owner`: every write is refused.
+    Refuse {
+        /// The repository root's owner.
+        owner: u32,
+        /// Who walrs runs as.
+        euid: u32,
+    },
 }
 
 impl Owner {
     /// The policy for a process running as `euid` in a repository root owned by `uid`:`gid`.
-    fn decide(root: &Path, euid: Option<u32>, uid: u32, gid: u32) -> Owner {
+    fn decide(euid: Option<u32>, uid: u32, gid: u32) -> Owner {
         match euid {
             None => Owner::Same,
             Some(e) if e == uid => Owner::Same,
             Some(0) => Owner::ChownTo(uid, gid),
-            Some(e) => Owner::Refuse(format!(
-                "the repository {} belongs to {}, but walrs runs as {}: what it wrote would not be the owner's",
-                root.display(),
-                crate::users::describe(uid),
-                crate::users::describe(e)
-            )),
+            Some(e) => Owner::Refuse { owner: uid, euid: e },
         }
     }
 }
@@ -76,7 +76,7 @@ impl FsStorage {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => Ok(FsStorage {
                 root: root.to_path_buf(),
-                owner: Owner::decide(root, crate::users::effective_uid(), m.uid(), m.gid()),
+                owner: Owner::decide(crate::users::effective_uid(), m.uid(), m.gid()),
             }),
             Ok(_) => Err(StorageError::new(
                 ErrorKind::Misconfigured,
@@ -106,12 +106,17 @@ impl FsStorage {
     /// Refuses a write by a user other than the repository's owner (root excepted). Every write
     /// checks it; a command that would write only after long work checks it up front.
     pub fn check_writer(&self, op: &'static str, key: &str) -> Result<(), StorageError> {
-        match &self.owner {
-            Owner::Refuse(why) => Err(StorageError::new(
+        match self.owner {
+            Owner::Refuse { owner, euid } => Err(StorageError::new(
                 ErrorKind::PermissionDenied,
                 op,
                 key,
-                format!("{why} (run walrs as that user)"),
+                format!(
+                    "the repository {} belongs to {}, but walrs runs as {}: what it wrote would not be the owner's (run walrs as that user)",
+                    self.root.display(),
+                    crate::users::describe(owner),
+                    crate::users::describe(euid)
+                ),
             )),
             Owner::Same | Owner::ChownTo(..) => Ok(()),
         }
@@ -447,14 +452,16 @@ mod tests {
 
     #[test]
     fn one_owner_per_repository() {
-        let root = Path::new("/srv/walrs");
-        assert_eq!(Owner::decide(root, Some(999), 999, 998), Owner::Same);
-        assert_eq!(Owner::decide(root, None, 999, 998), Owner::Same);
-        assert_eq!(Owner::decide(root, Some(0), 0, 0), Owner::Same);
-        assert_eq!(Owner::decide(root, Some(0), 999, 998), Owner::ChownTo(999, 998));
-        match Owner::decide(root, Some(999), 0, 0) {
-            Owner::Refuse(m) => assert!(m.contains("root (uid 0)") && m.contains("uid 999"), "{m}"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(Owner::decide(Some(999), 999, 998), Owner::Same);
+        assert_eq!(Owner::decide(None, 999, 998), Owner::Same);
+        assert_eq!(Owner::decide(Some(0), 0, 0), Owner::Same);
+        assert_eq!(Owner::decide(Some(0), 999, 998), Owner::ChownTo(999, 998));
+        let refused = Owner::decide(Some(999), 0, 0);
+        assert_eq!(refused, Owner::Refuse { owner: 0, euid: 999 });
+        let s = FsStorage { root: PathBuf::from("/srv/walrs"), owner: refused };
+        let e = s.check_writer("write", "walrs.config").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+        let m = e.to_string();
+        assert!(m.contains("/srv/walrs belongs to root (uid 0)") && m.contains("uid 999"), "{m}");
     }
 }
