@@ -389,3 +389,62 @@ fn basebackup_refuses_broken_archiving() {
     a.start();
     refused(&e, &a, "archive_mode = off", &["archive_mode is off", "archive_mode = on"]);
 }
+
+/// Issue 12, item 5, on a standby: its own archive_command counts only with archive_mode =
+/// always; with `on` the primary archives (walrs cannot read the primary's settings from the
+/// standby), so the check warns and the backup proceeds, completing once the primary archived
+/// its WAL. With `always`, a command that does not call walrs is refused as on a primary.
+#[test]
+fn basebackup_archive_check_on_a_standby() {
+    let (e, a) = setup("WALRS_REPO={repo} {walrs} push %p");
+    a.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let data = e.world.path("s-data");
+    a.basebackup(&data);
+    std::fs::write(data.join("standby.signal"), "").unwrap();
+    chown_to_test_user(&data);
+    let conf = format!(
+        "primary_conninfo = 'host={} port={} user=postgres'\nhot_standby = on\n\
+         restore_command = 'WALRS_REPO={} {} fetch %f %p'\n\
+         archive_mode = on\narchive_command = 'cp %p /nonexistent/%f'\n",
+        a.sock.display(),
+        a.port,
+        e.repo.display(),
+        e.world.walrs.display()
+    );
+    let mut s = PgCluster::with_data(&e.world, "s", data, &conf);
+    s.start();
+    s.wait_for("the standby", Duration::from_secs(60), || {
+        s.sql("SELECT pg_is_in_recovery()") == "t"
+    });
+
+    let (u, g) = test_user();
+    let mut child = e
+        .walrs()
+        .env("WALRS_LOG", "warn")
+        .run_as(u, g)
+        .args(["basebackup", "--wal-wait", "120s", "-d", &conn(&s)])
+        .start();
+    // The primary archives the WAL the standby's backup needs once its segments are complete.
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(180), "the standby's backup never ended");
+        a.sql("INSERT INTO t VALUES (0)");
+        a.sql("SELECT pg_switch_wal()");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the server is a standby with archive_mode = on"), "{stderr}");
+
+    // archive_mode = always: the standby's own command must push here.
+    let mut text = std::fs::read_to_string(s.data.join("postgresql.conf")).unwrap();
+    text.push_str("archive_mode = always\n");
+    std::fs::write(s.data.join("postgresql.conf"), text).unwrap();
+    s.stop();
+    s.start();
+    s.wait_for("the standby", Duration::from_secs(60), || {
+        s.sql("SELECT pg_is_in_recovery()") == "t"
+    });
+    refused(&e, &s, "standby, archive_mode = always", &["does not call walrs push"]);
+}
