@@ -14,6 +14,7 @@ mod lookahead;
 mod majors;
 mod mysql_wire;
 mod operator;
+mod operator_guards;
 mod pg_archive;
 mod pitr;
 mod prefetch;

@@ -7,6 +7,7 @@
 //! `backups/<id>/manifest.json`, written last, only once the WAL from the backup's start to its
 //! stop is in the repository. A backup without `manifest.json` never happened.
 
+pub mod archiving;
 pub mod ids;
 pub mod restore;
 pub mod tar;
@@ -174,6 +175,9 @@ pub struct TakeOptions {
     /// Compression the server applies before sending (walrs decompresses, then compresses
     /// each chunk with `compression`).
     pub server_compression: ServerCompression,
+    /// The repository's location, to check the server's archiving against before anything is
+    /// streamed ([`archiving::check`]); `None` skips the check (`--no-archive-check`).
+    pub archive_check: Option<crate::storage::RepoLocation>,
 }
 
 /// The bytes of one run of `BASE_BACKUP` data events (an archive's `Data`, compressed when the
@@ -471,11 +475,21 @@ pub fn take(
     conn: &ConnParams,
     opts: &TakeOptions,
 ) -> Result<BackupManifest> {
+    // Another user's repository is refused before the server does any work for the backup.
+    if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
+        fs.check_writer("write", "backups/")?;
+    }
     let id = backup_id(repo)?;
     let started = SystemTime::now();
     let t0 = Instant::now();
     let mut c = ReplConn::connect(conn, opts.io_timeout, opts.deadline)?;
     let sys = c.identify_system()?;
+    match &opts.archive_check {
+        Some(loc) => check_archiving(&mut c, conn, loc, opts)?,
+        None => tracing::warn!(
+            "--no-archive-check: the server's archiving is not checked; the backup completes only once its WAL is in the repository"
+        ),
+    }
     let cfg = match cfg {
         Some(cfg) => cfg,
         None => {
@@ -537,7 +551,9 @@ pub fn take(
         &BackupOptions {
             label: label.clone(),
             fast_checkpoint: opts.fast_checkpoint,
-            wait_for_archive: true,
+            // walrs waits for the WAL itself, in the repository, with progress (step 9 of
+            // docs/commands/basebackup.md); the server's own wait is silent for minutes.
+            wait_for_archive: false,
             notice_wait: opts.wal_wait,
             server_compression: match opts.server_compression {
                 ServerCompression::None => None,
@@ -670,6 +686,12 @@ pub fn take(
     let seg = cfg.wal_segment_size;
     let first = WalFileName::segment(tli, start_lsn.segment(seg), seg);
     let last = WalFileName::segment(stop_tli, Lsn(stop_lsn.0.saturating_sub(1)).segment(seg), seg);
+    // A short timeout: the report must not hold up the wait it reports on.
+    let stats_timeout = opts.io_timeout.min(WAIT_PROGRESS_EVERY);
+    let archiver = || match archiving::archiver_stats(conn, stats_timeout, opts.deadline) {
+        Ok((_, s)) => format!("pg_stat_archiver: {}", s.summary()),
+        Err(e) => format!("pg_stat_archiver unavailable: {e}"),
+    };
     wait_for_wal(
         repo,
         tli,
@@ -678,6 +700,7 @@ pub fn take(
         stop_lsn,
         seg,
         opts.wal_wait.min(opts.deadline.saturating_duration_since(Instant::now())),
+        &archiver,
     )?;
 
     let now = SystemTime::now();
@@ -725,7 +748,35 @@ pub fn take(
     Ok(m)
 }
 
-/// Waits until every segment from `start` (on `tli`) to `stop` (on `stop_tli`) is stored.
+/// How often the wait for WAL reports what it waits for.
+const WAIT_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Checks the server's archiving against the repository before the backup starts: logs what
+/// is right (info) and what walrs cannot verify (warning), and refuses archiving that cannot
+/// bring the backup's WAL to the repository.
+fn check_archiving(
+    c: &mut ReplConn,
+    conn: &ConnParams,
+    loc: &crate::storage::RepoLocation,
+    opts: &TakeOptions,
+) -> Result<()> {
+    let report = archiving::check(c, conn, loc, opts.io_timeout, opts.deadline)?;
+    for ok in &report.ok {
+        tracing::info!("archiving: {ok}");
+    }
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    match report.refusal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Waits until every segment from `start` (on `tli`) to `stop` (on `stop_tli`) is stored,
+/// reporting every [`WAIT_PROGRESS_EVERY`] the segment awaited and `archiver()` (the server's
+/// archiver statistics).
+#[allow(clippy::too_many_arguments)]
 fn wait_for_wal(
     repo: &Repository,
     tli: TimeLineId,
@@ -734,8 +785,11 @@ fn wait_for_wal(
     stop: Lsn,
     seg: crate::pg::WalSegSize,
     wait: Duration,
+    archiver: &dyn Fn() -> String,
 ) -> Result<()> {
-    let deadline = Instant::now() + wait;
+    let began = Instant::now();
+    let deadline = began + wait;
+    let mut next_report = began + WAIT_PROGRESS_EVERY;
     let first = start.segment(seg).0;
     let last = Lsn(stop.0.saturating_sub(1)).segment(seg).0;
     let mut said = false;
@@ -750,9 +804,22 @@ fn wait_for_wal(
             if Instant::now() > deadline {
                 return Err(WalrsError::new(
                     Kind::Timeout,
-                    format!("{name}, needed by the backup, did not reach the repository within {} s", wait.as_secs()),
+                    format!(
+                        "{name}, needed by the backup, did not reach the repository within {} s ({})",
+                        wait.as_secs(),
+                        archiver()
+                    ),
                 )
                 .hint("check archive_command (it must push to this repository); the backup was not marked complete"));
+            }
+            if Instant::now() >= next_report {
+                tracing::warn!(
+                    "still waiting for {name} to reach the repository ({} s of --wal-wait {} s); {}",
+                    began.elapsed().as_secs(),
+                    wait.as_secs(),
+                    archiver()
+                );
+                next_report += WAIT_PROGRESS_EVERY;
             }
             if !said {
                 tracing::info!(

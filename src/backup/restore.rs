@@ -386,3 +386,28 @@ fn restore_into(
     }
     Ok(stats.into_inner().unwrap_or_default())
 }
+
+/// Hands everything a restore wrote to `uid`:`gid` (`restore --owner`): each destination (the
+/// data directory, the tablespaces' directories) and all below it, symbolic links themselves
+/// (`lchown`), never what they point to. A separate last step: PostgreSQL runs only on a data
+/// directory its own user owns, and a restore run as root writes root's files. Returns the
+/// number of entries changed.
+pub fn chown_restored(dests: &[(PathBuf, bool)], uid: u32, gid: u32) -> Result<u64> {
+    fn walk(p: &Path, uid: u32, gid: u32, n: &mut u64) -> Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| io("chown of", p, e))?;
+        *n += 1;
+        let meta = fs::symlink_metadata(p).map_err(|e| io("reading", p, e))?;
+        if meta.is_dir() {
+            for e in fs::read_dir(p).map_err(|e| io("reading", p, e))? {
+                let e = e.map_err(|e| io("reading", p, e))?;
+                walk(&e.path(), uid, gid, n)?;
+            }
+        }
+        Ok(())
+    }
+    let mut n = 0;
+    for (d, _) in dests {
+        walk(d, uid, gid, &mut n)?;
+    }
+    Ok(n)
+}

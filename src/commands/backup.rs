@@ -4,6 +4,7 @@
 use crate::backup;
 use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
+use crate::outln;
 
 /// Arguments of `walrs backup`.
 #[derive(clap::Args, Debug)]
@@ -82,7 +83,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     })
                     .collect();
                 let v = serde_json::json!({ "backups": rows, "incomplete": if all { incomplete.clone() } else { vec![] } });
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&v)
                         .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
@@ -90,7 +91,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 return Ok(());
             }
             for m in &done {
-                println!(
+                outln!(
                     "{}  timeline {}  {} .. {}  ended {}  {} MiB (stored {} MiB)",
                     m.id,
                     m.timeline.get(),
@@ -103,7 +104,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             }
             if all {
                 for id in &incomplete {
-                    println!("{id}  incomplete (no manifest: not restorable)");
+                    outln!("{id}  incomplete (no manifest: not restorable)");
                 }
             }
             Ok(())
@@ -111,27 +112,30 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         Action::Show { id, json } => {
             let m = load(&repo, &id)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&m)
                         .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
                 );
                 return Ok(());
             }
-            println!("backup {}  ({})", m.id, m.label);
-            println!(
+            outln!("backup {}  ({})", m.id, m.label);
+            outln!(
                 "  system {}  PostgreSQL {}  timeline {}",
                 m.system_identifier,
                 m.pg_version,
                 m.timeline.get()
             );
-            println!(
+            outln!(
                 "  start {} at {}  stop {} at {}",
-                m.start_lsn, m.start_time, m.stop_lsn, m.stop_time
+                m.start_lsn,
+                m.start_time,
+                m.stop_lsn,
+                m.stop_time
             );
-            println!("  WAL needed {} .. {}", m.first_wal, m.last_wal);
+            outln!("  WAL needed {} .. {}", m.first_wal, m.last_wal);
             for a in &m.archives {
-                println!(
+                outln!(
                     "  {}{}: {} file(s) in {} chunk(s)",
                     a.name,
                     a.location.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
@@ -139,7 +143,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     a.chunks.len()
                 );
             }
-            println!(
+            outln!(
                 "  {} MiB, stored {} MiB ({}{})",
                 m.bytes >> 20,
                 m.stored_bytes >> 20,
@@ -153,10 +157,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             let id = m.id.clone();
             let problems = backup::verify(&repo, &m)?;
             for p in &problems {
-                println!("{p}");
+                outln!("{p}");
             }
             if problems.is_empty() {
-                println!(
+                outln!(
                     "backup {id}: every object readable, every file matches PostgreSQL's manifest"
                 );
                 Ok(())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::backup::{self, TakeOptions};
 use crate::cli::Ctx;
 use crate::error::Result;
+use crate::outln;
 use crate::replication::ConnParams;
 
 /// Default deadline of a base backup.
@@ -33,6 +34,10 @@ pub struct Args {
     /// decompresses and stores chunks with the repository's compression as always.
     #[arg(long, env = "WALRS_SERVER_COMPRESSION", value_name = "ALGO", default_value = "none")]
     pub server_compression: crate::backup::ServerCompression,
+    /// Do not check the server's archiving before the backup (archive_mode, archive_command
+    /// pushing to this repository); the backup still completes only once its WAL is stored.
+    #[arg(long)]
+    pub no_archive_check: bool,
 }
 
 /// Runs the command.
@@ -59,8 +64,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         io_timeout: args.io_timeout,
         deadline: ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT),
         server_compression: args.server_compression,
+        archive_check: (!args.no_archive_check)
+            .then(|| ctx.settings.require_repo().cloned())
+            .transpose()?,
     };
     let m = backup::take(&repo, cfg, &conn, &opts)?;
-    println!("{}", m.id);
+    outln!("{}", m.id);
     Ok(())
 }

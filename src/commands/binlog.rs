@@ -12,6 +12,7 @@ use crate::mysql::client::ConnectOptions;
 use crate::mysql::event;
 use crate::mysql::store::{self, BinlogStore, Catalog, FileEntry};
 use crate::mysql::tail::{self, TailOptions};
+use crate::outln;
 
 /// Default deadline of `binlog list` and `binlog fetch`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -302,10 +303,10 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         });
         let s = serde_json::to_string_pretty(&v)
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        println!("{s}");
+        outln!("{s}");
         return Ok(());
     }
-    println!(
+    outln!(
         "binlogs of {} server {} ({}) in {}",
         cfg.flavour,
         cfg.server_id,
@@ -313,7 +314,7 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         store.repo().describe()
     );
     for f in &files {
-        println!(
+        outln!(
             "{:<24} {:<10} {:>12} bytes  {} .. {}{}{}",
             f.name,
             f.state,
@@ -329,7 +330,7 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for g in &cat.gaps {
-        println!(
+        outln!(
             "GAP: {} from offset {} was purged by the server before it was stored (server's oldest then: {}; found {})",
             g.missing_file,
             g.missing_offset,
@@ -425,7 +426,7 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             .get(name)
             .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} vanished")))?;
         let n = fetch_one(&store, name, entry, &dir.join(name))?;
-        println!("{name} {n}");
+        outln!("{name} {n}");
     }
     Ok(())
 }

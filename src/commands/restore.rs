@@ -10,6 +10,7 @@ use crate::cli::Ctx;
 use crate::config::KeySource;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
+use crate::outln;
 use crate::pg::{Lsn, WalFileName};
 use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
 use crate::repo::layout;
@@ -74,6 +75,11 @@ pub struct Args {
     /// Machine-readable plan on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Hand every restored file and directory to this user (name or uid) and its primary group
+    /// at the end, as PostgreSQL requires of its data directory. Needs root (unless USER is the
+    /// user walrs runs as). Without it, a restore run as root ends with the chown to run.
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
 }
 
 fn target(a: &Args) -> Result<Target> {
@@ -117,6 +123,7 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let t0 = Instant::now();
     let timeline = target_timeline(args.target_timeline.as_deref())?;
+    let owner = restore_owner(args.owner.as_deref())?;
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     let tgt = target(&args)?;
@@ -183,25 +190,27 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     };
     let plan = recovery::plan(&input, &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&plan)
                 .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
         );
     } else {
-        println!(
+        outln!(
             "plan: restore backup {} (ends at {}), recover to {}",
-            plan.backup, plan.backup_stop, plan.target
+            plan.backup,
+            plan.backup_stop,
+            plan.target
         );
         for s in &plan.path {
-            println!(
+            outln!(
                 "  timeline {} from {}{}",
                 s.tli,
                 s.from,
                 s.to.map(|t| format!(" to {t}")).unwrap_or_default()
             );
         }
-        println!(
+        outln!(
             "  WAL {} .. {} ({} segment(s)); {} MiB to fetch",
             plan.first_segment,
             plan.last_segment,
@@ -209,7 +218,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             plan.bytes >> 20
         );
         for n in &plan.notes {
-            println!("  note: {n}");
+            outln!("  note: {n}");
         }
     }
     if args.dry_run {
@@ -330,6 +339,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             return Err(e);
         }
     };
+    let chown = match finish_ownership(ctx, &stats.dests, owner) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(e.hint(format!(
+                "the restore is complete; hand it to the user PostgreSQL runs as by hand: chown -R USER: {}",
+                dest_list(&stats.dests)
+            )));
+        }
+    };
     tracing::info!(
         "restored backup {} into {}: {} file(s), {} MiB in {:.1} s",
         plan.backup,
@@ -339,31 +357,103 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     if !args.json {
-        println!(
+        outln!(
             "restored {} file(s), {} MiB into {}",
             stats.files,
             stats.bytes >> 20,
             args.pgdata.display()
         );
-        println!(
+        outln!(
             "recovery settings written to postgresql.auto.conf (and {}):{written}",
             if args.standby { "standby.signal" } else { "recovery.signal" }
         );
         if args.archive_mode == "off" {
-            println!(
+            outln!(
                 "archiving is off in the restored cluster (archive_mode = 'off'), so it cannot archive into {}; --archive-mode=preserve keeps the backup's archiving, for a restore meant to become the new primary",
                 repo.describe()
             );
         } else {
-            println!(
+            outln!(
                 "archiving as in the backup (--archive-mode=preserve): once promoted, the restored cluster archives wherever its archive_command says, perhaps into {}",
                 repo.describe()
             );
         }
-        println!(
+        if let Some(c) = &chown {
+            outln!("run as root: before starting PostgreSQL, run {c}");
+        }
+        outln!(
             "start PostgreSQL on {} (as the owner of the data directory)",
             args.pgdata.display()
         );
     }
     Ok(())
+}
+
+/// `--owner USER` resolved before anything is written: `Some((uid, gid))` when the restored
+/// files must change hands. An unknown user is a usage error (2); another user's files need root
+/// (9).
+fn restore_owner(owner: Option<&str>) -> Result<Option<(u32, u32)>> {
+    let Some(name) = owner else { return Ok(None) };
+    let user = crate::users::by_name(name).ok_or_else(|| {
+        WalrsError::new(Kind::Usage, format!("--owner {name}: no such user"))
+            .hint("name the user PostgreSQL runs as (e.g. postgres)")
+    })?;
+    match crate::users::effective_uid() {
+        Some(me) if me == user.uid => Ok(None),
+        Some(0) | None => Ok(Some((user.uid, user.gid))),
+        Some(me) => Err(WalrsError::new(
+            Kind::PermissionDenied,
+            format!(
+                "--owner {name}: only root can hand files to {}; walrs runs as {}",
+                crate::users::describe(user.uid),
+                crate::users::describe(me)
+            ),
+        )
+        .hint("run the restore as root, or as that user without --owner; nothing was restored")),
+    }
+}
+
+/// The restored destinations, quoted for a shell command line.
+fn dest_list(dests: &[(PathBuf, bool)]) -> String {
+    let quote = |p: &std::path::Path| {
+        let s = p.display().to_string();
+        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b)) {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    dests.iter().map(|(d, _)| quote(d)).collect::<Vec<_>>().join(" ")
+}
+
+/// The last step of a restore: with `--owner`, hand the files over; run as root without it,
+/// return the `chown` the operator must run (also logged as a warning). The user named is the
+/// owner of a file-system repository (the user `archive_command` runs as), else `postgres`.
+fn finish_ownership(
+    ctx: &Ctx,
+    dests: &[(PathBuf, bool)],
+    owner: Option<(u32, u32)>,
+) -> Result<Option<String>> {
+    if let Some((uid, gid)) = owner {
+        let n = backup::restore::chown_restored(dests, uid, gid)?;
+        tracing::info!("handed {n} restored file(s) to {}", crate::users::describe(uid));
+        return Ok(None);
+    }
+    if crate::users::effective_uid() != Some(0) {
+        return Ok(None);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let repo_owner = match ctx.settings.repo.as_ref() {
+        Some(RepoLocation::Fs(p)) => std::fs::metadata(p).ok().map(|m| m.uid()).filter(|u| *u != 0),
+        _ => None,
+    };
+    let user = match repo_owner {
+        Some(uid) => crate::users::name_or_number(uid),
+        None => "postgres".to_string(),
+    };
+    let cmd = format!("chown -R {user}: {}", dest_list(dests));
+    tracing::warn!(
+        "the restored files belong to root, and PostgreSQL refuses a data directory it does not own: run {cmd} (or restore with --owner {user})"
+    );
+    Ok(Some(cmd))
 }

@@ -4,6 +4,7 @@
 use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
+use crate::outln;
 
 /// Arguments of `walrs timeline`.
 #[derive(clap::Args, Debug)]
@@ -59,7 +60,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if args.json {
         let s = serde_json::to_string_pretty(&entries)
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        println!("{s}");
+        outln!("{s}");
         return Ok(());
     }
     for e in &entries {
@@ -74,10 +75,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             (Some(a), Some(b)) => format!(": {} segment(s), {a} .. {b}", e.segments),
             _ => ": no segments".to_string(),
         };
-        println!("timeline {}{segs}{branch}", e.info.timeline);
+        outln!("timeline {}{segs}{branch}", e.info.timeline);
     }
     for d in &diverged {
-        println!(
+        outln!(
             "warning: histories diverged: {d}; `walrs restore` follows one branch and names the other"
         );
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
+use crate::outln;
 use crate::pg::{Lsn, TimeLineId};
 
 /// Default deadline of `wal list`.
@@ -55,7 +56,7 @@ pub enum Action {
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 
@@ -72,31 +73,32 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 return print_json(&report);
             }
             if report.is_empty() {
-                println!("no WAL segments in {}", repo.describe());
+                outln!("no WAL segments in {}", repo.describe());
             }
             for t in &report {
-                println!("timeline {}", t.timeline);
+                outln!("timeline {}", t.timeline);
                 for r in &t.ranges {
                     let times = match (&r.first_xact_time, &r.last_xact_time) {
                         (Some(a), Some(b)) => format!(", transactions {a} .. {b}"),
                         _ => String::new(),
                     };
-                    println!(
+                    outln!(
                         "  {} .. {}  {} segment(s), {} .. {}{times}",
-                        r.first, r.last, r.segments, r.start, r.end
+                        r.first,
+                        r.last,
+                        r.segments,
+                        r.start,
+                        r.end
                     );
                     for d in &r.damaged {
-                        println!("    damaged: {d} (see `walrs wal verify`)");
+                        outln!("    damaged: {d} (see `walrs wal verify`)");
                     }
                 }
                 for g in &t.gaps {
-                    println!(
-                        "  gap: {} .. {} ({} segment(s) missing)",
-                        g.first, g.last, g.segments
-                    );
+                    outln!("  gap: {} .. {} ({} segment(s) missing)", g.first, g.last, g.segments);
                 }
                 for p in &t.partials {
-                    println!("  partial: {p}");
+                    outln!("  partial: {p}");
                 }
             }
             Ok(())
@@ -112,12 +114,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 print_json(&report)?;
             } else {
                 for p in &report.problems {
-                    println!("{}: {}: {}", p.kind, p.name, p.detail);
+                    outln!("{}: {}: {}", p.kind, p.name, p.detail);
                 }
                 for w in &report.warnings {
-                    println!("warning: {}: {}: {}", w.kind, w.name, w.detail);
+                    outln!("warning: {}: {}: {}", w.kind, w.name, w.detail);
                 }
-                println!(
+                outln!(
                     "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}",
                     report.segments,
                     report.records,
@@ -151,7 +153,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 ));
             }
             let n = verify::rebuild(&repo, &cfg)?;
-            println!("indexed {n} segment(s)");
+            outln!("indexed {n} segment(s)");
             Ok(())
         }
     }

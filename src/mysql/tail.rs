@@ -335,13 +335,15 @@ impl Tail {
         }
     }
 
-    /// Stores the buffered bytes of the active file as a part.
+    /// Stores the buffered bytes of the active file as a part. Nothing to do before the first
+    /// connection (no store yet, nothing received): a server unreachable at start is retried
+    /// like one lost later.
     fn flush(&mut self) -> Result<()> {
-        let store = self.store()?.clone();
-        let Some(a) = self.active.as_mut() else { return Ok(()) };
-        if a.buf.is_empty() {
+        if self.active.as_ref().is_none_or(|a| a.buf.is_empty()) {
             return Ok(());
         }
+        let store = self.store()?.clone();
+        let Some(a) = self.active.as_mut() else { return Ok(()) };
         let part =
             Part { start: a.flushed, end: a.offset, first_ts: a.buf_ts.0, last_ts: a.buf_ts.1 };
         // Transient storage failures are retried (the bytes stay buffered meanwhile); anything

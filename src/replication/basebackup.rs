@@ -234,12 +234,10 @@ impl<'c> BaseBackup<'c> {
                     let longer = self.notice_wait.max(self.conn.io_timeout());
                     self.conn.set_read_timeout(longer)?;
                     self.stretched = true;
+                    // Shown at the default log level: what the server says during a backup
+                    // (a notice, a warning) is for the operator.
                     let t = error_text(&m.body);
-                    if t.starts_with("WARNING") {
-                        tracing::warn!("server: {t}");
-                    } else {
-                        tracing::info!("server: {t}");
-                    }
+                    tracing::warn!("server: {t}");
                 }
                 (b'T', Phase::BetweenCopies) => self.phase = Phase::EndRow,
                 (b'T', _) | (b'C', _) => {}

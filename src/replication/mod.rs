@@ -360,6 +360,22 @@ impl ReplConn {
     /// Connects as a physical replication client and authenticates. `io_timeout` bounds every
     /// socket read and write; `deadline` bounds the whole connection's life.
     pub fn connect(p: &ConnParams, io_timeout: Duration, deadline: Instant) -> Result<Self> {
+        Self::connect_as(p, io_timeout, deadline, true)
+    }
+
+    /// Connects as an ordinary client (no `replication` parameter) to `dbname`, or `postgres`
+    /// when none is set, for the SQL a physical replication connection cannot run (views such
+    /// as `pg_stat_archiver`). Same parameters, authentication and timeouts as [`Self::connect`].
+    pub fn connect_sql(p: &ConnParams, io_timeout: Duration, deadline: Instant) -> Result<Self> {
+        Self::connect_as(p, io_timeout, deadline, false)
+    }
+
+    fn connect_as(
+        p: &ConnParams,
+        io_timeout: Duration,
+        deadline: Instant,
+        replication: bool,
+    ) -> Result<Self> {
         let desc = p.to_string();
         let unreachable = |e: std::io::Error| proto_err(format!("cannot connect to {desc}: {e}"));
         let stream = if p.host.starts_with('/') {
@@ -386,6 +402,10 @@ impl ReplConn {
             vec![("user", p.user.as_str()), ("replication", "true"), ("application_name", "walrs")];
         if let Some(db) = &p.dbname {
             startup.push(("database", db.as_str()));
+        }
+        if !replication {
+            startup.retain(|(k, _)| *k != "replication" && *k != "database");
+            startup.push(("database", p.dbname.as_deref().unwrap_or("postgres")));
         }
         frontend::startup_message(startup, &mut buf).map_err(|e| proto_err(e.to_string()))?;
         c.send(&buf)?;

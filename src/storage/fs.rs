@@ -7,6 +7,11 @@
 //! costs one open, the writes, one fsync, a rename (or a stat, a link and an unlink) and one
 //! directory fsync. Readers never see a
 //! partial object; a crash leaves at most a temporary file, which listings ignore.
+//!
+//! A repository has one owner, the owner of its root directory (normally the user PostgreSQL's
+//! `archive_command` runs as). walrs run as root writes files and directories owned by that
+//! owner (a root-owned `walrs.config` would make every `push` fail); any other user is refused
+//! before anything is written, naming both users. Reading is not restricted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -27,6 +32,35 @@ const READ_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct FsStorage {
     root: PathBuf,
+    owner: Owner,
+}
+
+/// Who writes, against who owns the repository root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// The owner writes (or walrs cannot tell who it runs as): files are its own.
+    Same,
+    /// Root writes into another user's repository: new files and directories get this uid/gid.
+    ChownTo(u32, u32),
+    /// Another user (`euid`) writes into the repository of `owner`: every write is refused.
+    Refuse {
+        /// The repository root's owner.
+        owner: u32,
+        /// Who walrs runs as.
+        euid: u32,
+    },
+}
+
+impl Owner {
+    /// The policy for a process running as `euid` in a repository root owned by `uid`:`gid`.
+    fn decide(euid: Option<u32>, uid: u32, gid: u32) -> Owner {
+        match euid {
+            None => Owner::Same,
+            Some(e) if e == uid => Owner::Same,
+            Some(0) => Owner::ChownTo(uid, gid),
+            Some(e) => Owner::Refuse { owner: uid, euid: e },
+        }
+    }
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -40,7 +74,10 @@ impl FsStorage {
     pub fn open(root: &Path) -> Result<Self, StorageError> {
         let key = root.display().to_string();
         match fs::metadata(root) {
-            Ok(m) if m.is_dir() => Ok(FsStorage { root: root.to_path_buf() }),
+            Ok(m) if m.is_dir() => Ok(FsStorage {
+                root: root.to_path_buf(),
+                owner: Owner::decide(crate::users::effective_uid(), m.uid(), m.gid()),
+            }),
             Ok(_) => Err(StorageError::new(
                 ErrorKind::Misconfigured,
                 "open repository",
@@ -66,6 +103,34 @@ impl FsStorage {
         self.root.join(key.as_str())
     }
 
+    /// Refuses a write by a user other than the repository's owner (root excepted). Every write
+    /// checks it; a command that would write only after long work checks it up front.
+    pub fn check_writer(&self, op: &'static str, key: &str) -> Result<(), StorageError> {
+        match self.owner {
+            Owner::Refuse { owner, euid } => Err(StorageError::new(
+                ErrorKind::PermissionDenied,
+                op,
+                key,
+                format!(
+                    "the repository {} belongs to {}, but walrs runs as {}: what it wrote would not be the owner's (run walrs as that user)",
+                    self.root.display(),
+                    crate::users::describe(owner),
+                    crate::users::describe(euid)
+                ),
+            )),
+            Owner::Same | Owner::ChownTo(..) => Ok(()),
+        }
+    }
+
+    /// Hands a new file or directory to the repository's owner when root writes.
+    fn give_to_owner(&self, path: &Path, key: &str) -> Result<(), StorageError> {
+        if let Owner::ChownTo(uid, gid) = self.owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(|e| StorageError::from_io("chown to the repository's owner", key, &e))?;
+        }
+        Ok(())
+    }
+
     /// Creates the missing directories from the root down to `dir`, fsyncing each new entry's parent.
     fn ensure_dir(&self, dir: &Path, key: &str) -> Result<(), StorageError> {
         let mut missing = Vec::new();
@@ -79,7 +144,7 @@ impl FsStorage {
         }
         for d in missing.iter().rev() {
             match fs::DirBuilder::new().mode(0o700).create(d) {
-                Ok(()) => {}
+                Ok(()) => self.give_to_owner(d, key)?,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StorageError::from_io("create directory for", key, &e)),
             }
@@ -99,6 +164,7 @@ impl FsStorage {
         body: &mut dyn Body,
     ) -> Result<(TempGuard, File, u64), StorageError> {
         let k = key.as_str();
+        self.check_writer("write", k)?;
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
         let base = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let pid = std::process::id();
@@ -122,6 +188,7 @@ impl FsStorage {
                 Err(e) => return Err(StorageError::from_io("create temporary file for", k, &e)),
             }
         };
+        self.give_to_owner(guard.path(), k)?;
         let mut written = 0u64;
         loop {
             match body.next_chunk() {
@@ -273,6 +340,7 @@ impl Storage for FsStorage {
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        self.check_writer("delete", key.as_str())?;
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -375,5 +443,25 @@ impl Iterator for FsList {
             }
             return Some(ObjectKey::new(key).map(|key| ObjectMeta { key, size }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_owner_per_repository() {
+        assert_eq!(Owner::decide(Some(999), 999, 998), Owner::Same);
+        assert_eq!(Owner::decide(None, 999, 998), Owner::Same);
+        assert_eq!(Owner::decide(Some(0), 0, 0), Owner::Same);
+        assert_eq!(Owner::decide(Some(0), 999, 998), Owner::ChownTo(999, 998));
+        let refused = Owner::decide(Some(999), 0, 0);
+        assert_eq!(refused, Owner::Refuse { owner: 0, euid: 999 });
+        let s = FsStorage { root: PathBuf::from("/srv/walrs"), owner: refused };
+        let e = s.check_writer("write", "walrs.config").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+        let m = e.to_string();
+        assert!(m.contains("/srv/walrs belongs to root (uid 0)") && m.contains("uid 999"), "{m}");
     }
 }

@@ -129,6 +129,19 @@ impl Walrs {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
     }
+    /// Runs with stdout a pipe whose reader is already closed (`walrs ... | head -0`): every
+    /// write to stdout fails with EPIPE. stdout of the result is empty.
+    pub fn run_closed_stdout(mut self) -> Out {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.cmd.stdout(writer).stderr(std::process::Stdio::piped());
+        let o = self.cmd.output().expect("running walrs");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
 }
 
 /// Every file or directory under `dir` whose name starts with '.': walrs's temporary files.
