@@ -9,6 +9,7 @@ mod util;
 mod binlog;
 mod cli;
 mod faults;
+mod foreign_objects;
 mod lookahead;
 mod majors;
 mod mysql_wire;

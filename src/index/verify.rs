@@ -239,7 +239,7 @@ pub fn ranges(
 /// A problem `wal verify` found.
 #[derive(Serialize, Clone, Debug)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `damaged`, `foreign`, `timeline` or `index`.
+    /// `missing`, `corrupt`, `damaged`, `foreign`, `security`, `timeline` or `index`.
     pub kind: &'static str,
     /// The object or range concerned.
     pub name: String,
@@ -315,7 +315,13 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                 hist.insert(*tli, h);
             }
             Err(e) => problems.push(push(
-                if e.kind == Kind::Corrupt { "corrupt" } else { "timeline" },
+                if e.is_foreign_object() {
+                    "security"
+                } else if e.kind == Kind::Corrupt {
+                    "corrupt"
+                } else {
+                    "timeline"
+                },
                 name.to_string(),
                 e.message,
             )),
@@ -457,6 +463,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     carry = None;
                     last_rec = None;
                     let kind = match e.kind {
+                        _ if e.is_foreign_object() => "security",
                         Kind::ForeignCluster => "foreign",
                         Kind::NotFound => "missing",
                         _ => "corrupt",
@@ -500,7 +507,11 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                         Ok(Some(s)) if s.content_digest == digest => {}
                         Ok(Some(_)) => problems.push(push("index", name.to_string(), "the index entry describes other content (run `walrs wal index --rebuild`)".into())),
                         Ok(None) => problems.push(push("index", name.to_string(), "no index entry (run `walrs wal index --rebuild`)".into())),
-                        Err(e) => problems.push(push("index", name.to_string(), e.message)),
+                        Err(e) => problems.push(push(
+                            if e.is_foreign_object() { "security" } else { "index" },
+                            name.to_string(),
+                            e.message,
+                        )),
                     }
                 }
             }
@@ -565,6 +576,7 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
                 super::store_summary(repo, &i.finish(digest), encrypt)?;
                 n += 1;
             }
+            (Err(e), _) if e.is_foreign_object() => tracing::error!("{name}: not indexed: {e}"),
             (Err(e), _) => tracing::warn!("{name}: not indexed: {e}"),
             (Ok(_), None) => {}
         }
