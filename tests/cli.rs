@@ -672,3 +672,168 @@ fn abort_on_hard_failure_also_covers_configuration_errors() {
         .arg_fetch("000000010000000000000001", &dest)
         .expect_code(0);
 }
+
+/// What is at `p`, without following a symlink.
+fn file_type(p: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::symlink_metadata(p).unwrap().file_type();
+    match () {
+        _ if t.is_symlink() => "symlink",
+        _ if t.is_dir() => "directory",
+        _ if t.is_char_device() => "char device",
+        _ if t.is_fifo() => "fifo",
+        _ if t.is_file() => "file",
+        _ => "other",
+    }
+}
+
+/// Issue 11, items 3 and 8: `fetch` refuses a destination that exists and is not a regular file
+/// (a device, a symlink, a directory, a FIFO) and a destination with a trailing slash, with exit
+/// 4, before it reads the object: the object of the first segment is damaged, so a fetch that
+/// decoded it first would exit 7. Nothing at the destination changes. A regular file is replaced.
+#[test]
+fn fetch_refuses_a_destination_that_is_not_a_regular_file() {
+    let s = setup();
+    let (bad, good) = (SegSpec::new(1), SegSpec::new(2));
+    push(&s.repo, &bad.write(&s.wal)).expect_code(0);
+    push(&s.repo, &good.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &bad.name());
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&obj, &bytes).unwrap();
+
+    // A character device like /dev/null (1, 3), made here rather than touching the real one.
+    let dev = s.out.join("null");
+    let st = std::process::Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status().unwrap();
+    assert!(st.success());
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = s.out.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dir = s.out.join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = s.out.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (dest, kind) in
+        [(&dev, "char device"), (&link, "symlink"), (&dir, "directory"), (&fifo, "fifo")]
+    {
+        for seg in [&bad, &good] {
+            let out = walrs(&s.repo).arg_fetch(&seg.name(), dest);
+            out.expect_code(4);
+            assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+            assert_eq!(file_type(dest), kind);
+        }
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+    // A trailing slash names a directory, whether one exists there or not.
+    let mut slashed = dir.clone().into_os_string();
+    slashed.push("/");
+    let mut new_slashed = s.out.join("new").into_os_string();
+    new_slashed.push("/");
+    for dest in [&slashed, &new_slashed] {
+        for seg in [&bad, &good] {
+            let out = walrs(&s.repo).arg_fetch(&seg.name(), Path::new(dest));
+            out.expect_code(4);
+            assert!(out.stderr.contains("names a directory"), "{}", out.stderr);
+        }
+    }
+    assert!(!s.out.join("new").exists());
+    assert!(leftovers(&s.out).is_empty(), "{:?}", leftovers(&s.out));
+    // A regular file is replaced, as always.
+    let file = s.out.join("file");
+    std::fs::write(&file, "old").unwrap();
+    walrs(&s.repo).arg_fetch(&good.name(), &file).expect_code(0);
+    assert!(std::fs::read(&file).unwrap() == good.bytes());
+}
+
+/// Issue 11, item 3: a segment served from the prefetch spool is moved into `%p` by its own
+/// rename: that path refuses a symlink at `%p` too.
+#[test]
+fn a_prefetched_segment_is_not_moved_over_a_symlink() {
+    let s = setup();
+    for n in 1..=3 {
+        push(&s.repo, &SegSpec::new(n).write(&s.wal)).expect_code(0);
+    }
+    let data = s.out.join("data");
+    let pg_wal = data.join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    walrs(&s.repo).arg_fetch(&SegSpec::new(1).name(), &dest).expect_code(0);
+    let seg2 = SegSpec::new(2).name();
+    let meta = data.join("walrs_spool/prefetch").join(format!("{seg2}.meta"));
+    let t0 = Instant::now();
+    while !meta.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the prefetcher did not fetch {seg2}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(&dest).unwrap();
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    std::os::unix::fs::symlink(&target, &dest).unwrap();
+    let out = walrs(&s.repo).arg_fetch(&seg2, &dest);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert_eq!(file_type(&dest), "symlink");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+/// Issue 11, item 3: `binlog fetch` installs its file the way `fetch` does, and refuses the same
+/// destinations. The binlog namespace is written through the library (no server needed).
+#[test]
+fn binlog_fetch_refuses_a_destination_that_is_not_a_regular_file() {
+    use std::sync::Arc;
+    use walrs::mysql::event::ChecksumAlg;
+    use walrs::mysql::store::{BinlogStore, Part, ServerIdentity};
+    use walrs::repo::Repository;
+    use walrs::storage::{AnyStorage, FsStorage};
+    let s = setup();
+    let repo = Arc::new(Repository::new(AnyStorage::Fs(FsStorage::open(&s.repo).unwrap()), None));
+    let server = ServerIdentity {
+        flavour: "mariadb".into(),
+        server_id: 1,
+        server_uuid: None,
+        basename: "mysql-bin".into(),
+        checksum: ChecksumAlg::Crc32,
+        version: "10.11".into(),
+    };
+    let (store, _) = BinlogStore::open_for(repo, &server, None).unwrap();
+    let part = Part { start: 0, end: 4, first_ts: 0, last_ts: 0 };
+    store.put_part("mysql-bin.000001", &part, b"\xfebin").unwrap();
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = s.out.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = walrs(&s.repo)
+        .args(["binlog".as_ref(), "fetch".as_ref(), "mysql-bin.000001".as_ref(), link.as_os_str()])
+        .run();
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert_eq!(file_type(&link), "symlink");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    let file = s.out.join("file");
+    walrs(&s.repo)
+        .args(["binlog".as_ref(), "fetch".as_ref(), "mysql-bin.000001".as_ref(), file.as_os_str()])
+        .run()
+        .expect_code(0);
+    assert_eq!(std::fs::read(&file).unwrap(), b"\xfebin");
+}
+
+/// Issue 11, item 8: a directory named like a segment is not a WAL file: exit 4, not 16.
+#[test]
+fn pushing_a_directory_is_invalid_input() {
+    let s = setup();
+    let dir = s.wal.join(SegSpec::new(1).name());
+    std::fs::create_dir(&dir).unwrap();
+    let out = push(&s.repo, &dir);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    // The same for a .history name (no header to read first).
+    let h = s.wal.join("00000002.history");
+    std::fs::create_dir(&h).unwrap();
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(0);
+    let out = push(&s.repo, &h);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+}
