@@ -837,3 +837,32 @@ fn pushing_a_directory_is_invalid_input() {
     out.expect_code(4);
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
 }
+
+/// Issue 11, item 8: a deadline too long to compute (`WALRS_TIMEOUT`, `--timeout`, the config
+/// file's `timeout`) was a panic (exit 101); it is a configuration error (exit 3).
+#[test]
+fn a_huge_timeout_is_a_configuration_error() {
+    let s = setup();
+    let seg = SegSpec::new(1);
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let dest = s.out.join("x");
+    for v in ["18446744073709551615", "18446744073709551615ms", "5124095576030431h", "9000h"] {
+        let out = walrs(&s.repo).env("WALRS_TIMEOUT", v).arg_fetch(&seg.name(), &dest);
+        out.expect_code(3);
+        assert!(
+            out.stderr.contains("timeout") && out.stderr.contains("too long"),
+            "{}",
+            out.stderr
+        );
+        walrs(&s.repo).env("WALRS_TIMEOUT", v).arg_push(&s.wal.join(seg.name())).expect_code(3);
+        walrs(&s.repo).args(["--timeout", v, "wal", "verify"]).run().expect_code(3);
+    }
+    let cfg = s.out.join("walrs.toml");
+    std::fs::write(&cfg, "timeout = 9223372036854775807\n").unwrap();
+    let out = walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_fetch(&seg.name(), &dest);
+    out.expect_code(3);
+    assert!(out.stderr.contains("too long"), "{}", out.stderr);
+    assert!(!dest.exists());
+    // The longest accepted deadline still works.
+    walrs(&s.repo).env("WALRS_TIMEOUT", "8760h").arg_fetch(&seg.name(), &dest).expect_code(0);
+}

@@ -128,7 +128,20 @@ fn config_err(msg: String) -> WalrsError {
     WalrsError::new(Kind::Config, msg)
 }
 
-/// Parses `300`, `300s`, `1500ms`, `5m`, `1h`.
+/// The longest duration a setting may have: 365 days (8760 h). Far beyond any deadline walrs
+/// needs (the longest default is 7 days) and far below what the clock can add to the current
+/// time without overflowing (a deadline is `now + duration`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a duration above [`MAX_DURATION`].
+fn at_most_max(d: Duration, what: &str) -> std::result::Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration {what} is too long (at most 8760h, 365 days)"));
+    }
+    Ok(d)
+}
+
+/// Parses `300`, `300s`, `1500ms`, `5m`, `1h`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -146,7 +159,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("invalid duration {s:?}: must be positive"));
     }
-    Ok(d)
+    at_most_max(d, &format!("{s:?}"))
 }
 
 fn parse_level(s: &str) -> std::result::Result<tracing::Level, String> {
@@ -220,9 +233,10 @@ impl Settings {
             (Some(s), _) => {
                 Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
             }
-            (None, Some(toml::Value::Integer(n))) if *n > 0 => {
-                Some(Duration::from_secs(n.unsigned_abs()))
-            }
+            (None, Some(toml::Value::Integer(n))) if *n > 0 => Some(
+                at_most_max(Duration::from_secs(n.unsigned_abs()), &n.to_string())
+                    .map_err(|e| config_err(format!("timeout: {e}")))?,
+            ),
             (None, Some(toml::Value::String(s))) => {
                 Some(parse_duration(s).map_err(|e| config_err(format!("timeout: {e}")))?)
             }
@@ -259,7 +273,9 @@ impl Settings {
                     .map_err(|e| config_err(format!("S3 request timeout: {e}")))?;
             }
             (None, Some(toml::Value::Integer(n))) if n > 0 => {
-                s3.request_timeout = Duration::from_secs(n.unsigned_abs());
+                s3.request_timeout =
+                    at_most_max(Duration::from_secs(n.unsigned_abs()), &n.to_string())
+                        .map_err(|e| config_err(format!("s3_request_timeout: {e}")))?;
             }
             (None, Some(other)) => {
                 return Err(config_err(format!("s3_request_timeout: invalid value {other}")));
