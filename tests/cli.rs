@@ -866,3 +866,41 @@ fn a_huge_timeout_is_a_configuration_error() {
     // The longest accepted deadline still works.
     walrs(&s.repo).env("WALRS_TIMEOUT", "8760h").arg_fetch(&seg.name(), &dest).expect_code(0);
 }
+
+/// Issue 11, item 4: with both config objects gone and WAL stored, a push of another cluster's
+/// segment created a config with the foreign system identifier (and then exited 6), after which
+/// every fetch of the real cluster exited 7. No push creates a config while the repository holds
+/// WAL: exit 14, nothing written; only the twin (or a copy of the config) repairs it.
+#[test]
+fn no_config_is_created_while_the_repository_holds_wal() {
+    let s = setup();
+    let a1 = SegSpec::new(1);
+    push(&s.repo, &a1.write(&s.wal)).expect_code(0);
+    let (cfg, copy) = (s.repo.join("walrs.config"), s.repo.join("walrs.config.copy"));
+    let saved_copy = std::fs::read(&copy).unwrap();
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let other = s.out.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let foreign = |n: u64| SegSpec {
+        sysid: crate::util::wal::SYSID + 1,
+        fill: Fill::Pattern(77),
+        ..SegSpec::new(n)
+    };
+    for n in [1, 2] {
+        let out = push(&s.repo, &foreign(n).write(&other));
+        out.expect_code(14);
+        assert!(out.stderr.contains("holds WAL"), "{}", out.stderr);
+    }
+    // The cluster's own segment too: walrs does not guess which cluster the repository is for.
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(14);
+    assert!(!cfg.exists() && !copy.exists(), "a config was created");
+    assert_eq!(stored_files(&s.repo), vec![format!("wal/{}/{}", &a1.name()[..16], a1.name())]);
+    walrs(&s.repo).arg_fetch(&a1.name(), &s.out.join("x")).expect_code(14);
+    // The twin put back: the next push recreates the primary, and the archive is whole again.
+    std::fs::write(&copy, &saved_copy).unwrap();
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(0);
+    assert!(cfg.exists());
+    walrs(&s.repo).arg_fetch(&a1.name(), &s.out.join("x")).expect_code(0);
+    push(&s.repo, &foreign(3).write(&other)).expect_code(5);
+}

@@ -178,9 +178,51 @@ impl Repository {
         Ok(cfg)
     }
 
+    /// What the repository holds that a config must describe: the first of `wal/`, `backups/`
+    /// and `binlog/` with an object under it. One listing request each, at most three, made only
+    /// when no config exists (the first push into a repository), never on the hot path.
+    fn stored_data(&self) -> Result<Option<&'static str>> {
+        for (prefix, what) in
+            [(layout::WAL_PREFIX, "WAL"), ("backups/", "base backups"), ("binlog/", "binlogs")]
+        {
+            if let Some(first) = self.storage.list(prefix)?.next() {
+                first?;
+                return Ok(Some(what));
+            }
+        }
+        Ok(None)
+    }
+
     /// Stores `cfg` unless a config exists; returns the config now in force (ours or the one a
     /// concurrent first writer stored), with the key checked against it.
+    ///
+    /// Refuses (exit 14) when the repository already holds WAL, base backups or binlogs: their
+    /// config was lost (both objects deleted), and a config made from the file at hand could
+    /// belong to another cluster, after which every reader of the real one would fail. Such a
+    /// repository is repaired from the twin or a copy of the config, never guessed.
     pub fn init_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
+        if let Some(what) = self.stored_data()? {
+            // A concurrent first push may have stored its config (and then its WAL) since ours
+            // was found missing: that config is in force.
+            if let Some(c) = self.read_config()? {
+                self.check_key(&c)?;
+                return Ok(c);
+            }
+            return Err(WalrsError::new(
+                Kind::NotInitialized,
+                format!(
+                    "{} has no config ({} and {} are both missing), but it holds {what}: walrs does not create a config for a repository that holds data",
+                    self.describe(),
+                    layout::CONFIG,
+                    layout::CONFIG_COPY
+                ),
+            )
+            .hint(format!(
+                "put back {} or {} from a copy of the repository (the next push recreates the other); a new cluster needs a new repository",
+                layout::CONFIG,
+                layout::CONFIG_COPY
+            )));
+        }
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
         let key = ObjectKey::new(layout::CONFIG)?;
@@ -306,5 +348,40 @@ impl Repository {
     pub fn open_object(&self, key: &ObjectKey, name: &str) -> Result<Decoder<ObjectReader<'_>>> {
         let reader = self.storage.get(key)?;
         Ok(Decoder::new(reader, name, self.key.as_ref())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
+    use crate::storage::{BytesBody, MemoryStorage};
+
+    fn config() -> RepoConfig {
+        let seg = WalSegSize::new(16 << 20).unwrap_or_else(|e| panic!("{e}"));
+        RepoConfig::new(SystemId(1), PgMajorVersion::V15, seg, 8192, Compression::None, None)
+    }
+
+    /// Issue 11, item 4: a config is created only in a repository that holds no WAL, backups or
+    /// binlogs; index objects alone (derived data) do not count.
+    #[test]
+    fn init_config_refuses_a_repository_that_holds_data() {
+        for key in [
+            "wal/0000000100000000/000000010000000000000001",
+            "backups/20261121T172545Z/base.tar/000000",
+            "binlog/files/mysql-bin.000001",
+        ] {
+            let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+            let k = ObjectKey::new(key).unwrap_or_else(|e| panic!("{e}"));
+            repo.storage().put(&k, &mut BytesBody::new(b"x")).unwrap_or_else(|e| panic!("{e}"));
+            let e = repo.init_config(&config()).err().unwrap_or_else(|| panic!("{key}: created"));
+            assert_eq!(e.kind, Kind::NotInitialized, "{key}: {e}");
+            assert!(matches!(repo.read_config(), Ok(None)), "{key}");
+        }
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let k = ObjectKey::new("index/group/0000000100000000").unwrap_or_else(|e| panic!("{e}"));
+        repo.storage().put(&k, &mut BytesBody::new(b"x")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(repo.init_config(&config()).is_ok());
+        assert!(matches!(repo.read_config(), Ok(Some(_))));
     }
 }
