@@ -19,6 +19,7 @@ mod prefetch;
 mod s3;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
+mod temporaries;
 mod tls;
 mod wal_decode;
 mod wal_index;

@@ -247,6 +247,21 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// A temporary file in the repository, as `wal verify` reports it (not a problem: the archive
+/// is whole without it; see [`crate::storage::Storage::temporaries`]).
+#[derive(Serialize, Clone, Debug)]
+pub struct TemporaryFile {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Seconds since it was last written.
+    pub age_seconds: u64,
+    /// `in use` (a writer holds it), `recent` (written less than an hour ago) or `stale` (left
+    /// by a killed writer: the next write into its directory removes it).
+    pub state: &'static str,
+}
+
 /// What `wal verify` found.
 #[derive(Serialize, Debug, Default)]
 pub struct VerifyReport {
@@ -258,6 +273,8 @@ pub struct VerifyReport {
     pub timelines: Vec<u32>,
     /// Problems, in archive order.
     pub problems: Vec<Problem>,
+    /// Temporary files anywhere in the repository, in path order (not problems).
+    pub temporaries: Vec<TemporaryFile>,
 }
 
 /// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
@@ -545,6 +562,21 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         }
     }
     rep.problems = problems;
+    // What killed writers left behind, and writes in progress; nothing is removed here.
+    match repo.storage().temporaries("", false) {
+        Ok(t) => {
+            rep.temporaries = t
+                .into_iter()
+                .map(|t| TemporaryFile {
+                    path: t.path,
+                    bytes: t.size,
+                    age_seconds: t.age.as_secs(),
+                    state: t.state.as_str(),
+                })
+                .collect();
+        }
+        Err(e) => tracing::warn!("could not look for temporary files: {e}"),
+    }
     Ok(rep)
 }
 
@@ -554,6 +586,22 @@ fn rep_push(kind: &'static str, name: String, detail: String) -> Problem {
 
 /// Rebuilds every segment summary from the stored segments, then the roll-ups.
 pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
+    // The whole repository is swept of stale temporary files (docs/invariants.md): they are
+    // what killed writers left, also in directories no write comes back to.
+    match repo.storage().temporaries("", true) {
+        Ok(t) => {
+            let gone: Vec<_> =
+                t.iter().filter(|t| t.state == crate::storage::TempState::Removed).collect();
+            if !gone.is_empty() {
+                tracing::info!(
+                    "removed {} stale temporary file(s), {} bytes",
+                    gone.len(),
+                    gone.iter().map(|t| t.size).sum::<u64>()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not sweep temporary files: {e}"),
+    }
     let seg = cfg.wal_segment_size;
     let inv = inventory(repo, seg)?;
     let encrypt = cfg.encryption.is_some();
