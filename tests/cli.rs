@@ -904,3 +904,32 @@ fn no_config_is_created_while_the_repository_holds_wal() {
     walrs(&s.repo).arg_fetch(&a1.name(), &s.out.join("x")).expect_code(0);
     push(&s.repo, &foreign(3).write(&other)).expect_code(5);
 }
+
+/// Issue 11, item 8: every log line of a push names the command (`walrs push:`, as push.md
+/// promises), the lines of the look-ahead's worker threads and of the background pusher
+/// included: PostgreSQL's log interleaves them with its own.
+#[test]
+fn look_ahead_log_lines_carry_the_push_prefix() {
+    let s = setup();
+    let pg_wal = s.out.join("data/pg_wal");
+    std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    for n in 1..=12 {
+        let seg = SegSpec::new(n);
+        seg.write(&pg_wal);
+        std::fs::write(pg_wal.join(format!("archive_status/{}.ready", seg.name())), "").unwrap();
+    }
+    // The background pusher writes to the same stderr; `run` reads it to its end.
+    let out = walrs(&s.repo)
+        .env("WALRS_PUSH_PARALLEL", "4")
+        .arg_push(&pg_wal.join(SegSpec::new(1).name()));
+    out.expect_code(0);
+    assert!(out.stderr.contains("in the background"), "{}", out.stderr);
+    let unprefixed: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(" walrs push: "))
+        .collect();
+    assert!(unprefixed.is_empty(), "log lines without the prefix:\n{}", unprefixed.join("\n"));
+    let archived = out.stderr.matches("archived 0000000100000000000000").count();
+    assert!(archived >= 12, "{}", out.stderr);
+}
