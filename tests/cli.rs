@@ -933,3 +933,84 @@ fn look_ahead_log_lines_carry_the_push_prefix() {
     let archived = out.stderr.matches("archived 0000000100000000000000").count();
     assert!(archived >= 12, "{}", out.stderr);
 }
+
+/// Issue 11, item 4: the explicit repair of a repository that lost both config objects:
+/// `walrs repo init --from-objects` derives the config from the stored WAL (the oldest and the
+/// newest segment must agree) with the configured key, which must open them.
+#[test]
+fn repo_init_from_objects_recreates_a_lost_config() {
+    let s = setup();
+    let k = key_b64(4);
+    for n in [1, 2, 0x1FF] {
+        walrs(&s.repo)
+            .env("WALRS_ENCRYPTION_KEY", &k)
+            .arg_push(&SegSpec::new(n).write(&s.wal))
+            .expect_code(0);
+    }
+    let (cfg, copy) = (s.repo.join("walrs.config"), s.repo.join("walrs.config.copy"));
+    let field = |f: &Path, name: &str| -> serde_json::Value {
+        let (json, _) = walrs::codec::decode_to_vec(
+            &std::fs::read(f).unwrap(),
+            f.file_name().unwrap().to_str().unwrap(),
+            None,
+        )
+        .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()[name].clone()
+    };
+    let before: Vec<serde_json::Value> =
+        ["system_identifier", "pg_version", "wal_segment_size", "wal_block_size", "encryption"]
+            .iter()
+            .map(|n| field(&cfg, n))
+            .collect();
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    walrs(&s.repo).args(["repo", "init"]).run().expect_code(2);
+    // Without the key the encrypted segments cannot be read: nothing is created.
+    let out = walrs(&s.repo).args(["repo", "init", "--from-objects"]).run();
+    out.expect_code(8);
+    assert!(!cfg.exists() && !copy.exists());
+    let out = walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .args(["repo", "init", "--from-objects"])
+        .run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("recreated the config"), "{}", out.stdout);
+    let after: Vec<serde_json::Value> =
+        ["system_identifier", "pg_version", "wal_segment_size", "wal_block_size", "encryption"]
+            .iter()
+            .map(|n| field(&cfg, n))
+            .collect();
+    assert_eq!(before, after);
+    assert!(copy.exists());
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .arg_fetch(&SegSpec::new(2).name(), &s.out.join("x"))
+        .expect_code(0);
+    // Once there is a config, there is nothing to derive.
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .args(["repo", "init", "--from-objects"])
+        .run()
+        .expect_code(0);
+
+    // WAL of two clusters: walrs cannot tell which the repository is for.
+    let t = setup();
+    push(&t.repo, &SegSpec::new(1).write(&t.wal)).expect_code(0);
+    let other = SegSpec { sysid: crate::util::wal::SYSID + 1, ..SegSpec::new(9) };
+    let planted = object_path(&t.repo, &other.name());
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    let enc = walrs::codec::encode_to_vec(
+        &other.name(),
+        &other.bytes(),
+        walrs::codec::Compression::Zstd(1),
+        None,
+    )
+    .unwrap();
+    std::fs::write(&planted, enc).unwrap();
+    std::fs::remove_file(t.repo.join("walrs.config")).unwrap();
+    std::fs::remove_file(t.repo.join("walrs.config.copy")).unwrap();
+    let out = walrs(&t.repo).args(["repo", "init", "--from-objects"]).run();
+    out.expect_code(5);
+    assert!(out.stderr.contains("more than one cluster"), "{}", out.stderr);
+    assert!(!t.repo.join("walrs.config").exists());
+}

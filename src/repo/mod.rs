@@ -218,11 +218,19 @@ impl Repository {
                 ),
             )
             .hint(format!(
-                "put back {} or {} from a copy of the repository (the next push recreates the other); a new cluster needs a new repository",
+                "put back {} or {} from a copy of the repository (the next push recreates the other), or derive it from the stored WAL with `walrs repo init --from-objects`; a new cluster needs a new repository",
                 layout::CONFIG,
                 layout::CONFIG_COPY
             )));
         }
+        self.store_config(cfg)
+    }
+
+    /// Stores `cfg` (and its twin) unless a config exists, without looking at what the
+    /// repository holds; returns the config in force, with the key checked against it. Only for
+    /// a config derived from the stored objects themselves (`repo init --from-objects`); every
+    /// other caller goes through [`Repository::init_config`].
+    pub fn store_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
         let key = ObjectKey::new(layout::CONFIG)?;
@@ -342,6 +350,72 @@ impl Repository {
             },
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The cluster the stored WAL belongs to, for a repository that lost its config: the long
+    /// page headers of its oldest and its newest segment object (by name), each decoded with the
+    /// repository's expected encryption (the configured key) and checked against its name. They
+    /// must agree (system identifier, version, segment and block size), else the repository
+    /// holds WAL of more than one cluster (exit 5). Returns the header and the two names; exit 14
+    /// when no segment is stored. Reads a full listing of `wal/` and two frames.
+    pub fn identity_from_wal(&self) -> Result<(crate::pg::LongPageHeader, [String; 2])> {
+        use crate::pg::{LongPageHeader, WalFileKind, WalFileName};
+        let (mut oldest, mut newest): (Option<WalFileName>, Option<WalFileName>) = (None, None);
+        for m in self.storage.list(layout::WAL_PREFIX)? {
+            let m = m?;
+            let Some(base) = m.key.as_str().rsplit('/').next() else { continue };
+            let Ok(name) = WalFileName::parse(base) else { continue };
+            if name.kind() != WalFileKind::Segment {
+                continue;
+            }
+            if oldest.as_ref().is_none_or(|o| name.as_str() < o.as_str()) {
+                oldest = Some(name.clone());
+            }
+            if newest.as_ref().is_none_or(|n| name.as_str() > n.as_str()) {
+                newest = Some(name);
+            }
+        }
+        let (Some(oldest), Some(newest)) = (oldest, newest) else {
+            return Err(WalrsError::new(
+                Kind::NotInitialized,
+                format!("{} holds no WAL segment to derive a config from", self.describe()),
+            ));
+        };
+        let header = |name: &WalFileName| -> Result<LongPageHeader> {
+            let mut dec = self.open_object(&layout::wal_key(name)?, name.as_str())?;
+            let mut frame = Vec::new();
+            dec.next_frame(&mut frame)?;
+            let h = LongPageHeader::decode(&frame).map_err(|e| {
+                WalrsError::new(Kind::Corrupt, format!("{name} is not a WAL segment: {e}"))
+            })?;
+            if name.segno(h.seg_size) != Some(h.segno()) {
+                return Err(WalrsError::new(
+                    Kind::Corrupt,
+                    format!("{name} holds the segment starting at {}", h.page_addr),
+                ));
+            }
+            Ok(h)
+        };
+        let (a, b) = (header(&oldest)?, header(&newest)?);
+        if (a.system_id, a.version, a.seg_size, a.xlog_blcksz)
+            != (b.system_id, b.version, b.seg_size, b.xlog_blcksz)
+        {
+            return Err(WalrsError::new(
+                Kind::ForeignCluster,
+                format!(
+                    "{} holds WAL of more than one cluster: {oldest} is system {} (PostgreSQL {}, {} byte segments), {newest} is system {} (PostgreSQL {}, {} byte segments)",
+                    self.describe(),
+                    a.system_id,
+                    a.version,
+                    a.seg_size.bytes(),
+                    b.system_id,
+                    b.version,
+                    b.seg_size.bytes()
+                ),
+            )
+            .hint("walrs cannot tell which cluster the repository is for; restore its config from a copy"));
+        }
+        Ok((b, [oldest.to_string(), newest.to_string()]))
     }
 
     /// Opens the object `name` stored under `key` for verified, streaming decoding.
