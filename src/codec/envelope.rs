@@ -12,8 +12,9 @@
 //! ```
 //! All integers little-endian. A data frame holds up to `frame_size` plaintext bytes, compressed on
 //! its own and, when encrypted, sealed as one STREAM chunk. The decoder checks the header CRC, the
-//! logical name, each frame's CRC and (when encrypted) its tag before decompressing, and accepts the
-//! object only once the trailer matches what it decoded and nothing follows it.
+//! logical name, that the object is encrypted exactly as the reader expects (with its key, or not at
+//! all), each frame's CRC and (when encrypted) its tag before decompressing, and accepts the object
+//! only once the trailer matches what it decoded and nothing follows it.
 
 use std::io::{Read, Write};
 

@@ -2,8 +2,8 @@
 //! the key layout of [`layout`].
 //!
 //! Everything that reads or writes an object goes through here, so every object is an envelope,
-//! every write is conditional or atomic, and the encryption key is checked against the config
-//! before any object is touched.
+//! every write is conditional or atomic, the encryption key is checked against the config before
+//! any object is touched, and every object read must carry the repository's encryption.
 
 pub mod config;
 pub mod layout;
@@ -418,7 +418,12 @@ impl Repository {
         Ok((b, [oldest.to_string(), newest.to_string()]))
     }
 
-    /// Opens the object `name` stored under `key` for verified, streaming decoding.
+    /// Opens the object `name` stored under `key` for verified, streaming decoding, with the
+    /// repository's encryption expected: the configured key, which `check_key` has compared
+    /// with the config. An object not encrypted with it (or encrypted at all, in an unencrypted
+    /// repository) is refused as a foreign object (`Corrupt`, [`WalrsError::is_foreign_object`]).
+    /// Every reader of every object kind opens objects here; only the config objects, which are
+    /// never encrypted, are read without a key.
     pub fn open_object(&self, key: &ObjectKey, name: &str) -> Result<Decoder<ObjectReader<'_>>> {
         let reader = self.storage.get(key)?;
         Ok(Decoder::new(reader, name, self.key.as_ref())?)
