@@ -64,6 +64,8 @@ pub struct WalrsError {
     pub message: String,
     /// What the operator can do about it.
     pub hint: Option<String>,
+    /// A foreign object: its encryption is not the repository's (see [`CodecError::Foreign`]).
+    foreign_object: bool,
 }
 
 /// Result alias for the library.
@@ -72,7 +74,13 @@ pub type Result<T, E = WalrsError> = std::result::Result<T, E>;
 impl WalrsError {
     /// A new error.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        WalrsError { kind, message: message.into(), hint: None }
+        WalrsError { kind, message: message.into(), hint: None, foreign_object: false }
+    }
+
+    /// Whether this is a stored object whose encryption is not the repository's (kind
+    /// `Corrupt`): not damage but a security finding, since walrs cannot have written it there.
+    pub fn is_foreign_object(&self) -> bool {
+        self.foreign_object
     }
 
     /// Adds guidance.
@@ -130,6 +138,9 @@ impl From<StorageError> for WalrsError {
     }
 }
 
+/// The guidance for a foreign object. Never `wal index --rebuild`: that would take the object in.
+const FOREIGN_OBJECT_HINT: &str = "walrs did not write this object with the repository's encryption: someone who can write to the repository may have planted it; move it aside, keep it for investigation and find out who wrote it";
+
 impl From<CodecError> for WalrsError {
     fn from(e: CodecError) -> Self {
         match &e {
@@ -137,6 +148,10 @@ impl From<CodecError> for WalrsError {
                 .hint("the stored object fails verification; restore it from another copy or move it aside"),
             CodecError::Unsupported { .. } => WalrsError::new(Kind::Unsupported, e.to_string())
                 .hint("upgrade walrs to read this repository"),
+            CodecError::Foreign { .. } => WalrsError {
+                foreign_object: true,
+                ..WalrsError::new(Kind::Corrupt, e.to_string()).hint(FOREIGN_OBJECT_HINT)
+            },
             CodecError::Key(_) => WalrsError::new(Kind::Key, e.to_string()),
             CodecError::Io { source, .. } => {
                 // A storage backend's reader wraps its typed error in the io::Error.

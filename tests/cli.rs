@@ -672,3 +672,345 @@ fn abort_on_hard_failure_also_covers_configuration_errors() {
         .arg_fetch("000000010000000000000001", &dest)
         .expect_code(0);
 }
+
+/// What is at `p`, without following a symlink.
+fn file_type(p: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::symlink_metadata(p).unwrap().file_type();
+    match () {
+        _ if t.is_symlink() => "symlink",
+        _ if t.is_dir() => "directory",
+        _ if t.is_char_device() => "char device",
+        _ if t.is_fifo() => "fifo",
+        _ if t.is_file() => "file",
+        _ => "other",
+    }
+}
+
+/// Issue 11, items 3 and 8: `fetch` refuses a destination that exists and is not a regular file
+/// (a device, a symlink, a directory, a FIFO) and a destination with a trailing slash, with exit
+/// 4, before it reads the object: the object of the first segment is damaged, so a fetch that
+/// decoded it first would exit 7. Nothing at the destination changes. A regular file is replaced.
+#[test]
+fn fetch_refuses_a_destination_that_is_not_a_regular_file() {
+    let s = setup();
+    let (bad, good) = (SegSpec::new(1), SegSpec::new(2));
+    push(&s.repo, &bad.write(&s.wal)).expect_code(0);
+    push(&s.repo, &good.write(&s.wal)).expect_code(0);
+    let obj = object_path(&s.repo, &bad.name());
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&obj, &bytes).unwrap();
+
+    // A character device like /dev/null (1, 3), made here rather than touching the real one.
+    let dev = s.out.join("null");
+    let st = std::process::Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status().unwrap();
+    assert!(st.success());
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = s.out.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dir = s.out.join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = s.out.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (dest, kind) in
+        [(&dev, "char device"), (&link, "symlink"), (&dir, "directory"), (&fifo, "fifo")]
+    {
+        for seg in [&bad, &good] {
+            let out = walrs(&s.repo).arg_fetch(&seg.name(), dest);
+            out.expect_code(4);
+            assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+            assert_eq!(file_type(dest), kind);
+        }
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+    // A trailing slash names a directory, whether one exists there or not.
+    let mut slashed = dir.clone().into_os_string();
+    slashed.push("/");
+    let mut new_slashed = s.out.join("new").into_os_string();
+    new_slashed.push("/");
+    for dest in [&slashed, &new_slashed] {
+        for seg in [&bad, &good] {
+            let out = walrs(&s.repo).arg_fetch(&seg.name(), Path::new(dest));
+            out.expect_code(4);
+            assert!(out.stderr.contains("names a directory"), "{}", out.stderr);
+        }
+    }
+    assert!(!s.out.join("new").exists());
+    assert!(leftovers(&s.out).is_empty(), "{:?}", leftovers(&s.out));
+    // A regular file is replaced, as always.
+    let file = s.out.join("file");
+    std::fs::write(&file, "old").unwrap();
+    walrs(&s.repo).arg_fetch(&good.name(), &file).expect_code(0);
+    assert!(std::fs::read(&file).unwrap() == good.bytes());
+}
+
+/// Issue 11, item 3: a segment served from the prefetch spool is moved into `%p` by its own
+/// rename: that path refuses a symlink at `%p` too.
+#[test]
+fn a_prefetched_segment_is_not_moved_over_a_symlink() {
+    let s = setup();
+    for n in 1..=3 {
+        push(&s.repo, &SegSpec::new(n).write(&s.wal)).expect_code(0);
+    }
+    let data = s.out.join("data");
+    let pg_wal = data.join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    walrs(&s.repo).arg_fetch(&SegSpec::new(1).name(), &dest).expect_code(0);
+    let seg2 = SegSpec::new(2).name();
+    let meta = data.join("walrs_spool/prefetch").join(format!("{seg2}.meta"));
+    let t0 = Instant::now();
+    while !meta.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the prefetcher did not fetch {seg2}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(&dest).unwrap();
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    std::os::unix::fs::symlink(&target, &dest).unwrap();
+    let out = walrs(&s.repo).arg_fetch(&seg2, &dest);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert_eq!(file_type(&dest), "symlink");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+/// Issue 11, item 3: `binlog fetch` installs its file the way `fetch` does, and refuses the same
+/// destinations. The binlog namespace is written through the library (no server needed).
+#[test]
+fn binlog_fetch_refuses_a_destination_that_is_not_a_regular_file() {
+    use std::sync::Arc;
+    use walrs::mysql::event::ChecksumAlg;
+    use walrs::mysql::store::{BinlogStore, Part, ServerIdentity};
+    use walrs::repo::Repository;
+    use walrs::storage::{AnyStorage, FsStorage};
+    let s = setup();
+    let repo = Arc::new(Repository::new(AnyStorage::Fs(FsStorage::open(&s.repo).unwrap()), None));
+    let server = ServerIdentity {
+        flavour: "mariadb".into(),
+        server_id: 1,
+        server_uuid: None,
+        basename: "mysql-bin".into(),
+        checksum: ChecksumAlg::Crc32,
+        version: "10.11".into(),
+    };
+    let (store, _) = BinlogStore::open_for(repo, &server, None).unwrap();
+    let part = Part { start: 0, end: 4, first_ts: 0, last_ts: 0 };
+    store.put_part("mysql-bin.000001", &part, b"\xfebin").unwrap();
+    let target = s.out.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = s.out.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = walrs(&s.repo)
+        .args(["binlog".as_ref(), "fetch".as_ref(), "mysql-bin.000001".as_ref(), link.as_os_str()])
+        .run();
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert_eq!(file_type(&link), "symlink");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    let file = s.out.join("file");
+    walrs(&s.repo)
+        .args(["binlog".as_ref(), "fetch".as_ref(), "mysql-bin.000001".as_ref(), file.as_os_str()])
+        .run()
+        .expect_code(0);
+    assert_eq!(std::fs::read(&file).unwrap(), b"\xfebin");
+}
+
+/// Issue 11, item 8: a directory named like a segment is not a WAL file: exit 4, not 16.
+#[test]
+fn pushing_a_directory_is_invalid_input() {
+    let s = setup();
+    let dir = s.wal.join(SegSpec::new(1).name());
+    std::fs::create_dir(&dir).unwrap();
+    let out = push(&s.repo, &dir);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    // The same for a .history name (no header to read first).
+    let h = s.wal.join("00000002.history");
+    std::fs::create_dir(&h).unwrap();
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(0);
+    let out = push(&s.repo, &h);
+    out.expect_code(4);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+}
+
+/// Issue 11, item 8: a deadline too long to compute (`WALRS_TIMEOUT`, `--timeout`, the config
+/// file's `timeout`) was a panic (exit 101); it is a configuration error (exit 3).
+#[test]
+fn a_huge_timeout_is_a_configuration_error() {
+    let s = setup();
+    let seg = SegSpec::new(1);
+    push(&s.repo, &seg.write(&s.wal)).expect_code(0);
+    let dest = s.out.join("x");
+    for v in ["18446744073709551615", "18446744073709551615ms", "5124095576030431h", "9000h"] {
+        let out = walrs(&s.repo).env("WALRS_TIMEOUT", v).arg_fetch(&seg.name(), &dest);
+        out.expect_code(3);
+        assert!(
+            out.stderr.contains("timeout") && out.stderr.contains("too long"),
+            "{}",
+            out.stderr
+        );
+        walrs(&s.repo).env("WALRS_TIMEOUT", v).arg_push(&s.wal.join(seg.name())).expect_code(3);
+        walrs(&s.repo).args(["--timeout", v, "wal", "verify"]).run().expect_code(3);
+    }
+    let cfg = s.out.join("walrs.toml");
+    std::fs::write(&cfg, "timeout = 9223372036854775807\n").unwrap();
+    let out = walrs(&s.repo).env("WALRS_CONFIG", &cfg).arg_fetch(&seg.name(), &dest);
+    out.expect_code(3);
+    assert!(out.stderr.contains("too long"), "{}", out.stderr);
+    assert!(!dest.exists());
+    // The longest accepted deadline still works.
+    walrs(&s.repo).env("WALRS_TIMEOUT", "8760h").arg_fetch(&seg.name(), &dest).expect_code(0);
+}
+
+/// Issue 11, item 4: with both config objects gone and WAL stored, a push of another cluster's
+/// segment created a config with the foreign system identifier (and then exited 6), after which
+/// every fetch of the real cluster exited 7. No push creates a config while the repository holds
+/// WAL: exit 14, nothing written; only the twin (or a copy of the config) repairs it.
+#[test]
+fn no_config_is_created_while_the_repository_holds_wal() {
+    let s = setup();
+    let a1 = SegSpec::new(1);
+    push(&s.repo, &a1.write(&s.wal)).expect_code(0);
+    let (cfg, copy) = (s.repo.join("walrs.config"), s.repo.join("walrs.config.copy"));
+    let saved_copy = std::fs::read(&copy).unwrap();
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let other = s.out.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let foreign = |n: u64| SegSpec {
+        sysid: crate::util::wal::SYSID + 1,
+        fill: Fill::Pattern(77),
+        ..SegSpec::new(n)
+    };
+    for n in [1, 2] {
+        let out = push(&s.repo, &foreign(n).write(&other));
+        out.expect_code(14);
+        assert!(out.stderr.contains("holds WAL"), "{}", out.stderr);
+    }
+    // The cluster's own segment too: walrs does not guess which cluster the repository is for.
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(14);
+    assert!(!cfg.exists() && !copy.exists(), "a config was created");
+    assert_eq!(stored_files(&s.repo), vec![format!("wal/{}/{}", &a1.name()[..16], a1.name())]);
+    walrs(&s.repo).arg_fetch(&a1.name(), &s.out.join("x")).expect_code(14);
+    // The twin put back: the next push recreates the primary, and the archive is whole again.
+    std::fs::write(&copy, &saved_copy).unwrap();
+    push(&s.repo, &SegSpec::new(2).write(&s.wal)).expect_code(0);
+    assert!(cfg.exists());
+    walrs(&s.repo).arg_fetch(&a1.name(), &s.out.join("x")).expect_code(0);
+    push(&s.repo, &foreign(3).write(&other)).expect_code(5);
+}
+
+/// Issue 11, item 8: every log line of a push names the command (`walrs push:`, as push.md
+/// promises), the lines of the look-ahead's worker threads and of the background pusher
+/// included: PostgreSQL's log interleaves them with its own.
+#[test]
+fn look_ahead_log_lines_carry_the_push_prefix() {
+    let s = setup();
+    let pg_wal = s.out.join("data/pg_wal");
+    std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    for n in 1..=12 {
+        let seg = SegSpec::new(n);
+        seg.write(&pg_wal);
+        std::fs::write(pg_wal.join(format!("archive_status/{}.ready", seg.name())), "").unwrap();
+    }
+    // The background pusher writes to the same stderr; `run` reads it to its end.
+    let out = walrs(&s.repo)
+        .env("WALRS_PUSH_PARALLEL", "4")
+        .arg_push(&pg_wal.join(SegSpec::new(1).name()));
+    out.expect_code(0);
+    assert!(out.stderr.contains("in the background"), "{}", out.stderr);
+    let unprefixed: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(" walrs push: "))
+        .collect();
+    assert!(unprefixed.is_empty(), "log lines without the prefix:\n{}", unprefixed.join("\n"));
+    let archived = out.stderr.matches("archived 0000000100000000000000").count();
+    assert!(archived >= 12, "{}", out.stderr);
+}
+
+/// Issue 11, item 4: the explicit repair of a repository that lost both config objects:
+/// `walrs repo init --from-objects` derives the config from the stored WAL (the oldest and the
+/// newest segment must agree) with the configured key, which must open them.
+#[test]
+fn repo_init_from_objects_recreates_a_lost_config() {
+    let s = setup();
+    let k = key_b64(4);
+    for n in [1, 2, 0x1FF] {
+        walrs(&s.repo)
+            .env("WALRS_ENCRYPTION_KEY", &k)
+            .arg_push(&SegSpec::new(n).write(&s.wal))
+            .expect_code(0);
+    }
+    let (cfg, copy) = (s.repo.join("walrs.config"), s.repo.join("walrs.config.copy"));
+    let field = |f: &Path, name: &str| -> serde_json::Value {
+        let (json, _) = walrs::codec::decode_to_vec(
+            &std::fs::read(f).unwrap(),
+            f.file_name().unwrap().to_str().unwrap(),
+            None,
+        )
+        .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()[name].clone()
+    };
+    let before: Vec<serde_json::Value> =
+        ["system_identifier", "pg_version", "wal_segment_size", "wal_block_size", "encryption"]
+            .iter()
+            .map(|n| field(&cfg, n))
+            .collect();
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    walrs(&s.repo).args(["repo", "init"]).run().expect_code(2);
+    // Without the key the encrypted segments cannot be read: nothing is created.
+    let out = walrs(&s.repo).args(["repo", "init", "--from-objects"]).run();
+    out.expect_code(8);
+    assert!(!cfg.exists() && !copy.exists());
+    let out = walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .args(["repo", "init", "--from-objects"])
+        .run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("recreated the config"), "{}", out.stdout);
+    let after: Vec<serde_json::Value> =
+        ["system_identifier", "pg_version", "wal_segment_size", "wal_block_size", "encryption"]
+            .iter()
+            .map(|n| field(&cfg, n))
+            .collect();
+    assert_eq!(before, after);
+    assert!(copy.exists());
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .arg_fetch(&SegSpec::new(2).name(), &s.out.join("x"))
+        .expect_code(0);
+    // Once there is a config, there is nothing to derive.
+    walrs(&s.repo)
+        .env("WALRS_ENCRYPTION_KEY", &k)
+        .args(["repo", "init", "--from-objects"])
+        .run()
+        .expect_code(0);
+
+    // WAL of two clusters: walrs cannot tell which the repository is for.
+    let t = setup();
+    push(&t.repo, &SegSpec::new(1).write(&t.wal)).expect_code(0);
+    let other = SegSpec { sysid: crate::util::wal::SYSID + 1, ..SegSpec::new(9) };
+    let planted = object_path(&t.repo, &other.name());
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    let enc = walrs::codec::encode_to_vec(
+        &other.name(),
+        &other.bytes(),
+        walrs::codec::Compression::Zstd(1),
+        None,
+    )
+    .unwrap();
+    std::fs::write(&planted, enc).unwrap();
+    std::fs::remove_file(t.repo.join("walrs.config")).unwrap();
+    std::fs::remove_file(t.repo.join("walrs.config.copy")).unwrap();
+    let out = walrs(&t.repo).args(["repo", "init", "--from-objects"]).run();
+    out.expect_code(5);
+    assert!(out.stderr.contains("more than one cluster"), "{}", out.stderr);
+    assert!(!t.repo.join("walrs.config").exists());
+}

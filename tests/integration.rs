@@ -9,6 +9,7 @@ mod util;
 mod binlog;
 mod cli;
 mod faults;
+mod foreign_objects;
 mod guard_rails;
 mod lookahead;
 mod majors;
@@ -22,6 +23,7 @@ mod s3;
 mod s3_integrity;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
+mod temporaries;
 mod tls;
 mod wal_decode;
 mod wal_index;

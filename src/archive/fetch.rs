@@ -67,6 +67,7 @@ pub fn fetch_with_config(
     dest: &Path,
     started: Instant,
 ) -> Result<FetchOutcome> {
+    super::check_destination(dest)?;
     let dir = super::spool::wal_dir(dest);
     let base = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         WalrsError::new(

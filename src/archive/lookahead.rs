@@ -303,10 +303,13 @@ impl<'a> LookAhead<'a> {
                 }
             }
         };
-        // The archiver's own segment is pushed beside these: `parallel - 1` workers here.
+        // The archiver's own segment is pushed beside these: `parallel - 1` workers here. Each
+        // worker logs under the caller's span (`walrs push:`), as the caller does.
+        let span = tracing::Span::current();
         std::thread::scope(|s| {
             for _ in 2..self.parallel {
-                s.spawn(work);
+                let span = span.clone();
+                s.spawn(move || span.in_scope(work));
             }
             work();
         });

@@ -55,9 +55,58 @@ pub fn create_temp(dir: &std::path::Path, base: &str) -> Result<(TempGuard, std:
     }
 }
 
+/// Refuses a destination that is not a place for a file walrs writes (exit 4): a path ending in
+/// `/` (it names a directory) and a path where something other than a regular file exists (a
+/// directory, a symlink, a device, a FIFO, a socket), which the final rename would replace. A
+/// regular file there is fine: it is replaced. Commands call it before they read anything from
+/// the repository, and [`install`] once more just before the rename.
+pub fn check_destination(dest: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    if dest.as_os_str().as_bytes().ends_with(b"/") || dest.file_name().is_none() {
+        return Err(WalrsError::new(
+            Kind::InvalidInput,
+            format!(
+                "{}: the destination names a directory; give the path of a file",
+                dest.display()
+            ),
+        ));
+    }
+    let what = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m.file_type(),
+        // Nothing there: the file will be created (a missing directory is reported then).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // ENOTDIR: a component of the path is a file, so the directory does not exist.
+        Err(e) if e.raw_os_error() == Some(20) => {
+            return Err(WalrsError::new(
+                Kind::InvalidInput,
+                format!("{}: the destination's directory does not exist: {e}", dest.display()),
+            ));
+        }
+        Err(e) => return Err(local_io("checking the destination", dest, &e)),
+    };
+    let what = match () {
+        _ if what.is_file() => return Ok(()),
+        _ if what.is_dir() => "a directory",
+        _ if what.is_symlink() => "a symbolic link",
+        _ if what.is_block_device() => "a block device",
+        _ if what.is_char_device() => "a character device",
+        _ if what.is_fifo() => "a FIFO",
+        _ if what.is_socket() => "a socket",
+        _ => "not a file",
+    };
+    Err(WalrsError::new(
+        Kind::InvalidInput,
+        format!("{}: the destination exists and is not a regular file ({what}); walrs replaces only regular files", dest.display()),
+    )
+    .hint("remove it or give another destination"))
+}
+
 /// Puts a complete, fsynced temporary file in place: rename to `dest`, then fsync of `dest`'s
-/// directory `dir`, so that the name survives a crash.
+/// directory `dir`, so that the name survives a crash. `dest` is checked once more
+/// ([`check_destination`]) right before the rename.
 pub fn install(guard: &mut TempGuard, dest: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    check_destination(dest)?;
     std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
     guard.disarm();
     std::fs::File::open(dir)

@@ -143,6 +143,7 @@ impl PrefetchDir {
         }
         let src = self.entry(name);
         let dir = super::spool::wal_dir(dest);
+        super::check_destination(dest)?;
         match std::fs::rename(&src, dest) {
             Ok(()) => {}
             // EXDEV: the spool is on another file system than pg_wal.

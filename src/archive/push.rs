@@ -206,7 +206,11 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         .ok_or_else(|| invalid(format!("{}: no file name", path.display())))?;
     let name = WalFileName::parse(file_name).map_err(|e| invalid(e.to_string()))?;
     let mut file = File::open(path).map_err(|e| local_io("opening", path, &e))?;
-    let size = file.metadata().map_err(|e| local_io("reading", path, &e))?.len();
+    let meta = file.metadata().map_err(|e| local_io("reading", path, &e))?;
+    if !meta.is_file() {
+        return Err(invalid(format!("{} is not a regular file", path.display())));
+    }
+    let size = meta.len();
 
     let header = if name.is_segment_like() {
         Some(check_segment(path, &name, &mut file, size)?)

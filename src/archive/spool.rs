@@ -74,13 +74,16 @@ impl Spool {
     }
 }
 
-/// Takes an exclusive `flock` on `path` (created if missing) without waiting; `None` when
-/// another process holds it. Dropping the file releases it.
+/// Takes an exclusive `flock` on `path` (created if missing, mode 0600 whatever the umask, like
+/// every other spool file) without waiting; `None` when another process holds it. Dropping the
+/// file releases it.
 pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| super::local_io("opening", path, &e))?;
     match f.try_lock() {

@@ -479,6 +479,10 @@ pub fn take(
     if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
         fs.check_writer("write", "backups/")?;
     }
+    // Killed base backups leave temporary files in directories no later write comes back to.
+    if let Err(e) = repo.storage().temporaries(PREFIX, true) {
+        tracing::warn!("could not sweep temporary files under {PREFIX}: {e}");
+    }
     let id = backup_id(repo)?;
     let started = SystemTime::now();
     let t0 = Instant::now();

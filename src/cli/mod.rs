@@ -90,6 +90,8 @@ pub enum Command {
     Restore(commands::restore::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
     Binlog(commands::binlog::Args),
+    /// The repository itself: recreate a lost config from the stored objects.
+    Repo(commands::repo::Args),
     /// Internal: the prefetcher `fetch` starts during recovery.
     #[command(hide = true)]
     Prefetch(commands::fetch::PrefetchArgs),
@@ -216,6 +218,7 @@ where
         Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
         Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
         Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
+        Command::Repo(_) => ("repo", commands::repo::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
     let is_fetch = matches!(cli.command, Command::Fetch(_));
@@ -277,6 +280,7 @@ where
         "restore" => tracing::error_span!("walrs restore"),
         "prefetch" => tracing::error_span!("walrs prefetch"),
         "binlog" => tracing::error_span!("walrs binlog"),
+        "repo" => tracing::error_span!("walrs repo"),
         _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
@@ -318,6 +322,7 @@ where
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
         Command::Binlog(a) => commands::binlog::run(&ctx, a),
+        Command::Repo(a) => commands::repo::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

@@ -12,8 +12,9 @@
 //! ```
 //! All integers little-endian. A data frame holds up to `frame_size` plaintext bytes, compressed on
 //! its own and, when encrypted, sealed as one STREAM chunk. The decoder checks the header CRC, the
-//! logical name, each frame's CRC and (when encrypted) its tag before decompressing, and accepts the
-//! object only once the trailer matches what it decoded and nothing follows it.
+//! logical name, that the object is encrypted exactly as the reader expects (with its key, or not at
+//! all), each frame's CRC and (when encrypted) its tag before decompressing, and accepts the object
+//! only once the trailer matches what it decoded and nothing follows it.
 
 use std::io::{Read, Write};
 
@@ -853,26 +854,36 @@ pub struct Decoder<R: Read> {
 }
 
 impl<R: Read> Decoder<R> {
-    /// Reads the header of the object expected to be `name`. `key` is required for encrypted objects.
+    /// Reads the header of the object expected to be `name`. `key` is the encryption the reader
+    /// expects, the repository's: with a key, the object must be encrypted with that key; without
+    /// one, it must not be encrypted. Anything else is a [`CodecError::Foreign`] object, refused
+    /// before any frame is read: an unencrypted object in an encrypted repository carries no
+    /// authentication, so whoever can write to the repository could have written it.
     pub fn new(mut r: R, name: &str, key: Option<&MasterKey>) -> Result<Self, CodecError> {
         let (header, raw) = Header::read(&mut r, name)?;
-        let key = if header.encrypted {
-            let key = key.ok_or_else(|| {
-                CodecError::Key(format!(
-                    "object {name} is encrypted (key id {}) and no key was given: set WALRS_ENCRYPTION_KEY_FILE or WALRS_ENCRYPTION_KEY",
-                    header.key_id
-                ))
-            })?;
-            if key.id() != header.key_id {
-                return Err(CodecError::Key(format!(
-                    "wrong encryption key for {name}: it was encrypted with key id {}, the key given has id {}",
+        let foreign = |detail: String| CodecError::Foreign { name: name.to_owned(), detail };
+        let key = match (header.encrypted, key) {
+            (false, None) => None,
+            (true, Some(k)) if k.id() == header.key_id => Some(k.clone()),
+            (true, Some(k)) => {
+                return Err(foreign(format!(
+                    "it is encrypted with key id {}, the repository's key has id {}",
                     header.key_id,
-                    key.id()
+                    k.id()
                 )));
             }
-            Some(key.clone())
-        } else {
-            None
+            (false, Some(k)) => {
+                return Err(foreign(format!(
+                    "it is not encrypted, but the repository is (key id {})",
+                    k.id()
+                )));
+            }
+            (true, None) => {
+                return Err(foreign(format!(
+                    "it is encrypted (key id {}), but the repository is not encrypted",
+                    header.key_id
+                )));
+            }
         };
         let keys = FrameKeys {
             name: name.to_owned(),
@@ -1355,14 +1366,26 @@ mod tests {
         let e = decode_to_vec(&enc, "000000010000000000000002", Some(&key)).unwrap_err();
         assert!(matches!(e, CodecError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("renamed or swapped"), "{e}");
+        // The expected encryption is the reader's: another key, no key, or an unencrypted
+        // object where a key is expected all make it a foreign object.
         let e = decode_to_vec(&enc, "000000010000000000000001", Some(&other)).unwrap_err();
         assert!(
-            matches!(e, CodecError::Key(_)) && e.to_string().contains("wrong encryption key"),
+            matches!(e, CodecError::Foreign { .. })
+                && e.to_string().contains(&format!("encrypted with key id {}", key.id())),
             "{e}"
         );
         let e = decode_to_vec(&enc, "000000010000000000000001", None).unwrap_err();
-        assert!(matches!(e, CodecError::Key(_)) && e.to_string().contains("no key"), "{e}");
+        assert!(
+            matches!(e, CodecError::Foreign { .. })
+                && e.to_string().contains("the repository is not encrypted"),
+            "{e}"
+        );
         let plain = encode_to_vec("a", b"abc", Compression::Zstd(1), None).unwrap();
+        let e = decode_to_vec(&plain, "a", Some(&key)).unwrap_err();
+        assert!(
+            matches!(e, CodecError::Foreign { .. }) && e.to_string().contains("is not encrypted"),
+            "{e}"
+        );
         assert!(!plain.windows(3).any(|w| w == b"abd"));
         let enc2 =
             encode_to_vec("a", b"secret-secret-secret", Compression::None, Some(&key)).unwrap();

@@ -38,7 +38,17 @@ pub enum CodecError {
         /// What is not supported.
         detail: String,
     },
-    /// The object is encrypted and no key, or another key, was supplied.
+    /// The object's encryption is not the one the reader expects: encrypted in an unencrypted
+    /// repository, unencrypted in an encrypted one, or encrypted with another key than the
+    /// repository's. Someone who can write to the repository, but lacks its key, put it there.
+    #[error("foreign object {name}: {detail}")]
+    Foreign {
+        /// The object's logical name.
+        name: String,
+        /// How its encryption differs from the expected one.
+        detail: String,
+    },
+    /// A key is malformed, or encryption failed.
     #[error("{0}")]
     Key(String),
     /// Reading the source or writing the destination failed.

@@ -348,6 +348,7 @@ fn local_io(what: &str, p: &Path, e: &std::io::Error) -> WalrsError {
 /// Writes what is stored of `name` to `dest` atomically: temporary file beside it, fsync,
 /// rename, fsync of the directory.
 fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) -> Result<u64> {
+    crate::archive::check_destination(dest)?;
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

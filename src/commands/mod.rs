@@ -6,6 +6,7 @@ pub mod basebackup;
 pub mod binlog;
 pub mod fetch;
 pub mod push;
+pub mod repo;
 pub mod restore;
 pub mod timeline;
 pub mod wal;

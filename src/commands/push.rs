@@ -128,8 +128,9 @@ fn with_look_ahead(
         return Ok(());
     }
     let side = PushOptions { commits_command: false, ..opts.clone() };
+    let span = tracing::Span::current();
     std::thread::scope(|s| {
-        let helpers = s.spawn(|| la.push_all(candidates, &side));
+        let helpers = s.spawn(|| span.in_scope(|| la.push_all(candidates, &side)));
         let primary = archive::push(la_repo(la), path, opts).map(|_| ());
         drop(lock);
         let n = helpers.join().unwrap_or(0);

@@ -148,7 +148,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         Some(spec) => Some(
             backup::ids::pick(&backups, &incomplete, spec, &repo.describe())
                 .map_err(|e| match e.kind {
-                    Kind::NotFound => WalrsError { kind: Kind::Unreachable, ..e },
+                    Kind::NotFound => {
+                        let mut e = e;
+                        e.kind = Kind::Unreachable;
+                        e
+                    }
                     _ => e,
                 })?
                 .id

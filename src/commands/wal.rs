@@ -119,8 +119,32 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 for w in &report.warnings {
                     outln!("warning: {}: {}: {}", w.kind, w.name, w.detail);
                 }
+                for t in &report.temporaries {
+                    let why = match t.state {
+                        "in use" => "in use (a writer holds it)",
+                        "recent" => "recent (written less than an hour ago)",
+                        _ => {
+                            "stale (left by a killed writer; the next write into its directory removes it)"
+                        }
+                    };
+                    outln!(
+                        "temporary: {}: {} bytes, last written {} s ago: {why}",
+                        t.path,
+                        t.bytes,
+                        t.age_seconds
+                    );
+                }
+                let temps = if report.temporaries.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} temporary file(s), {} bytes",
+                        report.temporaries.len(),
+                        report.temporaries.iter().map(|t| t.bytes).sum::<u64>()
+                    )
+                };
                 outln!(
-                    "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}",
+                    "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}{temps}",
                     report.segments,
                     report.records,
                     report.timelines,

@@ -159,6 +159,19 @@ fn config_err(msg: String) -> WalrsError {
     WalrsError::new(Kind::Config, msg)
 }
 
+/// The longest duration a setting may have: 365 days (8760 h). Far beyond any deadline walrs
+/// needs (the longest default is 7 days) and far below what the clock can add to the current
+/// time without overflowing (a deadline is `now + duration`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a duration above [`MAX_DURATION`].
+fn at_most_max(d: Duration, what: &str) -> std::result::Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration {what} is too long (at most 8760h, 365 days)"));
+    }
+    Ok(d)
+}
+
 /// Where a command's deadline comes from, named in every message about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeadlineSource {
@@ -224,13 +237,16 @@ pub fn format_duration(d: Duration) -> String {
 /// A duration from the config file: an integer (seconds, > 0) or a duration string.
 fn file_duration(key: &str, v: &toml::Value) -> Result<Duration> {
     match v {
-        toml::Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(n.unsigned_abs())),
+        toml::Value::Integer(n) if *n > 0 => {
+            at_most_max(Duration::from_secs(n.unsigned_abs()), &n.to_string())
+                .map_err(|e| config_err(format!("{key}: {e}")))
+        }
         toml::Value::String(s) => parse_duration(s).map_err(|e| config_err(format!("{key}: {e}"))),
         other => Err(config_err(format!("{key}: invalid value {other}"))),
     }
 }
 
-/// Parses `300`, `300s`, `1500ms`, `5m`, `1h`.
+/// Parses `300`, `300s`, `1500ms`, `5m`, `1h`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -248,7 +264,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("invalid duration {s:?}: must be positive"));
     }
-    Ok(d)
+    at_most_max(d, &format!("{s:?}"))
 }
 
 fn parse_level(s: &str) -> std::result::Result<tracing::Level, String> {
@@ -379,7 +395,9 @@ impl Settings {
                     .map_err(|e| config_err(format!("S3 request timeout: {e}")))?;
             }
             (None, Some(toml::Value::Integer(n))) if n > 0 => {
-                s3.request_timeout = Duration::from_secs(n.unsigned_abs());
+                s3.request_timeout =
+                    at_most_max(Duration::from_secs(n.unsigned_abs()), &n.to_string())
+                        .map_err(|e| config_err(format!("s3_request_timeout: {e}")))?;
             }
             (None, Some(other)) => {
                 return Err(config_err(format!("s3_request_timeout: invalid value {other}")));

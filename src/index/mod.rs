@@ -159,6 +159,9 @@ pub fn load_all(
                         added += 1;
                     }
                     Ok(None) => {}
+                    Err(e) if e.is_foreign_object() => {
+                        tracing::error!("index entry of {wal} is not used: {e}");
+                    }
                     Err(e) if e.kind == Kind::Corrupt => {
                         tracing::warn!(
                             "index entry of {wal} is unreadable ({e}); run `walrs wal index --rebuild`"

@@ -341,12 +341,27 @@ pub fn divergences(
 /// A problem `wal verify` found.
 #[derive(Serialize, Clone, Debug)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `damaged`, `foreign`, `timeline` or `index`.
+    /// `missing`, `corrupt`, `damaged`, `foreign`, `security`, `timeline` or `index`.
     pub kind: &'static str,
     /// The object or range concerned.
     pub name: String,
     /// What is wrong.
     pub detail: String,
+}
+
+/// A temporary file in the repository, as `wal verify` reports it (not a problem: the archive
+/// is whole without it; see [`crate::storage::Storage::temporaries`]).
+#[derive(Serialize, Clone, Debug)]
+pub struct TemporaryFile {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Seconds since it was last written.
+    pub age_seconds: u64,
+    /// `in use` (a writer holds it), `recent` (written less than an hour ago) or `stale` (left
+    /// by a killed writer: the next write into its directory removes it).
+    pub state: &'static str,
 }
 
 /// What `wal verify` found.
@@ -363,6 +378,8 @@ pub struct VerifyReport {
     /// What is not a problem of the archive but needs the operator's attention (kind
     /// `diverged`: two servers archived into the repository); not counted as problems.
     pub warnings: Vec<Problem>,
+    /// Temporary files anywhere in the repository, in path order (not problems).
+    pub temporaries: Vec<TemporaryFile>,
 }
 
 /// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
@@ -420,7 +437,13 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                 hist.insert(*tli, h);
             }
             Err(e) => problems.push(push(
-                if e.kind == Kind::Corrupt { "corrupt" } else { "timeline" },
+                if e.is_foreign_object() {
+                    "security"
+                } else if e.kind == Kind::Corrupt {
+                    "corrupt"
+                } else {
+                    "timeline"
+                },
                 name.to_string(),
                 e.message,
             )),
@@ -564,6 +587,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     carry = None;
                     last_rec = None;
                     let kind = match e.kind {
+                        _ if e.is_foreign_object() => "security",
                         Kind::ForeignCluster => "foreign",
                         Kind::NotFound => "missing",
                         _ => "corrupt",
@@ -611,7 +635,11 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                         }
                         Ok(Some(_)) => problems.push(push("index", name.to_string(), "the index entry describes other content (run `walrs wal index --rebuild`)".into())),
                         Ok(None) => problems.push(push("index", name.to_string(), "no index entry (run `walrs wal index --rebuild`)".into())),
-                        Err(e) => problems.push(push("index", name.to_string(), e.message)),
+                        Err(e) => problems.push(push(
+                            if e.is_foreign_object() { "security" } else { "index" },
+                            name.to_string(),
+                            e.message,
+                        )),
                     }
                 }
             }
@@ -664,6 +692,21 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         rep.warnings.push(push("diverged", name, d.to_string()));
     }
     rep.problems = problems;
+    // What killed writers left behind, and writes in progress; nothing is removed here.
+    match repo.storage().temporaries("", false) {
+        Ok(t) => {
+            rep.temporaries = t
+                .into_iter()
+                .map(|t| TemporaryFile {
+                    path: t.path,
+                    bytes: t.size,
+                    age_seconds: t.age.as_secs(),
+                    state: t.state.as_str(),
+                })
+                .collect();
+        }
+        Err(e) => tracing::warn!("could not look for temporary files: {e}"),
+    }
     Ok(rep)
 }
 
@@ -673,6 +716,22 @@ fn rep_push(kind: &'static str, name: String, detail: String) -> Problem {
 
 /// Rebuilds every segment summary from the stored segments, then the roll-ups.
 pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
+    // The whole repository is swept of stale temporary files (docs/invariants.md): they are
+    // what killed writers left, also in directories no write comes back to.
+    match repo.storage().temporaries("", true) {
+        Ok(t) => {
+            let gone: Vec<_> =
+                t.iter().filter(|t| t.state == crate::storage::TempState::Removed).collect();
+            if !gone.is_empty() {
+                tracing::info!(
+                    "removed {} stale temporary file(s), {} bytes",
+                    gone.len(),
+                    gone.iter().map(|t| t.size).sum::<u64>()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not sweep temporary files: {e}"),
+    }
     let seg = cfg.wal_segment_size;
     let inv = inventory(repo, seg)?;
     let encrypt = cfg.encryption.is_some();
@@ -695,6 +754,7 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
                 super::store_summary(repo, &i.finish(digest), encrypt)?;
                 n += 1;
             }
+            (Err(e), _) if e.is_foreign_object() => tracing::error!("{name}: not indexed: {e}"),
             (Err(e), _) => tracing::warn!("{name}: not indexed: {e}"),
             (Ok(_), None) => {}
         }

@@ -666,4 +666,44 @@ mod tests {
         assert_eq!(Part::parse(tail), Some(p));
         assert_eq!(Part::parse("1-1-0-0"), None);
     }
+
+    /// Issue 11, item 2: binlog objects are read with the repository's encryption expected, like
+    /// every other object; an unencrypted one in an encrypted namespace is a foreign object.
+    #[test]
+    fn an_unencrypted_binlog_object_in_an_encrypted_namespace_is_refused() {
+        use crate::codec::MasterKey;
+        use crate::storage::{AnyStorage, MemoryStorage};
+        let key = MasterKey::from_bytes([7; 32]);
+        let repo = Arc::new(Repository::new(AnyStorage::Memory(MemoryStorage::new()), Some(key)));
+        let server = ServerIdentity {
+            flavour: "mariadb".into(),
+            server_id: 1,
+            server_uuid: None,
+            basename: "mysql-bin".into(),
+            checksum: ChecksumAlg::Crc32,
+            version: "10.11".into(),
+        };
+        let (store, cfg) = BinlogStore::open_for(Arc::clone(&repo), &server, None).unwrap();
+        assert!(cfg.encryption.is_some());
+        let name = "mysql-bin.000001";
+        let part = Part { start: 0, end: 4, first_ts: 0, last_ts: 0 };
+        store.put_part(name, &part, b"\xfebin").unwrap();
+        let read = |store: &BinlogStore| {
+            let cat = store.scan()?;
+            let entry = cat.get(name).cloned().unwrap_or_default();
+            let mut out = Vec::new();
+            store
+                .reader(name, &entry)?
+                .read_to_end(&mut out)
+                .map_err(|e| read_error("reading", e))?;
+            Ok::<_, WalrsError>(out)
+        };
+        assert_eq!(read(&store).unwrap(), b"\xfebin");
+        // Planted without the key: the whole file, unencrypted, under its own name.
+        let whole = format!("{PREFIX}files/{name}");
+        let k = ObjectKey::new(whole.as_str()).unwrap();
+        repo.put_new(&k, &whole, &b"\xfebin"[..], Compression::None, false).unwrap();
+        let e = read(&store).unwrap_err();
+        assert!(e.kind == Kind::Corrupt && e.message.contains("foreign object"), "{e}");
+    }
 }

@@ -2,8 +2,8 @@
 //! the key layout of [`layout`].
 //!
 //! Everything that reads or writes an object goes through here, so every object is an envelope,
-//! every write is conditional or atomic, and the encryption key is checked against the config
-//! before any object is touched.
+//! every write is conditional or atomic, the encryption key is checked against the config before
+//! any object is touched, and every object read must carry the repository's encryption.
 
 pub mod config;
 pub mod layout;
@@ -178,9 +178,59 @@ impl Repository {
         Ok(cfg)
     }
 
+    /// What the repository holds that a config must describe: the first of `wal/`, `backups/`
+    /// and `binlog/` with an object under it. One listing request each, at most three, made only
+    /// when no config exists (the first push into a repository), never on the hot path.
+    fn stored_data(&self) -> Result<Option<&'static str>> {
+        for (prefix, what) in
+            [(layout::WAL_PREFIX, "WAL"), ("backups/", "base backups"), ("binlog/", "binlogs")]
+        {
+            if let Some(first) = self.storage.list(prefix)?.next() {
+                first?;
+                return Ok(Some(what));
+            }
+        }
+        Ok(None)
+    }
+
     /// Stores `cfg` unless a config exists; returns the config now in force (ours or the one a
     /// concurrent first writer stored), with the key checked against it.
+    ///
+    /// Refuses (exit 14) when the repository already holds WAL, base backups or binlogs: their
+    /// config was lost (both objects deleted), and a config made from the file at hand could
+    /// belong to another cluster, after which every reader of the real one would fail. Such a
+    /// repository is repaired from the twin or a copy of the config, never guessed.
     pub fn init_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
+        if let Some(what) = self.stored_data()? {
+            // A concurrent first push may have stored its config (and then its WAL) since ours
+            // was found missing: that config is in force.
+            if let Some(c) = self.read_config()? {
+                self.check_key(&c)?;
+                return Ok(c);
+            }
+            return Err(WalrsError::new(
+                Kind::NotInitialized,
+                format!(
+                    "{} has no config ({} and {} are both missing), but it holds {what}: walrs does not create a config for a repository that holds data",
+                    self.describe(),
+                    layout::CONFIG,
+                    layout::CONFIG_COPY
+                ),
+            )
+            .hint(format!(
+                "put back {} or {} from a copy of the repository (the next push recreates the other), or derive it from the stored WAL with `walrs repo init --from-objects`; a new cluster needs a new repository",
+                layout::CONFIG,
+                layout::CONFIG_COPY
+            )));
+        }
+        self.store_config(cfg)
+    }
+
+    /// Stores `cfg` (and its twin) unless a config exists, without looking at what the
+    /// repository holds; returns the config in force, with the key checked against it. Only for
+    /// a config derived from the stored objects themselves (`repo init --from-objects`); every
+    /// other caller goes through [`Repository::init_config`].
+    pub fn store_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
         let json = serde_json::to_vec_pretty(cfg)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
         let key = ObjectKey::new(layout::CONFIG)?;
@@ -302,9 +352,115 @@ impl Repository {
         }
     }
 
-    /// Opens the object `name` stored under `key` for verified, streaming decoding.
+    /// The cluster the stored WAL belongs to, for a repository that lost its config: the long
+    /// page headers of its oldest and its newest segment object (by name), each decoded with the
+    /// repository's expected encryption (the configured key) and checked against its name. They
+    /// must agree (system identifier, version, segment and block size), else the repository
+    /// holds WAL of more than one cluster (exit 5). Returns the header and the two names; exit 14
+    /// when no segment is stored. Reads a full listing of `wal/` and two frames.
+    pub fn identity_from_wal(&self) -> Result<(crate::pg::LongPageHeader, [String; 2])> {
+        use crate::pg::{LongPageHeader, WalFileKind, WalFileName};
+        let (mut oldest, mut newest): (Option<WalFileName>, Option<WalFileName>) = (None, None);
+        for m in self.storage.list(layout::WAL_PREFIX)? {
+            let m = m?;
+            let Some(base) = m.key.as_str().rsplit('/').next() else { continue };
+            let Ok(name) = WalFileName::parse(base) else { continue };
+            if name.kind() != WalFileKind::Segment {
+                continue;
+            }
+            if oldest.as_ref().is_none_or(|o| name.as_str() < o.as_str()) {
+                oldest = Some(name.clone());
+            }
+            if newest.as_ref().is_none_or(|n| name.as_str() > n.as_str()) {
+                newest = Some(name);
+            }
+        }
+        let (Some(oldest), Some(newest)) = (oldest, newest) else {
+            return Err(WalrsError::new(
+                Kind::NotInitialized,
+                format!("{} holds no WAL segment to derive a config from", self.describe()),
+            ));
+        };
+        let header = |name: &WalFileName| -> Result<LongPageHeader> {
+            let mut dec = self.open_object(&layout::wal_key(name)?, name.as_str())?;
+            let mut frame = Vec::new();
+            dec.next_frame(&mut frame)?;
+            let h = LongPageHeader::decode(&frame).map_err(|e| {
+                WalrsError::new(Kind::Corrupt, format!("{name} is not a WAL segment: {e}"))
+            })?;
+            if name.segno(h.seg_size) != Some(h.segno()) {
+                return Err(WalrsError::new(
+                    Kind::Corrupt,
+                    format!("{name} holds the segment starting at {}", h.page_addr),
+                ));
+            }
+            Ok(h)
+        };
+        let (a, b) = (header(&oldest)?, header(&newest)?);
+        if (a.system_id, a.version, a.seg_size, a.xlog_blcksz)
+            != (b.system_id, b.version, b.seg_size, b.xlog_blcksz)
+        {
+            return Err(WalrsError::new(
+                Kind::ForeignCluster,
+                format!(
+                    "{} holds WAL of more than one cluster: {oldest} is system {} (PostgreSQL {}, {} byte segments), {newest} is system {} (PostgreSQL {}, {} byte segments)",
+                    self.describe(),
+                    a.system_id,
+                    a.version,
+                    a.seg_size.bytes(),
+                    b.system_id,
+                    b.version,
+                    b.seg_size.bytes()
+                ),
+            )
+            .hint("walrs cannot tell which cluster the repository is for; restore its config from a copy"));
+        }
+        Ok((b, [oldest.to_string(), newest.to_string()]))
+    }
+
+    /// Opens the object `name` stored under `key` for verified, streaming decoding, with the
+    /// repository's encryption expected: the configured key, which `check_key` has compared
+    /// with the config. An object not encrypted with it (or encrypted at all, in an unencrypted
+    /// repository) is refused as a foreign object (`Corrupt`, [`WalrsError::is_foreign_object`]).
+    /// Every reader of every object kind opens objects here; only the config objects, which are
+    /// never encrypted, are read without a key.
     pub fn open_object(&self, key: &ObjectKey, name: &str) -> Result<Decoder<ObjectReader<'_>>> {
         let reader = self.storage.get(key)?;
         Ok(Decoder::new(reader, name, self.key.as_ref())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
+    use crate::storage::{BytesBody, MemoryStorage};
+
+    fn config() -> RepoConfig {
+        let seg = WalSegSize::new(16 << 20).unwrap_or_else(|e| panic!("{e}"));
+        RepoConfig::new(SystemId(1), PgMajorVersion::V15, seg, 8192, Compression::None, None)
+    }
+
+    /// Issue 11, item 4: a config is created only in a repository that holds no WAL, backups or
+    /// binlogs; index objects alone (derived data) do not count.
+    #[test]
+    fn init_config_refuses_a_repository_that_holds_data() {
+        for key in [
+            "wal/0000000100000000/000000010000000000000001",
+            "backups/20261121T172545Z/base.tar/000000",
+            "binlog/files/mysql-bin.000001",
+        ] {
+            let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+            let k = ObjectKey::new(key).unwrap_or_else(|e| panic!("{e}"));
+            repo.storage().put(&k, &mut BytesBody::new(b"x")).unwrap_or_else(|e| panic!("{e}"));
+            let e = repo.init_config(&config()).err().unwrap_or_else(|| panic!("{key}: created"));
+            assert_eq!(e.kind, Kind::NotInitialized, "{key}: {e}");
+            assert!(matches!(repo.read_config(), Ok(None)), "{key}");
+        }
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let k = ObjectKey::new("index/group/0000000100000000").unwrap_or_else(|e| panic!("{e}"));
+        repo.storage().put(&k, &mut BytesBody::new(b"x")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(repo.init_config(&config()).is_ok());
+        assert!(matches!(repo.read_config(), Ok(Some(_))));
     }
 }

@@ -239,4 +239,11 @@ impl<S: Storage> Storage for Faulty<S> {
     fn describe(&self) -> String {
         format!("faulty+{}", self.inner.describe())
     }
+    fn temporaries(
+        &self,
+        prefix: &str,
+        remove: bool,
+    ) -> Result<Vec<super::Temporary>, StorageError> {
+        self.inner.temporaries(prefix, remove)
+    }
 }

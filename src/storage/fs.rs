@@ -12,18 +12,38 @@
 //! `archive_command` runs as). walrs run as root writes files and directories owned by that
 //! owner (a root-owned `walrs.config` would make every `push` fail); any other user is refused
 //! before anything is written, naming both users. Reading is not restricted.
+//!
+//! Temporary files of killed writers are swept (docs/invariants.md, "Temporary files"): a writer
+//! holds an `flock` on its temporary file for the file's whole life, and a temporary file that
+//! no process holds and that has not been written for [`STALE_TEMP_AGE`] is removed by the next
+//! write into its directory (once per directory and process) and by [`Storage::temporaries`]
+//! with `remove`. A write that fails removes the directories it created for the object.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use super::{Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError};
+use super::{
+    Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError, TempState,
+    Temporary,
+};
 use crate::cleanup::TempGuard;
 use crate::codec::envelope::read_full;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of the repository's temporary file names (`.tmp.<name>.<pid>.<n>`).
+const TEMP_PREFIX: &str = ".tmp.";
+
+/// A temporary file is stale once no process holds its lock and it has not been written for this
+/// long. The lock is the proof that its writer is gone; the age covers the instant between its
+/// creation and its lock, files of walrs builds that did not lock them, and file systems whose
+/// locks other hosts do not see (NFS mounted with `nolock` or `local_lock`): no walrs writer
+/// leaves the file it is writing untouched for an hour while it streams into it.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Read buffer for object streams: large enough that frame reads are one syscall.
 const READ_BUFFER: usize = 256 * 1024;
@@ -33,6 +53,8 @@ const READ_BUFFER: usize = 256 * 1024;
 pub struct FsStorage {
     root: PathBuf,
     owner: Owner,
+    /// Directories this process has swept of stale temporary files (once each).
+    swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Who writes, against who owns the repository root.
@@ -63,6 +85,66 @@ impl Owner {
     }
 }
 
+/// What to make of the temporary file `name` (at `path`, last written `age` ago): in use, recent
+/// or stale (see [`STALE_TEMP_AGE`]). With `remove`, a stale one is removed while this process
+/// holds its lock.
+fn sweep_one(path: &Path, name: &str, age: Duration, size: u64, remove: bool) -> TempState {
+    // `.tmp.<name>.<pid>.<n>`: this process's own files are in use (or a dead namesake's,
+    // which a pid's next owner leaves alone in any case).
+    let pid = name.rsplit('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+    if pid == Some(std::process::id()) {
+        return TempState::InUse;
+    }
+    if age < STALE_TEMP_AGE {
+        return TempState::Recent;
+    }
+    // A shared lock is granted only if no writer holds its exclusive one. Any failure to tell
+    // (a file system without locks) keeps the file.
+    let Ok(f) = File::open(path) else { return TempState::InUse };
+    if f.try_lock_shared().is_err() {
+        return TempState::InUse;
+    }
+    if remove && fs::remove_file(path).is_ok() {
+        tracing::info!("removed the stale temporary file {} ({size} bytes)", path.display());
+        return TempState::Removed;
+    }
+    TempState::Stale
+}
+
+/// Sweeps the directory `dir` (not its subdirectories): every temporary file in it, as
+/// [`sweep_one`] judges it, in name order, with paths relative to `root`.
+fn sweep_dir(
+    root: &Path,
+    dir: &Path,
+    remove: bool,
+    out: &mut Vec<Temporary>,
+    subdirs: &mut Vec<PathBuf>,
+) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut found = Vec::new();
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ft.is_dir() && !name.starts_with('.') {
+            subdirs.push(e.path());
+        } else if ft.is_file() && name.starts_with(TEMP_PREFIX) {
+            found.push((name, e.path()));
+        }
+    }
+    found.sort();
+    for (name, path) in found {
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        let state = sweep_one(&path, &name, age, meta.len(), remove);
+        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        out.push(Temporary { path: rel, size: meta.len(), age, state });
+    }
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -77,6 +159,7 @@ impl FsStorage {
             Ok(m) if m.is_dir() => Ok(FsStorage {
                 root: root.to_path_buf(),
                 owner: Owner::decide(crate::users::effective_uid(), m.uid(), m.gid()),
+                swept: Default::default(),
             }),
             Ok(_) => Err(StorageError::new(
                 ErrorKind::Misconfigured,
@@ -131,8 +214,27 @@ impl FsStorage {
         Ok(())
     }
 
-    /// Creates the missing directories from the root down to `dir`, fsyncing each new entry's parent.
-    fn ensure_dir(&self, dir: &Path, key: &str) -> Result<(), StorageError> {
+    /// Removes the stale temporary files of `dir`, the first time this process writes into it:
+    /// what writers killed there left behind. Best effort: a failure only leaves them.
+    fn sweep_once(&self, dir: &Path) {
+        match self.swept.lock() {
+            Ok(mut seen) if !seen.contains(dir) => {
+                seen.insert(dir.to_path_buf());
+            }
+            _ => return,
+        }
+        let mut out = Vec::new();
+        sweep_dir(&self.root, dir, true, &mut out, &mut Vec::new());
+    }
+
+    /// Creates the missing directories from the root down to `dir`, fsyncing each new entry's
+    /// parent; adds the ones it created to `created`, topmost first.
+    fn ensure_dir(
+        &self,
+        dir: &Path,
+        key: &str,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), StorageError> {
         let mut missing = Vec::new();
         let mut cur = dir;
         while cur != self.root && !cur.is_dir() {
@@ -144,7 +246,10 @@ impl FsStorage {
         }
         for d in missing.iter().rev() {
             match fs::DirBuilder::new().mode(0o700).create(d) {
-                Ok(()) => self.give_to_owner(d, key)?,
+                Ok(()) => {
+                    created.push(d.clone());
+                    self.give_to_owner(d, key)?;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StorageError::from_io("create directory for", key, &e)),
             }
@@ -168,6 +273,11 @@ impl FsStorage {
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
         let base = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let pid = std::process::id();
+        self.sweep_once(&dir);
+        // Declared before the temporary file's guard, so dropped after it: on failure the file
+        // is removed first, then the directories this write created, if they are empty (a
+        // basebackup that runs out of space leaves no empty `backups/<id>/base.tar/`).
+        let mut new_dirs = CreatedDirs(Vec::new());
         let mut created_dirs = false;
         let (guard, mut file) = loop {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -182,13 +292,17 @@ impl FsStorage {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !created_dirs => {
                     drop(guard);
-                    self.ensure_dir(&dir, k)?;
+                    self.ensure_dir(&dir, k, &mut new_dirs.0)?;
                     created_dirs = true;
                 }
                 Err(e) => return Err(StorageError::from_io("create temporary file for", k, &e)),
             }
         };
         self.give_to_owner(guard.path(), k)?;
+        // Held until the file is closed: the sweep's proof that this writer is alive.
+        if let Err(e) = file.try_lock() {
+            tracing::debug!("could not lock {}: {e}", guard.path().display());
+        }
         let mut written = 0u64;
         loop {
             match body.next_chunk() {
@@ -210,7 +324,21 @@ impl FsStorage {
                 format!("wrote {written} bytes but the file holds {size}"),
             ));
         }
+        new_dirs.0.clear();
         Ok((guard, file, written))
+    }
+}
+
+/// Directories a failed write created: removed (deepest first) if they are empty.
+struct CreatedDirs(Vec<PathBuf>);
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -356,6 +484,25 @@ impl Storage for FsStorage {
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
+
+    fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
+        let start = self.root.join(prefix);
+        match fs::metadata(&start) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(Vec::new()),
+            Err(e) if absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::from_io("list", prefix, &e)),
+        }
+        let mut out = Vec::new();
+        let mut todo = vec![start];
+        while let Some(dir) = todo.pop() {
+            let mut subdirs = Vec::new();
+            sweep_dir(&self.root, &dir, remove, &mut out, &mut subdirs);
+            todo.extend(subdirs);
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
 }
 
 /// Whether an I/O error means "there is nothing at this path": not found, or ENOTDIR (20), a
@@ -458,7 +605,11 @@ mod tests {
         assert_eq!(Owner::decide(Some(0), 999, 998), Owner::ChownTo(999, 998));
         let refused = Owner::decide(Some(999), 0, 0);
         assert_eq!(refused, Owner::Refuse { owner: 0, euid: 999 });
-        let s = FsStorage { root: PathBuf::from("/srv/walrs"), owner: refused };
+        let s = FsStorage {
+            root: PathBuf::from("/srv/walrs"),
+            owner: refused,
+            swept: Default::default(),
+        };
         let e = s.check_writer("write", "walrs.config").unwrap_err();
         assert_eq!(e.kind, ErrorKind::PermissionDenied);
         let m = e.to_string();

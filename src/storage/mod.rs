@@ -177,6 +177,46 @@ impl Body for BytesBody<'_> {
     }
 }
 
+/// What a sweep made of a temporary file (see [`Storage::temporaries`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TempState {
+    /// A writer holds it (or it is this process's own).
+    InUse,
+    /// No writer holds it, but it was written less than the sweep's age ago.
+    Recent,
+    /// No writer holds it and it has not been written for the sweep's age: left by a writer that
+    /// was killed. Removed by the next sweep that removes.
+    Stale,
+    /// Stale, and removed by this sweep.
+    Removed,
+}
+
+impl TempState {
+    /// `in use`, `recent`, `stale`, `removed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TempState::InUse => "in use",
+            TempState::Recent => "recent",
+            TempState::Stale => "stale",
+            TempState::Removed => "removed",
+        }
+    }
+}
+
+/// A temporary file a writer made in the repository (a write in progress, or what a killed
+/// writer left behind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Temporary {
+    /// Its path relative to the repository root.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How long ago it was last written.
+    pub age: std::time::Duration,
+    /// What the sweep made of it.
+    pub state: TempState,
+}
+
 /// A listing: object metadata in lexicographic key order, produced lazily.
 pub type Listing<'a> = Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + 'a>;
 
@@ -206,6 +246,14 @@ pub trait Storage: Send + Sync {
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     /// A human-readable location for messages (`file:///srv/walrs`).
     fn describe(&self) -> String;
+    /// The temporary files writers made under `prefix` (a key prefix ending in `/`, or `""` for
+    /// the whole repository), in path order; with `remove`, the stale ones are removed. Only the
+    /// file-system backend has temporary files (its rule for "stale" is in `fs.rs`); the
+    /// default is none.
+    fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
+        let _ = (prefix, remove);
+        Ok(Vec::new())
+    }
 }
 
 /// Where a repository lives, parsed from `WALRS_REPO` / `repo` / `--repo`.
@@ -346,6 +394,9 @@ impl Storage for AnyStorage {
     }
     fn describe(&self) -> String {
         dispatch!(self, s => s.describe())
+    }
+    fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
+        dispatch!(self, s => s.temporaries(prefix, remove))
     }
 }
 
