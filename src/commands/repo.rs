@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::backup;
 use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
+use crate::outln;
 use crate::repo::RepoConfig;
 
 /// Default deadline: a full listing of `wal/` and of the backups.
@@ -51,7 +52,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if let Some(cfg) = repo.read_config()? {
         repo.check_key(&cfg)?;
         repo.repair_config(&cfg)?;
-        println!(
+        outln!(
             "{} has a config (system {}); nothing to derive",
             repo.describe(),
             cfg.system_identifier
@@ -85,7 +86,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let cfg =
         RepoConfig::new(h.system_id, h.version, h.seg_size, h.xlog_blcksz, compression, repo.key());
     let cfg = repo.store_config(&cfg)?;
-    println!(
+    outln!(
         "recreated the config of {} for system {} (PostgreSQL {}, {} byte segments, {}) from {oldest} and {newest}, {} backup(s) agreeing",
         repo.describe(),
         cfg.system_identifier,
