@@ -43,14 +43,13 @@ pub(crate) fn read_verified_from<T>(
             Ok(v)
         }
         Err(again) if again.kind == Kind::Corrupt && again.message == first.message => {
-            let mut e = WalrsError::new(
-                Kind::Corrupt,
-                format!(
-                    "{} (read twice from {store}: the re-read agreed, so the stored object is damaged)",
-                    first.message
-                ),
+            // The first error itself, so that what it carries (its hint, a foreign object's
+            // mark) survives.
+            let mut e = first;
+            e.message = format!(
+                "{} (read twice from {store}: the re-read agreed, so the stored object is damaged)",
+                e.message
             );
-            e.hint = first.hint;
             Err(e)
         }
         Err(again) if again.kind == Kind::Corrupt => Err(WalrsError::new(
@@ -137,5 +136,19 @@ mod tests {
         assert_eq!((r.unwrap_err().kind, reads), (Kind::Corrupt, 1));
         let (r, reads) = run(true, vec![Err(WalrsError::new(Kind::NotFound, "no")), Ok(1)]);
         assert_eq!((r.unwrap_err().kind, reads), (Kind::NotFound, 1));
+    }
+
+    #[test]
+    fn a_foreign_object_read_twice_stays_a_foreign_object() {
+        let foreign = || {
+            WalrsError::from(crate::codec::CodecError::Foreign {
+                name: "x".into(),
+                detail: "it is not encrypted".into(),
+            })
+        };
+        let (r, reads) = run(true, vec![Err(foreign()), Err(foreign())]);
+        let e = r.unwrap_err();
+        assert_eq!((e.kind, reads), (Kind::Corrupt, 2));
+        assert!(e.is_foreign_object(), "{e}");
     }
 }
