@@ -93,14 +93,14 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// One variant of the fixture, copied into a world of its own and owned by the test user, as the
 /// repository of an archive_command is.
-struct Copy {
+struct FixtureCopy {
     world: PgWorld,
     repo: PathBuf,
     key: Option<PathBuf>,
 }
 
-impl Copy {
-    fn new(variant: &str) -> Copy {
+impl FixtureCopy {
+    fn new(variant: &str) -> FixtureCopy {
         let world = PgWorld::new();
         let repo = world.path("repo");
         copy_tree(&Path::new(FIXTURE).join(variant), &repo);
@@ -115,7 +115,7 @@ impl Copy {
             k
         });
         chown_to_test_user(world.dir.path());
-        Copy { world, repo, key }
+        FixtureCopy { world, repo, key }
     }
 
     fn walrs(&self) -> Walrs {
@@ -160,7 +160,7 @@ fn quiet(out: &Out, what: &str) {
 
 fn check_fixture(variant: &str) {
     let facts = Facts::load();
-    let fx = Copy::new(variant);
+    let fx = FixtureCopy::new(variant);
     let segments = facts.segments();
     assert_eq!(segments.keys().copied().collect::<Vec<_>>(), [1, 2], "the fixture's timelines");
 
