@@ -9,6 +9,7 @@ mod util;
 mod binlog;
 mod cli;
 mod faults;
+mod fixture_repo;
 mod foreign_objects;
 mod guard_rails;
 mod lookahead;
