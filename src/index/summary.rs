@@ -296,3 +296,34 @@ impl SegmentIndexer {
         self.builder.finish(&scan, content_digest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::GroupRollup;
+
+    /// A summary exactly as walrs wrote it before the newtypes (every field populated).
+    const SUMMARY: &str = r#"{"format_version":1,"name":"000000020000000A0000003F","timeline":2,"segno":2623,"start":"A/3F000000","seg_size":16777216,"first_record":"A/3F000028","last_record":"A/3FFFFF00","end":"A/40000000","end_kind":"continues","continuation":40,"first_prev":"A/3EFFFFD0","records":1234,"commits":5,"aborts":1,"first_xact_time_us":1795269787000000,"last_xact_time_us":1795269788000000,"min_xid":700,"max_xid":705,"xids":[700,705],"xid_lsns":["A/3F000100","A/3F000200"],"restore_points":[{"name":"daily","lsn":"A/3F000300","time_us":1795269787500000}],"checkpoints":[{"lsn":"A/3F000400","redo":"A/3F000380","shutdown":false}],"backup_ends":[{"lsn":"A/3F000500","start":"A/3E000028"}],"end_of_recovery":[{"lsn":"A/3F000028","tli":2,"prev_tli":1,"time_us":1795269786000000}],"error":null,"content_digest":"xxh3:0123456789abcdef0123456789abcdef"}"#;
+
+    /// A roll-up as walrs wrote it before the newtypes: a full segment and a `.partial` one,
+    /// without xid lists, optional fields empty.
+    const ROLLUP: &str = r#"{"format_version":1,"group":"000000020000000A","segments":{"000000020000000A0000003F":{"format_version":1,"name":"000000020000000A0000003F","timeline":2,"segno":2623,"start":"A/3F000000","seg_size":16777216,"first_record":"A/3F000028","last_record":"A/3FFFFF00","end":"A/40000000","end_kind":"full","continuation":0,"first_prev":"A/3EFFFFD0","records":1234,"commits":5,"aborts":1,"first_xact_time_us":1795269787000000,"last_xact_time_us":1795269788000000,"min_xid":700,"max_xid":705,"error":null,"content_digest":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"000000020000000A00000040.partial":{"format_version":1,"name":"000000020000000A00000040.partial","timeline":2,"segno":2624,"start":"A/40000000","seg_size":16777216,"first_record":null,"last_record":null,"end":"A/40000000","end_kind":"end_of_wal","continuation":0,"first_prev":null,"records":0,"commits":0,"aborts":0,"first_xact_time_us":null,"last_xact_time_us":null,"min_xid":null,"max_xid":null,"error":"invalid WAL page header at A/40000000: zeroed","content_digest":"xxh3:00000000000000000000000000000000"}}}"#;
+
+    /// Stored index objects keep their bytes: what an earlier walrs wrote parses, and writes
+    /// back identically (as `write_json` writes it: compact JSON), also through the
+    /// `serde_json::Value` that `read_json` parses first.
+    #[test]
+    fn stored_summaries_and_rollups_keep_their_serde_form() {
+        let s: SegmentSummary = serde_json::from_str(SUMMARY).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), SUMMARY);
+        let v: serde_json::Value = serde_json::from_str(SUMMARY).unwrap();
+        let s2: SegmentSummary = serde_json::from_value(v).unwrap();
+        assert_eq!(s2, s);
+        let r: GroupRollup = serde_json::from_str(ROLLUP).unwrap();
+        assert_eq!(r.segments.len(), 2);
+        assert_eq!(serde_json::to_string(&r).unwrap(), ROLLUP);
+        let v: serde_json::Value = serde_json::from_str(ROLLUP).unwrap();
+        let r2: GroupRollup = serde_json::from_value(v).unwrap();
+        assert_eq!(serde_json::to_string(&r2).unwrap(), ROLLUP);
+    }
+}
