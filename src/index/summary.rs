@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pg::records::interpret;
 use crate::pg::{
-    LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, WalFileName, WalGeometry,
-    WalScanner,
+    LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, TimeLineId, WalFileKind,
+    WalFileName, WalGeometry, WalScanner, WalSegSize, XLogSegNo,
 };
 
 /// How the valid WAL of a segment ends.
@@ -61,9 +61,9 @@ pub struct EndOfRecoveryEntry {
     /// The record.
     pub lsn: Lsn,
     /// The new timeline.
-    pub tli: u32,
+    pub tli: TimeLineId,
     /// The timeline it branched from.
-    pub prev_tli: u32,
+    pub prev_tli: TimeLineId,
     /// When (Unix microseconds).
     pub time_us: i64,
 }
@@ -74,15 +74,15 @@ pub struct SegmentSummary {
     /// Format version.
     pub format_version: u32,
     /// The WAL file name (segment or `.partial`).
-    pub name: String,
+    pub name: WalFileName,
     /// Timeline in the name.
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// Segment number.
-    pub segno: u64,
+    pub segno: XLogSegNo,
     /// LSN of the segment's first byte.
     pub start: Lsn,
     /// Segment size.
-    pub seg_size: u32,
+    pub seg_size: WalSegSize,
     /// The first record that starts in the segment.
     pub first_record: Option<Lsn>,
     /// The last record that starts in the segment and ends in it (or in the next).
@@ -134,6 +134,19 @@ pub struct SegmentSummary {
     pub content_digest: String,
 }
 
+impl SegmentSummary {
+    /// Whether this summarises a `.partial` segment (PostgreSQL's restore_command never asks
+    /// for one).
+    pub fn is_partial(&self) -> bool {
+        self.name.kind() == WalFileKind::Partial
+    }
+
+    /// The LSN just past the segment: the start of the next one.
+    pub fn segment_end(&self) -> Lsn {
+        self.start.saturating_add(self.seg_size.bytes())
+    }
+}
+
 /// Accumulates a summary from records as the segment is scanned.
 pub struct SummaryBuilder {
     s: SegmentSummary,
@@ -151,11 +164,11 @@ impl SummaryBuilder {
             last_end: None,
             s: SegmentSummary {
                 format_version: super::FORMAT_VERSION,
-                name: name.to_string(),
-                timeline: name.timeline().get(),
-                segno: hdr.segno().0,
+                name: name.clone(),
+                timeline: name.timeline(),
+                segno: hdr.segno(),
                 start: hdr.page_addr,
-                seg_size: hdr.seg_size.get(),
+                seg_size: hdr.seg_size,
                 first_record: None,
                 last_record: None,
                 end: hdr.page_addr,
@@ -254,7 +267,7 @@ impl SummaryBuilder {
         let last_end = self.last_end;
         let s = &mut self.s;
         s.continuation = scan.skipped_continuation;
-        let seg_end = Lsn(s.start.0 + u64::from(s.seg_size));
+        let seg_end = s.segment_end();
         (s.end_kind, s.end) = match &scan.end {
             ScanEnd::Switch(_) => (EndKind::Switch, last_end.unwrap_or(s.start)),
             ScanEnd::Full => (EndKind::Full, seg_end),
