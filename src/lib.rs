@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod bytes;
 pub mod cleanup;
 pub mod cli;
 pub mod codec;

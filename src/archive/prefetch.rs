@@ -13,7 +13,8 @@
 //!   after the position present, `parallel` at a time, in the order PostgreSQL will ask for them:
 //!   along the history of the newest timeline that descends from the position's timeline (what
 //!   `recovery_target_timeline = 'latest'` follows), switching timelines where PostgreSQL's
-//!   `XLogFileReadAnyTLI` would. It stops at the first segment the repository does not hold
+//!   `XLogFileReadAnyTLI` would (the one port of that rule, `pg::history::ExpectedTimelines`,
+//!   which the planner uses too). It stops at the first segment the repository does not hold
 //!   (the end of the archive), and after releasing its lock looks at the position once more, so
 //!   that a request that arrived meanwhile is not left without a prefetcher.
 //! - Only requests PostgreSQL's recovery makes (`%p` = `pg_wal/RECOVERYXLOG`) start prefetching;
@@ -35,9 +36,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Kind, Result, WalrsError};
-use crate::pg::history::TimelineHistory;
+use crate::pg::history::{ExpectedTimelines, TimelineHistory};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
-use crate::pg::{TimeLineId, WalFileKind, WalFileName, WalSegSize, XLogSegNo};
+use crate::pg::{TimeLineId, WalFileKind, WalFileName, WalSegSize};
 use crate::repo::{RepoConfig, Repository, layout};
 use crate::storage::Storage;
 
@@ -309,8 +310,8 @@ fn copy_into(src: &Path, dest: &Path, dir: &Path) -> Result<()> {
 
 /// The timeline PostgreSQL asks for at each of the `count` segments after `pos`, following
 /// `history` (the history of the newest timeline descending from `pos`'s, if any) the way
-/// `XLogFileReadAnyTLI` does: the newest timeline of the history that has begun at that segment,
-/// never one older than `pos`'s.
+/// `XLogFileReadAnyTLI` does ([`ExpectedTimelines::segment_timeline`]): the newest timeline of the
+/// history that has begun at that segment, never one older than `pos`'s.
 pub fn plan(
     pos: &WalFileName,
     seg_size: WalSegSize,
@@ -319,25 +320,17 @@ pub fn plan(
 ) -> Vec<WalFileName> {
     let Some(start) = pos.segno(seg_size) else { return Vec::new() };
     let current = pos.timeline();
-    // (timeline, first segment it can be asked for), newest first.
-    let mut lines: Vec<(TimeLineId, u64)> = Vec::new();
-    let descends =
-        |h: &&TimelineHistory| h.tli == current || h.ancestors.iter().any(|a| a.tli == current);
-    if let Some(h) = history.filter(descends) {
-        let mut begin = 0u64;
-        let mut all = Vec::new();
-        for a in &h.ancestors {
-            all.push((a.tli, begin));
-            begin = a.switchpoint.segment(seg_size).0;
-        }
-        all.push((h.tli, begin));
-        lines = all.into_iter().rev().filter(|(t, _)| *t >= current).collect();
-    }
+    // The path PostgreSQL follows, if the history descends from the position's timeline.
+    let path =
+        history.map(|h| ExpectedTimelines::new(h.tli, Some(h))).filter(|p| p.contains(current));
     (1..=count as u64)
         .filter_map(|i| {
-            let segno = start.0.checked_add(i)?;
-            let tli = lines.iter().find(|(_, b)| *b <= segno).map_or(current, |(t, _)| *t);
-            Some(WalFileName::segment(tli, XLogSegNo(segno), seg_size))
+            let segno = start.checked_add(i)?;
+            let tli = path
+                .as_ref()
+                .and_then(|p| p.segment_timeline(segno, seg_size, Some(current)))
+                .unwrap_or(current);
+            Some(WalFileName::segment(tli, segno, seg_size))
         })
         .collect()
 }
@@ -347,7 +340,7 @@ pub fn plan(
 /// it branched at or before, PostgreSQL would have asked for that timeline's segment). None:
 /// `pos`'s timeline is the newest such.
 fn newest_descendant<'h>(
-    histories: &'h BTreeMap<u32, TimelineHistory>,
+    histories: &'h BTreeMap<TimeLineId, TimelineHistory>,
     pos: &WalFileName,
     seg_size: WalSegSize,
 ) -> Option<&'h TimelineHistory> {
@@ -355,13 +348,11 @@ fn newest_descendant<'h>(
     let segno = pos.segno(seg_size)?;
     histories.values().rev().find(|h| {
         h.tli > tli
-            && h.ancestors
-                .iter()
-                .any(|a| a.tli == tli && a.switchpoint.segment(seg_size).0 > segno.0)
+            && h.ancestors.iter().any(|a| a.tli == tli && a.switchpoint.segment(seg_size) > segno)
     })
 }
 
-fn load_histories(repo: &Repository) -> Result<BTreeMap<u32, TimelineHistory>> {
+fn load_histories(repo: &Repository) -> Result<BTreeMap<TimeLineId, TimelineHistory>> {
     Ok(crate::index::verify::timelines(repo)?
         .into_iter()
         .filter_map(|(t, info)| info.history.map(|h| (t, h)))
@@ -381,7 +372,7 @@ pub fn run_prefetcher(
     let cutoff = started + deadline.saturating_duration_since(started) / 2;
     let cfg = repo.require_config()?;
     let seg_size = cfg.wal_segment_size;
-    let mut histories: Option<BTreeMap<u32, TimelineHistory>> = None;
+    let mut histories: Option<BTreeMap<TimeLineId, TimelineHistory>> = None;
     let mut fetched = 0usize;
     loop {
         let Some(lock) = dir.try_lock()? else { return Ok(fetched) };
@@ -527,7 +518,7 @@ mod tests {
         // Asked for timeline 1 at segment 6, after timeline 2 began (segment 5): PostgreSQL is
         // not following 2 or 3 (a recovery_target_timeline of 1).
         let mut all = BTreeMap::new();
-        all.insert(3, h.clone());
+        all.insert(tli(3), h.clone());
         let ws = WalSegSize::DEFAULT;
         assert!(newest_descendant(&all, &n("000000010000000000000006"), ws).is_none());
         assert_eq!(

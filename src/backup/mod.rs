@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{Lsn, PgMajorVersion, SystemId, TimeLineId, WalFileName};
-use crate::replication::basebackup::{BackupOptions, BaseBackup, Event, Tablespace};
+use crate::replication::basebackup::{BackupOptions, BaseBackup, Event};
 use crate::replication::{ConnParams, ReplConn};
 use crate::repo::{PutNew, RepoConfig, Repository, layout};
 use crate::storage::{ObjectKey, Storage};
@@ -468,21 +468,17 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Takes a base backup of the server described by `conn` into `repo`. A repository without a
-/// config (nothing archived yet) is initialized from the server.
+/// config (nothing archived yet) is initialized from the server. The steps: refuse what would
+/// fail (another user's repository, broken archiving, another cluster), stream the archives and
+/// PostgreSQL's manifest into objects, wait for the WAL from the backup's start to its stop, then
+/// commit `manifest.json`.
 pub fn take(
     repo: &Repository,
     cfg: Option<RepoConfig>,
     conn: &ConnParams,
     opts: &TakeOptions,
 ) -> Result<BackupManifest> {
-    // Another user's repository is refused before the server does any work for the backup.
-    if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
-        fs.check_writer("write", "backups/")?;
-    }
-    // Killed base backups leave temporary files in directories no later write comes back to.
-    if let Err(e) = repo.storage().temporaries(PREFIX, true) {
-        tracing::warn!("could not sweep temporary files under {PREFIX}: {e}");
-    }
+    prepare_repository(repo)?;
     let id = backup_id(repo)?;
     let started = SystemTime::now();
     let t0 = Instant::now();
@@ -496,200 +492,22 @@ pub fn take(
     }
     let cfg = match cfg {
         Some(cfg) => cfg,
-        None => {
-            let show = |c: &mut ReplConn, what: &str| -> Result<u64> {
-                let rows = c.simple_query(&format!("SHOW {what}"))?;
-                rows.first()
-                    .and_then(|r| r.first().cloned().flatten())
-                    .and_then(|v| parse_size(&v))
-                    .ok_or_else(|| {
-                        WalrsError::new(Kind::Io, format!("SHOW {what}: unexpected answer"))
-                    })
-            };
-            let seg = show(&mut c, "wal_segment_size")?;
-            let blk = show(&mut c, "wal_block_size")?;
-            let seg = crate::pg::WalSegSize::new(u32::try_from(seg).unwrap_or(0))
-                .map_err(|e| WalrsError::new(Kind::Io, e.to_string()))?;
-            let version =
-                c.server_major().and_then(PgMajorVersion::from_number).ok_or_else(|| {
-                    WalrsError::new(
-                        Kind::Unsupported,
-                        "the server's PostgreSQL version is not supported",
-                    )
-                })?;
-            let new = RepoConfig::new(
-                sys.system_id,
-                version,
-                seg,
-                u32::try_from(blk).unwrap_or(8192),
-                opts.compression,
-                repo.key(),
-            );
-            repo.init_config(&new)?
-        }
+        None => init_config(repo, &mut c, &sys, opts)?,
     };
     let cfg = &cfg;
-    if sys.system_id != cfg.system_identifier {
-        return Err(WalrsError::new(
-            Kind::ForeignCluster,
-            format!(
-                "{conn} is system {}, the repository holds system {}",
-                sys.system_id, cfg.system_identifier
-            ),
-        ));
-    }
-    if c.server_major() != Some(cfg.pg_version.number()) {
-        return Err(WalrsError::new(
-            Kind::ForeignCluster,
-            format!(
-                "{conn} runs PostgreSQL {:?}, the repository holds PostgreSQL {}",
-                c.server_major(),
-                cfg.pg_version
-            ),
-        ));
-    }
+    check_cluster(&c, conn, &sys, cfg)?;
     tracing::info!("base backup {id} of system {} starting", sys.system_id);
     let label = format!("walrs {id}");
-    let mut bb = BaseBackup::start(
-        &mut c,
-        &BackupOptions {
-            label: label.clone(),
-            fast_checkpoint: opts.fast_checkpoint,
-            // walrs waits for the WAL itself, in the repository, with progress (step 9 of
-            // docs/commands/basebackup.md); the server's own wait is silent for minutes.
-            wait_for_archive: false,
-            notice_wait: opts.wal_wait,
-            server_compression: match opts.server_compression {
-                ServerCompression::None => None,
-                ServerCompression::Lz4 => Some(("lz4", None)),
-                ServerCompression::Zstd(l) => Some(("zstd", Some(l))),
-            },
-        },
-    )?;
+    let mut bb = BaseBackup::start(&mut c, &backup_options(&label, opts))?;
     let encrypt = cfg.encryption.is_some();
-    let (mut start, mut stop) = (None, None);
-    let mut tablespaces: Vec<Tablespace> = Vec::new();
-    let mut archives: Vec<Archive> = Vec::new();
-    // PostgreSQL's manifest is streamed into its object as it arrives: its size grows with the
-    // number of files, and memory must not.
-    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
-    let mut manifest_stored = false;
-    let (mut bytes, mut stored) = (0u64, 0u64);
-    let progress = crate::progress::Progress::new("base backup", 0);
-    let mut ev = bb.next_event()?;
-    while let Some(e) = ev.take() {
-        match e {
-            Event::Start { lsn, tli } => start = Some((lsn, tli)),
-            Event::Tablespaces(t) => {
-                progress.set_total(t.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
-                tablespaces = t;
-            }
-            Event::Archive { name, path } => {
-                // With server compression the server names it base.tar.zst, 16384.tar.lz4, ...
-                let name = [".zst", ".lz4", ".gz"]
-                    .iter()
-                    .find_map(|x| name.strip_suffix(x))
-                    .map_or(name.clone(), str::to_owned);
-                let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
-                let mut tracker = TarTracker::default();
-                let mut chunks = Vec::new();
-                let raw = EventBytes::new(&mut bb, false);
-                let mut reader = ArchiveReader {
-                    source: ArchiveSource::new(raw, opts.server_compression)?,
-                    tracker: &mut tracker,
-                    pending: Vec::new(),
-                    filled: 0,
-                    at: 0,
-                    chunk_bytes: 0,
-                    next: None,
-                    ended: false,
-                    error: None,
-                    progress: &progress,
-                };
-                for n in 0u32.. {
-                    let k = key(format!("{PREFIX}{id}/{name}/{n:06}"))?;
-                    reader.chunk_bytes = 0;
-                    let put = repo.put_new(&k, k.as_str(), &mut reader, opts.compression, encrypt);
-                    if let Some(e) = reader.error.take() {
-                        return Err(e);
-                    }
-                    match put? {
-                        PutNew::Created(s) => {
-                            if s.plain_len > 0 || n == 0 {
-                                chunks.push(Chunk {
-                                    key: k.to_string(),
-                                    plain_len: s.plain_len,
-                                    stored_len: s.stored_len,
-                                    digest: s.digest_hex(),
-                                });
-                                bytes += s.plain_len;
-                                stored += s.stored_len;
-                            } else {
-                                repo.storage().delete(&k)?;
-                            }
-                        }
-                        PutNew::Exists => {
-                            return Err(WalrsError::new(
-                                Kind::Mismatch,
-                                format!("{k} already exists"),
-                            ));
-                        }
-                    }
-                    if reader.ended {
-                        break;
-                    }
-                }
-                ev = reader.next.take();
-                if let Some(err) = tracker.error.take() {
-                    return Err(WalrsError::new(Kind::Io, format!("{name}: {err}")));
-                }
-                let location = (!path.is_empty()).then_some(path);
-                archives.push(Archive {
-                    name,
-                    tablespace_oid: oid,
-                    location,
-                    chunks,
-                    files: std::mem::take(&mut tracker.files),
-                });
-                continue;
-            }
-            Event::ManifestStart => {
-                let mut r = EventBytes::new(&mut bb, true);
-                let put =
-                    repo.put_new(&pg_key, pg_key.as_str(), &mut r, Compression::Zstd(3), encrypt);
-                if let Some(e) = r.error.take() {
-                    return Err(e);
-                }
-                if let PutNew::Exists = put? {
-                    return Err(WalrsError::new(
-                        Kind::Mismatch,
-                        format!("{pg_key} already exists"),
-                    ));
-                }
-                manifest_stored = true;
-                ev = r.next.take();
-                continue;
-            }
-            Event::Data(_) | Event::Progress(_) | Event::ManifestData(_) => {}
-            Event::End { lsn, tli } => stop = Some((lsn, tli)),
-        }
-        ev = bb.next_event()?;
-    }
+    let streamed = stream_backup(repo, &mut bb, &id, opts, encrypt)?;
     drop(c);
-    progress.finish();
-    let (start_lsn, tli) =
-        start.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no start position"))?;
-    let (stop_lsn, stop_tli) =
-        stop.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no stop position"))?;
-    let _ = tablespaces;
-    if !manifest_stored {
-        return Err(WalrsError::new(Kind::Io, "BASE_BACKUP sent no backup manifest"));
-    }
+    let Streamed { start_lsn, tli, stop_lsn, stop_tli, archives, pg_key, bytes, stored } = streamed;
 
     // Complete only once the WAL from start to stop is in the repository.
     let seg = cfg.wal_segment_size;
     let first = WalFileName::segment(tli, start_lsn.segment(seg), seg);
-    let last = WalFileName::segment(stop_tli, Lsn(stop_lsn.0.saturating_sub(1)).segment(seg), seg);
+    let last = WalFileName::segment(stop_tli, stop_lsn.saturating_sub(1).segment(seg), seg);
     // A short timeout: the report must not hold up the wait it reports on.
     let stats_timeout = opts.io_timeout.min(WAIT_PROGRESS_EVERY);
     let archiver = || match archiving::archiver_stats(conn, stats_timeout, opts.deadline) {
@@ -733,15 +551,7 @@ pub fn take(
         compression: opts.compression.to_string(),
         encrypted: encrypt,
     };
-    let json = serde_json::to_vec_pretty(&m)
-        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    let mk = manifest_key(&id)?;
-    match repo.put_new(&mk, mk.as_str(), json.as_slice(), Compression::Zstd(3), encrypt)? {
-        PutNew::Created(_) => {}
-        PutNew::Exists => {
-            return Err(WalrsError::new(Kind::Mismatch, format!("{mk} already exists")));
-        }
-    }
+    commit_manifest(repo, &m, encrypt)?;
     tracing::info!(
         "base backup {id} complete: {} MiB in {} archive(s), stored {} MiB, {start_lsn} .. {stop_lsn}, {:.1} s",
         bytes >> 20,
@@ -750,6 +560,269 @@ pub fn take(
         t0.elapsed().as_secs_f64()
     );
     Ok(m)
+}
+
+/// Before the server does any work for the backup: another user's repository is refused, and
+/// what killed base backups left (temporary files in directories no later write comes back to)
+/// is swept.
+fn prepare_repository(repo: &Repository) -> Result<()> {
+    if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
+        fs.check_writer("write", "backups/")?;
+    }
+    if let Err(e) = repo.storage().temporaries(PREFIX, true) {
+        tracing::warn!("could not sweep temporary files under {PREFIX}: {e}");
+    }
+    Ok(())
+}
+
+/// Initializes the config of a repository that has none from the server: its system, version,
+/// segment and WAL block sizes.
+fn init_config(
+    repo: &Repository,
+    c: &mut ReplConn,
+    sys: &crate::replication::SystemInfo,
+    opts: &TakeOptions,
+) -> Result<RepoConfig> {
+    let show = |c: &mut ReplConn, what: &str| -> Result<u64> {
+        let rows = c.simple_query(&format!("SHOW {what}"))?;
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| parse_size(&v))
+            .ok_or_else(|| WalrsError::new(Kind::Io, format!("SHOW {what}: unexpected answer")))
+    };
+    let seg = show(c, "wal_segment_size")?;
+    let blk = show(c, "wal_block_size")?;
+    let seg = crate::pg::WalSegSize::new(u32::try_from(seg).unwrap_or(0))
+        .map_err(|e| WalrsError::new(Kind::Io, e.to_string()))?;
+    let version = c.server_major().and_then(PgMajorVersion::from_number).ok_or_else(|| {
+        WalrsError::new(Kind::Unsupported, "the server's PostgreSQL version is not supported")
+    })?;
+    let new = RepoConfig::new(
+        sys.system_id,
+        version,
+        seg,
+        u32::try_from(blk).unwrap_or(8192),
+        opts.compression,
+        repo.key(),
+    );
+    repo.init_config(&new)
+}
+
+/// Refuses a server that is not the repository's cluster (system identifier, major version).
+fn check_cluster(
+    c: &ReplConn,
+    conn: &ConnParams,
+    sys: &crate::replication::SystemInfo,
+    cfg: &RepoConfig,
+) -> Result<()> {
+    if sys.system_id != cfg.system_identifier {
+        return Err(WalrsError::new(
+            Kind::ForeignCluster,
+            format!(
+                "{conn} is system {}, the repository holds system {}",
+                sys.system_id, cfg.system_identifier
+            ),
+        ));
+    }
+    if c.server_major() != Some(cfg.pg_version.number()) {
+        return Err(WalrsError::new(
+            Kind::ForeignCluster,
+            format!(
+                "{conn} runs PostgreSQL {:?}, the repository holds PostgreSQL {}",
+                c.server_major(),
+                cfg.pg_version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `BASE_BACKUP` options of a backup labelled `label`.
+fn backup_options(label: &str, opts: &TakeOptions) -> BackupOptions {
+    BackupOptions {
+        label: label.to_owned(),
+        fast_checkpoint: opts.fast_checkpoint,
+        // walrs waits for the WAL itself, in the repository, with progress (step 9 of
+        // docs/commands/basebackup.md); the server's own wait is silent for minutes.
+        wait_for_archive: false,
+        notice_wait: opts.wal_wait,
+        server_compression: match opts.server_compression {
+            ServerCompression::None => None,
+            ServerCompression::Lz4 => Some(("lz4", None)),
+            ServerCompression::Zstd(l) => Some(("zstd", Some(l))),
+        },
+    }
+}
+
+/// What streaming `BASE_BACKUP` into the repository stored.
+struct Streamed {
+    start_lsn: Lsn,
+    tli: TimeLineId,
+    stop_lsn: Lsn,
+    stop_tli: TimeLineId,
+    archives: Vec<Archive>,
+    /// The object holding PostgreSQL's backup manifest.
+    pg_key: ObjectKey,
+    /// Plaintext bytes of all archives.
+    bytes: u64,
+    /// Bytes stored for them.
+    stored: u64,
+}
+
+/// Streams the backup's events into objects: each archive as chunk objects, PostgreSQL's
+/// manifest into its object as it arrives (its size grows with the number of files, and memory
+/// must not).
+fn stream_backup(
+    repo: &Repository,
+    bb: &mut BaseBackup<'_>,
+    id: &str,
+    opts: &TakeOptions,
+    encrypt: bool,
+) -> Result<Streamed> {
+    let (mut start, mut stop) = (None, None);
+    let mut archives: Vec<Archive> = Vec::new();
+    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
+    let mut manifest_stored = false;
+    let (mut bytes, mut stored) = (0u64, 0u64);
+    let progress = crate::progress::Progress::new("base backup", 0);
+    let mut ev = bb.next_event()?;
+    while let Some(e) = ev.take() {
+        match e {
+            Event::Start { lsn, tli } => start = Some((lsn, tli)),
+            Event::Tablespaces(t) => {
+                progress.set_total(t.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
+            }
+            Event::Archive { name, path } => {
+                let (archive, next) =
+                    store_archive(repo, bb, id, &name, path, opts, encrypt, &progress)?;
+                for c in &archive.chunks {
+                    bytes += c.plain_len;
+                    stored += c.stored_len;
+                }
+                archives.push(archive);
+                ev = next;
+                continue;
+            }
+            Event::ManifestStart => {
+                ev = store_pg_manifest(repo, bb, &pg_key, encrypt)?;
+                manifest_stored = true;
+                continue;
+            }
+            Event::Data(_) | Event::Progress(_) | Event::ManifestData(_) => {}
+            Event::End { lsn, tli } => stop = Some((lsn, tli)),
+        }
+        ev = bb.next_event()?;
+    }
+    progress.finish();
+    let (start_lsn, tli) =
+        start.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no start position"))?;
+    let (stop_lsn, stop_tli) =
+        stop.ok_or_else(|| WalrsError::new(Kind::Io, "BASE_BACKUP sent no stop position"))?;
+    if !manifest_stored {
+        return Err(WalrsError::new(Kind::Io, "BASE_BACKUP sent no backup manifest"));
+    }
+    Ok(Streamed { start_lsn, tli, stop_lsn, stop_tli, archives, pg_key, bytes, stored })
+}
+
+/// Stores the archive `name` that the stream is at as chunk objects, each a run of whole tar
+/// entries; returns it and the event that followed it.
+#[allow(clippy::too_many_arguments)]
+fn store_archive(
+    repo: &Repository,
+    bb: &mut BaseBackup<'_>,
+    id: &str,
+    name: &str,
+    path: String,
+    opts: &TakeOptions,
+    encrypt: bool,
+    progress: &crate::progress::Progress,
+) -> Result<(Archive, Option<Event>)> {
+    // With server compression the server names it base.tar.zst, 16384.tar.lz4, ...
+    let name = [".zst", ".lz4", ".gz"]
+        .iter()
+        .find_map(|x| name.strip_suffix(x))
+        .unwrap_or(name)
+        .to_owned();
+    let oid = name.strip_suffix(".tar").and_then(|o| o.parse::<u32>().ok());
+    let mut tracker = TarTracker::default();
+    let mut chunks = Vec::new();
+    let raw = EventBytes::new(bb, false);
+    let mut reader = ArchiveReader {
+        source: ArchiveSource::new(raw, opts.server_compression)?,
+        tracker: &mut tracker,
+        pending: Vec::new(),
+        filled: 0,
+        at: 0,
+        chunk_bytes: 0,
+        next: None,
+        ended: false,
+        error: None,
+        progress,
+    };
+    for n in 0u32.. {
+        let k = key(format!("{PREFIX}{id}/{name}/{n:06}"))?;
+        reader.chunk_bytes = 0;
+        let put = repo.put_new(&k, k.as_str(), &mut reader, opts.compression, encrypt);
+        if let Some(e) = reader.error.take() {
+            return Err(e);
+        }
+        match put? {
+            PutNew::Created(s) => {
+                if s.plain_len > 0 || n == 0 {
+                    chunks.push(Chunk {
+                        key: k.to_string(),
+                        plain_len: s.plain_len,
+                        stored_len: s.stored_len,
+                        digest: s.digest_hex(),
+                    });
+                } else {
+                    repo.storage().delete(&k)?;
+                }
+            }
+            PutNew::Exists => {
+                return Err(WalrsError::new(Kind::Mismatch, format!("{k} already exists")));
+            }
+        }
+        if reader.ended {
+            break;
+        }
+    }
+    let next = reader.next.take();
+    if let Some(err) = tracker.error.take() {
+        return Err(WalrsError::new(Kind::Io, format!("{name}: {err}")));
+    }
+    let location = (!path.is_empty()).then_some(path);
+    let files = std::mem::take(&mut tracker.files);
+    Ok((Archive { name, tablespace_oid: oid, location, chunks, files }, next))
+}
+
+/// Streams PostgreSQL's backup manifest into its object; returns the event that followed it.
+fn store_pg_manifest(
+    repo: &Repository,
+    bb: &mut BaseBackup<'_>,
+    pg_key: &ObjectKey,
+    encrypt: bool,
+) -> Result<Option<Event>> {
+    let mut r = EventBytes::new(bb, true);
+    let put = repo.put_new(pg_key, pg_key.as_str(), &mut r, Compression::Zstd(3), encrypt);
+    if let Some(e) = r.error.take() {
+        return Err(e);
+    }
+    if let PutNew::Exists = put? {
+        return Err(WalrsError::new(Kind::Mismatch, format!("{pg_key} already exists")));
+    }
+    Ok(r.next.take())
+}
+
+/// Writes `manifest.json`, the backup's commit point (write-once).
+fn commit_manifest(repo: &Repository, m: &BackupManifest, encrypt: bool) -> Result<()> {
+    let json =
+        serde_json::to_vec_pretty(m).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    let mk = manifest_key(&m.id)?;
+    match repo.put_new(&mk, mk.as_str(), json.as_slice(), Compression::Zstd(3), encrypt)? {
+        PutNew::Created(_) => Ok(()),
+        PutNew::Exists => Err(WalrsError::new(Kind::Mismatch, format!("{mk} already exists"))),
+    }
 }
 
 /// How often the wait for WAL reports what it waits for.
@@ -795,7 +868,7 @@ fn wait_for_wal(
     let deadline = began + wait;
     let mut next_report = began + WAIT_PROGRESS_EVERY;
     let first = start.segment(seg).0;
-    let last = Lsn(stop.0.saturating_sub(1)).segment(seg).0;
+    let last = stop.saturating_sub(1).segment(seg).0;
     let mut said = false;
     for n in first..=last {
         let t = if n == last { stop_tli } else { tli };

@@ -25,6 +25,7 @@ use super::CodecError;
 use super::compress::{Compression, FrameCompressor, FrameDecompressor};
 use super::crypto::{KeyId, MasterKey, ObjectCipher, TAG_LEN, random_bytes};
 use super::parallel::{self, OrderedPool};
+use crate::bytes::{u16_at, u32_at, u64_at};
 
 /// First bytes of every walrs object.
 pub const MAGIC: [u8; 8] = *b"WALRSOBJ";
@@ -171,7 +172,8 @@ impl Header {
         }
         // The fixed prefix and the CRC after the name keep their places in every format version, so
         // the CRC is checked before any field is trusted, the version included.
-        let name_len = usize::from(u16_at(&raw, 14));
+        let short = || corrupt("truncated header".into());
+        let name_len = usize::from(u16_at(&raw, 14).ok_or_else(short)?);
         if name_len > MAX_NAME_LEN {
             return Err(corrupt(format!("name length {name_len} is out of range")));
         }
@@ -181,15 +183,15 @@ impl Header {
             return Err(corrupt("truncated header".into()));
         }
         let body_len = FIXED_HEADER_LEN + name_len;
-        let stored_crc = u32_at(&raw, body_len);
+        let stored_crc = u32_at(&raw, body_len).ok_or_else(short)?;
         if crc32c::crc32c(raw.get(..body_len).unwrap_or_default()) != stored_crc {
             return Err(corrupt("header checksum mismatch".into()));
         }
-        let version = u16_at(&raw, 8);
+        let version = u16_at(&raw, 8).ok_or_else(short)?;
         if version == 0 {
             return Err(corrupt("format version 0".into()));
         }
-        let flags = u16_at(&raw, 12);
+        let flags = u16_at(&raw, 12).ok_or_else(short)?;
         if version > FORMAT_VERSION || flags & !FLAG_DIGEST_XXH3 != 0 {
             return Err(CodecError::Unsupported {
                 name: expected.to_owned(),
@@ -224,7 +226,7 @@ impl Header {
                 });
             }
         };
-        let frame_size = u32_at(&raw, 16);
+        let frame_size = u32_at(&raw, 16).ok_or_else(short)?;
         if !(4096..=MAX_FRAME_SIZE).contains(&frame_size) {
             return Err(corrupt(format!("frame size {frame_size} is out of range")));
         }
@@ -246,16 +248,6 @@ impl Header {
             raw,
         ))
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or_default()
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or_default()
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
 }
 
 fn io_err(name: &str, source: std::io::Error) -> CodecError {
@@ -939,9 +931,10 @@ impl<R: Read> Decoder<R> {
             return Err(self.corrupt(format!("truncated inside frame {n}")));
         }
         let tag = fh[0];
-        let stored_len = u32_at(&fh, 1) as usize;
-        let plain_len = u32_at(&fh, 5);
-        let crc = u32_at(&fh, 9);
+        let short = || self.corrupt(format!("truncated inside frame {n}"));
+        let stored_len = u32_at(&fh, 1).ok_or_else(short)? as usize;
+        let plain_len = u32_at(&fh, 5).ok_or_else(short)?;
+        let crc = u32_at(&fh, 9).ok_or_else(short)?;
         let fs = self.header.frame_size as usize;
         let limit = fs + fs / 64 + 1024 + TAG_LEN;
         let plain_ok = match tag {
@@ -1042,7 +1035,8 @@ impl<R: Read> Decoder<R> {
     }
 
     fn finish_trailer(&mut self, t: &[u8]) -> Result<(), CodecError> {
-        let (len, frames) = (u64_at(t, 0), u64_at(t, 8));
+        let short = || self.corrupt("truncated trailer");
+        let (len, frames) = (u64_at(t, 0).ok_or_else(short)?, u64_at(t, 8).ok_or_else(short)?);
         let mut want = [0u8; 32];
         want.copy_from_slice(t.get(16..48).unwrap_or(&[0; 32]));
         let got = self.hasher.finish();
@@ -1191,7 +1185,7 @@ mod tests {
         // An object written by walrs 0.1.0 at commit 24fed56 (`walrs push` of a segment into a new
         // repository), before the XXH3 digest: header flags 0.
         let old = include_bytes!("../../tests/fixtures/envelope-sha256-walrs.config");
-        assert_eq!(u16_at(old, 12), 0);
+        assert_eq!(u16_at(old, 12), Some(0));
         let (plain, s) = decode_to_vec(old, "walrs.config", None).unwrap();
         let text = String::from_utf8(plain.clone()).unwrap();
         assert!(text.contains("\"system_identifier\": \"7710624923096555099\""), "{text}");
@@ -1233,7 +1227,7 @@ mod tests {
     fn the_digest_flag_is_checked_and_unknown_flags_are_unsupported() {
         let d = data(FRAME_SIZE as usize + 5);
         let enc = encode_to_vec("x", &d, Compression::Zstd(1), None).unwrap();
-        assert_eq!(u16_at(&enc, 12), FLAG_DIGEST_XXH3);
+        assert_eq!(u16_at(&enc, 12), Some(FLAG_DIGEST_XXH3));
         let (_, s) = decode_to_vec(&enc, "x", None).unwrap();
         assert!(s.digest_hex().starts_with("xxh3:") && s.digest_hex().len() == 37);
         // Claiming the other digest makes the trailer fail, it is never skipped.
@@ -1349,8 +1343,8 @@ mod tests {
             let enc = encode_to_vec("x", &d, c, key.as_ref()).unwrap();
             // Locate frame boundaries and splice out the second frame.
             let hl = FIXED_HEADER_LEN + 1 + 4;
-            let f1 = hl + FRAME_HEADER_LEN + u32_at(&enc, hl + 1) as usize;
-            let f2 = f1 + FRAME_HEADER_LEN + u32_at(&enc, f1 + 1) as usize;
+            let f1 = hl + FRAME_HEADER_LEN + u32_at(&enc, hl + 1).unwrap() as usize;
+            let f2 = f1 + FRAME_HEADER_LEN + u32_at(&enc, f1 + 1).unwrap() as usize;
             let mut spliced = enc[..f1].to_vec();
             spliced.extend_from_slice(&enc[f2..]);
             assert!(decode_to_vec(&spliced, "x", key.as_ref()).is_err(), "{c}");

@@ -1,5 +1,6 @@
 //! The envelope every stored object is wrapped in: a header, compressed (and optionally encrypted)
-//! frames, and a trailer with the plaintext length and SHA-256.
+//! frames, and a trailer with the plaintext length, frame count and content digest (XXH3-128 of the
+//! frames' XXH3-128 digests; SHA-256 in objects written before the XXH3 digest, still read).
 //!
 //! Encoding and decoding are one streaming pass over 1 MiB frames, so memory is bounded by a few
 //! frame buffers whatever the object size. The codec knows nothing about storage or commands: it

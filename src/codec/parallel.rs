@@ -4,7 +4,8 @@
 //!
 //! Frames of an envelope are independent (each compressed, sealed and checksummed on its own), so
 //! compression on push and decompression on fetch spread over the cores while the caller keeps the
-//! sequential parts (reading, the whole-object SHA-256, writing) on its own thread.
+//! sequential parts (reading, chaining the frame digests into the content digest, writing) on its
+//! own thread.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};

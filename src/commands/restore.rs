@@ -11,7 +11,7 @@ use crate::config::KeySource;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
 use crate::outln;
-use crate::pg::{Lsn, WalFileName};
+use crate::pg::{Lsn, TimeLineId, WalFileName};
 use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
 use crate::repo::layout;
 use crate::storage::{RepoLocation, Storage};
@@ -105,9 +105,9 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
         None => TargetTimeline::Default,
         Some("latest") => TargetTimeline::Latest,
         Some("current") => TargetTimeline::Current,
-        Some(n) => match n.parse::<u32>() {
-            Ok(t) if t >= 1 => TargetTimeline::Id(t),
-            _ => {
+        Some(n) => match n.parse::<u32>().ok().and_then(|t| TimeLineId::new(t).ok()) {
+            Some(t) => TargetTimeline::Id(t),
+            None => {
                 return Err(WalrsError::new(
                     Kind::Usage,
                     format!(
@@ -163,26 +163,22 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let mut summaries = index::load_all(&repo, seg, cfg.encryption.is_some())?;
     if let Target::Xid(x) = tgt {
         // Roll-ups carry xid ranges only: load the full summaries that may hold this xid.
-        let candidates: Vec<String> = summaries
+        let candidates: Vec<WalFileName> = summaries
             .values()
             .filter(|s| s.min_xid.is_some_and(|m| m <= x) && s.max_xid.is_some_and(|m| m >= x))
             .map(|s| s.name.clone())
             .collect();
         for name in candidates {
-            if let Ok(w) = WalFileName::parse(&name)
-                && let Some(full) = index::load_summary(&repo, &w)?
-                && let Ok(tli) = crate::pg::TimeLineId::new(full.timeline)
-            {
-                let mut full = full;
+            if let Some(mut full) = index::load_summary(&repo, &name)? {
                 if !full.xids.contains(&x) {
                     full.min_xid = None;
                     full.max_xid = None;
                 }
-                summaries.insert((tli, full.segno), full);
+                summaries.insert((full.timeline, full.segno), full);
             }
         }
     }
-    let histories: BTreeMap<u32, crate::pg::TimelineHistory> = verify::timelines(&repo)?
+    let histories: BTreeMap<TimeLineId, crate::pg::TimelineHistory> = verify::timelines(&repo)?
         .into_iter()
         .filter_map(|(t, i)| i.history.map(|h| (t, h)))
         .collect();
@@ -209,15 +205,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         for s in &plan.path {
             outln!(
                 "  timeline {} from {}{}",
-                s.tli,
+                s.tli.get(),
                 s.from,
                 s.to.map(|t| format!(" to {t}")).unwrap_or_default()
             );
         }
+        let name = |n: &Option<WalFileName>| n.as_ref().map_or("", WalFileName::as_str).to_owned();
         outln!(
             "  WAL {} .. {} ({} segment(s)); {} MiB to fetch",
-            plan.first_segment,
-            plan.last_segment,
+            name(&plan.first_segment),
+            name(&plan.last_segment),
             plan.segments.len(),
             plan.bytes >> 20
         );
@@ -230,9 +227,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     // Never trust an index entry whose object is missing.
     for name in &plan.segments {
-        let w =
-            WalFileName::parse(name).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        if repo.storage().head(&layout::wal_key(&w)?)?.is_none() {
+        if repo.storage().head(&layout::wal_key(name)?)?.is_none() {
             return Err(WalrsError::new(
                 Kind::Unreachable,
                 format!(
@@ -317,8 +312,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let stats = backup::restore::restore_files(&repo, m, &opts)?;
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
     // pick one itself (`current`: the restored backup's, which may not be the plan's).
-    let plan_tli = crate::pg::TimeLineId::new(plan.target_timeline)
-        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
+    let plan_tli = plan.target_timeline;
     let settings = RecoverySettings {
         walrs,
         env,

@@ -5,6 +5,7 @@ use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
 use crate::outln;
+use crate::pg::{TimeLineId, TimelineHistory, WalFileName};
 
 /// Arguments of `walrs timeline`.
 #[derive(clap::Args, Debug)]
@@ -18,8 +19,8 @@ pub struct Args {
 struct Entry {
     #[serde(flatten)]
     info: verify::TimelineInfo,
-    first_segment: Option<String>,
-    last_segment: Option<String>,
+    first_segment: Option<WalFileName>,
+    last_segment: Option<WalFileName>,
     segments: u64,
     /// Its parent went on after it branched: two servers archived into the repository.
     diverged: bool,
@@ -32,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let mut tl = verify::timelines(&repo)?;
     let all = index::load_all(&repo, cfg.wal_segment_size, cfg.encryption.is_some())?;
     let ranges = verify::ranges(&all, cfg.wal_segment_size);
-    let histories: std::collections::BTreeMap<u32, crate::pg::TimelineHistory> =
+    let histories: std::collections::BTreeMap<TimeLineId, TimelineHistory> =
         tl.iter().filter_map(|(t, i)| i.history.clone().map(|h| (*t, h))).collect();
     let diverged = verify::divergences(&all, &histories);
     for r in &ranges {
@@ -66,7 +67,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     for e in &entries {
         let branch = match (e.info.parent, e.info.switchpoint) {
             (Some(p), Some(at)) => format!(
-                ", branched from timeline {p} at {at} ({})",
+                ", branched from timeline {} at {at} ({})",
+                p.get(),
                 e.info.reason.clone().unwrap_or_default()
             ),
             _ => String::new(),
@@ -75,7 +77,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             (Some(a), Some(b)) => format!(": {} segment(s), {a} .. {b}", e.segments),
             _ => ": no segments".to_string(),
         };
-        outln!("timeline {}{segs}{branch}", e.info.timeline);
+        outln!("timeline {}{segs}{branch}", e.info.timeline.get());
     }
     for d in &diverged {
         outln!(

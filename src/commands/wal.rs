@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 outln!("no WAL segments in {}", repo.describe());
             }
             for t in &report {
-                outln!("timeline {}", t.timeline);
+                outln!("timeline {}", t.timeline.get());
                 for r in &t.ranges {
                     let times = match (&r.first_xact_time, &r.last_xact_time) {
                         (Some(a), Some(b)) => format!(", transactions {a} .. {b}"),
@@ -147,7 +147,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}{temps}",
                     report.segments,
                     report.records,
-                    report.timelines,
+                    report.timelines.iter().map(|t| t.get()).collect::<Vec<_>>(),
                     if report.problems.is_empty() {
                         "ok".to_string()
                     } else {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
-use crate::pg::{TimeLineId, WalFileName, WalSegSize};
+use crate::pg::{TimeLineId, WalFileName, WalSegSize, XLogSegNo};
 use crate::repo::Repository;
 use crate::storage::{ErrorKind, ObjectKey, Storage};
 
@@ -48,7 +48,7 @@ pub struct GroupRollup {
     /// The group (first 16 characters of the segment names).
     pub group: String,
     /// Summaries by segment name.
-    pub segments: BTreeMap<String, SegmentSummary>,
+    pub segments: BTreeMap<WalFileName, SegmentSummary>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(
@@ -98,9 +98,7 @@ fn write_json<T: Serialize>(
 /// Stores the summary of a segment (after its WAL object is durable). Summaries are derived
 /// data: an existing one is replaced.
 pub fn store_summary(repo: &Repository, s: &SegmentSummary, encrypt: bool) -> Result<()> {
-    let name =
-        WalFileName::parse(&s.name).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    let key = summary_key(&name)?;
+    let key = summary_key(&s.name)?;
     write_json(repo, &key, &format!("index:{}", s.name), s, encrypt)
 }
 
@@ -114,7 +112,8 @@ pub fn has_summary(repo: &Repository, name: &WalFileName) -> Result<bool> {
     Ok(repo.storage().head(&summary_key(name)?)?.is_some())
 }
 
-/// Every summary in the repository, by timeline and segment number: the group roll-ups, plus
+/// Every summary in the repository, by timeline and segment number (a full segment rather than a
+/// `.partial` of the same number): the group roll-ups, plus
 /// the summaries not rolled up yet, which are then folded into their roll-ups (best effort; a
 /// roll-up is a cache that any reader may rewrite). Reads one listing of groups, one object per
 /// group, and one listing per group that is not complete.
@@ -122,7 +121,7 @@ pub fn load_all(
     repo: &Repository,
     seg_size: WalSegSize,
     encrypt: bool,
-) -> Result<BTreeMap<(TimeLineId, u64), SegmentSummary>> {
+) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>> {
     let per_group = seg_size.segments_per_xlog_id();
     let mut out = BTreeMap::new();
     for g in repo.storage().list_prefixes(SEG_PREFIX)? {
@@ -147,15 +146,15 @@ pub fn load_all(
                 .collect();
             let missing: Vec<WalFileName> = names
                 .iter()
-                .filter(|n| !rollup.segments.contains_key(*n))
                 .filter_map(|n| WalFileName::parse(n).ok())
+                .filter(|n| !rollup.segments.contains_key(n))
                 .collect();
             for (wal, loaded) in load_summaries(repo, &missing) {
                 match loaded {
                     Ok(Some(mut s)) => {
                         s.xids.clear();
                         s.xid_lsns.clear();
-                        rollup.segments.insert(wal.to_string(), s);
+                        rollup.segments.insert(wal, s);
                         added += 1;
                     }
                     Ok(None) => {}
@@ -177,14 +176,11 @@ pub fn load_all(
             }
         }
         for (_, s) in rollup.segments {
-            if let Ok(tli) = TimeLineId::new(s.timeline) {
-                // A full segment wins over a `.partial` of the same number.
-                let partial = s.name.ends_with(".partial");
-                if partial && out.contains_key(&(tli, s.segno)) {
-                    continue;
-                }
-                out.insert((tli, s.segno), s);
+            // A full segment wins over a `.partial` of the same number.
+            if s.is_partial() && out.contains_key(&(s.timeline, s.segno)) {
+                continue;
             }
+            out.insert((s.timeline, s.segno), s);
         }
     }
     Ok(out)
@@ -242,21 +238,20 @@ pub fn drop_rollups(repo: &Repository) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
-    use crate::pg::{Lsn, XLogSegNo};
     use crate::storage::{AnyStorage, memory::MemoryStorage};
 
     fn summary(name: &WalFileName, segno: u64, seg: WalSegSize) -> SegmentSummary {
         let start = XLogSegNo(segno).start_lsn(seg);
         SegmentSummary {
             format_version: FORMAT_VERSION,
-            name: name.to_string(),
-            timeline: 1,
-            segno,
+            name: name.clone(),
+            timeline: name.timeline(),
+            segno: XLogSegNo(segno),
             start,
-            seg_size: seg.get(),
-            first_record: Some(Lsn(start.0 + 40)),
-            last_record: Some(Lsn(start.0 + 1000)),
-            end: Lsn(start.0 + seg.bytes()),
+            seg_size: seg,
+            first_record: Some(start.saturating_add(40)),
+            last_record: Some(start.saturating_add(1000)),
+            end: XLogSegNo(segno).end_lsn(seg),
             end_kind: EndKind::Full,
             continuation: 0,
             first_prev: None,
@@ -293,8 +288,8 @@ mod tests {
         let all = load_all(&repo, seg, false).unwrap();
         assert_eq!(all.len() as u64, n);
         for (i, ((t, segno), s)) in all.iter().enumerate() {
-            assert_eq!((t.get(), *segno), (1, i as u64 + 1));
-            assert_eq!(s.records, *segno);
+            assert_eq!((t.get(), segno.0), (1, i as u64 + 1));
+            assert_eq!(s.records, segno.0);
             assert!(s.xids.is_empty(), "roll-ups carry no xid lists");
         }
         let group = WalFileName::segment(tli, XLogSegNo(1), seg).group().unwrap().to_owned();

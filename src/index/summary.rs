@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pg::records::interpret;
 use crate::pg::{
-    LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, WalFileName, WalGeometry,
-    WalScanner,
+    LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, TimeLineId, WalFileKind,
+    WalFileName, WalGeometry, WalScanner, WalSegSize, XLogSegNo,
 };
 
 /// How the valid WAL of a segment ends.
@@ -61,9 +61,9 @@ pub struct EndOfRecoveryEntry {
     /// The record.
     pub lsn: Lsn,
     /// The new timeline.
-    pub tli: u32,
+    pub tli: TimeLineId,
     /// The timeline it branched from.
-    pub prev_tli: u32,
+    pub prev_tli: TimeLineId,
     /// When (Unix microseconds).
     pub time_us: i64,
 }
@@ -74,15 +74,15 @@ pub struct SegmentSummary {
     /// Format version.
     pub format_version: u32,
     /// The WAL file name (segment or `.partial`).
-    pub name: String,
+    pub name: WalFileName,
     /// Timeline in the name.
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// Segment number.
-    pub segno: u64,
+    pub segno: XLogSegNo,
     /// LSN of the segment's first byte.
     pub start: Lsn,
     /// Segment size.
-    pub seg_size: u32,
+    pub seg_size: WalSegSize,
     /// The first record that starts in the segment.
     pub first_record: Option<Lsn>,
     /// The last record that starts in the segment and ends in it (or in the next).
@@ -134,6 +134,19 @@ pub struct SegmentSummary {
     pub content_digest: String,
 }
 
+impl SegmentSummary {
+    /// Whether this summarises a `.partial` segment (PostgreSQL's restore_command never asks
+    /// for one).
+    pub fn is_partial(&self) -> bool {
+        self.name.kind() == WalFileKind::Partial
+    }
+
+    /// The LSN just past the segment: the start of the next one.
+    pub fn segment_end(&self) -> Lsn {
+        self.start.saturating_add(self.seg_size.bytes())
+    }
+}
+
 /// Accumulates a summary from records as the segment is scanned.
 pub struct SummaryBuilder {
     s: SegmentSummary,
@@ -151,11 +164,11 @@ impl SummaryBuilder {
             last_end: None,
             s: SegmentSummary {
                 format_version: super::FORMAT_VERSION,
-                name: name.to_string(),
-                timeline: name.timeline().get(),
-                segno: hdr.segno().0,
+                name: name.clone(),
+                timeline: name.timeline(),
+                segno: hdr.segno(),
                 start: hdr.page_addr,
-                seg_size: hdr.seg_size.get(),
+                seg_size: hdr.seg_size,
                 first_record: None,
                 last_record: None,
                 end: hdr.page_addr,
@@ -254,7 +267,7 @@ impl SummaryBuilder {
         let last_end = self.last_end;
         let s = &mut self.s;
         s.continuation = scan.skipped_continuation;
-        let seg_end = Lsn(s.start.0 + u64::from(s.seg_size));
+        let seg_end = s.segment_end();
         (s.end_kind, s.end) = match &scan.end {
             ScanEnd::Switch(_) => (EndKind::Switch, last_end.unwrap_or(s.start)),
             ScanEnd::Full => (EndKind::Full, seg_end),
@@ -294,5 +307,36 @@ impl SegmentIndexer {
     pub fn finish(self, content_digest: String) -> SegmentSummary {
         let scan = self.scanner.finish();
         self.builder.finish(&scan, content_digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::GroupRollup;
+
+    /// A summary exactly as walrs wrote it before the newtypes (every field populated).
+    const SUMMARY: &str = r#"{"format_version":1,"name":"000000020000000A0000003F","timeline":2,"segno":2623,"start":"A/3F000000","seg_size":16777216,"first_record":"A/3F000028","last_record":"A/3FFFFF00","end":"A/40000000","end_kind":"continues","continuation":40,"first_prev":"A/3EFFFFD0","records":1234,"commits":5,"aborts":1,"first_xact_time_us":1795269787000000,"last_xact_time_us":1795269788000000,"min_xid":700,"max_xid":705,"xids":[700,705],"xid_lsns":["A/3F000100","A/3F000200"],"restore_points":[{"name":"daily","lsn":"A/3F000300","time_us":1795269787500000}],"checkpoints":[{"lsn":"A/3F000400","redo":"A/3F000380","shutdown":false}],"backup_ends":[{"lsn":"A/3F000500","start":"A/3E000028"}],"end_of_recovery":[{"lsn":"A/3F000028","tli":2,"prev_tli":1,"time_us":1795269786000000}],"error":null,"content_digest":"xxh3:0123456789abcdef0123456789abcdef"}"#;
+
+    /// A roll-up as walrs wrote it before the newtypes: a full segment and a `.partial` one,
+    /// without xid lists, optional fields empty.
+    const ROLLUP: &str = r#"{"format_version":1,"group":"000000020000000A","segments":{"000000020000000A0000003F":{"format_version":1,"name":"000000020000000A0000003F","timeline":2,"segno":2623,"start":"A/3F000000","seg_size":16777216,"first_record":"A/3F000028","last_record":"A/3FFFFF00","end":"A/40000000","end_kind":"full","continuation":0,"first_prev":"A/3EFFFFD0","records":1234,"commits":5,"aborts":1,"first_xact_time_us":1795269787000000,"last_xact_time_us":1795269788000000,"min_xid":700,"max_xid":705,"error":null,"content_digest":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"000000020000000A00000040.partial":{"format_version":1,"name":"000000020000000A00000040.partial","timeline":2,"segno":2624,"start":"A/40000000","seg_size":16777216,"first_record":null,"last_record":null,"end":"A/40000000","end_kind":"end_of_wal","continuation":0,"first_prev":null,"records":0,"commits":0,"aborts":0,"first_xact_time_us":null,"last_xact_time_us":null,"min_xid":null,"max_xid":null,"error":"invalid WAL page header at A/40000000: zeroed","content_digest":"xxh3:00000000000000000000000000000000"}}}"#;
+
+    /// Stored index objects keep their bytes: what an earlier walrs wrote parses, and writes
+    /// back identically (as `write_json` writes it: compact JSON), also through the
+    /// `serde_json::Value` that `read_json` parses first.
+    #[test]
+    fn stored_summaries_and_rollups_keep_their_serde_form() {
+        let s: SegmentSummary = serde_json::from_str(SUMMARY).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), SUMMARY);
+        let v: serde_json::Value = serde_json::from_str(SUMMARY).unwrap();
+        let s2: SegmentSummary = serde_json::from_value(v).unwrap();
+        assert_eq!(s2, s);
+        let r: GroupRollup = serde_json::from_str(ROLLUP).unwrap();
+        assert_eq!(r.segments.len(), 2);
+        assert_eq!(serde_json::to_string(&r).unwrap(), ROLLUP);
+        let v: serde_json::Value = serde_json::from_str(ROLLUP).unwrap();
+        let r2: GroupRollup = serde_json::from_value(v).unwrap();
+        assert_eq!(serde_json::to_string(&r2).unwrap(), ROLLUP);
     }
 }

@@ -20,7 +20,7 @@ use crate::storage::Storage;
 #[derive(Default, Debug)]
 pub struct Inventory {
     /// Segments by timeline, segment number.
-    pub segments: BTreeMap<TimeLineId, BTreeMap<u64, WalFileName>>,
+    pub segments: BTreeMap<TimeLineId, BTreeMap<XLogSegNo, WalFileName>>,
     /// `.partial` segments.
     pub partials: Vec<WalFileName>,
     /// Timeline history files.
@@ -39,7 +39,7 @@ pub fn inventory(repo: &Repository, seg_size: WalSegSize) -> Result<Inventory> {
         match name.kind() {
             WalFileKind::Segment => {
                 if let Some(n) = name.segno(seg_size) {
-                    inv.segments.entry(name.timeline()).or_default().insert(n.0, name);
+                    inv.segments.entry(name.timeline()).or_default().insert(n, name);
                 }
             }
             WalFileKind::Partial => inv.partials.push(name),
@@ -56,9 +56,9 @@ pub fn inventory(repo: &Repository, seg_size: WalSegSize) -> Result<Inventory> {
 #[derive(Serialize, Clone, Debug)]
 pub struct TimelineInfo {
     /// The timeline.
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// The timeline it branched from, and where.
-    pub parent: Option<u32>,
+    pub parent: Option<TimeLineId>,
     /// The LSN at which it branched off its parent.
     pub switchpoint: Option<Lsn>,
     /// The reason PostgreSQL recorded.
@@ -68,7 +68,7 @@ pub struct TimelineInfo {
 }
 
 /// Reads and parses every `.history` file.
-pub fn timelines(repo: &Repository) -> Result<BTreeMap<u32, TimelineInfo>> {
+pub fn timelines(repo: &Repository) -> Result<BTreeMap<TimeLineId, TimelineInfo>> {
     let mut out = BTreeMap::new();
     let prefix = "wal/history/";
     let names: Vec<String> = repo
@@ -89,10 +89,10 @@ pub fn timelines(repo: &Repository) -> Result<BTreeMap<u32, TimelineInfo>> {
         };
         let parent = hist.ancestors.last();
         out.insert(
-            name.timeline().get(),
+            name.timeline(),
             TimelineInfo {
-                timeline: name.timeline().get(),
-                parent: parent.map(|p| p.tli.get()),
+                timeline: name.timeline(),
+                parent: parent.map(|p| p.tli),
                 switchpoint: parent.map(|p| p.switchpoint),
                 reason: parent.map(|p| p.reason.clone()),
                 history: Some(hist),
@@ -114,9 +114,9 @@ fn read_history(repo: &Repository, name: &WalFileName) -> Result<TimelineHistory
 #[derive(Serialize, Clone, Debug)]
 pub struct Range {
     /// First segment.
-    pub first: String,
+    pub first: WalFileName,
     /// Last segment.
-    pub last: String,
+    pub last: WalFileName,
     /// Number of segments.
     pub segments: u64,
     /// LSN of the first byte.
@@ -130,16 +130,16 @@ pub struct Range {
     /// Commits and aborts.
     pub commits: u64,
     /// Segments flagged as damaged by the index.
-    pub damaged: Vec<String>,
+    pub damaged: Vec<WalFileName>,
 }
 
 /// Missing segments between two ranges.
 #[derive(Serialize, Clone, Debug)]
 pub struct Gap {
     /// First missing segment.
-    pub first: String,
+    pub first: WalFileName,
     /// Last missing segment.
-    pub last: String,
+    pub last: WalFileName,
     /// How many.
     pub segments: u64,
 }
@@ -148,13 +148,13 @@ pub struct Gap {
 #[derive(Serialize, Clone, Debug)]
 pub struct TimelineRanges {
     /// The timeline.
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// Its contiguous ranges.
     pub ranges: Vec<Range>,
     /// The gaps between them.
     pub gaps: Vec<Gap>,
     /// Its `.partial` segments.
-    pub partials: Vec<String>,
+    pub partials: Vec<WalFileName>,
 }
 
 fn fmt_time(us: Option<i64>) -> Option<String> {
@@ -163,37 +163,34 @@ fn fmt_time(us: Option<i64>) -> Option<String> {
 
 /// Groups summaries into contiguous ranges and gaps per timeline.
 pub fn ranges(
-    summaries: &BTreeMap<(TimeLineId, u64), SegmentSummary>,
+    summaries: &BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>,
     seg_size: WalSegSize,
 ) -> Vec<TimelineRanges> {
-    let mut by_tli: BTreeMap<u32, Vec<&SegmentSummary>> = BTreeMap::new();
-    let mut partials: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut by_tli: BTreeMap<TimeLineId, Vec<&SegmentSummary>> = BTreeMap::new();
+    let mut partials: BTreeMap<TimeLineId, Vec<WalFileName>> = BTreeMap::new();
     for s in summaries.values() {
-        if s.name.ends_with(".partial") {
+        if s.is_partial() {
             partials.entry(s.timeline).or_default().push(s.name.clone());
         } else {
             by_tli.entry(s.timeline).or_default().push(s);
         }
     }
     let mut out = Vec::new();
-    let tlis: BTreeSet<u32> = by_tli.keys().chain(partials.keys()).copied().collect();
+    let tlis: BTreeSet<TimeLineId> = by_tli.keys().chain(partials.keys()).copied().collect();
     for tli in tlis {
         let segs = by_tli.remove(&tli).unwrap_or_default();
         let mut ranges: Vec<Range> = Vec::new();
         let mut gaps = Vec::new();
         let mut prev: Option<u64> = None;
         for s in segs {
-            let name_of = |n: u64| {
-                TimeLineId::new(tli)
-                    .map(|t| WalFileName::segment(t, XLogSegNo(n), seg_size).to_string())
-                    .unwrap_or_default()
-            };
-            let contiguous = prev.is_some_and(|p| s.segno == p + 1);
+            let name_of = |n: u64| WalFileName::segment(tli, XLogSegNo(n), seg_size);
+            let segno = s.segno.0;
+            let contiguous = prev.is_some_and(|p| segno == p + 1);
             if let (Some(p), false) = (prev, contiguous) {
                 gaps.push(Gap {
                     first: name_of(p + 1),
-                    last: name_of(s.segno - 1),
-                    segments: s.segno - p - 1,
+                    last: name_of(segno - 1),
+                    segments: segno - p - 1,
                 });
             }
             match ranges.last_mut() {
@@ -224,7 +221,7 @@ pub fn ranges(
                     damaged: s.error.iter().map(|_| s.name.clone()).collect(),
                 }),
             }
-            prev = Some(s.segno);
+            prev = Some(segno);
         }
         out.push(TimelineRanges {
             timeline: tli,
@@ -247,13 +244,13 @@ pub const REASON_END_OF_WAL: &str = "no recovery target specified";
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
     /// The timeline that went on.
-    pub parent: u32,
+    pub parent: TimeLineId,
     /// The timeline that branched from it.
-    pub child: u32,
+    pub child: TimeLineId,
     /// Where `child` branched off `parent` (its first LSN).
     pub switchpoint: Lsn,
     /// The last archived segment of `parent`, which holds its WAL after the switch point.
-    pub parent_last_segment: String,
+    pub parent_last_segment: WalFileName,
     /// Why the parent's WAL after the switch point was written after the branch (and not before
     /// it, as after a point-in-time recovery to an earlier point).
     pub evidence: String,
@@ -264,7 +261,11 @@ impl std::fmt::Display for Divergence {
         write!(
             f,
             "timeline {} went on after timeline {} branched from it at {} (up to {}; {}): two servers archived into this repository",
-            self.parent, self.child, self.switchpoint, self.parent_last_segment, self.evidence
+            self.parent.get(),
+            self.child.get(),
+            self.switchpoint,
+            self.parent_last_segment,
+            self.evidence
         )
     }
 }
@@ -283,14 +284,14 @@ impl std::fmt::Display for Divergence {
 /// `.partial` segments are ignored: a promoted standby archives its parent's last segment as
 /// `.partial`, which is not divergence.
 pub fn divergences(
-    summaries: &BTreeMap<(TimeLineId, u64), SegmentSummary>,
-    histories: &BTreeMap<u32, TimelineHistory>,
+    summaries: &BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>,
+    histories: &BTreeMap<TimeLineId, TimelineHistory>,
 ) -> Vec<Divergence> {
     let mut out = Vec::new();
     for (child, h) in histories {
         let Some(p) = h.ancestors.last() else { continue };
-        let (parent, sw) = (p.tli.get(), p.switchpoint);
-        let full = |s: &&SegmentSummary| !s.name.ends_with(".partial");
+        let (parent, sw) = (p.tli, p.switchpoint);
+        let full = |s: &&SegmentSummary| !s.is_partial();
         // The parent's segments with WAL at or after the switch point.
         let after: Vec<&SegmentSummary> = summaries
             .values()
@@ -301,7 +302,8 @@ pub fn divergences(
         let Some(last) = after.iter().max_by_key(|s| s.segno) else { continue };
         let evidence = if p.reason == REASON_END_OF_WAL {
             Some(format!(
-                "timeline {child} began where its recovery ran out of WAL, so this WAL was archived after it began"
+                "timeline {} began where its recovery ran out of WAL, so this WAL was archived after it began",
+                child.get()
             ))
         } else {
             // Transactions after the switch point: on the parent, in segments that start after
@@ -318,8 +320,10 @@ pub fn divergences(
                 .min();
             match (parent_newest, child_first) {
                 (Some(pn), Some(cf)) if pn > cf => Some(format!(
-                    "timeline {parent} has a transaction at {}, after timeline {child} began at {}",
+                    "timeline {} has a transaction at {}, after timeline {} began at {}",
+                    parent.get(),
                     crate::pg::PgTimestamp::from_unix_micros(pn),
+                    child.get(),
                     crate::pg::PgTimestamp::from_unix_micros(cf)
                 )),
                 _ => None,
@@ -372,7 +376,7 @@ pub struct VerifyReport {
     /// Records whose CRC was checked.
     pub records: u64,
     /// Timelines looked at.
-    pub timelines: Vec<u32>,
+    pub timelines: Vec<TimeLineId>,
     /// Problems, in archive order.
     pub problems: Vec<Problem>,
     /// What is not a problem of the archive but needs the operator's attention (kind
@@ -451,12 +455,12 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
     }
     let lowest = inv.segments.keys().next().copied();
     // The summaries of the segments that verified, for the divergence check.
-    let mut summaries: BTreeMap<(TimeLineId, u64), SegmentSummary> = BTreeMap::new();
+    let mut summaries: BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary> = BTreeMap::new();
     for (tli, segs) in &inv.segments {
         if opts.timeline.is_some_and(|t| t != *tli) {
             continue;
         }
-        rep.timelines.push(tli.get());
+        rep.timelines.push(*tli);
         if Some(*tli) != lowest && !hist.contains_key(tli) && tli.get() > 1 {
             problems.push(push(
                 "timeline",
@@ -468,7 +472,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         let first_expected =
             hist.get(tli).and_then(|h| h.ancestors.last()).map(|p| p.switchpoint.segment(seg).0);
         let name_of = |n: u64| WalFileName::segment(*tli, XLogSegNo(n), seg).to_string();
-        if let (Some(fe), Some((&first, _))) = (first_expected, segs.iter().next())
+        if let (Some(fe), Some((&XLogSegNo(first), _))) = (first_expected, segs.iter().next())
             && first > fe
             && opts.from.is_none()
         {
@@ -501,8 +505,8 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         let mut prev_segno: Option<u64> = None;
         let mut carry: Option<Carry> = None;
         let mut last_rec: Option<Lsn> = None;
-        for (&segno, name) in segs {
-            let seg_end = Lsn((segno + 1) * seg.bytes());
+        for (&XLogSegNo(segno), name) in segs {
+            let seg_end = XLogSegNo(segno).end_lsn(seg);
             let in_scope = opts.from.is_none_or(|f| seg_end > f);
             if let Some(p) = prev_segno
                 && segno > p + 1
@@ -552,7 +556,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                             ),
                         ));
                     }
-                    if h.segno().0 != segno {
+                    if h.segno() != XLogSegNo(segno) {
                         return Err(WalrsError::new(
                             Kind::Corrupt,
                             format!("holds the segment starting at {}", h.page_addr),
@@ -617,7 +621,9 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     }
                     match scan.end {
                         ScanEnd::Continues(c) => carry = Some(c),
-                        ScanEnd::EndOfWal(at) if segs.range(segno + 1..).next().is_some() => {
+                        ScanEnd::EndOfWal(at)
+                            if segs.range(XLogSegNo(segno + 1)..).next().is_some() =>
+                        {
                             problems.push(push(
                                 "damaged",
                                 name.to_string(),
@@ -629,9 +635,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                     // The index must describe this very object.
                     match super::load_summary(repo, name) {
                         Ok(Some(s)) if s.content_digest == digest => {
-                            if let Ok(t) = TimeLineId::new(s.timeline) {
-                                summaries.insert((t, s.segno), s);
-                            }
+                            summaries.insert((s.timeline, s.segno), s);
                         }
                         Ok(Some(_)) => problems.push(push("index", name.to_string(), "the index entry describes other content (run `walrs wal index --rebuild`)".into())),
                         Ok(None) => problems.push(push("index", name.to_string(), "no index entry (run `walrs wal index --rebuild`)".into())),
@@ -683,13 +687,8 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
             }
         }
     }
-    let by_tli: BTreeMap<u32, TimelineHistory> =
-        hist.iter().map(|(t, h)| (t.get(), h.clone())).collect();
-    for d in divergences(&summaries, &by_tli) {
-        let name = TimeLineId::new(d.child)
-            .map(|t| format!("{t}.history"))
-            .unwrap_or_else(|_| d.child.to_string());
-        rep.warnings.push(push("diverged", name, d.to_string()));
+    for d in divergences(&summaries, &hist) {
+        rep.warnings.push(push("diverged", format!("{}.history", d.child), d.to_string()));
     }
     rep.problems = problems;
     // What killed writers left behind, and writes in progress; nothing is removed here.

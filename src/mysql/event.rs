@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::bytes::{u16_at, u32_at, u64_at};
+
 /// The magic at the start of every binlog file (`BINLOG_MAGIC`).
 pub const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
 /// Length of the v4 event header (`LOG_EVENT_HEADER_LEN`).
@@ -139,18 +141,6 @@ pub struct Header {
     pub log_pos: u32,
     /// Flags.
     pub flags: u16,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 impl Header {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use sha1::Digest as _;
 
+use crate::bytes::u16_at;
 use crate::replication::tls;
 
 /// Capability flags (`CLIENT_*`).
@@ -182,14 +183,11 @@ fn nul_str(b: &[u8], pos: &mut usize) -> Option<String> {
     Some(s)
 }
 
-/// The little-endian u16 at `pos` (0 past the end).
-fn le16(b: &[u8], pos: usize) -> u16 {
-    b.get(pos..pos + 2).and_then(|x| x.try_into().ok()).map_or(0, u16::from_le_bytes)
-}
-
 fn err_packet(p: &[u8]) -> WireError {
     // 0xff, code (2), then with PROTOCOL_41 '#' + 5-byte SQL state, then the message.
-    let code = le16(p, 1);
+    // A packet too short for its code is still the server's refusal: code 0, which no server
+    // error has.
+    let code = u16_at(p, 1).unwrap_or(0);
     let msg = match p.get(3) {
         Some(b'#') => p.get(9..).unwrap_or_default(),
         _ => p.get(3..).unwrap_or_default(),
@@ -329,9 +327,9 @@ impl Wire {
         pos += 4; // connection id
         let mut nonce = hello.get(pos..pos + 8).ok_or_else(|| proto("short handshake"))?.to_vec();
         pos += 9; // part 1 + filler
-        let lo = u32::from(le16(&hello, pos));
+        let lo = u32::from(u16_at(&hello, pos).ok_or_else(|| proto("short handshake"))?);
         pos += 2 + 1 + 2; // capabilities (low), charset, status
-        let hi = u32::from(le16(&hello, pos));
+        let hi = u32::from(u16_at(&hello, pos).ok_or_else(|| proto("short handshake"))?);
         pos += 2;
         let server_caps = lo | hi << 16;
         let data_len = usize::from(*hello.get(pos).unwrap_or(&0));

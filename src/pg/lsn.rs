@@ -37,6 +37,31 @@ impl Lsn {
     pub fn is_segment_start(self, seg_size: WalSegSize) -> bool {
         self.segment_offset(seg_size) == 0
     }
+
+    /// The position `bytes` further on; `None` past the end of the WAL address space.
+    pub fn checked_add(self, bytes: u64) -> Option<Lsn> {
+        self.0.checked_add(bytes).map(Lsn)
+    }
+
+    /// The position `bytes` further on, at most `FFFFFFFF/FFFFFFFF`.
+    pub fn saturating_add(self, bytes: u64) -> Lsn {
+        Lsn(self.0.saturating_add(bytes))
+    }
+
+    /// The position `bytes` earlier; `None` before `0/0`.
+    pub fn checked_sub(self, bytes: u64) -> Option<Lsn> {
+        self.0.checked_sub(bytes).map(Lsn)
+    }
+
+    /// The position `bytes` earlier, at least `0/0`.
+    pub fn saturating_sub(self, bytes: u64) -> Lsn {
+        Lsn(self.0.saturating_sub(bytes))
+    }
+
+    /// The bytes of WAL from `earlier` to this position; `None` if `earlier` is after it.
+    pub fn bytes_since(self, earlier: Lsn) -> Option<u64> {
+        self.0.checked_sub(earlier.0)
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -109,7 +134,34 @@ mod tests {
         assert!(Lsn(0x1_3A00_0000).is_segment_start(seg));
     }
 
+    #[test]
+    fn arithmetic_is_checked_or_saturating() {
+        let l: Lsn = "1/FFFFFFFF".parse().unwrap();
+        assert_eq!(l.checked_add(1), Some("2/0".parse().unwrap()));
+        assert_eq!(l.saturating_add(1).to_string(), "2/0");
+        assert_eq!(l.checked_sub(0xFFFF_FFFF), Some("1/0".parse().unwrap()));
+        assert_eq!(Lsn(u64::MAX).checked_add(1), None);
+        assert_eq!(Lsn(u64::MAX).saturating_add(5), Lsn(u64::MAX));
+        assert_eq!(Lsn(3).checked_sub(4), None);
+        assert_eq!(Lsn(3).saturating_sub(4), Lsn::INVALID);
+        assert_eq!(l.bytes_since(Lsn(0x1_0000_0000)), Some(0xFFFF_FFFF));
+        assert_eq!(Lsn(1).bytes_since(l), None);
+    }
+
     proptest! {
+        #[test]
+        fn add_then_sub_returns(v in any::<u64>(), d in any::<u64>()) {
+            let l = Lsn(v);
+            match l.checked_add(d) {
+                Some(m) => {
+                    prop_assert_eq!(m.saturating_add(0), l.saturating_add(d));
+                    prop_assert_eq!(m.checked_sub(d), Some(l));
+                    prop_assert_eq!(m.bytes_since(l), Some(d));
+                }
+                None => prop_assert_eq!(l.saturating_add(d), Lsn(u64::MAX)),
+            }
+        }
+
         #[test]
         fn roundtrip(v in any::<u64>()) {
             let lsn = Lsn(v);

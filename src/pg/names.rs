@@ -69,6 +69,29 @@ impl XLogSegNo {
     pub fn start_lsn(self, seg_size: WalSegSize) -> Lsn {
         Lsn(self.0.wrapping_mul(seg_size.bytes()))
     }
+
+    /// The LSN just past this segment: the start of the next one (at most `FFFFFFFF/FFFFFFFF`).
+    pub fn end_lsn(self, seg_size: WalSegSize) -> Lsn {
+        self.start_lsn(seg_size).saturating_add(seg_size.bytes())
+    }
+
+    /// The segment `n` after this one; `None` past the last segment number.
+    pub fn checked_add(self, n: u64) -> Option<XLogSegNo> {
+        self.0.checked_add(n).map(XLogSegNo)
+    }
+}
+
+/// Stored as a bare integer, as the index always stored segment numbers.
+impl serde::Serialize for XLogSegNo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for XLogSegNo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(XLogSegNo)
+    }
 }
 
 /// The WAL segment size of a cluster: a power of two from 1 MiB to 1 GiB.
@@ -304,6 +327,46 @@ impl fmt::Debug for WalFileName {
     }
 }
 
+/// Ordered by the name, as the strings sort: the order of the index's maps and of a listing.
+impl Ord for WalFileName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl PartialOrd for WalFileName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for WalFileName {
+    fn eq(&self, other: &str) -> bool {
+        self.name == other
+    }
+}
+
+impl PartialEq<&str> for WalFileName {
+    fn eq(&self, other: &&str) -> bool {
+        self.name == *other
+    }
+}
+
+/// Stored as the name itself; a stored name is parsed again, so nothing but one of PostgreSQL's
+/// four forms is ever read back.
+impl serde::Serialize for WalFileName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WalFileName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WalFileName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +438,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn serde_forms() {
+        let n = WalFileName::parse("000000020000000000000003.partial").unwrap();
+        assert_eq!(serde_json::to_string(&n).unwrap(), r#""000000020000000000000003.partial""#);
+        assert_eq!(
+            serde_json::from_str::<WalFileName>(r#""000000020000000000000003.partial""#).unwrap(),
+            n
+        );
+        assert!(serde_json::from_str::<WalFileName>(r#""../x""#).is_err());
+        assert_eq!(serde_json::to_string(&XLogSegNo(2623)).unwrap(), "2623");
+        assert_eq!(serde_json::from_str::<XLogSegNo>("2623").unwrap(), XLogSegNo(2623));
+        assert_eq!(n, "000000020000000000000003.partial");
+    }
+
+    #[test]
+    fn segment_ends() {
+        assert_eq!(XLogSegNo(3).end_lsn(SEG16), Lsn(4 << 24));
+        assert_eq!(XLogSegNo(u64::MAX >> 24).end_lsn(SEG16), Lsn(u64::MAX));
+        assert_eq!(XLogSegNo(u64::MAX).checked_add(1), None);
+        assert_eq!(XLogSegNo(1).checked_add(2), Some(XLogSegNo(3)));
+    }
+
     proptest! {
+        #[test]
+        fn names_sort_as_their_strings(a in "[0-9A-F]{24}", b in "[0-9A-F]{24}") {
+            if let (Ok(x), Ok(y)) = (WalFileName::parse(&a), WalFileName::parse(&b)) {
+                prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            }
+        }
+
         #[test]
         fn segment_name_roundtrip(t in 1u32.., segno_seed in any::<u64>(), shift in 20u32..=30) {
             // Every segment number an LSN can produce: below 2^64 / segment size.

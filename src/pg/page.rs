@@ -12,6 +12,7 @@ use std::fmt;
 use super::FormatError;
 use super::lsn::Lsn;
 use super::names::{TimeLineId, WalSegSize, XLogSegNo};
+use crate::bytes::{u16_at, u32_at, u64_at};
 
 /// The size of the long page header (`SizeOfXLogLongPHD`), MAXALIGNed on 64-bit platforms.
 pub const LONG_PAGE_HEADER_LEN: usize = 40;
@@ -151,16 +152,6 @@ pub struct LongPageHeader {
     pub xlog_blcksz: u32,
 }
 
-fn le_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 impl LongPageHeader {
     /// Decodes and checks the long page header at the start of `page`, the first bytes of a
     /// segment. The checks follow `XLogReaderValidatePageHeader` in
@@ -177,29 +168,29 @@ impl LongPageHeader {
             ));
         }
         let field = |v: Option<u64>| v.unwrap_or_default();
-        let page_addr = Lsn(field(le_u64(page, 8)));
-        let magic = le_u16(page, 0).unwrap_or_default();
+        let page_addr = Lsn(field(u64_at(page, 8)));
+        let magic = u16_at(page, 0).unwrap_or_default();
         let version = PgMajorVersion::from_xlog_page_magic(magic).ok_or_else(|| {
             bad(
                 page_addr,
                 format!("unknown WAL page magic {magic:#06X} (PostgreSQL 13 to 18 are supported)"),
             )
         })?;
-        let info = le_u16(page, 2).unwrap_or_default();
+        let info = u16_at(page, 2).unwrap_or_default();
         if info & !XLP_ALL_FLAGS != 0 {
             return Err(bad(page_addr, format!("invalid info bits {info:#06X}")));
         }
         if info & XLP_LONG_HEADER == 0 {
             return Err(bad(page_addr, "the first page of a segment lacks the long header".into()));
         }
-        let tli = TimeLineId::new(le_u32(page, 4).unwrap_or_default())
+        let tli = TimeLineId::new(u32_at(page, 4).unwrap_or_default())
             .map_err(|_| bad(page_addr, "timeline 0".into()))?;
-        let rem_len = le_u32(page, 16).unwrap_or_default();
-        let system_id = SystemId(field(le_u64(page, 24)));
-        let raw_seg = le_u32(page, 32).unwrap_or_default();
+        let rem_len = u32_at(page, 16).unwrap_or_default();
+        let system_id = SystemId(field(u64_at(page, 24)));
+        let raw_seg = u32_at(page, 32).unwrap_or_default();
         let seg_size = WalSegSize::new(raw_seg)
             .map_err(|_| bad(page_addr, format!("invalid segment size {raw_seg}")))?;
-        let xlog_blcksz = le_u32(page, 36).unwrap_or_default();
+        let xlog_blcksz = u32_at(page, 36).unwrap_or_default();
         if !xlog_blcksz.is_power_of_two() || !(1024..=65536).contains(&xlog_blcksz) {
             return Err(bad(page_addr, format!("invalid WAL block size {xlog_blcksz}")));
         }

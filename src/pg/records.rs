@@ -9,8 +9,10 @@
 
 use super::FormatError;
 use super::lsn::Lsn;
+use super::names::TimeLineId;
 use super::page::PgMajorVersion;
 use super::wal::{RECORD_HEADER_LEN, Record};
+use crate::bytes::{i64_at, u16_at, u32_at, u64_at};
 
 const RM_XLOG_ID: u8 = 0;
 const RM_XACT_ID: u8 = 1;
@@ -130,9 +132,9 @@ pub enum RecordKind {
     /// The end of a recovery that started a new timeline.
     EndOfRecovery {
         /// The new timeline.
-        tli: u32,
+        tli: TimeLineId,
         /// The one it branched from.
-        prev_tli: u32,
+        prev_tli: TimeLineId,
         /// When recovery ended.
         time: PgTimestamp,
     },
@@ -154,10 +156,7 @@ pub fn main_data<'a>(rec: &Record<'a>, version: PgMajorVersion) -> Result<&'a [u
     let mut last_block: i32 = -1;
     let byte = |at: usize| b.get(at).copied().ok_or_else(|| bad("truncated block headers".into()));
     let u16v = |at: usize| -> Result<usize, FormatError> {
-        b.get(at..at + 2)
-            .and_then(|s| s.try_into().ok())
-            .map(|a| usize::from(u16::from_le_bytes(a)))
-            .ok_or_else(|| bad("truncated block headers".into()))
+        u16_at(b, at).map(usize::from).ok_or_else(|| bad("truncated block headers".into()))
     };
     let compressed_mask: u8 =
         if version >= PgMajorVersion::V15 { 0x04 | 0x08 | 0x10 } else { 0x02 };
@@ -172,11 +171,7 @@ pub fn main_data<'a>(rec: &Record<'a>, version: PgMajorVersion) -> Result<&'a [u
                 break;
             }
             XLR_BLOCK_ID_DATA_LONG => {
-                let l = b
-                    .get(pos..pos + 4)
-                    .and_then(|s| s.try_into().ok())
-                    .map(u32::from_le_bytes)
-                    .ok_or_else(|| bad("truncated block headers".into()))?;
+                let l = u32_at(b, pos).ok_or_else(|| bad("truncated block headers".into()))?;
                 main_len = l as usize;
                 pos += 4;
                 datatotal += main_len;
@@ -226,13 +221,6 @@ pub fn main_data<'a>(rec: &Record<'a>, version: PgMajorVersion) -> Result<&'a [u
         )));
     }
     b.get(total - main_len..).ok_or_else(|| bad("main data out of range".into()))
-}
-
-fn i64_at(b: &[u8], at: usize) -> Option<i64> {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(i64::from_le_bytes)
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes)
 }
 
 /// Parses a commit or abort record's main data and returns (time, twophase xid if any).
@@ -308,8 +296,7 @@ pub fn interpret(rec: &Record<'_>, version: PgMajorVersion) -> Result<RecordKind
             XLOG_SWITCH => Ok(RecordKind::Switch),
             XLOG_CHECKPOINT_SHUTDOWN | XLOG_CHECKPOINT_ONLINE => {
                 let data = main_data(rec, version)?;
-                let redo = data.get(..8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
-                let redo = redo.ok_or_else(|| bad("truncated checkpoint record"))?;
+                let redo = u64_at(data, 0).ok_or_else(|| bad("truncated checkpoint record"))?;
                 Ok(RecordKind::Checkpoint {
                     redo: Lsn(redo),
                     shutdown: h.info & 0xF0 == XLOG_CHECKPOINT_SHUTDOWN,
@@ -317,10 +304,8 @@ pub fn interpret(rec: &Record<'_>, version: PgMajorVersion) -> Result<RecordKind
             }
             XLOG_BACKUP_END => {
                 let data = main_data(rec, version)?;
-                let start = data.get(..8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
-                Ok(RecordKind::BackupEnd {
-                    start: Lsn(start.ok_or_else(|| bad("truncated backup-end record"))?),
-                })
+                let start = u64_at(data, 0).ok_or_else(|| bad("truncated backup-end record"))?;
+                Ok(RecordKind::BackupEnd { start: Lsn(start) })
             }
             XLOG_RESTORE_POINT => {
                 let data = main_data(rec, version)?;
@@ -341,6 +326,11 @@ pub fn interpret(rec: &Record<'_>, version: PgMajorVersion) -> Result<RecordKind
                 let tli = u32_at(data, 8).ok_or_else(|| bad("truncated end-of-recovery record"))?;
                 let prev_tli =
                     u32_at(data, 12).ok_or_else(|| bad("truncated end-of-recovery record"))?;
+                // PostgreSQL never writes timeline 0 (`xlog_redo` would PANIC on it).
+                let tli_of = |t: u32| {
+                    TimeLineId::new(t).map_err(|_| bad("end-of-recovery record with timeline 0"))
+                };
+                let (tli, prev_tli) = (tli_of(tli)?, tli_of(prev_tli)?);
                 Ok(RecordKind::EndOfRecovery { tli, prev_tli, time })
             }
             _ => Ok(RecordKind::Other),

@@ -12,6 +12,7 @@ use super::FormatError;
 use super::lsn::Lsn;
 use super::names::{TimeLineId, WalSegSize};
 use super::page::PgMajorVersion;
+use crate::bytes::{u16_at, u32_at, u64_at};
 
 /// `SizeOfXLogRecord`: the fixed record header.
 pub const RECORD_HEADER_LEN: usize = 24;
@@ -52,16 +53,6 @@ fn maxalign(v: u64) -> u64 {
     (v + 7) & !7
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or_default()
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or_default()
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
-}
-
 /// A record's fixed header (`XLogRecord`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
@@ -80,16 +71,16 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    /// Reads the header from the first 24 bytes of `b`.
-    pub fn parse(b: &[u8]) -> Self {
-        RecordHeader {
-            tot_len: u32_at(b, 0),
-            xid: u32_at(b, 4),
-            prev: Lsn(u64_at(b, 8)),
-            info: b.get(16).copied().unwrap_or_default(),
-            rmid: b.get(17).copied().unwrap_or_default(),
-            crc: u32_at(b, 20),
-        }
+    /// Reads the header from the first 24 bytes of `b`; `None` if `b` is shorter.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        Some(RecordHeader {
+            tot_len: u32_at(b, 0)?,
+            xid: u32_at(b, 4)?,
+            prev: Lsn(u64_at(b, 8)?),
+            info: *b.get(16)?,
+            rmid: *b.get(17)?,
+            crc: u32_at(b, 20)?,
+        })
     }
 }
 
@@ -321,14 +312,15 @@ impl<'s> Scanner<'s> {
         if h.len() < size as usize {
             return Err(at("WAL page header", lsn, "segment is shorter than its size"));
         }
-        let magic = u16_at(h, 0);
+        let short = || at("WAL page header", lsn, "segment is shorter than its size");
+        let magic = u16_at(h, 0).ok_or_else(short)?;
         if h.iter().all(|b| *b == 0) {
             return Err(at("WAL page header", lsn, ZERO_PAGE));
         }
         if magic != self.geo.version.xlog_page_magic() {
             return Err(at("WAL page header", lsn, format!("invalid magic {magic:#06X}")));
         }
-        let info = u16_at(h, 2);
+        let info = u16_at(h, 2).ok_or_else(short)?;
         if info & !XLP_ALL_FLAGS != 0 {
             return Err(at("WAL page header", lsn, format!("invalid info bits {info:#06X}")));
         }
@@ -339,12 +331,12 @@ impl<'s> Scanner<'s> {
                 "long-header flag does not match the page position",
             ));
         }
-        let addr = u64_at(h, 8);
+        let addr = u64_at(h, 8).ok_or_else(short)?;
         if addr != page {
             return Err(at("WAL page header", lsn, format!("page address is {}", Lsn(addr))));
         }
-        let tli =
-            TimeLineId::new(u32_at(h, 4)).map_err(|_| at("WAL page header", lsn, "timeline 0"))?;
+        let tli = TimeLineId::new(u32_at(h, 4).ok_or_else(short)?)
+            .map_err(|_| at("WAL page header", lsn, "timeline 0"))?;
         if let Some(prev) = self.page_tli
             && tli < prev
         {
@@ -356,7 +348,11 @@ impl<'s> Scanner<'s> {
         }
         self.page_tli = Some(tli);
         self.overwrite = info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0;
-        let rem = (info & XLP_FIRST_IS_CONTRECORD != 0).then(|| u32_at(h, 16));
+        let rem = if info & XLP_FIRST_IS_CONTRECORD != 0 {
+            Some(u32_at(h, 16).ok_or_else(short)?)
+        } else {
+            None
+        };
         Ok((size, rem))
     }
 
@@ -463,7 +459,8 @@ impl<'s> Scanner<'s> {
             let tli = self.page_tli.unwrap_or(TimeLineId::FIRST);
             // The header may itself be split over two pages.
             let head_here = self.bytes(pos, avail.min(RECORD_HEADER_LEN as u64));
-            if avail >= 4 && u32_at(head_here, 0) == 0 {
+            // A zero length, or fewer than 4 bytes fed here: valid WAL ends here.
+            if avail >= 4 && u32_at(head_here, 0).is_none_or(|len| len == 0) {
                 return Ok(ScanEnd::EndOfWal(lsn));
             }
             if avail < RECORD_HEADER_LEN as u64 {
@@ -494,7 +491,8 @@ impl<'s> Scanner<'s> {
                 }
                 continue;
             }
-            let hdr = RecordHeader::parse(head_here);
+            let hdr = RecordHeader::parse(head_here)
+                .ok_or_else(|| stop_here(pos, at("WAL record", lsn, "record header cut off")))?;
             self.check_header(lsn, &hdr).map_err(|e| stop_here(pos, e))?;
             let tot = u64::from(hdr.tot_len);
             if tot <= avail {
@@ -567,7 +565,8 @@ impl<'s> Scanner<'s> {
         self.gather.extend_from_slice(&bytes);
         loop {
             if tot_len == 0 && self.gather.len() >= RECORD_HEADER_LEN {
-                let hdr = RecordHeader::parse(&self.gather);
+                let hdr = RecordHeader::parse(&self.gather)
+                    .ok_or_else(|| at("WAL record", lsn, "record header cut off"))?;
                 self.check_header(lsn, &hdr)?;
                 tot_len = hdr.tot_len;
             }
@@ -595,7 +594,8 @@ impl<'s> Scanner<'s> {
                 continue;
             }
             if tot_len != 0 && self.gather.len() as u64 == u64::from(tot_len) {
-                let hdr = RecordHeader::parse(&self.gather);
+                let hdr = RecordHeader::parse(&self.gather)
+                    .ok_or_else(|| at("WAL record", lsn, "record header cut off"))?;
                 let end = pos;
                 let rec = Record { lsn, end: Lsn(end), tli, header: hdr, bytes: &self.gather };
                 check_crc(&rec)?;

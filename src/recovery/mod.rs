@@ -16,6 +16,7 @@ use crate::backup::BackupManifest;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::verify::{Divergence, divergences};
 use crate::index::{EndKind, SegmentSummary};
+use crate::pg::history::ExpectedTimelines;
 use crate::pg::{
     Lsn, PgTimestamp, TimeLineId, TimelineHistory, WalFileName, WalSegSize, XLogSegNo,
 };
@@ -49,7 +50,7 @@ pub enum TargetTimeline {
     /// The backup's timeline.
     Current,
     /// This one.
-    Id(u32),
+    Id(TimeLineId),
 }
 
 /// A parsed timestamp with time zone: `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|±HH[:MM]| UTC]`.
@@ -141,7 +142,7 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct PathStep {
     /// Timeline.
-    pub tli: u32,
+    pub tli: TimeLineId,
     /// Start.
     pub from: Lsn,
     /// End (its switch point), if it is not the last.
@@ -158,15 +159,17 @@ pub struct Plan {
     /// The timeline path.
     pub path: Vec<PathStep>,
     /// The target timeline.
-    pub target_timeline: u32,
+    pub target_timeline: TimeLineId,
     /// What the target resolves to in the archive.
     pub target: String,
-    /// The first and last WAL segment replay needs.
-    pub first_segment: String,
+    /// The first and last WAL segment replay needs (shown as `""` when it needs none).
+    #[serde(serialize_with = "name_or_empty")]
+    pub first_segment: Option<WalFileName>,
     /// See `first_segment`.
-    pub last_segment: String,
+    #[serde(serialize_with = "name_or_empty")]
+    pub last_segment: Option<WalFileName>,
     /// Every segment replay needs, in order.
-    pub segments: Vec<String>,
+    pub segments: Vec<WalFileName>,
     /// Bytes to fetch: the backup plus its WAL (plaintext).
     pub bytes: u64,
     /// Diverged histories in the archive: parents that went on after a child branched from
@@ -174,10 +177,18 @@ pub struct Plan {
     pub diverged: Vec<Divergence>,
     /// With diverged histories: the timelines at the ends of the branches the plan does not
     /// follow (`--target-timeline N` follows one of them).
-    pub other_branches: Vec<u32>,
+    pub other_branches: Vec<TimeLineId>,
     /// Why the plan chose what it chose where the archive offered a choice: diverged
     /// histories, a restore point name used more than once.
     pub notes: Vec<String>,
+}
+
+/// A segment name as a string, `""` for none (the form plans were always printed in).
+fn name_or_empty<S: serde::Serializer>(
+    name: &Option<WalFileName>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_ref().map_or("", WalFileName::as_str))
 }
 
 /// Everything the planner looks at.
@@ -185,27 +196,15 @@ pub struct PlanInput<'a> {
     /// Complete backups.
     pub backups: &'a [BackupManifest],
     /// The index, by (timeline, segment number).
-    pub summaries: &'a BTreeMap<(TimeLineId, u64), SegmentSummary>,
+    pub summaries: &'a BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>,
     /// Timeline histories, by timeline.
-    pub histories: &'a BTreeMap<u32, TimelineHistory>,
+    pub histories: &'a BTreeMap<TimeLineId, TimelineHistory>,
     /// Segment size.
     pub seg_size: WalSegSize,
 }
 
 fn refuse(msg: impl Into<String>) -> WalrsError {
     WalrsError::new(Kind::Unreachable, msg)
-}
-
-/// The path of timelines leading to `target`: (tli, start, switch point) oldest first.
-fn ancestry(target: u32, histories: &BTreeMap<u32, TimelineHistory>) -> Vec<(u32, Option<Lsn>)> {
-    let mut out = Vec::new();
-    if let Some(h) = histories.get(&target) {
-        for a in &h.ancestors {
-            out.push((a.tli.get(), Some(a.switchpoint)));
-        }
-    }
-    out.push((target, None));
-    out
 }
 
 /// The start of the last record on the path that is archived in full: recovery can stop at a
@@ -215,8 +214,9 @@ fn last_complete_record(path_segs: &[&SegmentSummary], seg: WalSegSize) -> Optio
         .iter()
         .filter(|s| s.error.is_none())
         .filter_map(|s| {
-            let next_archived =
-                path_segs.iter().any(|n| n.start.0 == s.start.0 + seg.bytes() && n.error.is_none());
+            let next_archived = path_segs
+                .iter()
+                .any(|n| s.start.checked_add(seg.bytes()) == Some(n.start) && n.error.is_none());
             if s.end_kind != EndKind::Continues || next_archived {
                 s.last_record
             } else {
@@ -230,9 +230,9 @@ fn last_complete_record(path_segs: &[&SegmentSummary], seg: WalSegSize) -> Optio
 
 /// The target timeline the planner follows, with what diverged histories make it say.
 struct TimelineChoice {
-    tli: u32,
+    tli: TimeLineId,
     diverged: Vec<Divergence>,
-    other_branches: Vec<u32>,
+    other_branches: Vec<TimeLineId>,
     notes: Vec<String>,
 }
 
@@ -245,27 +245,23 @@ fn choose_timeline(
     input: &PlanInput<'_>,
     timeline: TargetTimeline,
     chosen_backup: Option<&BackupManifest>,
-) -> Result<TimelineChoice> {
-    let tlis: std::collections::BTreeSet<u32> = input
-        .summaries
-        .keys()
-        .map(|(t, _)| t.get())
-        .chain(input.histories.keys().copied())
-        .collect();
-    let newest = tlis.iter().copied().max().unwrap_or(1);
+) -> TimelineChoice {
+    let tlis: std::collections::BTreeSet<TimeLineId> =
+        input.summaries.keys().map(|(t, _)| *t).chain(input.histories.keys().copied()).collect();
+    let newest = tlis.iter().copied().max().unwrap_or(TimeLineId::FIRST);
     let diverged = divergences(input.summaries, input.histories);
-    let parents: std::collections::BTreeSet<u32> =
-        input.histories.values().filter_map(|h| h.ancestors.last().map(|a| a.tli.get())).collect();
-    let ends: Vec<u32> = tlis
+    let parents: std::collections::BTreeSet<TimeLineId> =
+        input.histories.values().filter_map(|h| h.ancestors.last().map(|a| a.tli)).collect();
+    let ends: Vec<TimeLineId> = tlis
         .iter()
         .copied()
         .filter(|t| !parents.contains(t) || diverged.iter().any(|d| d.parent == *t))
         .collect();
-    let last_xact = |t: u32| {
+    let last_xact = |t: TimeLineId| {
         input
             .summaries
             .values()
-            .filter(|s| s.timeline == t && !s.name.ends_with(".partial"))
+            .filter(|s| s.timeline == t && !s.is_partial())
             .filter_map(|s| s.last_xact_time_us)
             .max()
     };
@@ -283,17 +279,11 @@ fn choose_timeline(
         }
         TargetTimeline::Default => (newest, String::new()),
         TargetTimeline::Latest => (newest, "the highest timeline, --target-timeline latest".into()),
-        TargetTimeline::Id(0) => {
-            return Err(WalrsError::new(
-                Kind::Usage,
-                "invalid --target-timeline 0: timelines start at 1",
-            ));
-        }
-        TargetTimeline::Id(n) => (n, format!("--target-timeline {n}")),
+        TargetTimeline::Id(n) => (n, format!("--target-timeline {}", n.get())),
         TargetTimeline::Current => {
             let t = match chosen_backup {
-                Some(b) => b.timeline.get(),
-                None => input.backups.last().map(|b| b.timeline.get()).unwrap_or(1),
+                Some(b) => b.timeline,
+                None => input.backups.last().map_or(TimeLineId::FIRST, |b| b.timeline),
             };
             (t, "the backup's timeline, --target-timeline current".into())
         }
@@ -307,11 +297,12 @@ fn choose_timeline(
         other_branches = ends.iter().copied().filter(|t| *t != tli).collect();
         let others = other_branches
             .iter()
-            .map(|t| format!("timeline {t} (--target-timeline {t})"))
+            .map(|t| format!("timeline {t} (--target-timeline {t})", t = t.get()))
             .collect::<Vec<_>>()
             .join(", ");
         notes.push(format!(
-            "following timeline {tli} ({why}); {}",
+            "following timeline {} ({why}); {}",
+            tli.get(),
             if others.is_empty() {
                 "no other branch ends elsewhere".to_string()
             } else {
@@ -319,7 +310,7 @@ fn choose_timeline(
             }
         ));
     }
-    Ok(TimelineChoice { tli, diverged, other_branches, notes })
+    TimelineChoice { tli, diverged, other_branches, notes }
 }
 
 /// The timelines other than the path's whose archived segments hold what `hit` looks for, as
@@ -329,14 +320,14 @@ fn elsewhere(
     on_path: &dyn Fn(&SegmentSummary) -> bool,
     hit: &dyn Fn(&SegmentSummary) -> bool,
 ) -> String {
-    let tlis: std::collections::BTreeSet<u32> = input
+    let tlis: std::collections::BTreeSet<TimeLineId> = input
         .summaries
         .values()
-        .filter(|s| !s.name.ends_with(".partial") && !on_path(s) && hit(s))
+        .filter(|s| !s.is_partial() && !on_path(s) && hit(s))
         .map(|s| s.timeline)
         .collect();
     tlis.iter()
-        .map(|t| format!("; timeline {t} holds it (--target-timeline {t})"))
+        .map(|t| format!("; timeline {t} holds it (--target-timeline {t})", t = t.get()))
         .collect::<String>()
 }
 
@@ -350,77 +341,76 @@ fn xact_lsn(s: &SegmentSummary, xid: u32) -> Option<Lsn> {
     s.xids.iter().position(|x| *x == xid).and_then(|i| s.xid_lsns.get(i).copied())
 }
 
-/// Plans a recovery (see the module docs).
-pub fn plan(
-    input: &PlanInput<'_>,
-    target: &Target,
-    timeline: TargetTimeline,
-    backup: Option<&str>,
-    inclusive: bool,
-) -> Result<Plan> {
-    let seg = input.seg_size;
-    if input.backups.is_empty() {
-        return Err(refuse("the repository holds no complete backup"));
-    }
-    let chosen_by_id = match backup {
-        Some(id) if id != "latest" => Some(
-            input
-                .backups
-                .iter()
-                .find(|b| b.id == id)
-                .ok_or_else(|| refuse(format!("no complete backup {id}")))?,
-        ),
-        _ => None,
-    };
-    // The target timeline.
-    let TimelineChoice { tli, diverged, other_branches, mut notes } =
-        choose_timeline(input, timeline, chosen_by_id)?;
-    if tli > 1
-        && !input.histories.contains_key(&tli)
-        && input.summaries.keys().all(|(t, _)| t.get() != tli)
-    {
-        return Err(refuse(format!("timeline {tli} is not in the archive")));
-    }
-    let path = ancestry(tli, input.histories);
-    // Where on the path each LSN lives.
-    let tli_at = |lsn: Lsn| -> u32 {
-        for (t, end) in &path {
-            if end.is_none_or(|e| lsn < e) {
-                return *t;
-            }
+/// The timeline path to the target timeline and the archived segments replay reads along it.
+struct OnPath<'a> {
+    /// The target timeline.
+    tli: TimeLineId,
+    /// Its ancestry (`expectedTLEs`).
+    path: ExpectedTimelines,
+    seg: WalSegSize,
+    /// The archived segments on the path, in LSN order, from the index: exactly the ones replay
+    /// reads, so no record of a parent timeline after its switch point is counted. `.partial`
+    /// segments never are: restore_command is never asked for them.
+    segs: Vec<&'a SegmentSummary>,
+}
+
+impl<'a> OnPath<'a> {
+    /// The path to `tli`; a timeline the archive knows nothing of is refused.
+    fn new(input: &PlanInput<'a>, tli: TimeLineId) -> Result<Self> {
+        if tli.get() > 1
+            && !input.histories.contains_key(&tli)
+            && input.summaries.keys().all(|(t, _)| *t != tli)
+        {
+            return Err(refuse(format!("timeline {} is not in the archive", tli.get())));
         }
-        tli
-    };
-    // The timeline PostgreSQL reads segment `n` from: the newest on the path whose start (the
-    // previous timeline's switch point) is before the segment's end. The segment holding a switch
-    // point comes from the new timeline: it holds the parent's WAL up to the switch point,
-    // copied at promotion, then the new timeline's (XLogFileReadAnyTLI in xlogrecovery.c).
-    let seg_tli = |n: u64| -> u32 {
-        let end = Lsn(XLogSegNo(n).start_lsn(seg).0 + seg.bytes());
-        path.iter()
-            .enumerate()
-            .rev()
-            .find(|(i, _)| {
-                let from = if *i == 0 {
-                    Lsn(0)
-                } else {
-                    path.get(i - 1).and_then(|p| p.1).unwrap_or(Lsn(0))
-                };
-                end > from
-            })
-            .map(|(_, (t, _))| *t)
-            .unwrap_or(tli)
-    };
-    // Segments on the path in order, from the index: exactly the ones replay reads, so no record
-    // of a parent timeline after its switch point is counted. `.partial` segments never are:
-    // restore_command is never asked for them.
-    let on_path = |s: &SegmentSummary| -> bool {
-        !s.name.ends_with(".partial") && s.timeline == seg_tli(s.segno)
-    };
-    let path_segs: Vec<&SegmentSummary> = input.summaries.values().filter(|s| on_path(s)).collect();
-    // A restore point name may be used more than once: PostgreSQL stops at the first one it
-    // replays, which depends on where replay starts (the backup's start). Every one on the path,
-    // in LSN order.
+        let path = ExpectedTimelines::new(tli, input.histories.get(&tli));
+        let mut on = OnPath { tli, path, seg: input.seg_size, segs: Vec::new() };
+        on.segs = input.summaries.values().filter(|s| on.holds(s)).collect();
+        Ok(on)
+    }
+
+    /// The timeline PostgreSQL reads segment `n` from along the path.
+    fn segment_timeline(&self, n: XLogSegNo) -> TimeLineId {
+        self.path.segment_timeline(n, self.seg, None).unwrap_or(self.tli)
+    }
+
+    /// Whether replay reads the segment `s` summarises.
+    fn holds(&self, s: &SegmentSummary) -> bool {
+        !s.is_partial() && s.timeline == self.segment_timeline(s.segno)
+    }
+}
+
+/// What the target resolves to on the path.
+struct Resolved<'a> {
+    /// Where replay must get to; `None` for the end of the backup.
+    lsn: Option<Lsn>,
+    /// The target as the plan states it.
+    desc: String,
+    /// The commit (or abort) record of a target xid: a backup must be consistent before it.
+    xid_pos: Option<Lsn>,
+    /// A restore point name may be used more than once: PostgreSQL stops at the first one it
+    /// replays, which depends on where replay starts (the backup's start). Every one on the
+    /// path, in LSN order.
+    name_hits: Vec<(Lsn, &'a SegmentSummary)>,
+}
+
+impl Resolved<'_> {
+    /// The first use of the target name at or after `from`.
+    fn first_name_from(&self, from: Lsn) -> Option<&(Lsn, &SegmentSummary)> {
+        self.name_hits.iter().find(|(l, _)| *l >= from)
+    }
+}
+
+/// Resolves the target on the path; a target the archive cannot prove reachable is refused.
+fn resolve_target<'a>(
+    input: &PlanInput<'a>,
+    on: &OnPath<'a>,
+    target: &Target,
+    inclusive: bool,
+) -> Result<Resolved<'a>> {
+    let tli = on.tli.get();
+    let path_segs = &on.segs;
+    let on_path = |s: &SegmentSummary| on.holds(s);
     let name_hits: Vec<(Lsn, &SegmentSummary)> = match target {
         Target::Name(n) => {
             let mut v: Vec<(Lsn, &SegmentSummary)> = path_segs
@@ -434,19 +424,16 @@ pub fn plan(
         }
         _ => Vec::new(),
     };
-    let first_name_from = |from: Lsn| name_hits.iter().find(|(l, _)| *l >= from);
-    // The commit (or abort) record of a target xid: a backup must be consistent before it.
     let mut xid_pos: Option<Lsn> = None;
-    // The target's position.
-    let (target_lsn, target_desc): (Option<Lsn>, String) = match target {
+    let (lsn, desc): (Option<Lsn>, String) = match target {
         Target::End => {
-            let last = path_segs.iter().filter(|s| s.timeline == tli).map(|s| s.end).max();
+            let last = path_segs.iter().filter(|s| s.timeline == on.tli).map(|s| s.end).max();
             (last, "the end of the archived WAL".into())
         }
         Target::Lsn(l) => {
             // Recovery stops at the first record at or after the target: it must be archived
             // (recoveryStopsBefore/After in xlogrecovery.c).
-            let last = last_complete_record(&path_segs, seg);
+            let last = last_complete_record(path_segs, on.seg);
             if last.is_none_or(|r| *l > r) {
                 return Err(refuse(format!(
                     "target LSN {l} is past the last archived record on the path to timeline {tli} ({}); recovery could not prove it reached the target",
@@ -454,7 +441,9 @@ pub fn plan(
                 )));
             }
             match path_segs.iter().find(|s| s.last_record.is_some_and(|r| r >= *l)) {
-                Some(s) => (Some(s.end.max(Lsn(l.0 + 1))), format!("LSN {l} (in {})", s.name)),
+                Some(s) => {
+                    (Some(s.end.max(l.saturating_add(1))), format!("LSN {l} (in {})", s.name))
+                }
                 None => (Some(*l), format!("LSN {l}")),
             }
         }
@@ -517,106 +506,156 @@ pub fn plan(
                     elsewhere(input, &on_path, &named)
                 )));
             }
-            [(l, s)] => (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name)),
+            [(l, s)] => {
+                (Some(l.saturating_add(1)), format!("restore point {n:?} at {l} (in {})", s.name))
+            }
             [(l, _), ..] => (
-                Some(Lsn(l.0 + 1)),
+                Some(l.saturating_add(1)),
                 format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
             ),
         },
     };
-    // The backup: the newest complete one on the path whose end is before the target.
-    // Usable for the target timeline only if the WAL from its start to its stop lies on the
-    // path: it started on its timeline before that timeline's switch point, and stopped on its
-    // stop timeline at or before that one's switch point. And it must be consistent before
-    // recovery stops: PostgreSQL checks the target from the backup's start on, and a stop
-    // before the backup's end is fatal ("requested recovery stop point is before consistent
-    // recovery point"), so the record recovery stops at must lie at or after the backup's stop.
+    Ok(Resolved { lsn, desc, xid_pos, name_hits })
+}
+
+/// The backup given by `--backup ID` (not `latest`), if any.
+fn backup_by_id<'a>(
+    input: &PlanInput<'a>,
+    backup: Option<&str>,
+) -> Result<Option<&'a BackupManifest>> {
+    match backup {
+        Some(id) if id != "latest" => input
+            .backups
+            .iter()
+            .find(|b| b.id == id)
+            .map(Some)
+            .ok_or_else(|| refuse(format!("no complete backup {id}"))),
+        _ => Ok(None),
+    }
+}
+
+/// The backup: the one given, or the newest complete one on the path whose end is before the
+/// target. Usable for the target timeline only if the WAL from its start to its stop lies on the
+/// path: it started on its timeline before that timeline's switch point, and stopped on its stop
+/// timeline at or before that one's switch point. And it must be consistent before recovery
+/// stops: PostgreSQL checks the target from the backup's start on, and a stop before the
+/// backup's end is fatal ("requested recovery stop point is before consistent recovery point"),
+/// so the record recovery stops at must lie at or after the backup's stop.
+fn choose_backup<'a>(
+    input: &PlanInput<'a>,
+    on: &OnPath<'_>,
+    target: &Target,
+    resolved: &Resolved<'_>,
+    chosen_by_id: Option<&'a BackupManifest>,
+) -> Result<&'a BackupManifest> {
+    let tli = on.tli.get();
+    let target_desc = &resolved.desc;
     let usable = |b: &&BackupManifest| -> bool {
-        if tli_at(b.start_lsn) != b.timeline.get() {
+        if on.path.timeline_of(b.start_lsn) != b.timeline {
             return false;
         }
-        if tli_at(Lsn(b.stop_lsn.0.saturating_sub(1))) != b.stop_timeline.get() {
+        if on.path.timeline_of(b.stop_lsn.saturating_sub(1)) != b.stop_timeline {
             return false;
         }
         match target {
             Target::Time(us) => b.stop_time_us <= *us,
             Target::Immediate | Target::End => true,
             Target::Lsn(l) => b.stop_lsn <= *l,
-            Target::Xid(_) => xid_pos.is_some_and(|p| b.stop_lsn <= p),
+            Target::Xid(_) => resolved.xid_pos.is_some_and(|p| b.stop_lsn <= p),
             // The first use of the name replay meets from the backup's start.
-            Target::Name(_) => first_name_from(b.start_lsn).is_some_and(|(l, _)| b.stop_lsn <= *l),
+            Target::Name(_) => {
+                resolved.first_name_from(b.start_lsn).is_some_and(|(l, _)| b.stop_lsn <= *l)
+            }
         }
     };
-    let b = match chosen_by_id {
-        Some(b) => {
-            if !usable(&b) {
-                return Err(refuse(format!(
-                    "backup {} cannot reach {target_desc} on timeline {tli}: it ends at {} ({}) on timeline {}",
-                    b.id,
-                    b.stop_lsn,
-                    b.stop_time,
-                    b.timeline.get()
-                )));
-            }
-            b
+    if let Some(b) = chosen_by_id {
+        if !usable(&b) {
+            return Err(refuse(format!(
+                "backup {} cannot reach {target_desc} on timeline {tli}: it ends at {} ({}) on timeline {}",
+                b.id,
+                b.stop_lsn,
+                b.stop_time,
+                b.timeline.get()
+            )));
         }
+        return Ok(b);
+    }
+    match input.backups.iter().filter(usable).max_by_key(|b| (b.stop_lsn, b.stop_time_us)) {
+        Some(b) => Ok(b),
         None => {
-            match input.backups.iter().filter(usable).max_by_key(|b| (b.stop_lsn, b.stop_time_us)) {
-                Some(b) => b,
-                None => {
-                    let first = input
-                        .backups
-                        .first()
-                        .map(|b| format!("{} ends at {} ({})", b.id, b.stop_lsn, b.stop_time))
-                        .unwrap_or_default();
-                    return Err(refuse(format!(
-                        "no backup ends before {target_desc} on the path to timeline {tli} (the earliest, {first})"
-                    )));
-                }
-            }
+            let first = input
+                .backups
+                .first()
+                .map(|b| format!("{} ends at {} ({})", b.id, b.stop_lsn, b.stop_time))
+                .unwrap_or_default();
+            Err(refuse(format!(
+                "no backup ends before {target_desc} on the path to timeline {tli} (the earliest, {first})"
+            )))
         }
-    };
-    // A name used more than once: the first use at or after the chosen backup's start.
-    let (target_lsn, target_desc) = match (target, first_name_from(b.start_lsn)) {
-        (Target::Name(n), Some((l, s))) if name_hits.len() > 1 => {
-            let all = name_hits.iter().map(|(l, _)| l.to_string()).collect::<Vec<_>>().join(", ");
+    }
+}
+
+/// A restore point name used more than once: the target is its first use at or after the chosen
+/// backup's start, and a note says so. Other targets stay as resolved.
+fn first_use_from_backup(
+    target: &Target,
+    resolved: &Resolved<'_>,
+    b: &BackupManifest,
+    notes: &mut Vec<String>,
+) -> (Option<Lsn>, String) {
+    match (target, resolved.first_name_from(b.start_lsn)) {
+        (Target::Name(n), Some((l, s))) if resolved.name_hits.len() > 1 => {
+            let all = resolved
+                .name_hits
+                .iter()
+                .map(|(l, _)| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             notes.push(format!(
                 "restore point {n:?} is used {} times on the path (at {all}): PostgreSQL stops at the first one it replays, at {l}, the first at or after the start of backup {} ({}); another backup (--backup) reaches another",
-                name_hits.len(),
+                resolved.name_hits.len(),
                 b.id,
                 b.start_lsn
             ));
-            (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name))
+            (Some(l.saturating_add(1)), format!("restore point {n:?} at {l} (in {})", s.name))
         }
-        _ => (target_lsn, target_desc),
-    };
-    // The WAL replay needs: from the backup's start to the target (or the backup's stop).
+        _ => (resolved.lsn, resolved.desc.clone()),
+    }
+}
+
+/// Proves the WAL replay needs, from the backup's start to the target (or the backup's stop), is
+/// archived along the path: every segment present, full and undamaged. Returns the segments in
+/// order and the bytes to fetch (the backup's and theirs).
+fn prove_wal_path(
+    input: &PlanInput<'_>,
+    on: &OnPath<'_>,
+    b: &BackupManifest,
+    target: &Target,
+    target_lsn: Option<Lsn>,
+    target_desc: &str,
+) -> Result<(Vec<WalFileName>, u64)> {
+    let seg = on.seg;
     let end_lsn = match target {
         Target::Immediate => b.stop_lsn,
         _ => target_lsn.unwrap_or(b.stop_lsn).max(b.stop_lsn),
     };
-    let first = b.start_lsn.segment(seg).0;
-    let last = Lsn(end_lsn.0.saturating_sub(1)).segment(seg).0;
+    let first = b.start_lsn.segment(seg);
+    let last = end_lsn.saturating_sub(1).segment(seg);
     let mut segments = Vec::new();
     let mut bytes = b.bytes;
-    for n in first..=last {
-        let t = seg_tli(n);
-        let tl = TimeLineId::new(t).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        let name = WalFileName::segment(tl, XLogSegNo(n), seg);
+    for n in (first.0..=last.0).map(XLogSegNo) {
+        let tl = on.segment_timeline(n);
+        let name = WalFileName::segment(tl, n, seg);
         match input.summaries.get(&(tl, n)) {
             None => {
                 return Err(refuse(format!(
                     "{name} is missing from the archive: replay from backup {} to {target_desc} needs every segment from {} to {}",
                     b.id,
-                    WalFileName::segment(b.timeline, XLogSegNo(first), seg),
-                    WalFileName::segment(
-                        TimeLineId::new(tli).unwrap_or(TimeLineId::FIRST),
-                        XLogSegNo(last),
-                        seg
-                    )
+                    WalFileName::segment(b.timeline, first, seg),
+                    WalFileName::segment(on.tli, last, seg)
                 )));
             }
-            Some(s) if s.name.ends_with(".partial") => {
+            Some(s) if s.is_partial() => {
                 return Err(refuse(format!(
                     "{name} is missing from the archive (only {} is): replay from backup {} to {target_desc} needs the full segment; PostgreSQL's restore_command never asks for a .partial file",
                     s.name, b.id
@@ -628,32 +667,55 @@ pub fn plan(
                     s.error.clone().unwrap_or_default()
                 )));
             }
-            Some(s) => bytes += u64::from(s.seg_size),
+            Some(s) => bytes += s.seg_size.bytes(),
         }
-        segments.push(name.to_string());
+        segments.push(name);
     }
-    let path_steps: Vec<PathStep> = path
-        .iter()
-        .enumerate()
-        .filter(|(_, (t, to))| to.is_none_or(|to| to > b.start_lsn) && *t >= b.timeline.get())
-        .map(|(i, (t, to))| PathStep {
-            tli: *t,
-            from: if i == 0 {
-                b.start_lsn
-            } else {
-                path.get(i - 1).and_then(|p| p.1).unwrap_or(b.start_lsn).max(b.start_lsn)
-            },
-            to: *to,
+    Ok((segments, bytes))
+}
+
+/// The stretches of the path replay from backup `b` follows: the timelines from the backup's
+/// on, each from where it began (or the backup's start) to its switch point.
+fn path_steps(on: &OnPath<'_>, b: &BackupManifest) -> Vec<PathStep> {
+    on.path
+        .oldest_first()
+        .filter(|s| s.end.is_none_or(|to| to > b.start_lsn) && s.tli >= b.timeline)
+        .map(|s| PathStep {
+            tli: s.tli,
+            from: s.begin.map_or(b.start_lsn, |f| f.max(b.start_lsn)),
+            to: s.end,
         })
-        .collect();
+        .collect()
+}
+
+/// Plans a recovery (see the module docs): the target timeline and its path, the target on
+/// it, the backup, then the proof that the WAL between them is archived.
+pub fn plan(
+    input: &PlanInput<'_>,
+    target: &Target,
+    timeline: TargetTimeline,
+    backup: Option<&str>,
+    inclusive: bool,
+) -> Result<Plan> {
+    if input.backups.is_empty() {
+        return Err(refuse("the repository holds no complete backup"));
+    }
+    let chosen_by_id = backup_by_id(input, backup)?;
+    let TimelineChoice { tli, diverged, other_branches, mut notes } =
+        choose_timeline(input, timeline, chosen_by_id);
+    let on = OnPath::new(input, tli)?;
+    let resolved = resolve_target(input, &on, target, inclusive)?;
+    let b = choose_backup(input, &on, target, &resolved, chosen_by_id)?;
+    let (target_lsn, target_desc) = first_use_from_backup(target, &resolved, b, &mut notes);
+    let (segments, bytes) = prove_wal_path(input, &on, b, target, target_lsn, &target_desc)?;
     Ok(Plan {
         backup: b.id.clone(),
         backup_stop: b.stop_lsn,
-        path: path_steps,
+        path: path_steps(&on, b),
         target_timeline: tli,
         target: target_desc,
-        first_segment: segments.first().cloned().unwrap_or_default(),
-        last_segment: segments.last().cloned().unwrap_or_default(),
+        first_segment: segments.first().cloned(),
+        last_segment: segments.last().cloned(),
         segments,
         bytes,
         diverged,
@@ -719,11 +781,11 @@ mod tests {
     fn seg(t: u32, n: u64, last: u64, end: u64, kind: EndKind) -> SegmentSummary {
         SegmentSummary {
             format_version: 1,
-            name: WalFileName::segment(tl(t), XLogSegNo(n), WalSegSize::DEFAULT).to_string(),
-            timeline: t,
-            segno: n,
+            name: WalFileName::segment(tl(t), XLogSegNo(n), WalSegSize::DEFAULT),
+            timeline: tl(t),
+            segno: XLogSegNo(n),
             start: Lsn(n * M),
-            seg_size: 16 << 20,
+            seg_size: WalSegSize::DEFAULT,
             first_record: Some(Lsn(n * M + 0x28)),
             last_record: Some(Lsn(last)),
             end: Lsn(end),
@@ -777,21 +839,26 @@ mod tests {
         }
     }
 
-    fn index(segs: Vec<SegmentSummary>) -> BTreeMap<(TimeLineId, u64), SegmentSummary> {
-        segs.into_iter().map(|s| ((tl(s.timeline), s.segno), s)).collect()
+    fn index(segs: Vec<SegmentSummary>) -> BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary> {
+        segs.into_iter().map(|s| ((s.timeline, s.segno), s)).collect()
+    }
+
+    /// The last segment of a plan, as a string.
+    fn last(p: &Plan) -> &str {
+        p.last_segment.as_ref().map_or("", WalFileName::as_str)
     }
 
     /// Timeline 2 branches from timeline 1 at 0/3800000, in the middle of segment 3; timeline
     /// 1 went on to segment 4.
     const SWITCH: u64 = 3 * M + 0x80_0000;
 
-    fn histories() -> BTreeMap<u32, TimelineHistory> {
+    fn histories() -> BTreeMap<TimeLineId, TimelineHistory> {
         let h = TimelineHistory::parse(
             tl(2),
             format!("1\t{}\tno recovery target\n", Lsn(SWITCH)).as_bytes(),
         )
         .unwrap();
-        BTreeMap::from([(2, h)])
+        BTreeMap::from([(tl(2), h)])
     }
 
     fn branched() -> Vec<SegmentSummary> {
@@ -822,7 +889,7 @@ mod tests {
         // 2's copy of segment 3 and its segment 4 have nothing after 4000.
         let mut segs = branched();
         for s in &mut segs {
-            if (s.timeline, s.segno) == (1, 3) {
+            if (s.timeline.get(), s.segno.0) == (1, 3) {
                 s.last_xact_time_us = Some(9000);
                 s.restore_points.push(crate::index::summary::RestorePointEntry {
                     name: "on-1-after-switch".into(),
@@ -830,7 +897,7 @@ mod tests {
                     time_us: 9000,
                 });
             }
-            if (s.timeline, s.segno) == (2, 3) {
+            if (s.timeline.get(), s.segno.0) == (2, 3) {
                 s.last_xact_time_us = Some(3000);
             }
         }
@@ -846,15 +913,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
         // On timeline 1 itself both are reachable.
-        let p = run(&backups, segs.clone(), &Target::Time(4000), TargetTimeline::Id(1)).unwrap();
-        assert_eq!(p.last_segment, "000000010000000000000003");
+        let p =
+            run(&backups, segs.clone(), &Target::Time(4000), TargetTimeline::Id(tl(1))).unwrap();
+        assert_eq!(last(&p), "000000010000000000000003");
         // And a time before the switch on timeline 2 is read from timeline 2's copy.
         let p = run(&backups, segs, &Target::Time(2000), TargetTimeline::Latest).unwrap();
         assert_eq!(
             p.segments,
             ["000000010000000000000001", "000000010000000000000002", "000000020000000000000003"]
         );
-        assert_eq!(p.target_timeline, 2);
+        assert_eq!(p.target_timeline, tl(2));
     }
 
     #[test]
@@ -866,9 +934,9 @@ mod tests {
         ];
         let p = run(&backups, branched(), &Target::End, TargetTimeline::Latest).unwrap();
         assert_eq!(p.backup, "A", "{p:?}");
-        assert_eq!(p.target_timeline, 2);
+        assert_eq!(p.target_timeline, tl(2));
         // On timeline 1 it is the newest usable one.
-        let p = run(&backups, branched(), &Target::End, TargetTimeline::Id(1)).unwrap();
+        let p = run(&backups, branched(), &Target::End, TargetTimeline::Id(tl(1))).unwrap();
         assert_eq!(p.backup, "B", "{p:?}");
         // Given by id, it is refused for timeline 2.
         let summaries = index(branched());
@@ -893,25 +961,30 @@ mod tests {
         // The last archived segment ends with a switch record at 0/2000500.
         let segs = vec![full(1, 1), seg(1, 2, 2 * M + 0x500, 2 * M + 0x518, EndKind::Switch)];
         for l in [2 * M + 0x501, 2 * M + 0x80_0000, 3 * M - 1] {
-            let e = run(&backups, segs.clone(), &Target::Lsn(Lsn(l)), TargetTimeline::Id(1))
+            let e = run(&backups, segs.clone(), &Target::Lsn(Lsn(l)), TargetTimeline::Id(tl(1)))
                 .unwrap_err();
             assert_eq!(e.kind, Kind::Unreachable, "{e}");
             assert!(e.message.contains("past the last archived record"), "{e}");
         }
-        let p =
-            run(&backups, segs.clone(), &Target::Lsn(Lsn(2 * M + 0x500)), TargetTimeline::Id(1))
-                .unwrap();
-        assert_eq!(p.last_segment, "000000010000000000000002");
+        let p = run(
+            &backups,
+            segs.clone(),
+            &Target::Lsn(Lsn(2 * M + 0x500)),
+            TargetTimeline::Id(tl(1)),
+        )
+        .unwrap();
+        assert_eq!(last(&p), "000000010000000000000002");
         // A last record that runs into a segment not archived cannot be read.
         let cont = vec![full(1, 1), seg(1, 2, 3 * M - 0x10, 3 * M, EndKind::Continues)];
-        let e = run(&backups, cont.clone(), &Target::Lsn(Lsn(3 * M - 0x10)), TargetTimeline::Id(1))
-            .unwrap_err();
+        let e =
+            run(&backups, cont.clone(), &Target::Lsn(Lsn(3 * M - 0x10)), TargetTimeline::Id(tl(1)))
+                .unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
-        run(&backups, cont, &Target::Lsn(Lsn(2 * M + 0x28)), TargetTimeline::Id(1)).unwrap();
+        run(&backups, cont, &Target::Lsn(Lsn(2 * M + 0x28)), TargetTimeline::Id(tl(1))).unwrap();
         // A backup that ends after the target LSN is not chosen for it.
         let later = [backup("L", 1, M + 0x28, 2 * M + 0x100, 1, 1000)];
-        let e =
-            run(&later, segs, &Target::Lsn(Lsn(2 * M + 0x80)), TargetTimeline::Id(1)).unwrap_err();
+        let e = run(&later, segs, &Target::Lsn(Lsn(2 * M + 0x80)), TargetTimeline::Id(tl(1)))
+            .unwrap_err();
         assert!(e.message.contains("no backup ends before"), "{e}");
     }
 
@@ -919,10 +992,10 @@ mod tests {
     fn issue_5_a_partial_segment_is_not_archived() {
         let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
         let mut partial = full(1, 2);
-        partial.name.push_str(".partial");
+        partial.name = WalFileName::parse(&format!("{}.partial", partial.name)).unwrap();
         partial.end_kind = EndKind::EndOfWal;
         let segs = vec![full(1, 1), partial, full(1, 3)];
-        let e = run(&backups, segs, &Target::End, TargetTimeline::Id(1)).unwrap_err();
+        let e = run(&backups, segs, &Target::End, TargetTimeline::Id(tl(1))).unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
         assert!(e.message.contains("000000010000000000000002 is missing"), "{e}");
     }
@@ -930,7 +1003,7 @@ mod tests {
     fn plan_with(
         backups: &[BackupManifest],
         segs: Vec<SegmentSummary>,
-        histories: &BTreeMap<u32, TimelineHistory>,
+        histories: &BTreeMap<TimeLineId, TimelineHistory>,
         target: &Target,
         timeline: TargetTimeline,
         backup: Option<&str>,
@@ -957,14 +1030,14 @@ mod tests {
             segs.clone(),
             &none,
             &x,
-            TargetTimeline::Id(1),
+            TargetTimeline::Id(tl(1)),
             None,
         )
         .unwrap();
         assert_eq!(p.backup, "A", "{p:?}");
         assert!(p.target.contains("ends at 0/2001000"), "{}", p.target);
         for (backups, id) in [(vec![a.clone(), b.clone()], Some("B")), (vec![b.clone()], None)] {
-            let e = plan_with(&backups, segs.clone(), &none, &x, TargetTimeline::Id(1), id)
+            let e = plan_with(&backups, segs.clone(), &none, &x, TargetTimeline::Id(tl(1)), id)
                 .unwrap_err();
             assert_eq!(e.kind, Kind::Unreachable, "{e}");
         }
@@ -972,13 +1045,14 @@ mod tests {
         let mut later = s2.clone();
         later.xid_lsns = vec![Lsn(2 * M + 0x6000)];
         let segs2 = vec![full(1, 1), later, full(1, 3)];
-        let p = plan_with(&[a.clone(), b.clone()], segs2, &none, &x, TargetTimeline::Id(1), None)
-            .unwrap();
+        let p =
+            plan_with(&[a.clone(), b.clone()], segs2, &none, &x, TargetTimeline::Id(tl(1)), None)
+                .unwrap();
         assert_eq!(p.backup, "B", "{p:?}");
         // A summary without the LSNs (an older walrs): the segment's start bounds the commit.
         s2.xid_lsns.clear();
         let segs3 = vec![full(1, 1), s2, full(1, 3)];
-        let p = plan_with(&[a, b], segs3, &none, &x, TargetTimeline::Id(1), None).unwrap();
+        let p = plan_with(&[a, b], segs3, &none, &x, TargetTimeline::Id(tl(1)), None).unwrap();
         assert_eq!(p.backup, "A", "{p:?}");
     }
 
@@ -997,9 +1071,10 @@ mod tests {
         let segs = vec![s1.clone(), full(1, 2), s3.clone(), full(1, 4)];
         let none = BTreeMap::new();
         let n = Target::Name("daily".into());
-        let p = plan_with(std::slice::from_ref(&b), segs, &none, &n, TargetTimeline::Id(1), None)
-            .unwrap();
-        assert_eq!((p.backup.as_str(), p.last_segment.as_str()), ("B", "000000010000000000000003"));
+        let p =
+            plan_with(std::slice::from_ref(&b), segs, &none, &n, TargetTimeline::Id(tl(1)), None)
+                .unwrap();
+        assert_eq!((p.backup.as_str(), last(&p)), ("B", "000000010000000000000003"));
         assert!(p.target.contains("at 0/3000500"), "{}", p.target);
         assert!(p.notes.iter().any(|n| n.contains("used 2 times")), "{:?}", p.notes);
         // A third use inside B's window: replay from B stops there, before B is consistent; A,
@@ -1008,16 +1083,17 @@ mod tests {
         s2.restore_points.push(point(2 * M + 0x80));
         let a = backup("A", 1, M + 0x28, M + 0x100, 1, 1000);
         let segs = vec![s1, s2, s3, full(1, 4)];
-        let p = plan_with(&[a, b.clone()], segs.clone(), &none, &n, TargetTimeline::Id(1), None)
-            .unwrap();
-        assert_eq!((p.backup.as_str(), p.last_segment.as_str()), ("A", "000000010000000000000001"));
-        let e = plan_with(&[b], segs, &none, &n, TargetTimeline::Id(1), None).unwrap_err();
+        let p =
+            plan_with(&[a, b.clone()], segs.clone(), &none, &n, TargetTimeline::Id(tl(1)), None)
+                .unwrap();
+        assert_eq!((p.backup.as_str(), last(&p)), ("A", "000000010000000000000001"));
+        let e = plan_with(&[b], segs, &none, &n, TargetTimeline::Id(tl(1)), None).unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
     }
 
     /// Timeline 2 began where its recovery ran out of WAL (0/3800000); timeline 1 went on to
     /// segment 6, with later transactions than timeline 2's.
-    fn diverged() -> (BTreeMap<u32, TimelineHistory>, Vec<SegmentSummary>) {
+    fn diverged() -> (BTreeMap<TimeLineId, TimelineHistory>, Vec<SegmentSummary>) {
         let h = TimelineHistory::parse(
             tl(2),
             format!("1\t{}\tno recovery target specified\n", Lsn(SWITCH)).as_bytes(),
@@ -1030,11 +1106,11 @@ mod tests {
             segs.push(s);
         }
         for s in &mut segs {
-            if s.timeline == 2 {
+            if s.timeline == tl(2) {
                 s.last_xact_time_us = Some(5000);
             }
         }
-        (BTreeMap::from([(2, h)]), segs)
+        (BTreeMap::from([(tl(2), h)]), segs)
     }
 
     #[test]
@@ -1044,29 +1120,30 @@ mod tests {
         let end = Target::End;
         let p =
             plan_with(&backups, segs.clone(), &hist, &end, TargetTimeline::Default, None).unwrap();
-        assert_eq!(p.target_timeline, 1, "{p:?}");
-        assert_eq!(p.last_segment, "000000010000000000000006");
-        assert_eq!(p.other_branches, [2]);
-        assert_eq!((p.diverged[0].parent, p.diverged[0].child), (1, 2));
+        assert_eq!(p.target_timeline, tl(1), "{p:?}");
+        assert_eq!(last(&p), "000000010000000000000006");
+        assert_eq!(p.other_branches, [tl(2)]);
+        assert_eq!((p.diverged[0].parent, p.diverged[0].child), (tl(1), tl(2)));
         assert!(p.notes.iter().any(|n| n.contains("--target-timeline 2")), "{:?}", p.notes);
         // latest is PostgreSQL's: the highest timeline, and the plan names the other branch.
         let p =
             plan_with(&backups, segs.clone(), &hist, &end, TargetTimeline::Latest, None).unwrap();
-        assert_eq!((p.target_timeline, p.other_branches.as_slice()), (2, &[1][..]));
+        assert_eq!((p.target_timeline, p.other_branches.as_slice()), (tl(2), &[tl(1)][..]));
         // A time only timeline 1 reaches, asked for on timeline 2: the refusal names timeline 1.
         let e = plan_with(
             &backups,
             segs.clone(),
             &hist,
             &Target::Time(9000),
-            TargetTimeline::Id(2),
+            TargetTimeline::Id(tl(2)),
             None,
         )
         .unwrap_err();
         assert!(e.message.contains("timeline 1 holds it (--target-timeline 1)"), "{e}");
-        // Timeline 0 is a usage error, not a refusal.
-        let e = plan_with(&backups, segs, &hist, &end, TargetTimeline::Id(0), None).unwrap_err();
-        assert_eq!(e.kind, Kind::Usage, "{e}");
+        // Timeline 0 cannot reach the planner: `TargetTimeline::Id` holds a `TimeLineId`, which
+        // refuses 0, and `--target-timeline 0` is a usage error on the command line
+        // (tests/guard_rails.rs).
+        assert!(TimeLineId::new(0).is_err());
     }
 
     #[test]
@@ -1078,7 +1155,7 @@ mod tests {
             format!("1\t{}\tbefore 2026-11-21 16:00:00+00\n", Lsn(SWITCH)).as_bytes(),
         )
         .unwrap();
-        let hist = BTreeMap::from([(2, h)]);
+        let hist = BTreeMap::from([(tl(2), h)]);
         let mut segs = vec![full(1, 1), full(1, 2), full(1, 3), full(1, 4), full(1, 5)];
         segs[4].last_xact_time_us = Some(4000);
         let mut t2 = vec![full(2, 3), full(2, 4), full(2, 5)];
@@ -1091,7 +1168,7 @@ mod tests {
         let p =
             plan_with(&backups, segs.clone(), &hist, &Target::End, TargetTimeline::Default, None)
                 .unwrap();
-        assert_eq!(p.target_timeline, 2);
+        assert_eq!(p.target_timeline, tl(2));
         assert!(p.notes.is_empty() && p.other_branches.is_empty(), "{p:?}");
         // The same timeline 1 with a transaction after timeline 2's first: diverged.
         segs[4].last_xact_time_us = Some(9500);
