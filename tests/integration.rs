@@ -8,9 +8,12 @@ mod util;
 
 mod binlog;
 mod cli;
+mod docs_match;
 mod faults;
 mod foreign_objects;
 mod guard_rails;
+mod help;
+mod json_output;
 mod lookahead;
 mod majors;
 mod mysql_wire;

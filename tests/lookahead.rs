@@ -52,7 +52,7 @@ fn check_archive(world: &PgWorld, repo: &Path, copy: &Path, killed: bool) -> usi
     let list = walrs(repo).args(["wal", "list", "--json"]).run();
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(j[0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
+    assert_eq!(j["timelines"][0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
     walrs(repo).args(["wal", "verify"]).run().expect_code(0);
     archived.iter().filter(|n| n.len() == 24).count()
 }

@@ -6,6 +6,13 @@ use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
 use crate::outln;
 
+/// The examples of `walrs timeline --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  WALRS_REPO=/srv/walrs walrs timeline
+  WALRS_REPO=/srv/walrs walrs timeline --json"
+);
+
 /// Arguments of `walrs timeline`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,7 +25,9 @@ pub struct Args {
 struct Entry {
     #[serde(flatten)]
     info: verify::TimelineInfo,
+    #[serde(rename = "first_wal")]
     first_segment: Option<String>,
+    #[serde(rename = "last_wal")]
     last_segment: Option<String>,
     segments: u64,
     /// Its parent went on after it branched: two servers archived into the repository.
@@ -58,7 +67,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         })
         .collect();
     if args.json {
-        let s = serde_json::to_string_pretty(&entries)
+        let s = serde_json::to_string_pretty(&serde_json::json!({ "timelines": entries }))
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
         outln!("{s}");
         return Ok(());

@@ -140,12 +140,46 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
 /// the target timeline, which runs to the target).
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct PathStep {
-    /// Timeline.
+    /// Timeline (`timeline` in JSON, docs/json.md).
+    #[serde(rename = "timeline")]
     pub tli: u32,
-    /// Start.
+    /// Start (`start_lsn` in JSON).
+    #[serde(rename = "start_lsn")]
     pub from: Lsn,
-    /// End (its switch point), if it is not the last.
+    /// End (its switch point), if it is not the last (`end_lsn` in JSON).
+    #[serde(rename = "end_lsn")]
     pub to: Option<Lsn>,
+}
+
+/// The recovery target of a plan as data (`target` in `restore --json`, docs/json.md): what was
+/// asked for and where the archive says recovery stops. Fields that do not apply to the kind of
+/// target are `None` (`null`).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlanTarget {
+    /// `end` (no target: the end of the archived WAL), `immediate`, `time`, `lsn`, `xid` or
+    /// `name`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `--target-time`, in UTC.
+    pub time: Option<PgTimestamp>,
+    /// `--target-lsn`.
+    pub lsn: Option<Lsn>,
+    /// `--target-xid`.
+    pub xid: Option<u32>,
+    /// `--target-name`.
+    pub name: Option<String>,
+    /// Whether recovery stops just after the target (`false`: `--target-exclusive`).
+    pub inclusive: bool,
+    /// The archived segment in which recovery reaches the target, when the index tells.
+    pub stop_wal: Option<String>,
+    /// The record that marks the target, when the index knows its position: the commit or abort
+    /// of the xid, the restore point (the first one replay meets).
+    pub record_lsn: Option<Lsn>,
+    /// How many restore points of that name are on the path (`name` targets; PostgreSQL stops at
+    /// the first it replays).
+    pub name_uses: Option<usize>,
+    /// The target in words, as the text output prints it.
+    pub description: String,
 }
 
 /// A recovery plan.
@@ -153,19 +187,27 @@ pub struct PathStep {
 pub struct Plan {
     /// The backup restored.
     pub backup: String,
-    /// Its stop LSN (recovery replays at least this far).
+    /// Its stop LSN (recovery replays at least this far; `backup_stop_lsn` in JSON).
+    #[serde(rename = "backup_stop_lsn")]
     pub backup_stop: Lsn,
     /// The timeline path.
     pub path: Vec<PathStep>,
     /// The target timeline.
     pub target_timeline: u32,
-    /// What the target resolves to in the archive.
+    /// What the target resolves to in the archive, in words (in JSON: `target.description`).
+    #[serde(skip)]
     pub target: String,
-    /// The first and last WAL segment replay needs.
+    /// The target as data (`target` in JSON).
+    #[serde(rename = "target")]
+    pub target_data: PlanTarget,
+    /// The first and last WAL segment replay needs (`first_wal`, `last_wal` in JSON).
+    #[serde(rename = "first_wal")]
     pub first_segment: String,
     /// See `first_segment`.
+    #[serde(rename = "last_wal")]
     pub last_segment: String,
-    /// Every segment replay needs, in order.
+    /// Every segment replay needs, in order (`wal_files` in JSON).
+    #[serde(rename = "wal_files")]
     pub segments: Vec<String>,
     /// Bytes to fetch: the backup plus its WAL (plaintext).
     pub bytes: u64,
@@ -438,10 +480,13 @@ pub fn plan(
     // The commit (or abort) record of a target xid: a backup must be consistent before it.
     let mut xid_pos: Option<Lsn> = None;
     // The target's position.
+    // Where the archive says recovery reaches the target: (segment, record LSN).
+    let mut stop_at: (Option<String>, Option<Lsn>) = (None, None);
     let (target_lsn, target_desc): (Option<Lsn>, String) = match target {
         Target::End => {
-            let last = path_segs.iter().filter(|s| s.timeline == tli).map(|s| s.end).max();
-            (last, "the end of the archived WAL".into())
+            let last = path_segs.iter().filter(|s| s.timeline == tli).max_by_key(|s| s.end);
+            stop_at.0 = last.map(|s| s.name.clone());
+            (last.map(|s| s.end), "the end of the archived WAL".into())
         }
         Target::Lsn(l) => {
             // Recovery stops at the first record at or after the target: it must be archived
@@ -454,7 +499,10 @@ pub fn plan(
                 )));
             }
             match path_segs.iter().find(|s| s.last_record.is_some_and(|r| r >= *l)) {
-                Some(s) => (Some(s.end.max(Lsn(l.0 + 1))), format!("LSN {l} (in {})", s.name)),
+                Some(s) => {
+                    stop_at.0 = Some(s.name.clone());
+                    (Some(s.end.max(Lsn(l.0 + 1))), format!("LSN {l} (in {})", s.name))
+                }
                 None => (Some(*l), format!("LSN {l}")),
             }
         }
@@ -466,10 +514,17 @@ pub fn plan(
             };
             let hit = path_segs.iter().find(|s| after(s));
             match hit {
-                Some(s) => (
-                    Some(s.end),
-                    format!("time {} (stops in {})", PgTimestamp::from_unix_micros(*us), s.name),
-                ),
+                Some(s) => {
+                    stop_at.0 = Some(s.name.clone());
+                    (
+                        Some(s.end),
+                        format!(
+                            "time {} (stops in {})",
+                            PgTimestamp::from_unix_micros(*us),
+                            s.name
+                        ),
+                    )
+                }
                 None => {
                     let last = path_segs.iter().filter_map(|s| s.last_xact_time_us).max();
                     return Err(refuse(format!(
@@ -495,6 +550,7 @@ pub fn plan(
                     // start: a backup that ends before it is consistent before the record.
                     let at = xact_lsn(s, *x);
                     xid_pos = Some(at.unwrap_or(s.start));
+                    stop_at = (Some(s.name.clone()), at);
                     let desc = match at {
                         Some(l) => format!("xid {x} (ends at {l} in {})", s.name),
                         None => format!("xid {x} (ends in {})", s.name),
@@ -517,11 +573,17 @@ pub fn plan(
                     elsewhere(input, &on_path, &named)
                 )));
             }
-            [(l, s)] => (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name)),
-            [(l, _), ..] => (
-                Some(Lsn(l.0 + 1)),
-                format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
-            ),
+            [(l, s)] => {
+                stop_at = (Some(s.name.clone()), Some(*l));
+                (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name))
+            }
+            [(l, s), ..] => {
+                stop_at = (Some(s.name.clone()), Some(*l));
+                (
+                    Some(Lsn(l.0 + 1)),
+                    format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
+                )
+            }
         },
     };
     // The backup: the newest complete one on the path whose end is before the target.
@@ -586,6 +648,7 @@ pub fn plan(
                 b.id,
                 b.start_lsn
             ));
+            stop_at = (Some(s.name.clone()), Some(*l));
             (Some(Lsn(l.0 + 1)), format!("restore point {n:?} at {l} (in {})", s.name))
         }
         _ => (target_lsn, target_desc),
@@ -646,12 +709,47 @@ pub fn plan(
             to: *to,
         })
         .collect();
+    if let Target::Immediate = target {
+        stop_at = (segments.last().cloned(), None);
+    }
+    let target_data = PlanTarget {
+        kind: match target {
+            Target::End => "end",
+            Target::Immediate => "immediate",
+            Target::Time(_) => "time",
+            Target::Lsn(_) => "lsn",
+            Target::Xid(_) => "xid",
+            Target::Name(_) => "name",
+        },
+        time: match target {
+            Target::Time(us) => Some(PgTimestamp::from_unix_micros(*us)),
+            _ => None,
+        },
+        lsn: match target {
+            Target::Lsn(l) => Some(*l),
+            _ => None,
+        },
+        xid: match target {
+            Target::Xid(x) => Some(*x),
+            _ => None,
+        },
+        name: match target {
+            Target::Name(n) => Some(n.clone()),
+            _ => None,
+        },
+        inclusive,
+        stop_wal: stop_at.0,
+        record_lsn: stop_at.1,
+        name_uses: matches!(target, Target::Name(_)).then_some(name_hits.len()),
+        description: target_desc.clone(),
+    };
     Ok(Plan {
         backup: b.id.clone(),
         backup_stop: b.stop_lsn,
         path: path_steps,
         target_timeline: tli,
         target: target_desc,
+        target_data,
         first_segment: segments.first().cloned().unwrap_or_default(),
         last_segment: segments.last().cloned().unwrap_or_default(),
         segments,
