@@ -275,12 +275,23 @@ impl Ctx {
     }
 }
 
+/// Logs on stderr at `level`; the progress lines of long commands ([`crate::progress::TARGET`],
+/// info events) also at `warn`, the default, so that a base backup or restore run without a
+/// terminal shows its progress (`--log-level error` hides them).
 fn init_logging(level: tracing::Level) {
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let progress =
+        if level >= tracing::Level::WARN { level.max(tracing::Level::INFO) } else { level };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(crate::progress::TARGET, progress);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .with_max_level(level)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::Layer::with_filter(layer, filter))
         .try_init();
 }
 
