@@ -167,13 +167,18 @@ pub fn check(
     Ok(judge(&server, repo, local, &|p: &Path| std::fs::read_to_string(p)))
 }
 
-/// The `archive_command` walrs would suggest for `repo`.
+/// The `archive_command` walrs would suggest for `repo`, naming this walrs by its absolute
+/// path as every documented `archive_command` does (the server's `PATH` may not have it).
 fn suggested_command(repo: &RepoLocation) -> String {
     let r = match repo {
         RepoLocation::Fs(p) => p.display().to_string(),
         RepoLocation::S3(l) => l.to_string(),
     };
-    format!("archive_command = 'WALRS_REPO={r} walrs push %p'")
+    let walrs = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/usr/local/bin/walrs".into());
+    format!("archive_command = 'WALRS_REPO={r} {walrs} push %p'")
 }
 
 /// Judges what the server said. `server_is_local`: the server runs on this host (a Unix socket
@@ -858,7 +863,17 @@ mod tests {
             r.refusal.map(|e| e.to_string()).unwrap_or_default()
         };
         assert!(judge(&server("on", "WALRS_REPO=/srv/walrs/ walrs push %p")).refusal.is_none());
-        assert!(refused(&server("off", "")).contains("archive_mode is off"));
+        let off = refused(&server("off", ""));
+        assert!(off.contains("archive_mode is off"), "{off}");
+        // Issue 13: the suggested archive_command names walrs by its absolute path.
+        let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+        assert!(
+            off.contains(&format!(
+                "archive_command = 'WALRS_REPO=/srv/walrs {} push %p'",
+                exe.display()
+            )),
+            "{off}"
+        );
         assert!(refused(&server("on", " ")).contains("archive_command is empty"));
         assert!(refused(&server("on", "cp %p /x/%f")).contains("does not call walrs push"));
         let other = refused(&server("on", "WALRS_REPO=/srv/other walrs push %p"));

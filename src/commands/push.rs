@@ -42,8 +42,8 @@ pub const EXAMPLES: &str = crate::cli::with_env_note!(
   archive_mode = on
   archive_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs push %p'
 
-  # with a config file instead, and no look-ahead
-  archive_command = '/usr/local/bin/walrs --config /etc/walrs/walrs.toml push --parallel 1 %p'
+  # an encrypted repository, without look-ahead
+  archive_command = 'WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=/etc/walrs/key /usr/local/bin/walrs push --parallel 1 %p'
 
   # by hand, as the user PostgreSQL runs as, from the data directory
   sudo -u postgres env WALRS_REPO=/srv/walrs walrs push pg_wal/000000010000000000000042"
