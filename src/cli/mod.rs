@@ -37,7 +37,7 @@ macro_rules! with_env_note {
     ($examples:expr) => {
         concat!(
             $examples,
-            "\n\nEncryption key (never a flag): WALRS_ENCRYPTION_KEY_FILE=FILE (a file holding the base64 key) or WALRS_ENCRYPTION_KEY=KEY.\nEvery global option also reads its WALRS_* variable and the config file: docs/configuration.md."
+            "\n\nEncryption key (never a flag): WALRS_ENCRYPTION_KEY_FILE=FILE (a file holding the base64 key) or WALRS_ENCRYPTION_KEY=KEY.\nAn option's WALRS_* variable is shown beside it; the config file (--config) can set most of them: docs/configuration.md."
         )
     };
 }
