@@ -176,6 +176,38 @@ fn restore_options_say_how_they_behave() {
     restore("1").expect_code(3);
 }
 
+/// The other counts say their ranges in the help, and a value outside is refused before any work
+/// (exit 3, as configuration.md says for the flag, the variable and the config key alike).
+#[test]
+fn push_and_fetch_counts_say_and_enforce_their_ranges() {
+    let push = help(&["push"]);
+    assert!(push.contains("--parallel <N>") && push.contains("1 to 64"), "{push}");
+    let fetch = help(&["fetch"]);
+    assert!(fetch.contains("0 to 64") && fetch.contains("1 to 64"), "{fetch}");
+    let tmp = short_tempdir("whlp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let wal = tmp.path().join("pg_wal");
+    std::fs::create_dir(&wal).unwrap();
+    let seg = SegSpec::new(1).write(&wal);
+    for n in ["0", "65"] {
+        let out = walrs().env("WALRS_REPO", &repo).args(["push", "--parallel", n]).arg(&seg).run();
+        out.expect_code(3);
+        assert!(out.stderr.contains("between 1 and 64"), "{}", out.stderr);
+    }
+    let dest = tmp.path().join("x");
+    for (flag, n) in [("--prefetch", "65"), ("--prefetch-parallel", "0")] {
+        let out = walrs()
+            .env("WALRS_REPO", &repo)
+            .args(["fetch", flag, n, "000000010000000000000001"])
+            .arg(&dest)
+            .run();
+        out.expect_code(3);
+        assert!(out.stderr.contains("and 64"), "{}", out.stderr);
+    }
+    assert!(!repo.join("wal").exists(), "a refused push stored something");
+}
+
 #[test]
 fn version_names_the_commit_and_the_build_date() {
     let re =

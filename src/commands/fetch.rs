@@ -43,11 +43,11 @@ pub struct Args {
     /// code PostgreSQL reads as "not available". Also set by WALRS_FETCH_ABORT_ON_HARD_FAILURE=1.
     #[arg(long)]
     pub abort_on_hard_failure: bool,
-    /// Segments to keep fetched ahead of replay in the spool during recovery; 0 turns prefetch
+    /// Segments to keep fetched ahead of replay in the spool during recovery, 0 to 64; 0 turns prefetch
     /// off (default 8).
     #[arg(long, env = "WALRS_PREFETCH", value_name = "N")]
     pub prefetch: Option<usize>,
-    /// Segments the prefetcher fetches at once (default 2).
+    /// Segments the prefetcher fetches at once, 1 to 64 (default 2).
     #[arg(long, env = "WALRS_PREFETCH_PARALLEL", value_name = "N")]
     pub prefetch_parallel: Option<usize>,
     /// `--spool-dir`.

@@ -54,8 +54,8 @@ pub const EXAMPLES: &str = crate::cli::with_env_note!(
 pub struct Args {
     /// The WAL file to archive (PostgreSQL's %p: a path relative to the data directory).
     pub path: PathBuf,
-    /// Segments to archive at once: this one and others PostgreSQL marked ready (look-ahead);
-    /// 1 archives only this one.
+    /// Segments to archive at once, 1 to 64: this one and others PostgreSQL marked ready
+    /// (look-ahead); 1 archives only this one (default 4).
     #[arg(long, env = "WALRS_PUSH_PARALLEL", value_name = "N")]
     pub parallel: Option<usize>,
     /// `--compression`.
