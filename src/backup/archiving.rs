@@ -541,8 +541,9 @@ const NOT_WALRS: &[&str] = &[
     "logger",
 ];
 
-/// walrs's global options that take a value (`--opt VALUE`).
-const VALUE_OPTIONS: &[&str] = &[
+/// The options of `walrs [OPTIONS] push [OPTIONS]` that take a value (`--opt VALUE`): the global
+/// ones and push's own. A unit test in `cli` checks the list against the clap definitions.
+pub(crate) const VALUE_OPTIONS: &[&str] = &[
     "--config",
     "--repo",
     "--compression",
@@ -552,7 +553,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--s3-region",
     "--s3-path-style",
     "--s3-request-timeout",
+    "--unreachable-timeout",
     "--spool-dir",
+    "--parallel",
 ];
 
 /// `NAME=value` assignments before a program, in order.
@@ -784,6 +787,10 @@ mod tests {
         assert_eq!(parse("env WALRS_REPO='/srv/x y' walrs push \"%p\""), walrs("/srv/x y"));
         assert_eq!(parse("walrs --repo s3://bkt/p push %p"), walrs("s3://bkt/p"));
         assert_eq!(parse("walrs push --repo=/r %p"), walrs("/r"));
+        assert_eq!(
+            parse("walrs --unreachable-timeout 30s --repo /r push --parallel 2 %p"),
+            walrs("/r")
+        );
         // The flag wins over the variable, the last flag over an earlier one.
         assert_eq!(parse("WALRS_REPO=/env walrs --repo /flag push %p"), walrs("/flag"));
         assert_eq!(parse("walrs --repo=/a push --repo /b %p"), walrs("/b"));

@@ -510,3 +510,27 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// basebackup's archiving check reads `archive_command` (backup/archiving.rs): it must know
+    /// every option of `walrs [OPTIONS] push [OPTIONS]` that takes a value, or it takes the value
+    /// of `--unreachable-timeout 30s` for the command name and refuses a working archiver.
+    #[test]
+    fn the_archiving_check_knows_every_value_option_of_push() {
+        let root = Cli::command();
+        let push = root.find_subcommand("push").map(|p| p.get_arguments().collect::<Vec<_>>());
+        let args = root.get_arguments().chain(push.unwrap_or_default());
+        for a in args {
+            let Some(long) = a.get_long() else { continue };
+            if a.get_action().takes_values() {
+                assert!(
+                    crate::backup::archiving::VALUE_OPTIONS.contains(&format!("--{long}").as_str()),
+                    "--{long} takes a value but backup::archiving::VALUE_OPTIONS lacks it"
+                );
+            }
+        }
+    }
+}
