@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 rm -f target/tmp/fault-injection.txt
-cargo test --all-targets --locked
+INSTA_UPDATE=no cargo test --all-targets --locked
 echo "== injected faults"
 cat target/tmp/fault-injection.txt 2>/dev/null || true

@@ -1,5 +1,11 @@
 //! Progress of long commands (`basebackup`, `restore`): a progress bar when stderr is a
-//! terminal, else a log line (info) every 10 seconds and one at the end. Shared by worker threads.
+//! terminal, else a log line every 10 seconds and one at the end. Shared by worker threads.
+//!
+//! The log lines are info events of the target [`TARGET`], which the logging setup
+//! (`cli::init_logging`) shows at the default level `warn` too: a base backup or a restore run from
+//! cron or a service manager shows its progress without `--log-level info` (only `error` hides
+//! it). The bar shows only what is known: no total (`0 B/0 B`) before the size is known, and no
+//! estimate of the time left (`eta 2h`) before a few seconds of transfer make one meaningful.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -8,6 +14,32 @@ use std::time::{Duration, Instant};
 
 /// How often the log line is written when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The tracing target of the progress lines (shown at the default log level).
+pub const TARGET: &str = "walrs::progress";
+
+/// The bar shows an estimate of the time left only after this long, and after 1 % of the total:
+/// before that, the rate of the first moments (a checkpoint, a slow start) says nothing.
+const ETA_AFTER: Duration = Duration::from_secs(5);
+
+/// The bar's style: without a total, what was done and the rate; with one, the bar, done of
+/// total, the rate and, once it means something, the time left.
+fn bar_style(total_known: bool) -> Option<indicatif::ProgressStyle> {
+    let template = if total_known {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}{eta_known}"
+    } else {
+        "{msg} {bytes} {bytes_per_sec}"
+    };
+    let eta = |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let total = s.len().unwrap_or(0);
+        if total > 0 && s.elapsed() >= ETA_AFTER && s.pos().saturating_mul(100) >= total {
+            let _ = write!(w, " eta {:#}", indicatif::HumanDuration(s.eta()));
+        }
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .ok()
+        .map(|s| s.progress_chars("=> ").with_key("eta_known", eta))
+}
 
 /// Progress of one long operation, in bytes.
 pub struct Progress {
@@ -26,16 +58,19 @@ fn mib(b: u64) -> f64 {
 impl Progress {
     /// Progress of `what` (e.g. "base backup"), `total` bytes expected (0: unknown).
     pub fn new(what: &'static str, total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::with_draw_target(
-                Some(total),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            let style = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .map(|s| s.progress_chars("=> "));
-            if let Ok(s) = style {
+        let target = std::io::stderr().is_terminal().then(indicatif::ProgressDrawTarget::stderr);
+        Self::with_target(what, total, target)
+    }
+
+    /// As [`Progress::new`], drawing a bar on `target` (`None`: log lines instead).
+    pub fn with_target(
+        what: &'static str,
+        total: u64,
+        target: Option<indicatif::ProgressDrawTarget>,
+    ) -> Self {
+        let bar = target.map(|t| {
+            let b = indicatif::ProgressBar::with_draw_target(Some(total), t);
+            if let Some(s) = bar_style(total > 0) {
                 b.set_style(s);
             }
             b.set_message(what);
@@ -53,9 +88,14 @@ impl Progress {
 
     /// Sets the expected total (an estimate may be exceeded: the bar then grows).
     pub fn set_total(&self, total: u64) {
-        self.total.store(total, Ordering::Relaxed);
+        let before = self.total.swap(total, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(total);
+            if (before > 0) != (total > 0)
+                && let Some(s) = bar_style(total > 0)
+            {
+                b.set_style(s);
+            }
         }
     }
 
@@ -74,7 +114,7 @@ impl Progress {
         if last.elapsed() >= LOG_EVERY {
             *last = Instant::now();
             drop(last);
-            tracing::info!("{}", self.line(done, total));
+            tracing::info!(target: TARGET, "{}", self.line(done, total));
         }
     }
 
@@ -99,7 +139,11 @@ impl Progress {
         let done = self.done.load(Ordering::Relaxed);
         match &self.bar {
             Some(b) => b.finish_and_clear(),
-            None => tracing::info!("{}", self.line(done, self.total.load(Ordering::Relaxed))),
+            None => tracing::info!(
+                target: TARGET,
+                "{}",
+                self.line(done, self.total.load(Ordering::Relaxed))
+            ),
         }
     }
 }
@@ -115,5 +159,97 @@ mod tests {
         let l = p.line(1 << 20, 4 << 20);
         assert!(l.starts_with("restore: 1 MiB of about 4 MiB (25 %)"), "{l}");
         assert!(p.line(3 << 20, 0).starts_with("restore: 3 MiB, "));
+    }
+
+    /// What a terminal would show, captured.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<Mutex<String>>);
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.write_str("\n")
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        fn take(&self) -> String {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// Issue 13: the bar of a base backup, whose size is not known at first, shows no `0 B/0 B`,
+    /// and no bar shows an estimate of the time left in its first seconds (it said `eta 2h`).
+    #[test]
+    fn the_bar_shows_only_what_is_known() {
+        let screen = Screen::default();
+        let target = indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone()));
+        let p = Progress::with_target("base backup", 0, Some(target));
+        let bar = p.bar.clone().unwrap();
+        bar.force_draw();
+        let start = screen.take();
+        assert!(start.contains("base backup 0 B"), "{start:?}");
+        assert!(!start.contains("0 B/0 B") && !start.contains("eta"), "{start:?}");
+        p.add(3 << 20);
+        bar.force_draw();
+        let unknown = screen.take();
+        assert!(unknown.contains("3.00 MiB ") && !unknown.contains("MiB/"), "{unknown:?}");
+        // The size becomes known: the bar, done of total; still no estimate in the first seconds.
+        p.set_total(300 << 20);
+        p.add(1 << 20);
+        bar.force_draw();
+        let known = screen.take();
+        assert!(known.contains("4.00 MiB/300.00 MiB"), "{known:?}");
+        assert!(!known.contains("eta"), "{known:?}");
+        // A restore knows its total from the start.
+        let screen = Screen::default();
+        let target = indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone()));
+        let r = Progress::with_target("restore", 8 << 30, Some(target));
+        r.add(1 << 20);
+        r.bar.clone().unwrap().force_draw();
+        let text = screen.take();
+        assert!(text.contains("1.00 MiB/8.00 GiB") && !text.contains("eta"), "{text:?}");
+    }
+
+    /// After a few seconds and a share of the work, the estimate appears.
+    #[test]
+    fn the_estimate_appears_once_it_means_something() {
+        let s = bar_style(true).unwrap();
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(100),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
+        b.set_style(s);
+        b.set_elapsed(ETA_AFTER + Duration::from_secs(1));
+        b.set_position(50);
+        let screen = Screen::default();
+        b.set_draw_target(indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        b.force_draw();
+        let text = screen.take();
+        assert!(text.contains(" eta "), "{text:?}");
     }
 }

@@ -10,6 +10,21 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Formats Unix microseconds as `2026-11-21T14:03:07.123456Z` (RFC 3339, UTC, always six
+/// fractional digits): the form of every WAL-derived time in `--json` output (docs/json.md).
+pub fn rfc3339_micros(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -40,5 +55,12 @@ mod tests {
             rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_795_273_387)),
             "2026-11-21T15:03:07Z"
         );
+    }
+
+    #[test]
+    fn formats_micros() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_micros(1_795_273_387_000_123), "2026-11-21T15:03:07.000123Z");
+        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
     }
 }

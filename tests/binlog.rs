@@ -135,7 +135,7 @@ fn stored(repo: &Repo) -> Vec<(String, String, u64)> {
             (
                 f["name"].as_str().unwrap().to_string(),
                 f["state"].as_str().unwrap().to_string(),
-                f["size"].as_u64().unwrap(),
+                f["bytes"].as_u64().unwrap(),
             )
         })
         .collect()

@@ -653,7 +653,7 @@ fn abort_on_hard_failure_also_covers_configuration_errors() {
     push(&s.repo, &SegSpec::new(1).write(&s.wal)).expect_code(0);
     let dest = s.out.join("x");
     walrs(&s.repo)
-        .env("WALRS_COMPRESSION", "gzip")
+        .env("WALRS_TIMEOUT", "soon")
         .env("WALRS_FETCH_ABORT_ON_HARD_FAILURE", "1")
         .arg_fetch("000000010000000000000001", &dest)
         .expect_code(126);
@@ -668,7 +668,7 @@ fn abort_on_hard_failure_also_covers_configuration_errors() {
         .expect_code(3);
     // An empty variable is unset, not an error.
     walrs(&s.repo)
-        .env("WALRS_COMPRESSION", "")
+        .env("WALRS_TIMEOUT", "")
         .arg_fetch("000000010000000000000001", &dest)
         .expect_code(0);
 }

@@ -124,7 +124,7 @@ fn pg15_issue_12_test_restore_does_not_archive_and_diverged_histories_are_named(
     );
     let tj = e.run(&["timeline", "--json"]);
     let tj: serde_json::Value = serde_json::from_str(&tj.stdout).unwrap();
-    let t2 = tj.as_array().unwrap().iter().find(|t| t["timeline"] == 2).unwrap();
+    let t2 = tj["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 2).unwrap();
     assert_eq!(t2["diverged"], true, "{tj}");
     let v = e.run(&["wal", "verify"]);
     v.expect_code(0);
@@ -369,9 +369,16 @@ fn pg15_issue_12_target_xid_committed_inside_a_backup() {
     let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(p["backup"], id_a.as_str(), "{p}");
     // Chosen by the commit record's own LSN, which the index recorded when the segment was pushed.
-    let target = p["target"].as_str().unwrap();
-    let at = target.strip_prefix(&format!("xid {xid} (ends at ")).unwrap_or_else(|| panic!("{p}"));
-    let at = at.split(' ').next().unwrap();
+    assert_eq!(p["target"]["type"], "xid", "{p}");
+    assert_eq!(p["target"]["xid"].to_string(), xid, "{p}");
+    let at = p["target"]["record_lsn"].as_str().unwrap_or_else(|| panic!("{p}"));
+    assert!(
+        p["target"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("xid {xid} (ends at {at} ")),
+        "{p}"
+    );
     assert!(lsn(&before) <= lsn(at) && lsn(at) < lsn(&after), "{at} not in {before} .. {after}");
     assert_eq!(restore_and_read(&e, "r-xid", &["--target-xid", xid]), at_xid, "exactly");
     // B cannot reach it: refused (19), nothing written.

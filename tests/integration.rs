@@ -8,10 +8,13 @@ mod util;
 
 mod binlog;
 mod cli;
+mod docs_match;
 mod faults;
 mod fixture_repo;
 mod foreign_objects;
 mod guard_rails;
+mod help;
+mod json_output;
 mod lookahead;
 mod majors;
 mod mysql_wire;

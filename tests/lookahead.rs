@@ -52,7 +52,7 @@ fn check_archive(world: &PgWorld, repo: &Path, copy: &Path, killed: bool) -> usi
     let list = walrs(repo).args(["wal", "list", "--json"]).run();
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(j[0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
+    assert_eq!(j["timelines"][0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
     walrs(repo).args(["wal", "verify"]).run().expect_code(0);
     archived.iter().filter(|n| n.len() == 24).count()
 }
@@ -234,4 +234,58 @@ wait $pid
     let log = b.server_log();
     assert!(log.contains(&format!("restored log file \"{last}\"")), "{log}");
     eprintln!("{killed} kills, {segments} segments, recovered");
+}
+
+/// Issue 13: a failing archive attempt logs one line per failure. The repository belongs to
+/// another cluster, so every push fails (exit 5) with the same hint; with a backlog of ready
+/// segments, the look-ahead used to add one warning per other ready segment to each attempt.
+/// Now PostgreSQL's log holds one walrs line per failed attempt (PostgreSQL's own "archive
+/// command failed" line counts the attempts).
+#[test]
+fn a_failing_archive_logs_one_line_per_attempt() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    // The repository of another cluster (a crafted segment of another system identifier).
+    let other = world.mkdir("other-wal");
+    let seg = crate::util::wal::SegSpec::new(1).write(&other);
+    walrs(&repo).arg("push").arg(&seg).run().expect_code(0);
+    chown_to_test_user(&repo);
+    let mut a = PgCluster::init(&world, "a", "archive_mode = on\narchive_command = ''\n");
+    a.start();
+    let ready = backlog(&a, 300_000);
+    assert!(ready >= 3, "expected a backlog of ready segments, found {ready}");
+    let bin = world.walrs.display().to_string();
+    set_archive_command(
+        &a,
+        &format!("WALRS_REPO={} WALRS_PUSH_PARALLEL=4 {bin} push %p", repo.display()),
+    );
+    // PostgreSQL tries a file three times in a row, a second apart, then waits a minute.
+    a.wait_for("three failed attempts", Duration::from_secs(60), || {
+        a.sql("SELECT failed_count FROM pg_stat_archiver").parse::<u32>().unwrap_or(0) >= 3
+    });
+    set_archive_command(&a, "");
+    a.stop();
+    // A background pusher lingers for half a second after its last push.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = a.server_log();
+    let attempts = log.matches("archive command failed with exit code 5").count();
+    let walrs_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("walrs push:") && (l.contains(" ERROR ") || l.contains(" WARN ")))
+        .collect();
+    assert!(attempts >= 3, "{attempts} failed attempts:\n{log}");
+    assert_eq!(
+        walrs_lines.len(),
+        attempts,
+        "{attempts} failed attempts, but {} walrs lines:\n{}",
+        walrs_lines.len(),
+        walrs_lines.join("\n")
+    );
+    assert!(
+        walrs_lines.iter().all(|l| l.contains("(hint: ")),
+        "each line is the attempt's own error, with its hint:\n{}",
+        walrs_lines.join("\n")
+    );
+    // Nothing of this cluster went into the other cluster's repository.
+    assert_eq!(files(&repo.join("wal")).len(), 1, "{:?}", files(&repo.join("wal")));
 }

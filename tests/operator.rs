@@ -383,3 +383,60 @@ fn issue_13_quiet_server_template_and_refusal() {
     walrs(&world, &repo).args(["restore", "--pgdata", pgdata, "--dry-run"]).run().expect_code(0);
     a.stop();
 }
+
+/// Issue 13: the progress of `basebackup` and `restore` shows at the default log level when
+/// stderr is not a terminal (a cron job, a service manager, this pipe): their progress lines
+/// only; other info lines stay hidden, and `--log-level error` hides the progress too.
+#[test]
+fn issue_13_progress_at_the_default_log_level() {
+    let (e, a) = crate::pitr::setup(false);
+    a.sql("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 200000) g");
+    let (u, g) = test_user();
+    let out = e
+        .walrs()
+        .env_remove("WALRS_LOG")
+        .run_as(u, g)
+        .args([
+            "basebackup",
+            "-d",
+            &format!("host={} port={} user=postgres", a.sock.display(), a.port),
+        ])
+        .run();
+    out.expect_code(0);
+    let progress = |stderr: &str, what: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.contains(" INFO walrs ") && l.contains(&format!(": {what}: ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let lines = progress(&out.stderr, "base backup");
+    assert!(
+        lines.last().is_some_and(|l| l.contains(" MiB of about ") && l.contains(" MiB/s")),
+        "no base backup progress at the default level:\n{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("starting"), "other info lines show:\n{}", out.stderr);
+    let dir = e.world.path("r");
+    let out = e
+        .walrs()
+        .env_remove("WALRS_LOG")
+        .args(["restore", "--pgdata", dir.to_str().unwrap()])
+        .run();
+    out.expect_code(0);
+    let lines = progress(&out.stderr, "restore");
+    assert!(
+        lines.last().is_some_and(|l| l.contains("(100 %)")),
+        "no restore progress at the default level:\n{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("restored backup"), "other info lines show:\n{}", out.stderr);
+    let dir = e.world.path("r-quiet");
+    let out = e
+        .walrs()
+        .env_remove("WALRS_LOG")
+        .args(["--log-level", "error", "restore", "--pgdata", dir.to_str().unwrap()])
+        .run();
+    out.expect_code(0);
+    assert!(progress(&out.stderr, "restore").is_empty(), "{}", out.stderr);
+}

@@ -100,8 +100,8 @@ fn archive_and_recover(compression: &str, encrypted: bool, s3: Option<&S3Server>
     let list = run(&["wal", "list", "--json"]);
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(j[0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
-    assert_eq!(j[0]["ranges"][0]["last"], last.as_str(), "{}", list.stdout);
+    assert_eq!(j["timelines"][0]["ranges"].as_array().map(Vec::len), Some(1), "{}", list.stdout);
+    assert_eq!(j["timelines"][0]["ranges"][0]["last_wal"], last.as_str(), "{}", list.stdout);
     run(&["wal", "verify"]).expect_code(0);
 
     // Recovery from the base backup, every segment through walrs fetch.

@@ -190,7 +190,7 @@ fn pitr(encrypted: bool) {
     out.expect_code(0);
     let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(plan["backup"], id.as_str());
-    assert!(!plan["segments"].as_array().unwrap().is_empty());
+    assert!(!plan["wal_files"].as_array().unwrap().is_empty());
     assert!(!dir.exists());
     // A non-empty target directory is refused.
     let busy = e.world.mkdir("busy");

@@ -41,10 +41,10 @@ fn pg15_index_timelines_and_verify() {
     let list = wal(&repo, &["wal", "list", "--json"]);
     list.expect_code(0);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(j.as_array().unwrap().len(), 1);
-    let ranges = j[0]["ranges"].as_array().unwrap();
+    assert_eq!(j["timelines"].as_array().unwrap().len(), 1);
+    let ranges = j["timelines"][0]["ranges"].as_array().unwrap();
     assert_eq!(ranges.len(), 1, "{}", list.stdout);
-    assert_eq!(ranges[0]["last"], last_a.as_str());
+    assert_eq!(ranges[0]["last_wal"], last_a.as_str());
     assert!(ranges[0]["commits"].as_u64().unwrap() > 0);
 
     // Timeline switch: recover the base backup, promote (timeline 2), write, archive.
@@ -69,7 +69,8 @@ fn pg15_index_timelines_and_verify() {
     let tl = wal(&repo, &["timeline", "--json"]);
     tl.expect_code(0);
     let t: serde_json::Value = serde_json::from_str(&tl.stdout).unwrap();
-    let t2 = t.as_array().unwrap().iter().find(|e| e["timeline"] == 2).expect("timeline 2");
+    let t2 =
+        t["timelines"].as_array().unwrap().iter().find(|e| e["timeline"] == 2).expect("timeline 2");
     assert_eq!(t2["parent"], 1, "{}", tl.stdout);
     let switch: walrs::pg::Lsn = t2["switchpoint"].as_str().unwrap().parse().unwrap();
     assert!(switch.0 > 0);
@@ -81,10 +82,14 @@ fn pg15_index_timelines_and_verify() {
     );
     let list = wal(&repo, &["wal", "list", "--json"]);
     let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let tls: Vec<u64> =
-        j.as_array().unwrap().iter().map(|t| t["timeline"].as_u64().unwrap()).collect();
+    let tls: Vec<u64> = j["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["timeline"].as_u64().unwrap())
+        .collect();
     assert_eq!(tls, vec![1, 2]);
-    let first2 = j[1]["ranges"][0]["first"].as_str().unwrap().to_string();
+    let first2 = j["timelines"][1]["ranges"][0]["first_wal"].as_str().unwrap().to_string();
     let seg = walrs::pg::WalSegSize::DEFAULT;
     assert_eq!(
         walrs::pg::WalFileName::parse(&first2).unwrap().segno(seg).unwrap(),

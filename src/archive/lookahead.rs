@@ -272,8 +272,11 @@ impl<'a> LookAhead<'a> {
 
     /// Pushes `candidates`, `parallel - 1` at a time (the calling thread is one of the workers;
     /// the archiver's own segment is the last of the `parallel`). Each segment is pushed under its lock
-    /// and recorded once durable. Failures are logged and left for the archiver's own call for
-    /// that segment, which reports them properly.
+    /// and recorded once durable. The first failure ends the look-ahead: no other candidate
+    /// starts (what failed one, an unreachable or foreign repository, a full disk, would most
+    /// likely fail the rest), and the failures are left to the archiver's own calls, which report
+    /// them, one line each. Here they are logged at info level only, so that PostgreSQL's log gets
+    /// one line per failed archive attempt, not one more per other ready segment.
     pub fn push_all(&self, candidates: Vec<WalFileName>, opts: &PushOptions) -> usize {
         self.push_all_noting(candidates, opts, &Mutex::new(HashSet::new()))
     }
@@ -287,15 +290,22 @@ impl<'a> LookAhead<'a> {
     ) -> usize {
         let queue = Mutex::new(VecDeque::from(candidates));
         let done = std::sync::atomic::AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
         let work = || {
             while let Some(name) = self.next(&queue) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 match self.push_one(&name, opts) {
                     Ok(true) => {
                         done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!("look-ahead push of {name} failed: {e}");
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(
+                            "look-ahead push of {name} failed, look-ahead stopped (the archiver's own call for it reports the failure): {e}"
+                        );
                         if let Ok(mut f) = failed.lock() {
                             f.insert(name);
                         }

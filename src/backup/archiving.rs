@@ -167,13 +167,18 @@ pub fn check(
     Ok(judge(&server, repo, local, &|p: &Path| std::fs::read_to_string(p)))
 }
 
-/// The `archive_command` walrs would suggest for `repo`.
+/// The `archive_command` walrs would suggest for `repo`, naming this walrs by its absolute
+/// path as every documented `archive_command` does (the server's `PATH` may not have it).
 fn suggested_command(repo: &RepoLocation) -> String {
     let r = match repo {
         RepoLocation::Fs(p) => p.display().to_string(),
         RepoLocation::S3(l) => l.to_string(),
     };
-    format!("archive_command = 'WALRS_REPO={r} walrs push %p'")
+    let walrs = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/usr/local/bin/walrs".into());
+    format!("archive_command = 'WALRS_REPO={r} {walrs} push %p'")
 }
 
 /// Judges what the server said. `server_is_local`: the server runs on this host (a Unix socket
@@ -536,8 +541,9 @@ const NOT_WALRS: &[&str] = &[
     "logger",
 ];
 
-/// walrs's global options that take a value (`--opt VALUE`).
-const VALUE_OPTIONS: &[&str] = &[
+/// The options of `walrs [OPTIONS] push [OPTIONS]` that take a value (`--opt VALUE`): the global
+/// ones and push's own. A unit test in `cli` checks the list against the clap definitions.
+pub(crate) const VALUE_OPTIONS: &[&str] = &[
     "--config",
     "--repo",
     "--compression",
@@ -547,7 +553,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--s3-region",
     "--s3-path-style",
     "--s3-request-timeout",
+    "--unreachable-timeout",
     "--spool-dir",
+    "--parallel",
 ];
 
 /// `NAME=value` assignments before a program, in order.
@@ -779,6 +787,10 @@ mod tests {
         assert_eq!(parse("env WALRS_REPO='/srv/x y' walrs push \"%p\""), walrs("/srv/x y"));
         assert_eq!(parse("walrs --repo s3://bkt/p push %p"), walrs("s3://bkt/p"));
         assert_eq!(parse("walrs push --repo=/r %p"), walrs("/r"));
+        assert_eq!(
+            parse("walrs --unreachable-timeout 30s --repo /r push --parallel 2 %p"),
+            walrs("/r")
+        );
         // The flag wins over the variable, the last flag over an earlier one.
         assert_eq!(parse("WALRS_REPO=/env walrs --repo /flag push %p"), walrs("/flag"));
         assert_eq!(parse("walrs --repo=/a push --repo /b %p"), walrs("/b"));
@@ -858,7 +870,17 @@ mod tests {
             r.refusal.map(|e| e.to_string()).unwrap_or_default()
         };
         assert!(judge(&server("on", "WALRS_REPO=/srv/walrs/ walrs push %p")).refusal.is_none());
-        assert!(refused(&server("off", "")).contains("archive_mode is off"));
+        let off = refused(&server("off", ""));
+        assert!(off.contains("archive_mode is off"), "{off}");
+        // Issue 13: the suggested archive_command names walrs by its absolute path.
+        let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+        assert!(
+            off.contains(&format!(
+                "archive_command = 'WALRS_REPO=/srv/walrs {} push %p'",
+                exe.display()
+            )),
+            "{off}"
+        );
         assert!(refused(&server("on", " ")).contains("archive_command is empty"));
         assert!(refused(&server("on", "cp %p /x/%f")).contains("does not call walrs push"));
         let other = refused(&server("on", "WALRS_REPO=/srv/other walrs push %p"));

@@ -17,57 +17,129 @@ use crate::storage::OpenOptions;
 
 pub use exit::ExitCode;
 
+/// `walrs --version`: the crate version, the git commit it was built from and the build date
+/// (build.rs; `unknown` when the source was not a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WALRS_COMMIT"),
+    ", built ",
+    env!("WALRS_BUILD_DATE"),
+    ")"
+);
+
+/// The heading of the options that every command reads from a flag, a `WALRS_*` variable or
+/// the config file.
+pub const GLOBAL_HEADING: &str = "Global options";
+
+/// Appended to the examples of every command's help: the settings that have no flag.
+macro_rules! with_env_note {
+    ($examples:expr) => {
+        concat!(
+            $examples,
+            "\n\nEncryption key (never a flag): WALRS_ENCRYPTION_KEY_FILE=FILE (a file holding the base64 key) or WALRS_ENCRYPTION_KEY=KEY.\nAn option's WALRS_* variable is shown beside it; the config file (--config) can set most of them: docs/configuration.md."
+        )
+    };
+}
+pub(crate) use with_env_note;
+
 /// walrs: keeps PostgreSQL databases recoverable to any second.
 #[derive(Parser, Debug)]
-#[command(name = "walrs", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "walrs",
+    version = VERSION,
+    about,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = with_env_note!(
+        "Examples:
+  # postgresql.conf: archive every WAL file, restore it during recovery
+  archive_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs push %p'
+  restore_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs fetch %f %p'
+
+  # a base backup, the catalogue, a point-in-time restore
+  WALRS_REPO=/srv/walrs walrs basebackup -d 'host=/run/postgresql user=postgres'
+  WALRS_REPO=/srv/walrs walrs backup list
+  WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/restored --target-time '2026-11-21 14:03:07+00'
+
+Run `walrs COMMAND --help` for the options and examples of one command."
+    )
+)]
 pub struct Cli {
     /// Global options.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The per-command settings, also accepted before the command name.
+    #[command(flatten)]
+    pub before: BeforeCommand,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every command accepts. Each also reads its `WALRS_*` variable; a flag wins over the
-/// variable, which wins over the config file.
+/// Options every command accepts, before or after the command name. Each also reads its
+/// `WALRS_*` variable; a flag wins over the variable, which wins over the config file.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// TOML config file.
-    #[arg(long, global = true, env = "WALRS_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "WALRS_CONFIG", value_name = "FILE", help_heading = GLOBAL_HEADING)]
     pub config: Option<String>,
-    /// Repository: an absolute path or file:///path.
-    #[arg(long, global = true, env = "WALRS_REPO", value_name = "PATH|URL")]
+    /// Repository: an absolute path, file:///path or s3://bucket/prefix.
+    #[arg(long, global = true, env = "WALRS_REPO", value_name = "PATH|URL", help_heading = GLOBAL_HEADING)]
     pub repo: Option<String>,
-    /// Compression of new objects: zstd[:LEVEL], lz4 or none (default: the repository's, zstd:1).
-    #[arg(long, global = true, env = "WALRS_COMPRESSION", value_name = "ALGO")]
-    pub compression: Option<String>,
     /// Deadline of the command (e.g. 60, 90s, 5m); the command gives up when it passes. Wins over
     /// the config file's `<command>_timeout` and `timeout`.
-    #[arg(long, global = true, env = "WALRS_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, global = true, env = "WALRS_TIMEOUT", value_name = "DURATION", help_heading = GLOBAL_HEADING)]
     pub timeout: Option<String>,
     /// Log level on stderr: error, warn, info, debug, trace.
-    #[arg(long, global = true, env = "WALRS_LOG", value_name = "LEVEL")]
+    #[arg(long, global = true, env = "WALRS_LOG", value_name = "LEVEL", help_heading = GLOBAL_HEADING)]
     pub log_level: Option<String>,
     /// S3 endpoint of an S3-compatible store (implies path-style addressing).
-    #[arg(long, global = true, env = "WALRS_S3_ENDPOINT", value_name = "URL")]
+    #[arg(long, global = true, env = "WALRS_S3_ENDPOINT", value_name = "URL", help_heading = GLOBAL_HEADING)]
     pub s3_endpoint: Option<String>,
     /// S3 region (default us-east-1).
-    #[arg(long, global = true, env = "WALRS_S3_REGION", value_name = "REGION")]
+    #[arg(long, global = true, env = "WALRS_S3_REGION", value_name = "REGION", help_heading = GLOBAL_HEADING)]
     pub s3_region: Option<String>,
     /// S3 path-style addressing: true or false (default: true with --s3-endpoint).
-    #[arg(long, global = true, env = "WALRS_S3_PATH_STYLE", value_name = "BOOL")]
+    #[arg(long, global = true, env = "WALRS_S3_PATH_STYLE", value_name = "BOOL", help_heading = GLOBAL_HEADING)]
     pub s3_path_style: Option<String>,
     /// Timeout of one S3 request, and of each idle gap in a download (default 30s).
-    #[arg(long, global = true, env = "WALRS_S3_REQUEST_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, global = true, env = "WALRS_S3_REQUEST_TIMEOUT", value_name = "DURATION", help_heading = GLOBAL_HEADING)]
     pub s3_request_timeout: Option<String>,
     /// Give up (exit 12) once the store has not answered for this long, however far the
     /// deadline is (default 60s).
-    #[arg(long, global = true, env = "WALRS_UNREACHABLE_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, global = true, env = "WALRS_UNREACHABLE_TIMEOUT", value_name = "DURATION", help_heading = GLOBAL_HEADING)]
     pub unreachable_timeout: Option<String>,
+}
+
+/// `--compression`, for the commands that write objects (`push`, `basebackup`, `binlog tail`,
+/// `repo init`). Commands that only read ignore `WALRS_COMPRESSION`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CompressionArg {
+    /// Compression of new objects: zstd[:LEVEL], lz4 or none (default: the repository's, zstd:1).
+    #[arg(long, env = "WALRS_COMPRESSION", value_name = "ALGO", help_heading = GLOBAL_HEADING)]
+    pub compression: Option<String>,
+}
+
+/// `--spool-dir`, for `push` and `fetch` (and the prefetcher `fetch` starts).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SpoolArg {
     /// Spool directory of push look-ahead records and fetch prefetch (default: walrs_spool in the
     /// data directory of the WAL path).
-    #[arg(long, global = true, env = "WALRS_SPOOL_DIR", value_name = "DIR")]
+    #[arg(long, env = "WALRS_SPOOL_DIR", value_name = "DIR", help_heading = GLOBAL_HEADING)]
+    pub spool_dir: Option<String>,
+}
+
+/// `--compression` and `--spool-dir` given before the command name (`walrs --spool-dir D push
+/// %p`), as earlier versions, where they were global, accepted. Hidden; refused (exit 2) before a
+/// command they do not apply to.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BeforeCommand {
+    /// See [`CompressionArg`].
+    #[arg(long = "compression", id = "compression_before", hide = true, value_name = "ALGO")]
+    pub compression: Option<String>,
+    /// See [`SpoolArg`].
+    #[arg(long = "spool-dir", id = "spool_dir_before", hide = true, value_name = "DIR")]
     pub spool_dir: Option<String>,
 }
 
@@ -75,22 +147,31 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Archive one WAL file (archive_command = 'walrs push %p').
+    #[command(after_help = commands::push::EXAMPLES)]
     Push(commands::push::Args),
     /// Restore one WAL file (restore_command = 'walrs fetch %f %p').
+    #[command(after_help = commands::fetch::EXAMPLES)]
     Fetch(commands::fetch::Args),
     /// The WAL index: list what is archived, verify it, rebuild the index.
+    #[command(after_help = commands::wal::EXAMPLES)]
     Wal(commands::wal::Args),
     /// The timeline tree from the archived history files.
+    #[command(after_help = commands::timeline::EXAMPLES)]
     Timeline(commands::timeline::Args),
     /// Take a base backup over the replication protocol; prints its id.
+    #[command(after_help = commands::basebackup::EXAMPLES)]
     Basebackup(commands::basebackup::Args),
     /// The backup catalogue: list, show, verify.
+    #[command(after_help = commands::backup::EXAMPLES)]
     Backup(commands::backup::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
+    #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
+    #[command(after_help = commands::binlog::EXAMPLES)]
     Binlog(commands::binlog::Args),
     /// The repository itself: recreate a lost config from the stored objects.
+    #[command(after_help = commands::repo::EXAMPLES)]
     Repo(commands::repo::Args),
     /// Internal: the prefetcher `fetch` starts during recovery.
     #[command(hide = true)]
@@ -107,6 +188,56 @@ pub struct Ctx {
     pub global: GlobalArgs,
 }
 
+impl Command {
+    /// The command's `--compression`, if it takes one.
+    fn compression(&self) -> Option<&CompressionArg> {
+        match self {
+            Command::Push(a) => Some(&a.compression),
+            Command::Basebackup(a) => Some(&a.compression),
+            Command::Binlog(commands::binlog::Args {
+                action: commands::binlog::Action::Tail(a),
+            }) => Some(&a.compression),
+            Command::Repo(commands::repo::Args {
+                action: commands::repo::Action::Init { compression, .. },
+            }) => Some(compression),
+            _ => None,
+        }
+    }
+
+    /// The command's `--spool-dir`, if it takes one.
+    fn spool_dir(&self) -> Option<&SpoolArg> {
+        match self {
+            Command::Push(a) => Some(&a.spool),
+            Command::Fetch(a) => Some(&a.spool),
+            Command::Prefetch(a) => Some(&a.spool),
+            _ => None,
+        }
+    }
+}
+
+/// The deepest subcommand's matches (`binlog tail`'s, not `binlog`'s).
+fn leaf(m: &clap::ArgMatches) -> &clap::ArgMatches {
+    let mut m = m;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m
+}
+
+/// A per-command setting given after the command (flag or variable, `after`) or before it
+/// (`before`, a flag): a flag after the command wins, then one before it, then the variable.
+fn after_or_before(
+    after: Option<&String>,
+    after_is_flag: bool,
+    before: Option<&String>,
+) -> Option<String> {
+    match (after, before) {
+        (Some(a), _) if after_is_flag => Some(a.clone()),
+        (_, Some(b)) => Some(b.clone()),
+        (a, None) => a.cloned(),
+    }
+}
+
 impl GlobalArgs {
     /// These options as command-line flags, so that a child walrs resolves the same settings
     /// (the environment it inherits supplies the rest). `--spool-dir` is left to the caller.
@@ -114,7 +245,6 @@ impl GlobalArgs {
         let pairs = [
             ("--config", &self.config),
             ("--repo", &self.repo),
-            ("--compression", &self.compression),
             ("--timeout", &self.timeout),
             ("--log-level", &self.log_level),
             ("--s3-endpoint", &self.s3_endpoint),
@@ -145,12 +275,23 @@ impl Ctx {
     }
 }
 
+/// Logs on stderr at `level`; the progress lines of long commands ([`crate::progress::TARGET`],
+/// info events) also at `warn`, the default, so that a base backup or restore run without a
+/// terminal shows its progress (`--log-level error` hides them).
 fn init_logging(level: tracing::Level) {
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let progress =
+        if level >= tracing::Level::WARN { level.max(tracing::Level::INFO) } else { level };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(crate::progress::TARGET, progress);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .with_max_level(level)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::Layer::with_filter(layer, filter))
         .try_init();
 }
 
@@ -221,6 +362,33 @@ where
         Command::Repo(_) => ("repo", commands::repo::DEFAULT_TIMEOUT, None),
     };
     let g = &cli.global;
+    // `--compression` / `--spool-dir` before a command they do not apply to: refused, as after
+    // it (clap refuses those).
+    for (flag, given, applies) in [
+        ("--compression", cli.before.compression.is_some(), cli.command.compression().is_some()),
+        ("--spool-dir", cli.before.spool_dir.is_some(), cli.command.spool_dir().is_some()),
+    ] {
+        if given && !applies {
+            init_logging(tracing::Level::WARN);
+            tracing::error!("walrs {what}: {flag} does not apply to this command");
+            return ExitCode::Usage;
+        }
+    }
+    let from_flag = |id: &str| {
+        let m = leaf(&matches);
+        m.try_contains_id(id).unwrap_or(false)
+            && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    let compression = after_or_before(
+        cli.command.compression().and_then(|c| c.compression.as_ref()),
+        from_flag("compression"),
+        cli.before.compression.as_ref(),
+    );
+    let spool_dir = after_or_before(
+        cli.command.spool_dir().and_then(|s| s.spool_dir.as_ref()),
+        from_flag("spool_dir"),
+        cli.before.spool_dir.as_ref(),
+    );
     let is_fetch = matches!(cli.command, Command::Fetch(_));
     let env_abort =
         std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE").ok().filter(|v| !v.trim().is_empty());
@@ -238,7 +406,7 @@ where
     };
     let overrides = Overrides {
         repo: g.repo.clone(),
-        compression: g.compression.clone(),
+        compression,
         timeout: g.timeout.clone(),
         timeout_from_env: matches.value_source("timeout")
             == Some(clap::parser::ValueSource::EnvVariable),
@@ -249,7 +417,7 @@ where
         s3_path_style: g.s3_path_style.clone(),
         s3_request_timeout: g.s3_request_timeout.clone(),
         unreachable_timeout: g.unreachable_timeout.clone(),
-        spool_dir: g.spool_dir.clone(),
+        spool_dir,
     };
     let env = |k: &str| std::env::var(k).ok();
     let settings = match Settings::resolve(
@@ -339,6 +507,30 @@ where
                 tracing::error!("{e}");
             }
             map(e.kind)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// basebackup's archiving check reads `archive_command` (backup/archiving.rs): it must know
+    /// every option of `walrs [OPTIONS] push [OPTIONS]` that takes a value, or it takes the value
+    /// of `--unreachable-timeout 30s` for the command name and refuses a working archiver.
+    #[test]
+    fn the_archiving_check_knows_every_value_option_of_push() {
+        let root = Cli::command();
+        let push = root.find_subcommand("push").map(|p| p.get_arguments().collect::<Vec<_>>());
+        let args = root.get_arguments().chain(push.unwrap_or_default());
+        for a in args {
+            let Some(long) = a.get_long() else { continue };
+            if a.get_action().takes_values() {
+                assert!(
+                    crate::backup::archiving::VALUE_OPTIONS.contains(&format!("--{long}").as_str()),
+                    "--{long} takes a value but backup::archiving::VALUE_OPTIONS lacks it"
+                );
+            }
         }
     }
 }

@@ -6,6 +6,15 @@ use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
 use crate::outln;
 
+/// The examples of `walrs backup --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  WALRS_REPO=/srv/walrs walrs backup list
+  WALRS_REPO=/srv/walrs walrs backup list --json --all
+  WALRS_REPO=/srv/walrs walrs backup show latest
+  WALRS_REPO=/srv/walrs walrs backup verify 20261121T140307Z"
+);
+
 /// Arguments of `walrs backup`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,6 +27,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum Action {
     /// Complete backups, oldest first (incomplete ones are listed with --all).
+    #[command(after_help = EXAMPLES)]
     List {
         /// Machine-readable output.
         #[arg(long)]
@@ -27,6 +37,7 @@ pub enum Action {
         all: bool,
     },
     /// One backup's manifest.
+    #[command(after_help = EXAMPLES)]
     Show {
         /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
         #[arg(value_name = "ID|latest")]
@@ -37,6 +48,7 @@ pub enum Action {
     },
     /// Read every object of a backup and check every file against PostgreSQL's backup
     /// manifest. Exit 18 if anything is wrong.
+    #[command(after_help = EXAMPLES)]
     Verify {
         /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
         #[arg(value_name = "ID|latest")]
@@ -59,9 +71,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 #[derive(serde::Serialize)]
                 struct Row<'a> {
                     id: &'a str,
+                    system_identifier: crate::pg::SystemId,
+                    pg_version: crate::pg::PgMajorVersion,
                     timeline: u32,
                     start_lsn: String,
                     stop_lsn: String,
+                    start_time: &'a str,
                     stop_time: &'a str,
                     bytes: u64,
                     stored_bytes: u64,
@@ -72,9 +87,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     .iter()
                     .map(|m| Row {
                         id: &m.id,
+                        system_identifier: m.system_identifier,
+                        pg_version: m.pg_version,
                         timeline: m.timeline.get(),
                         start_lsn: m.start_lsn.to_string(),
                         stop_lsn: m.stop_lsn.to_string(),
+                        start_time: &m.start_time,
                         stop_time: &m.stop_time,
                         bytes: m.bytes,
                         stored_bytes: m.stored_bytes,

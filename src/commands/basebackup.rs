@@ -12,6 +12,19 @@ use crate::replication::ConnParams;
 /// Default deadline of a base backup.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The examples of `walrs basebackup --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # as the user PostgreSQL runs as, over the local socket; prints the backup id
+  sudo -u postgres env WALRS_REPO=/srv/walrs walrs basebackup -d 'host=/run/postgresql user=postgres'
+
+  # libpq's variables work as with psql; TLS as libpq's sslmode says
+  PGHOST=db1.internal PGUSER=replicator PGSSLMODE=verify-full WALRS_REPO=s3://backups/main walrs basebackup
+
+  # from cron, nightly, with a deadline
+  0 2 * * *  postgres  WALRS_REPO=/srv/walrs /usr/local/bin/walrs --timeout 6h basebackup -d 'host=/run/postgresql'"
+);
+
 /// Arguments of `walrs basebackup`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -38,6 +51,9 @@ pub struct Args {
     /// pushing to this repository); the backup still completes only once its WAL is stored.
     #[arg(long)]
     pub no_archive_check: bool,
+    /// `--compression`.
+    #[command(flatten)]
+    pub compression: crate::cli::CompressionArg,
 }
 
 /// Runs the command.

@@ -17,6 +17,17 @@ use crate::outln;
 /// Default deadline of `binlog list` and `binlog fetch`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The examples of `walrs binlog --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # stream a MariaDB server's binlogs until SIGTERM (run it as a service)
+  WALRS_REPO=/srv/walrs-mysql WALRS_MYSQL_PASSWORD=... walrs binlog tail --host db1 --user repl --server-id 4242
+
+  # what is stored; every file needed to replay up to a time (UTC without a zone)
+  WALRS_REPO=/srv/walrs-mysql walrs binlog list
+  WALRS_REPO=/srv/walrs-mysql walrs binlog fetch --until-time '2026-11-21 14:03:07' /srv/replay/"
+);
+
 /// Arguments of `walrs binlog`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,8 +41,10 @@ pub struct Args {
 pub enum Action {
     /// Stream the server's binlogs into the repository as a replica does, the active one
     /// included, until SIGTERM/SIGINT.
+    #[command(after_help = EXAMPLES)]
     Tail(Box<TailArgs>),
     /// The stored binlogs: sizes, first/last event times, the active file, gaps.
+    #[command(after_help = EXAMPLES)]
     List {
         /// Machine-readable output on stdout.
         #[arg(long)]
@@ -39,6 +52,7 @@ pub enum Action {
     },
     /// Restore one binlog file (`NAME DEST`), or with --until-time every file needed to replay
     /// up to a time into a directory (`DIR`).
+    #[command(after_help = EXAMPLES)]
     Fetch(FetchArgs),
 }
 
@@ -107,6 +121,9 @@ pub struct TailArgs {
     /// Longest wait between reconnection attempts (backoff doubles from 250 ms).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub max_backoff: String,
+    /// `--compression`.
+    #[command(flatten)]
+    pub compression: crate::cli::CompressionArg,
 }
 
 /// Arguments of `binlog fetch`.
@@ -238,7 +255,7 @@ pub struct ListedFile {
     /// with a recorded gap after them).
     pub state: String,
     /// Bytes stored.
-    pub size: u64,
+    pub bytes: u64,
     /// First event time (RFC 3339), if known.
     pub first_event_time: Option<String>,
     /// Last event time.
@@ -281,7 +298,7 @@ fn listing(cat: &Catalog) -> Vec<ListedFile> {
             ListedFile {
                 name: name.clone(),
                 state: state.into(),
-                size: e.received(),
+                bytes: e.received(),
                 first_event_time: ts(t0),
                 last_event_time: ts(t1),
                 parts: if e.whole { 0 } else { e.parts.len() },
@@ -296,10 +313,23 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
     let cat = store.scan()?;
     let files = listing(&cat);
     if json {
+        // The recorded gaps, with the JSON names of docs/json.md (`detected_time`).
+        let gaps: Vec<serde_json::Value> = cat
+            .gaps
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "missing_file": g.missing_file,
+                    "missing_offset": g.missing_offset,
+                    "server_first_file": g.server_first_file,
+                    "detected_time": g.detected_at,
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "server": { "flavour": cfg.flavour, "server_id": cfg.server_id, "server_uuid": cfg.server_uuid, "basename": cfg.basename, "version": cfg.server_version },
             "files": files,
-            "gaps": cat.gaps,
+            "gaps": gaps,
         });
         let s = serde_json::to_string_pretty(&v)
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
@@ -318,7 +348,7 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
             "{:<24} {:<10} {:>12} bytes  {} .. {}{}{}",
             f.name,
             f.state,
-            f.size,
+            f.bytes,
             f.first_event_time.as_deref().unwrap_or("-"),
             f.last_event_time.as_deref().unwrap_or("-"),
             if f.parts > 0 { format!("  ({} parts)", f.parts) } else { String::new() },

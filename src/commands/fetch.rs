@@ -19,6 +19,19 @@ use crate::pg::{WalFileKind, WalFileName};
 /// mode PostgreSQL calls it again.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The examples of `walrs fetch --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # recovery settings: stop recovery (FATAL) on a damaged or unreachable archive
+  restore_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs fetch --abort-on-hard-failure %f %p'
+
+  # a standby: a failure reads as \"not yet available\", and the standby tries again
+  restore_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs fetch %f %p'
+
+  # one file by hand (exit 1: not in the repository)
+  WALRS_REPO=/srv/walrs walrs fetch 000000010000000000000042 /tmp/000000010000000000000042"
+);
+
 /// Arguments of `walrs fetch`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,13 +43,16 @@ pub struct Args {
     /// code PostgreSQL reads as "not available". Also set by WALRS_FETCH_ABORT_ON_HARD_FAILURE=1.
     #[arg(long)]
     pub abort_on_hard_failure: bool,
-    /// Segments to keep fetched ahead of replay in the spool during recovery; 0 turns prefetch
+    /// Segments to keep fetched ahead of replay in the spool during recovery, 0 to 64; 0 turns prefetch
     /// off (default 8).
     #[arg(long, env = "WALRS_PREFETCH", value_name = "N")]
     pub prefetch: Option<usize>,
-    /// Segments the prefetcher fetches at once (default 2).
+    /// Segments the prefetcher fetches at once, 1 to 64 (default 2).
     #[arg(long, env = "WALRS_PREFETCH_PARALLEL", value_name = "N")]
     pub prefetch_parallel: Option<usize>,
+    /// `--spool-dir`.
+    #[command(flatten)]
+    pub spool: crate::cli::SpoolArg,
 }
 
 /// Arguments of the hidden `walrs prefetch` (started by `fetch`).
@@ -48,6 +64,9 @@ pub struct PrefetchArgs {
     /// Segments fetched at once.
     #[arg(long)]
     pub parallel: usize,
+    /// `--spool-dir` (required).
+    #[command(flatten)]
+    pub spool: crate::cli::SpoolArg,
 }
 
 /// `v` if it is between `min` and 64 (a count of segments or workers), else a configuration

@@ -35,15 +35,35 @@ const BACKGROUND_LINGER: Duration = Duration::from_millis(500);
 /// Pause between scans of `archive_status` when a pass pushed nothing.
 const BACKGROUND_POLL: Duration = Duration::from_millis(20);
 
+/// The examples of `walrs push --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # postgresql.conf (an absolute path: the server's PATH may not include walrs)
+  archive_mode = on
+  archive_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs push %p'
+
+  # an encrypted repository, without look-ahead
+  archive_command = 'WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=/etc/walrs/key /usr/local/bin/walrs push --parallel 1 %p'
+
+  # by hand, as the user PostgreSQL runs as, from the data directory
+  sudo -u postgres env WALRS_REPO=/srv/walrs walrs push pg_wal/000000010000000000000042"
+);
+
 /// Arguments of `walrs push`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The WAL file to archive (PostgreSQL's %p: a path relative to the data directory).
     pub path: PathBuf,
-    /// Segments to archive at once: this one and others PostgreSQL marked ready (look-ahead);
-    /// 1 archives only this one.
+    /// Segments to archive at once, 1 to 64: this one and others PostgreSQL marked ready
+    /// (look-ahead); 1 archives only this one (default 4).
     #[arg(long, env = "WALRS_PUSH_PARALLEL", value_name = "N")]
     pub parallel: Option<usize>,
+    /// `--compression`.
+    #[command(flatten)]
+    pub compression: crate::cli::CompressionArg,
+    /// `--spool-dir`.
+    #[command(flatten)]
+    pub spool: crate::cli::SpoolArg,
 }
 
 /// Runs the command.
@@ -185,20 +205,24 @@ fn start_background(la: &LookAhead<'_>) -> bool {
 /// The background pusher: while it holds the background lock, pushes every ready, unrecorded
 /// segment, `--parallel` − 1 at a time (the archiver's own call is the last of the
 /// `--parallel`), and records each; exits once nothing new has turned up for
-/// [`BACKGROUND_LINGER`], or at half its deadline. A segment that fails is not tried again by
-/// this pusher: the archiver's own call for it reports the failure.
+/// [`BACKGROUND_LINGER`], or at half its deadline, or after a round in which a push failed: the
+/// archiver's own calls report failures (one line each), and a repository that failed one push
+/// would likely fail the others.
 fn run_background(la: &LookAhead<'_>, opts: &PushOptions) {
     let Ok(Some(_held)) = la.try_lock_background() else { return };
     let opts = PushOptions { codec_workers: Some(0), commits_command: false, ..opts.clone() };
     let failed = Mutex::new(HashSet::new());
     let mut idle_since: Option<Instant> = None;
     while la.within_budget() {
-        let skip = failed.lock().map(|f| f.clone()).unwrap_or_default();
-        let todo: Vec<WalFileName> =
-            la.candidates(None).into_iter().filter(|n| !skip.contains(n)).collect();
+        let todo: Vec<WalFileName> = la.candidates(None);
         let n = if todo.is_empty() { 0 } else { la.push_all_noting(todo, &opts, &failed) };
         if n > 0 {
             tracing::info!("look-ahead archived {n} more segment(s) in the background");
+        }
+        if failed.lock().map(|f| !f.is_empty()).unwrap_or(true) {
+            break;
+        }
+        if n > 0 {
             idle_since = None;
             continue;
         }

@@ -18,6 +18,13 @@ use crate::repo::RepoConfig;
 /// Default deadline: a full listing of `wal/` and of the backups.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The examples of `walrs repo --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # both walrs.config and walrs.config.copy are lost: derive the config from the stored WAL
+  WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=/etc/walrs/key walrs repo init --from-objects"
+);
+
 /// Arguments of `walrs repo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,17 +38,21 @@ pub struct Args {
 pub enum Action {
     /// Recreate the config of a repository whose `walrs.config` and `walrs.config.copy` are both
     /// gone, from the stored objects (`--from-objects`).
+    #[command(after_help = EXAMPLES)]
     Init {
         /// Derive the config from the stored WAL (required: there is nothing else to derive it
         /// from; a new repository is created by its first push).
         #[arg(long)]
         from_objects: bool,
+        /// `--compression`.
+        #[command(flatten)]
+        compression: crate::cli::CompressionArg,
     },
 }
 
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let Action::Init { from_objects } = args.action;
+    let Action::Init { from_objects, .. } = args.action;
     if !from_objects {
         return Err(WalrsError::new(
             Kind::Usage,

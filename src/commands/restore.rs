@@ -19,6 +19,21 @@ use crate::storage::{RepoLocation, Storage};
 /// Default deadline of a restore.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The examples of `walrs restore --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # the plan only: which backup, timelines and WAL; nothing is written
+  WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/restored --target-time '2026-11-21 14:03:07+01' --dry-run
+
+  # restore to a point in time (a time without a zone is UTC), as root, for the postgres user
+  WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/restored --target-time '2026-11-21 13:03:07' --owner postgres
+  pg_ctl -D /srv/restored start        # as postgres: recovery fetches the WAL through walrs fetch
+
+  # to a restore point, on timeline 2; a standby of the old primary
+  WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/r --target-name before_upgrade --target-timeline 2
+  WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/standby --standby --owner postgres"
+);
+
 /// Arguments of `walrs restore`.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
@@ -30,7 +45,9 @@ pub struct Args {
     /// newest that reaches the target).
     #[arg(long, value_name = "ID|latest")]
     pub backup: Option<String>,
-    /// Recover to this time (PostgreSQL timestamptz input, e.g. '2026-11-21 14:03:07+00').
+    /// Recover to this time: 'YYYY-MM-DD HH:MM[:SS[.ffffff]]' with an optional zone (Z, UTC,
+    /// +HH[:MM]), e.g. '2026-11-21 14:03:07+01'. A time without a zone is UTC, not the server's
+    /// or this host's time zone.
     #[arg(long, value_name = "TS")]
     pub target_time: Option<String>,
     /// Recover to this LSN.
@@ -69,8 +86,8 @@ pub struct Args {
     /// Print the plan and exit without touching the disk.
     #[arg(long)]
     pub dry_run: bool,
-    /// Parallel downloads.
-    #[arg(long, default_value_t = 4)]
+    /// Chunk objects downloaded and extracted at once, 1 to 16.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=16), usize::from))]
     pub jobs: usize,
     /// Machine-readable plan on stdout.
     #[arg(long)]

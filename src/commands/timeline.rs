@@ -7,6 +7,13 @@ use crate::index::{self, verify};
 use crate::outln;
 use crate::pg::{TimeLineId, TimelineHistory, WalFileName};
 
+/// The examples of `walrs timeline --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  WALRS_REPO=/srv/walrs walrs timeline
+  WALRS_REPO=/srv/walrs walrs timeline --json"
+);
+
 /// Arguments of `walrs timeline`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +26,9 @@ pub struct Args {
 struct Entry {
     #[serde(flatten)]
     info: verify::TimelineInfo,
+    #[serde(rename = "first_wal")]
     first_segment: Option<WalFileName>,
+    #[serde(rename = "last_wal")]
     last_segment: Option<WalFileName>,
     segments: u64,
     /// Its parent went on after it branched: two servers archived into the repository.
@@ -59,7 +68,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         })
         .collect();
     if args.json {
-        let s = serde_json::to_string_pretty(&entries)
+        let s = serde_json::to_string_pretty(&serde_json::json!({ "timelines": entries }))
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
         outln!("{s}");
         return Ok(());

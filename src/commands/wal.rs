@@ -14,6 +14,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default deadline of `wal verify` and `wal index`, which read every segment.
 pub const DEFAULT_LONG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// The examples of `walrs wal --help`.
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # what is archived: ranges per timeline, transaction times, gaps
+  WALRS_REPO=/srv/walrs walrs wal list
+
+  # read and check every segment since an LSN on timeline 2 (exit 18 on a problem)
+  WALRS_REPO=/srv/walrs walrs wal verify --from 0/A000000 --timeline 2
+
+  # rebuild the index from the stored segments
+  WALRS_REPO=/srv/walrs walrs wal index --rebuild"
+);
+
 /// Arguments of `walrs wal`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,6 +40,7 @@ pub struct Args {
 pub enum Action {
     /// Per timeline, the contiguous ranges of archived segments, their LSN and time ranges, and
     /// the gaps, from the index.
+    #[command(after_help = EXAMPLES)]
     List {
         /// Machine-readable output on stdout.
         #[arg(long)]
@@ -34,6 +48,7 @@ pub enum Action {
     },
     /// Read every stored segment and check it: decodable, record CRCs, record chains across
     /// segments, no gaps, histories consistent, index up to date. Exit 18 if anything is wrong.
+    #[command(after_help = EXAMPLES)]
     Verify {
         /// Machine-readable output on stdout.
         #[arg(long)]
@@ -46,6 +61,7 @@ pub enum Action {
         timeline: Option<u32>,
     },
     /// Maintain the index.
+    #[command(after_help = EXAMPLES)]
     Index {
         /// Rebuild every segment summary and roll-up from the stored segments.
         #[arg(long)]
@@ -70,7 +86,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             let all = index::load_all(&repo, cfg.wal_segment_size, encrypt)?;
             let report = verify::ranges(&all, cfg.wal_segment_size);
             if json {
-                return print_json(&report);
+                return print_json(&serde_json::json!({ "timelines": report }));
             }
             if report.is_empty() {
                 outln!("no WAL segments in {}", repo.describe());

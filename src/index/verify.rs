@@ -113,20 +113,24 @@ fn read_history(repo: &Repository, name: &WalFileName) -> Result<TimelineHistory
 /// A contiguous run of segments on one timeline.
 #[derive(Serialize, Clone, Debug)]
 pub struct Range {
-    /// First segment.
+    /// First segment (`first_wal` in JSON, docs/json.md).
+    #[serde(rename = "first_wal")]
     pub first: WalFileName,
-    /// Last segment.
+    /// Last segment (`last_wal` in JSON).
+    #[serde(rename = "last_wal")]
     pub last: WalFileName,
     /// Number of segments.
     pub segments: u64,
-    /// LSN of the first byte.
+    /// LSN of the first byte (`start_lsn` in JSON).
+    #[serde(rename = "start_lsn")]
     pub start: Lsn,
-    /// End of valid WAL in the last segment.
+    /// End of valid WAL in the last segment (`end_lsn` in JSON).
+    #[serde(rename = "end_lsn")]
     pub end: Lsn,
     /// First commit or abort time in the range.
-    pub first_xact_time: Option<String>,
+    pub first_xact_time: Option<crate::pg::PgTimestamp>,
     /// Last commit or abort time in the range.
-    pub last_xact_time: Option<String>,
+    pub last_xact_time: Option<crate::pg::PgTimestamp>,
     /// Commits and aborts.
     pub commits: u64,
     /// Segments flagged as damaged by the index.
@@ -136,9 +140,11 @@ pub struct Range {
 /// Missing segments between two ranges.
 #[derive(Serialize, Clone, Debug)]
 pub struct Gap {
-    /// First missing segment.
+    /// First missing segment (`first_wal` in JSON).
+    #[serde(rename = "first_wal")]
     pub first: WalFileName,
-    /// Last missing segment.
+    /// Last missing segment (`last_wal` in JSON).
+    #[serde(rename = "last_wal")]
     pub last: WalFileName,
     /// How many.
     pub segments: u64,
@@ -157,8 +163,8 @@ pub struct TimelineRanges {
     pub partials: Vec<WalFileName>,
 }
 
-fn fmt_time(us: Option<i64>) -> Option<String> {
-    us.map(|u| crate::pg::PgTimestamp::from_unix_micros(u).to_string())
+fn fmt_time(us: Option<i64>) -> Option<crate::pg::PgTimestamp> {
+    us.map(crate::pg::PgTimestamp::from_unix_micros)
 }
 
 /// Groups summaries into contiguous ranges and gaps per timeline.
@@ -249,7 +255,9 @@ pub struct Divergence {
     pub child: TimeLineId,
     /// Where `child` branched off `parent` (its first LSN).
     pub switchpoint: Lsn,
-    /// The last archived segment of `parent`, which holds its WAL after the switch point.
+    /// The last archived segment of `parent`, which holds its WAL after the switch point
+    /// (`parent_last_wal` in JSON).
+    #[serde(rename = "parent_last_wal")]
     pub parent_last_segment: WalFileName,
     /// Why the parent's WAL after the switch point was written after the branch (and not before
     /// it, as after a point-in-time recovery to an earlier point).

@@ -14,7 +14,8 @@ use super::names::{TimeLineId, WalSegSize, XLogSegNo};
 /// One ancestor of a timeline: `tli` ended at `switchpoint`, where its child began.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TimelineHistoryEntry {
-    /// The ancestor timeline.
+    /// The ancestor timeline (`timeline` in JSON).
+    #[serde(rename = "timeline")]
     pub tli: TimeLineId,
     /// The LSN at which the next timeline branched off.
     pub switchpoint: Lsn,
@@ -25,7 +26,8 @@ pub struct TimelineHistoryEntry {
 /// The parsed content of the history file of timeline `tli`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TimelineHistory {
-    /// The timeline whose history this is.
+    /// The timeline whose history this is (`timeline` in JSON).
+    #[serde(rename = "timeline")]
     pub tli: TimeLineId,
     /// Its ancestors, oldest first.
     pub ancestors: Vec<TimelineHistoryEntry>,

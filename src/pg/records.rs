@@ -82,8 +82,10 @@ impl std::fmt::Display for PgTimestamp {
 }
 
 impl serde::Serialize for PgTimestamp {
+    /// RFC 3339 in UTC with microseconds (`2026-11-21T14:03:07.123456Z`), the form of every
+    /// timestamp in walrs's `--json` output (docs/json.md); `Display` is PostgreSQL's form.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&crate::timefmt::rfc3339_micros(self.unix_micros()))
     }
 }
 

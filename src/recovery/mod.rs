@@ -141,12 +141,46 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
 /// the target timeline, which runs to the target).
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct PathStep {
-    /// Timeline.
+    /// Timeline (`timeline` in JSON, docs/json.md).
+    #[serde(rename = "timeline")]
     pub tli: TimeLineId,
-    /// Start.
+    /// Start (`start_lsn` in JSON).
+    #[serde(rename = "start_lsn")]
     pub from: Lsn,
-    /// End (its switch point), if it is not the last.
+    /// End (its switch point), if it is not the last (`end_lsn` in JSON).
+    #[serde(rename = "end_lsn")]
     pub to: Option<Lsn>,
+}
+
+/// The recovery target of a plan as data (`target` in `restore --json`, docs/json.md): what was
+/// asked for and where the archive says recovery stops. Fields that do not apply to the kind of
+/// target are `None` (`null`).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlanTarget {
+    /// `end` (no target: the end of the archived WAL), `immediate`, `time`, `lsn`, `xid` or
+    /// `name`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `--target-time`, in UTC.
+    pub time: Option<PgTimestamp>,
+    /// `--target-lsn`.
+    pub lsn: Option<Lsn>,
+    /// `--target-xid`.
+    pub xid: Option<u32>,
+    /// `--target-name`.
+    pub name: Option<String>,
+    /// Whether recovery stops just after the target (`false`: `--target-exclusive`).
+    pub inclusive: bool,
+    /// The archived segment in which recovery reaches the target, when the index tells.
+    pub stop_wal: Option<WalFileName>,
+    /// The record that marks the target, when the index knows its position: the commit or abort
+    /// of the xid, the restore point (the first one replay meets).
+    pub record_lsn: Option<Lsn>,
+    /// How many restore points of that name are on the path (`name` targets; PostgreSQL stops at
+    /// the first it replays).
+    pub name_uses: Option<usize>,
+    /// The target in words, as the text output prints it.
+    pub description: String,
 }
 
 /// A recovery plan.
@@ -154,21 +188,28 @@ pub struct PathStep {
 pub struct Plan {
     /// The backup restored.
     pub backup: String,
-    /// Its stop LSN (recovery replays at least this far).
+    /// Its stop LSN (recovery replays at least this far; `backup_stop_lsn` in JSON).
+    #[serde(rename = "backup_stop_lsn")]
     pub backup_stop: Lsn,
     /// The timeline path.
     pub path: Vec<PathStep>,
     /// The target timeline.
     pub target_timeline: TimeLineId,
-    /// What the target resolves to in the archive.
+    /// What the target resolves to in the archive, in words (in JSON: `target.description`).
+    #[serde(skip)]
     pub target: String,
-    /// The first and last WAL segment replay needs (shown as `""` when it needs none).
-    #[serde(serialize_with = "name_or_empty")]
+    /// The target as data (`target` in JSON).
+    #[serde(rename = "target")]
+    pub target_data: PlanTarget,
+    /// The first and last WAL segment replay needs (`first_wal`, `last_wal` in JSON; `""` when
+    /// it needs none).
+    #[serde(rename = "first_wal", serialize_with = "name_or_empty")]
     pub first_segment: Option<WalFileName>,
     /// See `first_segment`.
-    #[serde(serialize_with = "name_or_empty")]
+    #[serde(rename = "last_wal", serialize_with = "name_or_empty")]
     pub last_segment: Option<WalFileName>,
-    /// Every segment replay needs, in order.
+    /// Every segment replay needs, in order (`wal_files` in JSON).
+    #[serde(rename = "wal_files")]
     pub segments: Vec<WalFileName>,
     /// Bytes to fetch: the backup plus its WAL (plaintext).
     pub bytes: u64,
@@ -392,6 +433,9 @@ struct Resolved<'a> {
     /// replays, which depends on where replay starts (the backup's start). Every one on the
     /// path, in LSN order.
     name_hits: Vec<(Lsn, &'a SegmentSummary)>,
+    /// Where the archive says recovery reaches the target: the segment and the record that
+    /// marks it, when the index tells.
+    stop_at: (Option<WalFileName>, Option<Lsn>),
 }
 
 impl Resolved<'_> {
@@ -425,10 +469,12 @@ fn resolve_target<'a>(
         _ => Vec::new(),
     };
     let mut xid_pos: Option<Lsn> = None;
+    let mut stop_at: (Option<WalFileName>, Option<Lsn>) = (None, None);
     let (lsn, desc): (Option<Lsn>, String) = match target {
         Target::End => {
-            let last = path_segs.iter().filter(|s| s.timeline == on.tli).map(|s| s.end).max();
-            (last, "the end of the archived WAL".into())
+            let last = path_segs.iter().filter(|s| s.timeline == on.tli).max_by_key(|s| s.end);
+            stop_at.0 = last.map(|s| s.name.clone());
+            (last.map(|s| s.end), "the end of the archived WAL".into())
         }
         Target::Lsn(l) => {
             // Recovery stops at the first record at or after the target: it must be archived
@@ -442,6 +488,7 @@ fn resolve_target<'a>(
             }
             match path_segs.iter().find(|s| s.last_record.is_some_and(|r| r >= *l)) {
                 Some(s) => {
+                    stop_at.0 = Some(s.name.clone());
                     (Some(s.end.max(l.saturating_add(1))), format!("LSN {l} (in {})", s.name))
                 }
                 None => (Some(*l), format!("LSN {l}")),
@@ -455,10 +502,17 @@ fn resolve_target<'a>(
             };
             let hit = path_segs.iter().find(|s| after(s));
             match hit {
-                Some(s) => (
-                    Some(s.end),
-                    format!("time {} (stops in {})", PgTimestamp::from_unix_micros(*us), s.name),
-                ),
+                Some(s) => {
+                    stop_at.0 = Some(s.name.clone());
+                    (
+                        Some(s.end),
+                        format!(
+                            "time {} (stops in {})",
+                            PgTimestamp::from_unix_micros(*us),
+                            s.name
+                        ),
+                    )
+                }
                 None => {
                     let last = path_segs.iter().filter_map(|s| s.last_xact_time_us).max();
                     return Err(refuse(format!(
@@ -484,6 +538,7 @@ fn resolve_target<'a>(
                     // start: a backup that ends before it is consistent before the record.
                     let at = xact_lsn(s, *x);
                     xid_pos = Some(at.unwrap_or(s.start));
+                    stop_at = (Some(s.name.clone()), at);
                     let desc = match at {
                         Some(l) => format!("xid {x} (ends at {l} in {})", s.name),
                         None => format!("xid {x} (ends in {})", s.name),
@@ -507,15 +562,19 @@ fn resolve_target<'a>(
                 )));
             }
             [(l, s)] => {
+                stop_at = (Some(s.name.clone()), Some(*l));
                 (Some(l.saturating_add(1)), format!("restore point {n:?} at {l} (in {})", s.name))
             }
-            [(l, _), ..] => (
-                Some(l.saturating_add(1)),
-                format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
-            ),
+            [(l, s), ..] => {
+                stop_at = (Some(s.name.clone()), Some(*l));
+                (
+                    Some(l.saturating_add(1)),
+                    format!("restore point {n:?} (used {} times, first at {l})", name_hits.len()),
+                )
+            }
         },
     };
-    Ok(Resolved { lsn, desc, xid_pos, name_hits })
+    Ok(Resolved { lsn, desc, xid_pos, name_hits, stop_at })
 }
 
 /// The backup given by `--backup ID` (not `latest`), if any.
@@ -602,7 +661,7 @@ fn first_use_from_backup(
     resolved: &Resolved<'_>,
     b: &BackupManifest,
     notes: &mut Vec<String>,
-) -> (Option<Lsn>, String) {
+) -> (Option<Lsn>, String, (Option<WalFileName>, Option<Lsn>)) {
     match (target, resolved.first_name_from(b.start_lsn)) {
         (Target::Name(n), Some((l, s))) if resolved.name_hits.len() > 1 => {
             let all = resolved
@@ -617,9 +676,54 @@ fn first_use_from_backup(
                 b.id,
                 b.start_lsn
             ));
-            (Some(l.saturating_add(1)), format!("restore point {n:?} at {l} (in {})", s.name))
+            (
+                Some(l.saturating_add(1)),
+                format!("restore point {n:?} at {l} (in {})", s.name),
+                (Some(s.name.clone()), Some(*l)),
+            )
         }
-        _ => (resolved.lsn, resolved.desc.clone()),
+        _ => (resolved.lsn, resolved.desc.clone(), resolved.stop_at.clone()),
+    }
+}
+
+/// The target of a plan as data (`target` in `restore --json`).
+fn plan_target(
+    target: &Target,
+    inclusive: bool,
+    stop_at: (Option<WalFileName>, Option<Lsn>),
+    name_uses: usize,
+    description: &str,
+) -> PlanTarget {
+    PlanTarget {
+        kind: match target {
+            Target::End => "end",
+            Target::Immediate => "immediate",
+            Target::Time(_) => "time",
+            Target::Lsn(_) => "lsn",
+            Target::Xid(_) => "xid",
+            Target::Name(_) => "name",
+        },
+        time: match target {
+            Target::Time(us) => Some(PgTimestamp::from_unix_micros(*us)),
+            _ => None,
+        },
+        lsn: match target {
+            Target::Lsn(l) => Some(*l),
+            _ => None,
+        },
+        xid: match target {
+            Target::Xid(x) => Some(*x),
+            _ => None,
+        },
+        name: match target {
+            Target::Name(n) => Some(n.clone()),
+            _ => None,
+        },
+        inclusive,
+        stop_wal: stop_at.0,
+        record_lsn: stop_at.1,
+        name_uses: matches!(target, Target::Name(_)).then_some(name_uses),
+        description: description.to_owned(),
     }
 }
 
@@ -706,14 +810,21 @@ pub fn plan(
     let on = OnPath::new(input, tli)?;
     let resolved = resolve_target(input, &on, target, inclusive)?;
     let b = choose_backup(input, &on, target, &resolved, chosen_by_id)?;
-    let (target_lsn, target_desc) = first_use_from_backup(target, &resolved, b, &mut notes);
+    let (target_lsn, target_desc, mut stop_at) =
+        first_use_from_backup(target, &resolved, b, &mut notes);
     let (segments, bytes) = prove_wal_path(input, &on, b, target, target_lsn, &target_desc)?;
+    if let Target::Immediate = target {
+        stop_at = (segments.last().cloned(), None);
+    }
+    let target_data =
+        plan_target(target, inclusive, stop_at, resolved.name_hits.len(), &target_desc);
     Ok(Plan {
         backup: b.id.clone(),
         backup_stop: b.stop_lsn,
         path: path_steps(&on, b),
         target_timeline: tli,
         target: target_desc,
+        target_data,
         first_segment: segments.first().cloned(),
         last_segment: segments.last().cloned(),
         segments,
