@@ -268,19 +268,14 @@ impl Repository {
         }
     }
 
-    /// Reads one config object.
-    fn read_config_object(&self, which: ConfigObject) -> Result<Option<RepoConfig>> {
-        self.load::<RepoConfig>(&which)
-    }
-
     /// Reads the config; falls back to the twin copy when the primary is missing or damaged.
     pub fn read_config(&self) -> Result<Option<RepoConfig>> {
-        match self.read_config_object(ConfigObject::Primary) {
+        match self.load::<RepoConfig>(&ConfigObject::Primary) {
             Ok(Some(c)) => {
                 self.primary_config_read.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(Some(c))
             }
-            Ok(None) => match self.read_config_object(ConfigObject::Copy) {
+            Ok(None) => match self.load::<RepoConfig>(&ConfigObject::Copy) {
                 Ok(Some(c)) => {
                     tracing::warn!("{} is missing; using {}", layout::CONFIG, layout::CONFIG_COPY);
                     Ok(Some(c))
@@ -288,7 +283,7 @@ impl Repository {
                 other => other,
             },
             Err(e) if matches!(e.kind, Kind::Corrupt) => {
-                match self.read_config_object(ConfigObject::Copy) {
+                match self.load::<RepoConfig>(&ConfigObject::Copy) {
                     Ok(Some(c)) => {
                         tracing::warn!(
                             "{} is damaged ({e}); using {}",
