@@ -5,9 +5,11 @@
 //! their types, the WAL index (`index::SegmentSummary`, `index::GroupRollup`) and the binlogs
 //! (`mysql::store`).
 //!
-//! Everything that reads or writes an object goes through here, so every object is an envelope,
-//! every write is conditional or atomic, the encryption key is checked against the config before
-//! any object is touched, and every object read must carry the repository's encryption.
+//! Everything that reads or writes an object goes through here, by kind and id, so every object
+//! is an envelope, every write is conditional (or, for derived data, atomic), every JSON document
+//! passes the one version check, the encryption key is checked against the config before any
+//! object is touched, and every object read must carry its kind's encryption (the repository's,
+//! for every kind but the config objects).
 
 pub mod backup_id;
 pub mod config;
