@@ -23,6 +23,7 @@ mod operator_guards;
 mod pg_archive;
 mod pitr;
 mod prefetch;
+mod repo_objects;
 mod s3;
 mod s3_integrity;
 #[path = "storage/conformance.rs"]

@@ -16,7 +16,7 @@ use crate::codec::ObjectSummary;
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, WalFileName};
-use crate::repo::{RepoConfig, Repository, layout};
+use crate::repo::{RepoConfig, Repository, WalFile};
 
 use super::local_io;
 
@@ -135,8 +135,7 @@ fn decode_once(
     dir: &Path,
     base: &str,
 ) -> Result<(TempGuard, ObjectSummary)> {
-    let key = layout::wal_key(name)?;
-    let mut decoder = repo.open_object(&key, name.as_str()).map_err(|e| {
+    let mut decoder = repo.open::<WalFile>(name).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
                 Kind::NotFound,

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::BackupManifest;
 use super::tar::TarHeader;
 use crate::error::{Kind, Result, WalrsError};
-use crate::repo::Repository;
-use crate::storage::ObjectKey;
+use crate::repo::{BackupChunk, ChunkId, RepoObject, Repository};
 
 /// Options of a data-directory restore.
 #[derive(Clone, Debug, Default)]
@@ -136,12 +135,13 @@ fn entry_path(dest: &Path, name: &str) -> Result<PathBuf> {
 /// directory's archive), entries in [`SPOOL_DIR`] are read past, not written.
 fn extract_chunk(
     repo: &Repository,
-    key: &ObjectKey,
+    chunk: &ChunkId,
     dest: &Path,
     skip_spool: bool,
     stats: &Mutex<RestoreStats>,
 ) -> Result<()> {
-    let mut dec = repo.open_object(key, key.as_str()).map_err(|e| {
+    let key = BackupChunk::key(chunk)?;
+    let mut dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
                 Kind::Corrupt,
@@ -308,14 +308,14 @@ fn restore_into(
     o: &RestoreOptions,
     dests: &mut Vec<(PathBuf, bool)>,
 ) -> Result<RestoreStats> {
-    let mut jobs: Vec<(ObjectKey, PathBuf, bool, u64)> = Vec::new();
+    let mut jobs: Vec<(ChunkId, PathBuf, bool, u64)> = Vec::new();
     for a in &m.archives {
         let dest = archive_dest(m, a, o)?;
         let created = ensure_empty_dir(&dest)?;
         dests.push((dest.clone(), created));
         for c in &a.chunks {
             let base = a.tablespace_oid.is_none();
-            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone(), base, c.plain_len));
+            jobs.push((ChunkId::from_key(&c.key)?, dest.clone(), base, c.plain_len));
         }
     }
     let stats = Mutex::new(RestoreStats::default());
