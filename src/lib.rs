@@ -5,6 +5,7 @@
 //! those below it:
 //!
 //! - `cli` (arguments, the context, exit codes) and `commands` (one file per subcommand);
+//! - `status` (the operator's view: `status`, `metrics`, `check`, from the catalogue and index);
 //! - `backup` (base backups, restoring a data directory) and `mysql` (binlog streaming);
 //! - `recovery` (targets, the planner, the recovery settings);
 //! - `archive` (push and fetch of WAL, look-ahead, prefetch, the spool);
@@ -36,6 +37,7 @@ pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;
+pub mod status;
 pub mod storage;
 pub mod timefmt;
 pub mod users;

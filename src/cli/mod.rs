@@ -173,6 +173,21 @@ pub enum Command {
     /// The repository itself: recreate a lost config from the stored objects.
     #[command(after_help = commands::repo::EXAMPLES)]
     Repo(commands::repo::Args),
+    /// Check archiving end to end: settings, repository, a WAL segment archived and verified.
+    #[command(after_help = commands::check::EXAMPLES)]
+    Check(commands::check::Args),
+    /// The recoverable window per timeline, gaps, last archived segment, backups, binlogs.
+    #[command(after_help = commands::status::EXAMPLES)]
+    Status(commands::status::Args),
+    /// The status as Prometheus metrics: printed, written to a textfile, or served over HTTP.
+    #[command(after_help = commands::metrics::EXAMPLES)]
+    Metrics(commands::metrics::Args),
+    /// Shell completions (bash, zsh, fish) generated from the command definitions.
+    #[command(after_help = commands::completions::EXAMPLES)]
+    Completions(commands::completions::Args),
+    /// Man pages generated from the command definitions.
+    #[command(after_help = commands::completions::MAN_EXAMPLES)]
+    Man(commands::completions::ManArgs),
     /// Internal: the prefetcher `fetch` starts during recovery.
     #[command(hide = true)]
     Prefetch(commands::fetch::PrefetchArgs),
@@ -360,6 +375,12 @@ where
         Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
         Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
         Command::Repo(_) => ("repo", commands::repo::DEFAULT_TIMEOUT, None),
+        Command::Check(_) => ("check", commands::check::DEFAULT_TIMEOUT, None),
+        Command::Status(_) => ("status", commands::status::DEFAULT_TIMEOUT, None),
+        Command::Metrics(_) => ("metrics", commands::status::DEFAULT_TIMEOUT, None),
+        Command::Completions(_) | Command::Man(_) => {
+            ("completions", commands::status::DEFAULT_TIMEOUT, None)
+        }
     };
     let g = &cli.global;
     // `--compression` / `--spool-dir` before a command they do not apply to: refused, as after
@@ -449,6 +470,10 @@ where
         "prefetch" => tracing::error_span!("walrs prefetch"),
         "binlog" => tracing::error_span!("walrs binlog"),
         "repo" => tracing::error_span!("walrs repo"),
+        "check" => tracing::error_span!("walrs check"),
+        "status" => tracing::error_span!("walrs status"),
+        "metrics" => tracing::error_span!("walrs metrics"),
+        "completions" => tracing::error_span!("walrs"),
         _ => tracing::error_span!("walrs timeline"),
     }
     .entered();
@@ -464,14 +489,21 @@ where
         settings.deadline(if what == "prefetch" { "fetch" } else { what }, default_timeout);
     // `binlog tail` runs until stopped: a deadline only when one is asked for (the flag, the
     // variable or `binlog_timeout`; not the file's general `timeout`).
-    let endless = matches!(
-        &cli.command,
-        Command::Binlog(commands::binlog::Args { action: commands::binlog::Action::Tail(_) })
-    ) && match &deadline.source {
+    // `metrics --listen` likewise serves until stopped (`metrics_timeout` gives it a deadline).
+    let endless = match &cli.command {
+        Command::Binlog(commands::binlog::Args { action: commands::binlog::Action::Tail(_) }) => {
+            Some("binlog_timeout")
+        }
+        Command::Metrics(commands::metrics::Args { listen: Some(_), .. }) => {
+            Some("metrics_timeout")
+        }
+        _ => None,
+    }
+    .is_some_and(|own| match &deadline.source {
         DeadlineSource::Flag | DeadlineSource::Variable => false,
-        DeadlineSource::File { key, .. } => key != "binlog_timeout",
+        DeadlineSource::File { key, .. } => key != own,
         DeadlineSource::Default { .. } => true,
-    };
+    });
     let timeout = if endless {
         Duration::from_secs(100 * 365 * 24 * 3600)
     } else {
@@ -491,6 +523,11 @@ where
         Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
         Command::Binlog(a) => commands::binlog::run(&ctx, a),
         Command::Repo(a) => commands::repo::run(&ctx, a),
+        Command::Check(a) => commands::check::run(&ctx, a),
+        Command::Status(a) => commands::status::run(&ctx, a),
+        Command::Metrics(a) => commands::metrics::run(&ctx, a),
+        Command::Completions(a) => commands::completions::run(&ctx, a),
+        Command::Man(a) => commands::completions::run_man(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::Success,

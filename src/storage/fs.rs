@@ -427,6 +427,17 @@ impl Storage for FsStorage {
         }
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => {
+                m.modified().map(Some).map_err(|e| StorageError::from_io("stat", key.as_str(), &e))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
         let (dir_part, name_prefix) = match prefix.rfind('/') {
             Some(i) => {
