@@ -7,6 +7,7 @@
 mod util;
 
 mod binlog;
+mod check;
 mod cli;
 mod docs_match;
 mod faults;
