@@ -244,7 +244,11 @@ fn pg15_issue_16_check_reports_a_failing_archiver_and_its_backlog() {
     let last_failed = a.sql("SELECT last_failed_wal FROM pg_stat_archiver");
     assert!(detail("archiver").contains("last failed file"), "{}", detail("archiver"));
     assert!(!last_failed.is_empty());
-    assert!(detail("ready_backlog").contains("wait for the archiver"), "{}", detail("ready_backlog"));
+    assert!(
+        detail("ready_backlog").contains("wait for the archiver"),
+        "{}",
+        detail("ready_backlog")
+    );
     assert!(detail("roundtrip").contains("did not reach"), "{}", detail("roundtrip"));
     assert!(out.stderr.contains("check roundtrip failed"), "{}", out.stderr);
 }

@@ -27,6 +27,7 @@ mod prefetch;
 mod repo_objects;
 mod s3;
 mod s3_integrity;
+mod status;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
 mod temporaries;

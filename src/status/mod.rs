@@ -488,13 +488,15 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
         n = XLogSegNo(n.0 - 1);
     }
     let start_unix = m.stop_time_us as f64 / 1e6;
-    let end_unix =
-        last_xact.map(|x| x as f64 / 1e6).filter(|e| *e > start_unix).unwrap_or(start_unix);
+    let later = last_xact.filter(|x| *x > m.stop_time_us);
+    let end_unix = later.map_or(start_unix, |x| x as f64 / 1e6);
+    // The commit's own time, as `wal list` prints it; else the backup's end, as it was recorded.
+    let end_time = later.map_or_else(|| m.stop_time.clone(), crate::timefmt::rfc3339_micros);
     Some(RecoveryWindow {
         backup: m.id.to_string(),
         start_time: m.stop_time.clone(),
         start_lsn: m.stop_lsn,
-        end_time: rfc3339_of_unix(end_unix),
+        end_time,
         end_lsn: r.end,
         last_wal: r.name.clone(),
         start_unix,
