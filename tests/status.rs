@@ -20,15 +20,16 @@ use crate::pitr::{Env, basebackup, setup};
 use crate::util::chown_to_test_user;
 use crate::util::pg::PgCluster;
 
+/// Per family name: its type, its help, its samples (labels, value).
+type Families = BTreeMap<String, (String, String, Vec<(BTreeMap<String, String>, f64)>)>;
+
 /// The Python of the venv with `prometheus_client` (scripts/install-prereqs.sh).
 const VENV_PYTHON: &str = "/opt/walrs-test-venv/bin/python";
 
 /// Parses exposition text with `prometheus_client.parser.text_string_to_metric_families` and
 /// returns, per family name, its type, help and samples `(labels, value)`. Panics if the parser
 /// refuses the text.
-fn parse_exposition(
-    text: &str,
-) -> BTreeMap<String, (String, String, Vec<(BTreeMap<String, String>, f64)>)> {
+fn parse_exposition(text: &str) -> Families {
     assert!(
         Path::new(VENV_PYTHON).exists(),
         "{VENV_PYTHON} not found: run scripts/install-prereqs.sh"
@@ -309,8 +310,6 @@ fn pg15_issue_16_status_and_metrics_match_wal_list_and_backup_list() {
     assert!(head3.starts_with("HTTP/1.1 200"), "{head3}");
     check_metrics(&parse_exposition(&body3), &status);
 }
-
-type Families = BTreeMap<String, (String, String, Vec<(BTreeMap<String, String>, f64)>)>;
 
 /// The value of `family` with `labels` (besides `repository`), which must be there once.
 #[track_caller]
