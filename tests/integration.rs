@@ -21,6 +21,7 @@ mod majors;
 mod mysql_wire;
 mod operator;
 mod operator_guards;
+mod operator_view;
 mod pg_archive;
 mod pitr;
 mod prefetch;
