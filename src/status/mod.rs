@@ -428,32 +428,49 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
         .filter(|s| s.timeline == tli && !s.is_partial())
         .map(|s| s.segno)
         .max()?;
-    // Walks forward from `from` along the path; the last segment reached without a gap.
-    let reach = |from: XLogSegNo| -> Option<&SegmentSummary> {
-        let mut cur = None;
-        let mut last = None;
+    // The backups whose start and stop lie on the path, and the segments their walks start at.
+    let usable: Vec<&BackupManifest> = input
+        .backups
+        .iter()
+        .filter(|m| {
+            path.timeline_of(m.start_lsn) == m.timeline
+                && path.timeline_of(m.stop_lsn) == m.stop_timeline
+        })
+        .collect();
+    let mut starts: Vec<XLogSegNo> = usable.iter().map(|m| m.start_lsn.segment(seg)).collect();
+    starts.sort();
+    starts.dedup();
+    // Walks forward from each start along the path, reading each segment from the timeline
+    // PostgreSQL would ask for first, to the last segment reached without a gap. The latest start
+    // first: a walk that arrives at a later start on the timeline a fresh walk from there takes
+    // goes on exactly as that walk did, so it takes its result; every segment is visited once.
+    // Per start: (the first timeline chosen, the last segment reached).
+    let mut reaches: BTreeMap<XLogSegNo, (Option<TimeLineId>, Option<&SegmentSummary>)> =
+        BTreeMap::new();
+    for &from in starts.iter().rev() {
+        let (mut cur, mut last, mut first_tl) = (None, None, None);
         let mut n = from;
         while n <= end {
             let Some(t) = path.segment_timeline(n, seg, cur) else { break };
+            if n == from {
+                first_tl = Some(t);
+            } else if let Some((Some(ft), r)) = reaches.get(&n)
+                && *ft == t
+            {
+                last = r.or(last);
+                break;
+            }
             let Some(s) = has(t, n) else { break };
             last = Some(s);
             cur = Some(t);
             n = XLogSegNo(n.0 + 1);
         }
-        last
-    };
-    // Memoised: backups that start in the same segment share a walk.
-    let mut reaches: BTreeMap<XLogSegNo, Option<&SegmentSummary>> = BTreeMap::new();
+        reaches.insert(from, (first_tl, last));
+    }
     let mut best: Option<(&BackupManifest, &SegmentSummary)> = None;
-    for m in &input.backups {
-        if path.timeline_of(m.start_lsn) != m.timeline
-            || path.timeline_of(m.stop_lsn) != m.stop_timeline
-        {
-            continue;
-        }
-        let from = m.start_lsn.segment(seg);
-        let r = *reaches.entry(from).or_insert_with(|| reach(from));
-        let Some(r) = r else { continue };
+    for m in usable {
+        let Some((_, Some(r))) = reaches.get(&m.start_lsn.segment(seg)) else { continue };
+        let r = *r;
         if r.end < m.stop_lsn {
             continue; // the backup's own WAL is not all there
         }
@@ -502,4 +519,183 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
         start_unix,
         end_unix,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::index::EndKind;
+    use crate::pg::TimelineHistory;
+
+    const M: u64 = 1 << 20;
+
+    fn tl(t: u32) -> TimeLineId {
+        TimeLineId::new(t).unwrap()
+    }
+
+    fn seg() -> WalSegSize {
+        WalSegSize::new(M as u32).unwrap()
+    }
+
+    /// Segment `n` of timeline `t`, with a commit at `n` seconds.
+    fn full(t: u32, n: u64) -> SegmentSummary {
+        let segno = XLogSegNo(n);
+        let start = segno.start_lsn(seg());
+        SegmentSummary {
+            format_version: crate::index::FORMAT_VERSION,
+            name: WalFileName::segment(tl(t), segno, seg()),
+            timeline: tl(t),
+            segno,
+            start,
+            seg_size: seg(),
+            first_record: Some(start.saturating_add(40)),
+            last_record: Some(Lsn(start.0 + M - 0x100)),
+            end: segno.end_lsn(seg()),
+            end_kind: EndKind::Full,
+            continuation: 0,
+            first_prev: None,
+            records: 10,
+            commits: 1,
+            aborts: 0,
+            first_xact_time_us: Some(n as i64 * 1_000_000),
+            last_xact_time_us: Some(n as i64 * 1_000_000),
+            min_xid: None,
+            max_xid: None,
+            xids: vec![],
+            xid_lsns: vec![],
+            restore_points: vec![],
+            checkpoints: vec![],
+            backup_ends: vec![],
+            end_of_recovery: vec![],
+            error: None,
+            content_digest: String::new(),
+        }
+    }
+
+    /// A backup of timeline `t` from segment `start` to `stop` (mid-segment), ended at `time` s.
+    fn backup(id: &str, t: u32, start: u64, stop: u64, time: i64) -> BackupManifest {
+        BackupManifest {
+            format_version: 1,
+            id: id.parse().unwrap(),
+            label: id.into(),
+            system_identifier: SystemId(1),
+            pg_version: PgMajorVersion::V15,
+            timeline: tl(t),
+            start_lsn: Lsn(start * M + 40),
+            stop_lsn: Lsn(stop * M + 0x1000),
+            stop_timeline: tl(t),
+            start_time: crate::timefmt::rfc3339_micros((time - 60) * 1_000_000)
+                .replace(".000000", ""),
+            stop_time: crate::timefmt::rfc3339_micros(time * 1_000_000).replace(".000000", ""),
+            stop_time_us: time * 1_000_000 + 500,
+            first_wal: String::new(),
+            last_wal: String::new(),
+            archives: vec![],
+            pg_manifest_key: String::new(),
+            bytes: 100,
+            stored_bytes: 10,
+            compression: "none".into(),
+            encrypted: false,
+        }
+    }
+
+    /// Timeline 1: segments 1..=20 without 10; timeline 2 branched in segment 15 and has
+    /// 15..=25.
+    fn inputs(backups: Vec<BackupManifest>) -> Inputs {
+        let mut summaries = BTreeMap::new();
+        for n in (1..=20).filter(|n| *n != 10) {
+            summaries.insert((tl(1), XLogSegNo(n)), full(1, n));
+        }
+        for n in 15..=25 {
+            summaries.insert((tl(2), XLogSegNo(n)), full(2, n));
+        }
+        let sw = Lsn(15 * M + 0x8000);
+        let h = TimelineHistory::parse(tl(2), format!("1\t{sw}\tno recovery target\n").as_bytes())
+            .unwrap();
+        let mut timelines = BTreeMap::new();
+        timelines.insert(
+            tl(2),
+            verify::TimelineInfo {
+                timeline: tl(2),
+                parent: Some(tl(1)),
+                switchpoint: Some(sw),
+                reason: None,
+                history: Some(h),
+            },
+        );
+        Inputs {
+            repository: "/r".into(),
+            config: Some(RepoConfig::new(
+                SystemId(1),
+                PgMajorVersion::V15,
+                seg(),
+                8192,
+                crate::codec::Compression::None,
+                None,
+            )),
+            summaries,
+            timelines,
+            backups,
+            incomplete: 1,
+            archived: BTreeMap::new(),
+            binlog: None,
+            now: UNIX_EPOCH + std::time::Duration::from_secs(100),
+        }
+    }
+
+    /// The gap in timeline 1 ends the window of a backup before it on both timelines; a backup
+    /// after it opens the window, and of two backups that reach as far, the older one.
+    #[test]
+    fn windows_follow_the_path_and_stop_at_gaps() {
+        let a = backup("20260101T000000Z", 1, 2, 3, 3);
+        let c = backup("20260101T000100Z", 1, 5, 5, 5);
+        let b = backup("20260101T000200Z", 1, 12, 12, 12);
+        let b2 = backup("20260101T000300Z", 1, 13, 13, 13);
+        let s = compute(&inputs(vec![c.clone(), b2.clone(), a.clone(), b.clone()]));
+        assert_eq!(s.timelines.len(), 2);
+        let (t1, t2) = (&s.timelines[0], &s.timelines[1]);
+        assert_eq!(t1.gaps.len(), 1);
+        assert_eq!(t1.gaps[0].first.as_str(), "00000001000000000000000A");
+        // Timeline 1: b reaches 20 (b2 too, but b ended first).
+        let w1 = t1.recovery_window.as_ref().unwrap();
+        assert_eq!(w1.backup, b.id.to_string());
+        assert_eq!(w1.last_wal.as_str(), "000000010000000000000014");
+        assert_eq!(w1.end_time, crate::timefmt::rfc3339_micros(20_000_000));
+        assert_eq!(w1.start_time, b.stop_time);
+        // Timeline 2: from b through timeline 1 to segment 14, then timeline 2 from 15.
+        let w2 = t2.recovery_window.as_ref().unwrap();
+        assert_eq!(w2.backup, b.id.to_string());
+        assert_eq!(w2.last_wal.as_str(), "000000020000000000000019");
+        assert_eq!(w2.end_lsn, XLogSegNo(25).end_lsn(seg()));
+        assert_eq!(t2.parent, Some(tl(1)));
+        assert_eq!(s.backups.count, 4);
+        assert_eq!(s.backups.incomplete, 1);
+        assert_eq!(s.backups.oldest.as_ref().unwrap().id, a.id.to_string());
+        assert_eq!(s.backups.newest.as_ref().unwrap().id, b2.id.to_string());
+        assert_eq!(s.backups.newest.as_ref().unwrap().duration_seconds, Some(60.0005));
+        assert_eq!(s.backups.bytes, 400);
+    }
+
+    /// Only backups before the gap: the window on timeline 1 ends before it (the oldest backup
+    /// opens it, at the last commit it reaches); a backup whose own WAL crosses the gap is not
+    /// used; no backup at all: no window.
+    #[test]
+    fn a_window_ends_at_the_last_segment_before_a_gap() {
+        let a = backup("20260101T000000Z", 1, 2, 3, 3);
+        let c = backup("20260101T000100Z", 1, 5, 5, 5);
+        let d = backup("20260101T000200Z", 1, 9, 10, 9); // its own WAL crosses the gap
+        let s = compute(&inputs(vec![d, c, a.clone()]));
+        let w1 = s.timelines[0].recovery_window.as_ref().unwrap();
+        assert_eq!(w1.backup, a.id.to_string());
+        assert_eq!(w1.last_wal.as_str(), "000000010000000000000009");
+        assert_eq!(w1.end_time, crate::timefmt::rfc3339_micros(9_000_000));
+        assert_eq!(w1.end_unix, 9.0);
+        let w2 = s.timelines[1].recovery_window.as_ref().unwrap();
+        assert_eq!(w2.last_wal.as_str(), "000000010000000000000009");
+        let none = compute(&inputs(vec![]));
+        assert!(none.timelines.iter().all(|t| t.recovery_window.is_none()));
+        assert!(none.backups.newest.is_none());
+        assert_eq!(none.last_archived.as_ref().unwrap().wal.as_str(), "000000020000000000000019");
+    }
 }
