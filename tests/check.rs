@@ -112,6 +112,15 @@ fn pg15_issue_16_check_passes_on_a_correct_setup() {
         assert_eq!(result(&v, name), "ok", "{name}: {v}");
     }
     assert_eq!(result(&v, "archive_timeout"), "warn");
+    // The shape (docs/json.md): the prose `detail` and the restore point's name (a time and a
+    // pid) redacted too.
+    let mut shape = v.clone();
+    for c in shape["checks"].as_array_mut().unwrap() {
+        c["detail"] = Value::from("[detail]");
+    }
+    shape["roundtrip"]["restore_point"] = Value::from("[restore-point]");
+    let red = crate::json_output::Redactor::new(&[e.world.dir.path()], &[]);
+    insta::assert_snapshot!("check", red.snapshot(&shape.to_string()));
     let wal = v["roundtrip"]["wal"].as_str().unwrap();
     let rp = v["roundtrip"]["restore_point"].as_str().unwrap();
     assert!(v["roundtrip"]["seconds"].as_f64().unwrap() >= 0.0);

@@ -236,6 +236,13 @@ fn pg15_issue_16_status_and_metrics_match_wal_list_and_backup_list() {
     assert!(status["binlog"].is_null());
     assert!(status["drill"].is_null());
 
+    // The shape (docs/json.md), the volatile values redacted as for every --json output.
+    let red = crate::json_output::Redactor::new(
+        &[e.world.dir.path()],
+        crate::json_output::VARIABLE_ARRAYS,
+    );
+    insta::assert_snapshot!("status", red.snapshot(&e.run(&["status", "--json"]).stdout));
+
     // The text form.
     let out = e.run(&["status"]);
     out.expect_code(0);
