@@ -5,7 +5,7 @@
 //! is compared with what `wal list --json` and `backup list --json` report; the metrics text is
 //! read with the Prometheus client library's own parser (the venv scripts/install-prereqs.sh
 //! sets up), never a regex, printed, written with `--textfile` and scraped over HTTP from
-//! `--listen`.
+//! `--listen`. Also: `wal verify` and `backup verify` log their progress and rate.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -258,6 +258,19 @@ fn pg15_issue_16_status_and_metrics_match_wal_list_and_backup_list() {
         out.stdout
     );
     assert!(out.stdout.contains("backups: 2 (full)"), "{}", out.stdout);
+
+    // The progress of the long verifications is in the log (target walrs::progress), with
+    // the rate, so it can be scraped from the journal too.
+    let out = e.run(&["wal", "verify"]);
+    assert_eq!(out.code, 18, "the gap is a problem: {}", out.stderr);
+    assert!(out.stderr.contains("wal verify: ") && out.stderr.contains(" MiB/s"), "{}", out.stderr);
+    let out = e.run(&["backup", "verify", bk2["id"].as_str().unwrap()]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("backup verify: ") && out.stderr.contains(" MiB/s"),
+        "{}",
+        out.stderr
+    );
 
     // metrics: printed.
     let out = e.run(&["metrics"]);
