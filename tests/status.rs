@@ -401,3 +401,52 @@ fn check_metrics(m: &Families, status: &Value) {
         assert!(m.get(f).is_some_and(|(_, _, s)| s.is_empty()), "{f}");
     }
 }
+
+/// On S3: `status` takes the time a segment was archived from the object's `Last-Modified`
+/// (one HEAD of the last segment of each timeline), and answers from the index in a handful of
+/// requests (counted by the proxy in front of the store), once the roll-up is written.
+#[test]
+fn status_on_s3_reads_the_archive_time_in_a_handful_of_requests() {
+    use crate::util::proxy::FaultProxy;
+    use crate::util::s3::S3Server;
+    use crate::util::wal::SegSpec;
+    let server = S3Server::start();
+    let proxy = FaultProxy::start(server.endpoint().trim_start_matches("http://").parse().unwrap());
+    let walrs = || {
+        let mut w = crate::util::walrs(Path::new("/unused")).env("WALRS_REPO", server.url("st"));
+        for (k, v) in server.env() {
+            w = w.env(k, v);
+        }
+        w.env("WALRS_S3_ENDPOINT", proxy.endpoint())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Segments 1, 2, 4, 5 of 1 MiB: a gap at 3.
+    for n in [1u64, 2, 4, 5] {
+        let seg = SegSpec { seg_size: 1 << 20, ..SegSpec::new(n) };
+        walrs().arg("push").arg(seg.write(dir.path())).run().expect_code(0);
+    }
+    let list = walrs().args(["wal", "list", "--json"]).run();
+    list.expect_code(0);
+    let wal: Value = serde_json::from_str(&list.stdout).unwrap();
+    // The first status may fold the summaries into the group's roll-up; the second reads it.
+    walrs().args(["status", "--json"]).run().expect_code(0);
+    let before = proxy.requests();
+    let out = walrs().args(["status", "--json"]).run();
+    let requests = proxy.requests() - before;
+    out.expect_code(0);
+    let s: Value = serde_json::from_str(&out.stdout).unwrap();
+    let t = &s["timelines"][0];
+    assert_eq!(t["first_wal"], wal["timelines"][0]["ranges"][0]["first_wal"]);
+    assert_eq!(t["last_wal"], "000000010000000000000005");
+    assert_eq!(t["gaps"], wal["timelines"][0]["gaps"]);
+    assert_eq!(t["gaps"][0]["first_wal"], "000000010000000000000003");
+    assert!(t["recovery_window"].is_null(), "no backup: {s}");
+    let la = &s["last_archived"];
+    assert_eq!(la["wal"], "000000010000000000000005");
+    let archived = unix_of(la["archived_time"].as_str().expect("Last-Modified read"));
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - archived).abs() < 600.0, "archived {archived}, now {now}");
+    eprintln!("status on S3: {requests} requests");
+    assert!(requests <= 12, "status sent {requests} requests");
+}
