@@ -11,15 +11,19 @@ use crate::cli::{Cli, Ctx};
 use crate::error::{Kind, Result, WalrsError};
 
 /// The examples of `walrs completions --help`.
-pub const EXAMPLES: &str = "Examples:
+pub const EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
   walrs completions bash > /etc/bash_completion.d/walrs
   walrs completions zsh > /usr/local/share/zsh/site-functions/_walrs
-  walrs completions fish > /usr/share/fish/vendor_completions.d/walrs.fish";
+  walrs completions fish > /usr/share/fish/vendor_completions.d/walrs.fish"
+);
 
 /// The examples of `walrs man --help`.
-pub const MAN_EXAMPLES: &str = "Examples:
+pub const MAN_EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
   walrs man | man -l -
-  walrs man --dir /usr/local/share/man/man1 && mandb -q";
+  walrs man --dir /usr/local/share/man/man1 && mandb -q"
+);
 
 /// The shells walrs writes completions for.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
