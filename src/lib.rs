@@ -13,6 +13,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod index;
 pub mod mysql;

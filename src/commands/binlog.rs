@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::Ctx;
+use crate::durable::{self, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::mysql::client::ConnectOptions;
 use crate::mysql::event;
@@ -371,26 +372,19 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn local_io(what: &str, p: &Path, e: &std::io::Error) -> WalrsError {
-    WalrsError::new(Kind::Io, format!("{what} {}: {e}", p.display()))
-}
-
 /// Writes what is stored of `name` to `dest` atomically: temporary file beside it, fsync,
 /// rename, fsync of the directory.
 fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) -> Result<u64> {
-    crate::archive::check_destination(dest)?;
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    durable::check_destination(dest)?;
+    let dir = durable::parent_dir(dest);
     let base = dest.file_name().and_then(|f| f.to_str()).unwrap_or("binlog");
-    let (mut guard, mut out) = crate::archive::create_temp(&dir, base)?;
+    let mut out = durable::create_in(&dir, base)?;
     let mut reader = store.reader(name, entry)?;
     let n = std::io::copy(&mut reader, &mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::Other {
             store::read_error(name, e)
         } else {
-            local_io("writing", guard.path(), &e)
+            local_io("writing", out.path(), &e)
         }
     })?;
     // A whole file without metadata (a crash before it was written) has no recorded size.
@@ -400,9 +394,8 @@ fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) ->
             format!("{name}: {n} bytes read, {} expected", entry.received()),
         ));
     }
-    out.flush().map_err(|e| local_io("writing", guard.path(), &e))?;
-    out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    crate::archive::install(&mut guard, dest, &dir)?;
+    out.flush().map_err(|e| local_io("writing", out.path(), &e))?;
+    durable::install(out, dest)?;
     Ok(n)
 }
 
@@ -448,7 +441,7 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         ));
     };
     let target =
-        crate::recovery::parse_timestamp(until).map_err(|e| WalrsError::new(Kind::Usage, e))?;
+        crate::timefmt::parse_timestamp(until).map_err(|e| WalrsError::new(Kind::Usage, e))?;
     let plan = plan_until(&cat, a.from.as_deref(), target)?;
     let dir = Path::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| local_io("creating", dir, &e))?;

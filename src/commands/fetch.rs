@@ -95,7 +95,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     )?;
     let repo = ctx.open_repo()?;
     // Before anything is read, on every path (the spool's too): a destination that is not a file.
-    archive::check_destination(&args.dest)?;
+    crate::durable::check_destination(&args.dest)?;
     let recovery = args.dest.file_name().is_some_and(|f| f == prefetch::RECOVERY_TARGET_NAME);
     let name = WalFileName::parse(&args.name).ok().filter(|n| n.kind() == WalFileKind::Segment);
     let spool = match (&name, recovery && count > 0) {

@@ -6,6 +6,7 @@
 //! any object is touched, and every object read must carry the repository's encryption.
 
 pub mod config;
+mod errors;
 pub mod layout;
 
 use std::io::Read;
