@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod net;
 pub mod output;
 pub mod pg;
+pub mod pgwire;
 pub mod progress;
 pub mod recovery;
 pub mod replication;
