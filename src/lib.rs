@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod follow;
 pub mod index;
 pub mod mysql;
 pub mod net;

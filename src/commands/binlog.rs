@@ -212,39 +212,7 @@ fn run_tail(ctx: &Ctx, a: TailArgs) -> Result<()> {
         compression: ctx.settings.compression,
     };
     let repo = Arc::new(ctx.open_repo()?);
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
-    spawn_signal_thread(tx.clone())?;
-    tail::run(repo, opts, (tx, rx))
-}
-
-fn spawn_signal_thread(tx: std::sync::mpsc::SyncSender<crate::mysql::client::Msg>) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("tokio runtime: {e}")))?;
-    // Registered before the thread starts: a signal right after startup is not lost.
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("signal handlers: {e}")))?;
-    std::thread::Builder::new()
-        .name("walrs-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            });
-            let _ = tx.send(crate::mysql::client::Msg::Stop);
-        })
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("signal thread: {e}")))?;
-    Ok(())
+    tail::run(repo, opts)
 }
 
 /// One stored binlog, as `binlog list` shows it.
