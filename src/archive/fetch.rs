@@ -124,7 +124,9 @@ pub(crate) fn decode_to_temp(
     dir: &Path,
     base: &str,
 ) -> Result<(TempGuard, ObjectSummary)> {
-    super::reread::read_verified(repo, name.as_str(), || decode_once(repo, cfg, name, dir, base))
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
+        decode_once(repo, cfg, name, dir, base)
+    })
 }
 
 /// One read of [`decode_to_temp`], into its own temporary file.

@@ -350,7 +350,7 @@ fn compare_with_stored(
     file: &mut File,
     path: &Path,
 ) -> Result<String> {
-    super::reread::read_verified(repo, name.as_str(), || {
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
         file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
         compare_once(repo, name, file, path)
     })

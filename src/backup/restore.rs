@@ -221,6 +221,10 @@ fn extract_chunk(
                             .create(parent)
                             .map_err(|e| io("creating", parent, e))?;
                     }
+                    // A chunk extracted a second time (`reread`) finds its own link.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        fs::remove_file(&path).map_err(|e| io("replacing", &path, e))?;
+                    }
                     std::os::unix::fs::symlink(&h.link, &path)
                         .map_err(|e| io("linking", &path, e))?;
                     current = Some((None, 0, h.padded_size(), path));
@@ -333,7 +337,13 @@ fn restore_into(
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    match extract_chunk(repo, k, dest, *base, &stats) {
+                    // A chunk that fails verification from a network backend is extracted
+                    // once more (every file it writes is created or replaced anew).
+                    let name = BackupChunk::key(k).map(|k| k.to_string()).unwrap_or_default();
+                    let extracted = crate::repo::reread::read_verified(repo, &name, || {
+                        extract_chunk(repo, k, dest, *base, &stats)
+                    });
+                    match extracted {
                         Ok(()) => progress.add(*len),
                         Err(e) => {
                             if let Ok(mut slot) = first_error.lock() {
