@@ -1,5 +1,5 @@
 //! Streams GIB gibibytes through the envelope encoder (zstd:1) into one object of an S3 repository
-//! and reports the throughput and this process's peak RSS (VmHWM): `s3_stream_upload ENDPOINT GIB`.
+//! (a backup chunk, the largest kind of object) and reports the throughput and this process's peak RSS (VmHWM): `s3_stream_upload ENDPOINT GIB`.
 //! The data is generated on the fly (half compressible), so memory is the uploader's alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
@@ -8,10 +8,8 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use walrs::codec::Compression;
-use walrs::repo::Repository;
-use walrs::storage::{
-    AnyStorage, ObjectKey, S3Credentials, S3Location, S3Settings, S3Storage, Storage,
-};
+use walrs::repo::{BackupChunk, BackupId, ChunkId, RepoObject, Repository};
+use walrs::storage::{AnyStorage, S3Credentials, S3Location, S3Settings, S3Storage, Storage};
 
 struct Gen {
     left: u64,
@@ -57,17 +55,20 @@ fn main() {
     let s3 = S3Storage::open(&loc, &settings, &creds, Instant::now() + Duration::from_secs(3600))
         .unwrap();
     let repo = Repository::new(AnyStorage::S3(Box::new(s3)), None);
-    let key = ObjectKey::new(format!("big-{gib}g")).unwrap();
+    let chunk = ChunkId {
+        backup: BackupId::at(std::time::SystemTime::now()),
+        archive: format!("big-{gib}g"),
+        number: 0,
+    };
+    let key = BackupChunk::key(&chunk).unwrap();
     let _ = repo.storage().delete(&key);
     let started = Instant::now();
     let bytes = gib << 30;
     let out = repo
-        .put_new(
-            &key,
-            key.as_str(),
+        .put_new::<BackupChunk>(
+            &chunk,
             Gen { left: bytes, state: 0x1234_5678_9abc_def1 },
             Compression::Zstd(1),
-            false,
         )
         .unwrap();
     let secs = started.elapsed().as_secs_f64();

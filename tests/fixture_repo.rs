@@ -169,14 +169,14 @@ fn check_fixture(variant: &str) {
     out.expect_code(0);
     quiet(&out, "wal list");
     let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let list = list.as_array().unwrap();
+    let list = list["timelines"].as_array().unwrap();
     assert_eq!(list.len(), segments.len(), "{}", out.stdout);
     for (tl, (tli, names)) in list.iter().zip(&segments) {
         assert_eq!(tl["timeline"], *tli, "{}", out.stdout);
         let ranges = tl["ranges"].as_array().unwrap();
         assert_eq!(ranges.len(), 1, "timeline {tli}: {}", out.stdout);
-        assert_eq!(ranges[0]["first"], names[0], "timeline {tli}");
-        assert_eq!(ranges[0]["last"], names[names.len() - 1], "timeline {tli}");
+        assert_eq!(ranges[0]["first_wal"], names[0], "timeline {tli}");
+        assert_eq!(ranges[0]["last_wal"], names[names.len() - 1], "timeline {tli}");
         assert_eq!(ranges[0]["segments"], names.len(), "timeline {tli}");
         assert!(ranges[0]["damaged"].as_array().unwrap().is_empty(), "{}", out.stdout);
         assert!(tl["gaps"].as_array().unwrap().is_empty(), "{}", out.stdout);
@@ -190,7 +190,7 @@ fn check_fixture(variant: &str) {
     out.expect_code(0);
     quiet(&out, "timeline");
     let tree: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let tree = tree.as_array().unwrap();
+    let tree = tree["timelines"].as_array().unwrap();
     assert_eq!(tree.len(), 2, "{}", out.stdout);
     assert_eq!(tree[1]["timeline"], 2);
     assert_eq!(tree[1]["parent"], 1);

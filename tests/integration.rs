@@ -24,6 +24,7 @@ mod pg_archive;
 mod pgwire;
 mod pitr;
 mod prefetch;
+mod repo_objects;
 mod s3;
 mod s3_integrity;
 #[path = "storage/conformance.rs"]

@@ -15,7 +15,7 @@ use crate::durable::{self, TempFile, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, WalFileName};
-use crate::repo::{RepoConfig, Repository, layout};
+use crate::repo::{RepoConfig, Repository, WalFile};
 
 /// What a fetch did.
 #[derive(Debug)]
@@ -116,7 +116,9 @@ pub(crate) fn decode_to_temp(
     dir: &Path,
     base: &str,
 ) -> Result<(TempFile, ObjectSummary)> {
-    super::reread::read_verified(repo, name.as_str(), || decode_once(repo, cfg, name, dir, base))
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
+        decode_once(repo, cfg, name, dir, base)
+    })
 }
 
 /// One read of [`decode_to_temp`], into its own temporary file.
@@ -127,8 +129,7 @@ fn decode_once(
     dir: &Path,
     base: &str,
 ) -> Result<(TempFile, ObjectSummary)> {
-    let key = layout::wal_key(name)?;
-    let mut decoder = repo.open_object(&key, name.as_str()).map_err(|e| {
+    let mut decoder = repo.open::<WalFile>(name).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
                 Kind::NotFound,

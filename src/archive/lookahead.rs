@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{WalFileKind, WalFileName};
-use crate::repo::{Repository, layout};
-use crate::storage::Storage;
+use crate::repo::{Repository, WalFile};
 
 use super::push::{PushOptions, PushOutcome, push};
 use super::spool::{Spool, try_lock, wal_dir};
@@ -177,7 +176,7 @@ impl<'a> LookAhead<'a> {
     /// object with the recorded size.
     pub fn recorded(&self, name: &WalFileName, path: &Path) -> Result<Recorded> {
         let Some(r) = self.matching_record(name, path) else { return Ok(Recorded::No) };
-        match self.repo.storage().head(&layout::wal_key(name)?)? {
+        match self.repo.head::<WalFile>(name)? {
             Some(meta) if meta.size == r.stored_len => Ok(Recorded::Yes),
             found => {
                 tracing::warn!(
@@ -360,7 +359,7 @@ impl<'a> LookAhead<'a> {
         let (stored_len, digest) = match push(self.repo, path, opts)? {
             PushOutcome::Stored { summary, .. } => (summary.stored_len, summary.digest_hex()),
             PushOutcome::AlreadyArchived => {
-                let meta = self.repo.storage().head(&layout::wal_key(name)?)?.ok_or_else(|| {
+                let meta = self.repo.head::<WalFile>(name)?.ok_or_else(|| {
                     WalrsError::new(Kind::Io, format!("{name} vanished from the repository"))
                 })?;
                 (meta.size, String::new())

@@ -9,7 +9,6 @@ pub mod fetch;
 pub mod lookahead;
 pub mod prefetch;
 pub mod push;
-mod reread;
 pub mod spool;
 
 pub use fetch::{FetchOutcome, fetch};

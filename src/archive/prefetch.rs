@@ -39,8 +39,7 @@ use crate::error::{Kind, Result, WalrsError};
 use crate::pg::history::{ExpectedTimelines, TimelineHistory};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{TimeLineId, WalFileKind, WalFileName, WalSegSize};
-use crate::repo::{RepoConfig, Repository, layout};
-use crate::storage::Storage;
+use crate::repo::{RepoConfig, Repository, WalFile};
 
 use super::fetch::{check_first_frame, decode_to_temp};
 use super::spool::{Spool, try_lock};
@@ -181,8 +180,7 @@ impl PrefetchDir {
         let mut head = vec![0u8; LONG_PAGE_HEADER_LEN];
         f.read_exact(&mut head).map_err(|e| e.to_string())?;
         check_first_frame(name, cfg, &head).map_err(|e| e.to_string())?;
-        let key = layout::wal_key(name).map_err(|e| e.to_string())?;
-        match repo.storage().head(&key) {
+        match repo.head::<WalFile>(name) {
             Ok(Some(m)) if m.size == meta.stored_len => Ok(()),
             Ok(Some(m)) => Err(format!("the repository's object now has {} bytes", m.size)),
             Ok(None) => Err("the repository no longer holds it".into()),

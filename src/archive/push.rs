@@ -18,7 +18,7 @@ use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, SegmentIndexer};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, TimelineHistory, WalFileKind, WalFileName};
-use crate::repo::{PutExtras, PutNew, RepoConfig, Repository, layout};
+use crate::repo::{PutExtras, PutNew, RepoConfig, Repository, WalFile};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -266,7 +266,6 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         })?,
     };
 
-    let key = layout::wal_key(&name)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
     let source = ExactReader { inner: &mut file, remaining: size };
     // Segments are indexed as they stream through the encoder: no second pass over the file.
@@ -275,13 +274,10 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         let ix = Rc::clone(ix);
         Box::new(move |frame: &[u8]| ix.borrow_mut().feed(frame)) as Box<dyn FnMut(&[u8])>
     });
-    let encrypt = cfg.encryption.is_some();
-    match repo.put_new_observed(
-        &key,
-        name.as_str(),
+    match repo.put_new_observed::<WalFile>(
+        &name,
         source,
         compression,
-        encrypt,
         PutExtras { observer, workers: opts.codec_workers },
     )? {
         PutNew::Created(summary) => {
@@ -289,7 +285,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
                 let _ = crate::cleanup::mark_committed();
             }
             if let Some(ix) = indexer.and_then(|ix| Rc::try_unwrap(ix).ok()) {
-                record_in_index(repo, ix.into_inner().finish(summary.digest_hex()), encrypt);
+                record_in_index(repo, ix.into_inner().finish(summary.digest_hex()));
             }
             tracing::info!(
                 "archived {name}: {} bytes stored as {} ({compression}{}) in {:.3} s",
@@ -302,7 +298,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
         }
         PutNew::Exists => {
             file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
-            let digest = compare_with_stored(repo, &key, &name, &mut file, path)?;
+            let digest = compare_with_stored(repo, &name, &mut file, path)?;
             if opts.commits_command {
                 let _ = crate::cleanup::mark_committed();
             }
@@ -322,7 +318,7 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
                     }
                     ix.feed(buf.get(..n).unwrap_or_default());
                 }
-                record_in_index(repo, ix.finish(digest), encrypt);
+                record_in_index(repo, ix.finish(digest));
             }
             Ok(PushOutcome::AlreadyArchived)
         }
@@ -333,14 +329,14 @@ pub fn push(repo: &Repository, path: &Path, opts: &PushOptions) -> Result<PushOu
 /// hold what PostgreSQL wrote) but flagged in its summary and reported. The index is derived
 /// data: failing to write it does not fail the push (`wal verify` reports the gap and
 /// `wal index --rebuild` fills it).
-fn record_in_index(repo: &Repository, summary: index::SegmentSummary, encrypt: bool) {
+fn record_in_index(repo: &Repository, summary: index::SegmentSummary) {
     if let Some(e) = &summary.error {
         tracing::error!(
             "{}: the WAL in this segment is damaged: {e}; it is archived as received and flagged in the index",
             summary.name
         );
     }
-    if let Err(e) = index::store_summary(repo, &summary, encrypt) {
+    if let Err(e) = index::store_summary(repo, &summary) {
         tracing::warn!("{}: archived, but its index entry could not be written: {e}", summary.name);
     }
 }
@@ -350,26 +346,24 @@ fn record_in_index(repo: &Repository, summary: index::SegmentSummary, encrypt: b
 /// verification is read once more before it is called corrupt (`reread`).
 fn compare_with_stored(
     repo: &Repository,
-    key: &crate::storage::ObjectKey,
     name: &WalFileName,
     file: &mut File,
     path: &Path,
 ) -> Result<String> {
-    super::reread::read_verified(repo, name.as_str(), || {
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
         file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
-        compare_once(repo, key, name, file, path)
+        compare_once(repo, name, file, path)
     })
 }
 
 /// One read of [`compare_with_stored`], from the start of `file`.
 fn compare_once(
     repo: &Repository,
-    key: &crate::storage::ObjectKey,
     name: &WalFileName,
     file: &mut File,
     path: &Path,
 ) -> Result<String> {
-    let mut decoder = repo.open_object(key, name.as_str())?;
+    let mut decoder = repo.open::<WalFile>(name)?;
     let mut stored = Vec::new();
     let mut local = Vec::new();
     let mut same = true;

@@ -4,7 +4,7 @@
 //! complete backup's id, like a short git hash. An ambiguous prefix is refused with the
 //! candidates; an incomplete backup is never chosen.
 
-use super::{BackupManifest, catalogue, load_manifest};
+use super::{BackupId, BackupManifest, catalogue, load_manifest};
 use crate::error::{Kind, Result, WalrsError};
 use crate::repo::Repository;
 
@@ -23,7 +23,7 @@ fn plausible(spec: &str) -> bool {
 /// matches (exit 1), `Usage` for an empty or ambiguous `spec` (exit 2).
 pub fn pick<'a>(
     complete: &'a [BackupManifest],
-    incomplete: &[String],
+    incomplete: &[BackupId],
     spec: &str,
     repo: &str,
 ) -> Result<&'a BackupManifest> {
@@ -72,9 +72,8 @@ pub fn pick<'a>(
 /// The complete backup `spec` names in `repo` (see [`pick`]). A full id is read directly; `latest`
 /// and prefixes read the catalogue.
 pub fn resolve(repo: &Repository, spec: &str) -> Result<BackupManifest> {
-    if spec != LATEST
-        && plausible(spec)
-        && let Some(m) = load_manifest(repo, spec)?
+    if let Ok(id) = BackupId::parse(spec)
+        && let Some(m) = load_manifest(repo, &id)?
     {
         return Ok(m);
     }
@@ -91,7 +90,7 @@ mod tests {
         ids.iter()
             .map(|id| BackupManifest {
                 format_version: 1,
-                id: id.to_string(),
+                id: id.parse().unwrap(),
                 label: String::new(),
                 system_identifier: crate::pg::SystemId(1),
                 pg_version: crate::pg::PgMajorVersion::V15,
@@ -117,7 +116,7 @@ mod tests {
     #[test]
     fn issue_13_latest_full_ids_and_unique_prefixes() {
         let all = manifests(&["20261121T161225Z", "20261121T161225Z-2", "20261122T080000Z"]);
-        let inc = vec!["20261123T000000Z".to_string()];
+        let inc = vec!["20261123T000000Z".parse().unwrap()];
         let id = |s: &str| pick(&all, &inc, s, "r").map(|m| m.id.clone());
         assert_eq!(id("latest").unwrap(), "20261122T080000Z");
         // A full id wins over being a prefix of another.

@@ -1,7 +1,8 @@
-//! Base backups: streaming `BASE_BACKUP` into repository objects, the backup manifest (the commit
-//! point), the catalogue, and verification against PostgreSQL's own backup manifest.
+//! Base backups: streaming `BASE_BACKUP` into repository objects, the catalogue, and
+//! verification against PostgreSQL's own backup manifest. The manifest's types and the backup
+//! object kinds live in `repo::manifest` (re-exported here).
 //!
-//! Layout (docs/format/backup.md): `backups/<id>/<archive>/<NNNNNN>` chunk objects, each a run of
+//! Layout (docs/format/backup.md, keys in `repo/layout.rs`): `backups/<id>/<archive>/<NNNNNN>` chunk objects, each a run of
 //! whole tar entries of one archive (`base.tar`, `<oid>.tar`) cut as the stream arrives;
 //! `backups/<id>/backup_manifest`, PostgreSQL's manifest byte for byte; and
 //! `backups/<id>/manifest.json`, written last, only once the WAL from the backup's start to its
@@ -15,141 +16,34 @@ pub mod tar;
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
-use crate::pg::{Lsn, PgMajorVersion, SystemId, TimeLineId, WalFileName};
+use crate::pg::{Lsn, PgMajorVersion, TimeLineId, WalFileName};
 use crate::replication::basebackup::{BackupOptions, BaseBackup, Event};
 use crate::replication::{ConnParams, ReplConn};
-use crate::repo::{PutNew, RepoConfig, Repository, layout};
+use crate::repo::{
+    BackupChunk, ChunkId, Fixed, PgBackupManifest, PutNew, RepoConfig, Repository, WalFile, layout,
+};
 use crate::storage::{ObjectKey, Storage};
 
-use tar::{FileEntry, TarTracker};
+use tar::TarTracker;
 
-/// Prefix of everything a backup stores.
-pub const PREFIX: &str = "backups/";
-/// Format version of `manifest.json`.
-pub const FORMAT_VERSION: u32 = 1;
+pub use crate::repo::BackupId;
+pub use crate::repo::manifest::{Archive, BackupManifest, Chunk, FORMAT_VERSION, FileEntry};
+
 /// Plaintext bytes after which a chunk object ends at the next tar entry boundary.
 pub const CHUNK_BYTES: u64 = 64 << 20;
 
-/// One stored piece of an archive.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Chunk {
-    /// Its key.
-    pub key: String,
-    /// Tar bytes it holds.
-    pub plain_len: u64,
-    /// Bytes stored.
-    pub stored_len: u64,
-    /// Content digest.
-    pub digest: String,
-}
-
-/// One tar archive of the backup (the data directory or a tablespace).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Archive {
-    /// `base.tar` or `<oid>.tar`.
-    pub name: String,
-    /// The tablespace's OID, `None` for the data directory.
-    pub tablespace_oid: Option<u32>,
-    /// The tablespace's location on the server.
-    pub location: Option<String>,
-    /// Its chunks, in order.
-    pub chunks: Vec<Chunk>,
-    /// Regular files with sizes and CRC-32C.
-    pub files: Vec<FileEntry>,
-}
-
-/// `manifest.json`: a complete, restorable backup.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct BackupManifest {
-    /// Format version.
-    pub format_version: u32,
-    /// The backup's id (`20261121T140307Z`).
-    pub id: String,
-    /// Its label.
-    pub label: String,
-    /// The cluster.
-    pub system_identifier: SystemId,
-    /// Its major version.
-    pub pg_version: PgMajorVersion,
-    /// Timeline at the start.
-    pub timeline: TimeLineId,
-    /// Start LSN (redo point of the backup's checkpoint).
-    pub start_lsn: Lsn,
-    /// Stop LSN: recovery must replay at least to here.
-    pub stop_lsn: Lsn,
-    /// Timeline at the stop.
-    pub stop_timeline: TimeLineId,
-    /// Wall-clock start (RFC 3339) and Unix microseconds.
-    pub start_time: String,
-    /// Wall-clock stop.
-    pub stop_time: String,
-    /// Stop time in Unix microseconds.
-    pub stop_time_us: i64,
-    /// The first and last WAL segment the backup needs.
-    pub first_wal: String,
-    /// See `first_wal`.
-    pub last_wal: String,
-    /// The archives.
-    pub archives: Vec<Archive>,
-    /// PostgreSQL's backup manifest object.
-    pub pg_manifest_key: String,
-    /// Plaintext bytes of all archives.
-    pub bytes: u64,
-    /// Bytes stored.
-    pub stored_bytes: u64,
-    /// Compression of the chunks.
-    pub compression: String,
-    /// Whether the objects are encrypted.
-    pub encrypted: bool,
-}
-
-fn key(s: String) -> Result<ObjectKey> {
-    Ok(ObjectKey::new(s)?)
-}
-
-/// The key of a backup's `manifest.json`.
-pub fn manifest_key(id: &str) -> Result<ObjectKey> {
-    key(format!("{PREFIX}{id}/manifest.json"))
-}
-
 /// Reads a backup's manifest; `None` if the backup is incomplete or unknown.
-pub fn load_manifest(repo: &Repository, id: &str) -> Result<Option<BackupManifest>> {
-    let k = manifest_key(id)?;
-    let dec = match repo.open_object(&k, k.as_str()) {
-        Ok(d) => d,
-        Err(e) if e.kind == Kind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut json = Vec::new();
-    dec.copy_to(&mut json)?;
-    let corrupt = |e: serde_json::Error| {
-        WalrsError::new(Kind::Corrupt, format!("backup {id}: manifest.json: {e}"))
-    };
-    // The version first: a newer format may not parse as this one.
-    let v: serde_json::Value = serde_json::from_slice(&json).map_err(corrupt)?;
-    let version = v.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
-    if version > u64::from(FORMAT_VERSION) {
-        return Err(WalrsError::new(
-            Kind::Unsupported,
-            format!(
-                "backup {id}: manifest.json has format version {version}, this walrs reads up to {FORMAT_VERSION}"
-            ),
-        )
-        .hint("use a newer walrs for this repository"));
-    }
-    let m: BackupManifest = serde_json::from_value(v).map_err(corrupt)?;
-    Ok(Some(m))
+pub fn load_manifest(repo: &Repository, id: &BackupId) -> Result<Option<BackupManifest>> {
+    repo.load(id)
 }
 
 /// Every complete backup, oldest first, and the ids of incomplete ones.
-pub fn catalogue(repo: &Repository) -> Result<(Vec<BackupManifest>, Vec<String>)> {
+pub fn catalogue(repo: &Repository) -> Result<(Vec<BackupManifest>, Vec<BackupId>)> {
     let mut done = Vec::new();
     let mut incomplete = Vec::new();
-    for id in repo.storage().list_prefixes(PREFIX)? {
+    for id in repo.groups::<BackupManifest>()? {
         match load_manifest(repo, &id)? {
             Some(m) => done.push(m),
             None => incomplete.push(id),
@@ -440,14 +334,14 @@ impl std::str::FromStr for ServerCompression {
     }
 }
 
-fn backup_id(repo: &Repository) -> Result<String> {
-    let base = crate::timefmt::rfc3339_utc(SystemTime::now()).replace(['-', ':'], "");
+fn backup_id(repo: &Repository) -> Result<BackupId> {
+    let base = BackupId::at(SystemTime::now());
     let mut id = base.clone();
     for n in 2.. {
-        if repo.storage().list(&format!("{PREFIX}{id}/"))?.next().is_none() {
+        if !repo.holds_objects_under(&layout::backup_prefix(&id))? {
             break;
         }
-        id = format!("{base}-{n}");
+        id = base.nth(n);
     }
     Ok(id)
 }
@@ -499,8 +393,7 @@ pub fn take(
     tracing::info!("base backup {id} of system {} starting", sys.system_id);
     let label = format!("walrs {id}");
     let mut bb = BaseBackup::start(&mut c, &backup_options(&label, opts))?;
-    let encrypt = cfg.encryption.is_some();
-    let streamed = stream_backup(repo, &mut bb, &id, opts, encrypt)?;
+    let streamed = stream_backup(repo, &mut bb, &id, opts)?;
     drop(c);
     let Streamed { start_lsn, tli, stop_lsn, stop_tli, archives, pg_key, bytes, stored } = streamed;
 
@@ -549,9 +442,9 @@ pub fn take(
         bytes,
         stored_bytes: stored,
         compression: opts.compression.to_string(),
-        encrypted: encrypt,
+        encrypted: cfg.encryption.is_some(),
     };
-    commit_manifest(repo, &m, encrypt)?;
+    commit_manifest(repo, &m)?;
     tracing::info!(
         "base backup {id} complete: {} MiB in {} archive(s), stored {} MiB, {start_lsn} .. {stop_lsn}, {:.1} s",
         bytes >> 20,
@@ -567,10 +460,10 @@ pub fn take(
 /// is swept.
 fn prepare_repository(repo: &Repository) -> Result<()> {
     if let crate::storage::AnyStorage::Fs(fs) = repo.storage() {
-        fs.check_writer("write", "backups/")?;
+        fs.check_writer("write", layout::BACKUPS_PREFIX)?;
     }
-    if let Err(e) = repo.storage().temporaries(PREFIX, true) {
-        tracing::warn!("could not sweep temporary files under {PREFIX}: {e}");
+    if let Err(e) = repo.storage().temporaries(layout::BACKUPS_PREFIX, true) {
+        tracing::warn!("could not sweep temporary files under {}: {e}", layout::BACKUPS_PREFIX);
     }
     Ok(())
 }
@@ -675,13 +568,12 @@ struct Streamed {
 fn stream_backup(
     repo: &Repository,
     bb: &mut BaseBackup<'_>,
-    id: &str,
+    id: &BackupId,
     opts: &TakeOptions,
-    encrypt: bool,
 ) -> Result<Streamed> {
     let (mut start, mut stop) = (None, None);
     let mut archives: Vec<Archive> = Vec::new();
-    let pg_key = key(format!("{PREFIX}{id}/backup_manifest"))?;
+    let pg_key = layout::pg_manifest_key(id)?;
     let mut manifest_stored = false;
     let (mut bytes, mut stored) = (0u64, 0u64);
     let progress = crate::progress::Progress::new("base backup", 0);
@@ -693,8 +585,7 @@ fn stream_backup(
                 progress.set_total(t.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
             }
             Event::Archive { name, path } => {
-                let (archive, next) =
-                    store_archive(repo, bb, id, &name, path, opts, encrypt, &progress)?;
+                let (archive, next) = store_archive(repo, bb, id, &name, path, opts, &progress)?;
                 for c in &archive.chunks {
                     bytes += c.plain_len;
                     stored += c.stored_len;
@@ -704,7 +595,7 @@ fn stream_backup(
                 continue;
             }
             Event::ManifestStart => {
-                ev = store_pg_manifest(repo, bb, &pg_key, encrypt)?;
+                ev = store_pg_manifest(repo, bb, id, &pg_key)?;
                 manifest_stored = true;
                 continue;
             }
@@ -726,15 +617,13 @@ fn stream_backup(
 
 /// Stores the archive `name` that the stream is at as chunk objects, each a run of whole tar
 /// entries; returns it and the event that followed it.
-#[allow(clippy::too_many_arguments)]
 fn store_archive(
     repo: &Repository,
     bb: &mut BaseBackup<'_>,
-    id: &str,
+    id: &BackupId,
     name: &str,
     path: String,
     opts: &TakeOptions,
-    encrypt: bool,
     progress: &crate::progress::Progress,
 ) -> Result<(Archive, Option<Event>)> {
     // With server compression the server names it base.tar.zst, 16384.tar.lz4, ...
@@ -760,9 +649,10 @@ fn store_archive(
         progress,
     };
     for n in 0u32.. {
-        let k = key(format!("{PREFIX}{id}/{name}/{n:06}"))?;
+        let chunk = ChunkId { backup: id.clone(), archive: name.clone(), number: n };
+        let k = layout::chunk_key(id, &name, n)?;
         reader.chunk_bytes = 0;
-        let put = repo.put_new(&k, k.as_str(), &mut reader, opts.compression, encrypt);
+        let put = repo.put_new::<BackupChunk>(&chunk, &mut reader, opts.compression);
         if let Some(e) = reader.error.take() {
             return Err(e);
         }
@@ -776,7 +666,7 @@ fn store_archive(
                         digest: s.digest_hex(),
                     });
                 } else {
-                    repo.storage().delete(&k)?;
+                    repo.delete::<BackupChunk>(&chunk)?;
                 }
             }
             PutNew::Exists => {
@@ -800,11 +690,11 @@ fn store_archive(
 fn store_pg_manifest(
     repo: &Repository,
     bb: &mut BaseBackup<'_>,
+    id: &BackupId,
     pg_key: &ObjectKey,
-    encrypt: bool,
 ) -> Result<Option<Event>> {
     let mut r = EventBytes::new(bb, true);
-    let put = repo.put_new(pg_key, pg_key.as_str(), &mut r, Compression::Zstd(3), encrypt);
+    let put = repo.put_new::<PgBackupManifest>(id, &mut r, Fixed);
     if let Some(e) = r.error.take() {
         return Err(e);
     }
@@ -815,13 +705,13 @@ fn store_pg_manifest(
 }
 
 /// Writes `manifest.json`, the backup's commit point (write-once).
-fn commit_manifest(repo: &Repository, m: &BackupManifest, encrypt: bool) -> Result<()> {
-    let json =
-        serde_json::to_vec_pretty(m).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    let mk = manifest_key(&m.id)?;
-    match repo.put_new(&mk, mk.as_str(), json.as_slice(), Compression::Zstd(3), encrypt)? {
+fn commit_manifest(repo: &Repository, m: &BackupManifest) -> Result<()> {
+    match repo.save_new(&m.id, m, Fixed)? {
         PutNew::Created(_) => Ok(()),
-        PutNew::Exists => Err(WalrsError::new(Kind::Mismatch, format!("{mk} already exists"))),
+        PutNew::Exists => {
+            let mk = layout::manifest_key(&m.id)?;
+            Err(WalrsError::new(Kind::Mismatch, format!("{mk} already exists")))
+        }
     }
 }
 
@@ -873,9 +763,8 @@ fn wait_for_wal(
     for n in first..=last {
         let t = if n == last { stop_tli } else { tli };
         let name = WalFileName::segment(t, crate::pg::XLogSegNo(n), seg);
-        let k = layout::wal_key(&name)?;
         loop {
-            if repo.storage().head(&k)?.is_some() {
+            if repo.head::<WalFile>(&name)?.is_some() {
                 break;
             }
             if Instant::now() > deadline {
@@ -925,31 +814,26 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         };
         let mut files_here = Vec::new();
         for c in &a.chunks {
-            let k = key(c.key.clone())?;
-            let mut t = TarTracker::default();
-            let mut failed = None;
-            match repo.open_object(&k, k.as_str()) {
-                Ok(mut d) => {
-                    let mut frame = Vec::new();
-                    loop {
-                        match d.next_frame(&mut frame) {
-                            Ok(true) => t.feed(&frame),
-                            Ok(false) => break,
-                            Err(e) => {
-                                failed = Some(e.to_string());
-                                break;
-                            }
-                        }
-                    }
-                    if failed.is_none()
-                        && let Some(sum) = d.summary()
-                        && sum.digest_hex() != c.digest
-                    {
-                        failed = Some("content differs from the manifest".into());
-                    }
+            // From a network backend, a chunk that fails verification is read once more
+            // (`repo::reread`) before it counts as damaged.
+            let read = crate::repo::reread::read_verified(repo, &c.key, || {
+                let mut t = TarTracker::default();
+                let mut d = ChunkId::from_key(&c.key).and_then(|k| repo.open::<BackupChunk>(&k))?;
+                let mut frame = Vec::new();
+                while d.next_frame(&mut frame)? {
+                    t.feed(&frame);
                 }
-                Err(e) => failed = Some(e.to_string()),
-            }
+                match d.summary() {
+                    Some(sum) if sum.digest_hex() != c.digest => {
+                        Err(WalrsError::new(Kind::Corrupt, "content differs from the manifest"))
+                    }
+                    _ => Ok(t),
+                }
+            });
+            let (t, failed) = match read {
+                Ok(t) => (t, None),
+                Err(e) => (TarTracker::default(), Some(e.message)),
+            };
             if let Some(why) = failed {
                 problems.push(format!("{}: {why}", c.key));
                 if !broken.contains(&prefix) {
@@ -994,9 +878,8 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         })
     };
     // Against PostgreSQL's own manifest.
-    let pk = key(m.pg_manifest_key.clone())?;
     let mut json = Vec::new();
-    let read = repo.open_object(&pk, pk.as_str()).and_then(|d| Ok(d.copy_to(&mut json)?));
+    let read = repo.open::<PgBackupManifest>(&m.id).and_then(|d| Ok(d.copy_to(&mut json)?));
     match read {
         Ok(_) => {}
         Err(e) if matches!(e.kind, Kind::NotFound | Kind::Corrupt) => {
@@ -1062,11 +945,12 @@ mod tests {
     #[test]
     fn a_manifest_from_a_newer_walrs_is_refused() {
         let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
-        let k = manifest_key("b1").unwrap();
+        let b1: BackupId = "20261121T161225Z".parse().unwrap();
         let json = br#"{"format_version": 99}"#;
-        repo.put_new(&k, k.as_str(), &json[..], Compression::None, false).unwrap();
-        let e = load_manifest(&repo, "b1").unwrap_err();
+        repo.put_new::<BackupManifest>(&b1, &json[..], Fixed).unwrap();
+        let e = load_manifest(&repo, &b1).unwrap_err();
         assert_eq!(e.kind, Kind::Unsupported, "{e}");
-        assert!(load_manifest(&repo, "none").unwrap().is_none());
+        let none: BackupId = "20261121T161226Z".parse().unwrap();
+        assert!(load_manifest(&repo, &none).unwrap().is_none());
     }
 }

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::BackupManifest;
 use super::tar::TarHeader;
 use crate::error::{Kind, Result, WalrsError};
-use crate::repo::Repository;
-use crate::storage::ObjectKey;
+use crate::repo::{BackupChunk, ChunkId, RepoObject, Repository};
 
 /// Options of a data-directory restore.
 #[derive(Clone, Debug, Default)]
@@ -136,12 +135,13 @@ fn entry_path(dest: &Path, name: &str) -> Result<PathBuf> {
 /// directory's archive), entries in [`SPOOL_DIR`] are read past, not written.
 fn extract_chunk(
     repo: &Repository,
-    key: &ObjectKey,
+    chunk: &ChunkId,
     dest: &Path,
     skip_spool: bool,
     stats: &Mutex<RestoreStats>,
 ) -> Result<()> {
-    let mut dec = repo.open_object(key, key.as_str()).map_err(|e| {
+    let key = BackupChunk::key(chunk)?;
+    let mut dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
                 Kind::Corrupt,
@@ -220,6 +220,10 @@ fn extract_chunk(
                             .mode(0o700)
                             .create(parent)
                             .map_err(|e| io("creating", parent, e))?;
+                    }
+                    // A chunk extracted a second time (`reread`) finds its own link.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        fs::remove_file(&path).map_err(|e| io("replacing", &path, e))?;
                     }
                     std::os::unix::fs::symlink(&h.link, &path)
                         .map_err(|e| io("linking", &path, e))?;
@@ -308,14 +312,14 @@ fn restore_into(
     o: &RestoreOptions,
     dests: &mut Vec<(PathBuf, bool)>,
 ) -> Result<RestoreStats> {
-    let mut jobs: Vec<(ObjectKey, PathBuf, bool, u64)> = Vec::new();
+    let mut jobs: Vec<(ChunkId, PathBuf, bool, u64)> = Vec::new();
     for a in &m.archives {
         let dest = archive_dest(m, a, o)?;
         let created = ensure_empty_dir(&dest)?;
         dests.push((dest.clone(), created));
         for c in &a.chunks {
             let base = a.tablespace_oid.is_none();
-            jobs.push((ObjectKey::new(c.key.clone())?, dest.clone(), base, c.plain_len));
+            jobs.push((ChunkId::from_key(&c.key)?, dest.clone(), base, c.plain_len));
         }
     }
     let stats = Mutex::new(RestoreStats::default());
@@ -333,7 +337,13 @@ fn restore_into(
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    match extract_chunk(repo, k, dest, *base, &stats) {
+                    // A chunk that fails verification from a network backend is extracted
+                    // once more (every file it writes is created or replaced anew).
+                    let name = BackupChunk::key(k).map(|k| k.to_string()).unwrap_or_default();
+                    let extracted = crate::repo::reread::read_verified(repo, &name, || {
+                        extract_chunk(repo, k, dest, *base, &stats)
+                    });
+                    match extracted {
                         Ok(()) => progress.add(*len),
                         Err(e) => {
                             if let Ok(mut slot) = first_error.lock() {

@@ -2,18 +2,7 @@
 //! (so a stream can be cut into chunks at entry boundaries), and each regular file's path, size
 //! and CRC-32C (the checksum PostgreSQL's backup manifest uses by default).
 
-use serde::{Deserialize, Serialize};
-
-/// A regular file seen in the stream.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct FileEntry {
-    /// Path inside the archive.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// CRC-32C of the content.
-    pub crc32c: u32,
-}
+pub use crate::repo::FileEntry;
 
 /// A parsed tar header.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use crate::index::{self, verify};
 use crate::outln;
 use crate::pg::{Lsn, TimeLineId, WalFileName};
 use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
-use crate::repo::layout;
-use crate::storage::{RepoLocation, Storage};
+use crate::repo::WalFile;
+use crate::storage::RepoLocation;
 
 /// Default deadline of a restore.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -177,7 +177,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         ),
     };
     let seg = cfg.wal_segment_size;
-    let mut summaries = index::load_all(&repo, seg, cfg.encryption.is_some())?;
+    let mut summaries = index::load_all(&repo, seg)?;
     if let Target::Xid(x) = tgt {
         // Roll-ups carry xid ranges only: load the full summaries that may hold this xid.
         let candidates: Vec<WalFileName> = summaries
@@ -244,7 +244,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     // Never trust an index entry whose object is missing.
     for name in &plan.segments {
-        if repo.storage().head(&layout::wal_key(name)?)?.is_none() {
+        if repo.head::<WalFile>(name)?.is_none() {
             return Err(WalrsError::new(
                 Kind::Unreachable,
                 format!(

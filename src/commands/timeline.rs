@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     let mut tl = verify::timelines(&repo)?;
-    let all = index::load_all(&repo, cfg.wal_segment_size, cfg.encryption.is_some())?;
+    let all = index::load_all(&repo, cfg.wal_segment_size)?;
     let ranges = verify::ranges(&all, cfg.wal_segment_size);
     let histories: std::collections::BTreeMap<TimeLineId, TimelineHistory> =
         tl.iter().filter_map(|(t, i)| i.history.clone().map(|h| (*t, h))).collect();

@@ -80,10 +80,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
-    let encrypt = cfg.encryption.is_some();
     match args.action {
         Action::List { json } => {
-            let all = index::load_all(&repo, cfg.wal_segment_size, encrypt)?;
+            let all = index::load_all(&repo, cfg.wal_segment_size)?;
             let report = verify::ranges(&all, cfg.wal_segment_size);
             if json {
                 return print_json(&serde_json::json!({ "timelines": report }));

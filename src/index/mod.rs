@@ -16,29 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{TimeLineId, WalFileName, WalSegSize, XLogSegNo};
-use crate::repo::Repository;
-use crate::storage::{ErrorKind, ObjectKey, Storage};
+use crate::repo::{Fixed, Grouped, JsonObject, Listed, RepoObject, Repository, Write, layout};
+use crate::storage::ObjectKey;
 
 pub use summary::{EndKind, SegmentIndexer, SegmentSummary, SummaryBuilder};
 
 /// Format version of summaries and roll-ups.
 pub const FORMAT_VERSION: u32 = 1;
-/// Prefix of per-segment summaries: `index/seg/<group>/<name>`.
-pub const SEG_PREFIX: &str = "index/seg/";
-/// Prefix of group roll-ups: `index/group/<group>`.
-pub const GROUP_PREFIX: &str = "index/group/";
-
-/// The key of the summary of `name`.
-pub fn summary_key(name: &WalFileName) -> Result<ObjectKey> {
-    let group = name
-        .group()
-        .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} has no group")))?;
-    Ok(ObjectKey::new(format!("{SEG_PREFIX}{group}/{name}"))?)
-}
-
-fn group_key(group: &str) -> Result<ObjectKey> {
-    Ok(ObjectKey::new(format!("{GROUP_PREFIX}{group}"))?)
-}
 
 /// All summaries of one group (timeline + xlogid: 4 GiB of WAL), without the xid lists.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -51,65 +35,112 @@ pub struct GroupRollup {
     pub segments: BTreeMap<WalFileName, SegmentSummary>,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(
-    repo: &Repository,
-    key: &ObjectKey,
-    name: &str,
-) -> Result<Option<T>> {
-    let mut json = Vec::new();
-    let dec = match repo.open_object(key, name) {
-        Ok(d) => d,
-        Err(e) if e.kind == Kind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    dec.copy_to(&mut json)?;
-    let raw: serde_json::Value = serde_json::from_slice(&json)
-        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("index object {key}: {e}")))?;
-    let version = raw.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version > u64::from(FORMAT_VERSION) {
-        return Err(WalrsError::new(
-            Kind::Unsupported,
-            format!("index object {key} has format version {version}, newer than this walrs ({FORMAT_VERSION})"),
-        )
-        .hint("upgrade walrs"));
+/// The summary of a segment: derived data (replaced by a rebuild), compact JSON, zstd level 3,
+/// encrypted when the repository is, bound to the name `index:<name>`.
+impl RepoObject for SegmentSummary {
+    const KIND: &'static str = "index summary";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const WRITE: Write = Write::Replace;
+    type Id = WalFileName;
+    type Codec = Fixed;
+
+    fn key(name: &WalFileName) -> Result<ObjectKey> {
+        layout::summary_key(name)
+            .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} has no group")))?
+            .map_err(Into::into)
     }
-    let v = serde_json::from_value(raw)
-        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("index object {key}: {e}")))?;
-    Ok(Some(v))
+
+    fn name(name: &WalFileName) -> Result<String> {
+        Ok(format!("index:{name}"))
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::Zstd(3)
+    }
 }
 
-fn write_json<T: Serialize>(
-    repo: &Repository,
-    key: &ObjectKey,
-    name: &str,
-    v: &T,
-    encrypt: bool,
-) -> Result<()> {
-    let json = serde_json::to_vec(v).map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    let k = if encrypt { repo.key() } else { None };
-    let mut body = crate::codec::EncodingBody::new(
-        crate::codec::Encoder::new(name, Compression::Zstd(3), k)?,
-        json.as_slice(),
-    );
-    repo.storage().put(key, &mut body)?;
-    Ok(())
+impl JsonObject for SegmentSummary {
+    const PRETTY: bool = false;
+}
+
+impl Listed for SegmentSummary {
+    /// The summaries of one group (`Some(group)`), or every summary (`None`).
+    type Scope = Option<String>;
+
+    fn prefix(group: &Option<String>) -> String {
+        match group {
+            Some(g) => layout::summary_group_prefix(g),
+            None => layout::SUMMARY_PREFIX.to_owned(),
+        }
+    }
+
+    fn id_of(key: &ObjectKey) -> Option<WalFileName> {
+        WalFileName::parse(key.as_str().rsplit('/').next()?).ok()
+    }
+}
+
+impl Grouped for SegmentSummary {
+    /// The WAL groups that have summaries.
+    type Group = String;
+    const GROUPS: &'static str = layout::SUMMARY_PREFIX;
+
+    fn group_of(name: &str) -> Option<String> {
+        Some(name.to_owned())
+    }
+}
+
+/// The roll-up of a group: derived data like the summaries, bound to `index-group:<group>`.
+impl RepoObject for GroupRollup {
+    const KIND: &'static str = "index roll-up";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const WRITE: Write = Write::Replace;
+    type Id = String;
+    type Codec = Fixed;
+
+    fn key(group: &String) -> Result<ObjectKey> {
+        Ok(layout::rollup_key(group)?)
+    }
+
+    fn name(group: &String) -> Result<String> {
+        Ok(format!("index-group:{group}"))
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::Zstd(3)
+    }
+}
+
+impl JsonObject for GroupRollup {
+    const PRETTY: bool = false;
+}
+
+impl Listed for GroupRollup {
+    /// Every roll-up.
+    type Scope = ();
+
+    fn prefix(_: &()) -> String {
+        layout::ROLLUP_PREFIX.to_owned()
+    }
+
+    fn id_of(key: &ObjectKey) -> Option<String> {
+        key.as_str().strip_prefix(layout::ROLLUP_PREFIX).map(str::to_owned)
+    }
 }
 
 /// Stores the summary of a segment (after its WAL object is durable). Summaries are derived
 /// data: an existing one is replaced.
-pub fn store_summary(repo: &Repository, s: &SegmentSummary, encrypt: bool) -> Result<()> {
-    let key = summary_key(&s.name)?;
-    write_json(repo, &key, &format!("index:{}", s.name), s, encrypt)
+pub fn store_summary(repo: &Repository, s: &SegmentSummary) -> Result<()> {
+    repo.save(&s.name, s, Fixed)
 }
 
 /// Reads the summary of a segment.
 pub fn load_summary(repo: &Repository, name: &WalFileName) -> Result<Option<SegmentSummary>> {
-    read_json(repo, &summary_key(name)?, &format!("index:{name}"))
+    repo.load(name)
 }
 
 /// Whether a summary exists for `name`.
 pub fn has_summary(repo: &Repository, name: &WalFileName) -> Result<bool> {
-    Ok(repo.storage().head(&summary_key(name)?)?.is_some())
+    Ok(repo.head::<SegmentSummary>(name)?.is_some())
 }
 
 /// Every summary in the repository, by timeline and segment number (a full segment rather than a
@@ -120,14 +151,12 @@ pub fn has_summary(repo: &Repository, name: &WalFileName) -> Result<bool> {
 pub fn load_all(
     repo: &Repository,
     seg_size: WalSegSize,
-    encrypt: bool,
 ) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>> {
     let per_group = seg_size.segments_per_xlog_id();
     let mut out = BTreeMap::new();
-    for g in repo.storage().list_prefixes(SEG_PREFIX)? {
-        let gname = format!("index-group:{g}");
+    for g in repo.groups::<SegmentSummary>()? {
         // A damaged roll-up is only a cache: rebuild it from the summaries.
-        let cached = read_json(repo, &group_key(&g)?, &gname).unwrap_or_else(|e| {
+        let cached = repo.load::<GroupRollup>(&g).unwrap_or_else(|e| {
             tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
             None
         });
@@ -138,15 +167,9 @@ pub fn load_all(
         });
         if (rollup.segments.len() as u64) < per_group {
             let mut added = 0usize;
-            let names: Vec<String> = repo
-                .storage()
-                .list(&format!("{SEG_PREFIX}{g}/"))?
-                .filter_map(|m| m.ok())
-                .filter_map(|m| m.key.as_str().rsplit('/').next().map(str::to_owned))
-                .collect();
-            let missing: Vec<WalFileName> = names
-                .iter()
-                .filter_map(|n| WalFileName::parse(n).ok())
+            let missing: Vec<WalFileName> = repo
+                .list::<SegmentSummary>(&Some(g.clone()))?
+                .filter_map(|n| n.ok())
                 .filter(|n| !rollup.segments.contains_key(n))
                 .collect();
             for (wal, loaded) in load_summaries(repo, &missing) {
@@ -170,7 +193,7 @@ pub fn load_all(
                 }
             }
             if added > 0
-                && let Err(e) = write_json(repo, &group_key(&g)?, &gname, &rollup, encrypt)
+                && let Err(e) = repo.save(&g, &rollup, Fixed)
             {
                 tracing::warn!("could not update the index roll-up of {g}: {e}");
             }
@@ -223,13 +246,9 @@ fn load_summaries(
 
 /// Removes every roll-up (the next reader rebuilds them).
 pub fn drop_rollups(repo: &Repository) -> Result<()> {
-    let keys: Vec<ObjectKey> =
-        repo.storage().list(GROUP_PREFIX)?.filter_map(|m| m.ok().map(|m| m.key)).collect();
-    for k in keys {
-        match repo.storage().delete(&k) {
-            Ok(()) | Err(crate::storage::StorageError { kind: ErrorKind::NotFound, .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+    let groups: Vec<String> = repo.list::<GroupRollup>(&())?.filter_map(|g| g.ok()).collect();
+    for g in groups {
+        repo.delete::<GroupRollup>(&g)?;
     }
     Ok(())
 }
@@ -283,9 +302,9 @@ mod tests {
         let n = 3 * 2 * SUMMARY_READERS as u64 + 5;
         for segno in 1..=n {
             let name = WalFileName::segment(tli, XLogSegNo(segno), seg);
-            store_summary(&repo, &summary(&name, segno, seg), false).unwrap();
+            store_summary(&repo, &summary(&name, segno, seg)).unwrap();
         }
-        let all = load_all(&repo, seg, false).unwrap();
+        let all = load_all(&repo, seg).unwrap();
         assert_eq!(all.len() as u64, n);
         for (i, ((t, segno), s)) in all.iter().enumerate() {
             assert_eq!((t.get(), segno.0), (1, i as u64 + 1));
@@ -293,14 +312,11 @@ mod tests {
             assert!(s.xids.is_empty(), "roll-ups carry no xid lists");
         }
         let group = WalFileName::segment(tli, XLogSegNo(1), seg).group().unwrap().to_owned();
-        let rollup: GroupRollup =
-            read_json(&repo, &group_key(&group).unwrap(), &format!("index-group:{group}"))
-                .unwrap()
-                .unwrap();
+        let rollup: GroupRollup = repo.load(&group).unwrap().unwrap();
         assert_eq!(rollup.segments.len() as u64, n);
         // A summary lost after the roll-up was written: the roll-up still answers.
         let gone = WalFileName::segment(tli, XLogSegNo(3), seg);
-        repo.storage().delete(&summary_key(&gone).unwrap()).unwrap();
-        assert_eq!(load_all(&repo, seg, false).unwrap().len() as u64, n);
+        repo.delete::<SegmentSummary>(&gone).unwrap();
+        assert_eq!(load_all(&repo, seg).unwrap().len() as u64, n);
     }
 }

@@ -13,7 +13,7 @@ use crate::pg::{
     Carry, LongPageHeader, Lsn, ScanEnd, TimeLineId, TimelineHistory, WalFileKind, WalFileName,
     WalScanner, WalSegSize, XLogSegNo,
 };
-use crate::repo::{RepoConfig, Repository, layout};
+use crate::repo::{RepoConfig, Repository, WalFile};
 use crate::storage::Storage;
 
 /// Every WAL object in the repository, by kind.
@@ -32,10 +32,8 @@ pub struct Inventory {
 /// Lists `wal/` (a full listing: only `wal verify` and `wal index --rebuild` need it).
 pub fn inventory(repo: &Repository, seg_size: WalSegSize) -> Result<Inventory> {
     let mut inv = Inventory::default();
-    for m in repo.storage().list(layout::WAL_PREFIX)? {
-        let m = m?;
-        let Some(base) = m.key.as_str().rsplit('/').next() else { continue };
-        let Ok(name) = WalFileName::parse(base) else { continue };
+    for name in repo.list::<WalFile>(&())? {
+        let name = name?;
         match name.kind() {
             WalFileKind::Segment => {
                 if let Some(n) = name.segno(seg_size) {
@@ -70,15 +68,9 @@ pub struct TimelineInfo {
 /// Reads and parses every `.history` file.
 pub fn timelines(repo: &Repository) -> Result<BTreeMap<TimeLineId, TimelineInfo>> {
     let mut out = BTreeMap::new();
-    let prefix = "wal/history/";
-    let names: Vec<String> = repo
-        .storage()
-        .list(prefix)?
-        .filter_map(|m| m.ok())
-        .filter_map(|m| m.key.as_str().strip_prefix(prefix).map(str::to_owned))
-        .collect();
-    for n in names {
-        let Ok(name) = WalFileName::parse(&n) else { continue };
+    let tlis: Vec<TimeLineId> = repo.list::<TimelineHistory>(&())?.filter_map(|t| t.ok()).collect();
+    for tli in tlis {
+        let name = WalFileName::history(tli);
         let hist = match read_history(repo, &name) {
             Ok(h) => h,
             Err(e) if e.kind == Kind::Corrupt => {
@@ -103,11 +95,9 @@ pub fn timelines(repo: &Repository) -> Result<BTreeMap<TimeLineId, TimelineInfo>
 }
 
 fn read_history(repo: &Repository, name: &WalFileName) -> Result<TimelineHistory> {
-    let key = layout::wal_key(name)?;
-    let mut text = Vec::new();
-    repo.open_object(&key, name.as_str())?.copy_to(&mut text)?;
-    TimelineHistory::parse(name.timeline(), &text)
-        .map_err(|e| WalrsError::new(Kind::Corrupt, format!("{name}: {e}")))
+    repo.load::<TimelineHistory>(&name.timeline())?.ok_or_else(|| {
+        WalrsError::new(Kind::NotFound, format!("{name} is not in repository {}", repo.describe()))
+    })
 }
 
 /// A contiguous run of segments on one timeline.
@@ -395,30 +385,34 @@ pub struct VerifyReport {
 }
 
 /// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
-/// first with its decoded long page header. Returns the object's content digest.
+/// first with its decoded long page header. Returns the object's content digest. From a network
+/// backend, a segment that fails verification is decoded once more (`repo::reread`): `f` sees
+/// the frames again from the first, and must start over when it gets a header.
 fn decode_stored(
     repo: &Repository,
     name: &WalFileName,
     mut f: impl FnMut(&[u8], Option<&LongPageHeader>) -> Result<()>,
 ) -> Result<String> {
-    let key = layout::wal_key(name)?;
-    let mut dec = repo.open_object(&key, name.as_str())?;
-    let mut frame = Vec::new();
-    let mut first = true;
-    while dec.next_frame(&mut frame)? {
-        if first {
-            let h = LongPageHeader::decode(&frame)
-                .map_err(|e| WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}")))?;
-            f(&frame, Some(&h))?;
-            first = false;
-        } else {
-            f(&frame, None)?;
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
+        let mut dec = repo.open::<WalFile>(name)?;
+        let mut frame = Vec::new();
+        let mut first = true;
+        while dec.next_frame(&mut frame)? {
+            if first {
+                let h = LongPageHeader::decode(&frame).map_err(|e| {
+                    WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}"))
+                })?;
+                f(&frame, Some(&h))?;
+                first = false;
+            } else {
+                f(&frame, None)?;
+            }
         }
-    }
-    if first {
-        return Err(WalrsError::new(Kind::Corrupt, "empty object"));
-    }
-    Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
+        if first {
+            return Err(WalrsError::new(Kind::Corrupt, "empty object"));
+        }
+        Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
+    })
 }
 
 fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
@@ -576,6 +570,9 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                             format!("holds WAL of timeline {}", h.tli.get()),
                         ));
                     }
+                    // The first frame, also of a second read: start over.
+                    records = 0;
+                    interp_err = None;
                     sc_version = h.version;
                     let mut sc = WalScanner::new(h.page_addr, geometry(h));
                     sc.resume(incoming.clone(), last_rec);
@@ -741,7 +738,6 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
     }
     let seg = cfg.wal_segment_size;
     let inv = inventory(repo, seg)?;
-    let encrypt = cfg.encryption.is_some();
     let mut n = 0u64;
     let names: Vec<&WalFileName> =
         inv.segments.values().flat_map(|m| m.values()).chain(inv.partials.iter()).collect();
@@ -758,7 +754,7 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
         });
         match (r, ix) {
             (Ok(digest), Some(i)) => {
-                super::store_summary(repo, &i.finish(digest), encrypt)?;
+                super::store_summary(repo, &i.finish(digest))?;
                 n += 1;
             }
             (Err(e), _) if e.is_foreign_object() => tracing::error!("{name}: not indexed: {e}"),
@@ -774,18 +770,16 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
         .chain(inv.partials.iter())
         .map(|n| n.to_string())
         .collect();
-    let orphans: Vec<crate::storage::ObjectKey> = repo
-        .storage()
-        .list(super::SEG_PREFIX)?
-        .filter_map(|m| m.ok())
-        .filter(|m| m.key.as_str().rsplit('/').next().is_some_and(|n| !live.contains(n)))
-        .map(|m| m.key)
+    let orphans: Vec<WalFileName> = repo
+        .list::<SegmentSummary>(&None)?
+        .filter_map(|n| n.ok())
+        .filter(|n| !live.contains(n.as_str()))
         .collect();
-    for k in orphans {
-        tracing::info!("removing the index entry {k}: its segment is not in the repository");
-        repo.storage().delete(&k)?;
+    for name in orphans {
+        tracing::info!("removing the index entry of {name}: its segment is not in the repository");
+        repo.delete::<SegmentSummary>(&name)?;
     }
     super::drop_rollups(repo)?;
-    super::load_all(repo, seg, encrypt)?;
+    super::load_all(repo, seg)?;
     Ok(n)
 }

@@ -9,10 +9,12 @@
 //!                                              first/last event timestamps in it (20/20/10/10 digits)
 //! binlog/gaps/<name>.json                      binlogs the server purged before walrs got them
 //! ```
-//! Every object is an envelope whose logical name is its key. Parts are written with
-//! `put_if_absent`, in order, each starting where the previous one ends; the whole file is written
-//! from the parts, read back and compared, then its metadata, then the parts are deleted. A file
-//! with both a whole object and parts is closed (a crash came before the deletion).
+//! Every object is an envelope whose logical name is its key (the keys are spelled in
+//! `repo/layout.rs`; the kinds, [`BinlogConfig`], [`BinlogFile`], [`BinlogPart`], [`FileMeta`] and
+//! [`Gap`], are implemented here). Parts are written with `put_if_absent`, in order, each starting
+//! where the previous one ends; the whole file is written from the parts, read back and compared,
+//! then its metadata, then the parts are deleted. A file with both a whole object and parts is
+//! closed (a crash came before the deletion).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,13 +26,11 @@ use sha2::{Digest, Sha256};
 use super::event::{self, ChecksumAlg};
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
-use crate::repo::{EncryptionInfo, PutNew, Repository};
-use crate::storage::{ErrorKind, ObjectKey, Storage};
+use crate::repo::{
+    Encryption, EncryptionInfo, Fixed, JsonObject, PutNew, RepoObject, Repository, layout,
+};
+use crate::storage::{ObjectKey, Storage};
 
-/// Prefix of every binlog object.
-pub const PREFIX: &str = "binlog/";
-/// The binlog config object.
-pub const CONFIG: &str = "binlog/binlog.config";
 /// The `format` field of the config.
 pub const FORMAT_NAME: &str = "walrs-binlog";
 /// The config format version this build writes and the newest it reads.
@@ -93,11 +93,8 @@ pub struct Part {
 
 impl Part {
     /// Its key under the file `name`.
-    pub fn key(&self, name: &str) -> String {
-        format!(
-            "{PREFIX}parts/{name}/{:020}-{:020}-{:010}-{:010}",
-            self.start, self.end, self.first_ts, self.last_ts
-        )
+    pub fn key(&self, name: &str) -> Result<ObjectKey> {
+        Ok(layout::binlog_part_key(name, self.start, self.end, self.first_ts, self.last_ts)?)
     }
 
     fn parse(s: &str) -> Option<Part> {
@@ -186,50 +183,123 @@ impl Catalog {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> WalrsError {
-    WalrsError::new(Kind::Internal, e.to_string())
-}
-
 /// The binlog side of a repository.
 #[derive(Clone)]
 pub struct BinlogStore {
     repo: Arc<Repository>,
     compression: Compression,
-    encrypt: bool,
+}
+
+/// The binlog config: one unencrypted, uncompressed JSON document (readable without the key),
+/// written once.
+impl RepoObject for BinlogConfig {
+    const KIND: &'static str = "binlog config";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const ENCRYPTION: Encryption = Encryption::Never;
+    type Id = ();
+    type Codec = Fixed;
+
+    fn key(_: &()) -> Result<ObjectKey> {
+        Ok(ObjectKey::new(layout::BINLOG_CONFIG)?)
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::None
+    }
+}
+
+impl JsonObject for BinlogConfig {
+    const FORMAT_NAME: Option<&'static str> = Some(FORMAT_NAME);
+    const VERSION_REQUIRED: bool = true;
+    const PRETTY: bool = true;
+}
+
+/// A closed binlog file, whole, byte-identical to the server's.
+#[derive(Debug)]
+pub struct BinlogFile;
+
+impl RepoObject for BinlogFile {
+    const KIND: &'static str = "binlog file";
+    const FORMAT_VERSION: Option<u32> = None;
+    /// The file's name (`mysql-bin.000042`).
+    type Id = String;
+    type Codec = Compression;
+
+    fn key(name: &String) -> Result<ObjectKey> {
+        Ok(layout::binlog_file_key(name)?)
+    }
+
+    fn compression(codec: Compression) -> Compression {
+        codec
+    }
+}
+
+/// A part of a binlog file not yet closed.
+#[derive(Debug)]
+pub struct BinlogPart;
+
+impl RepoObject for BinlogPart {
+    const KIND: &'static str = "binlog part";
+    const FORMAT_VERSION: Option<u32> = None;
+    /// The file's name and the part.
+    type Id = (String, Part);
+    type Codec = Compression;
+
+    fn key((name, part): &(String, Part)) -> Result<ObjectKey> {
+        part.key(name)
+    }
+
+    fn compression(codec: Compression) -> Compression {
+        codec
+    }
+}
+
+/// The metadata of a closed file: JSON without a version, compressed and encrypted like the
+/// binlogs.
+impl RepoObject for FileMeta {
+    const KIND: &'static str = "binlog metadata";
+    const FORMAT_VERSION: Option<u32> = None;
+    /// The file's name.
+    type Id = String;
+    type Codec = Compression;
+
+    fn key(name: &String) -> Result<ObjectKey> {
+        Ok(layout::binlog_meta_key(name)?)
+    }
+
+    fn compression(codec: Compression) -> Compression {
+        codec
+    }
+}
+
+impl JsonObject for FileMeta {
+    const PRETTY: bool = true;
+}
+
+/// A recorded gap: JSON without a version, like the metadata.
+impl RepoObject for Gap {
+    const KIND: &'static str = "binlog gap";
+    const FORMAT_VERSION: Option<u32> = None;
+    /// The name of the missing file.
+    type Id = String;
+    type Codec = Compression;
+
+    fn key(name: &String) -> Result<ObjectKey> {
+        Ok(layout::binlog_gap_key(name)?)
+    }
+
+    fn compression(codec: Compression) -> Compression {
+        codec
+    }
+}
+
+impl JsonObject for Gap {
+    const PRETTY: bool = true;
 }
 
 /// Reads the binlog config, if any.
 pub fn read_config(repo: &Repository) -> Result<Option<BinlogConfig>> {
-    let key = ObjectKey::new(CONFIG)?;
-    let mut json = Vec::new();
-    match repo.storage().get(&key) {
-        Ok(r) => {
-            crate::codec::Decoder::new(r, CONFIG, None)?.copy_to(&mut json)?;
-        }
-        Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let invalid = |e: String| {
-        WalrsError::new(Kind::Corrupt, format!("binlog config {CONFIG} is not valid: {e}"))
-    };
-    let value: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
-    if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
-        return Err(invalid("not a walrs binlog config".into()));
-    }
-    match value.get("format_version").and_then(|v| v.as_u64()) {
-        Some(v) if v > u64::from(FORMAT_VERSION) => {
-            return Err(WalrsError::new(
-                Kind::Unsupported,
-                format!("binlog format version {v} is newer than this walrs understands"),
-            )
-            .hint("upgrade walrs"));
-        }
-        Some(v) if v >= 1 => {}
-        _ => return Err(invalid("format_version is missing or invalid".into())),
-    }
-    let cfg: BinlogConfig = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-    Ok(Some(cfg))
+    repo.load(&())
 }
 
 impl BinlogStore {
@@ -238,7 +308,7 @@ impl BinlogStore {
         let cfg = read_config(&repo)?.ok_or_else(|| {
             WalrsError::new(
                 Kind::NotInitialized,
-                format!("{} holds no binlogs (no {CONFIG})", repo.describe()),
+                format!("{} holds no binlogs (no {})", repo.describe(), layout::BINLOG_CONFIG),
             )
             .hint("check WALRS_REPO; `walrs binlog tail` creates the binlog namespace")
         })?;
@@ -246,8 +316,7 @@ impl BinlogStore {
         let compression = cfg.compression.parse().map_err(|e: String| {
             WalrsError::new(Kind::Corrupt, format!("binlog config: compression: {e}"))
         })?;
-        let encrypt = cfg.encryption.is_some();
-        Ok((BinlogStore { repo, compression, encrypt }, cfg))
+        Ok((BinlogStore { repo, compression }, cfg))
     }
 
     /// Opens for writing binlogs of `server`: creates the config if absent, refuses another
@@ -272,9 +341,7 @@ impl BinlogStore {
                     compression: compression.unwrap_or_default().to_string(),
                     encryption: repo.key().map(EncryptionInfo::for_key),
                 };
-                let json = serde_json::to_vec_pretty(&cfg).map_err(internal)?;
-                let key = ObjectKey::new(CONFIG)?;
-                match repo.put_new(&key, CONFIG, json.as_slice(), Compression::None, false)? {
+                match repo.save_new(&(), &cfg, Fixed)? {
                     PutNew::Created(_) => {
                         tracing::info!(
                             "created the binlog namespace of {} for {} server {} ({})",
@@ -286,7 +353,10 @@ impl BinlogStore {
                         cfg
                     }
                     PutNew::Exists => read_config(&repo)?.ok_or_else(|| {
-                        WalrsError::new(Kind::Io, format!("{CONFIG} vanished after it was created"))
+                        WalrsError::new(
+                            Kind::Io,
+                            format!("{} vanished after it was created", layout::BINLOG_CONFIG),
+                        )
                     })?,
                 }
             }
@@ -309,18 +379,17 @@ impl BinlogStore {
         let mut cat = Catalog::default();
         let mut gap_keys = Vec::new();
         let mut meta_keys = Vec::new();
-        for item in self.repo.storage().list(PREFIX)? {
+        for item in self.repo.storage().list(layout::BINLOG_PREFIX)? {
             let meta = item?;
             let key = meta.key.as_str();
-            let Some(rest) = key.strip_prefix(PREFIX) else { continue };
-            if let Some(name) = rest.strip_prefix("files/") {
+            if let Some(name) = key.strip_prefix(layout::BINLOG_FILES_PREFIX) {
                 if event::valid_file_name(name) {
                     cat.files
                         .entry((event::file_index(name).unwrap_or(0), name.to_string()))
                         .or_default()
                         .whole = true;
                 }
-            } else if let Some(p) = rest.strip_prefix("parts/") {
+            } else if let Some(p) = key.strip_prefix(layout::BINLOG_PARTS_PREFIX) {
                 let Some((name, part)) = p.split_once('/') else { continue };
                 let Some(part) = Part::parse(part) else {
                     tracing::warn!("ignoring unrecognised object {key}");
@@ -333,69 +402,55 @@ impl BinlogStore {
                         .parts
                         .push(part);
                 }
-            } else if rest.starts_with("meta/") {
-                meta_keys.push(meta.key.clone());
-            } else if rest.starts_with("gaps/") {
-                gap_keys.push(meta.key.clone());
+            } else if let Some(m) = key.strip_prefix(layout::BINLOG_META_PREFIX) {
+                meta_keys.extend(m.strip_suffix(layout::JSON_SUFFIX).map(str::to_owned));
+            } else if let Some(g) = key.strip_prefix(layout::BINLOG_GAPS_PREFIX) {
+                gap_keys.extend(g.strip_suffix(layout::JSON_SUFFIX).map(str::to_owned));
             }
         }
         for e in cat.files.values_mut() {
             e.parts.sort_by_key(|p| p.start);
         }
-        for k in meta_keys {
-            let m: FileMeta = self.read_json(&k)?;
+        for name in meta_keys {
+            let Some(m) = self.repo.load::<FileMeta>(&name)? else { continue };
             if let Some(e) =
                 cat.files.get_mut(&(event::file_index(&m.name).unwrap_or(0), m.name.clone()))
             {
                 e.meta = Some(m);
             }
         }
-        for k in gap_keys {
-            cat.gaps.push(self.read_json(&k)?);
+        for name in gap_keys {
+            cat.gaps.extend(self.repo.load::<Gap>(&name)?);
         }
         Ok(cat)
-    }
-
-    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &ObjectKey) -> Result<T> {
-        let mut buf = Vec::new();
-        self.repo.open_object(key, key.as_str())?.copy_to(&mut buf)?;
-        serde_json::from_slice(&buf)
-            .map_err(|e| WalrsError::new(Kind::Corrupt, format!("{key}: not valid JSON: {e}")))
-    }
-
-    fn put_json<T: Serialize>(&self, key: &str, v: &T) -> Result<()> {
-        let json = serde_json::to_vec_pretty(v).map_err(internal)?;
-        let k = ObjectKey::new(key)?;
-        self.repo.put_new(&k, key, json.as_slice(), self.compression, self.encrypt)?;
-        Ok(())
     }
 
     /// Stores a part of the file `name` (bytes `data` at `part.start`). Refuses an existing part:
     /// only one tail may write a binlog namespace.
     pub fn put_part(&self, name: &str, part: &Part, data: &[u8]) -> Result<()> {
-        let key_s = part.key(name);
-        let key = ObjectKey::new(key_s.as_str())?;
-        match self.repo.put_new(&key, &key_s, data, self.compression, self.encrypt)? {
+        let id = (name.to_owned(), part.clone());
+        match self.repo.put_new::<BinlogPart>(&id, data, self.compression)? {
             PutNew::Created(_) => Ok(()),
             // A retry of a write that succeeded after all: the same bytes are fine.
-            PutNew::Exists if self.object_equals(&key, data)? => Ok(()),
+            PutNew::Exists if self.part_equals(&id, data)? => Ok(()),
             PutNew::Exists => Err(WalrsError::new(
                 Kind::Mismatch,
-                format!("part {key_s} already exists in {}", self.repo.describe()),
+                format!("part {} already exists in {}", part.key(name)?, self.repo.describe()),
             )
             .hint("is another `walrs binlog tail` writing to this repository?")),
         }
     }
 
-    fn object_equals(&self, key: &ObjectKey, data: &[u8]) -> Result<bool> {
+    fn part_equals(&self, id: &(String, Part), data: &[u8]) -> Result<bool> {
         let mut stored = Vec::with_capacity(data.len());
-        self.repo.open_object(key, key.as_str())?.copy_to(&mut stored)?;
+        self.repo.open::<BinlogPart>(id)?.copy_to(&mut stored)?;
         Ok(stored == data)
     }
 
     /// Records a gap.
     pub fn record_gap(&self, gap: &Gap) -> Result<()> {
-        self.put_json(&format!("{PREFIX}gaps/{}.json", gap.missing_file), gap)
+        self.repo.save_new(&gap.missing_file, gap, self.compression)?;
+        Ok(())
     }
 
     /// A reader of what is stored of `name`: the whole file, or its parts concatenated (which
@@ -403,7 +458,7 @@ impl BinlogStore {
     pub fn reader<'a>(&'a self, name: &str, entry: &FileEntry) -> Result<ContentReader<'a>> {
         let mut objects = Vec::new();
         if entry.whole {
-            objects.push(format!("{PREFIX}files/{name}"));
+            objects.push(Stored::File(name.to_owned()));
         } else {
             let mut at = 0;
             for p in &entry.parts {
@@ -417,7 +472,7 @@ impl BinlogStore {
                     ));
                 }
                 at = p.end;
-                objects.push(p.key(name));
+                objects.push(Stored::Part((name.to_owned(), p.clone())));
             }
         }
         Ok(ContentReader {
@@ -447,11 +502,10 @@ impl BinlogStore {
             len: 0,
             scanner: Some(event::FileScanner::default()),
         };
-        let key_s = format!("{PREFIX}files/{name}");
-        let key = ObjectKey::new(key_s.as_str())?;
+        let file = name.to_owned();
+        let key_s = BinlogFile::key(&file)?.to_string();
         let mut source = source;
-        let created =
-            self.repo.put_new(&key, &key_s, &mut source, self.compression, self.encrypt)?;
+        let created = self.repo.put_new::<BinlogFile>(&file, &mut source, self.compression)?;
         if let PutNew::Exists = created {
             // The store answered before reading the body: hash the rest of the source too.
             std::io::copy(&mut source, &mut std::io::sink()).map_err(|e| io_err(name, e))?;
@@ -498,10 +552,8 @@ impl BinlogStore {
             last_event_time: times.1,
             gtids: scanner.gtid_ranges(),
         };
-        self.put_json(&format!("{PREFIX}meta/{name}.json"), &meta)?;
-        for p in parts {
-            self.repo.storage().delete(&ObjectKey::new(p.key(name))?)?;
-        }
+        self.repo.save_new(&file, &meta, self.compression)?;
+        self.delete_parts(name, parts)?;
         Ok(meta)
     }
 
@@ -523,14 +575,14 @@ impl BinlogStore {
             last_event_time: scanner.times.1,
             gtids: scanner.gtid_ranges(),
         };
-        self.put_json(&format!("{PREFIX}meta/{name}.json"), &meta)?;
+        self.repo.save_new(&name.to_owned(), &meta, self.compression)?;
         Ok(meta)
     }
 
     /// Deletes the parts left over of a closed file.
     pub fn delete_parts(&self, name: &str, parts: &[Part]) -> Result<()> {
         for p in parts {
-            self.repo.storage().delete(&ObjectKey::new(p.key(name))?)?;
+            self.repo.delete::<BinlogPart>(&(name.to_owned(), p.clone()))?;
         }
         Ok(())
     }
@@ -583,10 +635,18 @@ pub fn check_identity(cfg: &BinlogConfig, server: &ServerIdentity) -> Result<()>
     .hint("use another repository (or prefix) for each server"))
 }
 
+/// One stored object of a binlog file's content.
+enum Stored {
+    /// The whole file.
+    File(String),
+    /// A part of it.
+    Part((String, Part)),
+}
+
 /// Streams the content of stored objects one after the other, decoding and verifying each.
 pub struct ContentReader<'a> {
     store: &'a BinlogStore,
-    objects: std::collections::VecDeque<String>,
+    objects: std::collections::VecDeque<Stored>,
     current: Option<crate::codec::Decoder<crate::repo::ObjectReader<'a>>>,
     buf: Vec<u8>,
     pos: usize,
@@ -616,14 +676,13 @@ impl Read for ContentReader<'_> {
                 }
                 continue;
             }
-            let Some(name) = self.objects.pop_front() else { return Ok(0) };
-            let key = ObjectKey::new(name.as_str())
-                .map_err(|e| std::io::Error::other(WalrsErrorBox(e.into())))?;
-            let dec = self
-                .store
-                .repo
-                .open_object(&key, &name)
-                .map_err(|e| std::io::Error::other(WalrsErrorBox(e)))?;
+            let Some(object) = self.objects.pop_front() else { return Ok(0) };
+            let repo = &self.store.repo;
+            let dec = match &object {
+                Stored::File(name) => repo.open::<BinlogFile>(name),
+                Stored::Part(id) => repo.open::<BinlogPart>(id),
+            }
+            .map_err(|e| std::io::Error::other(WalrsErrorBox(e)))?;
             self.current = Some(dec);
         }
     }
@@ -661,7 +720,7 @@ mod tests {
     #[test]
     fn part_keys_roundtrip() {
         let p = Part { start: 4, end: 1000, first_ts: 1_700_000_000, last_ts: 1_700_000_005 };
-        let k = p.key("mysql-bin.000001");
+        let k = p.key("mysql-bin.000001").unwrap().to_string();
         let tail = k.rsplit('/').next().unwrap();
         assert_eq!(Part::parse(tail), Some(p));
         assert_eq!(Part::parse("1-1-0-0"), None);
@@ -700,9 +759,10 @@ mod tests {
         };
         assert_eq!(read(&store).unwrap(), b"\xfebin");
         // Planted without the key: the whole file, unencrypted, under its own name.
-        let whole = format!("{PREFIX}files/{name}");
-        let k = ObjectKey::new(whole.as_str()).unwrap();
-        repo.put_new(&k, &whole, &b"\xfebin"[..], Compression::None, false).unwrap();
+        let k = BinlogFile::key(&name.to_owned()).unwrap();
+        let plain = crate::codec::encode_to_vec(k.as_str(), b"\xfebin", Compression::None, None);
+        let mut body = crate::storage::BytesBody::new(plain.as_ref().unwrap());
+        repo.storage().put(&k, &mut body).unwrap();
         let e = read(&store).unwrap_err();
         assert!(e.kind == Kind::Corrupt && e.message.contains("foreign object"), "{e}");
     }

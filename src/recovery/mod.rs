@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::backup::BackupManifest;
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::verify::{Divergence, divergences};
 use crate::index::{EndKind, SegmentSummary};
@@ -20,6 +19,7 @@ use crate::pg::history::ExpectedTimelines;
 use crate::pg::{
     Lsn, PgTimestamp, TimeLineId, TimelineHistory, WalFileName, WalSegSize, XLogSegNo,
 };
+use crate::repo::BackupManifest;
 
 /// What to recover to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -738,7 +738,7 @@ pub fn plan(
     let target_data =
         plan_target(target, inclusive, stop_at, resolved.name_hits.len(), &target_desc);
     Ok(Plan {
-        backup: b.id.clone(),
+        backup: b.id.to_string(),
         backup_stop: b.stop_lsn,
         path: path_steps(&on, b),
         target_timeline: tli,
@@ -844,10 +844,16 @@ mod tests {
         seg(t, n, (n + 1) * M - 0x100, (n + 1) * M, EndKind::Full)
     }
 
+    /// The backups of the tests, by the letters they were known by.
+    const A: &str = "20261121T000000Z";
+    const B: &str = "20261122T000000Z";
+    const C: &str = "20261123T000000Z";
+    const L: &str = "20261124T000000Z";
+
     fn backup(id: &str, t: u32, start: u64, stop: u64, stop_t: u32, time: i64) -> BackupManifest {
         BackupManifest {
             format_version: 1,
-            id: id.into(),
+            id: id.parse().unwrap(),
             label: id.into(),
             system_identifier: crate::pg::SystemId(1),
             pg_version: crate::pg::PgMajorVersion::V15,
@@ -914,7 +920,7 @@ mod tests {
 
     #[test]
     fn issue_5_records_after_the_switch_point_are_not_on_the_path() {
-        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let backups = [backup(A, 1, M + 0x28, M + 0x100, 1, 1000)];
         // Timeline 1's segment 3 has a commit after the switch point (at time 9000); timeline
         // 2's copy of segment 3 and its segment 4 have nothing after 4000.
         let mut segs = branched();
@@ -959,15 +965,15 @@ mod tests {
     fn issue_5_a_backup_across_the_switch_point_is_not_on_the_child_timeline() {
         // B starts on timeline 1 before the switch point and stops after it, still on 1.
         let backups = [
-            backup("A", 1, M + 0x28, M + 0x100, 1, 1000),
-            backup("B", 1, 3 * M + 0x28, SWITCH + 0x1000, 1, 5000),
+            backup(A, 1, M + 0x28, M + 0x100, 1, 1000),
+            backup(B, 1, 3 * M + 0x28, SWITCH + 0x1000, 1, 5000),
         ];
         let p = run(&backups, branched(), &Target::End, TargetTimeline::Latest).unwrap();
-        assert_eq!(p.backup, "A", "{p:?}");
+        assert_eq!(p.backup, A, "{p:?}");
         assert_eq!(p.target_timeline, tl(2));
         // On timeline 1 it is the newest usable one.
         let p = run(&backups, branched(), &Target::End, TargetTimeline::Id(tl(1))).unwrap();
-        assert_eq!(p.backup, "B", "{p:?}");
+        assert_eq!(p.backup, B, "{p:?}");
         // Given by id, it is refused for timeline 2.
         let summaries = index(branched());
         let histories = histories();
@@ -977,17 +983,17 @@ mod tests {
             histories: &histories,
             seg_size: WalSegSize::DEFAULT,
         };
-        let e = plan(&input, &Target::End, TargetTimeline::Latest, Some("B"), true).unwrap_err();
+        let e = plan(&input, &Target::End, TargetTimeline::Latest, Some(B), true).unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
         // A backup that ends exactly at the switch point is usable on timeline 2.
-        let at = [backup("C", 1, 3 * M + 0x28, SWITCH, 1, 5000)];
+        let at = [backup(C, 1, 3 * M + 0x28, SWITCH, 1, 5000)];
         let p = run(&at, branched(), &Target::End, TargetTimeline::Latest).unwrap();
-        assert_eq!(p.backup, "C");
+        assert_eq!(p.backup, C);
     }
 
     #[test]
     fn issue_5_lsn_past_the_last_archived_record_is_refused() {
-        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let backups = [backup(A, 1, M + 0x28, M + 0x100, 1, 1000)];
         // The last archived segment ends with a switch record at 0/2000500.
         let segs = vec![full(1, 1), seg(1, 2, 2 * M + 0x500, 2 * M + 0x518, EndKind::Switch)];
         for l in [2 * M + 0x501, 2 * M + 0x80_0000, 3 * M - 1] {
@@ -1012,7 +1018,7 @@ mod tests {
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
         run(&backups, cont, &Target::Lsn(Lsn(2 * M + 0x28)), TargetTimeline::Id(tl(1))).unwrap();
         // A backup that ends after the target LSN is not chosen for it.
-        let later = [backup("L", 1, M + 0x28, 2 * M + 0x100, 1, 1000)];
+        let later = [backup(L, 1, M + 0x28, 2 * M + 0x100, 1, 1000)];
         let e = run(&later, segs, &Target::Lsn(Lsn(2 * M + 0x80)), TargetTimeline::Id(tl(1)))
             .unwrap_err();
         assert!(e.message.contains("no backup ends before"), "{e}");
@@ -1020,7 +1026,7 @@ mod tests {
 
     #[test]
     fn issue_5_a_partial_segment_is_not_archived() {
-        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let backups = [backup(A, 1, M + 0x28, M + 0x100, 1, 1000)];
         let mut partial = full(1, 2);
         partial.name = WalFileName::parse(&format!("{}.partial", partial.name)).unwrap();
         partial.end_kind = EndKind::EndOfWal;
@@ -1047,8 +1053,8 @@ mod tests {
     #[test]
     fn issue_12_xid_committed_inside_a_backup_is_reached_from_the_one_before() {
         // B starts in segment 2 and stops in it; xid 7 commits between its start and stop.
-        let a = backup("A", 1, M + 0x28, M + 0x100, 1, 1000);
-        let b = backup("B", 1, 2 * M + 0x28, 2 * M + 0x5000, 1, 3000);
+        let a = backup(A, 1, M + 0x28, M + 0x100, 1, 1000);
+        let b = backup(B, 1, 2 * M + 0x28, 2 * M + 0x5000, 1, 3000);
         let mut s2 = full(1, 2);
         (s2.min_xid, s2.max_xid, s2.xids, s2.xid_lsns) =
             (Some(7), Some(7), vec![7], vec![Lsn(2 * M + 0x1000)]);
@@ -1064,9 +1070,9 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(p.backup, "A", "{p:?}");
+        assert_eq!(p.backup, A, "{p:?}");
         assert!(p.target.contains("ends at 0/2001000"), "{}", p.target);
-        for (backups, id) in [(vec![a.clone(), b.clone()], Some("B")), (vec![b.clone()], None)] {
+        for (backups, id) in [(vec![a.clone(), b.clone()], Some(B)), (vec![b.clone()], None)] {
             let e = plan_with(&backups, segs.clone(), &none, &x, TargetTimeline::Id(tl(1)), id)
                 .unwrap_err();
             assert_eq!(e.kind, Kind::Unreachable, "{e}");
@@ -1078,12 +1084,12 @@ mod tests {
         let p =
             plan_with(&[a.clone(), b.clone()], segs2, &none, &x, TargetTimeline::Id(tl(1)), None)
                 .unwrap();
-        assert_eq!(p.backup, "B", "{p:?}");
+        assert_eq!(p.backup, B, "{p:?}");
         // A summary without the LSNs (an older walrs): the segment's start bounds the commit.
         s2.xid_lsns.clear();
         let segs3 = vec![full(1, 1), s2, full(1, 3)];
         let p = plan_with(&[a, b], segs3, &none, &x, TargetTimeline::Id(tl(1)), None).unwrap();
-        assert_eq!(p.backup, "A", "{p:?}");
+        assert_eq!(p.backup, A, "{p:?}");
     }
 
     #[test]
@@ -1097,26 +1103,26 @@ mod tests {
         s1.restore_points.push(point(M + 0x500));
         let mut s3 = full(1, 3);
         s3.restore_points.push(point(3 * M + 0x500));
-        let b = backup("B", 1, 2 * M + 0x28, 2 * M + 0x100, 1, 3000);
+        let b = backup(B, 1, 2 * M + 0x28, 2 * M + 0x100, 1, 3000);
         let segs = vec![s1.clone(), full(1, 2), s3.clone(), full(1, 4)];
         let none = BTreeMap::new();
         let n = Target::Name("daily".into());
         let p =
             plan_with(std::slice::from_ref(&b), segs, &none, &n, TargetTimeline::Id(tl(1)), None)
                 .unwrap();
-        assert_eq!((p.backup.as_str(), last(&p)), ("B", "000000010000000000000003"));
+        assert_eq!((p.backup.as_str(), last(&p)), (B, "000000010000000000000003"));
         assert!(p.target.contains("at 0/3000500"), "{}", p.target);
         assert!(p.notes.iter().any(|n| n.contains("used 2 times")), "{:?}", p.notes);
         // A third use inside B's window: replay from B stops there, before B is consistent; A,
         // older, reaches the first use.
         let mut s2 = full(1, 2);
         s2.restore_points.push(point(2 * M + 0x80));
-        let a = backup("A", 1, M + 0x28, M + 0x100, 1, 1000);
+        let a = backup(A, 1, M + 0x28, M + 0x100, 1, 1000);
         let segs = vec![s1, s2, s3, full(1, 4)];
         let p =
             plan_with(&[a, b.clone()], segs.clone(), &none, &n, TargetTimeline::Id(tl(1)), None)
                 .unwrap();
-        assert_eq!((p.backup.as_str(), last(&p)), ("A", "000000010000000000000001"));
+        assert_eq!((p.backup.as_str(), last(&p)), (A, "000000010000000000000001"));
         let e = plan_with(&[b], segs, &none, &n, TargetTimeline::Id(tl(1)), None).unwrap_err();
         assert_eq!(e.kind, Kind::Unreachable, "{e}");
     }
@@ -1146,7 +1152,7 @@ mod tests {
     #[test]
     fn issue_12_diverged_histories_are_named_and_the_default_follows_the_one_that_went_on() {
         let (hist, segs) = diverged();
-        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let backups = [backup(A, 1, M + 0x28, M + 0x100, 1, 1000)];
         let end = Target::End;
         let p =
             plan_with(&backups, segs.clone(), &hist, &end, TargetTimeline::Default, None).unwrap();
@@ -1194,7 +1200,7 @@ mod tests {
         segs.extend(t2);
         let summaries = index(segs.clone());
         assert!(divergences(&summaries, &hist).is_empty());
-        let backups = [backup("A", 1, M + 0x28, M + 0x100, 1, 1000)];
+        let backups = [backup(A, 1, M + 0x28, M + 0x100, 1, 1000)];
         let p =
             plan_with(&backups, segs.clone(), &hist, &Target::End, TargetTimeline::Default, None)
                 .unwrap();

@@ -8,7 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Compression, MasterKey};
+use crate::error::Result;
 use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
+use crate::storage::ObjectKey;
+
+use super::layout;
+use super::object::{Encryption, Fixed, JsonObject, RepoObject};
 
 /// The `format` field's value.
 pub const FORMAT_NAME: &str = "walrs-repository";
@@ -91,5 +96,44 @@ impl RepoConfig {
     /// The default compression of new objects.
     pub fn compression(&self) -> Result<Compression, String> {
         self.compression.parse()
+    }
+}
+
+/// Which of the two config objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigObject {
+    /// `walrs.config`.
+    Primary,
+    /// `walrs.config.copy`, its twin.
+    Copy,
+}
+
+impl RepoObject for RepoConfig {
+    const KIND: &'static str = "repository config";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const ENCRYPTION: Encryption = Encryption::Never;
+    type Id = ConfigObject;
+    type Codec = Fixed;
+
+    fn key(id: &ConfigObject) -> Result<ObjectKey> {
+        Ok(ObjectKey::new(match id {
+            ConfigObject::Primary => layout::CONFIG,
+            ConfigObject::Copy => layout::CONFIG_COPY,
+        })?)
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::None
+    }
+}
+
+impl JsonObject for RepoConfig {
+    const FORMAT_NAME: Option<&'static str> = Some(FORMAT_NAME);
+    const VERSION_REQUIRED: bool = true;
+    const PRETTY: bool = true;
+
+    /// The default compression must parse: every push without a configured one uses it.
+    fn check(&self) -> std::result::Result<(), String> {
+        self.compression().map(|_| ()).map_err(|e| format!("compression: {e}"))
     }
 }

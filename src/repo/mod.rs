@@ -1,21 +1,42 @@
-//! A repository: a [`Storage`] plus the codec, holding typed objects (the config, WAL files) under
-//! the key layout of [`layout`].
+//! A repository: a [`Storage`] plus the codec, holding typed objects under the key layout of
+//! [`layout`]. Every kind of object is a type ([`RepoObject`], [`object`]): the WAL
+//! ([`WalFile`], [`TimelineHistory`]), the repository config and its twin ([`RepoConfig`]), base
+//! backups ([`BackupManifest`], [`PgBackupManifest`], [`BackupChunk`]), and, implemented beside
+//! their types, the WAL index (`index::SegmentSummary`, `index::GroupRollup`) and the binlogs
+//! (`mysql::store`).
 //!
-//! Everything that reads or writes an object goes through here, so every object is an envelope,
-//! every write is conditional or atomic, the encryption key is checked against the config before
-//! any object is touched, and every object read must carry the repository's encryption.
+//! Everything that reads or writes an object goes through here, by kind and id, so every object
+//! is an envelope, every write is conditional (or, for derived data, atomic), every JSON document
+//! passes the one version check, the encryption key is checked against the config before any
+//! object is touched, and every object read must carry its kind's encryption (the repository's,
+//! for every kind but the config objects).
 
+pub mod backup_id;
 pub mod config;
 mod errors;
 pub mod layout;
+pub mod manifest;
+pub mod object;
+pub mod reread;
+pub mod wal;
 
 use std::io::Read;
 
-use crate::codec::{Compression, Decoder, Encoder, EncodingBody, MasterKey, ObjectSummary};
+use crate::codec::{Decoder, Encoder, EncodingBody, MasterKey, ObjectSummary};
 use crate::error::{Kind, Result, WalrsError};
-use crate::storage::{AnyStorage, Body, ErrorKind, ObjectKey, PutOutcome, Storage};
+use crate::storage::{AnyStorage, Body, ErrorKind, ObjectMeta, PutOutcome, Storage};
 
-pub use config::{EncryptionInfo, RepoConfig};
+pub use backup_id::BackupId;
+pub use config::{ConfigObject, EncryptionInfo, RepoConfig};
+pub use manifest::{
+    Archive, BackupChunk, BackupManifest, Chunk, ChunkId, FileEntry, PgBackupManifest,
+};
+pub use object::{
+    Document, Encryption, Fixed, Grouped, JsonObject, Listed, RepoObject, Write, decode_json,
+};
+pub use wal::WalFile;
+
+pub use crate::pg::TimelineHistory;
 
 impl<R: Read> Body for EncodingBody<R> {
     fn next_chunk(&mut self) -> std::result::Result<Option<&[u8]>, String> {
@@ -74,51 +95,198 @@ impl Repository {
         self.storage.describe()
     }
 
-    fn read_config_object(&self, name: &str) -> Result<Option<RepoConfig>> {
-        let key = ObjectKey::new(name)?;
-        let reader = match self.storage.get(&key) {
-            Ok(r) => r,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let mut json = Vec::new();
-        Decoder::new(reader, name, None)?.copy_to(&mut json)?;
-        let invalid = |e: String| {
-            WalrsError::new(Kind::Corrupt, format!("repository config {name} is not valid: {e}"))
-        };
-        // The format and its version first: a newer walrs may have changed the other fields.
-        let value: serde_json::Value =
-            serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
-        if value.get("format").and_then(|v| v.as_str()) != Some(config::FORMAT_NAME) {
-            return Err(invalid("not a walrs repository config".into()));
+    /// The key objects of kind `T` are encrypted with and read with: the configured key (which
+    /// `check_key` has compared with the config) or none.
+    fn key_for<T: RepoObject>(&self) -> Option<&MasterKey> {
+        match T::ENCRYPTION {
+            Encryption::Never => None,
+            Encryption::Repository => self.key.as_ref(),
         }
-        match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(v) if v > u64::from(config::FORMAT_VERSION) => {
-                return Err(WalrsError::new(
-                    Kind::Unsupported,
-                    format!(
-                        "repository format version {v} is newer than this walrs understands ({})",
-                        config::FORMAT_VERSION
-                    ),
-                )
-                .hint("upgrade walrs"));
+    }
+
+    /// Reads the object `id` whole: a JSON document through the one versioned reader
+    /// ([`decode_json`]: a newer `format_version` is exit 15), a history file parsed. `None` when
+    /// it does not exist.
+    ///
+    /// From a network backend, an object that fails verification is read once more before it is
+    /// called corrupt ([`reread`]).
+    pub fn load<T: Document>(&self, id: &T::Id) -> Result<Option<T>> {
+        let name = T::name(id)?;
+        let bytes = reread::read_verified(self, &name, || {
+            let dec = match self.open::<T>(id) {
+                Ok(d) => d,
+                Err(e) if e.kind == Kind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut bytes = Vec::new();
+            dec.copy_to(&mut bytes)?;
+            Ok(Some(bytes))
+        })?;
+        bytes.map(|b| T::decode(id, &b)).transpose()
+    }
+
+    /// Stores `doc` as the object `id` of a kind of derived data ([`Write::Replace`]: the WAL
+    /// index), replacing any object there. Returns once the write is durable and its size
+    /// verified.
+    pub fn save<T: JsonObject>(&self, id: &T::Id, doc: &T, codec: T::Codec) -> Result<()> {
+        const { assert!(matches!(T::WRITE, Write::Replace), "save replaces: a derived kind only") };
+        let json = object::encode_json(doc)?;
+        let (key, name) = (T::key(id)?, T::name(id)?);
+        let k = self.key_for::<T>();
+        let mut body =
+            EncodingBody::new(Encoder::new(&name, T::compression(codec), k)?, json.as_slice());
+        let stored = self.storage.put(&key, &mut body);
+        match Self::verify_put(&name, &mut body, stored.map(PutOutcome::Created))? {
+            PutNew::Created(_) => Ok(()),
+            PutNew::Exists => Err(WalrsError::new(
+                Kind::Internal,
+                format!("{name}: a replacing write was refused"),
+            )),
+        }
+    }
+
+    /// Stores `doc` as the object `id` unless one exists ([`Write::Once`]). Returns only after
+    /// the write is durable and its size verified.
+    pub fn save_new<T: JsonObject>(&self, id: &T::Id, doc: &T, codec: T::Codec) -> Result<PutNew> {
+        let json = object::encode_json(doc)?;
+        self.put_new::<T>(id, json.as_slice(), codec)
+    }
+
+    /// Writes `source` as the object `id` unless an object exists there ([`Write::Once`]); the
+    /// kind decides the key, the logical name, the compression (from `codec`) and the
+    /// encryption. Returns only after the write is durable and its size verified.
+    pub fn put_new<T: RepoObject>(
+        &self,
+        id: &T::Id,
+        source: impl Read,
+        codec: T::Codec,
+    ) -> Result<PutNew> {
+        self.put_new_observed::<T>(id, source, codec, PutExtras::default())
+    }
+
+    /// [`Repository::put_new`], showing each plaintext frame to `extras.observer` as it is read.
+    pub fn put_new_observed<T: RepoObject>(
+        &self,
+        id: &T::Id,
+        source: impl Read,
+        codec: T::Codec,
+        extras: PutExtras,
+    ) -> Result<PutNew> {
+        const { assert!(matches!(T::WRITE, Write::Once), "put_new writes once: not a derived kind") };
+        let (key, name) = (T::key(id)?, T::name(id)?);
+        let k = self.key_for::<T>();
+        let mut body = EncodingBody::new(Encoder::new(&name, T::compression(codec), k)?, source);
+        if let Some(w) = extras.workers {
+            body = body.with_workers(w);
+        }
+        if let Some(f) = extras.observer {
+            body = body.with_observer(f);
+        }
+        let stored = self.storage.put_if_absent(&key, &mut body);
+        Self::verify_put(&name, &mut body, stored)
+    }
+
+    /// What a write of `body` came to: the object's summary once the stored size is checked
+    /// against what the encoder produced, or the encoder's own error when the body failed.
+    fn verify_put<R: Read>(
+        name: &str,
+        body: &mut EncodingBody<R>,
+        stored: std::result::Result<PutOutcome, crate::storage::StorageError>,
+    ) -> Result<PutNew> {
+        match stored {
+            Ok(PutOutcome::Created(meta)) => {
+                let summary = body.summary().ok_or_else(|| {
+                    WalrsError::new(Kind::Internal, format!("{name}: stored without a trailer"))
+                })?;
+                if meta.size != summary.stored_len {
+                    return Err(WalrsError::new(
+                        Kind::Io,
+                        format!(
+                            "{name}: stored {} bytes, expected {}",
+                            meta.size, summary.stored_len
+                        ),
+                    ));
+                }
+                Ok(PutNew::Created(summary))
             }
-            Some(v) if v >= 1 => {}
-            _ => return Err(invalid("format_version is missing or invalid".into())),
+            Ok(PutOutcome::Exists) => Ok(PutNew::Exists),
+            Err(e) if e.kind == ErrorKind::Body => match body.take_error() {
+                Some(codec) => Err(codec.into()),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
         }
-        let cfg: RepoConfig = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-        cfg.compression().map_err(|e| invalid(format!("compression: {e}")))?;
-        Ok(Some(cfg))
+    }
+
+    /// Opens the object `id` for verified, streaming decoding, with the kind's encryption
+    /// expected: for every kind but the config objects, the repository's (the configured key,
+    /// which `check_key` has compared with the config). An object not encrypted with it (or
+    /// encrypted at all, in an unencrypted repository) is refused as a foreign object (`Corrupt`,
+    /// [`WalrsError::is_foreign_object`]). A missing object is `NotFound`.
+    pub fn open<T: RepoObject>(&self, id: &T::Id) -> Result<Decoder<ObjectReader<'_>>> {
+        let (key, name) = (T::key(id)?, T::name(id)?);
+        let reader = self.storage.get(&key)?;
+        Ok(Decoder::new(reader, &name, self.key_for::<T>())?)
+    }
+
+    /// The stored size of the object `id`, or `None` when it does not exist.
+    pub fn head<T: RepoObject>(&self, id: &T::Id) -> Result<Option<ObjectMeta>> {
+        Ok(self.storage.head(&T::key(id)?)?)
+    }
+
+    /// Deletes the object `id`; an absent object is not an error.
+    pub fn delete<T: RepoObject>(&self, id: &T::Id) -> Result<()> {
+        match self.storage.delete(&T::key(id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The ids of the objects of kind `T` within `scope`, in key order, lazily (one listing of
+    /// the kind's prefix; keys that hold no object of the kind are skipped).
+    pub fn list<T: Listed>(
+        &self,
+        scope: &T::Scope,
+    ) -> Result<impl Iterator<Item = Result<T::Id>> + '_> {
+        let listing = self.storage.list(&T::prefix(scope))?;
+        Ok(listing.filter_map(|m| match m {
+            Ok(m) => T::id_of(&m.key).map(Ok),
+            Err(e) => Some(Err(e.into())),
+        }))
+    }
+
+    /// The groups of kind `T` (backup ids, WAL groups of the index) that hold at least one
+    /// object, in order, without listing the objects. A directory that names no group is
+    /// skipped with a warning.
+    pub fn groups<T: Grouped>(&self) -> Result<Vec<T::Group>> {
+        let mut out = Vec::new();
+        for name in self.storage.list_prefixes(T::GROUPS)? {
+            match T::group_of(&name) {
+                Some(g) => out.push(g),
+                None => tracing::warn!("ignoring {}{name}/: not a {} group", T::GROUPS, T::KIND),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether any object exists under `prefix` (a key prefix from [`layout`]): one listing
+    /// request that stops at the first object.
+    pub fn holds_objects_under(&self, prefix: &str) -> Result<bool> {
+        match self.storage.list(prefix)?.next() {
+            Some(first) => first.map(|_| true).map_err(Into::into),
+            None => Ok(false),
+        }
     }
 
     /// Reads the config; falls back to the twin copy when the primary is missing or damaged.
     pub fn read_config(&self) -> Result<Option<RepoConfig>> {
-        match self.read_config_object(layout::CONFIG) {
+        match self.load::<RepoConfig>(&ConfigObject::Primary) {
             Ok(Some(c)) => {
                 self.primary_config_read.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(Some(c))
             }
-            Ok(None) => match self.read_config_object(layout::CONFIG_COPY) {
+            Ok(None) => match self.load::<RepoConfig>(&ConfigObject::Copy) {
                 Ok(Some(c)) => {
                     tracing::warn!("{} is missing; using {}", layout::CONFIG, layout::CONFIG_COPY);
                     Ok(Some(c))
@@ -126,7 +294,7 @@ impl Repository {
                 other => other,
             },
             Err(e) if matches!(e.kind, Kind::Corrupt) => {
-                match self.read_config_object(layout::CONFIG_COPY) {
+                match self.load::<RepoConfig>(&ConfigObject::Copy) {
                     Ok(Some(c)) => {
                         tracing::warn!(
                             "{} is damaged ({e}); using {}",
@@ -147,20 +315,20 @@ impl Repository {
     /// without its twin only until the next push. Fields unknown to this walrs are not kept (the
     /// copy is written from the parsed config).
     pub fn repair_config(&self, cfg: &RepoConfig) -> Result<()> {
-        let json = serde_json::to_vec_pretty(cfg)
-            .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
-        for name in [layout::CONFIG, layout::CONFIG_COPY] {
-            if name == layout::CONFIG
+        for which in [ConfigObject::Primary, ConfigObject::Copy] {
+            if which == ConfigObject::Primary
                 && self.primary_config_read.load(std::sync::atomic::Ordering::Relaxed)
             {
                 continue;
             }
-            let key = ObjectKey::new(name)?;
-            if self.storage.head(&key)?.is_none()
-                && let PutNew::Created(_) =
-                    self.put_new(&key, name, json.as_slice(), Compression::None, false)?
+            if self.head::<RepoConfig>(&which)?.is_none()
+                && let PutNew::Created(_) = self.save_new(&which, cfg, Fixed)?
             {
-                tracing::warn!("recreated the missing {name} of {}", self.describe());
+                tracing::warn!(
+                    "recreated the missing {} of {}",
+                    RepoConfig::key(&which)?,
+                    self.describe()
+                );
             }
         }
         Ok(())
@@ -183,11 +351,12 @@ impl Repository {
     /// and `binlog/` with an object under it. One listing request each, at most three, made only
     /// when no config exists (the first push into a repository), never on the hot path.
     fn stored_data(&self) -> Result<Option<&'static str>> {
-        for (prefix, what) in
-            [(layout::WAL_PREFIX, "WAL"), ("backups/", "base backups"), ("binlog/", "binlogs")]
-        {
-            if let Some(first) = self.storage.list(prefix)?.next() {
-                first?;
+        for (prefix, what) in [
+            (layout::WAL_PREFIX, "WAL"),
+            (layout::BACKUPS_PREFIX, "base backups"),
+            (layout::BINLOG_PREFIX, "binlogs"),
+        ] {
+            if self.holds_objects_under(prefix)? {
                 return Ok(Some(what));
             }
         }
@@ -232,19 +401,9 @@ impl Repository {
     /// a config derived from the stored objects themselves (`repo init --from-objects`); every
     /// other caller goes through [`Repository::init_config`].
     pub fn store_config(&self, cfg: &RepoConfig) -> Result<RepoConfig> {
-        let json = serde_json::to_vec_pretty(cfg)
-            .map_err(|e| WalrsError::new(Kind::Internal, format!("serializing the config: {e}")))?;
-        let key = ObjectKey::new(layout::CONFIG)?;
-        match self.put_new(&key, layout::CONFIG, json.as_slice(), Compression::None, false)? {
+        match self.save_new(&ConfigObject::Primary, cfg, Fixed)? {
             PutNew::Created(_) => {
-                let copy = ObjectKey::new(layout::CONFIG_COPY)?;
-                self.put_new(
-                    &copy,
-                    layout::CONFIG_COPY,
-                    json.as_slice(),
-                    Compression::None,
-                    false,
-                )?;
+                self.save_new(&ConfigObject::Copy, cfg, Fixed)?;
                 tracing::info!(
                     "created repository {} for system {} (PostgreSQL {})",
                     self.describe(),
@@ -297,62 +456,6 @@ impl Repository {
         }
     }
 
-    /// Writes `source` as the object `name` under `key` unless an object exists there. Returns
-    /// only after the write is durable and its size verified.
-    pub fn put_new<R: Read>(
-        &self,
-        key: &ObjectKey,
-        name: &str,
-        source: R,
-        compression: Compression,
-        encrypt: bool,
-    ) -> Result<PutNew> {
-        self.put_new_observed(key, name, source, compression, encrypt, PutExtras::default())
-    }
-
-    /// [`Repository::put_new`], showing each plaintext frame to `observer` as it is read.
-    pub fn put_new_observed<R: Read>(
-        &self,
-        key: &ObjectKey,
-        name: &str,
-        source: R,
-        compression: Compression,
-        encrypt: bool,
-        extras: PutExtras,
-    ) -> Result<PutNew> {
-        let k = if encrypt { self.key.as_ref() } else { None };
-        let mut body = EncodingBody::new(Encoder::new(name, compression, k)?, source);
-        if let Some(w) = extras.workers {
-            body = body.with_workers(w);
-        }
-        if let Some(f) = extras.observer {
-            body = body.with_observer(f);
-        }
-        match self.storage.put_if_absent(key, &mut body) {
-            Ok(PutOutcome::Created(meta)) => {
-                let summary = body.summary().ok_or_else(|| {
-                    WalrsError::new(Kind::Internal, format!("{name}: stored without a trailer"))
-                })?;
-                if meta.size != summary.stored_len {
-                    return Err(WalrsError::new(
-                        Kind::Io,
-                        format!(
-                            "{name}: stored {} bytes, expected {}",
-                            meta.size, summary.stored_len
-                        ),
-                    ));
-                }
-                Ok(PutNew::Created(summary))
-            }
-            Ok(PutOutcome::Exists) => Ok(PutNew::Exists),
-            Err(e) if e.kind == ErrorKind::Body => match body.take_error() {
-                Some(codec) => Err(codec.into()),
-                None => Err(e.into()),
-            },
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The cluster the stored WAL belongs to, for a repository that lost its config: the long
     /// page headers of its oldest and its newest segment object (by name), each decoded with the
     /// repository's expected encryption (the configured key) and checked against its name. They
@@ -362,10 +465,8 @@ impl Repository {
     pub fn identity_from_wal(&self) -> Result<(crate::pg::LongPageHeader, [String; 2])> {
         use crate::pg::{LongPageHeader, WalFileKind, WalFileName};
         let (mut oldest, mut newest): (Option<WalFileName>, Option<WalFileName>) = (None, None);
-        for m in self.storage.list(layout::WAL_PREFIX)? {
-            let m = m?;
-            let Some(base) = m.key.as_str().rsplit('/').next() else { continue };
-            let Ok(name) = WalFileName::parse(base) else { continue };
+        for name in self.list::<WalFile>(&())? {
+            let name = name?;
             if name.kind() != WalFileKind::Segment {
                 continue;
             }
@@ -383,7 +484,7 @@ impl Repository {
             ));
         };
         let header = |name: &WalFileName| -> Result<LongPageHeader> {
-            let mut dec = self.open_object(&layout::wal_key(name)?, name.as_str())?;
+            let mut dec = self.open::<WalFile>(name)?;
             let mut frame = Vec::new();
             dec.next_frame(&mut frame)?;
             let h = LongPageHeader::decode(&frame).map_err(|e| {
@@ -418,24 +519,14 @@ impl Repository {
         }
         Ok((b, [oldest.to_string(), newest.to_string()]))
     }
-
-    /// Opens the object `name` stored under `key` for verified, streaming decoding, with the
-    /// repository's encryption expected: the configured key, which `check_key` has compared
-    /// with the config. An object not encrypted with it (or encrypted at all, in an unencrypted
-    /// repository) is refused as a foreign object (`Corrupt`, [`WalrsError::is_foreign_object`]).
-    /// Every reader of every object kind opens objects here; only the config objects, which are
-    /// never encrypted, are read without a key.
-    pub fn open_object(&self, key: &ObjectKey, name: &str) -> Result<Decoder<ObjectReader<'_>>> {
-        let reader = self.storage.get(key)?;
-        Ok(Decoder::new(reader, name, self.key.as_ref())?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Compression;
     use crate::pg::{PgMajorVersion, SystemId, WalSegSize};
-    use crate::storage::{BytesBody, MemoryStorage};
+    use crate::storage::{BytesBody, MemoryStorage, ObjectKey};
 
     fn config() -> RepoConfig {
         let seg = WalSegSize::new(16 << 20).unwrap_or_else(|e| panic!("{e}"));

@@ -1,5 +1,5 @@
-//! Object storage: one small trait and its backends (file system, memory; S3 to come), plus
-//! decorators such as the fault injector.
+//! Object storage: one small trait and its backends (file system, S3-compatible stores, memory),
+//! plus decorators such as the fault injector.
 //!
 //! The trait is synchronous on purpose. The default repository is a local or NFS directory, where
 //! plain blocking writes with large buffers are the fastest path and need no runtime; network
