@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod lookahead;
 pub mod prefetch;
 pub mod push;
+pub mod pusher;
 pub mod spool;
 
 pub use fetch::{FetchOutcome, fetch};

@@ -6,20 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::Ctx;
+use super::{Ctx, Outcome, Text};
 use crate::durable::{self, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::mysql::client::ConnectOptions;
 use crate::mysql::event;
 use crate::mysql::store::{self, BinlogStore, Catalog, FileEntry};
 use crate::mysql::tail::{self, TailOptions};
-use crate::outln;
+use crate::textln;
 
 /// Default deadline of `binlog list` and `binlog fetch`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The examples of `walrs binlog --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # stream a MariaDB server's binlogs until SIGTERM (run it as a service)
   WALRS_REPO=/srv/walrs-mysql WALRS_MYSQL_PASSWORD=... walrs binlog tail --host db1 --user repl --server-id 4242
@@ -124,7 +124,7 @@ pub struct TailArgs {
     pub max_backoff: String,
     /// `--compression`.
     #[command(flatten)]
-    pub compression: crate::cli::CompressionArg,
+    pub compression: super::CompressionArg,
 }
 
 /// Arguments of `binlog fetch`.
@@ -162,9 +162,9 @@ fn password(args: &TailArgs) -> Result<Option<String>> {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     match args.action {
-        Action::Tail(a) => run_tail(ctx, *a),
+        Action::Tail(a) => run_tail(ctx, *a).map(|()| Outcome::done()),
         Action::List { json } => run_list(ctx, json),
         Action::Fetch(a) => run_fetch(ctx, a),
     }
@@ -277,7 +277,7 @@ fn listing(cat: &Catalog) -> Vec<ListedFile> {
         .collect()
 }
 
-fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
+fn run_list(ctx: &Ctx, json: bool) -> Result<Outcome> {
     let (store, cfg) = BinlogStore::open(Arc::new(ctx.open_repo()?))?;
     let cat = store.scan()?;
     let files = listing(&cat);
@@ -300,12 +300,11 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
             "files": files,
             "gaps": gaps,
         });
-        let s = serde_json::to_string_pretty(&v)
-            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        outln!("{s}");
-        return Ok(());
+        return Outcome::json(&v);
     }
-    outln!(
+    let mut out = Text::new();
+    textln!(
+        out,
         "binlogs of {} server {} ({}) in {}",
         cfg.flavour,
         cfg.server_id,
@@ -313,7 +312,8 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         store.repo().describe()
     );
     for f in &files {
-        outln!(
+        textln!(
+            out,
             "{:<24} {:<10} {:>12} bytes  {} .. {}{}{}",
             f.name,
             f.state,
@@ -329,7 +329,8 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for g in &cat.gaps {
-        outln!(
+        textln!(
+            out,
             "GAP: {} from offset {} was purged by the server before it was stored (server's oldest then: {}; found {})",
             g.missing_file,
             g.missing_offset,
@@ -337,7 +338,7 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
             g.detected_at
         );
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }
 
 /// Writes what is stored of `name` to `dest` atomically: temporary file beside it, fsync,
@@ -367,7 +368,7 @@ fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) ->
     Ok(n)
 }
 
-fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
+fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<Outcome> {
     let (store, _cfg) = BinlogStore::open(Arc::new(ctx.open_repo()?))?;
     let cat = store.scan()?;
     let Some(until) = &a.until_time else {
@@ -400,7 +401,7 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             "restored {name} ({n} bytes{})",
             if entry.whole { "" } else { ", received so far of the active binlog" }
         );
-        return Ok(());
+        return Ok(Outcome::done());
     };
     let [dir] = a.paths.as_slice() else {
         return Err(WalrsError::new(
@@ -413,14 +414,19 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     let plan = plan_until(&cat, a.from.as_deref(), target)?;
     let dir = Path::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| local_io("creating", dir, &e))?;
+    // Each file written is listed, also when a later one fails.
+    let mut out = Text::new();
     for name in &plan {
-        let entry = cat
+        let fetched = cat
             .get(name)
-            .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} vanished")))?;
-        let n = fetch_one(&store, name, entry, &dir.join(name))?;
-        outln!("{name} {n}");
+            .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} vanished")))
+            .and_then(|entry| fetch_one(&store, name, entry, &dir.join(name)));
+        match fetched {
+            Ok(n) => textln!(out, "{name} {n}"),
+            Err(e) => return Ok(Outcome::text(out).failing(e)),
+        }
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }
 
 /// The files to replay to reach `target` (Unix microseconds, as `parse_timestamp` gives): from `from` (or the oldest stored) up

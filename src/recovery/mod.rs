@@ -7,6 +7,7 @@
 //! is written. `walrs restore` then checks every planned object exists before it restores.
 
 pub mod config;
+pub mod input;
 
 use std::collections::BTreeMap;
 
