@@ -291,15 +291,14 @@ impl PrefetchDir {
     }
 }
 
-/// Copies the spool file `src` into `dest` through a temporary file beside it (fsynced, renamed;
-/// the caller fsyncs the directory).
+/// Copies the spool file `src` into `dest` durably, through a temporary file beside it
+/// ([`durable::install`]).
 fn copy_into(src: &Path, dest: &Path, dir: &Path) -> Result<()> {
     let base = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
     let mut out = durable::create_in(dir, base)?;
     let mut input = File::open(src).map_err(|e| local_io("opening", src, &e))?;
     std::io::copy(&mut input, &mut out).map_err(|e| local_io("copying into", out.path(), &e))?;
-    out.sync().map_err(|e| local_io("syncing", out.path(), &e))?;
-    out.rename_to(dest).map_err(|e| local_io("renaming into", dest, &e))
+    durable::install(out, dest)
 }
 
 /// The timeline PostgreSQL asks for at each of the `count` segments after `pos`, following
