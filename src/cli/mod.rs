@@ -550,6 +550,60 @@ where
 mod tests {
     use super::*;
 
+    /// The one match over `Command` keeps what the three matches before it kept: each command's
+    /// name, the config key of its deadline, its default deadline, its log span ("walrs <name>",
+    /// which PostgreSQL's log shows), the fetch abort flag and the endless `binlog tail`.
+    #[test]
+    fn each_command_has_its_name_deadline_and_span() {
+        let subscriber = tracing_subscriber::registry();
+        let cases: &[(&[&str], &str, &str, Duration)] = &[
+            (&["push", "p"], "push", "push", commands::push::DEFAULT_TIMEOUT),
+            (&["fetch", "f", "p"], "fetch", "fetch", commands::fetch::DEFAULT_TIMEOUT),
+            (&["wal", "list"], "wal", "wal", commands::wal::DEFAULT_TIMEOUT),
+            (&["wal", "verify"], "wal", "wal", commands::wal::DEFAULT_LONG_TIMEOUT),
+            (&["timeline"], "timeline", "timeline", commands::wal::DEFAULT_TIMEOUT),
+            (&["basebackup"], "basebackup", "basebackup", commands::basebackup::DEFAULT_TIMEOUT),
+            (&["backup", "list"], "backup", "backup", commands::wal::DEFAULT_LONG_TIMEOUT),
+            (
+                &["restore", "--pgdata", "/d"],
+                "restore",
+                "restore",
+                commands::restore::DEFAULT_TIMEOUT,
+            ),
+            (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
+            (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
+            (
+                &["prefetch", "--count", "1", "--parallel", "1"],
+                "prefetch",
+                "fetch",
+                commands::fetch::DEFAULT_TIMEOUT,
+            ),
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for (args, what, key, timeout) in cases {
+                let cli = Cli::try_parse_from(std::iter::once("walrs").chain(args.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                let job = cli.command.job();
+                assert_eq!(job.what, *what, "{args:?}");
+                assert_eq!(job.deadline_key, *key, "{args:?}");
+                assert_eq!(job.default_timeout, *timeout, "{args:?}");
+                let span = (job.span)();
+                let name = span.metadata().map(|m| m.name());
+                assert_eq!(name, Some(format!("walrs {what}").as_str()), "{args:?}");
+                assert_eq!(job.abort_flag, None, "{args:?}");
+                assert!(!job.until_stopped, "{args:?}");
+            }
+            let job = |args: &[&str]| {
+                Cli::try_parse_from(std::iter::once("walrs").chain(args.iter().copied()))
+                    .unwrap()
+                    .command
+                    .job()
+            };
+            assert_eq!(job(&["fetch", "--abort-on-hard-failure", "f", "p"]).abort_flag, Some(true));
+            assert!(job(&["binlog", "tail", "--user", "u", "--server-id", "2"]).until_stopped);
+        });
+    }
+
     /// basebackup's archiving check reads `archive_command` (backup/archiving.rs): it must know
     /// every option of `walrs [OPTIONS] push [OPTIONS]` that takes a value, or it takes the value
     /// of `--unreachable-timeout 30s` for the command name and refuses a working archiver.
