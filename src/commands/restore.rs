@@ -155,7 +155,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         tablespace_map.push((o.to_owned(), n.to_owned()));
     }
     let mut data = recovery::input::Gathered::catalogue(&repo, cfg.wal_segment_size)?;
-
     // A prefix names the one backup it matches; `latest` is left to the planner (the newest
     // backup that reaches the target). An unknown id is a refused plan (exit 19), as before.
     let chosen = match args.backup.as_deref() {
