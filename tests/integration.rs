@@ -23,6 +23,7 @@ mod operator;
 mod operator_guards;
 mod operator_view;
 mod pg_archive;
+mod pgwire;
 mod pitr;
 mod prefetch;
 mod repo_objects;

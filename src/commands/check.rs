@@ -5,17 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::Ctx;
-use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
+use super::{Ctx, Outcome, Text};
+use crate::error::{Kind, Result};
 use crate::replication::ConnParams;
-use crate::status::check::{self, CheckOptions, Outcome};
+use crate::status::check::{self, CheckOptions, Verdict};
+use crate::textln;
 
 /// Default deadline of `check`, which bounds its wait for the segment.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The examples of `walrs check --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # on the database host, as postgres: settings, repository, and a WAL segment archived end to end
   sudo -u postgres env WALRS_REPO=/srv/walrs walrs check -d 'host=/run/postgresql user=postgres'
@@ -43,8 +43,9 @@ fn reserve(total: Duration) -> Duration {
     (total / 10).min(Duration::from_secs(3))
 }
 
-/// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+/// Runs the command. `exit_code` maps an error kind to its exit code (`cli::ExitCode`): the
+/// report names each failed check's code.
+pub fn run(ctx: &Ctx, args: Args, exit_code: fn(Kind) -> u8) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let env = |k: &str| std::env::var(k).ok();
     let conn = ConnParams::resolve(args.dbname.as_deref(), &env)?;
@@ -56,41 +57,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         io_timeout: Duration::from_secs(30).min(total),
         wait_until: ctx.deadline.checked_sub(reserve(total)).unwrap_or(now),
         deadline: ctx.deadline,
+        exit_code,
     };
     let report = check::run(&repo, &opts);
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        outln!("{text}");
-    } else {
-        for c in &report.checks {
-            let tag = match c.result {
-                Outcome::Ok => "ok  ",
-                Outcome::Warn => "warn",
-                Outcome::Fail => "FAIL",
-                Outcome::Skipped => "skip",
-            };
-            outln!("{tag} {}: {}", c.name, c.detail);
-            if let Some(f) = &c.fix
-                && c.result != Outcome::Ok
-            {
-                outln!("     fix: {f}");
-            }
-        }
-        match &report.first_failed {
-            None => outln!(
-                "all checks passed{}",
-                report
-                    .roundtrip
-                    .as_ref()
-                    .map(|r| format!(": {} reached the repository in {:.1} s", r.wal, r.seconds))
-                    .unwrap_or_default()
-            ),
-            Some(n) => outln!("check {n} failed (exit {})", report.exit_code),
+    let out = if args.json { Outcome::json(&report)? } else { Outcome::text(text(&report)) };
+    Ok(match report.error() {
+        Some(e) => out.failing(e),
+        None => out,
+    })
+}
+
+/// The text form of a report: one line per check, its fix under a failure or warning, and a
+/// last line with the verdict.
+fn text(report: &check::CheckReport) -> Text {
+    let mut out = Text::new();
+    for c in &report.checks {
+        let tag = match c.result {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skip",
+        };
+        textln!(out, "{tag} {}: {}", c.name, c.detail);
+        if let Some(f) = &c.fix
+            && c.result != Verdict::Ok
+        {
+            textln!(out, "     fix: {f}");
         }
     }
-    match report.error() {
-        Some(e) => Err(e),
-        None => Ok(()),
+    match &report.first_failed {
+        None => textln!(
+            out,
+            "all checks passed{}",
+            report
+                .roundtrip
+                .as_ref()
+                .map(|r| format!(": {} reached the repository in {:.1} s", r.wal, r.seconds))
+                .unwrap_or_default()
+        ),
+        Some(n) => textln!(out, "check {n} failed (exit {})", report.exit_code),
     }
+    out
 }

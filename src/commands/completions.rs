@@ -5,13 +5,11 @@
 
 use std::path::PathBuf;
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, Ctx};
+use super::{Ctx, Outcome, Text};
 use crate::error::{Kind, Result, WalrsError};
 
 /// The examples of `walrs completions --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   walrs completions bash > /etc/bash_completion.d/walrs
   walrs completions zsh > /usr/local/share/zsh/site-functions/_walrs
@@ -19,7 +17,7 @@ pub const EXAMPLES: &str = crate::cli::with_env_note!(
 );
 
 /// The examples of `walrs man --help`.
-pub const MAN_EXAMPLES: &str = crate::cli::with_env_note!(
+pub const MAN_EXAMPLES: &str = super::with_env_note!(
     "Examples:
   walrs man | man -l -
   walrs man --dir /usr/local/share/man/man1 && mandb -q"
@@ -53,40 +51,38 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Prints the completion script of `args.shell` on stdout.
-pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
-    let mut cmd = Cli::command();
+/// The completion script of `args.shell` for `cli`, the clap definition of walrs (passed down
+/// by `cli`, which sits above the commands).
+pub fn run(_ctx: &Ctx, args: Args, mut cli: clap::Command) -> Result<Outcome> {
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
     let mut buf = Vec::new();
-    match args.shell {
-        Shell::Bash => {
-            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "walrs", &mut buf)
-        }
-        Shell::Zsh => {
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "walrs", &mut buf)
-        }
-        Shell::Fish => {
-            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "walrs", &mut buf)
-        }
-    }
-    crate::outln!("{}", String::from_utf8_lossy(&buf).trim_end());
-    Ok(())
+    clap_complete::generate(shell, &mut cli, "walrs", &mut buf);
+    let mut out = Text::new();
+    crate::textln!(out, "{}", String::from_utf8_lossy(&buf).trim_end());
+    Ok(Outcome::text(out))
 }
 
-/// Prints walrs.1 on stdout, or writes every page into `args.dir`.
-pub fn run_man(_ctx: &Ctx, args: ManArgs) -> Result<()> {
+/// walrs.1 for `cli` (the clap definition of walrs), or every page written into `args.dir`.
+pub fn run_man(_ctx: &Ctx, args: ManArgs, cli: clap::Command) -> Result<Outcome> {
     let io = |e: std::io::Error| WalrsError::new(Kind::Io, format!("writing the man pages: {e}"));
     match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
-                .map_err(|e| crate::archive::local_io("creating", dir, &e))?;
-            clap_mangen::generate_to(Cli::command(), dir).map_err(io)?;
+                .map_err(|e| crate::durable::local_io("creating", dir, &e))?;
+            clap_mangen::generate_to(cli, dir).map_err(io)?;
             tracing::info!("wrote the man pages into {}", dir.display());
+            Ok(Outcome::done())
         }
         None => {
             let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut buf).map_err(io)?;
-            crate::outln!("{}", String::from_utf8_lossy(&buf).trim_end());
+            clap_mangen::Man::new(cli).render(&mut buf).map_err(io)?;
+            let mut out = Text::new();
+            crate::textln!(out, "{}", String::from_utf8_lossy(&buf).trim_end());
+            Ok(Outcome::text(out))
         }
     }
-    Ok(())
 }

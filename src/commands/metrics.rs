@@ -8,14 +8,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use crate::cli::Ctx;
+use super::{Ctx, Outcome, Text};
+use crate::durable;
 use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
 use crate::repo::Repository;
 use crate::status::{self, metrics};
 
 /// The examples of `walrs metrics --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # print the metrics once
   WALRS_REPO=/srv/walrs walrs metrics
@@ -45,25 +45,18 @@ fn collect(repo: &Repository) -> Result<String> {
     Ok(metrics::render(&status::gather(repo, SystemTime::now())?))
 }
 
-/// Writes `text` to `path` atomically: a temporary file in the same directory, fsynced, made
-/// readable by all (node_exporter runs as its own user), renamed over `path`, the directory
-/// fsynced. A reader sees the old file or the new one, never a part.
+/// Writes `text` to `path` atomically ([`durable`]: a temporary file beside it, fsync, rename,
+/// fsync of the directory), made readable by all (node_exporter runs as its own user). A reader
+/// sees the old file or the new one, never a part.
 pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let local = crate::archive::local_io;
-    crate::archive::check_destination(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let (mut guard, mut f) = crate::archive::create_temp(&dir, &base)?;
-    f.write_all(text.as_bytes()).map_err(|e| local("writing", guard.path(), &e))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| local("setting the mode of", guard.path(), &e))?;
-    f.sync_all().map_err(|e| local("syncing", guard.path(), &e))?;
-    drop(f);
-    crate::archive::install(&mut guard, path, &dir)
+    durable::check_destination(path)?;
+    let mut tmp = durable::create_beside(path)?;
+    tmp.write_all(text.as_bytes()).map_err(|e| durable::local_io("writing", tmp.path(), &e))?;
+    tmp.file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| durable::local_io("setting the mode of", tmp.path(), &e))?;
+    durable::install(tmp, path)
 }
 
 /// Serves `/metrics` on `addr` until the process is stopped (or the deadline, if one was
@@ -113,17 +106,26 @@ fn serve(repo: &Repository, addr: &str) -> Result<()> {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
+    if let Some(path) = &args.textfile {
+        // A destination walrs may not write is refused before the repository is read.
+        durable::check_destination(path)?;
+    }
     let repo = ctx.open_repo()?;
     if let Some(addr) = &args.listen {
-        return serve(&repo, addr);
+        serve(&repo, addr)?;
+        return Ok(Outcome::done());
     }
     let text = collect(&repo)?;
     match &args.textfile {
-        Some(path) => write_textfile(path, &text),
+        Some(path) => {
+            write_textfile(path, &text)?;
+            Ok(Outcome::done())
+        }
         None => {
-            outln!("{}", text.trim_end());
-            Ok(())
+            let mut out = Text::new();
+            crate::textln!(out, "{}", text.trim_end());
+            Ok(Outcome::text(out))
         }
     }
 }

@@ -4,16 +4,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::cli::Ctx;
-use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
+use super::{Ctx, Outcome, Text};
+use crate::error::Result;
 use crate::status::{self, Status};
+use crate::textln;
 
 /// Default deadline of `status` (and of one `metrics` collection).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The examples of `walrs status --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # the recoverable window per timeline, gaps, the last archived segment, the backups
   WALRS_REPO=/srv/walrs walrs status
@@ -45,15 +45,17 @@ pub fn human_age(secs: f64) -> String {
 }
 
 /// The text form of a status.
-pub fn print_text(s: &Status) {
+pub fn text(s: &Status) -> Text {
+    let mut out = Text::new();
     match (s.system_identifier, s.pg_version) {
         (Some(id), Some(v)) => {
-            outln!("repository {}: system {id}, PostgreSQL {v}", s.repository)
+            textln!(out, "repository {}: system {id}, PostgreSQL {v}", s.repository)
         }
-        _ => outln!("repository {}", s.repository),
+        _ => textln!(out, "repository {}", s.repository),
     }
     match &s.last_archived {
-        Some(l) => outln!(
+        Some(l) => textln!(
+            out,
             "last archived: {}{}",
             l.wal,
             match (&l.archived_time, l.age_seconds) {
@@ -61,7 +63,7 @@ pub fn print_text(s: &Status) {
                 _ => String::new(),
             }
         ),
-        None if s.system_identifier.is_some() => outln!("last archived: no WAL segment yet"),
+        None if s.system_identifier.is_some() => textln!(out, "last archived: no WAL segment yet"),
         None => {}
     }
     for t in &s.timelines {
@@ -70,48 +72,52 @@ pub fn print_text(s: &Status) {
             _ => String::new(),
         };
         match (&t.first_wal, &t.last_wal, t.start_lsn, t.end_lsn) {
-            (Some(f), Some(l), Some(a), Some(b)) => outln!(
+            (Some(f), Some(l), Some(a), Some(b)) => textln!(
+                out,
                 "timeline {}{from}: {f} .. {l}, {} segment(s), {a} .. {b}",
                 t.timeline.get(),
                 t.segments
             ),
-            _ => outln!("timeline {}{from}: no segment archived", t.timeline.get()),
+            _ => textln!(out, "timeline {}{from}: no segment archived", t.timeline.get()),
         }
         match &t.recovery_window {
-            Some(w) => outln!(
+            Some(w) => textln!(
+                out,
                 "  recoverable: {} .. {} (backup {} to {})",
                 w.start_time,
                 w.end_time,
                 w.backup,
                 w.last_wal
             ),
-            None => outln!("  recoverable: nothing (no backup whose WAL is all archived)"),
+            None => textln!(out, "  recoverable: nothing (no backup whose WAL is all archived)"),
         }
         if let Some(x) = t.last_xact_time {
-            outln!("  last archived commit: {x}");
+            textln!(out, "  last archived commit: {x}");
         }
         for g in &t.gaps {
-            outln!("  gap: {} .. {} ({} segment(s) missing)", g.first, g.last, g.segments);
+            textln!(out, "  gap: {} .. {} ({} segment(s) missing)", g.first, g.last, g.segments);
         }
         for d in &t.damaged {
-            outln!("  damaged: {d} (see `walrs wal verify`)");
+            textln!(out, "  damaged: {d} (see `walrs wal verify`)");
         }
         for p in &t.partials {
-            outln!("  partial: {p}");
+            textln!(out, "  partial: {p}");
         }
     }
     let b = &s.backups;
     if s.system_identifier.is_some() {
         match (&b.oldest, &b.newest) {
             (Some(o), Some(n)) => {
-                outln!(
+                textln!(
+                    out,
                     "backups: {} (full), {} MiB, stored {} MiB",
                     b.count,
                     b.bytes >> 20,
                     b.stored_bytes >> 20
                 );
-                outln!("  oldest {} ended {}", o.id, o.stop_time);
-                outln!(
+                textln!(out, "  oldest {} ended {}", o.id, o.stop_time);
+                textln!(
+                    out,
                     "  newest {} ended {}{}",
                     n.id,
                     n.stop_time,
@@ -120,38 +126,35 @@ pub fn print_text(s: &Status) {
                         .unwrap_or_default()
                 );
             }
-            _ => outln!("backups: none"),
+            _ => textln!(out, "backups: none"),
         }
         if b.incomplete > 0 {
-            outln!("  {} incomplete (see `walrs backup list --all`)", b.incomplete);
+            textln!(out, "  {} incomplete (see `walrs backup list --all`)", b.incomplete);
         }
     }
     if let Some(bl) = &s.binlog {
         match (&bl.last_file, &bl.last_event_time, bl.last_event_age_seconds) {
-            (Some(f), Some(t), Some(a)) => outln!(
+            (Some(f), Some(t), Some(a)) => textln!(
+                out,
                 "binlog ({} server {}): last stored event at {t} ({} ago) in {f}",
                 bl.flavour,
                 bl.server_id,
                 human_age(a)
             ),
-            _ => outln!("binlog ({} server {}): no event stored yet", bl.flavour, bl.server_id),
+            _ => {
+                textln!(out, "binlog ({} server {}): no event stored yet", bl.flavour, bl.server_id)
+            }
         }
         if bl.gaps > 0 {
-            outln!("  {} recorded gap(s) (see `walrs binlog list`)", bl.gaps);
+            textln!(out, "  {} recorded gap(s) (see `walrs binlog list`)", bl.gaps);
         }
     }
+    out
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let s = status::gather(&repo, SystemTime::now())?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&s)
-            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        outln!("{text}");
-    } else {
-        print_text(&s);
-    }
-    Ok(())
+    if args.json { Outcome::json(&s) } else { Ok(Outcome::text(text(&s))) }
 }

@@ -38,7 +38,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// The result of one check.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum Verdict {
     /// Passed.
     Ok,
     /// Works, but needs attention; does not change the exit code.
@@ -55,7 +55,7 @@ pub struct Item {
     /// The check's name (stable: check.md lists them).
     pub name: &'static str,
     /// Its result.
-    pub result: Outcome,
+    pub result: Verdict,
     /// What was found.
     pub detail: String,
     /// How to fix it (failures and warnings).
@@ -96,8 +96,8 @@ pub struct CheckReport {
 impl CheckReport {
     /// The error the command returns: the first failed check, named.
     pub fn error(&self) -> Option<WalrsError> {
-        let first = self.checks.iter().find(|c| c.result == Outcome::Fail)?;
-        let failed = self.checks.iter().filter(|c| c.result == Outcome::Fail).count();
+        let first = self.checks.iter().find(|c| c.result == Verdict::Fail)?;
+        let failed = self.checks.iter().filter(|c| c.result == Verdict::Fail).count();
         Some(WalrsError::new(
             first.kind.unwrap_or(Kind::Internal),
             format!(
@@ -122,6 +122,9 @@ pub struct CheckOptions {
     pub wait_until: Instant,
     /// The command's deadline.
     pub deadline: Instant,
+    /// The exit code of an error kind (`cli::ExitCode`, which sits above this layer, passes its
+    /// mapping down): a failed check's code in the report.
+    pub exit_code: fn(Kind) -> u8,
 }
 
 /// The probe object `check` writes, reads back and deletes: proof that this user can write
@@ -160,28 +163,29 @@ impl JsonObject for CheckProbe {
 
 struct Checks {
     items: Vec<Item>,
+    exit_code: fn(Kind) -> u8,
 }
 
 impl Checks {
-    fn push(&mut self, name: &'static str, result: Outcome, detail: String, fix: Option<String>) {
+    fn push(&mut self, name: &'static str, result: Verdict, detail: String, fix: Option<String>) {
         self.items.push(Item { name, result, detail, fix, exit_code: None, kind: None });
     }
     fn ok(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.push(name, Outcome::Ok, detail.into(), None);
+        self.push(name, Verdict::Ok, detail.into(), None);
     }
     fn warn(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.push(name, Outcome::Warn, detail.into(), Some(fix.into()));
+        self.push(name, Verdict::Warn, detail.into(), Some(fix.into()));
     }
     fn skip(&mut self, name: &'static str, why: impl Into<String>) {
-        self.push(name, Outcome::Skipped, why.into(), None);
+        self.push(name, Verdict::Skipped, why.into(), None);
     }
     fn fail(&mut self, name: &'static str, kind: Kind, detail: String, fix: Option<String>) {
         self.items.push(Item {
             name,
-            result: Outcome::Fail,
+            result: Verdict::Fail,
             detail,
             fix,
-            exit_code: Some(crate::cli::ExitCode::for_kind(kind).code()),
+            exit_code: Some((self.exit_code)(kind)),
             kind: Some(kind),
         });
     }
@@ -189,7 +193,7 @@ impl Checks {
         self.fail(name, e.kind, e.message.clone(), e.hint.clone());
     }
     fn failed(&self, name: &str) -> bool {
-        self.items.iter().any(|c| c.name == name && c.result == Outcome::Fail)
+        self.items.iter().any(|c| c.name == name && c.result == Verdict::Fail)
     }
 }
 
@@ -639,7 +643,7 @@ fn roundtrip(
 
 /// Runs every check against `repo` and the server of `opts`.
 pub fn run(repo: &Repository, opts: &CheckOptions) -> CheckReport {
-    let mut c = Checks { items: Vec::new() };
+    let mut c = Checks { items: Vec::new(), exit_code: opts.exit_code };
     let cfg = check_repository(repo, &mut c);
     const SERVER: [&str; 9] = [
         "system_identifier",
@@ -694,7 +698,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> CheckReport {
             }
         }
     }
-    let first = c.items.iter().find(|i| i.result == Outcome::Fail);
+    let first = c.items.iter().find(|i| i.result == Verdict::Fail);
     CheckReport {
         ok: first.is_none(),
         first_failed: first.map(|i| i.name),

@@ -357,7 +357,7 @@ pub fn compute(input: &Inputs) -> Status {
             }
         });
     let brief = |m: &BackupManifest| {
-        let start = crate::recovery::parse_timestamp(&m.start_time).ok();
+        let start = crate::timefmt::parse_timestamp(&m.start_time).ok();
         BackupBrief {
             id: m.id.to_string(),
             kind: "full",
