@@ -21,7 +21,7 @@ use crate::util::chown_to_test_user;
 use crate::util::pg::PgCluster;
 
 /// Per family name: its type, its help, its samples (labels, value).
-type Families = BTreeMap<String, (String, String, Vec<(BTreeMap<String, String>, f64)>)>;
+pub(crate) type Families = BTreeMap<String, (String, String, Vec<(BTreeMap<String, String>, f64)>)>;
 
 /// The Python of the venv with `prometheus_client` (scripts/install-prereqs.sh).
 const VENV_PYTHON: &str = "/opt/walrs-test-venv/bin/python";
@@ -29,7 +29,7 @@ const VENV_PYTHON: &str = "/opt/walrs-test-venv/bin/python";
 /// Parses exposition text with `prometheus_client.parser.text_string_to_metric_families` and
 /// returns, per family name, its type, help and samples `(labels, value)`. Panics if the parser
 /// refuses the text.
-fn parse_exposition(text: &str) -> Families {
+pub(crate) fn parse_exposition(text: &str) -> Families {
     assert!(
         Path::new(VENV_PYTHON).exists(),
         "{VENV_PYTHON} not found: run scripts/install-prereqs.sh"
@@ -90,7 +90,7 @@ print(json.dumps(out))
 }
 
 /// Unix seconds of an RFC 3339 UTC time as walrs prints it (`...Z`, with or without fraction).
-fn unix_of(t: &str) -> f64 {
+pub(crate) fn unix_of(t: &str) -> f64 {
     let o = Command::new("date").args(["-u", "-d", t, "+%s.%N"]).output().unwrap();
     assert!(o.status.success(), "date -d {t}");
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
@@ -333,7 +333,7 @@ fn pg15_issue_16_status_and_metrics_match_wal_list_and_backup_list() {
 
 /// The value of `family` with `labels` (besides `repository`), which must be there once.
 #[track_caller]
-fn value(m: &Families, family: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(m: &Families, family: &str, labels: &[(&str, &str)]) -> f64 {
     let (kind, help, samples) = m.get(family).unwrap_or_else(|| panic!("no family {family}"));
     assert_eq!(kind, "gauge", "{family}");
     assert!(!help.is_empty(), "{family} has no HELP");
