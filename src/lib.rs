@@ -6,7 +6,8 @@
 //!
 //! - `cli` (arguments, one match over the commands, printing their outcome, exit codes);
 //! - `commands` (one file per subcommand; the context and outcome they share);
-//! - `recovery` (targets, the planner and its input, the recovery settings);
+//! - `recovery` (targets, the planner and its input, the recovery settings) and `status` (the
+//!   operator's view: `status`, `metrics`, `check`, from the catalogue and the index);
 //! - `archive` (push and fetch of WAL, look-ahead, prefetch, the spool), `backup` (base backups,
 //!   restoring a data directory) and `mysql` (binlog streaming);
 //! - `index` (the WAL index: summaries, roll-ups, verification);
@@ -43,6 +44,7 @@ pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;
+pub mod status;
 pub mod storage;
 pub mod timefmt;
 pub mod users;
@@ -66,7 +68,7 @@ mod tests {
         (5, &["replication"]),
         (6, &["index"]),
         (7, &["archive", "backup", "mysql"]),
-        (8, &["recovery"]),
+        (8, &["recovery", "status"]),
         (9, &["commands"]),
         (10, &["cli"]),
     ];

@@ -7,6 +7,7 @@
 mod util;
 
 mod binlog;
+mod check;
 mod cli;
 mod docs_match;
 mod faults;
@@ -20,6 +21,7 @@ mod majors;
 mod mysql_wire;
 mod operator;
 mod operator_guards;
+mod operator_view;
 mod pg_archive;
 mod pgwire;
 mod pitr;
@@ -27,6 +29,7 @@ mod prefetch;
 mod repo_objects;
 mod s3;
 mod s3_integrity;
+mod status;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
 mod temporaries;

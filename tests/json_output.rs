@@ -36,17 +36,17 @@ const STABLE_NUMBERS: &[&str] = &[
 
 /// Arrays of a PostgreSQL repository whose length depends on the run (how much WAL, how many
 /// files): only their first element is kept, which still shows the shape of the elements.
-const VARIABLE_ARRAYS: &[&str] = &["files", "chunks", "wal_files", "temporaries"];
+pub(crate) const VARIABLE_ARRAYS: &[&str] = &["files", "chunks", "wal_files", "temporaries"];
 
 /// Redacts the volatile parts of output text.
-struct Redactor {
+pub(crate) struct Redactor {
     dirs: Vec<String>,
     variable_arrays: &'static [&'static str],
     rules: Vec<(Regex, &'static str)>,
 }
 
 impl Redactor {
-    fn new(dirs: &[&Path], variable_arrays: &'static [&'static str]) -> Redactor {
+    pub(crate) fn new(dirs: &[&Path], variable_arrays: &'static [&'static str]) -> Redactor {
         let r = |re: &str, with: &'static str| (Regex::new(re).unwrap(), with);
         Redactor {
             dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
@@ -99,7 +99,7 @@ impl Redactor {
     }
 
     /// The command's JSON, checked to be one object, redacted and pretty-printed.
-    fn snapshot(&self, stdout: &str) -> String {
+    pub(crate) fn snapshot(&self, stdout: &str) -> String {
         let v: Value =
             serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
         assert!(v.is_object(), "every --json output is one object:\n{stdout}");

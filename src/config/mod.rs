@@ -46,6 +46,12 @@ pub struct FileConfig {
     pub restore_timeout: Option<toml::Value>,
     /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
     pub binlog_timeout: Option<toml::Value>,
+    /// Deadline of `check` (which bounds its wait for the segment).
+    pub check_timeout: Option<toml::Value>,
+    /// Deadline of `status`.
+    pub status_timeout: Option<toml::Value>,
+    /// Deadline of `metrics` (with `--listen`: none unless this or `--timeout` gives one).
+    pub metrics_timeout: Option<toml::Value>,
     /// Log level on stderr.
     pub log_level: Option<String>,
     /// Make `fetch` exit above 125 (PostgreSQL aborts recovery) on any failure but "not found".
@@ -309,6 +315,9 @@ impl Settings {
             ("backup", &fc.backup_timeout),
             ("restore", &fc.restore_timeout),
             ("binlog", &fc.binlog_timeout),
+            ("check", &fc.check_timeout),
+            ("status", &fc.status_timeout),
+            ("metrics", &fc.metrics_timeout),
         ] {
             if let Some(v) = value {
                 command_timeouts.push((command, file_duration(&format!("{command}_timeout"), v)?));

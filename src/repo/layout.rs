@@ -16,6 +16,7 @@
 //! binlog/meta/<name>.json             binlogs: a closed file's metadata
 //! binlog/parts/<name>/<s>-<e>-<t0>-<t1>  binlogs: bytes [s, e) of a file not yet closed
 //! binlog/gaps/<name>.json             binlogs: a file the server purged before walrs got it
+//! check/<host>-<pid>-<time>           `walrs check`: a probe, deleted right after it is read back
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -54,6 +55,8 @@ pub const BINLOG_META_PREFIX: &str = "binlog/meta/";
 pub const BINLOG_PARTS_PREFIX: &str = "binlog/parts/";
 /// Prefix of recorded binlog gaps.
 pub const BINLOG_GAPS_PREFIX: &str = "binlog/gaps/";
+/// Prefix of the probe objects `walrs check` writes, reads back and deletes at once.
+pub const CHECK_PREFIX: &str = "check/";
 /// The name ending of binlog metadata and gap objects.
 pub const JSON_SUFFIX: &str = ".json";
 
@@ -85,6 +88,11 @@ pub fn summary_group_prefix(group: &str) -> String {
 /// The key of the roll-up of `group`.
 pub fn rollup_key(group: &str) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{ROLLUP_PREFIX}{group}"))
+}
+
+/// The key of `walrs check`'s probe object `id` (`<host>-<pid>-<unix time>`).
+pub fn check_probe_key(id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{CHECK_PREFIX}{id}"))
 }
 
 /// Where everything of backup `id` lives (ends with `/`).

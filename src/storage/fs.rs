@@ -395,6 +395,17 @@ impl Storage for FsStorage {
         }
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => {
+                m.modified().map(Some).map_err(|e| StorageError::from_io("stat", key.as_str(), &e))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
         let (dir_part, name_prefix) = match prefix.rfind('/') {
             Some(i) => {
@@ -424,9 +435,12 @@ impl Storage for FsStorage {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if is_dir && ObjectKey::new(name.as_str()).is_ok() {
-                // Only prefixes with at least one object below them, as S3 reports.
-                let has_object = self.list(&format!("{prefix}{name}/"))?.next().is_some();
-                if has_object {
+                // Only prefixes with at least one object below them, as S3 reports. Stops at the
+                // first object: no stat of every file (a group of the WAL index holds 256).
+                let sub = format!("{prefix}{name}/");
+                if holds_object(&dir.join(&name))
+                    .map_err(|e| StorageError::from_io("list", &sub, &e))?
+                {
                     out.push(name);
                 }
             }
@@ -535,6 +549,28 @@ impl FsList {
         });
         Ok((dir_key.to_owned(), entries.into_iter()))
     }
+}
+
+/// Whether `dir` holds an object (a regular file with an object name, not a temporary file) at
+/// any depth: stops at the first one, reading only the entries' types.
+fn holds_object(dir: &Path) -> std::io::Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if absent(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if ObjectKey::new(name.as_str()).is_err() {
+            continue; // temporary files, foreign names
+        }
+        let ft = entry.file_type()?;
+        if ft.is_file() || (ft.is_dir() && holds_object(&entry.path())?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Iterator for FsList {

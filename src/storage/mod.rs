@@ -287,6 +287,15 @@ pub trait Storage: Send + Sync {
         let _ = (prefix, remove);
         Ok(Vec::new())
     }
+
+    /// When the object `key` was last written (a file's modification time, S3's
+    /// `Last-Modified`), for `walrs status` and `walrs metrics` (the age of the last archived
+    /// segment); `None` when it does not exist or the backend does not keep the time. One
+    /// request; never on the hot path.
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// Where a repository lives, parsed from `WALRS_REPO` / `repo` / `--repo`.
@@ -430,6 +439,9 @@ impl Storage for AnyStorage {
     }
     fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
         dispatch!(self, s => s.temporaries(prefix, remove))
+    }
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        dispatch!(self, s => s.modified(key))
     }
 }
 

@@ -1397,6 +1397,22 @@ impl Storage for S3Storage {
         self.upload(key, body, true)
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        let path = self.path(key.as_str());
+        let k = key.as_str();
+        self.retry("stat", k, self.settings.request_timeout, async || {
+            match self.bucket.head_object(&path).await {
+                // `Last-Modified` is an HTTP date (RFC 9110); a store that sends none, or one
+                // that does not parse, leaves the time unknown.
+                Ok((h, _)) => Ok(h.last_modified.and_then(|t| httpdate::parse_http_date(&t).ok())),
+                Err(e) => match classify(&e, "stat", k) {
+                    e if e.kind == ErrorKind::NotFound => Ok(None),
+                    e => Err(e),
+                },
+            }
+        })
+    }
+
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
         Ok(self.head_raw(key.as_str())?.map(|(size, _)| ObjectMeta { key: key.clone(), size }))
     }
