@@ -26,6 +26,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod drill;
 pub mod error;
 pub mod index;
 pub mod mysql;

@@ -167,6 +167,10 @@ pub enum Command {
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
+    /// Restore drill: restore into a scratch directory, recover, check, record the RTO; `drill
+    /// list` shows the history.
+    #[command(after_help = commands::drill::EXAMPLES)]
+    Drill(commands::drill::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
     #[command(after_help = commands::binlog::EXAMPLES)]
     Binlog(commands::binlog::Args),
@@ -357,6 +361,7 @@ where
         Command::Basebackup(_) => ("basebackup", commands::basebackup::DEFAULT_TIMEOUT, None),
         Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
         Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
+        Command::Drill(_) => ("drill", commands::drill::DEFAULT_TIMEOUT, None),
         Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
         Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
         Command::Repo(_) => ("repo", commands::repo::DEFAULT_TIMEOUT, None),
@@ -446,6 +451,7 @@ where
         "basebackup" => tracing::error_span!("walrs basebackup"),
         "backup" => tracing::error_span!("walrs backup"),
         "restore" => tracing::error_span!("walrs restore"),
+        "drill" => tracing::error_span!("walrs drill"),
         "prefetch" => tracing::error_span!("walrs prefetch"),
         "binlog" => tracing::error_span!("walrs binlog"),
         "repo" => tracing::error_span!("walrs repo"),
@@ -488,6 +494,7 @@ where
         Command::Basebackup(a) => commands::basebackup::run(&ctx, a),
         Command::Backup(a) => commands::backup::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Drill(a) => commands::drill::run(&ctx, a),
         Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
         Command::Binlog(a) => commands::binlog::run(&ctx, a),
         Command::Repo(a) => commands::repo::run(&ctx, a),

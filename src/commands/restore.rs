@@ -97,6 +97,17 @@ pub struct Args {
     /// user walrs runs as). Without it, a restore run as root ends with the chown to run.
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
+    /// Print nothing on stdout (set by `walrs drill`, which prints its own result).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// What a restore did: the plan it followed and, unless `--dry-run`, what it wrote.
+pub struct Restored {
+    /// The plan, as printed.
+    pub plan: recovery::Plan,
+    /// The files restored (`None` for `--dry-run`).
+    pub stats: Option<backup::restore::RestoreStats>,
 }
 
 fn target(a: &Args) -> Result<Target> {
@@ -138,6 +149,17 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
 
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    restore(ctx, args, |_, _| Ok(())).map(|_| ())
+}
+
+/// The restore itself, for `run` and `walrs drill` (which must plan exactly as `restore` does):
+/// `before_write` sees the proven plan and its backup before anything is written, and may refuse
+/// (the drill's free-space check).
+pub fn restore(
+    ctx: &Ctx,
+    args: Args,
+    before_write: impl FnOnce(&recovery::Plan, &crate::repo::BackupManifest) -> Result<()>,
+) -> Result<Restored> {
     let t0 = Instant::now();
     let timeline = target_timeline(args.target_timeline.as_deref())?;
     let owner = restore_owner(args.owner.as_deref())?;
@@ -206,7 +228,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         seg_size: seg,
     };
     let plan = recovery::plan(&input, &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
-    if args.json {
+    if args.quiet {
+    } else if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&plan)
@@ -240,7 +263,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
     }
     if args.dry_run {
-        return Ok(());
+        return Ok(Restored { plan, stats: None });
     }
     // Never trust an index entry whose object is missing.
     for name in &plan.segments {
@@ -325,6 +348,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     // A value restore_command cannot carry is refused before anything is written.
     recovery::config::restore_command(&walrs, &env, !args.standby)?;
+    before_write(&plan, m)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
     let stats = backup::restore::restore_files(&repo, m, &opts)?;
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
@@ -371,7 +395,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         stats.bytes >> 20,
         t0.elapsed().as_secs_f64()
     );
-    if !args.json {
+    if !args.json && !args.quiet {
         outln!(
             "restored {} file(s), {} MiB into {}",
             stats.files,
@@ -401,7 +425,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             args.pgdata.display()
         );
     }
-    Ok(())
+    Ok(Restored { plan, stats: Some(stats) })
 }
 
 /// `--owner USER` resolved before anything is written: `Some((uid, gid))` when the restored

@@ -16,6 +16,7 @@
 //! binlog/meta/<name>.json             binlogs: a closed file's metadata
 //! binlog/parts/<name>/<s>-<e>-<t0>-<t1>  binlogs: bytes [s, e) of a file not yet closed
 //! binlog/gaps/<name>.json             binlogs: a file the server purged before walrs got it
+//! drills/<id>.json                    restore drills: the record of one `walrs drill`
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -56,6 +57,13 @@ pub const BINLOG_PARTS_PREFIX: &str = "binlog/parts/";
 pub const BINLOG_GAPS_PREFIX: &str = "binlog/gaps/";
 /// The name ending of binlog metadata and gap objects.
 pub const JSON_SUFFIX: &str = ".json";
+/// Prefix of restore drill records: `drills/<id>.json`.
+pub const DRILLS_PREFIX: &str = "drills/";
+
+/// The key of the record of drill `id` (an id of `[0-9A-Za-z-]`, checked by the drill record).
+pub fn drill_key(id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{DRILLS_PREFIX}{id}{JSON_SUFFIX}"))
+}
 
 /// The key of a WAL file.
 pub fn wal_key(name: &WalFileName) -> Result<ObjectKey, StorageError> {

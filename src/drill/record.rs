@@ -1,0 +1,178 @@
+//! The drill record: what one `walrs drill` did and found, stored as `drills/<id>.json` in the
+//! repository (docs/format/drill.md), and read back by `walrs drill list`, `walrs status` and
+//! `walrs metrics` ([`super::last`], [`super::last_success`]). Write-once; a drill that fails
+//! after the repository was opened is recorded too, with the check that failed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Compression;
+use crate::error::Result;
+use crate::repo::layout;
+use crate::repo::object::{Fixed, JsonObject, Listed, RepoObject};
+use crate::storage::ObjectKey;
+
+/// The record format this walrs writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The record of one drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DrillRecord {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The drill's id: its start time, `YYYYMMDDTHHMMSSZ`, and four random hex digits.
+    pub id: String,
+    /// `pass` or `fail`.
+    pub result: String,
+    /// The exit code of the drill (0 when it passed).
+    pub exit_code: u8,
+    /// The failing check (`plan`, `scratch`, `restore`, `recovery`, `target`, `read`, `amcheck`,
+    /// `sql`, `stop`), `null` when the drill passed.
+    pub failed_check: Option<String>,
+    /// The failure in one line, `null` when the drill passed.
+    pub error: Option<String>,
+    /// When the drill started and ended (RFC 3339, UTC).
+    pub start_time: String,
+    /// See `start_time`.
+    pub stop_time: String,
+    /// The host it ran on.
+    pub host: String,
+    /// The walrs version that ran it.
+    pub walrs_version: String,
+    /// The backup restored (`null` when the plan was refused).
+    pub backup: Option<String>,
+    /// The target asked for and what the plan resolved it to.
+    pub target: DrillTarget,
+    /// What recovery reached (`null` when it did not end).
+    pub reached: Option<Reached>,
+    /// Recovery time objective, split into its parts (seconds).
+    pub rto: Rto,
+    /// Plaintext bytes of the restored backup.
+    pub bytes: u64,
+    /// Plaintext bytes of the WAL the plan needs.
+    pub wal_bytes: u64,
+    /// WAL segments the plan needs.
+    pub wal_segments_planned: usize,
+    /// WAL segments PostgreSQL restored from the archive (its `restored log file` lines).
+    pub wal_segments_replayed: usize,
+    /// What the checks covered.
+    pub checks: Checks,
+}
+
+/// The drill's target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DrillTarget {
+    /// `end` (the end of the archive), `time` (`--target-time` or `--target-random`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The target time (RFC 3339, UTC, microseconds), `null` for `end`.
+    pub time: Option<String>,
+    /// Whether the time was drawn by `--target-random`.
+    pub random: bool,
+    /// The seed of `--target-random` (give it to `--seed` to draw the same instant again).
+    pub seed: Option<u64>,
+    /// The recoverable window the instant was drawn from (`--target-random`).
+    pub window_start_time: Option<String>,
+    /// See `window_start_time`.
+    pub window_end_time: Option<String>,
+    /// The plan's target in words.
+    pub description: Option<String>,
+    /// The timeline the plan recovers along.
+    pub timeline: Option<u32>,
+    /// The segment in which the plan says recovery stops.
+    pub stop_wal: Option<String>,
+}
+
+/// Where recovery ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Reached {
+    /// `pg_last_wal_replay_lsn()` after promotion.
+    pub lsn: String,
+    /// The segment that LSN lies in (on the plan's target timeline).
+    pub wal: String,
+    /// PostgreSQL's log line that says where recovery stopped (`recovery stopping ...`, or
+    /// `redo done at ...` at the end of the archive).
+    pub log_line: String,
+}
+
+/// The recovery time objective measured by the drill, in seconds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+pub struct Rto {
+    /// Planning and restoring the backup into the scratch directory.
+    pub restore_seconds: f64,
+    /// Starting PostgreSQL until it promoted at the target.
+    pub recovery_seconds: f64,
+    /// The checks.
+    pub checks_seconds: f64,
+    /// All three: the RTO of this restore.
+    pub total_seconds: f64,
+}
+
+/// What the checks covered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Checks {
+    /// Databases read.
+    pub databases: usize,
+    /// Tables and materialized views read in full.
+    pub relations_read: usize,
+    /// Whether `amcheck` was available (and ran).
+    pub amcheck: bool,
+    /// B-tree indexes checked with `bt_index_check`.
+    pub indexes_checked: usize,
+    /// Whether the cluster has data checksums (then the full read verified them).
+    pub data_checksums: bool,
+    /// `--sql` assertions run (all passed unless the drill failed on `sql`).
+    pub sql_assertions: usize,
+}
+
+impl DrillRecord {
+    /// Whether the drill passed.
+    pub fn passed(&self) -> bool {
+        self.result == "pass"
+    }
+}
+
+/// Whether `id` is a well-formed drill id (it becomes a key).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl RepoObject for DrillRecord {
+    const KIND: &'static str = "drill record";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    /// The drill id.
+    type Id = String;
+    type Codec = Fixed;
+
+    fn key(id: &String) -> Result<ObjectKey> {
+        if !valid_id(id) {
+            return Err(crate::error::WalrsError::new(
+                crate::error::Kind::InvalidInput,
+                format!("invalid drill id {id:?}"),
+            ));
+        }
+        Ok(layout::drill_key(id)?)
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::Zstd(1)
+    }
+}
+
+impl JsonObject for DrillRecord {
+    const PRETTY: bool = true;
+}
+
+impl Listed for DrillRecord {
+    /// Every drill record.
+    type Scope = ();
+
+    fn prefix(_: &()) -> String {
+        layout::DRILLS_PREFIX.to_owned()
+    }
+
+    fn id_of(key: &ObjectKey) -> Option<String> {
+        let id =
+            key.as_str().strip_prefix(layout::DRILLS_PREFIX)?.strip_suffix(layout::JSON_SUFFIX)?;
+        valid_id(id).then(|| id.to_owned())
+    }
+}
