@@ -72,6 +72,18 @@ fn shape(v: &Value, key: &str) -> Value {
     }
 }
 
+/// Stops a server the test saw left behind, should the test fail before the next drill does.
+struct QuitOnDrop(u32);
+
+impl Drop for QuitOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ =
+                std::process::Command::new("kill").args(["-QUIT", &self.0.to_string()]).status();
+        }
+    }
+}
+
 fn flip_byte(file: &Path, offset: usize) -> Vec<u8> {
     let orig = std::fs::read(file).unwrap();
     let mut b = orig.clone();
@@ -223,6 +235,7 @@ fn pg15_drill() {
         }
     }
     let stale_pid = stale_pid.expect("a killed drill never left its server running (3 attempts)");
+    let _guard = QuitOnDrop(stale_pid);
     let stale_dirs = e.scratch_dirs();
     assert_eq!(stale_dirs.len(), 1);
     let out = e.drill(&[]);

@@ -319,13 +319,11 @@ pub fn recovery_failure(log: &str) -> WalrsError {
     });
     let fetch_error = log
         .lines()
-        .filter(|l| l.contains("walrs fetch") && (l.contains("ERROR") || l.contains("error")))
-        .next_back()
+        .rfind(|l| l.contains("walrs fetch") && (l.contains("ERROR") || l.contains("error")))
         .map(str::trim);
     let fatal = log
         .lines()
-        .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
-        .next_back()
+        .rfind(|l| l.contains("FATAL:") || l.contains("PANIC:"))
         .map(str::trim)
         .unwrap_or("the server exited");
     let msg = match segment {
