@@ -39,6 +39,16 @@ pub const EXAMPLES: &str = crate::cli::with_env_note!(
   WALRS_REPO=/srv/walrs walrs drill list"
 );
 
+/// The examples of `walrs drill list --help`.
+pub const LIST_EXAMPLES: &str = crate::cli::with_env_note!(
+    "Examples:
+  # id, result, backup, target, RTO and the failed check of every recorded drill
+  WALRS_REPO=/srv/walrs walrs drill list
+
+  # the newest record, for a script
+  WALRS_REPO=/srv/walrs walrs drill list --json | jq '.drills[-1]'"
+);
+
 /// Arguments of `walrs drill`.
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -55,6 +65,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum Action {
     /// The recorded drills, oldest first.
+    #[command(after_help = LIST_EXAMPLES)]
     List {
         /// Machine-readable output on stdout.
         #[arg(long)]
@@ -223,8 +234,8 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
         rto: Rto::default(),
         bytes: 0,
         wal_bytes: 0,
-        wal_segments_planned: 0,
-        wal_segments_replayed: 0,
+        segments: 0,
+        segments_replayed: 0,
         checks: Checks::default(),
     };
 
@@ -243,7 +254,7 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let mut log = String::new();
     let outcome =
         steps(ctx, &a, &repo, seg, &bin, &parent, user, fixed_time, sql, &mut rec, &mut log);
-    rec.wal_segments_replayed = checks::restored_segments(&log);
+    rec.segments_replayed = checks::restored_segments(&log);
     rec.stop_time = crate::timefmt::rfc3339_utc(SystemTime::now());
     rec.rto.total_seconds =
         rec.rto.restore_seconds + rec.rto.recovery_seconds + rec.rto.checks_seconds;
@@ -298,7 +309,7 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
             },
             if c.data_checksums { "on (verified by the read)" } else { "off" },
             c.sql_assertions,
-            rec.wal_segments_replayed
+            rec.segments_replayed
         );
         if let (Some(check), Some(e)) = (&rec.failed_check, &rec.error) {
             outln!("  failed check {check}: {e}");
@@ -484,7 +495,7 @@ fn in_scratch(
     rec.backup = Some(plan.backup.to_string());
     rec.bytes = restored_bytes;
     rec.wal_bytes = plan.bytes.saturating_sub(backup_bytes);
-    rec.wal_segments_planned = plan.segments.len();
+    rec.segments = plan.segments.len();
     rec.target.description = Some(plan.target.clone());
     rec.target.timeline = Some(plan.target_timeline.get());
     rec.target.stop_wal = plan.target_data.stop_wal.as_ref().map(ToString::to_string);

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub backup_timeout: Option<toml::Value>,
     /// Deadline of `restore`.
     pub restore_timeout: Option<toml::Value>,
+    /// Deadline of `drill` (a run; `drill list` too).
+    pub drill_timeout: Option<toml::Value>,
     /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
     pub binlog_timeout: Option<toml::Value>,
     /// Log level on stderr.
@@ -308,6 +310,7 @@ impl Settings {
             ("basebackup", &fc.basebackup_timeout),
             ("backup", &fc.backup_timeout),
             ("restore", &fc.restore_timeout),
+            ("drill", &fc.drill_timeout),
             ("binlog", &fc.binlog_timeout),
         ] {
             if let Some(v) = value {

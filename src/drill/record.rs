@@ -51,9 +51,9 @@ pub struct DrillRecord {
     /// Plaintext bytes of the WAL the plan needs.
     pub wal_bytes: u64,
     /// WAL segments the plan needs.
-    pub wal_segments_planned: usize,
+    pub segments: usize,
     /// WAL segments PostgreSQL restored from the archive (its `restored log file` lines).
-    pub wal_segments_replayed: usize,
+    pub segments_replayed: usize,
     /// What the checks covered.
     pub checks: Checks,
 }
@@ -154,7 +154,7 @@ impl RepoObject for DrillRecord {
     }
 
     fn compression(_: Fixed) -> Compression {
-        Compression::Zstd(1)
+        Compression::Zstd(3)
     }
 }
 
