@@ -176,3 +176,70 @@ impl Listed for DrillRecord {
         valid_id(id).then(|| id.to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Compression, encode_to_vec};
+    use crate::error::Kind;
+    use crate::repo::Repository;
+    use crate::storage::{AnyStorage, BytesBody, MemoryStorage, Storage};
+
+    fn record(id: &str, result: &str) -> DrillRecord {
+        DrillRecord {
+            format_version: FORMAT_VERSION,
+            id: id.into(),
+            result: result.into(),
+            exit_code: if result == "pass" { 0 } else { 23 },
+            failed_check: (result != "pass").then(|| "sql".into()),
+            error: None,
+            start_time: "2026-12-04T20:37:00Z".into(),
+            stop_time: "2026-12-04T20:37:04Z".into(),
+            host: "h".into(),
+            walrs_version: "0.1.0".into(),
+            backup: Some("20261204T203659Z".into()),
+            target: DrillTarget::default(),
+            reached: None,
+            rto: Rto { total_seconds: 3.5, ..Rto::default() },
+            bytes: 1,
+            wal_bytes: 2,
+            segments: 3,
+            segments_replayed: 3,
+            checks: Checks::default(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_list_in_time_order_and_refuse_a_newer_version() {
+        let r = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        assert_eq!(crate::drill::last(&r).unwrap(), None);
+        let (a, b, c) = ("20261201T000000Z-aaaa", "20261203T000000Z-0001", "20261202T000000Z-ffff");
+        for (id, res) in [(b, "fail"), (a, "pass"), (c, "pass")] {
+            r.save_new::<DrillRecord>(&id.to_string(), &record(id, res), Fixed).unwrap();
+        }
+        let h = crate::drill::history(&r).unwrap();
+        assert_eq!(h.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec![a, c, b]);
+        assert_eq!(crate::drill::last(&r).unwrap().unwrap().id, b);
+        assert_eq!(crate::drill::last_success(&r).unwrap().unwrap().id, c);
+        // Written once: a second record under an id is refused, the first stays.
+        let again = r.save_new::<DrillRecord>(&a.to_string(), &record(a, "fail"), Fixed).unwrap();
+        assert!(matches!(again, crate::repo::PutNew::Exists));
+        // A newer format is unsupported (exit 15), not corrupt.
+        let id = "20261205T000000Z-0000".to_string();
+        let key = layout::drill_key(&id).unwrap();
+        let bytes = encode_to_vec(
+            key.as_str(),
+            br#"{"format_version": 2, "new": true}"#,
+            Compression::None,
+            None,
+        )
+        .unwrap();
+        r.storage().put(&key, &mut BytesBody::new(&bytes)).unwrap();
+        let e = r.load::<DrillRecord>(&id).unwrap_err();
+        assert_eq!(e.kind, Kind::Unsupported, "{e}");
+        // Ids become keys: nothing but letters, digits and '-'.
+        for bad in ["", "../x", "a/b", "a.json", "a b"] {
+            assert!(DrillRecord::key(&bad.to_string()).is_err(), "{bad:?}");
+        }
+    }
+}
