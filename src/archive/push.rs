@@ -22,7 +22,7 @@ use crate::repo::{PutExtras, PutNew, RepoConfig, Repository, WalFile};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::local_io;
+use crate::durable::local_io;
 
 /// Largest `.history` / `.backup` file accepted (they are a few hundred bytes in practice).
 const MAX_TEXT_FILE: u64 = 16 * 1024 * 1024;

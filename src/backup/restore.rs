@@ -80,7 +80,7 @@ pub fn remove_restored(dests: &[(PathBuf, bool)]) {
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> WalrsError {
-    crate::archive::local_io(what, p, &e)
+    crate::durable::local_io(what, p, &e)
 }
 
 /// Checks that `p` is an empty directory or creates it; returns whether it created it.
@@ -281,7 +281,7 @@ fn fsync_tree(dir: &Path) -> Result<()> {
             fsync_tree(&e.path())?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing", dir, e))
+    crate::durable::sync_dir(dir).map_err(|e| io("syncing", dir, e))
 }
 
 /// Restores the backup's files.
@@ -370,7 +370,7 @@ fn restore_into(
                         format!("{}: not UTF-8; cannot remap its locations", map.display()),
                     )
                 })?;
-                let write = crate::recovery::config::write_atomic;
+                let write = crate::durable::write_file;
                 write(&o.pgdata.join("tablespace_map.walrs-original"), text.as_bytes())?;
                 let rewritten: String = text
                     .lines()

@@ -5,25 +5,27 @@
 //! records. The steps live in `src/drill/`; this file is their order and the record.
 //! See docs/commands/drill.md.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::{Ctx, Outcome, Text};
 use crate::backup;
-use crate::cli::{Ctx, ExitCode};
 use crate::drill::checks::{self, Failure};
 use crate::drill::record::{Checks, DrillRecord, DrillTarget, Rto};
 use crate::drill::server::{self, Server, ServerSpec};
 use crate::drill::{scratch, target};
 use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
+use crate::recovery::Plan;
+use crate::repo::Repository;
 use crate::repo::object::Fixed;
+use crate::textln;
 
 /// Default deadline of a drill (`drill_timeout`): a restore of a big backup plus its checks.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The examples of `walrs drill --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # restore the newest backup to the end of the archive, recover, read everything back (as root:
   # PostgreSQL runs as the postgres user)
@@ -40,7 +42,7 @@ pub const EXAMPLES: &str = crate::cli::with_env_note!(
 );
 
 /// The examples of `walrs drill list --help`.
-pub const LIST_EXAMPLES: &str = crate::cli::with_env_note!(
+pub const LIST_EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # id, result, backup, target, RTO and the failed check of every recorded drill
   WALRS_REPO=/srv/walrs walrs drill list
@@ -123,34 +125,44 @@ pub struct RunArgs {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     match args.action {
         Some(Action::List { json }) => list(ctx, json),
         None => drill(ctx, args.run),
     }
 }
 
-fn list(ctx: &Ctx, json: bool) -> Result<()> {
+/// The `--json` document of `walrs drill list`.
+#[derive(serde::Serialize)]
+struct History {
+    drills: Vec<DrillRecord>,
+}
+
+fn list(ctx: &Ctx, json: bool) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     repo.require_config()?;
     let drills = crate::drill::history(&repo)?;
     if json {
-        let doc = serde_json::json!({ "drills": drills });
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&doc)
-                .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
-        );
-        return Ok(());
+        return Outcome::json(&History { drills });
     }
+    let mut out = Text::new();
     if drills.is_empty() {
-        outln!("no drills recorded in {}", repo.describe());
-        return Ok(());
+        textln!(out, "no drills recorded in {}", repo.describe());
+        return Ok(Outcome::text(out));
     }
-    outln!("{:<24} {:<6} {:<18} {:<28} {:>9}  failed", "id", "result", "backup", "target", "rto_s");
+    textln!(
+        out,
+        "{:<24} {:<6} {:<18} {:<28} {:>9}  failed",
+        "id",
+        "result",
+        "backup",
+        "target",
+        "rto_s"
+    );
     for d in &drills {
         let target = d.target.time.clone().unwrap_or_else(|| d.target.kind.clone());
-        outln!(
+        textln!(
+            out,
             "{:<24} {:<6} {:<18} {:<28} {:>9.1}  {}",
             d.id,
             d.result,
@@ -160,7 +172,7 @@ fn list(ctx: &Ctx, json: bool) -> Result<()> {
             d.failed_check.as_deref().unwrap_or("-")
         );
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }
 
 /// The user PostgreSQL runs as: `Some((uid, gid, name))` to switch to, `None` for walrs's own.
@@ -198,7 +210,39 @@ fn new_id(now: SystemTime) -> String {
     format!("{t}-{:04x}", target::fresh_seed() & 0xffff)
 }
 
-fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
+/// The lease a drill holds on what it restores (the backup and the WAL of its plan), so that
+/// `walrs expire` cannot delete them while the drill runs: taken once the plan is proven, before
+/// the first write, and released ([`DrillLease::release`]) once the record is stored. The one
+/// place a drill deals with leases; retention's leases (issue 15) are not in this build, so it
+/// holds nothing yet: wiring them in means taking the lease in `take`, releasing it in `release`
+/// (a lease left by a killed drill expires at `deadline`).
+struct DrillLease;
+
+impl DrillLease {
+    /// Takes the lease for `plan` (the backup `plan.backup`, the WAL `plan.segments`), for the
+    /// drill `id`, until `deadline`.
+    fn take(_repo: &Repository, _id: &str, _plan: &Plan, _deadline: Instant) -> Result<Self> {
+        Ok(DrillLease)
+    }
+
+    /// Releases the lease.
+    fn release(self) {}
+}
+
+/// What a drill runs with, resolved before anything is touched.
+struct Drill<'a> {
+    ctx: &'a Ctx,
+    a: RunArgs,
+    repo: Repository,
+    seg: crate::pg::WalSegSize,
+    bin: PathBuf,
+    parent: PathBuf,
+    user: Option<(u32, u32, String)>,
+    fixed_time: Option<i64>,
+    sql: Option<String>,
+}
+
+fn drill(ctx: &Ctx, a: RunArgs) -> Result<Outcome> {
     let started = SystemTime::now();
     let t0 = Instant::now();
     let id = new_id(started);
@@ -206,7 +250,7 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let sql = a.sql.as_deref().map(checks::read_sql_file).transpose()?;
     let fixed_time = match &a.target_time {
         Some(t) => {
-            Some(crate::recovery::parse_timestamp(t).map_err(|e| WalrsError::new(Kind::Usage, e))?)
+            Some(crate::timefmt::parse_timestamp(t).map_err(|e| WalrsError::new(Kind::Usage, e))?)
         }
         None => None,
     };
@@ -221,7 +265,6 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
         format_version: crate::drill::record::FORMAT_VERSION,
         id: id.clone(),
         result: "fail".into(),
-        exit_code: 0,
         failed_check: None,
         error: None,
         start_time: crate::timefmt::rfc3339_utc(started),
@@ -251,9 +294,12 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
         tracing::warn!("cleaned up after {stale} killed drill(s) in {}", parent.display());
     }
 
+    let json = a.json;
+    let d = Drill { ctx, a, repo, seg, bin, parent, user, fixed_time, sql };
     let mut log = String::new();
-    let outcome =
-        steps(ctx, &a, &repo, seg, &bin, &parent, user, fixed_time, sql, &mut rec, &mut log);
+    let mut kept = None;
+    let lease = RefCell::new(None);
+    let outcome = d.steps(&mut rec, &mut log, &mut kept, &lease);
     rec.segments_replayed = checks::restored_segments(&log);
     rec.stop_time = crate::timefmt::rfc3339_utc(SystemTime::now());
     rec.rto.total_seconds =
@@ -264,66 +310,70 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<()> {
             None
         }
         Err(f) => {
-            rec.exit_code = ExitCode::for_kind(f.error.kind).code();
             rec.failed_check = Some(f.check.to_owned());
             rec.error = Some(f.error.message.clone());
             Some(f.error)
         }
     };
     // The record is written whatever the result; a passing drill exits 0 only once it is stored.
-    let saved = repo.save_new::<DrillRecord>(&id, &rec, Fixed);
-    // lease: release here (after the record), once retention's leases exist.
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&rec)
-                .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
-        );
-    } else {
-        outln!(
-            "drill {id}: {} (backup {}, target {}); RTO {:.1} s = restore {:.1} + recovery {:.1} + checks {:.1}",
-            if rec.passed() { "pass" } else { "FAIL" },
-            rec.backup.as_deref().unwrap_or("-"),
-            rec.target
-                .description
-                .as_deref()
-                .or(rec.target.time.as_deref())
-                .unwrap_or("end of the archive"),
-            rec.rto.total_seconds,
-            rec.rto.restore_seconds,
-            rec.rto.recovery_seconds,
-            rec.rto.checks_seconds
-        );
-        if let Some(r) = &rec.reached {
-            outln!("  reached {} ({}): {}", r.lsn, r.wal, r.log_line);
-        }
-        let c = &rec.checks;
-        outln!(
-            "  read {} relation(s) in {} database(s); amcheck: {}; data checksums: {}; {} --sql assertion(s); {} WAL segment(s) restored",
-            c.relations_read,
-            c.databases,
-            if c.amcheck {
-                format!("{} index(es)", c.indexes_checked)
-            } else {
-                "not available".into()
-            },
-            if c.data_checksums { "on (verified by the read)" } else { "off" },
-            c.sql_assertions,
-            rec.segments_replayed
-        );
-        if let (Some(check), Some(e)) = (&rec.failed_check, &rec.error) {
-            outln!("  failed check {check}: {e}");
-        }
+    let saved = d.repo.save_new::<DrillRecord>(&id, &rec, Fixed);
+    if let Some(l) = lease.into_inner() {
+        l.release();
     }
     tracing::info!("drill {id} took {:.1} s", t0.elapsed().as_secs_f64());
+    let out =
+        if json { Outcome::json(&rec)? } else { Outcome::text(summary(&rec, kept.as_deref())) };
     if let Err(e) = saved {
         tracing::error!("the drill's record could not be stored: {e}");
-        return Err(failure.unwrap_or(e));
+        return Ok(out.failing(failure.unwrap_or(e)));
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    Ok(match failure {
+        Some(e) => out.failing(e),
+        None => out,
+    })
+}
+
+/// The text report of a drill.
+fn summary(rec: &DrillRecord, kept: Option<&Path>) -> Text {
+    let mut out = Text::new();
+    textln!(
+        out,
+        "drill {}: {} (backup {}, target {}); RTO {:.1} s = restore {:.1} + recovery {:.1} + checks {:.1}",
+        rec.id,
+        if rec.passed() { "pass" } else { "FAIL" },
+        rec.backup.as_deref().unwrap_or("-"),
+        rec.target
+            .description
+            .as_deref()
+            .or(rec.target.time.as_deref())
+            .unwrap_or("end of the archive"),
+        rec.rto.total_seconds,
+        rec.rto.restore_seconds,
+        rec.rto.recovery_seconds,
+        rec.rto.checks_seconds
+    );
+    if let Some(r) = &rec.reached {
+        textln!(out, "  reached {} ({}): {}", r.lsn, r.wal, r.log_line);
     }
+    let c = &rec.checks;
+    textln!(
+        out,
+        "  read {} relation(s) ({} MiB) in {} database(s); amcheck: {}; data checksums: {}; {} --sql assertion(s); {} WAL segment(s) restored",
+        c.relations_read,
+        c.bytes_read >> 20,
+        c.databases,
+        if c.amcheck { format!("{} index(es)", c.indexes_checked) } else { "not available".into() },
+        if c.data_checksums { "on (verified by the read)" } else { "off" },
+        c.sql_assertions,
+        rec.segments_replayed
+    );
+    if let (Some(check), Some(e)) = (&rec.failed_check, &rec.error) {
+        textln!(out, "  failed check {check}: {e}");
+    }
+    if let Some(k) = kept {
+        textln!(out, "  scratch directory kept: {}", k.display());
+    }
+    out
 }
 
 fn hostname() -> String {
@@ -336,92 +386,78 @@ fn secs(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-/// The drill's steps, filling `rec` as they go; `log` gets the server's log.
-#[allow(clippy::too_many_arguments)]
-fn steps(
-    ctx: &Ctx,
-    a: &RunArgs,
-    repo: &crate::repo::Repository,
-    seg: crate::pg::WalSegSize,
-    bin: &Path,
-    parent: &Path,
-    user: Option<(u32, u32, String)>,
-    fixed_time: Option<i64>,
-    sql: Option<String>,
-    rec: &mut DrillRecord,
-    log: &mut String,
-) -> std::result::Result<(), Failure> {
-    let plan_err = |e: WalrsError| Failure { check: "plan", error: e };
-    let t_restore = Instant::now();
-    // The target: fixed, random in the recoverable window, or the end of the archive.
-    let (backups, incomplete) = backup::catalogue(repo).map_err(plan_err)?;
-    let target_us = if a.target_random {
-        let chosen: Vec<&crate::repo::BackupManifest> = match a.backup.as_deref() {
-            None | Some(backup::ids::LATEST) => backups.iter().collect(),
-            Some(spec) => {
-                vec![
-                    backup::ids::pick(&backups, &incomplete, spec, &repo.describe())
-                        .map_err(plan_err)?,
-                ]
-            }
-        };
-        let summaries = crate::index::load_all(repo, seg).map_err(plan_err)?;
-        let w = target::window(&chosen, &summaries).ok_or_else(|| {
-            plan_err(
-                WalrsError::new(
-                    Kind::Unreachable,
-                    "--target-random: the recoverable window is empty (no complete backup, or no transaction archived after one)",
+impl Drill<'_> {
+    /// The drill's steps, filling `rec` as they go; `log` gets the server's log, `kept` the
+    /// scratch directory when `--keep` keeps it, `lease` the lease taken before the first write.
+    fn steps(
+        &self,
+        rec: &mut DrillRecord,
+        log: &mut String,
+        kept: &mut Option<PathBuf>,
+        lease: &RefCell<Option<DrillLease>>,
+    ) -> std::result::Result<(), Failure> {
+        let (a, repo) = (&self.a, &self.repo);
+        let plan_err = |e: WalrsError| Failure { check: "plan", error: e };
+        let t_restore = Instant::now();
+        // The target: fixed, random in the recoverable window, or the end of the archive.
+        let (backups, incomplete) = backup::catalogue(repo).map_err(plan_err)?;
+        let target_us = if a.target_random {
+            let chosen: Vec<&crate::repo::BackupManifest> = match a.backup.as_deref() {
+                None | Some(backup::ids::LATEST) => backups.iter().collect(),
+                Some(spec) => {
+                    vec![
+                        backup::ids::pick(&backups, &incomplete, spec, &repo.describe())
+                            .map_err(plan_err)?,
+                    ]
+                }
+            };
+            let summaries = crate::index::load_all(repo, self.seg).map_err(plan_err)?;
+            let w = target::window(&chosen, &summaries).ok_or_else(|| {
+                plan_err(
+                    WalrsError::new(
+                        Kind::Unreachable,
+                        "--target-random: the recoverable window is empty (no complete backup, or no transaction archived after one)",
+                    )
+                    .hint("take a base backup and let the server archive some transactions, or drill to the end of the archive"),
                 )
-                .hint("take a base backup and let the server archive some transactions, or drill to the end of the archive"),
-            )
-        })?;
-        let seed = a.seed.unwrap_or_else(target::fresh_seed);
-        rec.target.random = true;
-        rec.target.seed = Some(seed);
-        rec.target.window_start_time = Some(crate::timefmt::rfc3339_micros(w.start_us));
-        rec.target.window_end_time = Some(crate::timefmt::rfc3339_micros(w.end_us));
-        Some(target::draw(w, seed))
-    } else {
-        fixed_time
-    };
-    rec.target.kind = if target_us.is_some() { "time" } else { "end" }.into();
-    rec.target.time = target_us.map(crate::timefmt::rfc3339_micros);
+            })?;
+            let seed = a.seed.unwrap_or_else(target::fresh_seed);
+            rec.target.random = true;
+            rec.target.seed = Some(seed);
+            rec.target.window_start_time = Some(crate::timefmt::rfc3339_micros(w.start_us));
+            rec.target.window_end_time = Some(crate::timefmt::rfc3339_micros(w.end_us));
+            Some(target::draw(w, seed))
+        } else {
+            self.fixed_time
+        };
+        rec.target.kind = if target_us.is_some() { "time" } else { "end" }.into();
+        rec.target.time = target_us.map(crate::timefmt::rfc3339_micros);
 
-    let sc = scratch::Scratch::create(parent, &rec.id, user.as_ref().map(|(u, g, _)| (*u, *g)))
-        .map_err(|e| Failure { check: "scratch", error: e })?;
-    let result =
-        in_scratch(ctx, a, seg, bin, &sc, user, target_us, &backups, sql, rec, t_restore, log);
-    if a.keep {
-        tracing::warn!("kept the scratch directory {}", sc.root().display());
-        if !a.json {
-            outln!("  scratch directory kept: {}", sc.root().display());
+        let owner = self.user.as_ref().map(|(u, g, _)| (*u, *g));
+        let sc = scratch::Scratch::create(&self.parent, &rec.id, owner)
+            .map_err(|e| Failure { check: "scratch", error: e })?;
+        let result = self.in_scratch(&sc, target_us, &backups, rec, t_restore, log, lease);
+        if a.keep {
+            tracing::warn!("kept the scratch directory {}", sc.root().display());
+            *kept = Some(sc.root().to_path_buf());
+        } else if let Err(e) = sc.remove() {
+            tracing::warn!("{e}");
         }
-    } else if let Err(e) = sc.remove() {
-        tracing::warn!("{e}");
+        result
     }
-    result
-}
 
-/// The steps inside the scratch directory: restore, recovery, checks, stop.
-#[allow(clippy::too_many_arguments)]
-fn in_scratch(
-    ctx: &Ctx,
-    a: &RunArgs,
-    seg: crate::pg::WalSegSize,
-    bin: &Path,
-    sc: &scratch::Scratch,
-    user: Option<(u32, u32, String)>,
-    target_us: Option<i64>,
-    backups: &[crate::repo::BackupManifest],
-    sql: Option<String>,
-    rec: &mut DrillRecord,
-    t_restore: Instant,
-    log: &mut String,
-) -> std::result::Result<(), Failure> {
-    let restore_args =
-        |dry_run: bool, tablespace_map: Vec<String>| crate::commands::restore::Args {
+    /// The arguments of the restore into the scratch directory: `walrs restore` to the drill's
+    /// target, promoting, without archiving, owned by the user the server runs as.
+    fn restore_args(
+        &self,
+        sc: &scratch::Scratch,
+        target_us: Option<i64>,
+        dry_run: bool,
+        tablespace_map: Vec<String>,
+    ) -> super::restore::Args {
+        super::restore::Args {
             pgdata: sc.data(),
-            backup: a.backup.clone(),
+            backup: self.a.backup.clone(),
             target_time: target_us.map(crate::timefmt::rfc3339_micros),
             target_lsn: None,
             target_xid: None,
@@ -434,113 +470,134 @@ fn in_scratch(
             archive_mode: "off".into(),
             standby: false,
             dry_run,
-            jobs: a.jobs,
+            jobs: self.a.jobs,
             json: false,
-            owner: user.as_ref().map(|(_, _, n)| n.clone()),
+            owner: self.user.as_ref().map(|(_, _, n)| n.clone()),
             quiet: true,
-        };
-    let classify = |e: WalrsError, scratch_refused: bool| Failure {
-        check: if scratch_refused {
-            "scratch"
-        } else if e.kind == Kind::Unreachable {
-            "plan"
-        } else {
-            "restore"
-        },
-        error: e,
-    };
-    // Tablespaces are restored into the scratch directory too, never to their locations on
-    // the server: the plan's backup (found by a dry run, planned exactly the same) says which.
-    let mut map = Vec::new();
-    if backups.iter().any(|b| b.archives.iter().any(|x| x.location.is_some())) {
-        let planned =
-            crate::commands::restore::restore(ctx, restore_args(true, Vec::new()), |_, _| Ok(()))
-                .map_err(|e| classify(e, false))?;
-        if let Some(m) = backups.iter().find(|b| b.id == planned.plan.backup) {
-            for x in &m.archives {
-                if let (Some(loc), Some(oid)) = (&x.location, x.tablespace_oid) {
-                    map.push(format!(
-                        "{loc}={}",
-                        sc.root().join("tblspc").join(oid.to_string()).display()
-                    ));
-                }
-            }
         }
     }
-    let refused = Cell::new(false);
-    let restored = crate::commands::restore::restore(ctx, restore_args(false, map), |plan, _m| {
-        let free = scratch::free_bytes(sc.root())?;
-        if free < plan.bytes {
-            refused.set(true);
-            return Err(WalrsError::new(
-                Kind::NoSpace,
-                format!(
-                    "{} has {} MiB free, the plan needs {} MiB (backup {} and its WAL)",
-                    sc.root().display(),
-                    free >> 20,
-                    plan.bytes.div_ceil(1 << 20),
-                    plan.backup
-                ),
-            )
-            .hint("give --scratch-dir a larger file system"));
-        }
-        // lease: hold while the drill runs (backup plan.backup and the WAL plan.segments), so
-        // that expire cannot delete what the drill restores; released after the record is stored.
-        Ok(())
-    })
-    .map_err(|e| classify(e, refused.get()))?;
-    let plan = restored.plan;
-    let restored_bytes = restored.stats.as_ref().map_or(0, |s| s.bytes);
-    let backup_bytes = backups.iter().find(|b| b.id == plan.backup).map_or(0, |b| b.bytes);
-    rec.backup = Some(plan.backup.to_string());
-    rec.bytes = restored_bytes;
-    rec.wal_bytes = plan.bytes.saturating_sub(backup_bytes);
-    rec.segments = plan.segments.len();
-    rec.target.description = Some(plan.target.clone());
-    rec.target.timeline = Some(plan.target_timeline.get());
-    rec.target.stop_wal = plan.target_data.stop_wal.as_ref().map(ToString::to_string);
-    rec.rto.restore_seconds = secs(t_restore);
 
-    // Recovery.
-    let t_recovery = Instant::now();
-    let spec = ServerSpec {
-        bin: bin.to_path_buf(),
-        data: sc.data(),
-        sock: sc.sock(),
-        log: sc.log(),
-        hba: sc.hba(),
-        user: user.as_ref().map(|(u, g, _)| (*u, *g)),
-        roles: {
-            let mut r = vec!["postgres".to_string()];
-            let me = match &user {
-                Some((_, _, n)) => Some(n.clone()),
-                None => {
-                    crate::users::effective_uid().and_then(crate::users::by_uid).map(|u| u.name)
+    /// The steps inside the scratch directory: restore, recovery, checks, stop.
+    #[allow(clippy::too_many_arguments)]
+    fn in_scratch(
+        &self,
+        sc: &scratch::Scratch,
+        target_us: Option<i64>,
+        backups: &[crate::repo::BackupManifest],
+        rec: &mut DrillRecord,
+        t_restore: Instant,
+        log: &mut String,
+        lease: &RefCell<Option<DrillLease>>,
+    ) -> std::result::Result<(), Failure> {
+        let (ctx, seg) = (self.ctx, self.seg);
+        let classify = |e: WalrsError, scratch_refused: bool| Failure {
+            check: if scratch_refused {
+                "scratch"
+            } else if e.kind == Kind::Unreachable {
+                "plan"
+            } else {
+                "restore"
+            },
+            error: e,
+        };
+        // Tablespaces are restored into the scratch directory too, never to their locations on
+        // the server: the plan's backup (found by a dry run, planned exactly the same) says which.
+        let mut map = Vec::new();
+        if backups.iter().any(|b| b.archives.iter().any(|x| x.location.is_some())) {
+            let planned = super::restore::restore(
+                ctx,
+                self.restore_args(sc, target_us, true, Vec::new()),
+                |_, _| Ok(()),
+            )
+            .map_err(|e| classify(e, false))?;
+            if let Some(m) = backups.iter().find(|b| b.id == planned.plan.backup) {
+                for x in &m.archives {
+                    if let (Some(loc), Some(oid)) = (&x.location, x.tablespace_oid) {
+                        map.push(format!(
+                            "{loc}={}",
+                            sc.root().join("tblspc").join(oid.to_string()).display()
+                        ));
+                    }
                 }
-            };
-            r.extend(me.filter(|n| n != "postgres"));
-            r
-        },
-    };
-    let mut srv = Server::start(spec).map_err(|e| Failure { check: "recovery", error: e })?;
-    let waited = srv.wait_promoted(ctx.deadline);
-    rec.rto.recovery_seconds = secs(t_recovery);
-    let checked = waited.map_err(|e| Failure { check: "recovery", error: e }).and_then(|()| {
-        let t_checks = Instant::now();
-        let r = (|| {
-            rec.reached = Some(checks::target(&mut srv, &plan, seg, ctx.deadline)?);
-            checks::read_all(&mut srv, &mut rec.checks, ctx.deadline)?;
-            if let Some(sql) = &sql {
-                checks::assertions(&mut srv, &a.sql_database, sql, &mut rec.checks, ctx.deadline)?;
             }
+        }
+        let refused = Cell::new(false);
+        let args = self.restore_args(sc, target_us, false, map);
+        let restored = super::restore::restore(ctx, args, |plan, _m| {
+            let free = scratch::free_bytes(sc.root())?;
+            if free < plan.bytes {
+                refused.set(true);
+                return Err(WalrsError::new(
+                    Kind::NoSpace,
+                    format!(
+                        "{} has {} MiB free, the plan needs {} MiB (backup {} and its WAL)",
+                        sc.root().display(),
+                        free >> 20,
+                        plan.bytes.div_ceil(1 << 20),
+                        plan.backup
+                    ),
+                )
+                .hint("give --scratch-dir a larger file system"));
+            }
+            *lease.borrow_mut() = Some(DrillLease::take(&self.repo, &rec.id, plan, ctx.deadline)?);
             Ok(())
-        })();
-        rec.rto.checks_seconds = secs(t_checks);
-        r
-    });
-    let stopped = srv.stop();
-    *log = srv.log();
-    drop(srv);
-    checked?;
-    stopped.map_err(|e| Failure { check: "stop", error: e })
+        })
+        .map_err(|e| classify(e, refused.get()))?;
+        let plan = restored.plan;
+        let restored_bytes = restored.stats.as_ref().map_or(0, |s| s.bytes);
+        let backup_bytes = backups.iter().find(|b| b.id == plan.backup).map_or(0, |b| b.bytes);
+        rec.backup = Some(plan.backup.to_string());
+        rec.bytes = restored_bytes;
+        rec.wal_bytes = plan.bytes.saturating_sub(backup_bytes);
+        rec.segments = plan.segments.len();
+        rec.target.description = Some(plan.target.clone());
+        rec.target.timeline = Some(plan.target_timeline.get());
+        rec.target.stop_wal = plan.target_data.stop_wal.as_ref().map(ToString::to_string);
+        rec.rto.restore_seconds = secs(t_restore);
+
+        // Recovery.
+        let t_recovery = Instant::now();
+        let user = &self.user;
+        let spec = ServerSpec {
+            bin: self.bin.clone(),
+            data: sc.data(),
+            sock: sc.sock(),
+            log: sc.log(),
+            hba: sc.hba(),
+            user: user.as_ref().map(|(u, g, _)| (*u, *g)),
+            roles: {
+                let mut r = vec!["postgres".to_string()];
+                let me = match user {
+                    Some((_, _, n)) => Some(n.clone()),
+                    None => {
+                        crate::users::effective_uid().and_then(crate::users::by_uid).map(|u| u.name)
+                    }
+                };
+                r.extend(me.filter(|n| n != "postgres"));
+                r
+            },
+        };
+        let mut srv = Server::start(spec).map_err(|e| Failure { check: "recovery", error: e })?;
+        let waited = srv.wait_promoted(ctx.deadline);
+        rec.rto.recovery_seconds = secs(t_recovery);
+        let checked = waited.map_err(|e| Failure { check: "recovery", error: e }).and_then(|()| {
+            let t_checks = Instant::now();
+            let r = (|| {
+                rec.reached = Some(checks::target(&mut srv, &plan, seg, ctx.deadline)?);
+                checks::read_all(&mut srv, &mut rec.checks, ctx.deadline)?;
+                if let Some(sql) = &self.sql {
+                    let db = &self.a.sql_database;
+                    checks::assertions(&mut srv, db, sql, &mut rec.checks, ctx.deadline)?;
+                }
+                Ok(())
+            })();
+            rec.rto.checks_seconds = secs(t_checks);
+            r
+        });
+        let stopped = srv.stop();
+        *log = srv.log();
+        drop(srv);
+        checked?;
+        stopped.map_err(|e| Failure { check: "stop", error: e })
+    }
 }

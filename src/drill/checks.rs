@@ -126,16 +126,25 @@ pub fn read_all(
             )
             .map_err(|e| conn("read", e))?;
         for rel in rels.iter().filter_map(|r| r.first().cloned().flatten()) {
-            c.simple_query(&format!("COPY (SELECT * FROM {rel}) TO STDOUT")).map_err(|e| {
-                Failure::new(
+            // A sequential read of every row, detoasted, streamed through the protocol into
+            // nothing: memory stays at one CopyData message.
+            let mut bytes = 0u64;
+            let read = c.copy_out(&format!("COPY (SELECT * FROM {rel}) TO STDOUT"), &mut |d| {
+                bytes += d.len() as u64;
+                Ok(())
+            });
+            read.map_err(|e| match e.kind {
+                Kind::Timeout => Failure::new("read", e),
+                _ => Failure::new(
                     "read",
                     WalrsError::new(
                         Kind::DrillCheck,
                         format!("database {db}: {rel} does not read: {}", e.message),
                     ),
-                )
+                ),
             })?;
             checks.relations_read += 1;
+            checks.bytes_read += bytes;
         }
         // amcheck: in every database where it can be created (it is a contrib module).
         let available = c

@@ -23,8 +23,6 @@ pub struct DrillRecord {
     pub id: String,
     /// `pass` or `fail`.
     pub result: String,
-    /// The exit code of the drill (0 when it passed).
-    pub exit_code: u8,
     /// The failing check (`plan`, `scratch`, `restore`, `recovery`, `target`, `read`, `amcheck`,
     /// `sql`, `stop`), `null` when the drill passed.
     pub failed_check: Option<String>,
@@ -114,6 +112,8 @@ pub struct Checks {
     pub databases: usize,
     /// Tables and materialized views read in full.
     pub relations_read: usize,
+    /// Bytes the full read streamed (the rows as `COPY` text).
+    pub bytes_read: u64,
     /// Whether `amcheck` was available (and ran).
     pub amcheck: bool,
     /// B-tree indexes checked with `bt_index_check`.
@@ -190,7 +190,6 @@ mod tests {
             format_version: FORMAT_VERSION,
             id: id.into(),
             result: result.into(),
-            exit_code: if result == "pass" { 0 } else { 23 },
             failed_check: (result != "pass").then(|| "sql".into()),
             error: None,
             start_time: "2026-12-04T20:37:00Z".into(),

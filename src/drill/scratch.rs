@@ -25,7 +25,7 @@ pub struct Scratch {
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> WalrsError {
-    crate::archive::local_io(what, p, &e)
+    crate::durable::local_io(what, p, &e)
 }
 
 impl Scratch {

@@ -1,7 +1,7 @@
 //! The PostgreSQL server of a drill: which binaries (`--pg-bin`, `pg_config --bindir`, the
 //! Debian locations), starting `postgres` on the restored directory as an unprivileged user on a
 //! private Unix socket and no TCP port, waiting until recovery has promoted (or the server has
-//! died), connecting over the socket with walrs's own client, and stopping it. Also the stop of a
+//! died), connecting over the socket with walrs's PostgreSQL client (`pgwire`), and stopping it. Also the stop of a
 //! server a killed drill left behind. Nothing here knows about repositories or plans.
 
 use std::fs::File;
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Kind, Result, WalrsError};
-use crate::replication::{ConnParams, ReplConn};
+use crate::pgwire::{Conn, ConnParams, Startup};
 
 /// The port in the socket's name (no TCP port is opened: `listen_addresses = ''`).
 pub const PORT: u16 = 5432;
@@ -214,7 +214,7 @@ impl Server {
     }
 
     /// A connection to `db` over the private socket, as the first of the spec's roles that exists.
-    pub fn connect(&mut self, db: &str, deadline: Instant) -> Result<ReplConn> {
+    pub fn connect(&mut self, db: &str, deadline: Instant) -> Result<Conn> {
         let roles: Vec<String> = match &self.role {
             Some(r) => vec![r.clone()],
             None => self.spec.roles.clone(),
@@ -231,7 +231,7 @@ impl Server {
                 sslmode: "disable".into(),
                 sslrootcert: None,
             };
-            match ReplConn::connect_sql(&p, IO_TIMEOUT, deadline) {
+            match Conn::connect(&p, Startup::Database, IO_TIMEOUT, deadline) {
                 Ok(c) => {
                     self.role = Some(role);
                     return Ok(c);

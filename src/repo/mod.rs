@@ -13,6 +13,7 @@
 
 pub mod backup_id;
 pub mod config;
+mod errors;
 pub mod layout;
 pub mod manifest;
 pub mod object;
