@@ -582,6 +582,8 @@ mod tests {
                 "restore",
                 commands::restore::DEFAULT_TIMEOUT,
             ),
+            (&["drill"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
+            (&["drill", "list"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
             (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
             (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
             (
