@@ -6,8 +6,10 @@
 //!
 //! - `cli` (arguments, one match over the commands, printing their outcome, exit codes);
 //! - `commands` (one file per subcommand; the context and outcome they share);
-//! - `recovery` (targets, the planner and its input, the recovery settings) and `status` (the
-//!   operator's view: `status`, `metrics`, `check`, from the catalogue and the index);
+//! - `status` (the operator's view: `status`, `metrics`, `check`, from the catalogue, the index
+//!   and the drill records);
+//! - `drill` (restore drills: scratch directory, the drill's server, checks, records);
+//! - `recovery` (targets, the planner and its input, the recovery settings);
 //! - `archive` (push and fetch of WAL, look-ahead, prefetch, the spool), `backup` (base backups,
 //!   restoring a data directory) and `mysql` (binlog streaming);
 //! - `index` (the WAL index: summaries, roll-ups, verification);
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod drill;
 pub mod durable;
 pub mod error;
 pub mod follow;
@@ -68,9 +71,11 @@ mod tests {
         (5, &["replication"]),
         (6, &["index"]),
         (7, &["archive", "backup", "mysql"]),
-        (8, &["recovery", "status"]),
-        (9, &["commands"]),
-        (10, &["cli"]),
+        (8, &["recovery"]),
+        (9, &["drill"]),
+        (10, &["status"]),
+        (11, &["commands"]),
+        (12, &["cli"]),
     ];
 
     fn row(module: &str) -> Option<usize> {

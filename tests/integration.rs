@@ -10,6 +10,7 @@ mod binlog;
 mod check;
 mod cli;
 mod docs_match;
+mod drill;
 mod faults;
 mod fixture_repo;
 mod foreign_objects;

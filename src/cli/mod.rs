@@ -137,6 +137,10 @@ pub enum Command {
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
+    /// Restore drill: restore into a scratch directory, recover, check, record the RTO; `drill
+    /// list` shows the history.
+    #[command(after_help = commands::drill::EXAMPLES)]
+    Drill(commands::drill::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
     #[command(after_help = commands::binlog::EXAMPLES)]
     Binlog(commands::binlog::Args),
@@ -193,7 +197,7 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, check, completions, fetch, metrics, push, repo, restore,
+            backup, basebackup, binlog, check, drill, completions, fetch, metrics, push, repo, restore,
             status, timeline, wal,
         };
         fn job(
@@ -260,6 +264,12 @@ impl Command {
                 restore::DEFAULT_TIMEOUT,
                 || tracing::error_span!("walrs restore"),
                 Box::new(|c| restore::run(c, a)),
+            ),
+            Command::Drill(a) => job(
+                "drill",
+                drill::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs drill"),
+                Box::new(|c| drill::run(c, a)),
             ),
             Command::Prefetch(a) => Job {
                 deadline_key: "fetch",
@@ -623,6 +633,8 @@ mod tests {
                 "restore",
                 commands::restore::DEFAULT_TIMEOUT,
             ),
+            (&["drill"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
+            (&["drill", "list"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
             (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
             (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
             (&["check"], "check", "check", commands::check::DEFAULT_TIMEOUT),

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub backup_timeout: Option<toml::Value>,
     /// Deadline of `restore`.
     pub restore_timeout: Option<toml::Value>,
+    /// Deadline of `drill` (a run; `drill list` too).
+    pub drill_timeout: Option<toml::Value>,
     /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
     pub binlog_timeout: Option<toml::Value>,
     /// Deadline of `check` (which bounds its wait for the segment).
@@ -314,6 +316,7 @@ impl Settings {
             ("basebackup", &fc.basebackup_timeout),
             ("backup", &fc.backup_timeout),
             ("restore", &fc.restore_timeout),
+            ("drill", &fc.drill_timeout),
             ("binlog", &fc.binlog_timeout),
             ("check", &fc.check_timeout),
             ("status", &fc.status_timeout),

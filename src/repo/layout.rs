@@ -17,6 +17,7 @@
 //! binlog/parts/<name>/<s>-<e>-<t0>-<t1>  binlogs: bytes [s, e) of a file not yet closed
 //! binlog/gaps/<name>.json             binlogs: a file the server purged before walrs got it
 //! check/<host>-<pid>-<time>           `walrs check`: a probe, deleted right after it is read back
+//! drills/<id>.json                    restore drills: the record of one `walrs drill`
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -59,6 +60,13 @@ pub const BINLOG_GAPS_PREFIX: &str = "binlog/gaps/";
 pub const CHECK_PREFIX: &str = "check/";
 /// The name ending of binlog metadata and gap objects.
 pub const JSON_SUFFIX: &str = ".json";
+/// Prefix of restore drill records: `drills/<id>.json`.
+pub const DRILLS_PREFIX: &str = "drills/";
+
+/// The key of the record of drill `id` (an id of `[0-9A-Za-z-]`, checked by the drill record).
+pub fn drill_key(id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{DRILLS_PREFIX}{id}{JSON_SUFFIX}"))
+}
 
 /// The key of a WAL file.
 pub fn wal_key(name: &WalFileName) -> Result<ObjectKey, StorageError> {
