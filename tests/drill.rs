@@ -211,6 +211,36 @@ fn pg15_drill() {
         serde_json::to_string_pretty(&shape(&e.json(&list), "")).unwrap()
     );
 
+    // Status and metrics show the last drill (the failed one) and the last that passed (the
+    // random one), as drill list has them.
+    let status = e.walrs().args(["status", "--json"]).run();
+    status.expect_code(0);
+    let d = e.json(&status)["drill"].clone();
+    assert_eq!(d["count"], 3, "{d:#}");
+    assert_eq!(d["last"]["id"], rec["id"], "{d:#}");
+    assert_eq!(d["last"]["failed_check"], "sql", "{d:#}");
+    assert_eq!(d["last_success"]["id"], random["id"], "{d:#}");
+    assert_eq!(d["last_success"]["rto_seconds"], random["rto"]["total_seconds"], "{d:#}");
+    let text = e.walrs().args(["status"]).run();
+    text.expect_code(0);
+    assert!(text.stdout.contains("FAILED"), "{}", text.stdout);
+    let metrics = e.walrs().args(["metrics"]).run();
+    metrics.expect_code(0);
+    let stop = t(&random["stop_time"]) as f64 / 1e6;
+    let line = metrics
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("walrs_drill_last_success_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("{}", metrics.stdout));
+    let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((v - stop).abs() < 1e-3, "{line} vs {stop}");
+    assert!(
+        metrics
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("walrs_drill_last_passed{") && l.ends_with(" 0"))
+    );
+
     // 4. A drill killed while its server runs: the next drill stops that server.
     let mut stale_pid = None;
     for _attempt in 0..3 {

@@ -197,8 +197,8 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, check, drill, completions, fetch, metrics, push, repo, restore,
-            status, timeline, wal,
+            backup, basebackup, binlog, check, completions, drill, fetch, metrics, push, repo,
+            restore, status, timeline, wal,
         };
         fn job(
             what: &'static str,
