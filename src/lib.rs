@@ -36,6 +36,7 @@ pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;
+pub mod retention;
 pub mod storage;
 pub mod timefmt;
 pub mod users;

@@ -16,6 +16,8 @@
 //! binlog/meta/<name>.json             binlogs: a closed file's metadata
 //! binlog/parts/<name>/<s>-<e>-<t0>-<t1>  binlogs: bytes [s, e) of a file not yet closed
 //! binlog/gaps/<name>.json             binlogs: a file the server purged before walrs got it
+//! pins/<id>.json                      retention: backup <id> is kept whatever the policy
+//! leases/<holder>.json                retention: a base backup or restore in progress
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -56,6 +58,21 @@ pub const BINLOG_PARTS_PREFIX: &str = "binlog/parts/";
 pub const BINLOG_GAPS_PREFIX: &str = "binlog/gaps/";
 /// The name ending of binlog metadata and gap objects.
 pub const JSON_SUFFIX: &str = ".json";
+
+/// Prefix of backup pins (`walrs backup keep`).
+pub const PINS_PREFIX: &str = "pins/";
+/// Prefix of leases (a base backup or a restore in progress).
+pub const LEASES_PREFIX: &str = "leases/";
+
+/// The key of the pin of backup `id`.
+pub fn pin_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{PINS_PREFIX}{id}{JSON_SUFFIX}"))
+}
+
+/// The key of the lease `holder` (letters, digits, `-`, `.` and `_`: checked by the lease type).
+pub fn lease_key(holder: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{LEASES_PREFIX}{holder}{JSON_SUFFIX}"))
+}
 
 /// The key of a WAL file.
 pub fn wal_key(name: &WalFileName) -> Result<ObjectKey, StorageError> {
