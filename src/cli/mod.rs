@@ -161,9 +161,12 @@ pub enum Command {
     /// Take a base backup over the replication protocol; prints its id.
     #[command(after_help = commands::basebackup::EXAMPLES)]
     Basebackup(commands::basebackup::Args),
-    /// The backup catalogue: list, show, verify.
+    /// The backup catalogue: list, show, verify, keep (pin), delete.
     #[command(after_help = commands::backup::EXAMPLES)]
     Backup(commands::backup::Args),
+    /// Retention: plan which backups and WAL to keep and why; --confirm deletes the rest.
+    #[command(after_help = commands::expire::EXAMPLES)]
+    Expire(commands::expire::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
@@ -356,6 +359,7 @@ where
         Command::Timeline(_) => ("timeline", commands::wal::DEFAULT_TIMEOUT, None),
         Command::Basebackup(_) => ("basebackup", commands::basebackup::DEFAULT_TIMEOUT, None),
         Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
+        Command::Expire(_) => ("expire", commands::expire::DEFAULT_TIMEOUT, None),
         Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
         Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
         Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
@@ -487,6 +491,7 @@ where
         Command::Timeline(a) => commands::timeline::run(&ctx, a),
         Command::Basebackup(a) => commands::basebackup::run(&ctx, a),
         Command::Backup(a) => commands::backup::run(&ctx, a),
+        Command::Expire(a) => commands::expire::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
         Command::Binlog(a) => commands::binlog::run(&ctx, a),

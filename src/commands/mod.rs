@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod basebackup;
 pub mod binlog;
+pub mod expire;
 pub mod fetch;
 pub mod push;
 pub mod repo;

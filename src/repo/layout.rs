@@ -11,6 +11,7 @@
 //! backups/<id>/<archive>/<NNNNNN>     base backup: a chunk of a tar archive
 //! backups/<id>/backup_manifest        base backup: PostgreSQL's backup manifest
 //! backups/<id>/manifest.json          base backup: walrs's manifest, the commit point
+//! backups/<id>/expiring.json          base backup: its deletion has begun (`walrs expire`)
 //! binlog/binlog.config                binlogs: which server they come from
 //! binlog/files/<name>                 binlogs: a closed file, whole
 //! binlog/meta/<name>.json             binlogs: a closed file's metadata
@@ -112,6 +113,11 @@ pub fn backup_prefix(id: &BackupId) -> String {
 /// The key of walrs's manifest of backup `id`.
 pub fn manifest_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/manifest.json"))
+}
+
+/// The key of the marker that says the deletion of backup `id` has begun.
+pub fn expiring_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/expiring{JSON_SUFFIX}"))
 }
 
 /// The key of PostgreSQL's backup manifest of backup `id`.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod prune;
 pub mod retention;
 pub mod wal;
 
@@ -33,7 +34,7 @@ pub use manifest::{
 pub use object::{
     Document, Encryption, Fixed, Grouped, JsonObject, Listed, RepoObject, Write, decode_json,
 };
-pub use retention::{Lease, LeaseKind, Pin};
+pub use retention::{Expiring, Lease, LeaseKind, Pin};
 pub use wal::WalFile;
 
 pub use crate::pg::TimelineHistory;

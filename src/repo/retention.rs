@@ -64,6 +64,40 @@ impl Listed for Pin {
     }
 }
 
+/// `backups/<id>/expiring.json`: the deletion of backup `id` has begun. Written before its
+/// manifest is deleted, deleted last; a backup directory that holds it and no manifest is the
+/// rest of an interrupted deletion, which the next `walrs expire` finishes at once (no grace
+/// period: no backup in progress writes it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Expiring {
+    /// Format version.
+    pub format_version: u32,
+    /// The backup.
+    pub backup: BackupId,
+    /// When its deletion began (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl RepoObject for Expiring {
+    const KIND: &'static str = "deletion marker";
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const WRITE: Write = Write::Replace;
+    type Id = BackupId;
+    type Codec = Fixed;
+
+    fn key(id: &BackupId) -> Result<ObjectKey> {
+        Ok(layout::expiring_key(id)?)
+    }
+
+    fn compression(_: Fixed) -> Compression {
+        Compression::None
+    }
+}
+
+impl JsonObject for Expiring {
+    const PRETTY: bool = true;
+}
+
 /// What holds a lease.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -78,6 +78,8 @@ pub struct Incomplete {
     pub id: BackupId,
     /// Its start, Unix microseconds (from the id).
     pub started_us: i64,
+    /// It carries the marker of a deletion an earlier run began.
+    pub expiring: bool,
 }
 
 /// The planner's input.
@@ -123,8 +125,10 @@ pub struct WalRange {
     /// The timeline.
     pub timeline: TimeLineId,
     /// Its first segment.
+    #[serde(rename = "first_wal")]
     pub first: WalFileName,
     /// Its last segment.
+    #[serde(rename = "last_wal")]
     pub last: WalFileName,
     /// Segments in the range.
     pub segments: u64,
@@ -155,7 +159,7 @@ pub struct LeaseReport {
     /// Still holding at planning time.
     pub live: bool,
     /// Its expiry (RFC 3339, UTC).
-    pub expires: String,
+    pub expire_time: String,
     /// The backup it names.
     pub backup: Option<BackupId>,
 }
@@ -164,7 +168,7 @@ pub struct LeaseReport {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Plan {
     /// When it was made (RFC 3339, UTC).
-    pub planned_at: String,
+    pub plan_time: String,
     /// Every complete backup, oldest first (by stop LSN, then stop time).
     pub backups: Vec<BackupVerdict>,
     /// Every archived segment in runs, by timeline and segment number.
@@ -414,7 +418,11 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
             BackupVerdict {
                 id: b.id.clone(),
                 stop_lsn: b.stop_lsn,
-                stop_time: rfc3339_micros(b.stop_time_us),
+                stop_time: if b.stop_time.is_empty() {
+                    rfc3339_micros(b.stop_time_us)
+                } else {
+                    b.stop_time.clone()
+                },
                 keep,
                 reasons,
                 stored_bytes: b.stored_bytes,
@@ -520,7 +528,9 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
         .iter()
         .map(|i| {
             let leased = live.iter().find(|l| l.backup.as_ref() == Some(&i.id));
-            let (keep, reason) = if let Some(l) = leased {
+            let (keep, reason) = if i.expiring {
+                (false, "dropped: the rest of a deletion an earlier expire began".to_owned())
+            } else if let Some(l) = leased {
                 (true, format!("kept: lease {}", l.holder))
             } else if now.saturating_sub(i.started_us) < policy.grace_us {
                 (true, "kept: incomplete, within the grace period".to_owned())
@@ -540,11 +550,11 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
             holder: l.holder.clone(),
             kind: l.kind.as_str(),
             live: l.is_live(now),
-            expires: rfc3339_micros(l.expires_us),
+            expire_time: rfc3339_micros(l.expires_us),
             backup: l.backup.clone(),
         })
         .collect();
-    Ok(Plan { planned_at: rfc3339_micros(now), backups, wal, incomplete, leases, drop_segments })
+    Ok(Plan { plan_time: rfc3339_micros(now), backups, wal, incomplete, leases, drop_segments })
 }
 
 /// The start time a backup id names (its first 16 characters, `YYYYMMDDTHHMMSSZ`), Unix

@@ -280,8 +280,21 @@ fn pins_leases_grace_and_max_size() {
     assert_eq!(p.backups[0].reasons, vec!["dropped: beyond --retain-max-size"]);
     // Incomplete backups: kept within the grace period.
     let incomplete = [
-        Incomplete { id: "20261121T000001Z".parse().unwrap(), started_us: r.now_us - 2 * DAY_US },
-        Incomplete { id: "20261123T000001Z".parse().unwrap(), started_us: r.now_us - 60 },
+        Incomplete {
+            id: "20261121T000001Z".parse().unwrap(),
+            started_us: r.now_us - 2 * DAY_US,
+            expiring: false,
+        },
+        Incomplete {
+            id: "20261123T000001Z".parse().unwrap(),
+            started_us: r.now_us - 60,
+            expiring: false,
+        },
+        Incomplete {
+            id: "20261123T000002Z".parse().unwrap(),
+            started_us: r.now_us - 60,
+            expiring: true,
+        },
     ];
     let input = Input {
         backups: &r.backups,
@@ -295,7 +308,7 @@ fn pins_leases_grace_and_max_size() {
     };
     let p = plan(&input, &Policy { full: Some(1), grace_us: DAY_US, ..Policy::default() }).unwrap();
     let d: Vec<&str> = p.dropped_incomplete().map(BackupId::as_str).collect();
-    assert_eq!(d, vec!["20261121T000001Z"]);
+    assert_eq!(d, vec!["20261121T000001Z", "20261123T000002Z"]);
 }
 
 #[test]
