@@ -9,6 +9,7 @@ mod util;
 mod binlog;
 mod cli;
 mod docs_match;
+mod expire;
 mod faults;
 mod fixture_repo;
 mod foreign_objects;
