@@ -245,7 +245,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     ),
                 ));
             }
-            crate::repo::prune::withdraw_backups(&repo, std::slice::from_ref(&m.id))?;
+            let seg = repo.require_config()?.wal_segment_size;
+            crate::repo::prune::withdraw_backups(&repo, &[&m], seg)?;
             let n = crate::repo::prune::delete_backup_objects(&repo, &m.id)?;
             outln!(
                 "backup {}: deleted ({n} object(s)); `walrs expire` removes the WAL only it needed",

@@ -196,12 +196,14 @@ struct Deleted {
 }
 
 /// Carries `plan` out, in the order of docs/invariants.md: every dropped backup's marker and
-/// manifest, then the rest of each, then incomplete backups, then the WAL objects, then their
-/// index entries.
+/// manifest, then the rest of each (its `.backup` file, its marker last), then incomplete
+/// backups, then the WAL objects, then their index entries.
 fn carry_out(repo: &Repository, g: &Gathered, plan: &Plan) -> Result<Deleted> {
     let mut done = Deleted::default();
     let dropped: Vec<BackupId> = plan.dropped_backups().cloned().collect();
-    prune::withdraw_backups(repo, &dropped)?;
+    let manifests: Vec<&crate::repo::BackupManifest> =
+        g.backups.iter().filter(|m| dropped.contains(&m.id)).collect();
+    prune::withdraw_backups(repo, &manifests, g.seg)?;
     for id in &dropped {
         done.objects += prune::delete_backup_objects(repo, id)?;
         done.backups += 1;
@@ -212,28 +214,11 @@ fn carry_out(repo: &Repository, g: &Gathered, plan: &Plan) -> Result<Deleted> {
         done.incomplete += 1;
         tracing::info!("deleted incomplete backup {id}");
     }
-    let gone: BTreeSet<&crate::pg::WalFileName> = plan.drop_segments.iter().collect();
-    let mut wal = plan.drop_segments.clone();
-    for m in g.backups.iter().filter(|m| dropped.contains(&m.id)) {
-        if let Some(label) = prune::backup_label_file(m, g.seg)
-            && label_segment(&label, g.seg).is_some_and(|s| gone.contains(&s))
-        {
-            wal.push(label);
-        }
-    }
-    prune::delete_wal(repo, &wal)?;
+    prune::delete_wal(repo, &plan.drop_segments)?;
     index::forget(repo, &plan.drop_segments)?;
     done.segments = plan.drop_segments.len();
-    done.objects += wal.len() + plan.drop_segments.len();
+    done.objects += 2 * plan.drop_segments.len();
     Ok(done)
-}
-
-/// The segment a `.backup` file belongs to.
-fn label_segment(
-    label: &crate::pg::WalFileName,
-    seg: crate::pg::WalSegSize,
-) -> Option<crate::pg::WalFileName> {
-    Some(crate::pg::WalFileName::segment(label.timeline(), label.segno(seg)?, seg))
 }
 
 /// Runs the command.

@@ -33,27 +33,41 @@ pub fn delete_keys(repo: &Repository, keys: &[ObjectKey]) -> Result<()> {
     repo.storage().delete_many(keys).map_err(batch_error)
 }
 
-/// Step 1 for the backups `ids`: each gets its deletion marker, then every manifest goes (one
-/// batch). From here on no reader lists them; their other objects are left for
-/// [`delete_backup_objects`].
-pub fn withdraw_backups(repo: &Repository, ids: &[BackupId]) -> Result<()> {
+/// Step 1 for the backups `backups`: each gets its deletion marker (naming its `.backup` file),
+/// then every manifest goes (one batch). From here on no reader lists them; their other objects
+/// are left for [`delete_backup_objects`].
+pub fn withdraw_backups(
+    repo: &Repository,
+    backups: &[&BackupManifest],
+    seg: WalSegSize,
+) -> Result<()> {
     let since = crate::timefmt::rfc3339_utc(std::time::SystemTime::now());
-    for id in ids {
+    for m in backups {
         let marker = Expiring {
             format_version: super::retention::FORMAT_VERSION,
-            backup: id.clone(),
+            backup: m.id.clone(),
             since: since.clone(),
+            label_file: backup_label_file(m, seg),
         };
-        repo.save(id, &marker, Fixed)?;
+        repo.save(&m.id, &marker, Fixed)?;
     }
-    let manifests: Vec<ObjectKey> = ids.iter().map(BackupManifest::key).collect::<Result<_>>()?;
+    let manifests: Vec<ObjectKey> =
+        backups.iter().map(|m| BackupManifest::key(&m.id)).collect::<Result<_>>()?;
     delete_keys(repo, &manifests)
 }
 
 /// Step 2 for backup `id` (withdrawn, or incomplete): every object under its directory but the
-/// marker, then the marker. Returns how many objects were deleted.
+/// marker, then the `.backup` file the marker names, then the marker. Returns how many objects
+/// were deleted.
 pub fn delete_backup_objects(repo: &Repository, id: &BackupId) -> Result<usize> {
     let marker = Expiring::key(id)?;
+    let label = match repo.load::<Expiring>(id) {
+        Ok(m) => m.and_then(|m| m.label_file),
+        Err(e) => {
+            tracing::warn!("the deletion marker of backup {id} is unreadable: {e}");
+            None
+        }
+    };
     let keys: Vec<ObjectKey> = repo
         .storage()
         .list(&layout::backup_prefix(id))?
@@ -61,6 +75,9 @@ pub fn delete_backup_objects(repo: &Repository, id: &BackupId) -> Result<usize> 
         .collect::<std::result::Result<_, _>>()?;
     let rest: Vec<ObjectKey> = keys.iter().filter(|k| **k != marker).cloned().collect();
     delete_keys(repo, &rest)?;
+    if let Some(l) = label {
+        delete_wal(repo, std::slice::from_ref(&l))?;
+    }
     delete_keys(repo, std::slice::from_ref(&marker))?;
     Ok(keys.len())
 }

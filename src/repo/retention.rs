@@ -76,6 +76,8 @@ pub struct Expiring {
     pub backup: BackupId,
     /// When its deletion began (RFC 3339, UTC).
     pub since: String,
+    /// The `.backup` file PostgreSQL archived for it, deleted with it.
+    pub label_file: Option<crate::pg::WalFileName>,
 }
 
 impl RepoObject for Expiring {
