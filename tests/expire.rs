@@ -260,6 +260,19 @@ fn retain_full_2(s3: bool) {
     let out = e.run(&["restore", "--pgdata", dir.to_str().unwrap(), "--target-time", &times[0]]);
     out.expect_code(19);
     assert!(!dir.exists());
+
+    // The restore left a lease on its backup (its recovery fetches WAL for a while): a policy
+    // that would drop that backup keeps it, with its WAL.
+    let out = e.run(&["expire", "--retain-full", "1", "--confirm", "--json"]);
+    out.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["backups"][0]["id"], ids[2].as_str());
+    assert_eq!(plan["backups"][0]["keep"], true, "{plan}");
+    let why = plan["backups"][0]["reasons"][0].as_str().unwrap();
+    assert!(why.starts_with("kept: lease restore-"), "{why}");
+    assert_eq!(plan["leases"][0]["live"], true);
+    assert_eq!(e.backup_ids(), ids[2..].to_vec());
+    e.run(&["wal", "verify"]).expect_code(0);
 }
 
 #[test]
@@ -376,9 +389,13 @@ fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = e.run(&["expire", "--retain-full", "1", "--confirm", "--explain"]);
+    // Past a grace period of 1 s, only the base backup's lease keeps its directory.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out =
+        e.run(&["expire", "--retain-full", "1", "--retain-grace", "1s", "--confirm", "--explain"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("incomplete "), "{}", out.stdout);
+    assert!(out.stdout.contains("keep  kept: lease basebackup-"), "{}", out.stdout);
+    assert!(out.stdout.contains("live"), "{}", out.stdout);
     std::fs::remove_file(&block).unwrap();
     let status = bb.wait().unwrap();
     assert!(status.success(), "the base backup failed: {status}");

@@ -326,7 +326,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     // A value restore_command cannot carry is refused before anything is written.
     recovery::config::restore_command(&walrs, &env, !args.standby)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
-    let stats = backup::restore::restore_files(&repo, m, &opts)?;
+    // The lease keeps the backup and its WAL from `walrs expire` while the files are restored,
+    // and for a day after, while the recovery fetches the WAL.
+    let stats = crate::repo::retention::with_lease(
+        &repo,
+        crate::repo::LeaseKind::Restore,
+        Some(m.id.clone()),
+        false,
+        Some(crate::repo::retention::RESTORE_LEASE_AFTER_US),
+        || backup::restore::restore_files(&repo, m, &opts),
+    )?;
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
     // pick one itself (`current`: the restored backup's, which may not be the plan's).
     let plan_tli = plan.target_timeline;

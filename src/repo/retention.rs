@@ -162,6 +162,117 @@ impl Lease {
     }
 }
 
+/// How long a lease holds without renewal.
+pub const LEASE_TTL_US: i64 = 10 * 60 * 1_000_000;
+/// How long a restore's lease holds after `walrs restore` has written the data directory: the
+/// recovery that follows fetches the backup's WAL.
+pub const RESTORE_LEASE_AFTER_US: i64 = 24 * 3600 * 1_000_000;
+/// How often a holder renews it.
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Runs `work` while holding a lease of `kind` on `backup` in `repo`: the lease is written
+/// before `work` starts, renewed every [`LEASE_RENEW`] (to [`LEASE_TTL_US`] ahead) by a thread
+/// while it runs, and then removed, or, when `work` succeeded and `keep_after_us` is set, left
+/// to hold that much longer (a restore's recovery fetches WAL after `walrs restore` exits).
+/// With `required` false, a lease that cannot be written (a read-only credential) is reported
+/// and `work` runs without it.
+pub fn with_lease<T>(
+    repo: &super::Repository,
+    kind: LeaseKind,
+    backup: Option<BackupId>,
+    required: bool,
+    keep_after_us: Option<i64>,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let started_us = now_us();
+    let host = host_name();
+    let pid = std::process::id();
+    let mut lease = Lease {
+        format_version: FORMAT_VERSION,
+        holder: Lease::holder_name(kind, &host, pid, started_us),
+        kind,
+        host,
+        pid,
+        started_us,
+        expires_us: started_us.saturating_add(LEASE_TTL_US),
+        backup,
+        wal_from: None,
+        timeline: None,
+    };
+    let id = lease.holder.clone();
+    if let Err(e) = repo.save(&id, &lease, Fixed) {
+        if required {
+            return Err(e);
+        }
+        tracing::warn!(
+            "could not take a lease ({e}): walrs expire elsewhere is not told of this {}",
+            kind.as_str()
+        );
+        return work();
+    }
+    let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let result = std::thread::scope(|s| {
+        let renew = {
+            let stop = stop.clone();
+            let mut lease = lease.clone();
+            s.spawn(move || {
+                let (lock, cv) = &*stop;
+                let Ok(mut done) = lock.lock() else { return };
+                while !*done {
+                    let Ok((d, _)) = cv.wait_timeout(done, LEASE_RENEW) else { return };
+                    done = d;
+                    if *done {
+                        break;
+                    }
+                    lease.expires_us = now_us().saturating_add(LEASE_TTL_US);
+                    if let Err(e) = repo.save(&lease.holder, &lease, Fixed) {
+                        tracing::warn!("could not renew lease {}: {e}", lease.holder);
+                    }
+                }
+            })
+        };
+        let r = work();
+        let (lock, cv) = &*stop;
+        if let Ok(mut d) = lock.lock() {
+            *d = true;
+        }
+        cv.notify_all();
+        let _ = renew.join();
+        r
+    });
+    match (&result, keep_after_us) {
+        (Ok(_), Some(after)) => {
+            lease.expires_us = now_us().saturating_add(after);
+            if let Err(e) = repo.save(&id, &lease, Fixed) {
+                tracing::warn!("could not extend lease {id}: {e}");
+            }
+        }
+        _ => {
+            let key = Lease::key(&id).map(|k| vec![k]);
+            if let Err(e) = key.and_then(|k| super::prune::delete_keys(repo, &k)) {
+                tracing::warn!("could not remove lease {id}: {e} (it expires by itself)");
+            }
+        }
+    }
+    result
+}
+
 /// Whether `s` is a holder name a key may carry.
 fn valid_holder(s: &str) -> bool {
     !s.is_empty()

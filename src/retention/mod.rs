@@ -527,7 +527,14 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
         .incomplete
         .iter()
         .map(|i| {
-            let leased = live.iter().find(|l| l.backup.as_ref() == Some(&i.id));
+            // A base backup's lease names no id (it is chosen later): it holds every incomplete
+            // backup that started (by its id, whole seconds) no earlier than the lease.
+            let leased = live.iter().find(|l| {
+                l.backup.as_ref() == Some(&i.id)
+                    || (l.kind == LeaseKind::Basebackup
+                        && l.backup.is_none()
+                        && i.started_us >= l.started_us - l.started_us.rem_euclid(1_000_000))
+            });
             let (keep, reason) = if i.expiring {
                 (false, "dropped: the rest of a deletion an earlier expire began".to_owned())
             } else if let Some(l) = leased {
