@@ -405,3 +405,82 @@ fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
     a.switch_and_wait_archived();
     assert_eq!(e.restore_and_read("r", &["--backup", &ids[1]]), sum);
 }
+
+/// Binlog retention: `walrs expire --retain-binlogs 2 --confirm` on a repository `binlog tail`
+/// filled with five binlog files keeps the two newest closed files and the active one, deletes
+/// the older ones (metadata first), and what stays still fetches byte for byte.
+#[test]
+fn issue_15_expire_retain_binlogs() {
+    use crate::util::mariadb::{MariaDb, REPL_PASSWORD, REPL_USER};
+    let db = MariaDb::start(&[]);
+    let tmp = crate::util::short_tempdir("wexp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let w = || Walrs::new(&crate::util::walrs_bin()).env("WALRS_REPO", &repo);
+    db.sql("CREATE TABLE t.r (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT) ENGINE=InnoDB");
+    for i in 0..4 {
+        db.sql(&format!("INSERT INTO t.r (v) VALUES ('{i}')"));
+        db.sql("FLUSH BINARY LOGS");
+    }
+    let server = db.binlogs();
+    assert!(server.len() >= 5, "{server:?}");
+    let mut tail = w()
+        .args(["binlog", "tail", "--host", "127.0.0.1", "--user", REPL_USER, "--server-id", "4243"])
+        .arg("--port")
+        .arg(db.port.to_string())
+        .env("WALRS_MYSQL_PASSWORD", REPL_PASSWORD)
+        .spawn_logged(&tmp.path().join("tail.log"));
+    let list = || -> Vec<(String, String)> {
+        let out = w().args(["binlog", "list", "--json"]).run();
+        if out.code != 0 {
+            return vec![];
+        }
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (f["name"].as_str().unwrap().to_owned(), f["state"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    while list().iter().filter(|(_, s)| s == "closed").count() < server.len() - 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the tail never caught up: {:?}",
+            list()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::process::Command::new("kill").args(["-TERM", &tail.id().to_string()]).status().unwrap();
+    tail.wait().unwrap();
+    let before = list();
+    let closed: Vec<String> =
+        before.iter().filter(|(_, s)| s == "closed").map(|(n, _)| n.clone()).collect();
+
+    // A dry run changes nothing; --retain-binlogs alone plans no base backups.
+    let out = w().args(["expire", "--retain-binlogs", "2", "--explain"]).run();
+    out.expect_code(0);
+    assert!(out.stdout.contains(&format!("binlog {}  drop", closed[0])), "{}", out.stdout);
+    assert!(out.stdout.contains("kept: newest 2 binlogs"), "{}", out.stdout);
+    assert_eq!(list(), before);
+
+    let out = w().args(["expire", "--retain-binlogs", "2", "--confirm", "--json"]).run();
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["deleted"]["binlogs"], closed.len() - 2);
+    let after = list();
+    let kept: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+    let want: Vec<&str> = before.iter().skip(closed.len() - 2).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(kept, want, "{after:?}");
+    assert!(!files(&repo).iter().any(|k| k.contains(&closed[0])), "{:?}", files(&repo));
+    for (name, state) in &after {
+        if state == "closed" {
+            let dest = tmp.path().join(name);
+            w().args(["binlog", "fetch", name]).arg(&dest).run().expect_code(0);
+            assert_eq!(std::fs::read(&dest).unwrap(), db.binlog_bytes(name), "{name}");
+        }
+    }
+}

@@ -53,6 +53,10 @@ pub struct Args {
     /// and never the window.
     #[arg(long, value_name = "SIZE", env = "WALRS_RETAIN_MAX_SIZE")]
     pub retain_max_size: Option<String>,
+    /// Binlog repositories: keep at least the N newest closed binlog files (and every file
+    /// after the oldest kept one).
+    #[arg(long, value_name = "N", env = "WALRS_RETAIN_BINLOGS")]
+    pub retain_binlogs: Option<u32>,
     /// Leave incomplete backups (no manifest) younger than DURATION alone [default: 24h].
     #[arg(long, value_name = "DURATION", env = "WALRS_RETAIN_GRACE")]
     pub retain_grace: Option<String>,
@@ -98,6 +102,7 @@ pub fn policy(args: &Args, file: &RetentionFile) -> Result<Policy> {
         yearly: args.retain_yearly.or(file.yearly),
         max_size,
         grace_us: grace.unwrap_or(retention::DEFAULT_GRACE_US),
+        binlogs: args.retain_binlogs.or(file.binlogs),
     };
     p.check()?;
     Ok(p)
@@ -193,6 +198,7 @@ struct Deleted {
     incomplete: usize,
     segments: usize,
     objects: usize,
+    binlogs: usize,
 }
 
 /// Carries `plan` out, in the order of docs/invariants.md: every dropped backup's marker and
@@ -221,35 +227,97 @@ fn carry_out(repo: &Repository, g: &Gathered, plan: &Plan) -> Result<Deleted> {
     Ok(done)
 }
 
+/// The binlog files of the repository for the binlog planner, in the server's order.
+fn binlog_files(repo: &std::sync::Arc<Repository>) -> Result<Vec<retention::binlog::BinlogInfo>> {
+    let (store, _) = crate::mysql::store::BinlogStore::open(repo.clone())?;
+    let cat = store.scan()?;
+    Ok(cat
+        .files
+        .iter()
+        .map(|((_, name), e)| retention::binlog::BinlogInfo {
+            name: name.clone(),
+            closed: e.whole,
+            last_event_us: e.meta.as_ref().map(|m| i64::from(m.last_event_time) * 1_000_000),
+        })
+        .collect())
+}
+
+/// Deletes the dropped binlog files: every metadata object first (the commit point of a closed
+/// file), then the files. Returns how many files were dropped.
+fn delete_binlogs(
+    repo: &Repository,
+    verdicts: &[retention::binlog::BinlogVerdict],
+) -> Result<usize> {
+    use crate::repo::layout;
+    let dropped: Vec<&str> = verdicts.iter().filter(|v| !v.keep).map(|v| v.name.as_str()).collect();
+    let metas = dropped
+        .iter()
+        .map(|n| layout::binlog_meta_key(n))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    prune::delete_keys(repo, &metas)?;
+    let files = dropped
+        .iter()
+        .map(|n| layout::binlog_file_key(n))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    prune::delete_keys(repo, &files)?;
+    Ok(dropped.len())
+}
+
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let policy = policy(&args, &ctx.settings.retention)?;
-    let repo = ctx.open_repo()?;
+    let repo = std::sync::Arc::new(ctx.open_repo()?);
     let started = std::time::Instant::now();
-    let mut g = gather(&repo)?;
     let now = now_us();
-    let mut plan = make_plan(&g, &policy, now)?;
+    // Binlogs: planned when the repository holds them and a rule applies to them.
+    let binlog_rule = policy.binlogs.is_some_and(|n| n > 0) || policy.window_us.is_some();
+    let binlogs = if binlog_rule && crate::mysql::store::read_config(&repo)?.is_some() {
+        retention::binlog::plan(&binlog_files(&repo)?, policy.binlogs, policy.window_us, now)
+    } else {
+        Vec::new()
+    };
+    // Base backups and WAL: planned when a rule applies to them (a repository of binlogs only
+    // has no config).
+    let wal_plan = policy.has_wal_rule() && (repo.read_config()?.is_some() || binlogs.is_empty());
+    let (mut g, mut plan) = if wal_plan {
+        let g = gather(&repo)?;
+        let plan = make_plan(&g, &policy, now)?;
+        (Some(g), plan)
+    } else {
+        (None, Plan::default())
+    };
     tracing::debug!("planned in {:.3} s", started.elapsed().as_secs_f64());
     let mut deleted = None;
     if args.confirm {
-        // A lease taken since the plan was made (a restore of a backup the plan drops) is
-        // honoured: plan again with it.
-        let leases = read_leases(&repo)?;
-        if leases != g.leases {
-            g.leases = leases;
-            plan = make_plan(&g, &policy, now_us())?;
+        let mut done = Deleted::default();
+        if let Some(g) = g.as_mut() {
+            // A lease taken since the plan was made (a restore of a backup the plan drops) is
+            // honoured: plan again with it.
+            let leases = read_leases(&repo)?;
+            if leases != g.leases {
+                g.leases = leases;
+                plan = make_plan(g, &policy, now_us())?;
+            }
+            done = carry_out(&repo, g, &plan)?;
         }
-        deleted = Some(carry_out(&repo, &g, &plan)?);
+        done.binlogs = delete_binlogs(&repo, &binlogs)?;
+        deleted = Some(done);
     }
     if args.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             #[serde(flatten)]
             plan: &'a Plan,
+            binlogs: &'a [retention::binlog::BinlogVerdict],
             confirmed: bool,
             deleted: Option<&'a Deleted>,
         }
-        let out = Out { plan: &plan, confirmed: args.confirm, deleted: deleted.as_ref() };
+        let out = Out {
+            plan: &plan,
+            binlogs: &binlogs,
+            confirmed: args.confirm,
+            deleted: deleted.as_ref(),
+        };
         outln!(
             "{}",
             serde_json::to_string_pretty(&out)
@@ -281,6 +349,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         for i in &plan.incomplete {
             outln!("incomplete {}  {}  {}", i.id, if i.keep { "keep" } else { "drop" }, i.reason);
         }
+        for b in &binlogs {
+            outln!("binlog {}  {}  {}", b.name, if b.keep { "keep" } else { "drop" }, b.reason);
+        }
         for l in &plan.leases {
             outln!(
                 "lease {}  {}  until {}{}",
@@ -294,7 +365,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let kept = plan.backups.iter().filter(|b| b.keep).count();
     let dropped: Vec<&str> = plan.dropped_backups().map(BackupId::as_str).collect();
     let incomplete = plan.dropped_incomplete().count();
-    let seg_bytes = u64::from(g.seg.get());
+    let seg_bytes = g.as_ref().map_or(0, |g| u64::from(g.seg.get()));
     outln!(
         "{}: keep {kept} backup(s); drop {} backup(s){}, {} WAL segment(s) ({} MiB), {incomplete} incomplete backup(s)",
         if args.confirm { "expired" } else { "plan" },
@@ -303,6 +374,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         plan.drop_segments.len(),
         (plan.drop_segments.len() as u64 * seg_bytes) >> 20
     );
+    if !binlogs.is_empty() {
+        let dropped: Vec<&str> =
+            binlogs.iter().filter(|b| !b.keep).map(|b| b.name.as_str()).collect();
+        outln!(
+            "binlogs: keep {}; drop {}{}",
+            binlogs.len() - dropped.len(),
+            dropped.len(),
+            if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) }
+        );
+    }
     for l in plan.leases.iter().filter(|l| !l.live) {
         tracing::warn!("lease {} expired at {}: ignored", l.holder, l.expire_time);
     }

@@ -11,6 +11,8 @@
 //! `XLogFileReadAnyTLI` decides which file of a path is read), and every `.history` file.
 //! Backups are ordered by stop LSN and stop time, never by id.
 
+pub mod binlog;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -45,16 +47,30 @@ pub struct Policy {
     pub max_size: Option<u64>,
     /// `--retain-grace`: incomplete backups younger than this are never removed.
     pub grace_us: i64,
+    /// `--retain-binlogs`: at least the N newest closed binlog files (binlog repositories).
+    pub binlogs: Option<u32>,
 }
 
 /// The default grace period of incomplete backups: 24 h.
 pub const DEFAULT_GRACE_US: i64 = DAY_US;
 
 impl Policy {
+    /// Whether a rule of base backups and WAL is given (else only binlogs are planned).
+    pub fn has_wal_rule(&self) -> bool {
+        let some = |n: Option<u32>| n.is_some_and(|n| n > 0);
+        self.window_us.is_some_and(|w| w > 0)
+            || some(self.full)
+            || some(self.daily)
+            || some(self.weekly)
+            || some(self.monthly)
+            || some(self.yearly)
+    }
+
     /// Refuses a policy that would keep nothing (exit 2).
     pub fn check(&self) -> Result<()> {
         let some = |n: Option<u32>| n.is_some_and(|n| n > 0);
-        if self.window_us.is_none_or(|w| w <= 0)
+        if !some(self.binlogs)
+            && self.window_us.is_none_or(|w| w <= 0)
             && !some(self.full)
             && !some(self.daily)
             && !some(self.weekly)
@@ -165,7 +181,7 @@ pub struct LeaseReport {
 }
 
 /// A retention plan.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Plan {
     /// When it was made (RFC 3339, UTC).
     pub plan_time: String,
@@ -258,6 +274,12 @@ fn on_path(path: &ExpectedTimelines, b: &BackupManifest) -> bool {
 /// Plans (see the module docs). Refuses a policy that keeps nothing.
 pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
     policy.check()?;
+    if !policy.has_wal_rule() {
+        return Err(WalrsError::new(
+            Kind::Usage,
+            "no retention rule for base backups and WAL (--retain-binlogs applies to binlogs only)",
+        ));
+    }
     let now = input.now_us;
     let mut order: Vec<&BackupManifest> = input.backups.iter().collect();
     order.sort_by_key(|b| (b.stop_lsn, b.stop_time_us));

@@ -372,6 +372,7 @@ fn histories_strategy() -> impl Strategy<Value = History> {
                     yearly: None,
                     max_size: size.flatten(),
                     grace_us: DAY_US,
+                    binlogs: None,
                 };
                 History { timelines, last1, gaps, backups, policy, now_after }
             },
