@@ -1,10 +1,26 @@
 //! Little-endian integers read out of byte slices, the one set every decoder uses (`pg/` for WAL
 //! pages and records, `codec/` for envelope headers, frames and trailers, `mysql/` for binlog
-//! events).
+//! events), and [`read_full`], the one "fill this buffer from a reader" (`codec/`, `storage/`,
+//! `archive/`).
 //!
 //! Every reader returns `None` when the slice is too short (or the offset overflows), never a
 //! made-up 0: a caller decides what a short field means (truncated, corrupt) and says so. This file
 //! sits below every layer and imports nothing from the crate.
+
+/// Reads until `buf` is full or the reader is at its end; returns the bytes read (less than
+/// `buf.len()` only at the end). `Interrupted` reads are retried.
+pub fn read_full<R: std::io::Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(buf.get_mut(done..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
 
 /// `N` bytes at `at`, if the slice holds them.
 fn array_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {

@@ -1,12 +1,10 @@
 //! The one error type that leaves the library: a kind (which decides the exit code), a message and
 //! an optional line of guidance for the operator. Subsystem errors (`pg::FormatError`,
 //! `codec::CodecError`, `storage::StorageError`) are folded into it where the caller knows what
-//! they mean.
+//! they mean: `storage::StorageError` by its `From` impl in `storage/`, `codec::CodecError` by its
+//! impl in `repo/errors.rs`, where codec and storage meet. This file imports nothing of walrs.
 
 use std::fmt;
-
-use crate::codec::CodecError;
-use crate::storage::{self, StorageError};
 
 /// What went wrong, at the level an operator (and an exit code) cares about.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -83,6 +81,12 @@ impl WalrsError {
         self.foreign_object
     }
 
+    /// Marks this error as a foreign object ([`WalrsError::is_foreign_object`]).
+    pub(crate) fn foreign_object(mut self) -> Self {
+        self.foreign_object = true;
+        self
+    }
+
     /// Adds guidance.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -106,61 +110,3 @@ impl fmt::Display for WalrsError {
 }
 
 impl std::error::Error for WalrsError {}
-
-impl From<StorageError> for WalrsError {
-    fn from(e: StorageError) -> Self {
-        let kind = match e.kind {
-            storage::ErrorKind::NotFound => Kind::NotFound,
-            storage::ErrorKind::PermissionDenied => Kind::PermissionDenied,
-            storage::ErrorKind::Auth => Kind::Auth,
-            storage::ErrorKind::ReadOnly => Kind::ReadOnly,
-            storage::ErrorKind::NoSpace => Kind::NoSpace,
-            storage::ErrorKind::Unavailable => Kind::Unavailable,
-            storage::ErrorKind::Timeout => Kind::Timeout,
-            storage::ErrorKind::Misconfigured => Kind::Config,
-            storage::ErrorKind::InvalidKey => Kind::Internal,
-            storage::ErrorKind::Body | storage::ErrorKind::Io => Kind::Io,
-        };
-        let err = WalrsError::new(kind, format!("repository: {e}"));
-        match kind {
-            Kind::NoSpace => err.hint("free space in the repository; nothing partial was left behind"),
-            Kind::Auth => err.hint(
-                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile), the region, and the clock",
-            ),
-            Kind::Unavailable => err.hint(
-                "the store did not answer in time; check WALRS_S3_ENDPOINT and the network, or raise --unreachable-timeout / --timeout",
-            ),
-            Kind::PermissionDenied | Kind::ReadOnly => {
-                err.hint("the repository must be writable by the user running walrs (for archive_command, the postgres user)")
-            }
-            _ => err,
-        }
-    }
-}
-
-/// The guidance for a foreign object. Never `wal index --rebuild`: that would take the object in.
-const FOREIGN_OBJECT_HINT: &str = "walrs did not write this object with the repository's encryption: someone who can write to the repository may have planted it; move it aside, keep it for investigation and find out who wrote it";
-
-impl From<CodecError> for WalrsError {
-    fn from(e: CodecError) -> Self {
-        match &e {
-            CodecError::Corrupt { .. } => WalrsError::new(Kind::Corrupt, e.to_string())
-                .hint("the stored object fails verification; restore it from another copy or move it aside"),
-            CodecError::Unsupported { .. } => WalrsError::new(Kind::Unsupported, e.to_string())
-                .hint("upgrade walrs to read this repository"),
-            CodecError::Foreign { .. } => WalrsError {
-                foreign_object: true,
-                ..WalrsError::new(Kind::Corrupt, e.to_string()).hint(FOREIGN_OBJECT_HINT)
-            },
-            CodecError::Key(_) => WalrsError::new(Kind::Key, e.to_string()),
-            CodecError::Io { source, .. } => {
-                // A storage backend's reader wraps its typed error in the io::Error.
-                if let Some(se) = source.get_ref().and_then(|e| e.downcast_ref::<StorageError>()) {
-                    return WalrsError::from(se.clone());
-                }
-                let kind = WalrsError::from(StorageError::from_io("", "", source)).kind;
-                WalrsError::new(if kind == Kind::NotFound { Kind::Io } else { kind }, e.to_string())
-            }
-        }
-    }
-}

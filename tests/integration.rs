@@ -22,6 +22,7 @@ mod mysql_wire;
 mod operator;
 mod operator_guards;
 mod pg_archive;
+mod pgwire;
 mod pitr;
 mod prefetch;
 mod repo_objects;

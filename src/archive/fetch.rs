@@ -6,19 +6,16 @@
 //! never sees a partial or empty file. "Not found" is reported only when the repository answered
 //! that the object does not exist; a missing repository is a different error.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::cleanup::TempGuard;
 use crate::codec::ObjectSummary;
+use crate::durable::{self, TempFile, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{LongPageHeader, WalFileName};
 use crate::repo::{RepoConfig, Repository, WalFile};
-
-use super::local_io;
 
 /// What a fetch did.
 #[derive(Debug)]
@@ -67,8 +64,8 @@ pub fn fetch_with_config(
     dest: &Path,
     started: Instant,
 ) -> Result<FetchOutcome> {
-    super::check_destination(dest)?;
-    let dir = super::spool::wal_dir(dest);
+    durable::check_destination(dest)?;
+    let dir = durable::parent_dir(dest);
     let base = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         WalrsError::new(
             Kind::InvalidInput,
@@ -76,8 +73,8 @@ pub fn fetch_with_config(
         )
     })?;
     remove_dead_temporaries(&dir, base);
-    let (mut guard, summary) = decode_to_temp(repo, cfg, name, &dir, base)?;
-    super::install(&mut guard, dest, &dir)?;
+    let (tmp, summary) = decode_to_temp(repo, cfg, name, &dir, base)?;
+    durable::install(tmp, dest)?;
     let _ = crate::cleanup::mark_committed();
     tracing::info!(
         "restored {name} to {} ({} bytes) in {:.3} s",
@@ -92,7 +89,7 @@ pub fn fetch_with_config(
 /// fetch killed with SIGKILL left beside `%p` (`dir` is local: `pg_wal`). A live pid, even a
 /// reused one, keeps its files.
 fn remove_dead_temporaries(dir: &Path, base: &str) {
-    let prefix = format!(".{base}.walrs-tmp.");
+    let prefix = format!(".{base}{}", durable::LOCAL_TEMP_MARK);
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let file = e.file_name();
@@ -108,23 +105,20 @@ fn remove_dead_temporaries(dir: &Path, base: &str) {
     }
 }
 
-/// Fsyncs the directory `dir` (after a rename into it).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| local_io("syncing directory", dir, &e))
-}
-
 /// Decodes the WAL file `name` from `repo` into a new temporary file in `dir` (named after
-/// `base`), every frame and the trailer verified and the file fsynced. The guard removes the file
-/// unless the caller renames it and disarms the guard. An object from a network backend that
-/// fails verification is read once more before it is called corrupt (`reread`).
+/// `base`), every frame and the trailer verified and the file fsynced. The file is removed unless
+/// the caller puts it in place. An object from a network backend that fails verification is read
+/// once more before it is called corrupt (`reread`).
 pub(crate) fn decode_to_temp(
     repo: &Repository,
     cfg: &RepoConfig,
     name: &WalFileName,
     dir: &Path,
     base: &str,
-) -> Result<(TempGuard, ObjectSummary)> {
-    super::reread::read_verified(repo, name.as_str(), || decode_once(repo, cfg, name, dir, base))
+) -> Result<(TempFile, ObjectSummary)> {
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
+        decode_once(repo, cfg, name, dir, base)
+    })
 }
 
 /// One read of [`decode_to_temp`], into its own temporary file.
@@ -134,7 +128,7 @@ fn decode_once(
     name: &WalFileName,
     dir: &Path,
     base: &str,
-) -> Result<(TempGuard, ObjectSummary)> {
+) -> Result<(TempFile, ObjectSummary)> {
     let mut decoder = repo.open::<WalFile>(name).map_err(|e| {
         if e.kind == Kind::NotFound {
             WalrsError::new(
@@ -145,7 +139,7 @@ fn decode_once(
             e
         }
     })?;
-    let (guard, mut out) = super::create_temp(dir, base)?;
+    let mut out = durable::create_in(dir, base)?;
 
     let mut frame = Vec::new();
     let mut first = true;
@@ -154,7 +148,7 @@ fn decode_once(
             check_first_frame(name, cfg, &frame)?;
         }
         first = false;
-        out.write_all(&frame).map_err(|e| local_io("writing", guard.path(), &e))?;
+        out.write_all(&frame).map_err(|e| local_io("writing", out.path(), &e))?;
     }
     let summary = decoder.summary().ok_or_else(|| {
         WalrsError::new(Kind::Internal, format!("{name}: decoder ended without a trailer"))
@@ -162,6 +156,6 @@ fn decode_once(
     if first && name.is_segment_like() {
         return Err(WalrsError::new(Kind::Corrupt, format!("object {name} is empty")));
     }
-    out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    Ok((guard, summary))
+    out.sync().map_err(|e| local_io("syncing", out.path(), &e))?;
+    Ok((out, summary))
 }

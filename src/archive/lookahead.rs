@@ -30,7 +30,7 @@ use crate::pg::{WalFileKind, WalFileName};
 use crate::repo::{Repository, WalFile};
 
 use super::push::{PushOptions, PushOutcome, push};
-use super::spool::{Spool, try_lock, wal_dir, write_atomically};
+use super::spool::{Spool, try_lock, wal_dir};
 
 /// Default number of segments a push works on at once (measured: docs/benchmarks.md).
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -355,7 +355,7 @@ impl<'a> LookAhead<'a> {
         path: &Path,
         opts: &PushOptions,
     ) -> Result<bool> {
-        let before = file_id(path).map_err(|e| super::local_io("reading", path, &e))?;
+        let before = file_id(path).map_err(|e| crate::durable::local_io("reading", path, &e))?;
         let (stored_len, digest) = match push(self.repo, path, opts)? {
             PushOutcome::Stored { summary, .. } => (summary.stored_len, summary.digest_hex()),
             PushOutcome::AlreadyArchived => {
@@ -384,7 +384,7 @@ impl<'a> LookAhead<'a> {
         let json = serde_json::to_vec(&record)
             .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
         let rp = self.record_path(name);
-        if let Err(e) = write_atomically(&rp, &json) {
+        if let Err(e) = crate::durable::write_cache(&rp, &json) {
             tracing::warn!(
                 "{name} is archived, but its spool record {} could not be written: {e}",
                 rp.display()

@@ -41,9 +41,9 @@ use crate::pg::page::LONG_PAGE_HEADER_LEN;
 use crate::pg::{TimeLineId, WalFileKind, WalFileName, WalSegSize};
 use crate::repo::{RepoConfig, Repository, WalFile};
 
-use super::fetch::{check_first_frame, decode_to_temp, sync_dir};
-use super::local_io;
-use super::spool::{Spool, try_lock, write_atomically};
+use super::fetch::{check_first_frame, decode_to_temp};
+use super::spool::{Spool, try_lock};
+use crate::durable::{self, local_io};
 
 /// Default number of segments kept ready ahead of replay (128 MiB of 16 MiB segments).
 pub const DEFAULT_COUNT: usize = 8;
@@ -119,7 +119,7 @@ impl PrefetchDir {
     /// Records `name` as the last segment served.
     pub fn set_position(&self, name: &WalFileName) -> Result<()> {
         let p = self.dir.join(POSITION);
-        write_atomically(&p, name.as_str().as_bytes()).map_err(|e| local_io("writing", &p, &e))
+        durable::write_cache(&p, name.as_str().as_bytes()).map_err(|e| local_io("writing", &p, &e))
     }
 
     /// Serves `name` from the spool into `dest` if a sound entry is there: moved (or copied,
@@ -142,8 +142,8 @@ impl PrefetchDir {
             }
         }
         let src = self.entry(name);
-        let dir = super::spool::wal_dir(dest);
-        super::check_destination(dest)?;
+        let dir = durable::parent_dir(dest);
+        durable::check_destination(dest)?;
         match std::fs::rename(&src, dest) {
             Ok(()) => {}
             // EXDEV: the spool is on another file system than pg_wal.
@@ -151,7 +151,7 @@ impl PrefetchDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(local_io("moving into place", dest, &e)),
         }
-        sync_dir(&dir)?;
+        durable::sync_dir(&dir).map_err(|e| local_io("syncing directory", &dir, &e))?;
         let _ = crate::cleanup::mark_committed();
         let _ = std::fs::remove_file(self.meta_path(name));
         let _ = std::fs::remove_file(&src);
@@ -267,14 +267,13 @@ impl PrefetchDir {
         if self.read_meta(name).is_some() && self.entry(name).exists() {
             return Ok(true);
         }
-        let (mut guard, summary) = match decode_to_temp(repo, cfg, name, &self.dir, name.as_str()) {
+        let (tmp, summary) = match decode_to_temp(repo, cfg, name, &self.dir, name.as_str()) {
             Ok(x) => x,
             Err(e) if e.kind == Kind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
         let path = self.entry(name);
-        std::fs::rename(guard.path(), &path).map_err(|e| local_io("renaming into", &path, &e))?;
-        guard.disarm();
+        tmp.rename_to(&path).map_err(|e| local_io("renaming into", &path, &e))?;
         let meta = Meta {
             format_version: META_VERSION,
             name: name.to_string(),
@@ -287,23 +286,19 @@ impl PrefetchDir {
         let bytes = serde_json::to_vec(&meta)
             .map_err(|e| WalrsError::new(Kind::Internal, format!("sidecar of {name}: {e}")))?;
         let mp = self.meta_path(name);
-        write_atomically(&mp, &bytes).map_err(|e| local_io("writing", &mp, &e))?;
+        durable::write_cache(&mp, &bytes).map_err(|e| local_io("writing", &mp, &e))?;
         Ok(true)
     }
 }
 
-/// Copies the spool file `src` into `dest` through a temporary file beside it (fsynced, renamed;
-/// the caller fsyncs the directory).
+/// Copies the spool file `src` into `dest` durably, through a temporary file beside it
+/// ([`durable::install`]).
 fn copy_into(src: &Path, dest: &Path, dir: &Path) -> Result<()> {
     let base = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
-    let (mut guard, mut out) = super::create_temp(dir, base)?;
+    let mut out = durable::create_in(dir, base)?;
     let mut input = File::open(src).map_err(|e| local_io("opening", src, &e))?;
-    std::io::copy(&mut input, &mut out).map_err(|e| local_io("copying into", guard.path(), &e))?;
-    out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    drop(out);
-    std::fs::rename(guard.path(), dest).map_err(|e| local_io("renaming into", dest, &e))?;
-    guard.disarm();
-    Ok(())
+    std::io::copy(&mut input, &mut out).map_err(|e| local_io("copying into", out.path(), &e))?;
+    durable::install(out, dest)
 }
 
 /// The timeline PostgreSQL asks for at each of the `count` segments after `pos`, following

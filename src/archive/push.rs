@@ -22,7 +22,7 @@ use crate::repo::{PutExtras, PutNew, RepoConfig, Repository, WalFile};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::local_io;
+use crate::durable::local_io;
 
 /// Largest `.history` / `.backup` file accepted (they are a few hundred bytes in practice).
 const MAX_TEXT_FILE: u64 = 16 * 1024 * 1024;
@@ -350,7 +350,7 @@ fn compare_with_stored(
     file: &mut File,
     path: &Path,
 ) -> Result<String> {
-    super::reread::read_verified(repo, name.as_str(), || {
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
         file.seek(SeekFrom::Start(0)).map_err(|e| local_io("reading", path, &e))?;
         compare_once(repo, name, file, path)
     })

@@ -28,10 +28,7 @@ pub struct Spool {
 /// The directory of a WAL path (`pg_wal/000000010000000000000001` gives `pg_wal`), `.` for a
 /// bare name.
 pub fn wal_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    crate::durable::parent_dir(path)
 }
 
 impl Spool {
@@ -85,33 +82,12 @@ pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| super::local_io("opening", path, &e))?;
+        .map_err(|e| crate::durable::local_io("opening", path, &e))?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(super::local_io("locking", path, &e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(crate::durable::local_io("locking", path, &e)),
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees the old
-/// file, the new one or none, never a torn one. No fsync: spool files are caches whose loss after
-/// a crash only costs the work of redoing them, and every reader validates what it finds.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut guard = crate::cleanup::TempGuard::new(tmp.clone());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    guard.disarm();
-    Ok(())
 }
 
 #[cfg(test)]

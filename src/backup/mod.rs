@@ -814,30 +814,26 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         };
         let mut files_here = Vec::new();
         for c in &a.chunks {
-            let mut t = TarTracker::default();
-            let mut failed = None;
-            match ChunkId::from_key(&c.key).and_then(|k| repo.open::<BackupChunk>(&k)) {
-                Ok(mut d) => {
-                    let mut frame = Vec::new();
-                    loop {
-                        match d.next_frame(&mut frame) {
-                            Ok(true) => t.feed(&frame),
-                            Ok(false) => break,
-                            Err(e) => {
-                                failed = Some(e.to_string());
-                                break;
-                            }
-                        }
-                    }
-                    if failed.is_none()
-                        && let Some(sum) = d.summary()
-                        && sum.digest_hex() != c.digest
-                    {
-                        failed = Some("content differs from the manifest".into());
-                    }
+            // From a network backend, a chunk that fails verification is read once more
+            // (`repo::reread`) before it counts as damaged.
+            let read = crate::repo::reread::read_verified(repo, &c.key, || {
+                let mut t = TarTracker::default();
+                let mut d = ChunkId::from_key(&c.key).and_then(|k| repo.open::<BackupChunk>(&k))?;
+                let mut frame = Vec::new();
+                while d.next_frame(&mut frame)? {
+                    t.feed(&frame);
                 }
-                Err(e) => failed = Some(e.to_string()),
-            }
+                match d.summary() {
+                    Some(sum) if sum.digest_hex() != c.digest => {
+                        Err(WalrsError::new(Kind::Corrupt, "content differs from the manifest"))
+                    }
+                    _ => Ok(t),
+                }
+            });
+            let (t, failed) = match read {
+                Ok(t) => (t, None),
+                Err(e) => (TarTracker::default(), Some(e.message)),
+            };
             if let Some(why) = failed {
                 problems.push(format!("{}: {why}", c.key));
                 if !broken.contains(&prefix) {

@@ -80,7 +80,7 @@ pub fn remove_restored(dests: &[(PathBuf, bool)]) {
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> WalrsError {
-    crate::archive::local_io(what, p, &e)
+    crate::durable::local_io(what, p, &e)
 }
 
 /// Checks that `p` is an empty directory or creates it; returns whether it created it.
@@ -221,6 +221,10 @@ fn extract_chunk(
                             .create(parent)
                             .map_err(|e| io("creating", parent, e))?;
                     }
+                    // A chunk extracted a second time (`reread`) finds its own link.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        fs::remove_file(&path).map_err(|e| io("replacing", &path, e))?;
+                    }
                     std::os::unix::fs::symlink(&h.link, &path)
                         .map_err(|e| io("linking", &path, e))?;
                     current = Some((None, 0, h.padded_size(), path));
@@ -277,7 +281,7 @@ fn fsync_tree(dir: &Path) -> Result<()> {
             fsync_tree(&e.path())?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing", dir, e))
+    crate::durable::sync_dir(dir).map_err(|e| io("syncing", dir, e))
 }
 
 /// Restores the backup's files.
@@ -333,7 +337,13 @@ fn restore_into(
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    match extract_chunk(repo, k, dest, *base, &stats) {
+                    // A chunk that fails verification from a network backend is extracted
+                    // once more (every file it writes is created or replaced anew).
+                    let name = BackupChunk::key(k).map(|k| k.to_string()).unwrap_or_default();
+                    let extracted = crate::repo::reread::read_verified(repo, &name, || {
+                        extract_chunk(repo, k, dest, *base, &stats)
+                    });
+                    match extracted {
                         Ok(()) => progress.add(*len),
                         Err(e) => {
                             if let Ok(mut slot) = first_error.lock() {
@@ -360,7 +370,7 @@ fn restore_into(
                         format!("{}: not UTF-8; cannot remap its locations", map.display()),
                     )
                 })?;
-                let write = crate::recovery::config::write_atomic;
+                let write = crate::durable::write_file;
                 write(&o.pgdata.join("tablespace_map.walrs-original"), text.as_bytes())?;
                 let rewritten: String = text
                     .lines()

@@ -1,6 +1,7 @@
-//! Argument parsing and resolution: the clap definitions of the global flags and subcommands, and
-//! the resolved [`Ctx`] every command runs with (settings merged once, deadline armed, logging
-//! set up). `main.rs` calls [`run`] and turns its result into the exit status.
+//! Argument parsing and resolution: the clap definitions of the global flags and subcommands;
+//! [`run`], which resolves the settings once, sets up logging, arms the deadline, builds the
+//! [`Ctx`] a command runs with, runs the command, prints its [`Outcome`] and maps its result to
+//! the exit code, in one place. `main.rs` calls [`run`] and turns its result into the exit status.
 
 pub mod exit;
 
@@ -9,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, Outcome, Output};
 use crate::config::{Deadline, DeadlineSource, Overrides, Settings};
-use crate::error::{Kind, Result, WalrsError};
-use crate::repo::Repository;
-use crate::storage::OpenOptions;
+use crate::error::{Kind, Result};
 
 pub use exit::ExitCode;
+// Moved to `commands` (issue 14); re-exported for one release so that commands written against
+// the old paths still build.
+pub(crate) use crate::commands::with_env_note;
+pub use crate::commands::{CompressionArg, Ctx, GLOBAL_HEADING, SpoolArg};
 
 /// `walrs --version`: the crate version, the git commit it was built from and the build date
 /// (build.rs; `unknown` when the source was not a git checkout).
@@ -27,21 +30,6 @@ pub const VERSION: &str = concat!(
     env!("WALRS_BUILD_DATE"),
     ")"
 );
-
-/// The heading of the options that every command reads from a flag, a `WALRS_*` variable or
-/// the config file.
-pub const GLOBAL_HEADING: &str = "Global options";
-
-/// Appended to the examples of every command's help: the settings that have no flag.
-macro_rules! with_env_note {
-    ($examples:expr) => {
-        concat!(
-            $examples,
-            "\n\nEncryption key (never a flag): WALRS_ENCRYPTION_KEY_FILE=FILE (a file holding the base64 key) or WALRS_ENCRYPTION_KEY=KEY.\nAn option's WALRS_* variable is shown beside it; the config file (--config) can set most of them: docs/configuration.md."
-        )
-    };
-}
-pub(crate) use with_env_note;
 
 /// walrs: keeps PostgreSQL databases recoverable to any second.
 #[derive(Parser, Debug)]
@@ -112,24 +100,6 @@ pub struct GlobalArgs {
     pub unreachable_timeout: Option<String>,
 }
 
-/// `--compression`, for the commands that write objects (`push`, `basebackup`, `binlog tail`,
-/// `repo init`). Commands that only read ignore `WALRS_COMPRESSION`.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct CompressionArg {
-    /// Compression of new objects: zstd[:LEVEL], lz4 or none (default: the repository's, zstd:1).
-    #[arg(long, env = "WALRS_COMPRESSION", value_name = "ALGO", help_heading = GLOBAL_HEADING)]
-    pub compression: Option<String>,
-}
-
-/// `--spool-dir`, for `push` and `fetch` (and the prefetcher `fetch` starts).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct SpoolArg {
-    /// Spool directory of push look-ahead records and fetch prefetch (default: walrs_spool in the
-    /// data directory of the WAL path).
-    #[arg(long, env = "WALRS_SPOOL_DIR", value_name = "DIR", help_heading = GLOBAL_HEADING)]
-    pub spool_dir: Option<String>,
-}
-
 /// `--compression` and `--spool-dir` given before the command name (`walrs --spool-dir D push
 /// %p`), as earlier versions, where they were global, accepted. Hidden; refused (exit 2) before a
 /// command they do not apply to.
@@ -181,17 +151,135 @@ pub enum Command {
     Prefetch(commands::fetch::PrefetchArgs),
 }
 
-/// The resolved context a command runs with.
-pub struct Ctx {
-    /// Merged settings.
-    pub settings: Settings,
-    /// When the command must have finished.
-    pub deadline: Instant,
-    /// The global options as given (flags or their variables), for child processes.
-    pub global: GlobalArgs,
+/// How `run` runs one command: everything it needs to know about it, from the one match over
+/// [`Command`] in [`Command::job`].
+struct Job {
+    /// The command's name: the deadline's key in the config file (`<what>_timeout`) and the
+    /// name in error lines.
+    what: &'static str,
+    /// The deadline's key, when it is not `what` (the prefetcher is part of `fetch`).
+    deadline_key: &'static str,
+    /// The deadline when none is configured.
+    default_timeout: Duration,
+    /// The span every log line of the command runs in (it names the command: PostgreSQL's log
+    /// interleaves walrs's lines with its own). A function: a span made before logging is set up
+    /// would be a disabled one.
+    span: fn() -> tracing::Span,
+    /// `fetch --abort-on-hard-failure` (fetch only: then `Some`).
+    abort_flag: Option<bool>,
+    /// Runs until stopped (`binlog tail`): a deadline only when one is asked for.
+    until_stopped: bool,
+    /// The command itself.
+    run: Runner,
 }
 
+/// A command, ready to run with its context.
+type Runner = Box<dyn FnOnce(&Ctx) -> Result<Outcome>>;
+
 impl Command {
+    /// The command as a [`Job`]: its name, deadline, log span and runner.
+    fn job(self) -> Job {
+        use commands::{
+            backup, basebackup, binlog, expire, fetch, push, repo, restore, timeline, wal,
+        };
+        fn job(
+            what: &'static str,
+            default_timeout: Duration,
+            span: fn() -> tracing::Span,
+            run: Runner,
+        ) -> Job {
+            Job {
+                what,
+                deadline_key: what,
+                default_timeout,
+                span,
+                abort_flag: None,
+                until_stopped: false,
+                run,
+            }
+        }
+        match self {
+            Command::Push(a) => job(
+                "push",
+                push::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs push"),
+                Box::new(|c| push::run(c, a)),
+            ),
+            Command::Fetch(a) => Job {
+                abort_flag: a.abort_on_hard_failure.then_some(true),
+                ..job(
+                    "fetch",
+                    fetch::DEFAULT_TIMEOUT,
+                    || tracing::error_span!("walrs fetch"),
+                    Box::new(|c| fetch::run(c, a)),
+                )
+            },
+            Command::Wal(a) => job(
+                "wal",
+                match a.action {
+                    wal::Action::List { .. } => wal::DEFAULT_TIMEOUT,
+                    _ => wal::DEFAULT_LONG_TIMEOUT,
+                },
+                || tracing::error_span!("walrs wal"),
+                Box::new(|c| wal::run(c, a)),
+            ),
+            Command::Timeline(a) => job(
+                "timeline",
+                wal::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs timeline"),
+                Box::new(|c| timeline::run(c, a)),
+            ),
+            Command::Basebackup(a) => job(
+                "basebackup",
+                basebackup::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs basebackup"),
+                Box::new(|c| basebackup::run(c, a)),
+            ),
+            Command::Backup(a) => job(
+                "backup",
+                wal::DEFAULT_LONG_TIMEOUT,
+                || tracing::error_span!("walrs backup"),
+                Box::new(|c| backup::run(c, a)),
+            ),
+            Command::Expire(a) => job(
+                "expire",
+                expire::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs expire"),
+                Box::new(|c| expire::run(c, a)),
+            ),
+            Command::Restore(a) => job(
+                "restore",
+                restore::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs restore"),
+                Box::new(|c| restore::run(c, a)),
+            ),
+            Command::Prefetch(a) => Job {
+                deadline_key: "fetch",
+                ..job(
+                    "prefetch",
+                    fetch::DEFAULT_TIMEOUT,
+                    || tracing::error_span!("walrs prefetch"),
+                    Box::new(|c| fetch::run_prefetch(c, a)),
+                )
+            },
+            Command::Binlog(a) => Job {
+                until_stopped: matches!(a.action, binlog::Action::Tail(_)),
+                ..job(
+                    "binlog",
+                    binlog::DEFAULT_TIMEOUT,
+                    || tracing::error_span!("walrs binlog"),
+                    Box::new(|c| binlog::run(c, a)),
+                )
+            },
+            Command::Repo(a) => job(
+                "repo",
+                repo::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs repo"),
+                Box::new(|c| repo::run(c, a)),
+            ),
+        }
+    }
+
     /// The command's `--compression`, if it takes one.
     fn compression(&self) -> Option<&CompressionArg> {
         match self {
@@ -267,17 +355,6 @@ impl GlobalArgs {
     }
 }
 
-impl Ctx {
-    /// Opens the configured repository, with its key.
-    pub fn open_repo(&self) -> Result<Repository> {
-        let loc = self.settings.require_repo()?;
-        let key = self.settings.load_key()?;
-        let opts = OpenOptions { s3: self.settings.s3.clone(), deadline: self.deadline };
-        let env = |k: &str| std::env::var(k).ok();
-        Ok(Repository::new(loc.open(&opts, &env)?, key))
-    }
-}
-
 /// Logs on stderr at `level`; the progress lines of long commands ([`crate::progress::TARGET`],
 /// info events) also at `warn`, the default, so that a base backup or restore run without a
 /// terminal shows its progress (`--log-level error` hides them).
@@ -345,39 +422,11 @@ where
             };
         }
     };
-    // The deadline's key in the config file (`<key>_timeout`) is the command's name; the
-    // prefetcher is part of `fetch`.
-    let (what, default_timeout, abort_flag) = match &cli.command {
-        Command::Push(_) => ("push", commands::push::DEFAULT_TIMEOUT, None),
-        Command::Fetch(a) => {
-            ("fetch", commands::fetch::DEFAULT_TIMEOUT, a.abort_on_hard_failure.then_some(true))
-        }
-        Command::Wal(a) => match a.action {
-            commands::wal::Action::List { .. } => ("wal", commands::wal::DEFAULT_TIMEOUT, None),
-            _ => ("wal", commands::wal::DEFAULT_LONG_TIMEOUT, None),
-        },
-        Command::Timeline(_) => ("timeline", commands::wal::DEFAULT_TIMEOUT, None),
-        Command::Basebackup(_) => ("basebackup", commands::basebackup::DEFAULT_TIMEOUT, None),
-        Command::Backup(_) => ("backup", commands::wal::DEFAULT_LONG_TIMEOUT, None),
-        Command::Expire(_) => ("expire", commands::expire::DEFAULT_TIMEOUT, None),
-        Command::Restore(_) => ("restore", commands::restore::DEFAULT_TIMEOUT, None),
-        Command::Prefetch(_) => ("prefetch", commands::fetch::DEFAULT_TIMEOUT, None),
-        Command::Binlog(_) => ("binlog", commands::binlog::DEFAULT_TIMEOUT, None),
-        Command::Repo(_) => ("repo", commands::repo::DEFAULT_TIMEOUT, None),
-    };
     let g = &cli.global;
-    // `--compression` / `--spool-dir` before a command they do not apply to: refused, as after
-    // it (clap refuses those).
-    for (flag, given, applies) in [
-        ("--compression", cli.before.compression.is_some(), cli.command.compression().is_some()),
-        ("--spool-dir", cli.before.spool_dir.is_some(), cli.command.spool_dir().is_some()),
-    ] {
-        if given && !applies {
-            init_logging(tracing::Level::WARN);
-            tracing::error!("walrs {what}: {flag} does not apply to this command");
-            return ExitCode::Usage;
-        }
-    }
+    let applies = [
+        ("--compression", cli.command.compression().is_some()),
+        ("--spool-dir", cli.command.spool_dir().is_some()),
+    ];
     let from_flag = |id: &str| {
         let m = leaf(&matches);
         m.try_contains_id(id).unwrap_or(false)
@@ -393,10 +442,22 @@ where
         from_flag("spool_dir"),
         cli.before.spool_dir.as_ref(),
     );
-    let is_fetch = matches!(cli.command, Command::Fetch(_));
+    let job = cli.command.job();
+    let what = job.what;
+    // `--compression` / `--spool-dir` before a command they do not apply to: refused, as after
+    // it (clap refuses those).
+    let before = [cli.before.compression.is_some(), cli.before.spool_dir.is_some()];
+    for ((flag, applies), given) in applies.into_iter().zip(before) {
+        if given && !applies {
+            init_logging(tracing::Level::WARN);
+            tracing::error!("walrs {what}: {flag} does not apply to this command");
+            return ExitCode::Usage;
+        }
+    }
+    let is_fetch = what == "fetch";
     let env_abort =
         std::env::var("WALRS_FETCH_ABORT_ON_HARD_FAILURE").ok().filter(|v| !v.trim().is_empty());
-    let abort_flag = match (abort_flag, env_abort) {
+    let abort_flag = match (job.abort_flag, env_abort) {
         (Some(v), _) => Some(v),
         (None, Some(v)) if is_fetch => match crate::config::parse_bool(&v) {
             Ok(b) => Some(b),
@@ -443,20 +504,8 @@ where
     };
     init_logging(settings.log_level);
     // Every log line names the command: PostgreSQL's log interleaves them with its own.
-    let _span = match what {
-        "push" => tracing::error_span!("walrs push"),
-        "fetch" => tracing::error_span!("walrs fetch"),
-        "wal" => tracing::error_span!("walrs wal"),
-        "basebackup" => tracing::error_span!("walrs basebackup"),
-        "backup" => tracing::error_span!("walrs backup"),
-        "restore" => tracing::error_span!("walrs restore"),
-        "prefetch" => tracing::error_span!("walrs prefetch"),
-        "binlog" => tracing::error_span!("walrs binlog"),
-        "repo" => tracing::error_span!("walrs repo"),
-        _ => tracing::error_span!("walrs timeline"),
-    }
-    .entered();
-    let abort = matches!(cli.command, Command::Fetch(_)) && settings.fetch_abort_on_hard_failure;
+    let _span = (job.span)().entered();
+    let abort = is_fetch && settings.fetch_abort_on_hard_failure;
     let map = |kind: Kind| {
         if abort && kind != Kind::NotFound {
             ExitCode::AbortRecovery
@@ -464,18 +513,15 @@ where
             ExitCode::for_kind(kind)
         }
     };
-    let deadline =
-        settings.deadline(if what == "prefetch" { "fetch" } else { what }, default_timeout);
+    let deadline = settings.deadline(job.deadline_key, job.default_timeout);
     // `binlog tail` runs until stopped: a deadline only when one is asked for (the flag, the
     // variable or `binlog_timeout`; not the file's general `timeout`).
-    let endless = matches!(
-        &cli.command,
-        Command::Binlog(commands::binlog::Args { action: commands::binlog::Action::Tail(_) })
-    ) && match &deadline.source {
-        DeadlineSource::Flag | DeadlineSource::Variable => false,
-        DeadlineSource::File { key, .. } => key != "binlog_timeout",
-        DeadlineSource::Default { .. } => true,
-    };
+    let endless = job.until_stopped
+        && match &deadline.source {
+            DeadlineSource::Flag | DeadlineSource::Variable => false,
+            DeadlineSource::File { key, .. } => key != "binlog_timeout",
+            DeadlineSource::Default { .. } => true,
+        };
     let timeout = if endless {
         Duration::from_secs(100 * 365 * 24 * 3600)
     } else {
@@ -483,20 +529,15 @@ where
         deadline.duration
     };
     let ends = Instant::now() + timeout;
-    let ctx = Ctx { settings, deadline: ends, global: cli.global.clone() };
-    let result: std::result::Result<(), WalrsError> = match cli.command {
-        Command::Push(a) => commands::push::run(&ctx, a),
-        Command::Fetch(a) => commands::fetch::run(&ctx, a),
-        Command::Wal(a) => commands::wal::run(&ctx, a),
-        Command::Timeline(a) => commands::timeline::run(&ctx, a),
-        Command::Basebackup(a) => commands::basebackup::run(&ctx, a),
-        Command::Backup(a) => commands::backup::run(&ctx, a),
-        Command::Expire(a) => commands::expire::run(&ctx, a),
-        Command::Restore(a) => commands::restore::run(&ctx, a),
-        Command::Prefetch(a) => commands::fetch::run_prefetch(&ctx, a),
-        Command::Binlog(a) => commands::binlog::run(&ctx, a),
-        Command::Repo(a) => commands::repo::run(&ctx, a),
-    };
+    let ctx = Ctx { settings, deadline: ends, child_args: cli.global.to_args() };
+    let result = (job.run)(&ctx).and_then(|outcome| {
+        match outcome.output {
+            Output::None => {}
+            Output::Text(t) => crate::output::write_fmt(format_args!("{t}")),
+            Output::Json(j) => crate::outln!("{j}"),
+        }
+        outcome.result
+    });
     match result {
         Ok(()) => ExitCode::Success,
         Err(mut e) => {
@@ -519,6 +560,66 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one match over `Command` keeps what the three matches before it kept: each command's
+    /// name, the config key of its deadline, its default deadline, its log span ("walrs <name>",
+    /// which PostgreSQL's log shows), the fetch abort flag and the endless `binlog tail`.
+    #[test]
+    fn each_command_has_its_name_deadline_and_span() {
+        let subscriber = tracing_subscriber::registry();
+        let cases: &[(&[&str], &str, &str, Duration)] = &[
+            (&["push", "p"], "push", "push", commands::push::DEFAULT_TIMEOUT),
+            (&["fetch", "f", "p"], "fetch", "fetch", commands::fetch::DEFAULT_TIMEOUT),
+            (&["wal", "list"], "wal", "wal", commands::wal::DEFAULT_TIMEOUT),
+            (&["wal", "verify"], "wal", "wal", commands::wal::DEFAULT_LONG_TIMEOUT),
+            (&["timeline"], "timeline", "timeline", commands::wal::DEFAULT_TIMEOUT),
+            (&["basebackup"], "basebackup", "basebackup", commands::basebackup::DEFAULT_TIMEOUT),
+            (&["backup", "list"], "backup", "backup", commands::wal::DEFAULT_LONG_TIMEOUT),
+            (
+                &["expire", "--retain-full", "1"],
+                "expire",
+                "expire",
+                commands::expire::DEFAULT_TIMEOUT,
+            ),
+            (
+                &["restore", "--pgdata", "/d"],
+                "restore",
+                "restore",
+                commands::restore::DEFAULT_TIMEOUT,
+            ),
+            (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
+            (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
+            (
+                &["prefetch", "--count", "1", "--parallel", "1"],
+                "prefetch",
+                "fetch",
+                commands::fetch::DEFAULT_TIMEOUT,
+            ),
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for (args, what, key, timeout) in cases {
+                let cli = Cli::try_parse_from(std::iter::once("walrs").chain(args.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                let job = cli.command.job();
+                assert_eq!(job.what, *what, "{args:?}");
+                assert_eq!(job.deadline_key, *key, "{args:?}");
+                assert_eq!(job.default_timeout, *timeout, "{args:?}");
+                let span = (job.span)();
+                let name = span.metadata().map(|m| m.name());
+                assert_eq!(name, Some(format!("walrs {what}").as_str()), "{args:?}");
+                assert_eq!(job.abort_flag, None, "{args:?}");
+                assert!(!job.until_stopped, "{args:?}");
+            }
+            let job = |args: &[&str]| {
+                Cli::try_parse_from(std::iter::once("walrs").chain(args.iter().copied()))
+                    .unwrap()
+                    .command
+                    .job()
+            };
+            assert_eq!(job(&["fetch", "--abort-on-hard-failure", "f", "p"]).abort_flag, Some(true));
+            assert!(job(&["binlog", "tail", "--user", "u", "--server-id", "2"]).until_stopped);
+        });
+    }
 
     /// basebackup's archiving check reads `archive_command` (backup/archiving.rs): it must know
     /// every option of `walrs [OPTIONS] push [OPTIONS]` that takes a value, or it takes the value

@@ -254,19 +254,7 @@ fn io_err(name: &str, source: std::io::Error) -> CodecError {
     CodecError::Io { context: format!("reading object {name}"), source }
 }
 
-/// Reads until `buf` is full or the reader is at its end; returns the bytes read.
-pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match r.read(buf.get_mut(done..).unwrap_or_default()) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
+pub(crate) use crate::bytes::read_full;
 
 /// What an encoded or decoded object contained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,13 +2,13 @@
 //! integrity, pins that keep a backup whatever the retention policy, and deleting one backup.
 //! See docs/commands/backup.md.
 
+use super::{Ctx, Outcome, Text};
 use crate::backup;
-use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
+use crate::textln;
 
 /// The examples of `walrs backup --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   WALRS_REPO=/srv/walrs walrs backup list
   WALRS_REPO=/srv/walrs walrs backup list --json --all
@@ -84,7 +84,7 @@ fn load(repo: &crate::repo::Repository, id: &str) -> Result<backup::BackupManife
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     repo.require_config()?;
     match args.action {
@@ -124,15 +124,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     })
                     .collect();
                 let v = serde_json::json!({ "backups": rows, "incomplete": if all { incomplete.clone() } else { vec![] } });
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&v)
-                        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
-                );
-                return Ok(());
+                return Outcome::json(&v);
             }
+            let mut out = Text::new();
             for m in &done {
-                outln!(
+                textln!(
+                    out,
                     "{}  timeline {}  {} .. {}  ended {}  {} MiB (stored {} MiB)",
                     m.id,
                     m.timeline.get(),
@@ -145,38 +142,37 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             }
             if all {
                 for id in &incomplete {
-                    outln!("{id}  incomplete (no manifest: not restorable)");
+                    textln!(out, "{id}  incomplete (no manifest: not restorable)");
                 }
             }
-            Ok(())
+            Ok(Outcome::text(out))
         }
         Action::Show { id, json } => {
             let m = load(&repo, &id)?;
             if json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&m)
-                        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
-                );
-                return Ok(());
+                return Outcome::json(&m);
             }
-            outln!("backup {}  ({})", m.id, m.label);
-            outln!(
+            let mut out = Text::new();
+            textln!(out, "backup {}  ({})", m.id, m.label);
+            textln!(
+                out,
                 "  system {}  PostgreSQL {}  timeline {}",
                 m.system_identifier,
                 m.pg_version,
                 m.timeline.get()
             );
-            outln!(
+            textln!(
+                out,
                 "  start {} at {}  stop {} at {}",
                 m.start_lsn,
                 m.start_time,
                 m.stop_lsn,
                 m.stop_time
             );
-            outln!("  WAL needed {} .. {}", m.first_wal, m.last_wal);
+            textln!(out, "  WAL needed {} .. {}", m.first_wal, m.last_wal);
             for a in &m.archives {
-                outln!(
+                textln!(
+                    out,
                     "  {}{}: {} file(s) in {} chunk(s)",
                     a.name,
                     a.location.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
@@ -184,26 +180,28 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                     a.chunks.len()
                 );
             }
-            outln!(
+            textln!(
+                out,
                 "  {} MiB, stored {} MiB ({}{})",
                 m.bytes >> 20,
                 m.stored_bytes >> 20,
                 m.compression,
                 if m.encrypted { ", encrypted" } else { "" }
             );
-            Ok(())
+            Ok(Outcome::text(out))
         }
         Action::Keep { remove, id } => {
             let m = load(&repo, &id)?;
             if remove {
                 let was = repo.head::<crate::repo::Pin>(&m.id)?.is_some();
                 repo.delete::<crate::repo::Pin>(&m.id)?;
+                let mut out = Text::new();
                 if was {
-                    outln!("backup {}: pin removed; retention applies to it again", m.id);
+                    textln!(out, "backup {}: pin removed; retention applies to it again", m.id);
                 } else {
-                    outln!("backup {}: was not pinned", m.id);
+                    textln!(out, "backup {}: was not pinned", m.id);
                 }
-                return Ok(());
+                return Ok(Outcome::text(out));
             }
             let pin = crate::repo::Pin {
                 format_version: crate::repo::retention::FORMAT_VERSION,
@@ -211,12 +209,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 pinned_at: crate::timefmt::rfc3339_utc(std::time::SystemTime::now()),
             };
             repo.save(&m.id, &pin, crate::repo::Fixed)?;
-            outln!(
+            let mut out = Text::new();
+            textln!(
+                out,
                 "backup {}: pinned; walrs expire keeps it until `walrs backup keep --remove {}`",
                 m.id,
                 m.id
             );
-            Ok(())
+            Ok(Outcome::text(out))
         }
         Action::Delete { id } => {
             let m = load(&repo, &id)?;
@@ -248,29 +248,33 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             let seg = repo.require_config()?.wal_segment_size;
             crate::repo::prune::withdraw_backups(&repo, &[&m], seg)?;
             let n = crate::repo::prune::delete_backup_objects(&repo, &m.id)?;
-            outln!(
+            let mut out = Text::new();
+            textln!(
+                out,
                 "backup {}: deleted ({n} object(s)); `walrs expire` removes the WAL only it needed",
                 m.id
             );
-            Ok(())
+            Ok(Outcome::text(out))
         }
         Action::Verify { id } => {
             let m = load(&repo, &id)?;
             let id = m.id.clone();
             let problems = backup::verify(&repo, &m)?;
+            let mut out = Text::new();
             for p in &problems {
-                outln!("{p}");
+                textln!(out, "{p}");
             }
             if problems.is_empty() {
-                outln!(
+                textln!(
+                    out,
                     "backup {id}: every object readable, every file matches PostgreSQL's manifest"
                 );
-                Ok(())
+                Ok(Outcome::text(out))
             } else {
-                Err(WalrsError::new(
+                Ok(Outcome::text(out).failing(WalrsError::new(
                     Kind::VerifyFailed,
                     format!("backup {id}: {} problem(s)", problems.len()),
-                ))
+                )))
             }
         }
     }

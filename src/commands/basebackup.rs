@@ -3,17 +3,17 @@
 
 use std::time::{Duration, Instant};
 
+use super::{Ctx, Outcome, Text};
 use crate::backup::{self, TakeOptions};
-use crate::cli::Ctx;
 use crate::error::Result;
-use crate::outln;
 use crate::replication::ConnParams;
+use crate::textln;
 
 /// Default deadline of a base backup.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The examples of `walrs basebackup --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # as the user PostgreSQL runs as, over the local socket; prints the backup id
   sudo -u postgres env WALRS_REPO=/srv/walrs walrs basebackup -d 'host=/run/postgresql user=postgres'
@@ -53,11 +53,11 @@ pub struct Args {
     pub no_archive_check: bool,
     /// `--compression`.
     #[command(flatten)]
-    pub compression: crate::cli::CompressionArg,
+    pub compression: super::CompressionArg,
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let cfg = match repo.read_config()? {
         Some(c) => {
@@ -94,6 +94,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         None,
         || backup::take(&repo, cfg, &conn, &opts),
     )?;
-    outln!("{}", m.id);
-    Ok(())
+    let mut out = Text::new();
+    textln!(out, "{}", m.id);
+    Ok(Outcome::text(out))
 }

@@ -6,19 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::Ctx;
+use super::{Ctx, Outcome, Text};
+use crate::durable::{self, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::mysql::client::ConnectOptions;
 use crate::mysql::event;
 use crate::mysql::store::{self, BinlogStore, Catalog, FileEntry};
 use crate::mysql::tail::{self, TailOptions};
-use crate::outln;
+use crate::textln;
 
 /// Default deadline of `binlog list` and `binlog fetch`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The examples of `walrs binlog --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # stream a MariaDB server's binlogs until SIGTERM (run it as a service)
   WALRS_REPO=/srv/walrs-mysql WALRS_MYSQL_PASSWORD=... walrs binlog tail --host db1 --user repl --server-id 4242
@@ -123,7 +124,7 @@ pub struct TailArgs {
     pub max_backoff: String,
     /// `--compression`.
     #[command(flatten)]
-    pub compression: crate::cli::CompressionArg,
+    pub compression: super::CompressionArg,
 }
 
 /// Arguments of `binlog fetch`.
@@ -161,9 +162,9 @@ fn password(args: &TailArgs) -> Result<Option<String>> {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     match args.action {
-        Action::Tail(a) => run_tail(ctx, *a),
+        Action::Tail(a) => run_tail(ctx, *a).map(|()| Outcome::done()),
         Action::List { json } => run_list(ctx, json),
         Action::Fetch(a) => run_fetch(ctx, a),
     }
@@ -211,39 +212,7 @@ fn run_tail(ctx: &Ctx, a: TailArgs) -> Result<()> {
         compression: ctx.settings.compression,
     };
     let repo = Arc::new(ctx.open_repo()?);
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
-    spawn_signal_thread(tx.clone())?;
-    tail::run(repo, opts, (tx, rx))
-}
-
-fn spawn_signal_thread(tx: std::sync::mpsc::SyncSender<crate::mysql::client::Msg>) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("tokio runtime: {e}")))?;
-    // Registered before the thread starts: a signal right after startup is not lost.
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("signal handlers: {e}")))?;
-    std::thread::Builder::new()
-        .name("walrs-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            });
-            let _ = tx.send(crate::mysql::client::Msg::Stop);
-        })
-        .map_err(|e| WalrsError::new(Kind::Internal, format!("signal thread: {e}")))?;
-    Ok(())
+    tail::run(repo, opts)
 }
 
 /// One stored binlog, as `binlog list` shows it.
@@ -308,7 +277,7 @@ fn listing(cat: &Catalog) -> Vec<ListedFile> {
         .collect()
 }
 
-fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
+fn run_list(ctx: &Ctx, json: bool) -> Result<Outcome> {
     let (store, cfg) = BinlogStore::open(Arc::new(ctx.open_repo()?))?;
     let cat = store.scan()?;
     let files = listing(&cat);
@@ -331,12 +300,11 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
             "files": files,
             "gaps": gaps,
         });
-        let s = serde_json::to_string_pretty(&v)
-            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        outln!("{s}");
-        return Ok(());
+        return Outcome::json(&v);
     }
-    outln!(
+    let mut out = Text::new();
+    textln!(
+        out,
         "binlogs of {} server {} ({}) in {}",
         cfg.flavour,
         cfg.server_id,
@@ -344,7 +312,8 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         store.repo().describe()
     );
     for f in &files {
-        outln!(
+        textln!(
+            out,
             "{:<24} {:<10} {:>12} bytes  {} .. {}{}{}",
             f.name,
             f.state,
@@ -360,7 +329,8 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for g in &cat.gaps {
-        outln!(
+        textln!(
+            out,
             "GAP: {} from offset {} was purged by the server before it was stored (server's oldest then: {}; found {})",
             g.missing_file,
             g.missing_offset,
@@ -368,29 +338,22 @@ fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
             g.detected_at
         );
     }
-    Ok(())
-}
-
-fn local_io(what: &str, p: &Path, e: &std::io::Error) -> WalrsError {
-    WalrsError::new(Kind::Io, format!("{what} {}: {e}", p.display()))
+    Ok(Outcome::text(out))
 }
 
 /// Writes what is stored of `name` to `dest` atomically: temporary file beside it, fsync,
 /// rename, fsync of the directory.
 fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) -> Result<u64> {
-    crate::archive::check_destination(dest)?;
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    durable::check_destination(dest)?;
+    let dir = durable::parent_dir(dest);
     let base = dest.file_name().and_then(|f| f.to_str()).unwrap_or("binlog");
-    let (mut guard, mut out) = crate::archive::create_temp(&dir, base)?;
+    let mut out = durable::create_in(&dir, base)?;
     let mut reader = store.reader(name, entry)?;
     let n = std::io::copy(&mut reader, &mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::Other {
             store::read_error(name, e)
         } else {
-            local_io("writing", guard.path(), &e)
+            local_io("writing", out.path(), &e)
         }
     })?;
     // A whole file without metadata (a crash before it was written) has no recorded size.
@@ -400,13 +363,12 @@ fn fetch_one(store: &BinlogStore, name: &str, entry: &FileEntry, dest: &Path) ->
             format!("{name}: {n} bytes read, {} expected", entry.received()),
         ));
     }
-    out.flush().map_err(|e| local_io("writing", guard.path(), &e))?;
-    out.sync_all().map_err(|e| local_io("syncing", guard.path(), &e))?;
-    crate::archive::install(&mut guard, dest, &dir)?;
+    out.flush().map_err(|e| local_io("writing", out.path(), &e))?;
+    durable::install(out, dest)?;
     Ok(n)
 }
 
-fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
+fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<Outcome> {
     let (store, _cfg) = BinlogStore::open(Arc::new(ctx.open_repo()?))?;
     let cat = store.scan()?;
     let Some(until) = &a.until_time else {
@@ -439,7 +401,7 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             "restored {name} ({n} bytes{})",
             if entry.whole { "" } else { ", received so far of the active binlog" }
         );
-        return Ok(());
+        return Ok(Outcome::done());
     };
     let [dir] = a.paths.as_slice() else {
         return Err(WalrsError::new(
@@ -448,18 +410,23 @@ fn run_fetch(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         ));
     };
     let target =
-        crate::recovery::parse_timestamp(until).map_err(|e| WalrsError::new(Kind::Usage, e))?;
+        crate::timefmt::parse_timestamp(until).map_err(|e| WalrsError::new(Kind::Usage, e))?;
     let plan = plan_until(&cat, a.from.as_deref(), target)?;
     let dir = Path::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| local_io("creating", dir, &e))?;
+    // Each file written is listed, also when a later one fails.
+    let mut out = Text::new();
     for name in &plan {
-        let entry = cat
+        let fetched = cat
             .get(name)
-            .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} vanished")))?;
-        let n = fetch_one(&store, name, entry, &dir.join(name))?;
-        outln!("{name} {n}");
+            .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{name} vanished")))
+            .and_then(|entry| fetch_one(&store, name, entry, &dir.join(name)));
+        match fetched {
+            Ok(n) => textln!(out, "{name} {n}"),
+            Err(e) => return Ok(Outcome::text(out).failing(e)),
+        }
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }
 
 /// The files to replay to reach `target` (Unix microseconds, as `parse_timestamp` gives): from `from` (or the oldest stored) up

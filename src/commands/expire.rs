@@ -6,21 +6,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::{Ctx, Outcome, Text};
 use crate::backup;
-use crate::cli::Ctx;
 use crate::config::{RetentionFile, parse_retention_duration, parse_size};
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
-use crate::outln;
 use crate::pg::TimeLineId;
 use crate::repo::{BackupId, Lease, Pin, Repository, prune};
 use crate::retention::{self, Incomplete, Plan, Policy};
+use crate::textln;
 
 /// The default deadline of `walrs expire`: 24 h.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The examples of `walrs expire --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   WALRS_REPO=/srv/walrs walrs expire --retain-full 2 --explain
   WALRS_REPO=/srv/walrs walrs expire --retain-window 7d --retain-weekly 8 --confirm
@@ -264,7 +264,7 @@ fn delete_binlogs(
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let policy = policy(&args, &ctx.settings.retention)?;
     let repo = std::sync::Arc::new(ctx.open_repo()?);
     let started = std::time::Instant::now();
@@ -318,16 +318,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             confirmed: args.confirm,
             deleted: deleted.as_ref(),
         };
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&out)
-                .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?
-        );
-        return Ok(());
+        return Outcome::json(&out);
     }
+    let mut out = Text::new();
     if args.explain {
         for b in &plan.backups {
-            outln!(
+            textln!(
+                out,
                 "backup {}  {}  stop {} at {}  {}",
                 b.id,
                 if b.keep { "keep" } else { "drop" },
@@ -337,7 +334,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             );
         }
         for r in &plan.wal {
-            outln!(
+            textln!(
+                out,
                 "wal {}..{}  {} segment(s)  {}  {}",
                 r.first,
                 r.last,
@@ -347,13 +345,26 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             );
         }
         for i in &plan.incomplete {
-            outln!("incomplete {}  {}  {}", i.id, if i.keep { "keep" } else { "drop" }, i.reason);
+            textln!(
+                out,
+                "incomplete {}  {}  {}",
+                i.id,
+                if i.keep { "keep" } else { "drop" },
+                i.reason
+            );
         }
         for b in &binlogs {
-            outln!("binlog {}  {}  {}", b.name, if b.keep { "keep" } else { "drop" }, b.reason);
+            textln!(
+                out,
+                "binlog {}  {}  {}",
+                b.name,
+                if b.keep { "keep" } else { "drop" },
+                b.reason
+            );
         }
         for l in &plan.leases {
-            outln!(
+            textln!(
+                out,
                 "lease {}  {}  until {}{}",
                 l.holder,
                 if l.live { "live" } else { "stale (ignored)" },
@@ -366,7 +377,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let dropped: Vec<&str> = plan.dropped_backups().map(BackupId::as_str).collect();
     let incomplete = plan.dropped_incomplete().count();
     let seg_bytes = g.as_ref().map_or(0, |g| u64::from(g.seg.get()));
-    outln!(
+    textln!(
+        out,
         "{}: keep {kept} backup(s); drop {} backup(s){}, {} WAL segment(s) ({} MiB), {incomplete} incomplete backup(s)",
         if args.confirm { "expired" } else { "plan" },
         dropped.len(),
@@ -377,7 +389,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if !binlogs.is_empty() {
         let dropped: Vec<&str> =
             binlogs.iter().filter(|b| !b.keep).map(|b| b.name.as_str()).collect();
-        outln!(
+        textln!(
+            out,
             "binlogs: keep {}; drop {}{}",
             binlogs.len() - dropped.len(),
             dropped.len(),
@@ -388,7 +401,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         tracing::warn!("lease {} expired at {}: ignored", l.holder, l.expire_time);
     }
     if !args.confirm {
-        outln!("dry run: nothing was deleted (add --confirm to delete)");
+        textln!(out, "dry run: nothing was deleted (add --confirm to delete)");
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }

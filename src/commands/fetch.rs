@@ -8,10 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{Ctx, Outcome};
 use crate::archive::prefetch::{self, PrefetchDir};
 use crate::archive::spool::Spool;
 use crate::archive::{self};
-use crate::cli::Ctx;
+use crate::config::check_count;
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{WalFileKind, WalFileName};
 
@@ -20,7 +21,7 @@ use crate::pg::{WalFileKind, WalFileName};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The examples of `walrs fetch --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # recovery settings: stop recovery (FATAL) on a damaged or unreachable archive
   restore_command = 'WALRS_REPO=/srv/walrs /usr/local/bin/walrs fetch --abort-on-hard-failure %f %p'
@@ -52,7 +53,7 @@ pub struct Args {
     pub prefetch_parallel: Option<usize>,
     /// `--spool-dir`.
     #[command(flatten)]
-    pub spool: crate::cli::SpoolArg,
+    pub spool: super::SpoolArg,
 }
 
 /// Arguments of the hidden `walrs prefetch` (started by `fetch`).
@@ -66,36 +67,20 @@ pub struct PrefetchArgs {
     pub parallel: usize,
     /// `--spool-dir` (required).
     #[command(flatten)]
-    pub spool: crate::cli::SpoolArg,
-}
-
-/// `v` if it is between `min` and 64 (a count of segments or workers), else a configuration
-/// error naming `what`.
-pub(crate) fn check_range(what: &str, v: usize, min: usize) -> Result<usize> {
-    if v < min || v > 64 {
-        return Err(WalrsError::new(
-            Kind::Config,
-            format!("{what} {v}: must be between {min} and 64"),
-        ));
-    }
-    Ok(v)
+    pub spool: super::SpoolArg,
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let count = check_range(
-        "prefetch",
-        args.prefetch.or(ctx.settings.prefetch).unwrap_or(prefetch::DEFAULT_COUNT),
-        0,
-    )?;
-    let parallel = check_range(
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
+    let count = ctx.settings.prefetch(args.prefetch, prefetch::DEFAULT_COUNT)?;
+    let parallel = check_count(
         "prefetch parallelism",
         args.prefetch_parallel.unwrap_or(prefetch::DEFAULT_PARALLEL),
         1,
     )?;
     let repo = ctx.open_repo()?;
     // Before anything is read, on every path (the spool's too): a destination that is not a file.
-    archive::check_destination(&args.dest)?;
+    crate::durable::check_destination(&args.dest)?;
     let recovery = args.dest.file_name().is_some_and(|f| f == prefetch::RECOVERY_TARGET_NAME);
     let name = WalFileName::parse(&args.name).ok().filter(|n| n.kind() == WalFileKind::Segment);
     let spool = match (&name, recovery && count > 0) {
@@ -103,13 +88,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         _ => None,
     };
     let (Some(name), Some(spool)) = (name, spool) else {
-        return archive::fetch(&repo, &args.name, &args.dest).map(|_| ());
+        return archive::fetch(&repo, &args.name, &args.dest).map(|_| Outcome::done());
     };
     let dir = match PrefetchDir::open(&spool) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("prefetch is off for this call: {e}");
-            return archive::fetch(&repo, &args.name, &args.dest).map(|_| ());
+            return archive::fetch(&repo, &args.name, &args.dest).map(|_| Outcome::done());
         }
     };
     let cfg = repo.require_config()?;
@@ -134,12 +119,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     dir.forget_before(&name, cfg.wal_segment_size, count);
     if let Err(e) = dir.set_position(&name) {
         tracing::warn!("prefetch: {e}");
-        return Ok(());
+        return Ok(Outcome::done());
     }
     if !dir.prefetcher_running() {
         spawn_prefetcher(ctx, &spool, count, parallel);
     }
-    Ok(())
+    Ok(Outcome::done())
 }
 
 /// Starts `walrs prefetch` detached (not waited for), in PostgreSQL's process group so that a
@@ -158,7 +143,7 @@ fn spawn_prefetcher(ctx: &Ctx, spool: &Spool, count: usize, parallel: usize) {
         .arg(count.to_string())
         .arg("--parallel")
         .arg(parallel.to_string())
-        .args(ctx.global.to_args())
+        .args(&ctx.child_args)
         .arg("--spool-dir")
         .arg(spool.root())
         .stdin(std::process::Stdio::null())
@@ -169,9 +154,9 @@ fn spawn_prefetcher(ctx: &Ctx, spool: &Spool, count: usize, parallel: usize) {
 }
 
 /// Runs the hidden `walrs prefetch`.
-pub fn run_prefetch(ctx: &Ctx, args: PrefetchArgs) -> Result<()> {
-    let count = check_range("prefetch", args.count, 1)?;
-    let parallel = check_range("prefetch parallelism", args.parallel, 1)?;
+pub fn run_prefetch(ctx: &Ctx, args: PrefetchArgs) -> Result<Outcome> {
+    let count = check_count("prefetch", args.count, 1)?;
+    let parallel = check_count("prefetch parallelism", args.parallel, 1)?;
     let Some(root) = ctx.settings.spool_dir.clone() else {
         return Err(WalrsError::new(Kind::Config, "walrs prefetch needs --spool-dir"));
     };
@@ -181,5 +166,5 @@ pub fn run_prefetch(ctx: &Ctx, args: PrefetchArgs) -> Result<()> {
     if n > 0 {
         tracing::debug!("prefetched {n} segment(s)");
     }
-    Ok(())
+    Ok(Outcome::done())
 }

@@ -8,18 +8,15 @@
 //! the archiver works through the calls answered from records; if it cannot be started, the
 //! call does the look-ahead itself and waits for it.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::archive::lookahead::{DEFAULT_PARALLEL, LookAhead, Recorded};
+use super::{Ctx, Outcome};
+use crate::archive::lookahead::{DEFAULT_PARALLEL, LookAhead};
 use crate::archive::prefetch::PrefetchDir;
 use crate::archive::spool::Spool;
-use crate::archive::{self, PushOptions};
-use crate::cli::Ctx;
+use crate::archive::{PushOptions, pusher};
 use crate::error::{Kind, Result};
-use crate::pg::WalFileName;
 
 /// Default deadline: generous for a slow network file system; PostgreSQL simply retries a push
 /// that fails.
@@ -28,15 +25,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Prefetched segments untouched this long are removed by a push (docs/format/spool.md).
 const STALE_PREFETCH: Duration = Duration::from_secs(600);
 
-/// Set (to 1) in the environment of the background pusher a call starts; internal.
-const BACKGROUND_ENV: &str = "WALRS_PUSH_BACKGROUND";
-/// How long a background pusher waits for new `.ready` files once it has nothing to do.
-const BACKGROUND_LINGER: Duration = Duration::from_millis(500);
-/// Pause between scans of `archive_status` when a pass pushed nothing.
-const BACKGROUND_POLL: Duration = Duration::from_millis(20);
-
 /// The examples of `walrs push --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # postgresql.conf (an absolute path: the server's PATH may not include walrs)
   archive_mode = on
@@ -60,20 +50,16 @@ pub struct Args {
     pub parallel: Option<usize>,
     /// `--compression`.
     #[command(flatten)]
-    pub compression: crate::cli::CompressionArg,
+    pub compression: super::CompressionArg,
     /// `--spool-dir`.
     #[command(flatten)]
-    pub spool: crate::cli::SpoolArg,
+    pub spool: super::SpoolArg,
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let parallel = super::fetch::check_range(
-        "push parallelism",
-        args.parallel.or(ctx.settings.push_parallel).unwrap_or(DEFAULT_PARALLEL),
-        1,
-    )?;
+    let parallel = ctx.settings.push_parallel(args.parallel, DEFAULT_PARALLEL)?;
     let spool = Spool::locate(ctx.settings.spool_dir.as_deref(), &args.path);
     let la = LookAhead::new(&repo, &args.path, spool.as_ref(), parallel, ctx.deadline)?;
     let mut opts = PushOptions {
@@ -81,27 +67,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         codec_workers: None,
         commits_command: true,
     };
-    if std::env::var_os(BACKGROUND_ENV).is_some_and(|v| v == "1") {
+    if pusher::is_background() {
         if let Some(la) = &la {
-            run_background(la, &opts);
+            pusher::run_background(la, &opts);
         }
-        return Ok(());
+        return Ok(Outcome::done());
     }
-    let result = match &la {
-        None => archive::push(&repo, &args.path, &opts).map(|_| ()),
-        Some(la) => {
-            let name = args
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| WalFileName::parse(n).ok());
-            match name {
-                // archive::push explains what is wrong with the name.
-                None => archive::push(&repo, &args.path, &opts).map(|_| ()),
-                Some(name) => with_look_ahead(la, &name, &args.path, &mut opts),
-            }
-        }
-    };
+    let result = pusher::push_with_look_ahead(&repo, la.as_ref(), &args.path, &mut opts);
     if result.is_ok() {
         // A recovery that stopped before the end of the archive leaves prefetched segments
         // nobody will ask for; this server archives now, so clear out the old ones.
@@ -109,7 +81,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             dir.sweep_stale(STALE_PREFETCH);
         }
     }
-    result.map_err(|mut e| {
+    result.map(|()| Outcome::done()).map_err(|mut e| {
         // Exit 1 means "not in the repository" and belongs to fetch alone: for push, something
         // that vanished mid-operation is an I/O failure.
         if e.kind == Kind::NotFound {
@@ -117,118 +89,4 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
         e
     })
-}
-
-fn with_look_ahead(
-    la: &LookAhead<'_>,
-    name: &WalFileName,
-    path: &std::path::Path,
-    opts: &mut PushOptions,
-) -> Result<()> {
-    let lock = la.lock_primary(name)?;
-    if la.recorded(name, path)? == Recorded::Yes {
-        let _ = crate::cleanup::mark_committed();
-        tracing::info!("{name} was archived by an earlier call's look-ahead");
-        return Ok(());
-    }
-    let candidates = la.candidates(Some(name));
-    if candidates.is_empty() {
-        // Recorded as well: a background pusher started by an earlier call may still be
-        // scanning, and must not push this file again once this call has.
-        return la.push_and_record(name, path, opts).map(|_| ());
-    }
-    // Segments side by side are the parallelism: one codec thread each.
-    opts.codec_workers = Some(0);
-    if start_background(la) {
-        // The background pusher takes the candidates; this call pushes its own file and records
-        // it too, so that the pusher, which may see its `.ready` before PostgreSQL renames it,
-        // does not push it a second time.
-        la.push_and_record(name, path, opts)?;
-        drop(lock);
-        return Ok(());
-    }
-    let side = PushOptions { commits_command: false, ..opts.clone() };
-    let span = tracing::Span::current();
-    std::thread::scope(|s| {
-        let helpers = s.spawn(|| span.in_scope(|| la.push_all(candidates, &side)));
-        let primary = archive::push(la_repo(la), path, opts).map(|_| ());
-        drop(lock);
-        let n = helpers.join().unwrap_or(0);
-        if n > 0 {
-            tracing::info!("look-ahead archived {n} more segment(s)");
-        }
-        primary
-    })
-}
-
-fn la_repo<'a>(la: &LookAhead<'a>) -> &'a crate::repo::Repository {
-    la.repo()
-}
-
-/// Starts a background pusher (this command line again, with `WALRS_PUSH_BACKGROUND=1`) unless
-/// one runs; whether one runs now. Its standard error is this call's (PostgreSQL's log); it
-/// gets a process group of its own, so that signals meant for the archiver's (a reload's
-/// SIGHUP) do not end it half-way: a pusher stopped at any point is harmless anyway.
-fn start_background(la: &LookAhead<'_>) -> bool {
-    match la.try_lock_background() {
-        Ok(None) => return true,
-        Ok(Some(_free)) => {}
-        Err(e) => {
-            tracing::debug!("no background look-ahead: {e}");
-            return false;
-        }
-    }
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!("no background look-ahead: cannot find this program: {e}");
-            return false;
-        }
-    };
-    use std::os::unix::process::CommandExt;
-    let spawned = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(BACKGROUND_ENV, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
-    match spawned {
-        Ok(_child) => true,
-        Err(e) => {
-            tracing::warn!("could not start the background look-ahead ({e}); this call does it");
-            false
-        }
-    }
-}
-
-/// The background pusher: while it holds the background lock, pushes every ready, unrecorded
-/// segment, `--parallel` − 1 at a time (the archiver's own call is the last of the
-/// `--parallel`), and records each; exits once nothing new has turned up for
-/// [`BACKGROUND_LINGER`], or at half its deadline, or after a round in which a push failed: the
-/// archiver's own calls report failures (one line each), and a repository that failed one push
-/// would likely fail the others.
-fn run_background(la: &LookAhead<'_>, opts: &PushOptions) {
-    let Ok(Some(_held)) = la.try_lock_background() else { return };
-    let opts = PushOptions { codec_workers: Some(0), commits_command: false, ..opts.clone() };
-    let failed = Mutex::new(HashSet::new());
-    let mut idle_since: Option<Instant> = None;
-    while la.within_budget() {
-        let todo: Vec<WalFileName> = la.candidates(None);
-        let n = if todo.is_empty() { 0 } else { la.push_all_noting(todo, &opts, &failed) };
-        if n > 0 {
-            tracing::info!("look-ahead archived {n} more segment(s) in the background");
-        }
-        if failed.lock().map(|f| !f.is_empty()).unwrap_or(true) {
-            break;
-        }
-        if n > 0 {
-            idle_since = None;
-            continue;
-        }
-        if idle_since.get_or_insert_with(Instant::now).elapsed() > BACKGROUND_LINGER {
-            break;
-        }
-        std::thread::sleep(BACKGROUND_POLL);
-    }
 }

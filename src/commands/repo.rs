@@ -9,17 +9,17 @@
 
 use std::time::Duration;
 
+use super::{Ctx, Outcome, Text};
 use crate::backup;
-use crate::cli::Ctx;
 use crate::error::{Kind, Result, WalrsError};
-use crate::outln;
 use crate::repo::RepoConfig;
+use crate::textln;
 
 /// Default deadline: a full listing of `wal/` and of the backups.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The examples of `walrs repo --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # both walrs.config and walrs.config.copy are lost: derive the config from the stored WAL
   WALRS_REPO=/srv/walrs WALRS_ENCRYPTION_KEY_FILE=/etc/walrs/key walrs repo init --from-objects"
@@ -46,12 +46,12 @@ pub enum Action {
         from_objects: bool,
         /// `--compression`.
         #[command(flatten)]
-        compression: crate::cli::CompressionArg,
+        compression: super::CompressionArg,
     },
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let Action::Init { from_objects, .. } = args.action;
     if !from_objects {
         return Err(WalrsError::new(
@@ -63,12 +63,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if let Some(cfg) = repo.read_config()? {
         repo.check_key(&cfg)?;
         repo.repair_config(&cfg)?;
-        outln!(
+        let mut out = Text::new();
+        textln!(
+            out,
             "{} has a config (system {}); nothing to derive",
             repo.describe(),
             cfg.system_identifier
         );
-        return Ok(());
+        return Ok(Outcome::text(out));
     }
     let (h, [oldest, newest]) = repo.identity_from_wal().map_err(|e| {
         if e.is_foreign_object() {
@@ -97,7 +99,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let cfg =
         RepoConfig::new(h.system_id, h.version, h.seg_size, h.xlog_blcksz, compression, repo.key());
     let cfg = repo.store_config(&cfg)?;
-    outln!(
+    let mut out = Text::new();
+    textln!(
+        out,
         "recreated the config of {} for system {} (PostgreSQL {}, {} byte segments, {}) from {oldest} and {newest}, {} backup(s) agreeing",
         repo.describe(),
         cfg.system_identifier,
@@ -106,5 +110,5 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         if cfg.encryption.is_some() { "encrypted" } else { "not encrypted" },
         done.len()
     );
-    Ok(())
+    Ok(Outcome::text(out))
 }

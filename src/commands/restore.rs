@@ -1,26 +1,23 @@
 //! `walrs restore`: plan, check, restore a backup into a data directory and write the recovery
 //! settings. `--dry-run` prints the plan only. See docs/commands/restore.md.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::{Ctx, Outcome, Text};
 use crate::backup::{self, restore::RestoreOptions};
-use crate::cli::Ctx;
-use crate::config::KeySource;
 use crate::error::{Kind, Result, WalrsError};
-use crate::index::{self, verify};
-use crate::outln;
 use crate::pg::{Lsn, TimeLineId, WalFileName};
 use crate::recovery::{self, Target, TargetTimeline, config::RecoverySettings};
 use crate::repo::WalFile;
 use crate::storage::RepoLocation;
+use crate::{outln, textln};
 
 /// Default deadline of a restore.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The examples of `walrs restore --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # the plan only: which backup, timelines and WAL; nothing is written
   WALRS_REPO=/srv/walrs walrs restore --pgdata /srv/restored --target-time '2026-11-21 14:03:07+01' --dry-run
@@ -137,7 +134,7 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let t0 = Instant::now();
     let timeline = target_timeline(args.target_timeline.as_deref())?;
     let owner = restore_owner(args.owner.as_deref())?;
@@ -157,13 +154,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
         tablespace_map.push((o.to_owned(), n.to_owned()));
     }
-    let (backups, incomplete) = backup::catalogue(&repo)?;
+    let mut data = recovery::input::Gathered::catalogue(&repo, cfg.wal_segment_size)?;
     // A prefix names the one backup it matches; `latest` is left to the planner (the newest
     // backup that reaches the target). An unknown id is a refused plan (exit 19), as before.
     let chosen = match args.backup.as_deref() {
         None | Some(backup::ids::LATEST) => None,
         Some(spec) => Some(
-            backup::ids::pick(&backups, &incomplete, spec, &repo.describe())
+            backup::ids::pick(&data.backups, &data.incomplete, spec, &repo.describe())
                 .map_err(|e| match e.kind {
                     Kind::NotFound => {
                         let mut e = e;
@@ -176,36 +173,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 .clone(),
         ),
     };
-    let seg = cfg.wal_segment_size;
-    let mut summaries = index::load_all(&repo, seg)?;
-    if let Target::Xid(x) = tgt {
-        // Roll-ups carry xid ranges only: load the full summaries that may hold this xid.
-        let candidates: Vec<WalFileName> = summaries
-            .values()
-            .filter(|s| s.min_xid.is_some_and(|m| m <= x) && s.max_xid.is_some_and(|m| m >= x))
-            .map(|s| s.name.clone())
-            .collect();
-        for name in candidates {
-            if let Some(mut full) = index::load_summary(&repo, &name)? {
-                if !full.xids.contains(&x) {
-                    full.min_xid = None;
-                    full.max_xid = None;
-                }
-                summaries.insert((full.timeline, full.segno), full);
-            }
-        }
-    }
-    let histories: BTreeMap<TimeLineId, crate::pg::TimelineHistory> = verify::timelines(&repo)?
-        .into_iter()
-        .filter_map(|(t, i)| i.history.map(|h| (t, h)))
-        .collect();
-    let input = recovery::PlanInput {
-        backups: &backups,
-        summaries: &summaries,
-        histories: &histories,
-        seg_size: seg,
-    };
-    let plan = recovery::plan(&input, &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
+    data.load_wal(&repo, &tgt)?;
+    let plan =
+        recovery::plan(&data.input(), &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
+    // The plan is printed before the restore starts (it can take hours).
     if args.json {
         outln!(
             "{}",
@@ -240,7 +211,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }
     }
     if args.dry_run {
-        return Ok(());
+        return Ok(Outcome::done());
     }
     // Never trust an index entry whose object is missing.
     for name in &plan.segments {
@@ -255,7 +226,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             .hint("run `walrs wal verify`; nothing was restored"));
         }
     }
-    let m = backups
+    let m = data
+        .backups
         .iter()
         .find(|b| b.id == plan.backup)
         .ok_or_else(|| WalrsError::new(Kind::Internal, "planned backup vanished"))?;
@@ -265,47 +237,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         .map_err(|e| WalrsError::new(Kind::Io, format!("locating the walrs binary: {e}")))?
         .display()
         .to_string();
-    let mut env: Vec<(String, String)> = Vec::new();
-    let loc = ctx.settings.require_repo()?;
-    env.push(("WALRS_REPO".into(), loc.to_string().trim_start_matches("file://").to_owned()));
-    if cfg.encryption.is_some() {
-        match &ctx.settings.key {
-            KeySource::File(p) => {
-                let abs = p.canonicalize().unwrap_or_else(|_| p.clone());
-                env.push(("WALRS_ENCRYPTION_KEY_FILE".into(), abs.display().to_string()));
-            }
-            _ => {
-                return Err(WalrsError::new(
-                    Kind::Key,
-                    "the repository is encrypted: restore_command needs the key in a file",
-                )
-                .hint("set WALRS_ENCRYPTION_KEY_FILE to a key file the postgres user can read"));
-            }
-        }
-    }
-    if let RepoLocation::S3(_) = loc {
-        let s3 = &ctx.settings.s3;
-        if let Some(ep) = &s3.endpoint {
-            env.push(("WALRS_S3_ENDPOINT".into(), ep.clone()));
-        }
-        env.push(("WALRS_S3_REGION".into(), s3.region.clone()));
-        if let Some(ps) = s3.path_style {
-            env.push(("WALRS_S3_PATH_STYLE".into(), ps.to_string()));
-        }
-        for k in ["AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE"] {
-            if let Ok(v) = std::env::var(k) {
-                env.push((k.into(), v));
-            }
-        }
-        if std::env::var("AWS_SHARED_CREDENTIALS_FILE").is_err() {
-            tracing::warn!(
-                "restore_command does not carry S3 credentials: give the server a credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials of the postgres user)"
-            );
-        }
-    }
-    if let Ok(c) = std::env::var("WALRS_CONFIG") {
-        env.push(("WALRS_CONFIG".into(), c));
-    }
+    let env = recovery::input::restore_command_env(&ctx.settings, cfg.encryption.is_some())?;
     // Every --tablespace-map OLD must name a tablespace of the chosen backup: a typo must not
     // restore the tablespace to its old location.
     for (old, _) in &tablespace_map {
@@ -380,37 +312,43 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         stats.bytes >> 20,
         t0.elapsed().as_secs_f64()
     );
+    let mut out = Text::new();
     if !args.json {
-        outln!(
+        textln!(
+            out,
             "restored {} file(s), {} MiB into {}",
             stats.files,
             stats.bytes >> 20,
             args.pgdata.display()
         );
-        outln!(
+        textln!(
+            out,
             "recovery settings written to postgresql.auto.conf (and {}):{written}",
             if args.standby { "standby.signal" } else { "recovery.signal" }
         );
         if args.archive_mode == "off" {
-            outln!(
+            textln!(
+                out,
                 "archiving is off in the restored cluster (archive_mode = 'off'), so it cannot archive into {}; --archive-mode=preserve keeps the backup's archiving, for a restore meant to become the new primary",
                 repo.describe()
             );
         } else {
-            outln!(
+            textln!(
+                out,
                 "archiving as in the backup (--archive-mode=preserve): once promoted, the restored cluster archives wherever its archive_command says, perhaps into {}",
                 repo.describe()
             );
         }
         if let Some(c) = &chown {
-            outln!("run as root: before starting PostgreSQL, run {c}");
+            textln!(out, "run as root: before starting PostgreSQL, run {c}");
         }
-        outln!(
+        textln!(
+            out,
             "start PostgreSQL on {} (as the owner of the data directory)",
             args.pgdata.display()
         );
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }
 
 /// `--owner USER` resolved before anything is written: `Some((uid, gid))` when the restored

@@ -1,14 +1,14 @@
 //! `walrs timeline`: the timeline tree from the archived `.history` files, with switch points
 //! and the segments each timeline holds. See docs/commands/timeline.md.
 
-use crate::cli::Ctx;
-use crate::error::{Kind, Result, WalrsError};
+use super::{Ctx, Outcome, Text};
+use crate::error::Result;
 use crate::index::{self, verify};
-use crate::outln;
 use crate::pg::{TimeLineId, TimelineHistory, WalFileName};
+use crate::textln;
 
 /// The examples of `walrs timeline --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   WALRS_REPO=/srv/walrs walrs timeline
   WALRS_REPO=/srv/walrs walrs timeline --json"
@@ -36,7 +36,7 @@ struct Entry {
 }
 
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     let mut tl = verify::timelines(&repo)?;
@@ -68,11 +68,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         })
         .collect();
     if args.json {
-        let s = serde_json::to_string_pretty(&serde_json::json!({ "timelines": entries }))
-            .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-        outln!("{s}");
-        return Ok(());
+        return Outcome::json(&serde_json::json!({ "timelines": entries }));
     }
+    let mut out = Text::new();
     for e in &entries {
         let branch = match (e.info.parent, e.info.switchpoint) {
             (Some(p), Some(at)) => format!(
@@ -86,12 +84,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             (Some(a), Some(b)) => format!(": {} segment(s), {a} .. {b}", e.segments),
             _ => ": no segments".to_string(),
         };
-        outln!("timeline {}{segs}{branch}", e.info.timeline.get());
+        textln!(out, "timeline {}{segs}{branch}", e.info.timeline.get());
     }
     for d in &diverged {
-        outln!(
+        textln!(
+            out,
             "warning: histories diverged: {d}; `walrs restore` follows one branch and names the other"
         );
     }
-    Ok(())
+    Ok(Outcome::text(out))
 }

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use crate::cli::Ctx;
+use super::{Ctx, Outcome, Text};
 use crate::error::{Kind, Result, WalrsError};
 use crate::index::{self, verify};
-use crate::outln;
 use crate::pg::{Lsn, TimeLineId};
+use crate::textln;
 
 /// Default deadline of `wal list`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -15,7 +15,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_LONG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The examples of `walrs wal --help`.
-pub const EXAMPLES: &str = crate::cli::with_env_note!(
+pub const EXAMPLES: &str = super::with_env_note!(
     "Examples:
   # what is archived: ranges per timeline, transaction times, gaps
   WALRS_REPO=/srv/walrs walrs wal list
@@ -69,15 +69,8 @@ pub enum Action {
     },
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v)
-        .map_err(|e| WalrsError::new(Kind::Internal, e.to_string()))?;
-    outln!("{s}");
-    Ok(())
-}
-
 /// Runs the command.
-pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let cfg = repo.require_config()?;
     match args.action {
@@ -85,19 +78,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             let all = index::load_all(&repo, cfg.wal_segment_size)?;
             let report = verify::ranges(&all, cfg.wal_segment_size);
             if json {
-                return print_json(&serde_json::json!({ "timelines": report }));
+                return Outcome::json(&serde_json::json!({ "timelines": report }));
             }
+            let mut out = Text::new();
             if report.is_empty() {
-                outln!("no WAL segments in {}", repo.describe());
+                textln!(out, "no WAL segments in {}", repo.describe());
             }
             for t in &report {
-                outln!("timeline {}", t.timeline.get());
+                textln!(out, "timeline {}", t.timeline.get());
                 for r in &t.ranges {
                     let times = match (&r.first_xact_time, &r.last_xact_time) {
                         (Some(a), Some(b)) => format!(", transactions {a} .. {b}"),
                         _ => String::new(),
                     };
-                    outln!(
+                    textln!(
+                        out,
                         "  {} .. {}  {} segment(s), {} .. {}{times}",
                         r.first,
                         r.last,
@@ -106,17 +101,23 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                         r.end
                     );
                     for d in &r.damaged {
-                        outln!("    damaged: {d} (see `walrs wal verify`)");
+                        textln!(out, "    damaged: {d} (see `walrs wal verify`)");
                     }
                 }
                 for g in &t.gaps {
-                    outln!("  gap: {} .. {} ({} segment(s) missing)", g.first, g.last, g.segments);
+                    textln!(
+                        out,
+                        "  gap: {} .. {} ({} segment(s) missing)",
+                        g.first,
+                        g.last,
+                        g.segments
+                    );
                 }
                 for p in &t.partials {
-                    outln!("  partial: {p}");
+                    textln!(out, "  partial: {p}");
                 }
             }
-            Ok(())
+            Ok(Outcome::text(out))
         }
         Action::Verify { json, from, timeline } => {
             let timeline = timeline
@@ -125,14 +126,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 })
                 .transpose()?;
             let report = verify::verify(&repo, &cfg, &verify::VerifyOptions { from, timeline })?;
-            if json {
-                print_json(&report)?;
+            let outcome = if json {
+                Outcome::json(&report)?
             } else {
+                let mut out = Text::new();
                 for p in &report.problems {
-                    outln!("{}: {}: {}", p.kind, p.name, p.detail);
+                    textln!(out, "{}: {}: {}", p.kind, p.name, p.detail);
                 }
                 for w in &report.warnings {
-                    outln!("warning: {}: {}: {}", w.kind, w.name, w.detail);
+                    textln!(out, "warning: {}: {}: {}", w.kind, w.name, w.detail);
                 }
                 for t in &report.temporaries {
                     let why = match t.state {
@@ -142,7 +144,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                             "stale (left by a killed writer; the next write into its directory removes it)"
                         }
                     };
-                    outln!(
+                    textln!(
+                        out,
                         "temporary: {}: {} bytes, last written {} s ago: {why}",
                         t.path,
                         t.bytes,
@@ -158,7 +161,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                         report.temporaries.iter().map(|t| t.bytes).sum::<u64>()
                     )
                 };
-                outln!(
+                textln!(
+                    out,
                     "{} segment(s), {} record(s) on timeline(s) {:?}: {}{}{temps}",
                     report.segments,
                     report.records,
@@ -174,14 +178,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                         format!(", {} warning(s)", report.warnings.len())
                     }
                 );
-            }
+                Outcome::text(out)
+            };
             if report.problems.is_empty() {
-                Ok(())
+                Ok(outcome)
             } else {
-                Err(WalrsError::new(
+                Ok(outcome.failing(WalrsError::new(
                     Kind::VerifyFailed,
                     format!("{} problem(s) found in {}", report.problems.len(), repo.describe()),
-                ))
+                )))
             }
         }
         Action::Index { rebuild } => {
@@ -192,8 +197,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 ));
             }
             let n = verify::rebuild(&repo, &cfg)?;
-            outln!("indexed {n} segment(s)");
-            Ok(())
+            let mut out = Text::new();
+            textln!(out, "indexed {n} segment(s)");
+            Ok(Outcome::text(out))
         }
     }
 }

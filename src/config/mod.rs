@@ -582,6 +582,18 @@ impl Settings {
         }
     }
 
+    /// The look-ahead parallelism of `push`: its `--parallel` (or `WALRS_PUSH_PARALLEL`), else the
+    /// file's `push_parallel`, else `default`; 1 to 64.
+    pub fn push_parallel(&self, flag: Option<usize>, default: usize) -> Result<usize> {
+        check_count("push parallelism", flag.or(self.push_parallel).unwrap_or(default), 1)
+    }
+
+    /// The segments `fetch` prefetches: its `--prefetch` (or `WALRS_PREFETCH`), else the file's
+    /// `prefetch`, else `default`; 0 (off) to 64.
+    pub fn prefetch(&self, flag: Option<usize>, default: usize) -> Result<usize> {
+        check_count("prefetch", flag.or(self.prefetch).unwrap_or(default), 0)
+    }
+
     /// The repository location, which the command needs.
     pub fn require_repo(&self) -> Result<&RepoLocation> {
         self.repo.as_ref().ok_or_else(|| {
@@ -589,6 +601,15 @@ impl Settings {
                 .hint("set WALRS_REPO, --repo or `repo` in the config file to an absolute path or file:///path")
         })
     }
+}
+
+/// `v` if it is between `min` and 64 (a count of segments or workers), else a configuration
+/// error (exit 10) naming `what`.
+pub fn check_count(what: &str, v: usize, min: usize) -> Result<usize> {
+    if v < min || v > 64 {
+        return Err(config_err(format!("{what} {v}: must be between {min} and 64")));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

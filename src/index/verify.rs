@@ -385,29 +385,34 @@ pub struct VerifyReport {
 }
 
 /// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
-/// first with its decoded long page header. Returns the object's content digest.
+/// first with its decoded long page header. Returns the object's content digest. From a network
+/// backend, a segment that fails verification is decoded once more (`repo::reread`): `f` sees
+/// the frames again from the first, and must start over when it gets a header.
 fn decode_stored(
     repo: &Repository,
     name: &WalFileName,
     mut f: impl FnMut(&[u8], Option<&LongPageHeader>) -> Result<()>,
 ) -> Result<String> {
-    let mut dec = repo.open::<WalFile>(name)?;
-    let mut frame = Vec::new();
-    let mut first = true;
-    while dec.next_frame(&mut frame)? {
-        if first {
-            let h = LongPageHeader::decode(&frame)
-                .map_err(|e| WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}")))?;
-            f(&frame, Some(&h))?;
-            first = false;
-        } else {
-            f(&frame, None)?;
+    crate::repo::reread::read_verified(repo, name.as_str(), || {
+        let mut dec = repo.open::<WalFile>(name)?;
+        let mut frame = Vec::new();
+        let mut first = true;
+        while dec.next_frame(&mut frame)? {
+            if first {
+                let h = LongPageHeader::decode(&frame).map_err(|e| {
+                    WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}"))
+                })?;
+                f(&frame, Some(&h))?;
+                first = false;
+            } else {
+                f(&frame, None)?;
+            }
         }
-    }
-    if first {
-        return Err(WalrsError::new(Kind::Corrupt, "empty object"));
-    }
-    Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
+        if first {
+            return Err(WalrsError::new(Kind::Corrupt, "empty object"));
+        }
+        Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
+    })
 }
 
 fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
@@ -565,6 +570,9 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
                             format!("holds WAL of timeline {}", h.tli.get()),
                         ));
                     }
+                    // The first frame, also of a second read: start over.
+                    records = 0;
+                    interp_err = None;
                     sc_version = h.version;
                     let mut sc = WalScanner::new(h.page_addr, geometry(h));
                     sc.resume(incoming.clone(), last_rec);

@@ -14,12 +14,16 @@
 //! `max_allowed_packet`). Every network step has a deadline: connect, each query, and the gap
 //! between two events (the server sends heartbeats when idle).
 
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use super::event::{self, ChecksumAlg, GtidState};
 use super::store::ServerIdentity;
 use super::wire::{BINLOG_SEND_ANNOTATE_ROWS_EVENT, Wire, WireError, WireOptions};
+use crate::follow::Event;
+
+/// Where the reader sends: the loop of `crate::follow`.
+pub type Tx = crate::follow::Sender<Msg, StreamError>;
 
 /// How to reach the server.
 #[derive(Clone, Debug)]
@@ -126,7 +130,8 @@ impl std::fmt::Display for StreamError {
     }
 }
 
-/// What the reader thread sends.
+/// What the reader thread sends (inside [`Event::Msg`]; the end of its stream is
+/// [`Event::Ended`] with a [`StreamError`]).
 #[derive(Debug)]
 pub enum Msg {
     /// Connected; who the server is and its oldest binlog.
@@ -141,10 +146,6 @@ pub enum Msg {
     Located(String),
     /// One event, whole, checksum verified.
     Event(Vec<u8>),
-    /// The stream ended; the thread exits.
-    Failed(StreamError),
-    /// SIGTERM or SIGINT (from the signal thread).
-    Stop,
 }
 
 /// Where the writer asks the reader to stream from.
@@ -261,17 +262,17 @@ pub const THREAD_NAME: &str = "walrs-binlog-reader";
 pub fn run(
     o: ConnectOptions,
     go: Receiver<Option<Start>>,
-    tx: SyncSender<Msg>,
+    tx: Tx,
     budget: std::sync::Arc<ByteBudget>,
 ) {
     let err = stream(&o, &go, &tx, &budget);
-    let _ = tx.send(Msg::Failed(err));
+    let _ = tx.send(Event::Ended(err));
 }
 
 fn stream(
     o: &ConnectOptions,
     go: &Receiver<Option<Start>>,
-    tx: &SyncSender<Msg>,
+    tx: &Tx,
     budget: &ByteBudget,
 ) -> StreamError {
     let mut conn = match connect(o) {
@@ -283,7 +284,7 @@ fn stream(
         Err(e) => return e,
     };
     let checksum = identity.checksum;
-    if tx.send(Msg::Connected { identity, first_file }).is_err() {
+    if tx.send(Event::Msg(Msg::Connected { identity, first_file })).is_err() {
         return StreamError::Connection("writer gone".into());
     }
     // The writer answers at once (it only reads the repository); this thread has nothing else
@@ -305,7 +306,7 @@ fn stream(
                 Ok(f) => f,
                 Err(e) => return e,
             };
-            if tx.send(Msg::Located(file.clone())).is_err() {
+            if tx.send(Event::Msg(Msg::Located(file.clone()))).is_err() {
                 return StreamError::Connection("writer gone".into());
             }
             (file, 4)
@@ -369,7 +370,7 @@ fn stream(
             continue;
         }
         budget.acquire(raw.len());
-        if tx.send(Msg::Event(raw)).is_err() {
+        if tx.send(Event::Msg(Msg::Event(raw))).is_err() {
             return StreamError::Connection("writer gone".into());
         }
     }

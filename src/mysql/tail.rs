@@ -12,7 +12,6 @@
 //! run on this (synchronous) thread; the network runs on the reader thread (`client`).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use super::client::{self, ConnectOptions, Msg, Start, StreamError};
@@ -20,6 +19,7 @@ use super::event::{self, ChecksumAlg, FileScanner, GtidState, Header, types};
 use super::store::{BinlogStore, Catalog, Gap, Part};
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
+use crate::follow::{self, Next};
 use crate::repo::Repository;
 
 /// Bytes of received events waiting between the reader and the writer (more only for a single
@@ -121,6 +121,12 @@ struct Tail {
     server_first_file: Option<String>,
     /// The file being closed in the background.
     closing: Option<(String, std::thread::JoinHandle<Result<super::store::FileMeta>>)>,
+    /// Bytes of events between the reader and this writer.
+    budget: Arc<client::ByteBudget>,
+    /// Where the current reader waits to be told where to stream from.
+    go: Option<std::sync::mpsc::SyncSender<Option<Start>>>,
+    /// The position of the last corrupt event and how many times in a row it was met there.
+    corrupt_at: Option<((String, u64), u32)>,
 }
 
 fn protocol(msg: String) -> WalrsError {
@@ -130,6 +136,23 @@ fn protocol(msg: String) -> WalrsError {
 }
 
 impl Tail {
+    fn new(repo: Arc<Repository>, opts: TailOptions) -> Self {
+        Tail {
+            store: None,
+            repo,
+            opts,
+            active: None,
+            next_file: None,
+            locate: None,
+            gaps: Vec::new(),
+            server_first_file: None,
+            closing: None,
+            budget: Arc::new(client::ByteBudget::new(IN_FLIGHT_BYTES)),
+            go: None,
+            corrupt_at: None,
+        }
+    }
+
     fn store(&self) -> Result<&BinlogStore> {
         self.store.as_ref().ok_or_else(|| WalrsError::new(Kind::Internal, "binlog store not open"))
     }
@@ -521,128 +544,118 @@ pub fn next_name(name: &str) -> Result<String> {
     Ok(format!("{base}.{:0width$}", i + 1, width = n.len()))
 }
 
-/// Runs the tail until SIGTERM/SIGINT (returns Ok after a final flush) or a fatal error. `chan`
-/// is the channel the reader threads and the signal thread send to.
-pub fn run(
-    repo: Arc<Repository>,
-    opts: TailOptions,
-    chan: (SyncSender<Msg>, Receiver<Msg>),
-) -> Result<()> {
-    let (tx, rx) = chan;
-    let mut tail = Tail {
-        store: None,
-        repo,
-        opts,
-        active: None,
-        next_file: None,
-        locate: None,
-        gaps: Vec::new(),
-        server_first_file: None,
-        closing: None,
-    };
-    let budget = Arc::new(client::ByteBudget::new(IN_FLIGHT_BYTES));
-    let mut backoff = Duration::from_millis(250);
-    let mut corrupt_at: Option<((String, u64), u32)> = None;
-    loop {
-        let conn = tail.opts.connect.clone();
-        let txc = tx.clone();
+/// Runs the tail until SIGTERM/SIGINT (returns Ok after a final flush) or a fatal error, in the
+/// loop of [`crate::follow`]: a reader thread per connection, reconnection with a backoff from
+/// 250 ms doubling up to `--max-backoff`.
+pub fn run(repo: Arc<Repository>, opts: TailOptions) -> Result<()> {
+    let follow =
+        follow::Options { initial_backoff: INITIAL_BACKOFF, max_backoff: opts.max_backoff };
+    follow::run(&mut Tail::new(repo, opts), &follow)
+}
+
+/// The first wait before reconnecting, and the one after a connection that delivered events.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+
+// The trait's `handle`, `flush` and `flush_due` call the inherent methods of the same names
+// (inherent methods win in method resolution).
+impl follow::Follower for Tail {
+    type Msg = Msg;
+    type Failure = StreamError;
+
+    fn connect(&mut self, tx: client::Tx) -> Result<std::thread::JoinHandle<()>> {
+        let conn = self.opts.connect.clone();
         let (go_tx, go_rx) = std::sync::mpsc::sync_channel(1);
-        let b = budget.clone();
-        let reader = std::thread::Builder::new()
+        let budget = self.budget.clone();
+        self.go = Some(go_tx);
+        std::thread::Builder::new()
             .name(client::THREAD_NAME.into())
-            .spawn(move || client::run(conn, go_rx, txc, b))
-            .map_err(|e| WalrsError::new(Kind::Internal, format!("starting the reader: {e}")))?;
-        let mut got_events = false;
-        let failure = loop {
-            let wait = tail
-                .flush_due()
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3600));
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Connected { identity, first_file }) => {
-                    let decided = tail.on_connected(&identity, first_file);
-                    match decided {
-                        Ok(start) => {
-                            let from = match &start {
-                                Start::At { file, pos, .. } if file.is_empty() => {
-                                    format!("the server's first binlog at {pos}")
-                                }
-                                Start::At { file, pos, .. } => format!("{file} at {pos}"),
-                                Start::AfterGtid(s) => {
-                                    format!("the file holding the first transaction after GTID {s}")
-                                }
-                            };
-                            tracing::info!(
-                                "connected to {} {} (server id {}); streaming from {from}",
-                                identity.flavour,
-                                identity.version,
-                                identity.server_id,
-                            );
-                            let _ = go_tx.send(Some(start));
+            .spawn(move || client::run(conn, go_rx, tx, budget))
+            .map_err(|e| WalrsError::new(Kind::Internal, format!("starting the reader: {e}")))
+    }
+
+    fn disconnect(&mut self) {
+        self.go = None;
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<bool> {
+        match msg {
+            Msg::Connected { identity, first_file } => {
+                let start = match self.on_connected(&identity, first_file) {
+                    Ok(start) => start,
+                    Err(e) => {
+                        if let Some(go) = self.go.take() {
+                            let _ = go.send(None);
                         }
-                        Err(e) => {
-                            let _ = go_tx.send(None);
-                            let _ = reader.join();
-                            return Err(e);
-                        }
-                    }
-                }
-                Ok(Msg::Located(file)) => {
-                    if let Err(e) = tail.on_located(file) {
-                        drop(go_tx);
-                        let _ = reader.join();
                         return Err(e);
                     }
+                };
+                let from = match &start {
+                    Start::At { file, pos, .. } if file.is_empty() => {
+                        format!("the server's first binlog at {pos}")
+                    }
+                    Start::At { file, pos, .. } => format!("{file} at {pos}"),
+                    Start::AfterGtid(s) => {
+                        format!("the file holding the first transaction after GTID {s}")
+                    }
+                };
+                tracing::info!(
+                    "connected to {} {} (server id {}); streaming from {from}",
+                    identity.flavour,
+                    identity.version,
+                    identity.server_id,
+                );
+                if let Some(go) = &self.go {
+                    let _ = go.send(Some(start));
                 }
-                Ok(Msg::Event(raw)) => {
-                    got_events = true;
-                    let n = raw.len();
-                    let handled = tail.handle(raw);
-                    budget.release(n);
-                    handled?;
-                }
-                Ok(Msg::Failed(e)) => break e,
-                Ok(Msg::Stop) => {
-                    tracing::info!("stopping: storing what was received");
-                    tail.flush()?;
-                    tail.join_closing()?;
-                    return Ok(());
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(WalrsError::new(Kind::Internal, "reader channel closed"));
-                }
+                Ok(false)
             }
-            tail.poll_closing()?;
-            if tail.flush_due().is_some_and(|t| t <= Instant::now()) {
-                tail.flush()?;
+            Msg::Located(file) => {
+                if let Err(e) = self.on_located(file) {
+                    self.go = None;
+                    return Err(e);
+                }
+                Ok(false)
             }
-        };
-        drop(go_tx);
-        let _ = reader.join();
-        if got_events {
-            backoff = Duration::from_millis(250);
-            corrupt_at = None;
+            Msg::Event(raw) => {
+                let n = raw.len();
+                let handled = self.handle(raw);
+                self.budget.release(n);
+                handled.map(|()| true)
+            }
+        }
+    }
+
+    fn flush_due(&self) -> Option<Instant> {
+        self.flush_due()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.flush()
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.poll_closing()
+    }
+
+    fn ended(&mut self, failure: StreamError, delivered: bool, backoff: Duration) -> Result<Next> {
+        if delivered {
+            self.corrupt_at = None;
         }
         match failure {
             StreamError::Connection(m) => {
                 tracing::warn!("{m}; reconnecting in {} ms", backoff.as_millis());
                 // Keep the interval promise while waiting.
-                tail.flush()?;
-                if wait_or_stop(&rx, backoff) {
-                    tail.join_closing()?;
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(tail.opts.max_backoff);
+                self.flush()?;
+                Ok(Next::Backoff)
             }
             StreamError::Corrupt(m) => {
-                tail.flush()?;
-                let at = tail.request();
-                let n = match &corrupt_at {
+                self.flush()?;
+                let at = self.request();
+                let n = match &self.corrupt_at {
                     Some((p, n)) if *p == at => n + 1,
                     _ => 1,
                 };
-                corrupt_at = Some((at.clone(), n));
+                self.corrupt_at = Some((at.clone(), n));
                 if n >= 3 {
                     return Err(WalrsError::new(
                         Kind::Corrupt,
@@ -655,56 +668,53 @@ pub fn run(
                     at.0,
                     at.1
                 );
-                if wait_or_stop(&rx, backoff) {
-                    tail.join_closing()?;
-                    return Ok(());
-                }
+                Ok(Next::Retry)
             }
             StreamError::Purged(m) => {
-                tail.flush()?;
-                let (file, offset) = tail.request();
-                let first = tail.server_first_file.clone();
+                self.flush()?;
+                let (file, offset) = self.request();
+                let first = self.server_first_file.clone();
                 let gap = Gap {
                     missing_file: file.clone(),
                     missing_offset: offset,
                     server_first_file: first.clone(),
                     detected_at: crate::timefmt::rfc3339_utc(std::time::SystemTime::now()),
                 };
-                tail.store()?.record_gap(&gap)?;
-                if tail.opts.accept_gap
+                self.store()?.record_gap(&gap)?;
+                if self.opts.accept_gap
                     && let Some(f) = first
                     && f != file
                 {
                     tracing::warn!(
                         "{m}: recorded a gap from {file} offset {offset}; continuing from {f}"
                     );
-                    tail.gaps.push(file);
-                    tail.active = None;
-                    tail.next_file = Some(f);
-                    continue;
+                    self.gaps.push(file);
+                    self.active = None;
+                    self.next_file = Some(f);
+                    return Ok(Next::Now);
                 }
-                return Err(WalrsError::new(
+                Err(WalrsError::new(
                     Kind::Purged,
                     format!(
                         "the server no longer has {file} (needed from offset {offset}): {m}; a gap is recorded"
                     ),
                 )
-                .hint(match &tail.server_first_file {
+                .hint(match &self.server_first_file {
                     Some(f) => format!("its oldest binlog is {f}; rerun with --accept-gap to continue from there (the gap stays in `walrs binlog list`), and take a new full backup"),
                     None => "rerun with --accept-gap to continue from the server's oldest binlog".into(),
-                }));
+                }))
             }
             StreamError::Auth(m) => {
-                return Err(WalrsError::new(Kind::Auth, m)
-                    .hint("check --user and WALRS_MYSQL_PASSWORD / --password-file; the user needs REPLICATION SLAVE, REPLICATION CLIENT (and BINLOG MONITOR on MariaDB)"));
+                Err(WalrsError::new(Kind::Auth, m)
+                    .hint("check --user and WALRS_MYSQL_PASSWORD / --password-file; the user needs REPLICATION SLAVE, REPLICATION CLIENT (and BINLOG MONITOR on MariaDB)"))
             }
             StreamError::Server(m) => {
-                return Err(WalrsError::new(Kind::Unavailable, format!("the server refused the binlog dump: {m}"))
-                    .hint("is binary logging enabled (log_bin), and does the user have REPLICATION SLAVE?"));
+                Err(WalrsError::new(Kind::Unavailable, format!("the server refused the binlog dump: {m}"))
+                    .hint("is binary logging enabled (log_bin), and does the user have REPLICATION SLAVE?"))
             }
             StreamError::StartGtid { purged, message } => {
-                let state = tail.locate.as_ref().map(|s| s.to_string()).unwrap_or_default();
-                return Err(if purged {
+                let state = self.locate.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                Err(if purged {
                     WalrsError::new(
                         Kind::Purged,
                         format!("the server no longer has the binlogs that follow GTID {state}: {message}"),
@@ -716,33 +726,19 @@ pub fn run(
                         format!("the server's binlogs do not hold GTID position {state}: {message}"),
                     )
                     .hint("nothing was stored; give a position the server has written (SELECT @@gtid_binlog_pos on the server shows its latest)")
-                });
+                })
             }
-            StreamError::Diverged(m) => {
-                return Err(WalrsError::new(
-                    Kind::ForeignCluster,
-                    format!("the server's binlog is another history than the stored one: {m}"),
-                )
-                .hint("the server was reset (RESET MASTER) or replaced by another under the same binlog names; nothing was appended; store its binlogs in another repository (or prefix)"));
-            }
+            StreamError::Diverged(m) => Err(WalrsError::new(
+                Kind::ForeignCluster,
+                format!("the server's binlog is another history than the stored one: {m}"),
+            )
+            .hint("the server was reset (RESET MASTER) or replaced by another under the same binlog names; nothing was appended; store its binlogs in another repository (or prefix)")),
         }
     }
-}
 
-/// Waits `d`, returning true if a stop arrived meanwhile.
-fn wait_or_stop(rx: &Receiver<Msg>, d: Duration) -> bool {
-    let until = Instant::now() + d;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        match rx.recv_timeout(left) {
-            Ok(Msg::Stop) => return true,
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => return false,
-            Err(RecvTimeoutError::Disconnected) => return true,
-        }
+    fn stop(&mut self) -> Result<()> {
+        self.flush()?;
+        self.join_closing()
     }
 }
 
@@ -811,17 +807,7 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             compression: None,
         };
-        let mut t = Tail {
-            store: None,
-            repo: repo.clone(),
-            opts,
-            active: None,
-            next_file: None,
-            locate: None,
-            gaps: Vec::new(),
-            server_first_file: None,
-            closing: None,
-        };
+        let mut t = Tail::new(repo.clone(), opts);
         t.on_connected(&identity, None).unwrap();
         t
     }

@@ -1,6 +1,6 @@
 //! The MySQL/MariaDB client/server protocol, as much of it as a binlog replica needs: the
 //! handshake (protocol 10) with `mysql_native_password` and `caching_sha2_password`, TLS
-//! (rustls, libpq-like modes shared with the PostgreSQL client), text queries, `COM_REGISTER_SLAVE`
+//! (`net::tls`, libpq-like modes shared with the PostgreSQL client), text queries, `COM_REGISTER_SLAVE`
 //! and `COM_BINLOG_DUMP`, then the event stream as the exact bytes of the server's binlog.
 //!
 //! Synchronous, on std sockets: every read and write has a timeout (connect, each query, and the
@@ -12,14 +12,13 @@
 //! ("clientserver-protocol"); written here from those descriptions.
 
 use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use sha1::Digest as _;
 
 use crate::bytes::u16_at;
-use crate::replication::tls;
+use crate::net::{Stream, tls};
 
 /// Capability flags (`CLIENT_*`).
 mod caps {
@@ -101,49 +100,6 @@ pub struct WireOptions {
     pub ssl_mode: String,
     /// Root certificates for `verify-ca`/`verify-full` (a PEM file, or `system`).
     pub ssl_root_cert: Option<String>,
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(b),
-            Stream::Unix(s) => s.read(b),
-            Stream::Tls(s) => s.read(b),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(b),
-            Stream::Unix(s) => s.write(b),
-            Stream::Tls(s) => s.write(b),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl Stream {
-    fn set_read_timeout(&self, d: Duration) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(Some(d)),
-            Stream::Unix(s) => s.set_read_timeout(Some(d)),
-            Stream::Tls(s) => s.sock.set_read_timeout(Some(d)),
-        }
-    }
 }
 
 /// An authenticated connection.
@@ -555,7 +511,10 @@ impl Wire {
         p.extend_from_slice(&server_id.to_le_bytes());
         p.extend_from_slice(file.as_bytes());
         self.write_packet(&p)?;
-        self.stream.get_ref().set_read_timeout(read_timeout).map_err(|e| self.io("configuring", &e))
+        self.stream
+            .get_ref()
+            .set_read_timeout(Some(read_timeout))
+            .map_err(|e| self.io("configuring", &e))
     }
 
     /// The next event, as the exact bytes of the binlog file (header, body, checksum); `None`

@@ -16,10 +16,10 @@
 //! `postgresql.auto.conf` is read last. The file is replaced atomically (temp file, fsync,
 //! rename, directory fsync).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::Target;
+use crate::durable::{self, local_io};
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{PgTimestamp, TimeLineId};
 
@@ -282,19 +282,6 @@ pub fn settings_block(s: &RecoverySettings, comment: &str) -> Result<String> {
     Ok(text)
 }
 
-/// Writes `content` to `path` atomically: a temp file beside it (mode 0600), fsync, rename,
-/// fsync of the directory. The temp file is removed on failure.
-pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let (mut guard, mut f) = crate::archive::create_temp(dir, &name)?;
-    f.write_all(content)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| crate::archive::local_io("writing", guard.path(), &e))?;
-    drop(f);
-    crate::archive::install(&mut guard, path, dir)
-}
-
 /// Rewrites `postgresql.auto.conf` (earlier recovery settings disabled, and unless a standby is
 /// asked for the standby settings; ours appended) and creates `recovery.signal`, or for a
 /// standby `standby.signal`. Without `standby`, a `standby.signal` from the backup (a backup of
@@ -312,7 +299,7 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
             )
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(crate::archive::local_io("reading", &auto, &e)),
+        Err(e) => return Err(local_io("reading", &auto, &e)),
     };
     let (new, disabled) = rewrite_auto_conf(&old, &block, s.standby);
     if disabled > 0 {
@@ -339,11 +326,11 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
             line.trim()
         );
     }
-    write_atomic(&auto, new.as_bytes())?;
+    durable::write_file(&auto, new.as_bytes())?;
     if s.standby {
-        write_atomic(&pgdata.join("standby.signal"), b"")?;
+        durable::write_file(&pgdata.join("standby.signal"), b"")?;
     } else {
-        write_atomic(&pgdata.join("recovery.signal"), b"")?;
+        durable::write_file(&pgdata.join("recovery.signal"), b"")?;
         // A backup of a standby ships its standby.signal: with it the server would stay a
         // standby (of the primary its primary_conninfo names) and never promote.
         let standby_sig = pgdata.join("standby.signal");
@@ -352,10 +339,10 @@ pub fn write(pgdata: &Path, s: &RecoverySettings, comment: &str) -> Result<Strin
                 tracing::info!(
                     "removed standby.signal of the backup: the restore is not a standby"
                 );
-                crate::archive::fetch::sync_dir(pgdata)?;
+                durable::sync_dir(pgdata).map_err(|e| local_io("syncing directory", pgdata, &e))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(crate::archive::local_io("removing", &standby_sig, &e)),
+            Err(e) => return Err(local_io("removing", &standby_sig, &e)),
         }
     }
     Ok(block)

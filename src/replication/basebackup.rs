@@ -305,8 +305,8 @@ impl<'c> BaseBackup<'c> {
                     match kind {
                         b'n' => {
                             let mut pos = 1;
-                            let name = super::cstr(&body, &mut pos);
-                            let path = super::cstr(&body, &mut pos);
+                            let name = crate::pgwire::cstr(&body, &mut pos);
+                            let path = crate::pgwire::cstr(&body, &mut pos);
                             return Ok(Some(Event::Archive { name, path }));
                         }
                         b'd' => {

@@ -13,10 +13,12 @@
 
 pub mod backup_id;
 pub mod config;
+mod errors;
 pub mod layout;
 pub mod manifest;
 pub mod object;
 pub mod prune;
+pub mod reread;
 pub mod retention;
 pub mod wal;
 
@@ -108,15 +110,22 @@ impl Repository {
     /// Reads the object `id` whole: a JSON document through the one versioned reader
     /// ([`decode_json`]: a newer `format_version` is exit 15), a history file parsed. `None` when
     /// it does not exist.
+    ///
+    /// From a network backend, an object that fails verification is read once more before it is
+    /// called corrupt ([`reread`]).
     pub fn load<T: Document>(&self, id: &T::Id) -> Result<Option<T>> {
-        let dec = match self.open::<T>(id) {
-            Ok(d) => d,
-            Err(e) if e.kind == Kind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        dec.copy_to(&mut bytes)?;
-        T::decode(id, &bytes).map(Some)
+        let name = T::name(id)?;
+        let bytes = reread::read_verified(self, &name, || {
+            let dec = match self.open::<T>(id) {
+                Ok(d) => d,
+                Err(e) if e.kind == Kind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut bytes = Vec::new();
+            dec.copy_to(&mut bytes)?;
+            Ok(Some(bytes))
+        })?;
+        bytes.map(|b| T::decode(id, &b)).transpose()
     }
 
     /// Stores `doc` as the object `id` of a kind of derived data ([`Write::Replace`]: the WAL

@@ -50,7 +50,7 @@ pub fn plan(
         consider(i, "kept: newest closed binlog".into());
     }
     if let Some(n) = keep.filter(|n| *n > 0)
-        && let Some(&i) = closed.iter().rev().take(n as usize).last()
+        && let Some(&i) = closed.get(closed.len().saturating_sub(n as usize))
     {
         consider(i, format!("kept: newest {n} binlogs"));
     }

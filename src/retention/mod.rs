@@ -599,7 +599,7 @@ pub fn id_time_us(id: &BackupId) -> Option<i64> {
         s.get(11..13)?,
         s.get(13..15)?
     );
-    crate::recovery::parse_timestamp(&t).ok()
+    crate::timefmt::parse_timestamp(&t).ok()
 }
 
 #[cfg(test)]

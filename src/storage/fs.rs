@@ -19,24 +19,22 @@
 //! write into its directory (once per directory and process) and by [`Storage::temporaries`]
 //! with `remove`. A write that fails removes the directories it created for the object.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{
     BatchDeleteError, Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage,
     StorageError, TempState, Temporary,
 };
-use crate::cleanup::TempGuard;
-use crate::codec::envelope::read_full;
+use crate::bytes::read_full;
+use crate::durable::{self, Linked, Naming, TempFile};
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Prefix of the repository's temporary file names (`.tmp.<name>.<pid>.<n>`).
-const TEMP_PREFIX: &str = ".tmp.";
+/// Prefix of the repository's temporary file names (`.tmp.<name>.<pid>.<n>`, named by
+/// [`durable::Naming::Repository`]).
+const TEMP_PREFIX: &str = durable::REPOSITORY_TEMP_PREFIX;
 
 /// A temporary file is stale once no process holds its lock and it has not been written for this
 /// long. The lock is the proof that its writer is gone; the age covers the instant between its
@@ -145,10 +143,6 @@ fn sweep_dir(
     }
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl FsStorage {
     /// Opens the repository at `root`, which must be an existing directory: walrs creates what is
     /// inside, never the root itself, so a missing mount or a typo fails loudly instead of filling
@@ -254,7 +248,7 @@ impl FsStorage {
                 Err(e) => return Err(StorageError::from_io("create directory for", key, &e)),
             }
             if let Some(parent) = d.parent() {
-                fsync_dir(parent)
+                durable::sync_dir(parent)
                     .map_err(|e| StorageError::from_io("sync directory for", key, &e))?;
             }
         }
@@ -267,55 +261,43 @@ impl FsStorage {
         key: &ObjectKey,
         final_path: &Path,
         body: &mut dyn Body,
-    ) -> Result<(TempGuard, File, u64), StorageError> {
+    ) -> Result<(TempFile, u64), StorageError> {
         let k = key.as_str();
         self.check_writer("write", k)?;
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
         let base = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let pid = std::process::id();
         self.sweep_once(&dir);
-        // Declared before the temporary file's guard, so dropped after it: on failure the file
-        // is removed first, then the directories this write created, if they are empty (a
+        // Declared before the temporary file, so dropped after it: on failure the file is
+        // removed first, then the directories this write created, if they are empty (a
         // basebackup that runs out of space leaves no empty `backups/<id>/base.tar/`).
         let mut new_dirs = CreatedDirs(Vec::new());
-        let mut created_dirs = false;
-        let (guard, mut file) = loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!(".tmp.{base}.{pid}.{n}"));
-            let guard = TempGuard::new(tmp);
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path()) {
-                Ok(f) => break (guard, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let mut g = guard;
-                    g.disarm(); // not ours: a stale file from an earlier process with our pid
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !created_dirs => {
-                    drop(guard);
-                    self.ensure_dir(&dir, k, &mut new_dirs.0)?;
-                    created_dirs = true;
-                }
-                Err(e) => return Err(StorageError::from_io("create temporary file for", k, &e)),
+        let created = match TempFile::create(&dir, base, Naming::Repository) {
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                self.ensure_dir(&dir, k, &mut new_dirs.0)?;
+                TempFile::create(&dir, base, Naming::Repository)
             }
+            other => other,
         };
-        self.give_to_owner(guard.path(), k)?;
+        let mut tmp = created
+            .map_err(|e| StorageError::from_io("create temporary file for", k, &e.source))?;
+        self.give_to_owner(tmp.path(), k)?;
         // Held until the file is closed: the sweep's proof that this writer is alive.
-        if let Err(e) = file.try_lock() {
-            tracing::debug!("could not lock {}: {e}", guard.path().display());
+        if let Err(e) = tmp.file().try_lock() {
+            tracing::debug!("could not lock {}: {e}", tmp.path().display());
         }
         let mut written = 0u64;
         loop {
             match body.next_chunk() {
                 Ok(Some(chunk)) => {
-                    file.write_all(chunk).map_err(|e| StorageError::from_io("write", k, &e))?;
+                    tmp.write_all(chunk).map_err(|e| StorageError::from_io("write", k, &e))?;
                     written += chunk.len() as u64;
                 }
                 Ok(None) => break,
                 Err(e) => return Err(StorageError::new(ErrorKind::Body, "produce data for", k, e)),
             }
         }
-        file.sync_all().map_err(|e| StorageError::from_io("fsync", k, &e))?;
-        let size = file.metadata().map_err(|e| StorageError::from_io("stat", k, &e))?.len();
+        tmp.sync().map_err(|e| StorageError::from_io("fsync", k, &e))?;
+        let size = tmp.file().metadata().map_err(|e| StorageError::from_io("stat", k, &e))?.len();
         if size != written {
             return Err(StorageError::new(
                 ErrorKind::Io,
@@ -325,7 +307,7 @@ impl FsStorage {
             ));
         }
         new_dirs.0.clear();
-        Ok((guard, file, written))
+        Ok((tmp, written))
     }
 }
 
@@ -363,12 +345,10 @@ impl Storage for FsStorage {
     fn put(&self, key: &ObjectKey, body: &mut dyn Body) -> Result<ObjectMeta, StorageError> {
         let k = key.as_str();
         let path = self.path(key);
-        let (mut guard, _file, size) = self.write_temp(key, &path, body)?;
-        fs::rename(guard.path(), &path)
-            .map_err(|e| StorageError::from_io("rename into place", k, &e))?;
-        guard.disarm();
+        let (tmp, size) = self.write_temp(key, &path, body)?;
+        tmp.rename_to(&path).map_err(|e| StorageError::from_io("rename into place", k, &e))?;
         let dir = path.parent().unwrap_or(&self.root);
-        fsync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
+        durable::sync_dir(dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
         Ok(ObjectMeta { key: key.clone(), size })
     }
 
@@ -382,38 +362,26 @@ impl Storage for FsStorage {
         if path.exists() {
             return Ok(PutOutcome::Exists);
         }
-        let (guard, file, size) = self.write_temp(key, &path, body)?;
+        let (tmp, size) = self.write_temp(key, &path, body)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let created = match fs::hard_link(guard.path(), &path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // On NFS a retried LINK can report EEXIST although our link succeeded: the file in
-                // place is ours exactly when it is the same inode.
-                let ours = file.metadata().ok().map(|m| (m.dev(), m.ino()));
-                let theirs = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
-                ours.is_some() && ours == theirs
+        match tmp.link_to(&path) {
+            Ok(Linked::Created) => {
+                durable::sync_dir(&dir)
+                    .map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
+                Ok(PutOutcome::Created(ObjectMeta { key: key.clone(), size }))
             }
+            Ok(Linked::Exists) => Ok(PutOutcome::Exists),
             // File systems without hard links (EPERM, EOPNOTSUPP): a check-then-rename could
             // silently replace a concurrent writer's object, so refuse loudly instead.
-            Err(e) if matches!(e.raw_os_error(), Some(1 | 95)) => {
-                return Err(StorageError::new(
-                    ErrorKind::Misconfigured,
-                    "link into place",
-                    k,
-                    format!(
-                        "the repository's file system does not support hard links ({e}); walrs needs them for atomic write-once objects"
-                    ),
-                ));
-            }
-            Err(e) => return Err(StorageError::from_io("link into place", k, &e)),
-        };
-        drop(guard); // removes the temporary name (the object keeps its inode through the link)
-        drop(file);
-        if created {
-            fsync_dir(&dir).map_err(|e| StorageError::from_io("sync directory for", k, &e))?;
-            Ok(PutOutcome::Created(ObjectMeta { key: key.clone(), size }))
-        } else {
-            Ok(PutOutcome::Exists)
+            Err(e) if matches!(e.raw_os_error(), Some(1 | 95)) => Err(StorageError::new(
+                ErrorKind::Misconfigured,
+                "link into place",
+                k,
+                format!(
+                    "the repository's file system does not support hard links ({e}); walrs needs them for atomic write-once objects"
+                ),
+            )),
+            Err(e) => Err(StorageError::from_io("link into place", k, &e)),
         }
     }
 
@@ -473,7 +441,7 @@ impl Storage for FsStorage {
         match fs::remove_file(&path) {
             Ok(()) => {
                 let dir = path.parent().unwrap_or(&self.root);
-                fsync_dir(dir)
+                durable::sync_dir(dir)
                     .map_err(|e| StorageError::from_io("sync directory for", key.as_str(), &e))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -510,7 +478,7 @@ impl Storage for FsStorage {
         }
         // Durable before the caller goes on to the next step of its order.
         for dir in &dirs {
-            fsync_dir(dir).map_err(|e| {
+            durable::sync_dir(dir).map_err(|e| {
                 all(StorageError::from_io("sync directory for", &dir.display().to_string(), &e))
             })?;
         }
@@ -524,7 +492,7 @@ impl Storage for FsStorage {
                 continue;
             }
             if let Some(parent) = dir.parent() {
-                let _ = fsync_dir(parent);
+                let _ = durable::sync_dir(parent);
                 queue.insert((std::cmp::Reverse(n - 1), parent.to_path_buf()));
             }
         }

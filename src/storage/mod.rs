@@ -119,19 +119,52 @@ impl StorageError {
         StorageError { kind, op, key: key.to_owned(), detail: detail.into() }
     }
 
-    /// Classifies an I/O error.
+    /// Classifies an I/O error (by the one errno classification, [`crate::durable::classify`]).
     pub fn from_io(op: &'static str, key: &str, e: &std::io::Error) -> Self {
-        use std::io::ErrorKind as K;
-        // Raw errno values (Linux): ENOSPC 28, EROFS 30, EDQUOT 122, EACCES 13, EPERM 1.
-        let kind = match (e.kind(), e.raw_os_error()) {
-            (_, Some(28 | 122)) | (K::StorageFull | K::QuotaExceeded, _) => ErrorKind::NoSpace,
-            (_, Some(30)) | (K::ReadOnlyFilesystem, _) => ErrorKind::ReadOnly,
-            (K::PermissionDenied, _) | (_, Some(1 | 13)) => ErrorKind::PermissionDenied,
-            (K::NotFound, _) => ErrorKind::NotFound,
-            (K::TimedOut, _) => ErrorKind::Timeout,
-            _ => ErrorKind::Io,
+        use crate::durable::IoClass;
+        let kind = match crate::durable::classify(e) {
+            IoClass::NoSpace => ErrorKind::NoSpace,
+            IoClass::ReadOnly => ErrorKind::ReadOnly,
+            IoClass::PermissionDenied => ErrorKind::PermissionDenied,
+            IoClass::NotFound => ErrorKind::NotFound,
+            IoClass::TimedOut => ErrorKind::Timeout,
+            IoClass::Other => ErrorKind::Io,
         };
         StorageError::new(kind, op, key, e.to_string())
+    }
+}
+
+/// What a storage failure means to the operator: its kind (and exit code), `repository:` before
+/// the detail, and the guidance for the kinds an operator can act on.
+impl From<StorageError> for crate::error::WalrsError {
+    fn from(e: StorageError) -> Self {
+        use crate::error::{Kind, WalrsError};
+        let kind = match e.kind {
+            ErrorKind::NotFound => Kind::NotFound,
+            ErrorKind::PermissionDenied => Kind::PermissionDenied,
+            ErrorKind::Auth => Kind::Auth,
+            ErrorKind::ReadOnly => Kind::ReadOnly,
+            ErrorKind::NoSpace => Kind::NoSpace,
+            ErrorKind::Unavailable => Kind::Unavailable,
+            ErrorKind::Timeout => Kind::Timeout,
+            ErrorKind::Misconfigured => Kind::Config,
+            ErrorKind::InvalidKey => Kind::Internal,
+            ErrorKind::Body | ErrorKind::Io => Kind::Io,
+        };
+        let err = WalrsError::new(kind, format!("repository: {e}"));
+        match kind {
+            Kind::NoSpace => err.hint("free space in the repository; nothing partial was left behind"),
+            Kind::Auth => err.hint(
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile), the region, and the clock",
+            ),
+            Kind::Unavailable => err.hint(
+                "the store did not answer in time; check WALRS_S3_ENDPOINT and the network, or raise --unreachable-timeout / --timeout",
+            ),
+            Kind::PermissionDenied | Kind::ReadOnly => {
+                err.hint("the repository must be writable by the user running walrs (for archive_command, the postgres user)")
+            }
+            _ => err,
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! TLS for replication connections, with libpq's `sslmode` semantics (rustls, ring provider).
+//! TLS for the database clients, with libpq's `sslmode` semantics (rustls, ring provider): the
+//! PostgreSQL client (`pgwire/`) and the MySQL client (`mysql/wire.rs`, whose `--ssl-mode` takes
+//! the same values) both negotiate through here.
 //!
 //! | sslmode | TLS | certificate check |
 //! |---|---|---|
@@ -10,7 +12,8 @@
 //!
 //! `sslrootcert`: a PEM file (`sslrootcert=` in the connection string or `PGSSLROOTCERT`; default
 //! `~/.postgresql/root.crt`), or `system` for the bundled Mozilla roots. Unix sockets never use
-//! TLS, as with libpq. Client certificates are not supported.
+//! TLS, as with libpq. Client certificates are not supported. What a client sends before the
+//! handshake (PostgreSQL's `SSLRequest`, MySQL's SSL request packet) is the client's.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,8 +3,10 @@
 //!
 //! Over a network a byte can be damaged on the way (a faulty NIC, proxy or middlebox) while the
 //! stored object is sound; calling that "corrupt" (exit 7, "move it aside") would make an operator
-//! discard a good object. So `fetch` and `push`'s comparison with an existing object go through
-//! [`read_verified`]: on a verification failure from a network backend the whole read is done
+//! discard a good object. So every complete read of an object goes through [`read_verified`]:
+//! `fetch`, `push`'s comparison with an existing object, [`Repository::load`] (manifests, the
+//! index, histories, binlog metadata), the chunks `restore` extracts, and the objects `wal verify`
+//! and `backup verify` check. On a verification failure from a network backend the whole read is done
 //! again. A re-read that verifies wins (the damage was in transit, logged as a warning); one that
 //! fails the same way confirms the stored object is damaged (exit 7); one that fails differently
 //! means the data is being damaged on the way (exit 12: the store may be sound, retry). A local
@@ -15,7 +17,7 @@ use crate::repo::Repository;
 
 /// Runs `read`, a complete verified read of the object `name` (it must start from scratch each
 /// time it is called), and runs it once more when it fails verification on a network backend.
-pub(crate) fn read_verified<T>(
+pub fn read_verified<T>(
     repo: &Repository,
     name: &str,
     read: impl FnMut() -> Result<T>,
@@ -24,7 +26,7 @@ pub(crate) fn read_verified<T>(
 }
 
 /// [`read_verified`] for a store described as `store`, read over a network when `network`.
-pub(crate) fn read_verified_from<T>(
+pub fn read_verified_from<T>(
     network: bool,
     store: &str,
     name: &str,
