@@ -67,6 +67,8 @@ $AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" wal list | sed 's/^/   /'
 echo "   $(find "$WORK/repo" -type f | wc -l) objects, $(du -sh "$WORK/repo" | cut -f1) stored"
 echo "== walrs status (the recoverable window, the last archived segment, the backups; from the index)"
 $AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" status | sed 's/^/   /'
+echo "== walrs expire --retain-full 1 --explain (a dry run: what retention keeps, and why)"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" expire --retain-full 1 --explain | sed 's/^/   /'
 
 echo "== walrs restore --target-time '$TARGET' (plan, restore, recovery settings)"
 $AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" restore --pgdata "$WORK/b" --target-time "$TARGET" | sed 's/^/   /'

@@ -168,6 +168,11 @@ fn pg15_drill() {
     }
     insta::assert_snapshot!("drill_pass", serde_json::to_string_pretty(&shape(&rec, "")).unwrap());
     assert!(e.scratch_dirs().is_empty(), "scratch left: {:?}", e.scratch_dirs());
+    // A finished drill released its lease.
+    let leases = std::fs::read_dir(e.repo.join("leases"))
+        .map(|d| d.filter_map(|f| f.ok()?.file_name().into_string().ok()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases left by a finished drill: {leases:?}");
 
     // 2. A random instant of the window, reproducible from its seed; text output.
     let out = e.drill(&["--target-random", "--seed", "7"]);
@@ -266,6 +271,39 @@ fn pg15_drill() {
     }
     let stale_pid = stale_pid.expect("a killed drill never left its server running (3 attempts)");
     let _guard = QuitOnDrop(stale_pid);
+    // The killed drill took its lease before it restored anything, and `walrs expire` keeps
+    // the drill's backup for it (the lease expires by itself once nothing renews it).
+    let drill_leases = || -> Vec<String> {
+        std::fs::read_dir(e.repo.join("leases"))
+            .map(|d| {
+                d.filter_map(|f| f.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("drill-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(!drill_leases().is_empty(), "the killed drill holds no lease");
+    let plan = e.walrs().args(["expire", "--retain-full", "1", "--json"]).run();
+    plan.expect_code(0);
+    let plan = e.json(&plan);
+    let lease = plan["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "drill")
+        .unwrap_or_else(|| panic!("no drill lease in the plan: {plan:#}"))
+        .clone();
+    assert_eq!((lease["live"].clone(), lease["backup"].clone()), (true.into(), id.as_str().into()));
+    let kept = plan["backups"].as_array().unwrap().iter().find(|b| b["id"] == id.as_str()).unwrap();
+    let holder = lease["holder"].as_str().unwrap();
+    assert!(
+        kept["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str() == Some(format!("kept: lease {holder}").as_str())),
+        "{kept:#}"
+    );
     let stale_dirs = e.scratch_dirs();
     assert_eq!(stale_dirs.len(), 1);
     let out = e.drill(&[]);

@@ -131,9 +131,12 @@ pub enum Command {
     /// Take a base backup over the replication protocol; prints its id.
     #[command(after_help = commands::basebackup::EXAMPLES)]
     Basebackup(commands::basebackup::Args),
-    /// The backup catalogue: list, show, verify.
+    /// The backup catalogue: list, show, verify, keep (pin), delete.
     #[command(after_help = commands::backup::EXAMPLES)]
     Backup(commands::backup::Args),
+    /// Retention: plan which backups and WAL to keep and why; --confirm deletes the rest.
+    #[command(after_help = commands::expire::EXAMPLES)]
+    Expire(commands::expire::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
@@ -197,8 +200,8 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, check, completions, drill, fetch, metrics, push, repo,
-            restore, status, timeline, wal,
+            backup, basebackup, binlog, check, completions, drill, expire, fetch, metrics, push,
+            repo, restore, status, timeline, wal,
         };
         fn job(
             what: &'static str,
@@ -258,6 +261,12 @@ impl Command {
                 wal::DEFAULT_LONG_TIMEOUT,
                 || tracing::error_span!("walrs backup"),
                 Box::new(|c| backup::run(c, a)),
+            ),
+            Command::Expire(a) => job(
+                "expire",
+                expire::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs expire"),
+                Box::new(|c| expire::run(c, a)),
             ),
             Command::Restore(a) => job(
                 "restore",
@@ -627,6 +636,12 @@ mod tests {
             (&["timeline"], "timeline", "timeline", commands::wal::DEFAULT_TIMEOUT),
             (&["basebackup"], "basebackup", "basebackup", commands::basebackup::DEFAULT_TIMEOUT),
             (&["backup", "list"], "backup", "backup", commands::wal::DEFAULT_LONG_TIMEOUT),
+            (
+                &["expire", "--retain-full", "1"],
+                "expire",
+                "expire",
+                commands::expire::DEFAULT_TIMEOUT,
+            ),
             (
                 &["restore", "--pgdata", "/d"],
                 "restore",

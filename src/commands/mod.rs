@@ -12,6 +12,7 @@ pub mod binlog;
 pub mod check;
 pub mod completions;
 pub mod drill;
+pub mod expire;
 pub mod fetch;
 pub mod metrics;
 pub mod push;
