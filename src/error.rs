@@ -51,6 +51,14 @@ pub enum Kind {
     Unreachable,
     /// `binlog tail`: the server purged binlogs walrs had not stored yet (a gap is recorded).
     Purged,
+    /// `drill`: PostgreSQL did not start on the restored directory or did not recover to the
+    /// planned target.
+    DrillRecovery,
+    /// `drill`: a check of the recovered data failed (a relation that does not read, a data
+    /// checksum failure, `amcheck`).
+    DrillCheck,
+    /// `drill`: an assertion of `--sql FILE` returned false or nothing.
+    DrillAssertion,
 }
 
 /// An error with its kind, a message and optional guidance.

@@ -6,8 +6,12 @@
 //!
 //! - `cli` (arguments, one match over the commands, printing their outcome, exit codes);
 //! - `commands` (one file per subcommand; the context and outcome they share);
-//! - `recovery` (targets, the planner and its input, the recovery settings) and `status` (the
-//!   operator's view: `status`, `metrics`, `check`, from the catalogue and the index);
+//! - `status` (the operator's view: `status`, `metrics`, `check`, from the catalogue, the index
+//!   and the drill records);
+//! - `drill` (restore drills: scratch directory, the drill's server, checks, records);
+//! - `retention` (the retention planner: keep or drop, with the rule that decided; its property
+//!   test checks plans against the recovery planner);
+//! - `recovery` (targets, the planner and its input, the recovery settings);
 //! - `archive` (push and fetch of WAL, look-ahead, prefetch, the spool), `backup` (base backups,
 //!   restoring a data directory) and `mysql` (binlog streaming);
 //! - `index` (the WAL index: summaries, roll-ups, verification);
@@ -31,6 +35,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod drill;
 pub mod durable;
 pub mod error;
 pub mod follow;
@@ -44,6 +49,7 @@ pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;
+pub mod retention;
 pub mod status;
 pub mod storage;
 pub mod timefmt;
@@ -68,9 +74,11 @@ mod tests {
         (5, &["replication"]),
         (6, &["index"]),
         (7, &["archive", "backup", "mysql"]),
-        (8, &["recovery", "status"]),
-        (9, &["commands"]),
-        (10, &["cli"]),
+        (8, &["recovery"]),
+        (9, &["retention", "drill"]),
+        (10, &["status"]),
+        (11, &["commands"]),
+        (12, &["cli"]),
     ];
 
     fn row(module: &str) -> Option<usize> {

@@ -10,6 +10,8 @@ mod binlog;
 mod check;
 mod cli;
 mod docs_match;
+mod drill;
+mod expire;
 mod faults;
 mod fixture_repo;
 mod foreign_objects;

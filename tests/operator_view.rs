@@ -186,19 +186,29 @@ fn the_example_config_parses_and_names_every_key() {
             && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()))
         .then(|| k.to_owned())
     };
+    // A `[table]` header (commented or not) names the table's key; the settings after it are
+    // the table's, each checked inside the table.
+    let table = |l: &str| -> Option<String> {
+        let t = l.trim().strip_prefix('[')?.strip_suffix(']')?;
+        t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_').then(|| t.to_owned())
+    };
     let mut named = Vec::new();
+    let mut section: Option<String> = None;
     let dir = tempfile::tempdir().unwrap();
     for line in text.lines() {
-        if let Some(k) = assignment(line) {
-            named.push(k);
-        } else if let Some(rest) = line.strip_prefix("# ")
-            && let Some(k) = assignment(rest)
-        {
-            // The commented setting alone, uncommented: a valid file.
+        let uncommented = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(t) = table(uncommented) {
+            named.push(t.clone());
+            section = Some(t);
+        } else if let Some(k) = assignment(uncommented) {
+            // The commented setting alone, uncommented (inside its table): a valid file.
             let one = dir.path().join(format!("{k}.toml"));
-            std::fs::write(&one, format!("{rest}\n")).unwrap();
-            walrs::config::FileConfig::load(&one).unwrap_or_else(|e| panic!("{rest}: {e}"));
-            named.push(k);
+            let head = section.as_ref().map(|t| format!("[{t}]\n")).unwrap_or_default();
+            std::fs::write(&one, format!("{head}{uncommented}\n")).unwrap();
+            walrs::config::FileConfig::load(&one).unwrap_or_else(|e| panic!("{line}: {e}"));
+            if section.is_none() {
+                named.push(k);
+            }
         }
     }
     let named_set: BTreeSet<&str> = named.iter().map(String::as_str).collect();

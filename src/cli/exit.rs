@@ -53,6 +53,12 @@ pub enum ExitCode {
     Unreachable = 19,
     /// `binlog tail`: the server purged binlogs not yet stored; a gap is recorded.
     BinlogPurged = 20,
+    /// `drill`: PostgreSQL did not start or did not recover to the planned target.
+    DrillRecovery = 21,
+    /// `drill`: a check of the recovered data failed (read, data checksum, amcheck).
+    DrillCheck = 22,
+    /// `drill`: a `--sql` assertion returned false or nothing.
+    DrillAssertion = 23,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -83,6 +89,9 @@ impl ExitCode {
             Kind::VerifyFailed => ExitCode::VerifyFailed,
             Kind::Unreachable => ExitCode::Unreachable,
             Kind::Purged => ExitCode::BinlogPurged,
+            Kind::DrillRecovery => ExitCode::DrillRecovery,
+            Kind::DrillCheck => ExitCode::DrillCheck,
+            Kind::DrillAssertion => ExitCode::DrillAssertion,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -121,6 +130,9 @@ mod tests {
             Kind::VerifyFailed,
             Kind::Unreachable,
             Kind::Purged,
+            Kind::DrillRecovery,
+            Kind::DrillCheck,
+            Kind::DrillAssertion,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

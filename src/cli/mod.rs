@@ -131,12 +131,19 @@ pub enum Command {
     /// Take a base backup over the replication protocol; prints its id.
     #[command(after_help = commands::basebackup::EXAMPLES)]
     Basebackup(commands::basebackup::Args),
-    /// The backup catalogue: list, show, verify.
+    /// The backup catalogue: list, show, verify, keep (pin), delete.
     #[command(after_help = commands::backup::EXAMPLES)]
     Backup(commands::backup::Args),
+    /// Retention: plan which backups and WAL to keep and why; --confirm deletes the rest.
+    #[command(after_help = commands::expire::EXAMPLES)]
+    Expire(commands::expire::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
+    /// Restore drill: restore into a scratch directory, recover, check, record the RTO; `drill
+    /// list` shows the history.
+    #[command(after_help = commands::drill::EXAMPLES)]
+    Drill(commands::drill::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
     #[command(after_help = commands::binlog::EXAMPLES)]
     Binlog(commands::binlog::Args),
@@ -193,8 +200,8 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, check, completions, fetch, metrics, push, repo, restore,
-            status, timeline, wal,
+            backup, basebackup, binlog, check, completions, drill, expire, fetch, metrics, push,
+            repo, restore, status, timeline, wal,
         };
         fn job(
             what: &'static str,
@@ -255,11 +262,23 @@ impl Command {
                 || tracing::error_span!("walrs backup"),
                 Box::new(|c| backup::run(c, a)),
             ),
+            Command::Expire(a) => job(
+                "expire",
+                expire::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs expire"),
+                Box::new(|c| expire::run(c, a)),
+            ),
             Command::Restore(a) => job(
                 "restore",
                 restore::DEFAULT_TIMEOUT,
                 || tracing::error_span!("walrs restore"),
                 Box::new(|c| restore::run(c, a)),
+            ),
+            Command::Drill(a) => job(
+                "drill",
+                drill::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs drill"),
+                Box::new(|c| drill::run(c, a)),
             ),
             Command::Prefetch(a) => Job {
                 deadline_key: "fetch",
@@ -618,11 +637,19 @@ mod tests {
             (&["basebackup"], "basebackup", "basebackup", commands::basebackup::DEFAULT_TIMEOUT),
             (&["backup", "list"], "backup", "backup", commands::wal::DEFAULT_LONG_TIMEOUT),
             (
+                &["expire", "--retain-full", "1"],
+                "expire",
+                "expire",
+                commands::expire::DEFAULT_TIMEOUT,
+            ),
+            (
                 &["restore", "--pgdata", "/d"],
                 "restore",
                 "restore",
                 commands::restore::DEFAULT_TIMEOUT,
             ),
+            (&["drill"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
+            (&["drill", "list"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
             (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
             (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
             (&["check"], "check", "check", commands::check::DEFAULT_TIMEOUT),

@@ -11,6 +11,8 @@ pub mod basebackup;
 pub mod binlog;
 pub mod check;
 pub mod completions;
+pub mod drill;
+pub mod expire;
 pub mod fetch;
 pub mod metrics;
 pub mod push;

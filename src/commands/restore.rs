@@ -94,6 +94,20 @@ pub struct Args {
     /// user walrs runs as). Without it, a restore run as root ends with the chown to run.
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
+    /// Print nothing on stdout (set by `walrs drill`, which prints its own result).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// What a restore did: the plan it followed and, unless `--dry-run`, what it wrote.
+pub struct Restored {
+    /// The plan, as printed.
+    pub plan: recovery::Plan,
+    /// The files restored (`None` for `--dry-run`).
+    pub stats: Option<backup::restore::RestoreStats>,
+    /// The lines `walrs restore` prints once the restore is done (empty with `--json` or
+    /// `quiet`).
+    pub text: Text,
 }
 
 fn target(a: &Args) -> Result<Target> {
@@ -135,6 +149,31 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
 
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
+    let restored = restore(ctx, args, LeaseBy::Restore, |_, _| Ok(()))?;
+    Ok(Outcome::text(restored.text))
+}
+
+/// Who holds the lease that keeps the restored backup and its WAL from `walrs expire`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseBy {
+    /// `restore` takes a restore lease around the restored files and leaves it a day after,
+    /// while the recovery fetches the WAL.
+    Restore,
+    /// The caller took one in `before_write` and holds it as long as it needs (`walrs drill`).
+    Caller,
+}
+
+/// The restore itself, for `run` and `walrs drill` (which must plan exactly as `restore` does):
+/// `before_write` sees the proven plan and its backup before anything is written, and may refuse
+/// (the drill's free-space check) or take the caller's lease ([`LeaseBy::Caller`]). The plan is
+/// printed as soon as it is proven (unless `quiet`); the closing lines come back in
+/// [`Restored::text`].
+pub fn restore(
+    ctx: &Ctx,
+    args: Args,
+    lease: LeaseBy,
+    before_write: impl FnOnce(&recovery::Plan, &crate::repo::BackupManifest) -> Result<()>,
+) -> Result<Restored> {
     let t0 = Instant::now();
     let timeline = target_timeline(args.target_timeline.as_deref())?;
     let owner = restore_owner(args.owner.as_deref())?;
@@ -177,7 +216,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let plan =
         recovery::plan(&data.input(), &tgt, timeline, chosen.as_deref(), !args.target_exclusive)?;
     // The plan is printed before the restore starts (it can take hours).
-    if args.json {
+    if args.quiet {
+    } else if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&plan)
@@ -211,7 +251,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         }
     }
     if args.dry_run {
-        return Ok(Outcome::done());
+        return Ok(Restored { plan, stats: None, text: Text::new() });
     }
     // Never trust an index entry whose object is missing.
     for name in &plan.segments {
@@ -257,8 +297,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     }
     // A value restore_command cannot carry is refused before anything is written.
     recovery::config::restore_command(&walrs, &env, !args.standby)?;
+    before_write(&plan, m)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
-    let stats = backup::restore::restore_files(&repo, m, &opts)?;
+    // The lease keeps the backup and its WAL from `walrs expire` while the files are restored,
+    // and for a day after, while the recovery fetches the WAL.
+    let stats = match lease {
+        LeaseBy::Restore => crate::repo::retention::with_lease(
+            &repo,
+            crate::repo::LeaseKind::Restore,
+            Some(m.id.clone()),
+            false,
+            Some(crate::repo::retention::RESTORE_LEASE_AFTER_US),
+            || backup::restore::restore_files(&repo, m, &opts),
+        )?,
+        LeaseBy::Caller => backup::restore::restore_files(&repo, m, &opts)?,
+    };
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
     // pick one itself (`current`: the restored backup's, which may not be the plan's).
     let plan_tli = plan.target_timeline;
@@ -304,7 +357,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         t0.elapsed().as_secs_f64()
     );
     let mut out = Text::new();
-    if !args.json {
+    if !args.json && !args.quiet {
         textln!(
             out,
             "restored {} file(s), {} MiB into {}",
@@ -339,7 +392,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             args.pgdata.display()
         );
     }
-    Ok(Outcome::text(out))
+    Ok(Restored { plan, stats: Some(stats), text: out })
 }
 
 /// `--owner USER` resolved before anything is written: `Some((uid, gid))` when the restored

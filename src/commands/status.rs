@@ -149,6 +149,37 @@ pub fn text(s: &Status) -> Text {
             textln!(out, "  {} recorded gap(s) (see `walrs binlog list`)", bl.gaps);
         }
     }
+    if let Some(d) = &s.drill {
+        let l = &d.last;
+        match &l.failed_check {
+            None => textln!(
+                out,
+                "last drill: {} passed at {}, RTO {:.1} s (backup {})",
+                l.id,
+                l.stop_time,
+                l.rto_seconds,
+                l.backup.as_deref().unwrap_or("none")
+            ),
+            Some(c) => textln!(
+                out,
+                "last drill: {} FAILED at {} (check {c}; see `walrs drill list`)",
+                l.id,
+                l.stop_time
+            ),
+        }
+        if l.failed_check.is_some() {
+            match (&d.last_success, d.last_success_age_seconds) {
+                (Some(ok), Some(a)) => textln!(
+                    out,
+                    "  last passing drill: {} ({} ago), RTO {:.1} s",
+                    ok.id,
+                    human_age(a),
+                    ok.rto_seconds
+                ),
+                _ => textln!(out, "  no drill has passed yet"),
+            }
+        }
+    }
     out
 }
 

@@ -217,5 +217,36 @@ pub fn render(s: &Status) -> String {
     if let Some(b) = &s.binlog {
         f.sample(&binlog_labels(b), b.gaps as f64);
     }
+    let last_success = s.drill.as_ref().and_then(|d| d.last_success.as_ref());
+    let mut f = fam(
+        out,
+        &repository,
+        family,
+        "walrs_drill_last_success_timestamp_seconds",
+        "When the newest restore drill that passed ended (Unix time).",
+    );
+    if let Some(t) = last_success.and_then(|d| d.stop_unix) {
+        f.sample(&[], t);
+    }
+    let mut f = fam(
+        out,
+        &repository,
+        family,
+        "walrs_drill_rto_seconds",
+        "Recovery time of the newest restore drill that passed: restore, recovery and checks.",
+    );
+    if let Some(d) = last_success {
+        f.sample(&[], d.rto_seconds);
+    }
+    let mut f = fam(
+        out,
+        &repository,
+        family,
+        "walrs_drill_last_passed",
+        "1 when the newest restore drill passed, 0 when it failed.",
+    );
+    if let Some(d) = &s.drill {
+        f.sample(&[], if d.last.result == "pass" { 1.0 } else { 0.0 });
+    }
     text
 }

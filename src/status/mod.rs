@@ -46,14 +46,67 @@ pub struct Status {
     pub backups: BackupsStatus,
     /// The binlogs stored in the repository, if any.
     pub binlog: Option<BinlogStatus>,
-    /// The last restore drill: always `null` until drills exist (`walrs drill`, a later issue).
-    pub drill: Option<()>,
+    /// The restore drills recorded (`walrs drill`): `None` when there are none.
+    pub drill: Option<DrillStatus>,
     /// Unix seconds of `time` (for the metrics).
     #[serde(skip)]
     pub now_unix: f64,
     /// The WAL segment size in bytes (for the metrics).
     #[serde(skip)]
     pub wal_segment_bytes: Option<u64>,
+}
+
+/// The restore drills of the repository: the last one and the last that passed.
+#[derive(Serialize, Clone, Debug)]
+pub struct DrillStatus {
+    /// Drill records in the repository.
+    pub count: usize,
+    /// The newest drill, passed or failed.
+    pub last: DrillBrief,
+    /// The newest drill that passed (`None`: none did).
+    pub last_success: Option<DrillBrief>,
+    /// Seconds since the newest passing drill ended.
+    pub last_success_age_seconds: Option<f64>,
+}
+
+/// One drill, as `status` shows it (the whole record: `walrs drill list --json`).
+#[derive(Serialize, Clone, Debug)]
+pub struct DrillBrief {
+    /// The drill's id.
+    pub id: String,
+    /// `pass` or `fail`.
+    pub result: String,
+    /// The failing check, `None` when it passed.
+    pub failed_check: Option<String>,
+    /// When it started and ended (RFC 3339, UTC).
+    pub start_time: String,
+    /// See `start_time`.
+    pub stop_time: String,
+    /// The backup it restored.
+    pub backup: Option<String>,
+    /// The target time it recovered to (`None`: the end of the archive).
+    pub target_time: Option<String>,
+    /// Its recovery time objective: restore, recovery and checks together.
+    pub rto_seconds: f64,
+    /// Unix seconds of `stop_time` (for the metrics).
+    #[serde(skip)]
+    pub stop_unix: Option<f64>,
+}
+
+impl DrillBrief {
+    fn of(r: &crate::drill::DrillRecord) -> DrillBrief {
+        DrillBrief {
+            id: r.id.clone(),
+            result: r.result.clone(),
+            failed_check: r.failed_check.clone(),
+            start_time: r.start_time.clone(),
+            stop_time: r.stop_time.clone(),
+            backup: r.backup.clone(),
+            target_time: r.target.time.clone(),
+            rto_seconds: r.rto.total_seconds,
+            stop_unix: crate::timefmt::parse_timestamp(&r.stop_time).ok().map(|us| us as f64 / 1e6),
+        }
+    }
 }
 
 /// One timeline.
@@ -215,6 +268,8 @@ pub struct Inputs {
     pub archived: BTreeMap<TimeLineId, SystemTime>,
     /// The binlog config and the last stored event.
     pub binlog: Option<(crate::mysql::store::BinlogConfig, Option<crate::mysql::store::LastEvent>)>,
+    /// The drill records ([`crate::drill::latest`]).
+    pub drills: crate::drill::Latest,
     /// Now.
     pub now: SystemTime,
 }
@@ -255,6 +310,7 @@ pub fn gather(repo: &Repository, now: SystemTime) -> Result<Status> {
         incomplete: 0,
         archived: BTreeMap::new(),
         binlog: None,
+        drills: crate::drill::latest(repo)?,
         now,
     };
     if let Some(cfg) = &config {
@@ -403,7 +459,18 @@ pub fn compute(input: &Inputs) -> Status {
         last_archived,
         backups,
         binlog,
-        drill: None,
+        drill: input.drills.last.as_ref().map(|last| {
+            let last_success = input.drills.last_success.as_ref().map(DrillBrief::of);
+            DrillStatus {
+                count: input.drills.count,
+                last: DrillBrief::of(last),
+                last_success_age_seconds: last_success
+                    .as_ref()
+                    .and_then(|b| b.stop_unix)
+                    .map(|t| (now - t).max(0.0)),
+                last_success,
+            }
+        }),
         now_unix: now,
         wal_segment_bytes: seg.map(|s| s.bytes()),
     }
@@ -640,8 +707,61 @@ mod tests {
             incomplete: 1,
             archived: BTreeMap::new(),
             binlog: None,
+            drills: crate::drill::Latest::default(),
             now: UNIX_EPOCH + std::time::Duration::from_secs(100),
         }
+    }
+
+    fn drill(id: &str, result: &str, stop: &str, rto: f64) -> crate::drill::DrillRecord {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "id": id, "result": result,
+            "failed_check": (result != "pass").then_some("sql"), "error": null,
+            "start_time": "1970-01-01T00:00:10Z", "stop_time": stop, "host": "h",
+            "walrs_version": "0.1.0", "backup": "20260101T000000Z",
+            "target": {"type": "time", "time": "1970-01-01T00:00:05Z", "random": true},
+            "reached": null,
+            "rto": {"restore_seconds": 1.0, "recovery_seconds": 1.0, "checks_seconds": 1.0,
+                    "total_seconds": rto},
+            "bytes": 1, "wal_bytes": 1, "segments": 1, "segments_replayed": 1,
+            "checks": {"databases": 1, "relations_read": 1, "bytes_read": 1, "amcheck": false,
+                       "indexes_checked": 0, "data_checksums": false, "sql_assertions": 0}
+        }))
+        .unwrap()
+    }
+
+    /// Issue 17: the last drill (here a failure) and the last that passed are in the status and
+    /// the metrics; without drills, `drill` is null and the drill families have no sample.
+    #[test]
+    fn the_last_drill_and_the_last_success_are_shown() {
+        let s = compute(&inputs(vec![]));
+        assert!(s.drill.is_none());
+        let m = metrics::render(&s);
+        assert!(m.contains("# TYPE walrs_drill_last_success_timestamp_seconds gauge"));
+        assert!(!m.contains("walrs_drill_rto_seconds{"), "{m}");
+
+        let mut i = inputs(vec![]);
+        i.drills = crate::drill::Latest {
+            count: 3,
+            last: Some(drill("19700101T000040Z-0002", "fail", "1970-01-01T00:00:50Z", 9.0)),
+            last_success: Some(drill("19700101T000020Z-0001", "pass", "1970-01-01T00:00:30Z", 4.5)),
+        };
+        let s = compute(&i);
+        let d = s.drill.as_ref().unwrap();
+        assert_eq!(d.count, 3);
+        assert_eq!(d.last.result, "fail");
+        assert_eq!(d.last.failed_check.as_deref(), Some("sql"));
+        assert_eq!(d.last_success.as_ref().unwrap().id, "19700101T000020Z-0001");
+        assert_eq!(d.last_success_age_seconds, Some(70.0));
+        let m = metrics::render(&s);
+        assert!(
+            m.contains("walrs_drill_last_success_timestamp_seconds{repository=\"/r\"} 30\n"),
+            "{m}"
+        );
+        assert!(m.contains("walrs_drill_rto_seconds{repository=\"/r\"} 4.5\n"), "{m}");
+        assert!(m.contains("walrs_drill_last_passed{repository=\"/r\"} 0\n"), "{m}");
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["drill"]["last"]["target_time"], "1970-01-01T00:00:05Z");
+        assert_eq!(j["drill"]["last_success"]["rto_seconds"], 4.5);
     }
 
     /// The gap in timeline 1 ends the window of a backup before it on both timelines; a backup

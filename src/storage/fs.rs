@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError, TempState,
-    Temporary,
+    BatchDeleteError, Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage,
+    StorageError, TempState, Temporary,
 };
 use crate::bytes::read_full;
 use crate::durable::{self, Linked, Naming, TempFile};
@@ -461,6 +461,56 @@ impl Storage for FsStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::from_io("delete", key.as_str(), &e)),
         }
+    }
+
+    /// Unlinks every key, then fsyncs each directory once (not once per key), then removes the
+    /// directories the deletes left empty, below the top level (`backups/<id>/base.tar/`,
+    /// `backups/<id>/`, `wal/<group>/`; never `wal/` or `backups/` themselves), fsyncing each
+    /// parent. `rmdir` fails on a directory that is not empty, so a writer that has just put a
+    /// file there keeps it; one that finds its directory gone creates it again (docs/invariants.md
+    /// §3).
+    fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), BatchDeleteError> {
+        let all = |error| BatchDeleteError { remaining: keys.to_vec(), error };
+        if let Some(first) = keys.first() {
+            self.check_writer("delete", first.as_str()).map_err(all)?;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            let path = self.path(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    dirs.insert(path.parent().unwrap_or(&self.root).to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(BatchDeleteError {
+                        remaining: keys.get(i..).unwrap_or_default().to_vec(),
+                        error: StorageError::from_io("delete", key.as_str(), &e),
+                    });
+                }
+            }
+        }
+        // Durable before the caller goes on to the next step of its order.
+        for dir in &dirs {
+            durable::sync_dir(dir).map_err(|e| {
+                all(StorageError::from_io("sync directory for", &dir.display().to_string(), &e))
+            })?;
+        }
+        // Deepest first, so that a parent emptied by its children goes too.
+        let depth =
+            |d: &Path| d.strip_prefix(&self.root).map(|r| r.components().count()).unwrap_or(0);
+        let mut queue: std::collections::BTreeSet<(std::cmp::Reverse<usize>, PathBuf)> =
+            dirs.into_iter().map(|d| (std::cmp::Reverse(depth(&d)), d)).collect();
+        while let Some((std::cmp::Reverse(n), dir)) = queue.pop_first() {
+            if n < 2 || fs::remove_dir(&dir).is_err() {
+                continue;
+            }
+            if let Some(parent) = dir.parent() {
+                let _ = durable::sync_dir(parent);
+                queue.insert((std::cmp::Reverse(n - 1), parent.to_path_buf()));
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
