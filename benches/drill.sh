@@ -133,7 +133,8 @@ for r in $(seq "$ROUNDS"); do
 done
 
 col() { awk -v c="$2" '{print $c}' "$1"; }
-stat() { printf '%s (%s)' "$(col "$1" "$2" | median)" "$(col "$1" "$2" | minmax)"; }
+fmt() { awk '{printf "%.2f\n", $1}'; }
+stat() { printf '%s (%s)' "$(col "$1" "$2" | fmt | median | fmt)" "$(col "$1" "$2" | fmt | minmax)"; }
 echo
 echo "## walrs drill vs. walrs restore + start, SCALE=$SCALE, $ROUNDS round(s), medians (min..max), seconds"
 echo "walrs: $WALRS_VERSION; $(machine_line); load at the end $(load_now)"
@@ -143,7 +144,7 @@ echo "|---|---|---|"
 echo "| restore | $(stat "$WORK/manual.txt" 1) | $(stat "$WORK/drill.txt" 1) |"
 echo "| recovery (start to promotion) | $(stat "$WORK/manual.txt" 2) | $(stat "$WORK/drill.txt" 2) |"
 echo "| checks | - | $(stat "$WORK/drill.txt" 3) |"
-echo "| RTO (sum) | $(awk '{print $1 + $2}' "$WORK/manual.txt" | median) | $(stat "$WORK/drill.txt" 4) |"
+echo "| RTO (sum) | $(awk '{print $1 + $2}' "$WORK/manual.txt" | median | fmt) | $(stat "$WORK/drill.txt" 4) |"
 echo "| wall time of the command | - | $(stat "$WORK/drill.txt" 5) |"
 echo
 echo "checks: $(col "$WORK/drill.txt" 6 | median) relation(s) read, $(col "$WORK/drill.txt" 7 | median | awk '{printf "%d", $1 / 1048576}') MiB as COPY text, $(col "$WORK/drill.txt" 8 | median) B-tree index(es) checked; $(col "$WORK/drill.txt" 9 | median) WAL segment(s) restored by recovery"
