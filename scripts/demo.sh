@@ -4,7 +4,8 @@
 # the replication protocol; transactions are written; `walrs restore --target-time` plans the
 # recovery (backup, timeline path, WAL range), restores the data directory and writes the recovery
 # settings; PostgreSQL recovers to the point in time between two of the transactions, every WAL
-# segment coming back through `walrs fetch`; the restored rows are shown.
+# segment coming back through `walrs fetch`; the restored rows are shown. `walrs status` shows
+# the repository's recoverable window before the restore.
 #
 # Usage: scripts/demo.sh            (as root: PostgreSQL runs as the 'postgres' user)
 # Needs PostgreSQL 15 server binaries (scripts/install-prereqs.sh installs them).
@@ -64,6 +65,10 @@ $AS "$PGBIN/pg_ctl" -D "$WORK/a" -m fast -w stop >/dev/null
 echo "== the repository: walrs wal list (from the index push builds) and walrs timeline"
 $AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" wal list | sed 's/^/   /'
 echo "   $(find "$WORK/repo" -type f | wc -l) objects, $(du -sh "$WORK/repo" | cut -f1) stored"
+echo "== walrs status (the recoverable window, the last archived segment, the backups; from the index)"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" status | sed 's/^/   /'
+echo "== walrs expire --retain-full 1 --explain (a dry run: what retention keeps, and why)"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" expire --retain-full 1 --explain | sed 's/^/   /'
 
 echo "== walrs restore --target-time '$TARGET' (plan, restore, recovery settings)"
 $AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" restore --pgdata "$WORK/b" --target-time "$TARGET" | sed 's/^/   /'

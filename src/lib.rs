@@ -6,7 +6,11 @@
 //!
 //! - `cli` (arguments, one match over the commands, printing their outcome, exit codes);
 //! - `commands` (one file per subcommand; the context and outcome they share);
+//! - `status` (the operator's view: `status`, `metrics`, `check`, from the catalogue, the index
+//!   and the drill records);
 //! - `drill` (restore drills: scratch directory, the drill's server, checks, records);
+//! - `retention` (the retention planner: keep or drop, with the rule that decided; its property
+//!   test checks plans against the recovery planner);
 //! - `recovery` (targets, the planner and its input, the recovery settings);
 //! - `archive` (push and fetch of WAL, look-ahead, prefetch, the spool), `backup` (base backups,
 //!   restoring a data directory) and `mysql` (binlog streaming);
@@ -45,6 +49,8 @@ pub mod progress;
 pub mod recovery;
 pub mod replication;
 pub mod repo;
+pub mod retention;
+pub mod status;
 pub mod storage;
 pub mod timefmt;
 pub mod users;
@@ -69,9 +75,10 @@ mod tests {
         (6, &["index"]),
         (7, &["archive", "backup", "mysql"]),
         (8, &["recovery"]),
-        (9, &["drill"]),
-        (10, &["commands"]),
-        (11, &["cli"]),
+        (9, &["retention", "drill"]),
+        (10, &["status"]),
+        (11, &["commands"]),
+        (12, &["cli"]),
     ];
 
     fn row(module: &str) -> Option<usize> {

@@ -1,4 +1,4 @@
-//! Progress of long commands (`basebackup`, `restore`): a progress bar when stderr is a
+//! Progress of long commands (`basebackup`, `restore`, `wal verify`, `backup verify`): a progress bar when stderr is a
 //! terminal, else a log line every 10 seconds and one at the end. Shared by worker threads.
 //!
 //! The log lines are info events of the target [`TARGET`], which the logging setup

@@ -977,3 +977,69 @@ fn binlog_tail_stopped_before_the_server_answered_exits_0() {
     let code = tail.stop();
     assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap_or_default());
 }
+
+/// Issue 16: `walrs status` and `walrs metrics` of a binlog repository name its newest stored
+/// event: the file `binlog list` shows last, its state and its last event time, while the file is
+/// still active (stored as parts) and after a rotation closed it; the metrics text, read by the
+/// Prometheus client's own parser, carries the same time and no gap.
+#[test]
+fn issue_16_status_and_metrics_name_the_last_stored_binlog_event() {
+    let tmp = short_tempdir("wbs");
+    let (db, _dir, repo, log) = tailed_and_stopped(tmp.path());
+    let agree = |repo: &Repo| -> serde_json::Value {
+        let list = list_json(repo);
+        let last = list["files"].as_array().unwrap().last().unwrap().clone();
+        let out = repo.walrs().args(["status", "--json"]).run();
+        out.expect_code(0);
+        let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let b = &s["binlog"];
+        assert_eq!(b["flavour"], "mariadb", "{s}");
+        assert_eq!(b["server_id"], list["server"]["server_id"], "{s}");
+        assert_eq!(b["basename"], list["server"]["basename"], "{s}");
+        assert_eq!(b["last_file"], last["name"], "{s}\n{list}");
+        assert_eq!(b["last_file_closed"], last["state"] == "closed", "{s}\n{list}");
+        assert!(last["last_event_time"].is_string(), "{list}");
+        assert_eq!(b["last_event_time"], last["last_event_time"], "{s}\n{list}");
+        assert_eq!(b["gaps"], 0, "{s}");
+        assert!(b["last_event_age_seconds"].as_f64().unwrap() >= 0.0, "{s}");
+        // A binlog-only repository: no WAL, no backups.
+        assert!(s["system_identifier"].is_null(), "{s}");
+        assert_eq!(s["timelines"].as_array().map(Vec::len), Some(0), "{s}");
+
+        let text = repo.walrs().args(["status"]).run();
+        text.expect_code(0);
+        let want = format!(
+            "binlog (mariadb server {}): last stored event at {} (",
+            b["server_id"],
+            b["last_event_time"].as_str().unwrap()
+        );
+        assert!(text.stdout.contains(&want), "{want}\n{}", text.stdout);
+        assert!(text.stdout.contains(&format!(" in {}\n", last["name"].as_str().unwrap())));
+
+        let out = repo.walrs().args(["metrics"]).run();
+        out.expect_code(0);
+        let m = crate::status::parse_exposition(&out.stdout);
+        let id = b["server_id"].to_string();
+        let labels = [("server_id", id.as_str()), ("basename", b["basename"].as_str().unwrap())];
+        let ts = crate::status::value(&m, "walrs_binlog_last_event_timestamp_seconds", &labels);
+        assert_eq!(ts, crate::status::unix_of(last["last_event_time"].as_str().unwrap()));
+        let age = crate::status::value(&m, "walrs_binlog_last_event_age_seconds", &labels);
+        assert!(age >= 0.0, "{age}");
+        assert_eq!(crate::status::value(&m, "walrs_binlog_gaps", &labels), 0.0);
+        last
+    };
+    let first = agree(&repo);
+    assert_eq!(first["state"], "active", "the tail stopped with the file open: {first}");
+
+    // A rotation: the file is closed (its metadata now carries the last event), a new one starts.
+    db.sql("FLUSH BINARY LOGS");
+    write_rows(&db, 5, "b");
+    let tail = Tail::start(&repo, db.port, &log, &[]);
+    wait_caught_up(&repo, &db, &tail, Duration::from_secs(60));
+    assert_eq!(tail.stop(), 0);
+    let second = agree(&repo);
+    assert_ne!(second["name"], first["name"]);
+    let list = list_json(&repo);
+    let old = list["files"].as_array().unwrap().iter().find(|f| f["name"] == first["name"]);
+    assert_eq!(old.unwrap()["state"], "closed", "{list}");
+}

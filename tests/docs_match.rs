@@ -16,6 +16,9 @@ const OTHER_PROGRAMS_FLAGS: &[(&str, &str)] = &[
     ("--raw", "mariadb-binlog's, the reference client binlog.md compares with"),
     ("--start-position", "mariadb-binlog's, in binlog.md's replay example"),
     ("--stop-datetime", "mariadb-binlog's, in binlog.md's replay example"),
+    ("--now", "systemctl's, in deploy/README.md"),
+    ("--failed", "systemctl's, in deploy/README.md"),
+    ("--since", "journalctl's, in deploy/README.md"),
 ];
 
 /// `WALRS_*` names in src/ or the docs that are not settings of the walrs binary.

@@ -169,6 +169,11 @@ fn pg15_drill() {
     }
     insta::assert_snapshot!("drill_pass", serde_json::to_string_pretty(&shape(&rec, "")).unwrap());
     assert!(e.scratch_dirs().is_empty(), "scratch left: {:?}", e.scratch_dirs());
+    // A finished drill released its lease.
+    let leases = std::fs::read_dir(e.repo.join("leases"))
+        .map(|d| d.filter_map(|f| f.ok()?.file_name().into_string().ok()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases left by a finished drill: {leases:?}");
 
     // 2. A random instant of the window, reproducible from its seed; text output.
     let out = e.drill(&["--target-random", "--seed", "7"]);
@@ -212,6 +217,36 @@ fn pg15_drill() {
         serde_json::to_string_pretty(&shape(&e.json(&list), "")).unwrap()
     );
 
+    // Status and metrics show the last drill (the failed one) and the last that passed (the
+    // random one), as drill list has them.
+    let status = e.walrs().args(["status", "--json"]).run();
+    status.expect_code(0);
+    let d = e.json(&status)["drill"].clone();
+    assert_eq!(d["count"], 3, "{d:#}");
+    assert_eq!(d["last"]["id"], rec["id"], "{d:#}");
+    assert_eq!(d["last"]["failed_check"], "sql", "{d:#}");
+    assert_eq!(d["last_success"]["id"], random["id"], "{d:#}");
+    assert_eq!(d["last_success"]["rto_seconds"], random["rto"]["total_seconds"], "{d:#}");
+    let text = e.walrs().args(["status"]).run();
+    text.expect_code(0);
+    assert!(text.stdout.contains("FAILED"), "{}", text.stdout);
+    let metrics = e.walrs().args(["metrics"]).run();
+    metrics.expect_code(0);
+    let stop = t(&random["stop_time"]) as f64 / 1e6;
+    let line = metrics
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("walrs_drill_last_success_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("{}", metrics.stdout));
+    let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((v - stop).abs() < 1e-3, "{line} vs {stop}");
+    assert!(
+        metrics
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("walrs_drill_last_passed{") && l.ends_with(" 0"))
+    );
+
     // 4. A drill killed while its server runs: the next drill stops that server.
     let mut stale_pid = None;
     for _attempt in 0..3 {
@@ -237,6 +272,39 @@ fn pg15_drill() {
     }
     let stale_pid = stale_pid.expect("a killed drill never left its server running (3 attempts)");
     let _guard = QuitOnDrop(stale_pid);
+    // The killed drill took its lease before it restored anything, and `walrs expire` keeps
+    // the drill's backup for it (the lease expires by itself once nothing renews it).
+    let drill_leases = || -> Vec<String> {
+        std::fs::read_dir(e.repo.join("leases"))
+            .map(|d| {
+                d.filter_map(|f| f.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("drill-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(!drill_leases().is_empty(), "the killed drill holds no lease");
+    let plan = e.walrs().args(["expire", "--retain-full", "1", "--json"]).run();
+    plan.expect_code(0);
+    let plan = e.json(&plan);
+    let lease = plan["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "drill")
+        .unwrap_or_else(|| panic!("no drill lease in the plan: {plan:#}"))
+        .clone();
+    assert_eq!((lease["live"].clone(), lease["backup"].clone()), (true.into(), id.as_str().into()));
+    let kept = plan["backups"].as_array().unwrap().iter().find(|b| b["id"] == id.as_str()).unwrap();
+    let holder = lease["holder"].as_str().unwrap();
+    assert!(
+        kept["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str() == Some(format!("kept: lease {holder}").as_str())),
+        "{kept:#}"
+    );
     let stale_dirs = e.scratch_dirs();
     assert_eq!(stale_dirs.len(), 1);
     let out = e.drill(&[]);

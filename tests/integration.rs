@@ -7,9 +7,11 @@
 mod util;
 
 mod binlog;
+mod check;
 mod cli;
 mod docs_match;
 mod drill;
+mod expire;
 mod faults;
 mod fixture_repo;
 mod foreign_objects;
@@ -21,6 +23,7 @@ mod majors;
 mod mysql_wire;
 mod operator;
 mod operator_guards;
+mod operator_view;
 mod pg_archive;
 mod pgwire;
 mod pitr;
@@ -28,6 +31,7 @@ mod prefetch;
 mod repo_objects;
 mod s3;
 mod s3_integrity;
+mod status;
 #[path = "storage/conformance.rs"]
 mod storage_conformance;
 mod temporaries;

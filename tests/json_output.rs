@@ -36,22 +36,23 @@ const STABLE_NUMBERS: &[&str] = &[
 
 /// Arrays of a PostgreSQL repository whose length depends on the run (how much WAL, how many
 /// files): only their first element is kept, which still shows the shape of the elements.
-const VARIABLE_ARRAYS: &[&str] = &["files", "chunks", "wal_files", "temporaries"];
+pub(crate) const VARIABLE_ARRAYS: &[&str] = &["files", "chunks", "wal_files", "temporaries", "wal"];
 
 /// Redacts the volatile parts of output text.
-struct Redactor {
+pub(crate) struct Redactor {
     dirs: Vec<String>,
     variable_arrays: &'static [&'static str],
     rules: Vec<(Regex, &'static str)>,
 }
 
 impl Redactor {
-    fn new(dirs: &[&Path], variable_arrays: &'static [&'static str]) -> Redactor {
+    pub(crate) fn new(dirs: &[&Path], variable_arrays: &'static [&'static str]) -> Redactor {
         let r = |re: &str, with: &'static str| (Regex::new(re).unwrap(), with);
         Redactor {
             dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
             variable_arrays,
             rules: vec![
+                r(r"\b(restore|basebackup)-[A-Za-z0-9_-]+-\d+-\d+\b", "$1-[holder]"),
                 r(r"\b\d{8}T\d{6}Z\b", "[backup-id]"),
                 r(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "[time]"),
                 r(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\+00", "[pg-time]"),
@@ -99,7 +100,7 @@ impl Redactor {
     }
 
     /// The command's JSON, checked to be one object, redacted and pretty-printed.
-    fn snapshot(&self, stdout: &str) -> String {
+    pub(crate) fn snapshot(&self, stdout: &str) -> String {
         let v: Value =
             serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
         assert!(v.is_object(), "every --json output is one object:\n{stdout}");
@@ -180,6 +181,8 @@ fn json_outputs_have_the_documented_shapes() {
         insta::assert_snapshot!(*name, json(&args));
     }
     assert!(!Path::new(pgdata).exists(), "a dry run wrote the data directory");
+    // Issue 15: the retention plan (the restore above left its lease).
+    insta::assert_snapshot!("expire", json(&["expire", "--retain-full", "1", "--json"]));
 }
 
 /// `walrs binlog tail` in the background, killed when the test ends.

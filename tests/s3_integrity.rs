@@ -24,7 +24,8 @@ use crate::util::{Out, Walrs, leftovers, walrs};
 use walrs::storage::{BytesBody, ObjectKey, PutOutcome, Storage};
 
 /// A store that keeps whatever body arrives.
-const UNCHECKED: Quirks = Quirks { skip_digest_checks: true, kms_etags: false };
+const UNCHECKED: Quirks =
+    Quirks { skip_digest_checks: true, kms_etags: false, deny_deletes_of: None };
 
 struct Dirs {
     _dir: tempfile::TempDir,
@@ -125,7 +126,11 @@ fn issue_11_kms_etags_are_verified_by_checksum_or_read_back() {
 
     // The store checks and returns x-amz-checksum-sha256: no read-back needed (a GET of the
     // object would meet a 500 and be counted).
-    let server = S3Server::start_with(Quirks { skip_digest_checks: false, kms_etags: true });
+    let server = S3Server::start_with(Quirks {
+        skip_digest_checks: false,
+        kms_etags: true,
+        deny_deletes_of: None,
+    });
     let proxy = FaultProxy::start(server.addr);
     push(s3walrs(&server, &server.endpoint(), "k"), &small_seg(1).write(&d.wal)).expect_code(0);
     proxy.add(Rule::new(Some("GET"), u32::MAX, HttpFault::Status500).on_path("/wal/"));
@@ -136,7 +141,11 @@ fn issue_11_kms_etags_are_verified_by_checksum_or_read_back() {
     assert!(stored_intact(&server, "k", &small_seg(2)));
 
     // The store checks nothing and returns no checksum: the object is read back.
-    let server = S3Server::start_with(Quirks { skip_digest_checks: true, kms_etags: true });
+    let server = S3Server::start_with(Quirks {
+        skip_digest_checks: true,
+        kms_etags: true,
+        deny_deletes_of: None,
+    });
     let proxy = FaultProxy::start(server.addr);
     let w = || s3walrs(&server, &proxy.endpoint(), "k");
     push(w(), &small_seg(1).write(&d.wal)).expect_code(0);
@@ -173,7 +182,11 @@ fn issue_11_multipart_parts_and_object_are_verified() {
 
     // SSE-KMS-like ETags: part 1 is damaged on both of its sends (its ETag disagrees, so it is
     // sent again, and disagrees again: part ETags prove nothing here); the read-back finds it.
-    let server = S3Server::start_with(Quirks { skip_digest_checks: true, kms_etags: true });
+    let server = S3Server::start_with(Quirks {
+        skip_digest_checks: true,
+        kms_etags: true,
+        deny_deletes_of: None,
+    });
     let proxy = FaultProxy::start(server.addr);
     let s3 = server.storage_at(&proxy.endpoint(), "m", deadline);
     proxy.add(Rule::new(Some("PUT"), 2, HttpFault::FlipRequestBody).on_path("/big"));

@@ -151,6 +151,9 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     /// Why the server's WAL cannot reach the repository, with the fix as the hint.
     pub refusal: Option<WalrsError>,
+    /// The setting the refusal is about: `archive_mode`, `archive_library` or
+    /// `archive_command` (`walrs check` names it).
+    pub setting: Option<&'static str>,
 }
 
 /// Reads the server's archiving and judges it against `repo` ([`read`], then [`judge`]).
@@ -210,6 +213,7 @@ pub fn judge(
         return r;
     }
     if mode == "off" {
+        r.setting = Some("archive_mode");
         r.refusal = refuse(
             format!(
                 "archive_mode is off on the server: the WAL this backup needs would never reach {repo}, and the backup would never complete"
@@ -219,6 +223,7 @@ pub fn judge(
         return r;
     }
     if let Some(lib) = server.archive_library.as_deref().filter(|l| !l.is_empty()) {
+        r.setting = Some("archive_library");
         r.refusal = refuse(
             format!(
                 "the server archives through archive_library '{lib}', not walrs: its WAL would not reach {repo}"
@@ -234,6 +239,7 @@ pub fn judge(
         return r;
     };
     if cmd.trim().is_empty() {
+        r.setting = Some("archive_command");
         r.refusal = refuse(
             format!(
                 "archive_mode is {mode} but archive_command is empty: the server archives nothing, and the backup would never complete"
@@ -246,6 +252,7 @@ pub fn judge(
         Archiver::Walrs { repo: theirs } => match compare(repo, &theirs, server_is_local) {
             Same::Yes => r.ok.push(format!("archive_command pushes to {repo} with walrs")),
             Same::No(why) => {
+                r.setting = Some("archive_command");
                 r.refusal = refuse(
                     format!("archive_command '{cmd}' archives into {theirs}, not into {repo}, where this backup goes ({why})"),
                     format!("take the backup with --repo {theirs}, or point the server at this repository: {fix}"),
@@ -259,6 +266,7 @@ pub fn judge(
             "archive_command '{cmd}' calls walrs, but walrs cannot tell its repository ({why}); the backup waits for its WAL in {repo}"
         )),
         Archiver::NotWalrs(what) => {
+            r.setting = Some("archive_command");
             r.refusal = refuse(
                 format!(
                     "archive_command '{cmd}' does not call walrs push ({what}): the WAL this backup needs would not reach {repo}, and the backup would never complete"

@@ -807,6 +807,11 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
     let mut seen: std::collections::BTreeMap<String, FileEntry> = std::collections::BTreeMap::new();
     // Archives (by path prefix) with a chunk that could not be read.
     let mut broken: Vec<String> = Vec::new();
+    // Progress in the log (target walrs::progress): tar bytes of the chunks read.
+    let progress = crate::progress::Progress::new(
+        "backup verify",
+        m.archives.iter().flat_map(|a| a.chunks.iter()).map(|c| c.plain_len).sum(),
+    );
     for a in &m.archives {
         let prefix = match a.tablespace_oid {
             Some(oid) => format!("pg_tblspc/{oid}/"),
@@ -814,6 +819,7 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
         };
         let mut files_here = Vec::new();
         for c in &a.chunks {
+            progress.add(c.plain_len);
             // From a network backend, a chunk that fails verification is read once more
             // (`repo::reread`) before it counts as damaged.
             let read = crate::repo::reread::read_verified(repo, &c.key, || {
@@ -934,6 +940,7 @@ pub fn verify(repo: &Repository, m: &BackupManifest) -> Result<Vec<String>> {
             problems.push(format!("{path}: in the backup but not in PostgreSQL's manifest"));
         }
     }
+    progress.finish();
     Ok(problems)
 }
 

@@ -131,9 +131,12 @@ pub enum Command {
     /// Take a base backup over the replication protocol; prints its id.
     #[command(after_help = commands::basebackup::EXAMPLES)]
     Basebackup(commands::basebackup::Args),
-    /// The backup catalogue: list, show, verify.
+    /// The backup catalogue: list, show, verify, keep (pin), delete.
     #[command(after_help = commands::backup::EXAMPLES)]
     Backup(commands::backup::Args),
+    /// Retention: plan which backups and WAL to keep and why; --confirm deletes the rest.
+    #[command(after_help = commands::expire::EXAMPLES)]
+    Expire(commands::expire::Args),
     /// Plan and perform a point-in-time restore into a new data directory.
     #[command(after_help = commands::restore::EXAMPLES)]
     Restore(commands::restore::Args),
@@ -147,6 +150,21 @@ pub enum Command {
     /// The repository itself: recreate a lost config from the stored objects.
     #[command(after_help = commands::repo::EXAMPLES)]
     Repo(commands::repo::Args),
+    /// Check archiving end to end: settings, repository, a WAL segment archived and verified.
+    #[command(after_help = commands::check::EXAMPLES)]
+    Check(commands::check::Args),
+    /// The recoverable window per timeline, gaps, last archived segment, backups, binlogs.
+    #[command(after_help = commands::status::EXAMPLES)]
+    Status(commands::status::Args),
+    /// The status as Prometheus metrics: printed, written to a textfile, or served over HTTP.
+    #[command(after_help = commands::metrics::EXAMPLES)]
+    Metrics(commands::metrics::Args),
+    /// Shell completions (bash, zsh, fish) generated from the command definitions.
+    #[command(after_help = commands::completions::EXAMPLES)]
+    Completions(commands::completions::Args),
+    /// Man pages generated from the command definitions.
+    #[command(after_help = commands::completions::MAN_EXAMPLES)]
+    Man(commands::completions::ManArgs),
     /// Internal: the prefetcher `fetch` starts during recovery.
     #[command(hide = true)]
     Prefetch(commands::fetch::PrefetchArgs),
@@ -168,7 +186,8 @@ struct Job {
     span: fn() -> tracing::Span,
     /// `fetch --abort-on-hard-failure` (fetch only: then `Some`).
     abort_flag: Option<bool>,
-    /// Runs until stopped (`binlog tail`): a deadline only when one is asked for.
+    /// Runs until stopped (`binlog tail`, `metrics --listen`): a deadline only when one is asked
+    /// for (the flag, the variable or the command's own `<deadline_key>_timeout`).
     until_stopped: bool,
     /// The command itself.
     run: Runner,
@@ -181,7 +200,8 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, drill, fetch, push, repo, restore, timeline, wal,
+            backup, basebackup, binlog, check, completions, drill, expire, fetch, metrics, push,
+            repo, restore, status, timeline, wal,
         };
         fn job(
             what: &'static str,
@@ -242,6 +262,12 @@ impl Command {
                 || tracing::error_span!("walrs backup"),
                 Box::new(|c| backup::run(c, a)),
             ),
+            Command::Expire(a) => job(
+                "expire",
+                expire::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs expire"),
+                Box::new(|c| expire::run(c, a)),
+            ),
             Command::Restore(a) => job(
                 "restore",
                 restore::DEFAULT_TIMEOUT,
@@ -277,6 +303,39 @@ impl Command {
                 repo::DEFAULT_TIMEOUT,
                 || tracing::error_span!("walrs repo"),
                 Box::new(|c| repo::run(c, a)),
+            ),
+            Command::Check(a) => job(
+                "check",
+                check::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs check"),
+                Box::new(|c| check::run(c, a, |k| ExitCode::for_kind(k).code())),
+            ),
+            Command::Status(a) => job(
+                "status",
+                status::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs status"),
+                Box::new(|c| status::run(c, a)),
+            ),
+            Command::Metrics(a) => Job {
+                until_stopped: a.listen.is_some(),
+                ..job(
+                    "metrics",
+                    status::DEFAULT_TIMEOUT,
+                    || tracing::error_span!("walrs metrics"),
+                    Box::new(|c| metrics::run(c, a)),
+                )
+            },
+            Command::Completions(a) => job(
+                "completions",
+                status::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs completions"),
+                Box::new(|c| completions::run(c, a, Cli::command())),
+            ),
+            Command::Man(a) => job(
+                "man",
+                status::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs man"),
+                Box::new(|c| completions::run_man(c, a, Cli::command())),
             ),
         }
     }
@@ -515,12 +574,13 @@ where
         }
     };
     let deadline = settings.deadline(job.deadline_key, job.default_timeout);
-    // `binlog tail` runs until stopped: a deadline only when one is asked for (the flag, the
-    // variable or `binlog_timeout`; not the file's general `timeout`).
+    // `binlog tail` and `metrics --listen` run until stopped: a deadline only when one is asked
+    // for (the flag, the variable or `binlog_timeout` / `metrics_timeout`; not the file's
+    // general `timeout`).
     let endless = job.until_stopped
         && match &deadline.source {
             DeadlineSource::Flag | DeadlineSource::Variable => false,
-            DeadlineSource::File { key, .. } => key != "binlog_timeout",
+            DeadlineSource::File { key, .. } => *key != format!("{}_timeout", job.deadline_key),
             DeadlineSource::Default { .. } => true,
         };
     let timeout = if endless {
@@ -577,6 +637,12 @@ mod tests {
             (&["basebackup"], "basebackup", "basebackup", commands::basebackup::DEFAULT_TIMEOUT),
             (&["backup", "list"], "backup", "backup", commands::wal::DEFAULT_LONG_TIMEOUT),
             (
+                &["expire", "--retain-full", "1"],
+                "expire",
+                "expire",
+                commands::expire::DEFAULT_TIMEOUT,
+            ),
+            (
                 &["restore", "--pgdata", "/d"],
                 "restore",
                 "restore",
@@ -586,6 +652,16 @@ mod tests {
             (&["drill", "list"], "drill", "drill", commands::drill::DEFAULT_TIMEOUT),
             (&["binlog", "list"], "binlog", "binlog", commands::binlog::DEFAULT_TIMEOUT),
             (&["repo", "init"], "repo", "repo", commands::repo::DEFAULT_TIMEOUT),
+            (&["check"], "check", "check", commands::check::DEFAULT_TIMEOUT),
+            (&["status"], "status", "status", commands::status::DEFAULT_TIMEOUT),
+            (&["metrics"], "metrics", "metrics", commands::status::DEFAULT_TIMEOUT),
+            (
+                &["completions", "bash"],
+                "completions",
+                "completions",
+                commands::status::DEFAULT_TIMEOUT,
+            ),
+            (&["man", "--dir", "/d"], "man", "man", commands::status::DEFAULT_TIMEOUT),
             (
                 &["prefetch", "--count", "1", "--parallel", "1"],
                 "prefetch",
@@ -615,6 +691,7 @@ mod tests {
             };
             assert_eq!(job(&["fetch", "--abort-on-hard-failure", "f", "p"]).abort_flag, Some(true));
             assert!(job(&["binlog", "tail", "--user", "u", "--server-id", "2"]).until_stopped);
+            assert!(job(&["metrics", "--listen", "127.0.0.1:0"]).until_stopped);
         });
     }
 

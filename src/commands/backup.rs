@@ -1,4 +1,5 @@
-//! `walrs backup list | show | verify`: the catalogue of complete backups and their integrity.
+//! `walrs backup list | show | verify | keep | delete`: the catalogue of complete backups, their
+//! integrity, pins that keep a backup whatever the retention policy, and deleting one backup.
 //! See docs/commands/backup.md.
 
 use super::{Ctx, Outcome, Text};
@@ -12,7 +13,10 @@ pub const EXAMPLES: &str = super::with_env_note!(
   WALRS_REPO=/srv/walrs walrs backup list
   WALRS_REPO=/srv/walrs walrs backup list --json --all
   WALRS_REPO=/srv/walrs walrs backup show latest
-  WALRS_REPO=/srv/walrs walrs backup verify 20261121T140307Z"
+  WALRS_REPO=/srv/walrs walrs backup verify 20261121T140307Z
+  WALRS_REPO=/srv/walrs walrs backup keep 20261121T140307Z
+  WALRS_REPO=/srv/walrs walrs backup keep --remove 20261121T140307Z
+  WALRS_REPO=/srv/walrs walrs backup delete 20261121T140307Z"
 );
 
 /// Arguments of `walrs backup`.
@@ -50,6 +54,25 @@ pub enum Action {
     /// manifest. Exit 18 if anything is wrong.
     #[command(after_help = EXAMPLES)]
     Verify {
+        /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
+        #[arg(value_name = "ID|latest")]
+        id: String,
+    },
+    /// Pin a backup: `walrs expire` keeps it, with its WAL, whatever the policy, until
+    /// `walrs backup keep --remove ID`.
+    #[command(after_help = EXAMPLES)]
+    Keep {
+        /// Remove the pin instead.
+        #[arg(long)]
+        remove: bool,
+        /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
+        #[arg(value_name = "ID|latest")]
+        id: String,
+    },
+    /// Delete one backup (its manifest first, then its objects). Refused for a pinned backup
+    /// and for one a restore in progress holds. The WAL only it needed is left to `walrs expire`.
+    #[command(after_help = EXAMPLES)]
+    Delete {
         /// The backup id, a unique prefix of it, or `latest` (the newest complete backup).
         #[arg(value_name = "ID|latest")]
         id: String,
@@ -164,6 +187,72 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 m.stored_bytes >> 20,
                 m.compression,
                 if m.encrypted { ", encrypted" } else { "" }
+            );
+            Ok(Outcome::text(out))
+        }
+        Action::Keep { remove, id } => {
+            let m = load(&repo, &id)?;
+            if remove {
+                let was = repo.head::<crate::repo::Pin>(&m.id)?.is_some();
+                repo.delete::<crate::repo::Pin>(&m.id)?;
+                let mut out = Text::new();
+                if was {
+                    textln!(out, "backup {}: pin removed; retention applies to it again", m.id);
+                } else {
+                    textln!(out, "backup {}: was not pinned", m.id);
+                }
+                return Ok(Outcome::text(out));
+            }
+            let pin = crate::repo::Pin {
+                format_version: crate::repo::retention::FORMAT_VERSION,
+                backup: m.id.clone(),
+                pinned_at: crate::timefmt::rfc3339_utc(std::time::SystemTime::now()),
+            };
+            repo.save(&m.id, &pin, crate::repo::Fixed)?;
+            let mut out = Text::new();
+            textln!(
+                out,
+                "backup {}: pinned; walrs expire keeps it until `walrs backup keep --remove {}`",
+                m.id,
+                m.id
+            );
+            Ok(Outcome::text(out))
+        }
+        Action::Delete { id } => {
+            let m = load(&repo, &id)?;
+            if repo.head::<crate::repo::Pin>(&m.id)?.is_some() {
+                return Err(WalrsError::new(
+                    Kind::Usage,
+                    format!("backup {} is pinned: not deleted", m.id),
+                )
+                .hint(format!("`walrs backup keep --remove {}` first", m.id)));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            if let Some(l) = crate::commands::expire::read_leases(&repo)?
+                .into_iter()
+                .find(|l| l.is_live(now) && l.backup.as_ref() == Some(&m.id))
+            {
+                return Err(WalrsError::new(
+                    Kind::Usage,
+                    format!(
+                        "backup {} is in use by {} (lease {}): not deleted",
+                        m.id,
+                        l.kind.as_str(),
+                        l.holder
+                    ),
+                ));
+            }
+            let seg = repo.require_config()?.wal_segment_size;
+            crate::repo::prune::withdraw_backups(&repo, &[&m], seg)?;
+            let n = crate::repo::prune::delete_backup_objects(&repo, &m.id)?;
+            let mut out = Text::new();
+            textln!(
+                out,
+                "backup {}: deleted ({n} object(s)); `walrs expire` removes the WAL only it needed",
+                m.id
             );
             Ok(Outcome::text(out))
         }

@@ -84,7 +84,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             .then(|| ctx.settings.require_repo().cloned())
             .transpose()?,
     };
-    let m = backup::take(&repo, cfg, &conn, &opts)?;
+    // The lease tells `walrs expire` (on any host) that a backup is in progress: its directory
+    // and the WAL after the newest complete backup stay.
+    let m = crate::repo::retention::with_lease(
+        &repo,
+        crate::repo::LeaseKind::Basebackup,
+        None,
+        true,
+        None,
+        || backup::take(&repo, cfg, &conn, &opts),
+    )?;
     let mut out = Text::new();
     textln!(out, "{}", m.id);
     Ok(Outcome::text(out))

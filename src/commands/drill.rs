@@ -16,7 +16,6 @@ use crate::drill::record::{Checks, DrillRecord, DrillTarget, Rto};
 use crate::drill::server::{self, Server, ServerSpec};
 use crate::drill::{scratch, target};
 use crate::error::{Kind, Result, WalrsError};
-use crate::recovery::Plan;
 use crate::repo::Repository;
 use crate::repo::object::Fixed;
 use crate::textln;
@@ -210,23 +209,33 @@ fn new_id(now: SystemTime) -> String {
     format!("{t}-{:04x}", target::fresh_seed() & 0xffff)
 }
 
-/// The lease a drill holds on what it restores (the backup and the WAL of its plan), so that
-/// `walrs expire` cannot delete them while the drill runs: taken once the plan is proven, before
-/// the first write, and released ([`DrillLease::release`]) once the record is stored. The one
-/// place a drill deals with leases; retention's leases (issue 15) are not in this build, so it
-/// holds nothing yet: wiring them in means taking the lease in `take`, releasing it in `release`
-/// (a lease left by a killed drill expires at `deadline`).
-struct DrillLease;
+/// The lease a drill holds on what it restores (the backup of its plan and the WAL from that
+/// backup's start on, as a restore's lease), so that `walrs expire` cannot delete them while the
+/// drill runs: taken once the plan is proven, before the first write, renewed while the drill
+/// runs, and released once the record is stored. A lease left by a killed drill stops being
+/// renewed and expires ([`crate::repo::retention::LEASE_TTL_US`]). The one place a drill deals
+/// with leases.
+struct DrillLease(crate::repo::HeldLease);
 
 impl DrillLease {
-    /// Takes the lease for `plan` (the backup `plan.backup`, the WAL `plan.segments`), for the
-    /// drill `id`, until `deadline`.
-    fn take(_repo: &Repository, _id: &str, _plan: &Plan, _deadline: Instant) -> Result<Self> {
-        Ok(DrillLease)
+    /// Takes the lease for the plan's `backup`, on a handle of the repository of its own (its
+    /// renewal thread uses it). A lease that cannot be written fails the drill before anything
+    /// is restored: a drill without one could lose its WAL to a concurrent `expire`.
+    fn take(ctx: &Ctx, backup: &crate::repo::BackupId) -> Result<Self> {
+        let repo = ctx.open_repo()?;
+        let held = crate::repo::HeldLease::take(
+            repo,
+            crate::repo::LeaseKind::Drill,
+            Some(backup.clone()),
+        )?;
+        tracing::debug!("drill holds lease {}", held.holder());
+        Ok(DrillLease(held))
     }
 
     /// Releases the lease.
-    fn release(self) {}
+    fn release(self) {
+        self.0.release();
+    }
 }
 
 /// What a drill runs with, resolved before anything is touched.
@@ -512,6 +521,7 @@ impl Drill<'_> {
             let planned = super::restore::restore(
                 ctx,
                 self.restore_args(sc, target_us, true, Vec::new()),
+                super::restore::LeaseBy::Caller,
                 |_, _| Ok(()),
             )
             .map_err(|e| classify(e, false))?;
@@ -528,26 +538,27 @@ impl Drill<'_> {
         }
         let refused = Cell::new(false);
         let args = self.restore_args(sc, target_us, false, map);
-        let restored = super::restore::restore(ctx, args, |plan, _m| {
-            let free = scratch::free_bytes(sc.root())?;
-            if free < plan.bytes {
-                refused.set(true);
-                return Err(WalrsError::new(
-                    Kind::NoSpace,
-                    format!(
-                        "{} has {} MiB free, the plan needs {} MiB (backup {} and its WAL)",
-                        sc.root().display(),
-                        free >> 20,
-                        plan.bytes.div_ceil(1 << 20),
-                        plan.backup
-                    ),
-                )
-                .hint("give --scratch-dir a larger file system"));
-            }
-            *lease.borrow_mut() = Some(DrillLease::take(&self.repo, &rec.id, plan, ctx.deadline)?);
-            Ok(())
-        })
-        .map_err(|e| classify(e, refused.get()))?;
+        let restored =
+            super::restore::restore(ctx, args, super::restore::LeaseBy::Caller, |plan, m| {
+                let free = scratch::free_bytes(sc.root())?;
+                if free < plan.bytes {
+                    refused.set(true);
+                    return Err(WalrsError::new(
+                        Kind::NoSpace,
+                        format!(
+                            "{} has {} MiB free, the plan needs {} MiB (backup {} and its WAL)",
+                            sc.root().display(),
+                            free >> 20,
+                            plan.bytes.div_ceil(1 << 20),
+                            plan.backup
+                        ),
+                    )
+                    .hint("give --scratch-dir a larger file system"));
+                }
+                *lease.borrow_mut() = Some(DrillLease::take(ctx, &m.id)?);
+                Ok(())
+            })
+            .map_err(|e| classify(e, refused.get()))?;
         let plan = restored.plan;
         let restored_bytes = restored.stats.as_ref().map_or(0, |s| s.bytes);
         let backup_bytes = backups.iter().find(|b| b.id == plan.backup).map_or(0, |b| b.bytes);

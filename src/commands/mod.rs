@@ -9,11 +9,16 @@
 pub mod backup;
 pub mod basebackup;
 pub mod binlog;
+pub mod check;
+pub mod completions;
 pub mod drill;
+pub mod expire;
 pub mod fetch;
+pub mod metrics;
 pub mod push;
 pub mod repo;
 pub mod restore;
+pub mod status;
 pub mod timeline;
 pub mod wal;
 

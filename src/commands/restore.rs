@@ -149,17 +149,29 @@ fn target_timeline(v: Option<&str>) -> Result<TargetTimeline> {
 
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
-    let restored = restore(ctx, args, |_, _| Ok(()))?;
+    let restored = restore(ctx, args, LeaseBy::Restore, |_, _| Ok(()))?;
     Ok(Outcome::text(restored.text))
+}
+
+/// Who holds the lease that keeps the restored backup and its WAL from `walrs expire`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseBy {
+    /// `restore` takes a restore lease around the restored files and leaves it a day after,
+    /// while the recovery fetches the WAL.
+    Restore,
+    /// The caller took one in `before_write` and holds it as long as it needs (`walrs drill`).
+    Caller,
 }
 
 /// The restore itself, for `run` and `walrs drill` (which must plan exactly as `restore` does):
 /// `before_write` sees the proven plan and its backup before anything is written, and may refuse
-/// (the drill's free-space check). The plan is printed as soon as it is proven (unless `quiet`);
-/// the closing lines come back in [`Restored::text`].
+/// (the drill's free-space check) or take the caller's lease ([`LeaseBy::Caller`]). The plan is
+/// printed as soon as it is proven (unless `quiet`); the closing lines come back in
+/// [`Restored::text`].
 pub fn restore(
     ctx: &Ctx,
     args: Args,
+    lease: LeaseBy,
     before_write: impl FnOnce(&recovery::Plan, &crate::repo::BackupManifest) -> Result<()>,
 ) -> Result<Restored> {
     let t0 = Instant::now();
@@ -287,7 +299,19 @@ pub fn restore(
     recovery::config::restore_command(&walrs, &env, !args.standby)?;
     before_write(&plan, m)?;
     let opts = RestoreOptions { pgdata: args.pgdata.clone(), tablespace_map, workers: args.jobs };
-    let stats = backup::restore::restore_files(&repo, m, &opts)?;
+    // The lease keeps the backup and its WAL from `walrs expire` while the files are restored,
+    // and for a day after, while the recovery fetches the WAL.
+    let stats = match lease {
+        LeaseBy::Restore => crate::repo::retention::with_lease(
+            &repo,
+            crate::repo::LeaseKind::Restore,
+            Some(m.id.clone()),
+            false,
+            Some(crate::repo::retention::RESTORE_LEASE_AFTER_US),
+            || backup::restore::restore_files(&repo, m, &opts),
+        )?,
+        LeaseBy::Caller => backup::restore::restore_files(&repo, m, &opts)?,
+    };
     // The timeline the planner proved, as a number: `latest` or `current` would let PostgreSQL
     // pick one itself (`current`: the restored backup's, which may not be the plan's).
     let plan_tli = plan.target_timeline;

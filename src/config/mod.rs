@@ -48,6 +48,12 @@ pub struct FileConfig {
     pub drill_timeout: Option<toml::Value>,
     /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
     pub binlog_timeout: Option<toml::Value>,
+    /// Deadline of `check` (which bounds its wait for the segment).
+    pub check_timeout: Option<toml::Value>,
+    /// Deadline of `status`.
+    pub status_timeout: Option<toml::Value>,
+    /// Deadline of `metrics` (with `--listen`: none unless this or `--timeout` gives one).
+    pub metrics_timeout: Option<toml::Value>,
     /// Log level on stderr.
     pub log_level: Option<String>,
     /// Make `fetch` exit above 125 (PostgreSQL aborts recovery) on any failure but "not found".
@@ -68,6 +74,80 @@ pub struct FileConfig {
     pub prefetch: Option<usize>,
     /// Where push records look-ahead results and fetch keeps prefetched segments.
     pub spool_dir: Option<PathBuf>,
+    /// The `[retention]` table: the policy of `walrs expire`.
+    pub retention: Option<RetentionFile>,
+}
+
+/// The `[retention]` table of the config file (docs/configuration.md#retention): the policy of
+/// `walrs expire`, each key overridden by its flag or `WALRS_RETAIN_*` variable.
+#[derive(Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// `--retain-window`: a duration (`7d`, `36h`, `2w`).
+    pub window: Option<String>,
+    /// `--retain-full`.
+    pub full: Option<u32>,
+    /// `--retain-daily`.
+    pub daily: Option<u32>,
+    /// `--retain-weekly`.
+    pub weekly: Option<u32>,
+    /// `--retain-monthly`.
+    pub monthly: Option<u32>,
+    /// `--retain-yearly`.
+    pub yearly: Option<u32>,
+    /// `--retain-max-size`: a size (`500GiB`, `2TB`, bytes).
+    pub max_size: Option<String>,
+    /// `--retain-binlogs`.
+    pub binlogs: Option<u32>,
+    /// `--retain-grace`: how long incomplete backups are left alone (default 24h).
+    pub grace: Option<String>,
+}
+
+/// Parses a retention duration: a number with `s`, `m`, `h`, `d` (24 h) or `w` (7 d); at most
+/// 100 years.
+pub fn parse_retention_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: e.g. 7d, 36h, 2w"))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("invalid duration {s:?}: use a number with s, m, h, d or w")),
+    };
+    let total = n.checked_mul(secs).filter(|t| *t <= 100 * 366 * 86_400);
+    match total {
+        Some(0) => Err(format!("invalid duration {s:?}: must be positive")),
+        Some(t) => Ok(Duration::from_secs(t)),
+        None => Err(format!("invalid duration {s:?}: at most 100 years")),
+    }
+}
+
+/// Parses a size: bytes, or a number with `k`, `M`, `G`, `T` (powers of 1000, optionally with
+/// `B`) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: e.g. 500GiB, 2TB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "kB" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => {
+            return Err(format!("invalid size {s:?}: use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 impl FileConfig {
@@ -155,6 +235,8 @@ pub struct Settings {
     pub prefetch: Option<usize>,
     /// The spool directory, if configured; else derived from the WAL path (docs/configuration.md).
     pub spool_dir: Option<PathBuf>,
+    /// The file's `[retention]` table (flags and `WALRS_RETAIN_*` override each key).
+    pub retention: RetentionFile,
 }
 
 fn config_err(msg: String) -> WalrsError {
@@ -312,6 +394,9 @@ impl Settings {
             ("restore", &fc.restore_timeout),
             ("drill", &fc.drill_timeout),
             ("binlog", &fc.binlog_timeout),
+            ("check", &fc.check_timeout),
+            ("status", &fc.status_timeout),
+            ("metrics", &fc.metrics_timeout),
         ] {
             if let Some(v) = value {
                 command_timeouts.push((command, file_duration(&format!("{command}_timeout"), v)?));
@@ -443,6 +528,7 @@ impl Settings {
             push_parallel: fc.push_parallel,
             prefetch: fc.prefetch,
             spool_dir,
+            retention: fc.retention.unwrap_or_default(),
         })
     }
 

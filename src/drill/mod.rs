@@ -45,5 +45,36 @@ pub fn last(repo: &Repository) -> Result<Option<DrillRecord>> {
 /// The newest drill that passed: `walrs_drill_last_success_timestamp_seconds` is its
 /// `stop_time`, `walrs_drill_rto_seconds` its `rto.total_seconds`.
 pub fn last_success(repo: &Repository) -> Result<Option<DrillRecord>> {
-    Ok(history(repo)?.into_iter().rev().find(DrillRecord::passed))
+    Ok(latest(repo)?.last_success)
+}
+
+/// What `walrs status` and `walrs metrics` show of the drills: how many were recorded, the
+/// newest, and the newest that passed.
+#[derive(Clone, Debug, Default)]
+pub struct Latest {
+    /// Drill records in the repository.
+    pub count: usize,
+    /// The newest record, passed or failed.
+    pub last: Option<DrillRecord>,
+    /// The newest record that passed.
+    pub last_success: Option<DrillRecord>,
+}
+
+/// [`Latest`] from one listing of `drills/` and as few reads as it takes: the newest record, and
+/// older ones only while none of the newer passed (one read when the last drill passed).
+pub fn latest(repo: &Repository) -> Result<Latest> {
+    let mut ids = repo.list::<DrillRecord>(&())?.collect::<Result<Vec<String>>>()?;
+    ids.sort();
+    let mut out = Latest { count: ids.len(), ..Latest::default() };
+    for id in ids.iter().rev() {
+        let Some(r) = repo.load::<DrillRecord>(id)? else { continue };
+        if out.last.is_none() {
+            out.last = Some(r.clone());
+        }
+        if r.passed() {
+            out.last_success = Some(r);
+            break;
+        }
+    }
+    Ok(out)
 }

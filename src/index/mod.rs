@@ -244,6 +244,42 @@ fn load_summaries(
     })
 }
 
+/// Removes the index entries of the WAL files `names`, whose objects were deleted
+/// (`walrs expire`): their summaries (in batches), then each affected group's roll-up, rewritten
+/// without them (deleted when nothing is left). Run after the WAL objects are gone: an
+/// interrupted run leaves entries for deleted objects, which the next run, planning from the
+/// index, deletes again.
+pub fn forget(repo: &Repository, names: &[WalFileName]) -> Result<()> {
+    let mut keys = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&WalFileName>> = BTreeMap::new();
+    for n in names {
+        if let Some(g) = n.group() {
+            keys.push(SegmentSummary::key(n)?);
+            groups.entry(g.to_owned()).or_default().push(n);
+        }
+    }
+    crate::repo::prune::delete_keys(repo, &keys)?;
+    for (g, gone) in groups {
+        let Some(mut rollup) = repo.load::<GroupRollup>(&g).unwrap_or_else(|e| {
+            tracing::warn!("index roll-up of {g} is unreadable ({e}); removing it");
+            Some(GroupRollup::default())
+        }) else {
+            continue;
+        };
+        for n in gone {
+            rollup.segments.remove(n);
+        }
+        if rollup.segments.is_empty() {
+            repo.delete::<GroupRollup>(&g)?;
+        } else {
+            rollup.format_version = FORMAT_VERSION;
+            rollup.group = g.clone();
+            repo.save(&g, &rollup, Fixed)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes every roll-up (the next reader rebuilds them).
 pub fn drop_rollups(repo: &Repository) -> Result<()> {
     let groups: Vec<String> = repo.list::<GroupRollup>(&())?.filter_map(|g| g.ok()).collect();

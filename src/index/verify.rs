@@ -456,6 +456,14 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         }
     }
     let lowest = inv.segments.keys().next().copied();
+    // Progress in the log (target walrs::progress): segments read, at their size in PostgreSQL.
+    let in_scope: u64 = inv
+        .segments
+        .iter()
+        .filter(|(t, _)| opts.timeline.is_none_or(|o| o == **t))
+        .map(|(_, m)| m.len() as u64)
+        .sum();
+    let progress = crate::progress::Progress::new("wal verify", in_scope * seg.bytes());
     // The summaries of the segments that verified, for the divergence check.
     let mut summaries: BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary> = BTreeMap::new();
     for (tli, segs) in &inv.segments {
@@ -508,6 +516,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
         let mut carry: Option<Carry> = None;
         let mut last_rec: Option<Lsn> = None;
         for (&XLogSegNo(segno), name) in segs {
+            progress.add(seg.bytes());
             let seg_end = XLogSegNo(segno).end_lsn(seg);
             let in_scope = opts.from.is_none_or(|f| seg_end > f);
             if let Some(p) = prev_segno
@@ -695,6 +704,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
     for d in divergences(&summaries, &hist) {
         rep.warnings.push(push("diverged", format!("{}.history", d.child), d.to_string()));
     }
+    progress.finish();
     rep.problems = problems;
     // What killed writers left behind, and writes in progress; nothing is removed here.
     match repo.storage().temporaries("", false) {

@@ -297,6 +297,67 @@ impl JsonObject for Gap {
     const PRETTY: bool = true;
 }
 
+/// The newest event the repository holds of its binlogs, for `walrs status` and `walrs metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastEvent {
+    /// The file that holds it (the active file, or the last closed one).
+    pub file: String,
+    /// Whether that file is closed (stored whole).
+    pub closed: bool,
+    /// The event's timestamp (Unix seconds, the server's clock).
+    pub time: u32,
+    /// Recorded gaps.
+    pub gaps: usize,
+}
+
+/// The newest stored event, without reading any binlog: the names of the active file's part
+/// objects carry their last event's timestamp, and a closed file's metadata its last event's.
+/// One listing of the parts (only the active file has parts, or a file whose close was
+/// interrupted), one of the metadata and one of the gaps (small: one object per file), and the
+/// newest metadata object. `None` when nothing with a timestamp is stored.
+pub fn last_stored_event(repo: &Repository) -> Result<Option<LastEvent>> {
+    let names = |prefix: &str| -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in repo.storage().list(prefix)? {
+            out.push(item?.key.as_str().strip_prefix(prefix).unwrap_or_default().to_owned());
+        }
+        Ok(out)
+    };
+    let order = |n: &str| (event::file_index(n).unwrap_or(0), n.to_owned());
+    // The newest part of the newest file with parts.
+    let mut active: Option<((u64, String), u32)> = None;
+    for rest in names(layout::BINLOG_PARTS_PREFIX)? {
+        let Some((name, part)) = rest.split_once('/') else { continue };
+        let Some(part) = Part::parse(part) else { continue };
+        if !event::valid_file_name(name) || part.last_ts == 0 {
+            continue;
+        }
+        let o = order(name);
+        match &mut active {
+            Some((a, ts)) if *a == o => *ts = (*ts).max(part.last_ts),
+            Some((a, _)) if *a > o => {}
+            _ => active = Some((o, part.last_ts)),
+        }
+    }
+    let closed = names(layout::BINLOG_META_PREFIX)?
+        .into_iter()
+        .filter_map(|m| m.strip_suffix(layout::JSON_SUFFIX).map(str::to_owned))
+        .filter(|n| event::valid_file_name(n))
+        .max_by_key(|n| order(n));
+    let gaps = names(layout::BINLOG_GAPS_PREFIX)?.len();
+    let closed = match closed {
+        Some(name) => repo.load::<FileMeta>(&name)?.map(|m| (order(&m.name), m.last_event_time)),
+        None => None,
+    };
+    let newest = match (active, closed) {
+        (Some(a), Some(c)) if c.0 >= a.0 => Some((c, true)),
+        (Some(a), _) => Some((a, false)),
+        (None, Some(c)) => Some((c, true)),
+        (None, None) => None,
+    };
+    Ok(newest.map(|(((_, file), time), closed)| LastEvent { file, closed, time, gaps }))
+}
+
 /// Reads the binlog config, if any.
 pub fn read_config(repo: &Repository) -> Result<Option<BinlogConfig>> {
     repo.load(&())

@@ -11,12 +11,16 @@
 //! backups/<id>/<archive>/<NNNNNN>     base backup: a chunk of a tar archive
 //! backups/<id>/backup_manifest        base backup: PostgreSQL's backup manifest
 //! backups/<id>/manifest.json          base backup: walrs's manifest, the commit point
+//! backups/<id>/expiring.json          base backup: its deletion has begun (`walrs expire`)
 //! binlog/binlog.config                binlogs: which server they come from
 //! binlog/files/<name>                 binlogs: a closed file, whole
 //! binlog/meta/<name>.json             binlogs: a closed file's metadata
 //! binlog/parts/<name>/<s>-<e>-<t0>-<t1>  binlogs: bytes [s, e) of a file not yet closed
 //! binlog/gaps/<name>.json             binlogs: a file the server purged before walrs got it
+//! check/<host>-<pid>-<time>           `walrs check`: a probe, deleted right after it is read back
 //! drills/<id>.json                    restore drills: the record of one `walrs drill`
+//! pins/<id>.json                      retention: backup <id> is kept whatever the policy
+//! leases/<holder>.json                retention: a base backup or restore in progress
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -55,6 +59,8 @@ pub const BINLOG_META_PREFIX: &str = "binlog/meta/";
 pub const BINLOG_PARTS_PREFIX: &str = "binlog/parts/";
 /// Prefix of recorded binlog gaps.
 pub const BINLOG_GAPS_PREFIX: &str = "binlog/gaps/";
+/// Prefix of the probe objects `walrs check` writes, reads back and deletes at once.
+pub const CHECK_PREFIX: &str = "check/";
 /// The name ending of binlog metadata and gap objects.
 pub const JSON_SUFFIX: &str = ".json";
 /// Prefix of restore drill records: `drills/<id>.json`.
@@ -63,6 +69,21 @@ pub const DRILLS_PREFIX: &str = "drills/";
 /// The key of the record of drill `id` (an id of `[0-9A-Za-z-]`, checked by the drill record).
 pub fn drill_key(id: &str) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{DRILLS_PREFIX}{id}{JSON_SUFFIX}"))
+}
+
+/// Prefix of backup pins (`walrs backup keep`).
+pub const PINS_PREFIX: &str = "pins/";
+/// Prefix of leases (a base backup or a restore in progress).
+pub const LEASES_PREFIX: &str = "leases/";
+
+/// The key of the pin of backup `id`.
+pub fn pin_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{PINS_PREFIX}{id}{JSON_SUFFIX}"))
+}
+
+/// The key of the lease `holder` (letters, digits, `-`, `.` and `_`: checked by the lease type).
+pub fn lease_key(holder: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{LEASES_PREFIX}{holder}{JSON_SUFFIX}"))
 }
 
 /// The key of a WAL file.
@@ -95,6 +116,11 @@ pub fn rollup_key(group: &str) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{ROLLUP_PREFIX}{group}"))
 }
 
+/// The key of `walrs check`'s probe object `id` (`<host>-<pid>-<unix time>`).
+pub fn check_probe_key(id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{CHECK_PREFIX}{id}"))
+}
+
 /// Where everything of backup `id` lives (ends with `/`).
 pub fn backup_prefix(id: &BackupId) -> String {
     format!("{BACKUPS_PREFIX}{id}/")
@@ -103,6 +129,11 @@ pub fn backup_prefix(id: &BackupId) -> String {
 /// The key of walrs's manifest of backup `id`.
 pub fn manifest_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/manifest.json"))
+}
+
+/// The key of the marker that says the deletion of backup `id` has begun.
+pub fn expiring_key(id: &BackupId) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/expiring{JSON_SUFFIX}"))
 }
 
 /// The key of PostgreSQL's backup manifest of backup `id`.

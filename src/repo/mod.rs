@@ -17,7 +17,9 @@ mod errors;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod prune;
 pub mod reread;
+pub mod retention;
 pub mod wal;
 
 use std::io::Read;
@@ -34,6 +36,7 @@ pub use manifest::{
 pub use object::{
     Document, Encryption, Fixed, Grouped, JsonObject, Listed, RepoObject, Write, decode_json,
 };
+pub use retention::{Expiring, HeldLease, Lease, LeaseKind, Pin};
 pub use wal::WalFile;
 
 pub use crate::pg::TimelineHistory;

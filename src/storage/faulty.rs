@@ -232,6 +232,10 @@ impl<S: Storage> Storage for Faulty<S> {
         self.run(Op::List, "list", prefix, || self.inner.list_prefixes(prefix))
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        self.run(Op::Head, "stat", key.as_str(), || self.inner.modified(key))
+    }
+
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.run(Op::Delete, "delete", key.as_str(), || self.inner.delete(key))
     }

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError, TempState,
-    Temporary,
+    BatchDeleteError, Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage,
+    StorageError, TempState, Temporary,
 };
 use crate::bytes::read_full;
 use crate::durable::{self, Linked, Naming, TempFile};
@@ -395,6 +395,17 @@ impl Storage for FsStorage {
         }
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => {
+                m.modified().map(Some).map_err(|e| StorageError::from_io("stat", key.as_str(), &e))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StorageError::from_io("stat", key.as_str(), &e)),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Listing<'_>, StorageError> {
         let (dir_part, name_prefix) = match prefix.rfind('/') {
             Some(i) => {
@@ -424,9 +435,12 @@ impl Storage for FsStorage {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if is_dir && ObjectKey::new(name.as_str()).is_ok() {
-                // Only prefixes with at least one object below them, as S3 reports.
-                let has_object = self.list(&format!("{prefix}{name}/"))?.next().is_some();
-                if has_object {
+                // Only prefixes with at least one object below them, as S3 reports. Stops at the
+                // first object: no stat of every file (a group of the WAL index holds 256).
+                let sub = format!("{prefix}{name}/");
+                if holds_object(&dir.join(&name))
+                    .map_err(|e| StorageError::from_io("list", &sub, &e))?
+                {
                     out.push(name);
                 }
             }
@@ -447,6 +461,56 @@ impl Storage for FsStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::from_io("delete", key.as_str(), &e)),
         }
+    }
+
+    /// Unlinks every key, then fsyncs each directory once (not once per key), then removes the
+    /// directories the deletes left empty, below the top level (`backups/<id>/base.tar/`,
+    /// `backups/<id>/`, `wal/<group>/`; never `wal/` or `backups/` themselves), fsyncing each
+    /// parent. `rmdir` fails on a directory that is not empty, so a writer that has just put a
+    /// file there keeps it; one that finds its directory gone creates it again (docs/invariants.md
+    /// §3).
+    fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), BatchDeleteError> {
+        let all = |error| BatchDeleteError { remaining: keys.to_vec(), error };
+        if let Some(first) = keys.first() {
+            self.check_writer("delete", first.as_str()).map_err(all)?;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            let path = self.path(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    dirs.insert(path.parent().unwrap_or(&self.root).to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(BatchDeleteError {
+                        remaining: keys.get(i..).unwrap_or_default().to_vec(),
+                        error: StorageError::from_io("delete", key.as_str(), &e),
+                    });
+                }
+            }
+        }
+        // Durable before the caller goes on to the next step of its order.
+        for dir in &dirs {
+            durable::sync_dir(dir).map_err(|e| {
+                all(StorageError::from_io("sync directory for", &dir.display().to_string(), &e))
+            })?;
+        }
+        // Deepest first, so that a parent emptied by its children goes too.
+        let depth =
+            |d: &Path| d.strip_prefix(&self.root).map(|r| r.components().count()).unwrap_or(0);
+        let mut queue: std::collections::BTreeSet<(std::cmp::Reverse<usize>, PathBuf)> =
+            dirs.into_iter().map(|d| (std::cmp::Reverse(depth(&d)), d)).collect();
+        while let Some((std::cmp::Reverse(n), dir)) = queue.pop_first() {
+            if n < 2 || fs::remove_dir(&dir).is_err() {
+                continue;
+            }
+            if let Some(parent) = dir.parent() {
+                let _ = durable::sync_dir(parent);
+                queue.insert((std::cmp::Reverse(n - 1), parent.to_path_buf()));
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -535,6 +599,28 @@ impl FsList {
         });
         Ok((dir_key.to_owned(), entries.into_iter()))
     }
+}
+
+/// Whether `dir` holds an object (a regular file with an object name, not a temporary file) at
+/// any depth: stops at the first one, reading only the entries' types.
+fn holds_object(dir: &Path) -> std::io::Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if absent(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if ObjectKey::new(name.as_str()).is_err() {
+            continue; // temporary files, foreign names
+        }
+        let ft = entry.file_type()?;
+        if ft.is_file() || (ft.is_dir() && holds_object(&entry.path())?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Iterator for FsList {

@@ -250,6 +250,17 @@ pub struct Temporary {
     pub state: TempState,
 }
 
+/// A batch delete ([`Storage::delete_many`]) that did not delete every key: the keys that may
+/// remain, and the failure that kept the first of them.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{error} ({} object(s) may remain, the first {})", remaining.len(), remaining.first().map(ObjectKey::as_str).unwrap_or("-"))]
+pub struct BatchDeleteError {
+    /// Every key that was not confirmed deleted, in the order given.
+    pub remaining: Vec<ObjectKey>,
+    /// Why (the first failure).
+    pub error: StorageError,
+}
+
 /// A listing: object metadata in lexicographic key order, produced lazily.
 pub type Listing<'a> = Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + 'a>;
 
@@ -277,6 +288,20 @@ pub trait Storage: Send + Sync {
     fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Deletes the object; deleting an absent object succeeds.
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+    /// Deletes every object of `keys` (absent ones succeed), in as few requests as the backend
+    /// allows (S3: DeleteObjects, up to 1,000 keys a request). The keys are independent of each
+    /// other: a caller that needs an order deletes in several calls. When some keys cannot be
+    /// deleted, the error lists every key that may remain. The default deletes one key after
+    /// the other and stops at the first failure.
+    fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), BatchDeleteError> {
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(error) = self.delete(k) {
+                let remaining = keys.get(i..).unwrap_or_default().to_vec();
+                return Err(BatchDeleteError { remaining, error });
+            }
+        }
+        Ok(())
+    }
     /// A human-readable location for messages (`file:///srv/walrs`).
     fn describe(&self) -> String;
     /// The temporary files writers made under `prefix` (a key prefix ending in `/`, or `""` for
@@ -286,6 +311,15 @@ pub trait Storage: Send + Sync {
     fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
         let _ = (prefix, remove);
         Ok(Vec::new())
+    }
+
+    /// When the object `key` was last written (a file's modification time, S3's
+    /// `Last-Modified`), for `walrs status` and `walrs metrics` (the age of the last archived
+    /// segment); `None` when it does not exist or the backend does not keep the time. One
+    /// request; never on the hot path.
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        let _ = key;
+        Ok(None)
     }
 }
 
@@ -425,11 +459,17 @@ impl Storage for AnyStorage {
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         dispatch!(self, s => s.delete(key))
     }
+    fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), BatchDeleteError> {
+        dispatch!(self, s => s.delete_many(keys))
+    }
     fn describe(&self) -> String {
         dispatch!(self, s => s.describe())
     }
     fn temporaries(&self, prefix: &str, remove: bool) -> Result<Vec<Temporary>, StorageError> {
         dispatch!(self, s => s.temporaries(prefix, remove))
+    }
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        dispatch!(self, s => s.modified(key))
     }
 }
 

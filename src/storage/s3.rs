@@ -38,7 +38,10 @@ use s3::error::S3Error;
 use s3::region::Region;
 use sha2::{Digest, Sha256};
 
-use super::{Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage, StorageError};
+use super::{
+    BatchDeleteError, Body, ErrorKind, Listing, ObjectKey, ObjectMeta, PutOutcome, Storage,
+    StorageError,
+};
 
 /// Bodies up to this size go in one PUT (a 16 MiB WAL segment always does, even incompressible);
 /// larger ones are multipart.
@@ -52,6 +55,8 @@ pub const PART_SIZE: usize = 8 << 20;
 pub const PART_GROWTH_EVERY: u32 = 1000;
 /// Keys per listing page.
 const LIST_PAGE: usize = 1000;
+/// Keys per DeleteObjects request: S3's limit.
+pub const DELETE_BATCH: usize = 1000;
 /// The shortest pause between two attempts; it doubles up to [`MAX_BACKOFF`], with full jitter.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -1397,6 +1402,22 @@ impl Storage for S3Storage {
         self.upload(key, body, true)
     }
 
+    fn modified(&self, key: &ObjectKey) -> Result<Option<std::time::SystemTime>, StorageError> {
+        let path = self.path(key.as_str());
+        let k = key.as_str();
+        self.retry("stat", k, self.settings.request_timeout, async || {
+            match self.bucket.head_object(&path).await {
+                // `Last-Modified` is an HTTP date (RFC 9110); a store that sends none, or one
+                // that does not parse, leaves the time unknown.
+                Ok((h, _)) => Ok(h.last_modified.and_then(|t| httpdate::parse_http_date(&t).ok())),
+                Err(e) => match classify(&e, "stat", k) {
+                    e if e.kind == ErrorKind::NotFound => Ok(None),
+                    e => Err(e),
+                },
+            }
+        })
+    }
+
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
         Ok(self.head_raw(key.as_str())?.map(|(size, _)| ObjectMeta { key: key.clone(), size }))
     }
@@ -1452,6 +1473,95 @@ impl Storage for S3Storage {
                 },
             }
         })
+    }
+
+    /// DeleteObjects, [`DELETE_BATCH`] keys a request. A failed request is retried as every
+    /// request is (transient failures within the deadline); keys the store reports as not
+    /// deleted with a transient code (`InternalError`, `SlowDown`, `ServiceUnavailable`) go into
+    /// the next attempt; any other per-key error (`AccessDenied`) ends the call with every key
+    /// not confirmed deleted, as does a request that fails for good (403: exit 17).
+    fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), BatchDeleteError> {
+        for (n, batch) in keys.chunks(DELETE_BATCH).enumerate() {
+            let not_done = |error: StorageError, left: Vec<ObjectKey>| {
+                let mut remaining = left;
+                remaining.extend(keys.iter().skip((n + 1) * DELETE_BATCH).cloned());
+                BatchDeleteError { remaining, error }
+            };
+            let mut left: Vec<ObjectKey> = batch.to_vec();
+            let started = Instant::now();
+            let mut backoff = MIN_BACKOFF;
+            loop {
+                let first = left.first().map(|k| k.as_str().to_owned()).unwrap_or_default();
+                let ids: Vec<s3::serde_types::ObjectIdentifier> = left
+                    .iter()
+                    .map(|k| s3::serde_types::ObjectIdentifier::new(self.path(k.as_str())))
+                    .collect();
+                let answer =
+                    self.retry("delete", &first, self.settings.request_timeout, async || {
+                        self.bucket
+                            .delete_objects(ids.clone())
+                            .await
+                            .map_err(|e| classify(&e, "delete", &first))
+                    });
+                let result = match answer {
+                    Ok(r) => r,
+                    Err(e) => return Err(not_done(e, left)),
+                };
+                let base = self.full_prefix("");
+                let mut again = Vec::new();
+                let mut failed: Option<StorageError> = None;
+                for err in &result.errors {
+                    let rel = err.key.trim_start_matches('/');
+                    let rel = rel.strip_prefix(base.as_str()).unwrap_or(rel);
+                    let Some(k) = left.iter().find(|k| k.as_str() == rel).cloned() else {
+                        continue;
+                    };
+                    let kind = match err.code.as_str() {
+                        "NoSuchKey" => continue,
+                        "InternalError" | "SlowDown" | "ServiceUnavailable" => {
+                            again.push(k);
+                            continue;
+                        }
+                        "AccessDenied" => ErrorKind::PermissionDenied,
+                        _ => ErrorKind::Io,
+                    };
+                    failed.get_or_insert_with(|| {
+                        StorageError::new(
+                            kind,
+                            "delete",
+                            k.as_str(),
+                            format!("{}: {}", err.code, err.message),
+                        )
+                    });
+                    again.push(k);
+                }
+                if let Some(e) = failed {
+                    return Err(not_done(e, again));
+                }
+                if again.is_empty() {
+                    break;
+                }
+                let left_time = self.deadline.saturating_duration_since(Instant::now());
+                if left_time <= MIN_BACKOFF * 2 {
+                    let e = StorageError::new(
+                        ErrorKind::Unavailable,
+                        "delete",
+                        again.first().map(ObjectKey::as_str).unwrap_or_default(),
+                        format!(
+                            "{} unreachable: the store kept refusing to delete {} key(s) for {:.1} s",
+                            self.location,
+                            again.len(),
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                    return Err(not_done(e, again));
+                }
+                std::thread::sleep(backoff.mul_f64(jitter()).min(left_time - MIN_BACKOFF * 2));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                left = again;
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -138,6 +138,18 @@ pub fn suite(s: &dyn Storage) {
     assert!(s.head(&key("l/a/b")).unwrap().is_none());
     assert_eq!(keys_of(s, "l/a/"), vec!["l/a/c/d"]);
     s.delete(&key("l/a/b")).unwrap();
+
+    // delete_many: every key, absent ones included; nothing else
+    let many: Vec<ObjectKey> = (0..1203).map(|i| key(&format!("dm/{}/{i:05}", i % 3))).collect();
+    for k in many.iter().step_by(2) {
+        s.put(k, &mut BytesBody::new(b"x")).unwrap();
+    }
+    s.put(&key("dm/keep"), &mut BytesBody::new(b"k")).unwrap();
+    s.delete_many(&many).unwrap();
+    assert_eq!(keys_of(s, "dm/"), vec!["dm/keep"]);
+    assert!(s.list_prefixes("dm/").unwrap().is_empty());
+    s.delete_many(&many).unwrap();
+    s.delete_many(&[]).unwrap();
 }
 
 /// Racing conditional writers: exactly one creates, the others see it exists, content intact.
@@ -227,4 +239,38 @@ fn conformance_s3() {
     bare.put(&key("top"), &mut BytesBody::new(b"x")).unwrap();
     assert_eq!(get_all(&bare, "top"), b"x");
     assert_eq!(get_all(&bare, "conformance/once"), b"first", "a prefix is a key prefix");
+}
+
+/// Issue 15: S3 deletes in batches of up to 1,000 keys (DeleteObjects), and a partial batch
+/// failure (a bucket policy denying some deletes) is reported with the keys that remain.
+#[test]
+fn s3_delete_many_batches_and_reports_what_remains() {
+    let server = crate::util::s3::S3Server::start();
+    let s = server.storage("batch", std::time::Duration::from_secs(60));
+    let keys: Vec<ObjectKey> = (0..2500).map(|i| key(&format!("b/{i:05}"))).collect();
+    for k in keys.iter().step_by(50) {
+        s.put(k, &mut BytesBody::new(b"x")).unwrap();
+    }
+    server.counters.reset();
+    s.delete_many(&keys).unwrap();
+    let counts = server.counters.snapshot();
+    assert_eq!(counts.get("delete_objects"), Some(&3), "2,500 keys in 3 requests: {counts:?}");
+    assert_eq!(counts.get("delete_object"), None, "{counts:?}");
+    assert!(keys_of(&s, "b/").is_empty());
+
+    let denying = crate::util::s3::S3Server::start_with(crate::util::s3::Quirks {
+        deny_deletes_of: Some("/locked/"),
+        ..Default::default()
+    });
+    let s = denying.storage("p", std::time::Duration::from_secs(60));
+    let keys: Vec<ObjectKey> =
+        ["a/1", "a/locked/2", "a/3", "a/locked/4"].iter().map(|k| key(k)).collect();
+    for k in &keys {
+        s.put(k, &mut BytesBody::new(b"x")).unwrap();
+    }
+    let e = s.delete_many(&keys).unwrap_err();
+    let remaining: Vec<&str> = e.remaining.iter().map(ObjectKey::as_str).collect();
+    assert_eq!(remaining, vec!["a/locked/2", "a/locked/4"], "{e}");
+    assert_eq!(e.error.kind, ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(keys_of(&s, "a/"), vec!["a/locked/2", "a/locked/4"]);
 }

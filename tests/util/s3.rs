@@ -39,6 +39,34 @@ pub struct Quirks {
     /// Answer with ETags that are not the MD5 of the content (an MD5 of the MD5) and
     /// `x-amz-server-side-encryption: aws:kms`, as S3 does for SSE-KMS objects.
     pub kms_etags: bool,
+    /// Refuse to delete keys that contain this string: DeleteObjects reports `AccessDenied` for
+    /// each of them (a partial batch failure), DeleteObject answers 403, as a bucket policy that
+    /// denies `s3:DeleteObject` on a prefix does.
+    pub deny_deletes_of: Option<&'static str>,
+}
+
+/// Requests the server answered, by S3 operation (for tests and benchmarks that count them).
+#[derive(Default)]
+pub struct Counters(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl Counters {
+    fn add(&self, op: &'static str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(op).or_default() += 1;
+        }
+    }
+
+    /// A copy of the counts so far.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Every count back to zero.
+    pub fn reset(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
 }
 
 struct AtomicCreate {
@@ -46,6 +74,7 @@ struct AtomicCreate {
     root: PathBuf,
     create: tokio::sync::Mutex<()>,
     quirks: Quirks,
+    counters: Arc<Counters>,
 }
 
 /// The service of a server with [`Quirks::skip_digest_checks`]: requests reach s3s without their
@@ -95,6 +124,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.counters.add("put_object");
         self.check_bucket(&req.input.bucket)?;
         let mut req = req;
         if self.quirks.skip_digest_checks {
@@ -120,6 +150,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.counters.add("complete_multipart_upload");
         let _g = self.create.lock().await;
         self.fs.complete_multipart_upload(req).await
     }
@@ -127,6 +158,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.counters.add("get_object");
         self.check_bucket(&req.input.bucket)?;
         if self.is_prefix(&req.input.bucket, &req.input.key) {
             return Err(s3s::s3_error!(NoSuchKey));
@@ -137,6 +169,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.counters.add("head_object");
         self.check_bucket(&req.input.bucket)?;
         if self.is_prefix(&req.input.bucket, &req.input.key) {
             return Err(s3s::s3_error!(NoSuchKey));
@@ -153,6 +186,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.counters.add("list_objects_v2");
         self.check_bucket(&req.input.bucket)?;
         self.fs.list_objects_v2(req).await
     }
@@ -160,12 +194,45 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.counters.add("delete_object");
+        if self.quirks.deny_deletes_of.is_some_and(|d| req.input.key.contains(d)) {
+            return Err(s3s::s3_error!(AccessDenied));
+        }
         self.fs.delete_object(req).await
+    }
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.counters.add("delete_objects");
+        self.check_bucket(&req.input.bucket)?;
+        let Some(deny) = self.quirks.deny_deletes_of else {
+            return self.fs.delete_objects(req).await;
+        };
+        let mut req = req;
+        let (denied, allowed): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) =
+            std::mem::take(&mut req.input.delete.objects)
+                .into_iter()
+                .partition(|o| o.key.contains(deny));
+        req.input.delete.objects = allowed;
+        let mut resp = self.fs.delete_objects(req).await?;
+        let errors = denied
+            .into_iter()
+            .map(|o| Error {
+                key: Some(o.key),
+                code: Some("AccessDenied".into()),
+                message: Some("Access Denied".into()),
+                ..Default::default()
+            })
+            .collect();
+        resp.output.errors = Some(errors);
+        Ok(resp)
     }
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.counters.add("create_multipart_upload");
         self.check_bucket(&req.input.bucket)?;
         self.fs.create_multipart_upload(req).await
     }
@@ -173,6 +240,7 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.counters.add("upload_part");
         let mut req = req;
         if self.quirks.skip_digest_checks {
             req.input.content_md5 = None;
@@ -187,12 +255,14 @@ impl S3 for AtomicCreate {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.counters.add("abort_multipart_upload");
         self.fs.abort_multipart_upload(req).await
     }
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.counters.add("head_bucket");
         self.fs.head_bucket(req).await
     }
 }
@@ -202,6 +272,8 @@ pub struct S3Server {
     pub addr: SocketAddr,
     pub root: PathBuf,
     quirks: Quirks,
+    /// Requests answered so far, by operation (kept across restarts).
+    pub counters: Arc<Counters>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -218,7 +290,12 @@ impl S3Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
         let root = dir.path().to_path_buf();
-        let mut s = Self::serve(root, "127.0.0.1:0".parse().unwrap(), quirks);
+        let mut s = Self::serve(
+            root,
+            "127.0.0.1:0".parse().unwrap(),
+            quirks,
+            Arc::new(Counters::default()),
+        );
         s._dir = Some(dir);
         s
     }
@@ -226,15 +303,16 @@ impl S3Server {
     /// A server on `addr` storing into `root` (created with the bucket `BUCKET` if missing).
     pub fn start_in(root: PathBuf, addr: SocketAddr) -> Self {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        Self::serve(root, addr, Quirks::default())
+        Self::serve(root, addr, Quirks::default(), Arc::new(Counters::default()))
     }
 
-    fn serve(root: PathBuf, addr: SocketAddr, quirks: Quirks) -> Self {
+    fn serve(root: PathBuf, addr: SocketAddr, quirks: Quirks, counters: Arc<Counters>) -> Self {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let fs_root = root.clone();
+        let server_counters = counters.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -243,7 +321,7 @@ impl S3Server {
                 .unwrap();
             rt.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&fs_root).unwrap();
-                let mut b = s3s::service::S3ServiceBuilder::new(AtomicCreate { fs, root: fs_root.clone(), create: tokio::sync::Mutex::new(()), quirks });
+                let mut b = s3s::service::S3ServiceBuilder::new(AtomicCreate { fs, root: fs_root.clone(), create: tokio::sync::Mutex::new(()), quirks, counters: server_counters });
                 if !quirks.skip_digest_checks {
                     b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY.to_string()));
                 }
@@ -272,7 +350,7 @@ impl S3Server {
             // Dropping the runtime cancels every open connection: the server is gone.
             rt.shutdown_background();
         });
-        S3Server { addr, root, quirks, _dir: None, stop: Some(tx), thread: Some(thread) }
+        S3Server { addr, root, quirks, counters, _dir: None, stop: Some(tx), thread: Some(thread) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -311,7 +389,8 @@ impl S3Server {
     /// Serves the same data again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let mut next = Self::serve(self.root.clone(), self.addr, self.quirks);
+        let mut next =
+            Self::serve(self.root.clone(), self.addr, self.quirks, self.counters.clone());
         self.stop = next.stop.take();
         self.thread = next.thread.take();
     }
