@@ -5,7 +5,8 @@
 # recovery (backup, timeline path, WAL range), restores the data directory and writes the recovery
 # settings; PostgreSQL recovers to the point in time between two of the transactions, every WAL
 # segment coming back through `walrs fetch`; the restored rows are shown. `walrs status` shows
-# the repository's recoverable window before the restore.
+# the repository's recoverable window before the restore, `walrs expire --explain` what retention
+# would keep, and `walrs drill` proves the same target again in a scratch directory.
 #
 # Usage: scripts/demo.sh            (as root: PostgreSQL runs as the 'postgres' user)
 # Needs PostgreSQL 15 server binaries (scripts/install-prereqs.sh installs them).
@@ -87,4 +88,7 @@ echo "== the restored orders table (row 3 was committed after the target and is 
 PSQL -c "SELECT id, item FROM orders ORDER BY id" | sed 's/^/   /'
 ROWS=$(PSQL -c "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders")
 $AS "$PGBIN/pg_ctl" -D "$WORK/b" -m fast -w stop >/dev/null
+echo "== walrs drill --target-time '$TARGET' (a restore drill: scratch restore, recovery on a private socket, every table read back, the result recorded)"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" drill --target-time "$TARGET" --scratch-dir "$WORK" | sed 's/^/   /'
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" status | grep 'last drill' | sed 's/^/   /'
 if [[ $ROWS == "1,2" ]]; then echo "== OK: restored exactly to the target"; else echo "== FAILED: rows $ROWS"; exit 1; fi
