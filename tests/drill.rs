@@ -3,7 +3,8 @@
 //! a false `--sql` assertion fails it (23); a drill killed mid-way leaves a server that the next
 //! drill stops; a flipped byte in a WAL segment the plan needs fails recovery with the segment
 //! named (21); a flipped byte inside a table's data file in a backup chunk fails before
-//! PostgreSQL starts (the envelope catches it, 7). One cluster and repository for all of them
+//! PostgreSQL starts (the envelope catches it, 7); a target before every backup is refused as
+//! `restore` refuses it (19). One cluster and repository for all of them
 //! (the CI time limit), in that order: the damaging cases come last.
 
 use std::os::unix::process::CommandExt;
@@ -341,6 +342,24 @@ fn pg15_drill() {
     assert!(err.contains(&format!("WAL file {last}")), "{err}");
     assert!(e.scratch_dirs().is_empty(), "{:?}", e.scratch_dirs());
 
+    // 5b. A target before every backup: refused as `restore` refuses it (19, the same message),
+    //     recorded with the check `plan`, nothing restored.
+    let early = "2000-01-01 00:00:00";
+    let refused = e
+        .walrs()
+        .args(["restore", "--dry-run", "--target-time", early, "--pgdata"])
+        .arg(e.world.path("unused"))
+        .run();
+    refused.expect_code(19);
+    let out = e.drill(&["--json", "--target-time", early]);
+    out.expect_code(19);
+    let rec = e.json(&out);
+    assert_eq!(rec["failed_check"], "plan", "{rec:#}");
+    let msg = rec["error"].as_str().unwrap();
+    assert!(refused.stderr.contains(msg), "drill: {msg}\nrestore: {}", refused.stderr);
+    assert!(rec["backup"].is_null() && rec["rto"]["recovery_seconds"] == 0.0, "{rec:#}");
+    assert!(e.scratch_dirs().is_empty(), "{:?}", e.scratch_dirs());
+
     // 6. A flipped byte inside the table's rows in a backup chunk: caught before PostgreSQL
     //    starts (the chunk's envelope), exit 7, nothing left behind.
     let marker = b"drill-marker-500";
@@ -363,6 +382,6 @@ fn pg15_drill() {
     assert!(rec["reached"].is_null() && rec["rto"]["recovery_seconds"] == 0.0, "{rec:#}");
     assert!(e.scratch_dirs().is_empty(), "{:?}", e.scratch_dirs());
     let list = e.walrs().args(["drill", "list", "--json"]).run();
-    assert_eq!(e.json(&list)["drills"].as_array().unwrap().len(), 6);
+    assert_eq!(e.json(&list)["drills"].as_array().unwrap().len(), 7);
     drop(a);
 }

@@ -312,7 +312,7 @@ fn drill(ctx: &Ctx, a: RunArgs) -> Result<Outcome> {
     rec.segments_replayed = checks::restored_segments(&log);
     rec.stop_time = crate::timefmt::rfc3339_utc(SystemTime::now());
     rec.rto.total_seconds =
-        rec.rto.restore_seconds + rec.rto.recovery_seconds + rec.rto.checks_seconds;
+        millis(rec.rto.restore_seconds + rec.rto.recovery_seconds + rec.rto.checks_seconds);
     let failure = match outcome {
         Ok(()) => {
             rec.result = "pass".into();
@@ -391,8 +391,13 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Seconds rounded to the millisecond (the record's precision).
+fn millis(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
 fn secs(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+    millis(t.elapsed().as_secs_f64())
 }
 
 impl Drill<'_> {
