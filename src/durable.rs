@@ -226,6 +226,19 @@ pub fn write_file(path: &Path, content: &[u8]) -> Result<()> {
     install(tmp, path)
 }
 
+/// [`write_file`] for a file other users read (node_exporter's textfile collector, man pages):
+/// mode 0644 instead of 0600, set before the rename, so that the name never shows a file they
+/// cannot read.
+pub fn write_file_readable(path: &Path, content: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = create_beside(path)?;
+    tmp.write_all(content).map_err(|e| local_io("writing", tmp.path(), &e))?;
+    tmp.file
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| local_io("setting the mode of", tmp.path(), &e))?;
+    install(tmp, path)
+}
+
 /// Writes `content` to `path` through a temporary file and a rename ([`Naming::Spool`]), so that
 /// a reader sees the old file, the new one or none, never a torn one. Not fsynced: for caches
 /// whose loss after a crash only costs the work of redoing them, whose readers validate what

@@ -79,6 +79,35 @@ fn completions_and_man_pages_name_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let mandir = dir.path().join("man1");
     Walrs::new(&walrs_bin()).args(["man", "--dir"]).arg(&mandir).run().expect_code(0);
+    // One page per visible command, readable by all, nothing else left in the directory (each
+    // page goes through a temporary file and a rename).
+    let mut files: Vec<(String, u32)> = std::fs::read_dir(&mandir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mode =
+                std::os::unix::fs::PermissionsExt::mode(&e.metadata().unwrap().permissions());
+            (e.file_name().to_string_lossy().into_owned(), mode & 0o777)
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), cmds.len(), "{files:?}");
+    for (name, mode) in &files {
+        assert!(name.starts_with("walrs") && name.ends_with(".1"), "{name}");
+        assert_eq!(*mode, 0o644, "{name}");
+    }
+    // Written again over the same pages: replaced. A page's name taken by a directory: exit 4,
+    // named, and no temporary file left.
+    Walrs::new(&walrs_bin()).args(["man", "--dir"]).arg(&mandir).run().expect_code(0);
+    std::fs::remove_file(mandir.join("walrs-status.1")).unwrap();
+    std::fs::create_dir(mandir.join("walrs-status.1")).unwrap();
+    let out = Walrs::new(&walrs_bin()).args(["man", "--dir"]).arg(&mandir).run();
+    out.expect_code(4);
+    assert!(out.stderr.contains("walrs-status.1"), "{}", out.stderr);
+    let left = std::fs::read_dir(&mandir).unwrap().count();
+    assert_eq!(left, cmds.len(), "a temporary file was left behind");
+    std::fs::remove_dir(mandir.join("walrs-status.1")).unwrap();
+    Walrs::new(&walrs_bin()).args(["man", "--dir"]).arg(&mandir).run().expect_code(0);
     for (path, flags) in &cmds {
         let mut name = vec!["walrs".to_string()];
         name.extend(path.iter().cloned());

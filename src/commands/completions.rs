@@ -73,7 +73,7 @@ pub fn run_man(_ctx: &Ctx, args: ManArgs, cli: clap::Command) -> Result<Outcome>
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| crate::durable::local_io("creating", dir, &e))?;
-            clap_mangen::generate_to(cli, dir).map_err(io)?;
+            write_pages(cli.disable_help_subcommand(true), dir)?;
             tracing::info!("wrote the man pages into {}", dir.display());
             Ok(Outcome::done())
         }
@@ -85,4 +85,22 @@ pub fn run_man(_ctx: &Ctx, args: ManArgs, cli: clap::Command) -> Result<Outcome>
             Ok(Outcome::text(out))
         }
     }
+}
+
+/// Writes the page of `cmd` and of each of its visible subcommands into `dir` (walrs.1,
+/// walrs-push.1, walrs-wal-list.1, ...), as `clap_mangen::generate_to` names them, each written
+/// whole through a temporary file and a rename, readable by all ([`crate::durable`]).
+fn write_pages(mut cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
+    fn write(cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            write(sub, dir)?;
+        }
+        let man = clap_mangen::Man::new(cmd);
+        let mut buf = Vec::new();
+        man.render(&mut buf)
+            .map_err(|e| WalrsError::new(Kind::Io, format!("rendering the man pages: {e}")))?;
+        crate::durable::write_file_readable(&dir.join(man.get_filename()), &buf)
+    }
+    cmd.build();
+    write(cmd, dir)
 }

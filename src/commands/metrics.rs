@@ -4,7 +4,6 @@
 //! the hot path: `push` and `fetch` write nothing for the metrics. See
 //! docs/commands/metrics.md.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -45,18 +44,12 @@ fn collect(repo: &Repository) -> Result<String> {
     Ok(metrics::render(&status::gather(repo, SystemTime::now())?))
 }
 
-/// Writes `text` to `path` atomically ([`durable`]: a temporary file beside it, fsync, rename,
-/// fsync of the directory), made readable by all (node_exporter runs as its own user). A reader
-/// sees the old file or the new one, never a part.
+/// Writes `text` to `path` atomically ([`durable::write_file_readable`]: a temporary file beside
+/// it, mode 0644 since node_exporter runs as its own user, fsync, rename, fsync of the directory).
+/// A reader sees the old file or the new one, never a part.
 pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     durable::check_destination(path)?;
-    let mut tmp = durable::create_beside(path)?;
-    tmp.write_all(text.as_bytes()).map_err(|e| durable::local_io("writing", tmp.path(), &e))?;
-    tmp.file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| durable::local_io("setting the mode of", tmp.path(), &e))?;
-    durable::install(tmp, path)
+    durable::write_file_readable(path, text.as_bytes())
 }
 
 /// Serves `/metrics` on `addr` until the process is stopped (or the deadline, if one was
