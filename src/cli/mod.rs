@@ -301,6 +301,7 @@ impl Command {
             Command::Push(a) => Some(&a.spool),
             Command::Fetch(a) => Some(&a.spool),
             Command::Prefetch(a) => Some(&a.spool),
+            Command::Expire(a) => Some(&a.spool),
             _ => None,
         }
     }
