@@ -405,6 +405,10 @@ fn issue_15_expire_killed_at_random_points_s3() {
 #[test]
 fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
     let block_dir = tempfile::tempdir().unwrap();
+    // The archive_command runs as the cluster's user: it must see the block file (a 0700
+    // directory of root's hides it, and archiving then goes on).
+    std::fs::set_permissions(block_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
     let block = block_dir.path().join("block");
     let (e, a) = Env::new(false, Some(&block));
     a.sql("CREATE TABLE t (id int, v text)");
