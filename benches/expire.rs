@@ -123,6 +123,12 @@ fn build(repo: &Repository, walrs_env: &[(&str, String)], segments: u64, backups
     for (g, r) in &groups {
         // A roll-up of a full group is read alone; the last group's summaries are listed too.
         repo.save(g, r, Fixed).unwrap();
+        // Groups are found by listing the summaries' prefixes (one request per 1,000 groups),
+        // so each group needs a summary object; one per group stands for the 256 of a real
+        // repository (a full group's summaries are never read, only its roll-up).
+        if let Some((name, s)) = r.segments.iter().next_back() {
+            repo.save(name, s, Fixed).unwrap();
+        }
     }
     for i in 0..backups {
         repo.save_new(

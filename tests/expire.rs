@@ -219,18 +219,68 @@ fn retain_full_2(s3: bool) {
     assert!(refused.stderr.contains("pinned"), "{}", refused.stderr);
     e.run(&["backup", "keep", "--remove", &ids[0]]).expect_code(0);
 
+    // Spool leftovers: the database host's spool holds records and prefetched copies of WAL
+    // the run below deletes; those past the grace period go with it, nothing else does.
+    let show = e.run(&["backup", "show", &ids[2], "--json"]);
+    show.expect_code(0);
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let first_needed = m["first_wal"].as_str().unwrap().to_owned();
+    let segs_before = wal_segments(&before);
+    let old: Vec<&String> = segs_before.iter().filter(|s| **s < first_needed).collect();
+    assert!(old.len() >= 2, "the test needs WAL before the kept backups: {segs_before:?}");
+    let spool = e.world.path("spool");
+    let days_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+    let put = |rel: &str, aged: bool| {
+        let p = spool.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&p).unwrap();
+        if aged {
+            f.set_modified(days_ago).unwrap();
+        }
+    };
+    put(&format!("prefetch/{}", old[0]), true);
+    put(&format!("prefetch/{}.meta", old[0]), true);
+    put(&format!("push/{}.ok", old[1]), true);
+    put(&format!("push/{}.lock", old[1]), true);
+    put(&format!("push/{}.ok", old[0]), false);
+    put(&format!("prefetch/{first_needed}"), true);
+    put(&format!("prefetch/{first_needed}.meta"), true);
+    let spool_files = || {
+        let mut v: Vec<String> = ["push", "prefetch"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(spool.join(d)).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let all = spool_files();
+    let spool_arg = ["--spool-dir", spool.to_str().unwrap()];
+    let dry = e.run(&[&["expire", "--retain-full", "2", "--explain"][..], &spool_arg].concat());
+    dry.expect_code(0);
+    assert!(dry.stdout.contains("would remove 3 file(s)"), "{}", dry.stdout);
+    assert_eq!(spool_files(), all, "a dry run changed the spool");
+
     // Confirmed: the two old backups and their WAL are gone.
-    let out = e.run(&["expire", "--retain-full", "2", "--confirm"]);
+    let out =
+        e.run(&[&["expire", "--retain-full", "2", "--confirm", "--json"][..], &spool_arg].concat());
     out.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["deleted"]["spool"], 3, "{report}");
+    assert_eq!(report["spool"].as_array().unwrap().len(), 3, "{report}");
+    let mut want = vec![
+        format!("{}.lock", old[1]),
+        format!("{}.ok", old[0]),
+        first_needed.clone(),
+        format!("{first_needed}.meta"),
+    ];
+    want.sort();
+    assert_eq!(spool_files(), want);
     assert_eq!(e.backup_ids(), ids[2..].to_vec());
     let keys = e.keys();
     for old in &ids[..2] {
         assert!(!keys.iter().any(|k| k.contains(old.as_str())), "{old} left objects: {keys:?}");
     }
-    let show = e.run(&["backup", "show", &ids[2], "--json"]);
-    show.expect_code(0);
-    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    let first_needed = m["first_wal"].as_str().unwrap().to_owned();
     let segs = wal_segments(&keys);
     assert!(!segs.is_empty());
     assert!(
@@ -355,6 +405,10 @@ fn issue_15_expire_killed_at_random_points_s3() {
 #[test]
 fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
     let block_dir = tempfile::tempdir().unwrap();
+    // The archive_command runs as the cluster's user: it must see the block file (a 0700
+    // directory of root's hides it, and archiving then goes on).
+    std::fs::set_permissions(block_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
     let block = block_dir.path().join("block");
     let (e, a) = Env::new(false, Some(&block));
     a.sql("CREATE TABLE t (id int, v text)");

@@ -361,6 +361,7 @@ impl Command {
             Command::Push(a) => Some(&a.spool),
             Command::Fetch(a) => Some(&a.spool),
             Command::Prefetch(a) => Some(&a.spool),
+            Command::Expire(a) => Some(&a.spool),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Ctx, Outcome, Text};
+use crate::archive::spool::{self, Leftover, Spool};
 use crate::backup;
 use crate::config::{RetentionFile, parse_retention_duration, parse_size};
 use crate::error::{Kind, Result, WalrsError};
@@ -69,6 +70,11 @@ pub struct Args {
     /// Machine-readable output: the plan as data.
     #[arg(long)]
     pub json: bool,
+    /// `--spool-dir`: the spool of the database host this runs on, whose push records and
+    /// prefetched segments of WAL the repository no longer holds are removed after the grace
+    /// period.
+    #[command(flatten)]
+    pub spool: super::SpoolArg,
 }
 
 fn usage(msg: String) -> WalrsError {
@@ -199,6 +205,37 @@ struct Deleted {
     segments: usize,
     objects: usize,
     binlogs: usize,
+    spool: usize,
+}
+
+/// The spool files of WAL the repository no longer holds once `plan` is carried out: segments
+/// the plan drops, and segments older than the oldest one the repository keeps on their
+/// timeline (dropped by an earlier run), last modified before the grace period.
+fn spool_leftovers(
+    ctx: &Ctx,
+    g: &Gathered,
+    plan: &Plan,
+    policy: &Policy,
+    now: i64,
+) -> Result<Vec<Leftover>> {
+    let Some(root) = ctx.settings.spool_dir.clone() else {
+        return Ok(Vec::new());
+    };
+    let dropped: BTreeSet<(TimeLineId, crate::pg::XLogSegNo)> = plan
+        .drop_segments
+        .iter()
+        .filter_map(|n| n.segno(g.seg).map(|s| (n.timeline(), s)))
+        .collect();
+    let mut oldest: BTreeMap<TimeLineId, crate::pg::XLogSegNo> = BTreeMap::new();
+    for k in g.summaries.keys().filter(|k| !dropped.contains(k)) {
+        oldest.entry(k.0).or_insert(k.1);
+    }
+    let grace = Duration::from_micros(u64::try_from(policy.grace_us).unwrap_or(0));
+    let now = std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(now).unwrap_or(0));
+    let before = now.checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
+    Spool::at(root).leftovers(g.seg, before, |t, s| {
+        dropped.contains(&(t, s)) || oldest.get(&t).is_some_and(|o| s < *o)
+    })
 }
 
 /// Carries `plan` out, in the order of docs/invariants.md: every dropped backup's marker and
@@ -288,6 +325,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     };
     tracing::debug!("planned in {:.3} s", started.elapsed().as_secs_f64());
     let mut deleted = None;
+    let mut leftovers = Vec::new();
     if args.confirm {
         let mut done = Deleted::default();
         if let Some(g) = g.as_mut() {
@@ -299,22 +337,29 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 plan = make_plan(g, &policy, now_us())?;
             }
             done = carry_out(&repo, g, &plan)?;
+            leftovers = spool_leftovers(ctx, g, &plan, &policy, now)?;
+            done.spool = spool::remove(&leftovers)?;
         }
         done.binlogs = delete_binlogs(&repo, &binlogs)?;
         deleted = Some(done);
+    } else if let Some(g) = g.as_ref() {
+        leftovers = spool_leftovers(ctx, g, &plan, &policy, now)?;
     }
+    let spool_files: Vec<String> = leftovers.iter().map(|l| l.path.display().to_string()).collect();
     if args.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             #[serde(flatten)]
             plan: &'a Plan,
             binlogs: &'a [retention::binlog::BinlogVerdict],
+            spool: &'a [String],
             confirmed: bool,
             deleted: Option<&'a Deleted>,
         }
         let out = Out {
             plan: &plan,
             binlogs: &binlogs,
+            spool: &spool_files,
             confirmed: args.confirm,
             deleted: deleted.as_ref(),
         };
@@ -362,6 +407,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 b.reason
             );
         }
+        for l in &leftovers {
+            textln!(
+                out,
+                "spool {}  drop  dropped: the repository no longer holds {}",
+                l.path.display(),
+                l.segment
+            );
+        }
         for l in &plan.leases {
             textln!(
                 out,
@@ -395,6 +448,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             binlogs.len() - dropped.len(),
             dropped.len(),
             if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) }
+        );
+    }
+    if let Some(dir) = ctx.settings.spool_dir.as_ref() {
+        textln!(
+            out,
+            "spool {}: {} {} file(s) of WAL the repository no longer holds",
+            dir.display(),
+            if args.confirm { "removed" } else { "would remove" },
+            leftovers.len()
         );
     }
     for l in plan.leases.iter().filter(|l| !l.live) {

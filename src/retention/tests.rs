@@ -462,6 +462,10 @@ proptest! {
                 return Ok(());
             }
         };
+        // `.history` files are never dropped: only segments and `.partial` segments are.
+        for n in &p.drop_segments {
+            prop_assert!(n.is_segment_like(), "{n} dropped");
+        }
         let after = before.apply(&p);
         let kept_ids: BTreeSet<&str> = kept(&p).into_iter().collect();
         for b in &before.backups {
