@@ -1,5 +1,6 @@
-//! Progress of long commands (`basebackup`, `restore`, `wal verify`, `backup verify`): a progress bar when stderr is a
-//! terminal, else a log line every 10 seconds and one at the end. Shared by worker threads.
+//! Progress of long commands (`basebackup`, `restore`, `wal verify`, `backup verify` in bytes,
+//! `expire` in objects deleted): a progress bar when stderr is a terminal, else a log line every
+//! 10 seconds and one at the end. Shared by worker threads.
 //!
 //! The log lines are info events of the target [`TARGET`], which the logging setup
 //! (`cli::init_logging`) shows at the default level `warn` too: a base backup or a restore run from
@@ -24,11 +25,12 @@ const ETA_AFTER: Duration = Duration::from_secs(5);
 
 /// The bar's style: without a total, what was done and the rate; with one, the bar, done of
 /// total, the rate and, once it means something, the time left.
-fn bar_style(total_known: bool) -> Option<indicatif::ProgressStyle> {
-    let template = if total_known {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}{eta_known}"
-    } else {
-        "{msg} {bytes} {bytes_per_sec}"
+fn bar_style(total_known: bool, unit: Unit) -> Option<indicatif::ProgressStyle> {
+    let template = match (total_known, unit) {
+        (true, Unit::Bytes) => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}{eta_known}",
+        (false, Unit::Bytes) => "{msg} {bytes} {bytes_per_sec}",
+        (true, Unit::Objects) => "{msg} [{bar:30}] {pos}/{len} objects {per_sec}{eta_known}",
+        (false, Unit::Objects) => "{msg} {pos} objects {per_sec}",
     };
     let eta = |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
         let total = s.len().unwrap_or(0);
@@ -41,9 +43,17 @@ fn bar_style(total_known: bool) -> Option<indicatif::ProgressStyle> {
         .map(|s| s.progress_chars("=> ").with_key("eta_known", eta))
 }
 
-/// Progress of one long operation, in bytes.
+/// What a [`Progress`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    Bytes,
+    Objects,
+}
+
+/// Progress of one long operation, in bytes or in objects.
 pub struct Progress {
     what: &'static str,
+    unit: Unit,
     bar: Option<indicatif::ProgressBar>,
     total: AtomicU64,
     done: AtomicU64,
@@ -62,15 +72,31 @@ impl Progress {
         Self::with_target(what, total, target)
     }
 
+    /// Progress of `what` counted in objects (e.g. "expire": objects deleted), `total` expected
+    /// (0: unknown).
+    pub fn objects(what: &'static str, total: u64) -> Self {
+        let target = std::io::stderr().is_terminal().then(indicatif::ProgressDrawTarget::stderr);
+        Self::build(what, Unit::Objects, total, target)
+    }
+
     /// As [`Progress::new`], drawing a bar on `target` (`None`: log lines instead).
     pub fn with_target(
         what: &'static str,
         total: u64,
         target: Option<indicatif::ProgressDrawTarget>,
     ) -> Self {
+        Self::build(what, Unit::Bytes, total, target)
+    }
+
+    fn build(
+        what: &'static str,
+        unit: Unit,
+        total: u64,
+        target: Option<indicatif::ProgressDrawTarget>,
+    ) -> Self {
         let bar = target.map(|t| {
             let b = indicatif::ProgressBar::with_draw_target(Some(total), t);
-            if let Some(s) = bar_style(total > 0) {
+            if let Some(s) = bar_style(total > 0, unit) {
                 b.set_style(s);
             }
             b.set_message(what);
@@ -78,6 +104,7 @@ impl Progress {
         });
         Progress {
             what,
+            unit,
             bar,
             total: AtomicU64::new(total),
             done: AtomicU64::new(0),
@@ -92,14 +119,14 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_length(total);
             if (before > 0) != (total > 0)
-                && let Some(s) = bar_style(total > 0)
+                && let Some(s) = bar_style(total > 0, self.unit)
             {
                 b.set_style(s);
             }
         }
     }
 
-    /// `n` more bytes done.
+    /// `n` more bytes (or objects) done.
     pub fn add(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         let total = self.total.load(Ordering::Relaxed);
@@ -120,6 +147,18 @@ impl Progress {
 
     fn line(&self, done: u64, total: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        if self.unit == Unit::Objects {
+            let rate = done as f64 / secs;
+            return if total > 0 {
+                let pct = (done as f64 * 100.0 / total as f64).min(100.0);
+                format!(
+                    "{}: {done} of about {total} objects ({pct:.0} %), {rate:.0} objects/s",
+                    self.what
+                )
+            } else {
+                format!("{}: {done} objects, {rate:.0} objects/s", self.what)
+            };
+        }
         let rate = mib(done) / secs;
         if total > 0 {
             let pct = (done as f64 * 100.0 / total as f64).min(100.0);
@@ -159,6 +198,11 @@ mod tests {
         let l = p.line(1 << 20, 4 << 20);
         assert!(l.starts_with("restore: 1 MiB of about 4 MiB (25 %)"), "{l}");
         assert!(p.line(3 << 20, 0).starts_with("restore: 3 MiB, "));
+        let o = Progress { bar: None, ..Progress::objects("expire", 400) };
+        let l = o.line(100, 400);
+        assert!(l.starts_with("expire: 100 of about 400 objects (25 %), "), "{l}");
+        assert!(l.ends_with(" objects/s"), "{l}");
+        assert!(o.line(7, 0).starts_with("expire: 7 objects, "));
     }
 
     /// What a terminal would show, captured.
@@ -238,7 +282,7 @@ mod tests {
     /// After a few seconds and a share of the work, the estimate appears.
     #[test]
     fn the_estimate_appears_once_it_means_something() {
-        let s = bar_style(true).unwrap();
+        let s = bar_style(true, Unit::Bytes).unwrap();
         let b = indicatif::ProgressBar::with_draw_target(
             Some(100),
             indicatif::ProgressDrawTarget::hidden(),

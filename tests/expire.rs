@@ -265,7 +265,16 @@ fn retain_full_2(s3: bool) {
     let out =
         e.run(&[&["expire", "--retain-full", "2", "--confirm", "--json"][..], &spool_arg].concat());
     out.expect_code(0);
+    // Issue 16: the deletion's progress is in the log at the default level (target
+    // walrs::progress), in objects: the final line counts every object deleted.
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("expire: ") && l.contains(" objects/s"))
+        .unwrap_or_else(|| panic!("no progress line: {}", out.stderr));
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let counted = report["deleted"]["objects"].as_u64().unwrap();
+    assert!(counted > 0 && line.contains(&format!("expire: {counted} ")), "{line} vs {report}");
     assert_eq!(report["deleted"]["spool"], 3, "{report}");
     assert_eq!(report["spool"].as_array().unwrap().len(), 3, "{report}");
     let mut want = vec![

@@ -246,23 +246,45 @@ fn carry_out(repo: &Repository, g: &Gathered, plan: &Plan) -> Result<Deleted> {
     let dropped: Vec<BackupId> = plan.dropped_backups().cloned().collect();
     let manifests: Vec<&crate::repo::BackupManifest> =
         g.backups.iter().filter(|m| dropped.contains(&m.id)).collect();
+    // Progress in the log (target walrs::progress), in objects: the backups' chunk counts are
+    // known from their manifests, the WAL is a segment and its index summary each.
+    let expected = manifests
+        .iter()
+        .map(|m| m.archives.iter().map(|a| a.chunks.len() as u64).sum::<u64>() + 3)
+        .sum::<u64>()
+        + 2 * plan.drop_segments.len() as u64;
+    let progress = crate::progress::Progress::objects("expire", expected);
     prune::withdraw_backups(repo, &manifests, g.seg)?;
     for id in &dropped {
-        done.objects += prune::delete_backup_objects(repo, id)?;
+        let n = prune::delete_backup_objects(repo, id)?;
+        done.objects += n;
         done.backups += 1;
+        progress.add(n as u64);
         tracing::info!("deleted backup {id}");
     }
     for id in plan.dropped_incomplete() {
-        done.objects += prune::delete_backup_objects(repo, id)?;
+        let n = prune::delete_backup_objects(repo, id)?;
+        done.objects += n;
         done.incomplete += 1;
+        progress.add(n as u64);
         tracing::info!("deleted incomplete backup {id}");
     }
-    prune::delete_wal(repo, &plan.drop_segments)?;
+    // The WAL in batches (each one store request on S3), then the index entries of all of it:
+    // the order of docs/invariants.md §16 is kept, the batches only report progress between.
+    for batch in plan.drop_segments.chunks(WAL_BATCH) {
+        prune::delete_wal(repo, batch)?;
+        progress.add(batch.len() as u64);
+    }
     index::forget(repo, &plan.drop_segments)?;
+    progress.add(plan.drop_segments.len() as u64);
+    progress.finish();
     done.segments = plan.drop_segments.len();
     done.objects += 2 * plan.drop_segments.len();
     Ok(done)
 }
+
+/// WAL objects deleted between two progress reports: one DeleteObjects request on S3.
+const WAL_BATCH: usize = 1000;
 
 /// The binlog files of the repository for the binlog planner, in the server's order.
 fn binlog_files(repo: &std::sync::Arc<Repository>) -> Result<Vec<retention::binlog::BinlogInfo>> {
