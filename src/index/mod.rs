@@ -433,36 +433,72 @@ impl crate::repo::Document for GroupBrief {
 }
 
 /// What [`load_all`] returns, as [`SegmentBrief`]s, for `walrs status` and `walrs metrics`: a
-/// complete group's roll-up is read without building its summaries; a group whose roll-up is
-/// incomplete, missing or unreadable takes [`load_all`]'s path (listed, completed, written
-/// back), so both readers see the same segments.
+/// complete group's roll-up is read without building its summaries (the roll-ups by up to
+/// [`BRIEF_READERS`] threads); a group whose roll-up is incomplete, missing or unreadable then
+/// takes [`load_all`]'s path (listed, completed, written back), so both readers see the same
+/// segments.
 pub fn load_briefs(
     repo: &Repository,
     seg_size: WalSegSize,
 ) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentBrief>> {
     let per_group = seg_size.segments_per_xlog_id();
+    let groups = repo.groups::<SegmentSummary>()?;
     let mut out = BTreeMap::new();
-    for g in repo.groups::<SegmentSummary>()? {
-        match repo.load::<GroupBrief>(&g) {
-            Ok(Some(b)) if b.segments.len() as u64 >= per_group => {
-                for s in b.segments {
-                    insert_segment(&mut out, s);
-                }
-                continue;
+    for (g, brief) in groups.iter().zip(read_briefs(repo, &groups, per_group)) {
+        if let Some(segments) = brief {
+            for s in segments {
+                insert_segment(&mut out, s);
             }
-            // Incomplete, missing or unreadable: the full read below completes it, or says
-            // what is wrong with it and rebuilds it, as `load_all` does.
-            Ok(_) | Err(_) => {}
+            continue;
         }
-        let cached = repo.load::<GroupRollup>(&g).unwrap_or_else(|e| {
+        // Incomplete, missing or unreadable: completed (or rebuilt, with the warning) as
+        // `load_all` does, one group after another.
+        let cached = repo.load::<GroupRollup>(g).unwrap_or_else(|e| {
             tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
             None
         });
-        for s in complete_group(repo, &g, cached, per_group)?.segments.values() {
+        for s in complete_group(repo, g, cached, per_group)?.segments.values() {
             insert_segment(&mut out, SegmentBrief::from(s));
         }
     }
     Ok(out)
+}
+
+/// How many threads [`load_briefs`] reads roll-ups with, at most (one per core up to that):
+/// each holds one roll-up's bytes at a time, so memory grows by one roll-up per thread.
+const BRIEF_READERS: usize = 4;
+
+/// The segments of each complete roll-up of `groups`, in order, read by several threads; `None`
+/// for a group whose roll-up is incomplete, missing or unreadable (or whose reader failed).
+fn read_briefs(
+    repo: &Repository,
+    groups: &[String],
+    per_group: u64,
+) -> Vec<Option<Vec<SegmentBrief>>> {
+    let read = |g: &String| match repo.load::<GroupBrief>(g) {
+        Ok(Some(b)) if b.segments.len() as u64 >= per_group => Some(b.segments),
+        _ => None,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(BRIEF_READERS);
+    if threads < 2 || groups.len() < 2 * threads {
+        return groups.iter().map(read).collect();
+    }
+    let chunk = groups.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let read = &read;
+        let workers: Vec<_> = groups
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(read).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(groups.len());
+        for (w, part) in workers.into_iter().zip(groups.chunks(chunk)) {
+            match w.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(part.iter().map(|_| None)),
+            }
+        }
+        out
+    })
 }
 
 /// How many summaries [`load_summaries`] reads at once: on S3 each is a round trip, and a reader
