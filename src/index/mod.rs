@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
-use crate::pg::{TimeLineId, WalFileName, WalSegSize, XLogSegNo};
+use crate::pg::{Lsn, TimeLineId, WalFileName, WalSegSize, XLogSegNo};
 use crate::repo::{Fixed, Grouped, JsonObject, Listed, RepoObject, Repository, Write, layout};
 use crate::storage::ObjectKey;
 
@@ -61,6 +61,7 @@ impl RepoObject for SegmentSummary {
 
 impl JsonObject for SegmentSummary {
     const PRETTY: bool = false;
+    const VERSION_FIELD: Option<fn(&Self) -> u32> = Some(|s| s.format_version);
 }
 
 impl Listed for SegmentSummary {
@@ -112,6 +113,7 @@ impl RepoObject for GroupRollup {
 
 impl JsonObject for GroupRollup {
     const PRETTY: bool = false;
+    const VERSION_FIELD: Option<fn(&Self) -> u32> = Some(|r| r.format_version);
 }
 
 impl Listed for GroupRollup {
@@ -160,53 +162,343 @@ pub fn load_all(
             tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
             None
         });
-        let mut rollup: GroupRollup = cached.unwrap_or_else(|| GroupRollup {
-            format_version: FORMAT_VERSION,
-            group: g.clone(),
-            segments: BTreeMap::new(),
-        });
-        if (rollup.segments.len() as u64) < per_group {
-            let mut added = 0usize;
-            let missing: Vec<WalFileName> = repo
-                .list::<SegmentSummary>(&Some(g.clone()))?
-                .filter_map(|n| n.ok())
-                .filter(|n| !rollup.segments.contains_key(n))
-                .collect();
-            for (wal, loaded) in load_summaries(repo, &missing) {
-                match loaded {
-                    Ok(Some(mut s)) => {
-                        s.xids.clear();
-                        s.xid_lsns.clear();
-                        rollup.segments.insert(wal, s);
-                        added += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) if e.is_foreign_object() => {
-                        tracing::error!("index entry of {wal} is not used: {e}");
-                    }
-                    Err(e) if e.kind == Kind::Corrupt => {
-                        tracing::warn!(
-                            "index entry of {wal} is unreadable ({e}); run `walrs wal index --rebuild`"
-                        );
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if added > 0
-                && let Err(e) = repo.save(&g, &rollup, Fixed)
-            {
-                tracing::warn!("could not update the index roll-up of {g}: {e}");
-            }
-        }
-        for (_, s) in rollup.segments {
-            // A full segment wins over a `.partial` of the same number.
-            if s.is_partial() && out.contains_key(&(s.timeline, s.segno)) {
-                continue;
-            }
-            out.insert((s.timeline, s.segno), s);
+        for s in complete_group(repo, &g, cached, per_group)?.segments.into_values() {
+            insert_segment(&mut out, s);
         }
     }
     Ok(out)
+}
+
+/// Adds `s` to `out`: a full segment wins over a `.partial` of the same number.
+fn insert_segment<S: SegmentFacts>(out: &mut BTreeMap<(TimeLineId, XLogSegNo), S>, s: S) {
+    if s.is_partial() && out.contains_key(&(s.timeline(), s.segno())) {
+        return;
+    }
+    out.insert((s.timeline(), s.segno()), s);
+}
+
+/// The roll-up of group `g` (`cached`: as read, `None` when missing or unreadable), completed
+/// when it holds fewer than `per_group` segments: the group's summaries are listed, those it
+/// lacks are read and added (without their xids), and the roll-up is written back when any
+/// were (best effort).
+fn complete_group(
+    repo: &Repository,
+    g: &String,
+    cached: Option<GroupRollup>,
+    per_group: u64,
+) -> Result<GroupRollup> {
+    let mut rollup: GroupRollup = cached.unwrap_or_else(|| GroupRollup {
+        format_version: FORMAT_VERSION,
+        group: g.clone(),
+        segments: BTreeMap::new(),
+    });
+    if (rollup.segments.len() as u64) < per_group {
+        let mut added = 0usize;
+        let missing: Vec<WalFileName> = repo
+            .list::<SegmentSummary>(&Some(g.clone()))?
+            .filter_map(|n| n.ok())
+            .filter(|n| !rollup.segments.contains_key(n))
+            .collect();
+        for (wal, loaded) in load_summaries(repo, &missing) {
+            match loaded {
+                Ok(Some(mut s)) => {
+                    s.xids.clear();
+                    s.xid_lsns.clear();
+                    rollup.segments.insert(wal, s);
+                    added += 1;
+                }
+                Ok(None) => {}
+                Err(e) if e.is_foreign_object() => {
+                    tracing::error!("index entry of {wal} is not used: {e}");
+                }
+                Err(e) if e.kind == Kind::Corrupt => {
+                    tracing::warn!(
+                        "index entry of {wal} is unreadable ({e}); run `walrs wal index --rebuild`"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if added > 0
+            && let Err(e) = repo.save(g, &rollup, Fixed)
+        {
+            tracing::warn!("could not update the index roll-up of {g}: {e}");
+        }
+    }
+    Ok(rollup)
+}
+
+/// What `walrs status` and `walrs metrics` use of a segment's summary: its place, its LSN range,
+/// its transactions and whether it is damaged. Read from a roll-up by [`load_briefs`] without
+/// building the rest of the summary (the other fields are skipped unparsed).
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SegmentBrief {
+    /// The WAL file name (segment or `.partial`).
+    pub name: WalFileName,
+    /// Timeline in the name.
+    pub timeline: TimeLineId,
+    /// Segment number.
+    pub segno: XLogSegNo,
+    /// LSN of the segment's first byte.
+    pub start: Lsn,
+    /// The end of valid WAL in the segment.
+    pub end: Lsn,
+    /// Commit records.
+    pub commits: u64,
+    /// Abort records.
+    pub aborts: u64,
+    /// The first commit or abort time (Unix microseconds).
+    pub first_xact_time_us: Option<i64>,
+    /// The last commit or abort time (Unix microseconds).
+    pub last_xact_time_us: Option<i64>,
+    /// Whether the decoder found a problem in the segment (`error` is set): the text itself is
+    /// not kept.
+    #[serde(rename = "error", deserialize_with = "is_set")]
+    pub damaged: bool,
+}
+
+/// `true` when the field holds anything but `null` (the value is skipped unparsed).
+fn is_set<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(Option::<serde::de::IgnoredAny>::deserialize(d)?.is_some())
+}
+
+impl From<&SegmentSummary> for SegmentBrief {
+    fn from(s: &SegmentSummary) -> SegmentBrief {
+        SegmentBrief {
+            name: s.name.clone(),
+            timeline: s.timeline,
+            segno: s.segno,
+            start: s.start,
+            end: s.end,
+            commits: s.commits,
+            aborts: s.aborts,
+            first_xact_time_us: s.first_xact_time_us,
+            last_xact_time_us: s.last_xact_time_us,
+            damaged: s.error.is_some(),
+        }
+    }
+}
+
+/// What the readers of ranges and gaps ([`verify::ranges`]) need of a segment, from a whole
+/// summary or from a [`SegmentBrief`].
+pub trait SegmentFacts {
+    /// The WAL file name.
+    fn name(&self) -> &WalFileName;
+    /// Its timeline.
+    fn timeline(&self) -> TimeLineId;
+    /// Its segment number.
+    fn segno(&self) -> XLogSegNo;
+    /// The LSN of its first byte.
+    fn start(&self) -> Lsn;
+    /// The end of its valid WAL.
+    fn end(&self) -> Lsn;
+    /// Commits and aborts.
+    fn xacts(&self) -> u64;
+    /// The first commit or abort time (Unix microseconds).
+    fn first_xact_time_us(&self) -> Option<i64>;
+    /// The last commit or abort time (Unix microseconds).
+    fn last_xact_time_us(&self) -> Option<i64>;
+    /// Whether the index marks it as damaged.
+    fn damaged(&self) -> bool;
+    /// Whether it is a `.partial` segment.
+    fn is_partial(&self) -> bool {
+        self.name().kind() == crate::pg::WalFileKind::Partial
+    }
+}
+
+impl SegmentFacts for SegmentSummary {
+    fn name(&self) -> &WalFileName {
+        &self.name
+    }
+    fn timeline(&self) -> TimeLineId {
+        self.timeline
+    }
+    fn segno(&self) -> XLogSegNo {
+        self.segno
+    }
+    fn start(&self) -> Lsn {
+        self.start
+    }
+    fn end(&self) -> Lsn {
+        self.end
+    }
+    fn xacts(&self) -> u64 {
+        self.commits + self.aborts
+    }
+    fn first_xact_time_us(&self) -> Option<i64> {
+        self.first_xact_time_us
+    }
+    fn last_xact_time_us(&self) -> Option<i64> {
+        self.last_xact_time_us
+    }
+    fn damaged(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+impl SegmentFacts for SegmentBrief {
+    fn name(&self) -> &WalFileName {
+        &self.name
+    }
+    fn timeline(&self) -> TimeLineId {
+        self.timeline
+    }
+    fn segno(&self) -> XLogSegNo {
+        self.segno
+    }
+    fn start(&self) -> Lsn {
+        self.start
+    }
+    fn end(&self) -> Lsn {
+        self.end
+    }
+    fn xacts(&self) -> u64 {
+        self.commits + self.aborts
+    }
+    fn first_xact_time_us(&self) -> Option<i64> {
+        self.first_xact_time_us
+    }
+    fn last_xact_time_us(&self) -> Option<i64> {
+        self.last_xact_time_us
+    }
+    fn damaged(&self) -> bool {
+        self.damaged
+    }
+}
+
+/// A group roll-up read for [`load_briefs`]: the same object as [`GroupRollup`] (same key, same
+/// logical name, same checks), its segments read as [`SegmentBrief`]s and their names (the map's
+/// keys) skipped. Read-only: it has no `Serialize`, so it is never written.
+#[derive(Deserialize, Debug)]
+pub struct GroupBrief {
+    /// Format version.
+    pub format_version: u32,
+    /// The segments, in the roll-up's order.
+    #[serde(deserialize_with = "brief_segments")]
+    pub segments: Vec<SegmentBrief>,
+}
+
+fn brief_segments<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<SegmentBrief>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<SegmentBrief>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("segment summaries by file name")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0));
+            while let Some((serde::de::IgnoredAny, s)) = m.next_entry()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
+}
+
+impl RepoObject for GroupBrief {
+    const KIND: &'static str = GroupRollup::KIND;
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const WRITE: Write = Write::Replace;
+    type Id = String;
+    type Codec = Fixed;
+
+    fn key(group: &String) -> Result<ObjectKey> {
+        GroupRollup::key(group)
+    }
+
+    fn name(group: &String) -> Result<String> {
+        GroupRollup::name(group)
+    }
+
+    fn compression(c: Fixed) -> Compression {
+        GroupRollup::compression(c)
+    }
+}
+
+impl crate::repo::Document for GroupBrief {
+    fn decode(group: &String, bytes: &[u8]) -> Result<GroupBrief> {
+        crate::repo::object::decode_versioned(
+            &crate::repo::object::describe::<GroupBrief>(group),
+            bytes,
+            FORMAT_VERSION.into(),
+            |b: &GroupBrief| b.format_version,
+        )
+    }
+}
+
+/// What [`load_all`] returns, as [`SegmentBrief`]s, for `walrs status` and `walrs metrics`: a
+/// complete group's roll-up is read without building its summaries (the roll-ups by up to
+/// [`BRIEF_READERS`] threads); a group whose roll-up is incomplete, missing or unreadable then
+/// takes [`load_all`]'s path (listed, completed, written back), so both readers see the same
+/// segments.
+pub fn load_briefs(
+    repo: &Repository,
+    seg_size: WalSegSize,
+) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentBrief>> {
+    let per_group = seg_size.segments_per_xlog_id();
+    let groups = repo.groups::<SegmentSummary>()?;
+    let mut out = BTreeMap::new();
+    for (g, brief) in groups.iter().zip(read_briefs(repo, &groups, per_group)) {
+        if let Some(segments) = brief {
+            for s in segments {
+                insert_segment(&mut out, s);
+            }
+            continue;
+        }
+        // Incomplete, missing or unreadable: completed (or rebuilt, with the warning) as
+        // `load_all` does, one group after another.
+        let cached = repo.load::<GroupRollup>(g).unwrap_or_else(|e| {
+            tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
+            None
+        });
+        for s in complete_group(repo, g, cached, per_group)?.segments.values() {
+            insert_segment(&mut out, SegmentBrief::from(s));
+        }
+    }
+    Ok(out)
+}
+
+/// How many threads [`load_briefs`] reads roll-ups with, at most (one per core up to that):
+/// each holds one roll-up's bytes at a time, so memory grows by one roll-up per thread.
+const BRIEF_READERS: usize = 4;
+
+/// The segments of each complete roll-up of `groups`, in order, read by several threads; `None`
+/// for a group whose roll-up is incomplete, missing or unreadable (or whose reader failed).
+fn read_briefs(
+    repo: &Repository,
+    groups: &[String],
+    per_group: u64,
+) -> Vec<Option<Vec<SegmentBrief>>> {
+    let read = |g: &String| match repo.load::<GroupBrief>(g) {
+        Ok(Some(b)) if b.segments.len() as u64 >= per_group => Some(b.segments),
+        _ => None,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(BRIEF_READERS);
+    if threads < 2 || groups.len() < 2 * threads {
+        return groups.iter().map(read).collect();
+    }
+    let chunk = groups.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let read = &read;
+        let workers: Vec<_> = groups
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(read).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(groups.len());
+        for (w, part) in workers.into_iter().zip(groups.chunks(chunk)) {
+            match w.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(part.iter().map(|_| None)),
+            }
+        }
+        out
+    })
 }
 
 /// How many summaries [`load_summaries`] reads at once: on S3 each is a round trip, and a reader
@@ -326,6 +618,81 @@ mod tests {
             error: None,
             content_digest: String::new(),
         }
+    }
+
+    /// `load_briefs` (status, metrics) sees what `load_all` sees: a complete roll-up read as
+    /// briefs, an incomplete group completed from its summaries (and its roll-up written back),
+    /// a `.partial` beside its full segment (the full one wins), a damaged segment flagged; a
+    /// roll-up written by a newer walrs is unsupported for neither (both rebuild it from the
+    /// summaries, as before).
+    #[test]
+    fn briefs_are_what_load_all_reads() {
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let seg = WalSegSize::new(1 << 30).unwrap(); // 4 segments per group
+        let tli = TimeLineId::new(1).unwrap();
+        // Group 0: segments 1..=3 (incomplete, not rolled up); group 1: 4..=7, rolled up.
+        let mut full_group = GroupRollup {
+            format_version: FORMAT_VERSION,
+            group: String::new(),
+            segments: BTreeMap::new(),
+        };
+        for segno in 1..=7u64 {
+            let name = WalFileName::segment(tli, XLogSegNo(segno), seg);
+            let mut s = summary(&name, segno, seg);
+            if segno == 5 {
+                s.error = Some("invalid record length at 1/40000A0".into());
+            }
+            store_summary(&repo, &s).unwrap();
+            if segno >= 4 {
+                full_group.group = name.group().unwrap().to_owned();
+                s.xids.clear();
+                full_group.segments.insert(name, s);
+            }
+        }
+        let partial = WalFileName::parse("000000010000000000000003.partial").unwrap();
+        let mut p = summary(&partial, 3, seg);
+        p.end_kind = EndKind::EndOfWal;
+        store_summary(&repo, &p).unwrap();
+        let g1 = full_group.group.clone();
+        repo.save(&g1, &full_group, Fixed).unwrap();
+
+        let all = load_all(&repo, seg).unwrap();
+        let briefs = load_briefs(&repo, seg).unwrap();
+        let expect: BTreeMap<_, SegmentBrief> =
+            all.iter().map(|(k, s)| (*k, SegmentBrief::from(s))).collect();
+        assert_eq!(briefs, expect);
+        assert_eq!(briefs.len(), 7);
+        assert!(!briefs[&(tli, XLogSegNo(3))].is_partial(), "the full segment wins");
+        assert!(briefs[&(tli, XLogSegNo(5))].damaged);
+        assert!(!briefs[&(tli, XLogSegNo(4))].damaged);
+        // The incomplete group was completed and written back by the first reader.
+        let g0 = WalFileName::segment(tli, XLogSegNo(1), seg).group().unwrap().to_owned();
+        let r0: GroupRollup = repo.load(&g0).unwrap().unwrap();
+        assert_eq!(r0.segments.len(), 4, "segments 1..=3 and the .partial");
+        // A complete roll-up is read as briefs alone: its summaries are not needed (one is
+        // left: the groups are those with summaries).
+        for segno in 4..=6u64 {
+            let name = WalFileName::segment(tli, XLogSegNo(segno), seg);
+            repo.delete::<SegmentSummary>(&name).unwrap();
+        }
+        assert_eq!(load_briefs(&repo, seg).unwrap(), expect);
+        let b: GroupBrief = repo.load(&g1).unwrap().unwrap();
+        assert_eq!(b.segments.len(), 4);
+        assert_eq!(b.segments[1], expect[&(tli, XLogSegNo(5))]);
+        // A roll-up of a newer format: unsupported as a brief, and both readers fall back to
+        // the summaries (here only those of group 0 are left).
+        let mut newer = full_group.clone();
+        newer.format_version = FORMAT_VERSION + 1;
+        repo.save(&g1, &newer, Fixed).unwrap();
+        let e = repo.load::<GroupBrief>(&g1).unwrap_err();
+        assert_eq!(e.kind, Kind::Unsupported, "{e}");
+        repo.save(&g1, &newer, Fixed).unwrap();
+        let a = load_all(&repo, seg).unwrap();
+        repo.save(&g1, &newer, Fixed).unwrap();
+        let b = load_briefs(&repo, seg).unwrap();
+        let a: BTreeMap<_, SegmentBrief> =
+            a.iter().map(|(k, s)| (*k, SegmentBrief::from(s))).collect();
+        assert_eq!(a, b);
     }
 
     /// Enough summaries not rolled up yet that they are read by several readers: every one

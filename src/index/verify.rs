@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{SegmentIndexer, SegmentSummary};
+use super::{SegmentFacts, SegmentIndexer, SegmentSummary};
 use crate::error::{Kind, Result, WalrsError};
 use crate::pg::{
     Carry, LongPageHeader, Lsn, ScanEnd, TimeLineId, TimelineHistory, WalFileKind, WalFileName,
@@ -157,18 +157,19 @@ fn fmt_time(us: Option<i64>) -> Option<crate::pg::PgTimestamp> {
     us.map(crate::pg::PgTimestamp::from_unix_micros)
 }
 
-/// Groups summaries into contiguous ranges and gaps per timeline.
-pub fn ranges(
-    summaries: &BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>,
+/// Groups summaries (whole, or [`super::SegmentBrief`]s) into contiguous ranges and gaps per
+/// timeline.
+pub fn ranges<S: SegmentFacts>(
+    summaries: &BTreeMap<(TimeLineId, XLogSegNo), S>,
     seg_size: WalSegSize,
 ) -> Vec<TimelineRanges> {
-    let mut by_tli: BTreeMap<TimeLineId, Vec<&SegmentSummary>> = BTreeMap::new();
+    let mut by_tli: BTreeMap<TimeLineId, Vec<&S>> = BTreeMap::new();
     let mut partials: BTreeMap<TimeLineId, Vec<WalFileName>> = BTreeMap::new();
     for s in summaries.values() {
         if s.is_partial() {
-            partials.entry(s.timeline).or_default().push(s.name.clone());
+            partials.entry(s.timeline()).or_default().push(s.name().clone());
         } else {
-            by_tli.entry(s.timeline).or_default().push(s);
+            by_tli.entry(s.timeline()).or_default().push(s);
         }
     }
     let mut out = Vec::new();
@@ -178,9 +179,11 @@ pub fn ranges(
         let mut ranges: Vec<Range> = Vec::new();
         let mut gaps = Vec::new();
         let mut prev: Option<u64> = None;
+        // The last segment of the open range: its name is copied once, when the range closes.
+        let mut open_last: Option<&S> = None;
         for s in segs {
             let name_of = |n: u64| WalFileName::segment(tli, XLogSegNo(n), seg_size);
-            let segno = s.segno.0;
+            let segno = s.segno().0;
             let contiguous = prev.is_some_and(|p| segno == p + 1);
             if let (Some(p), false) = (prev, contiguous) {
                 gaps.push(Gap {
@@ -191,33 +194,41 @@ pub fn ranges(
             }
             match ranges.last_mut() {
                 Some(r) if contiguous => {
-                    r.last = s.name.clone();
                     r.segments += 1;
-                    r.end = s.end;
-                    if s.last_xact_time_us.is_some() {
-                        r.last_xact_time = fmt_time(s.last_xact_time_us);
+                    r.end = s.end();
+                    if s.last_xact_time_us().is_some() {
+                        r.last_xact_time = fmt_time(s.last_xact_time_us());
                     }
                     if r.first_xact_time.is_none() {
-                        r.first_xact_time = fmt_time(s.first_xact_time_us);
+                        r.first_xact_time = fmt_time(s.first_xact_time_us());
                     }
-                    r.commits += s.commits + s.aborts;
-                    if s.error.is_some() {
-                        r.damaged.push(s.name.clone());
+                    r.commits += s.xacts();
+                    if s.damaged() {
+                        r.damaged.push(s.name().clone());
                     }
                 }
-                _ => ranges.push(Range {
-                    first: s.name.clone(),
-                    last: s.name.clone(),
-                    segments: 1,
-                    start: s.start,
-                    end: s.end,
-                    first_xact_time: fmt_time(s.first_xact_time_us),
-                    last_xact_time: fmt_time(s.last_xact_time_us),
-                    commits: s.commits + s.aborts,
-                    damaged: s.error.iter().map(|_| s.name.clone()).collect(),
-                }),
+                last => {
+                    if let (Some(r), Some(l)) = (last, open_last) {
+                        r.last = l.name().clone();
+                    }
+                    ranges.push(Range {
+                        first: s.name().clone(),
+                        last: s.name().clone(),
+                        segments: 1,
+                        start: s.start(),
+                        end: s.end(),
+                        first_xact_time: fmt_time(s.first_xact_time_us()),
+                        last_xact_time: fmt_time(s.last_xact_time_us()),
+                        commits: s.xacts(),
+                        damaged: if s.damaged() { vec![s.name().clone()] } else { Vec::new() },
+                    })
+                }
             }
+            open_last = Some(s);
             prev = Some(segno);
+        }
+        if let (Some(r), Some(l)) = (ranges.last_mut(), open_last) {
+            r.last = l.name().clone();
         }
         out.push(TimelineRanges {
             timeline: tli,

@@ -99,10 +99,21 @@ impl serde::Serialize for Lsn {
     }
 }
 
+/// Read from the string in place (no `String` per value: the WAL index holds five LSNs per
+/// segment, and `walrs status` reads 100,000 segments' worth).
 impl<'de> serde::Deserialize<'de> for Lsn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Lsn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an LSN string such as \"16/B374D848\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Lsn, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -362,8 +362,17 @@ impl serde::Serialize for WalFileName {
 
 impl<'de> serde::Deserialize<'de> for WalFileName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        WalFileName::parse(&s).map_err(serde::de::Error::custom)
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WalFileName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a WAL file name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WalFileName, E> {
+                WalFileName::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -4,7 +4,7 @@
 //! last stored event.
 //!
 //! Everything comes from the catalogue (`manifest.json` of each backup), the WAL index (group
-//! roll-ups, [`index::load_all`]), the `.history` files, one `HEAD` of the last segment of each
+//! roll-ups read as briefs, [`index::load_briefs`]), the `.history` files, one `HEAD` of the last segment of each
 //! timeline (the time it was archived) and the binlog part and metadata names: never a listing
 //! of every WAL object, so the answer takes milliseconds on a repository of 100,000 segments
 //! (docs/benchmarks.md). [`gather`] reads, [`compute`] is pure and unit-tested; [`metrics`]
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::backup::BackupManifest;
 use crate::error::Result;
-use crate::index::{self, SegmentSummary, verify};
+use crate::index::{self, SegmentBrief, SegmentFacts, verify};
 use crate::pg::history::ExpectedTimelines;
 use crate::pg::{
     Lsn, PgMajorVersion, PgTimestamp, SystemId, TimeLineId, WalFileName, WalSegSize, XLogSegNo,
@@ -256,8 +256,8 @@ pub struct Inputs {
     pub repository: String,
     /// The repository config, if the repository has WAL.
     pub config: Option<RepoConfig>,
-    /// The index, as [`index::load_all`] returns it.
-    pub summaries: BTreeMap<(TimeLineId, XLogSegNo), SegmentSummary>,
+    /// The index, as [`index::load_briefs`] returns it.
+    pub summaries: BTreeMap<(TimeLineId, XLogSegNo), SegmentBrief>,
     /// The timelines' histories ([`verify::timelines`]).
     pub timelines: BTreeMap<TimeLineId, verify::TimelineInfo>,
     /// Complete backups.
@@ -314,7 +314,7 @@ pub fn gather(repo: &Repository, now: SystemTime) -> Result<Status> {
         now,
     };
     if let Some(cfg) = &config {
-        input.summaries = index::load_all(repo, cfg.wal_segment_size)?;
+        input.summaries = index::load_briefs(repo, cfg.wal_segment_size)?;
         input.timelines = verify::timelines(repo)?;
         let (done, incomplete) = crate::backup::catalogue(repo)?;
         input.backups = done;
@@ -486,7 +486,7 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
     let history = input.timelines.get(&tli).and_then(|i| i.history.as_ref());
     let path = ExpectedTimelines::new(tli, history);
     let has = |t: TimeLineId, n: XLogSegNo| {
-        input.summaries.get(&(t, n)).filter(|s| !s.is_partial() && s.error.is_none())
+        input.summaries.get(&(t, n)).filter(|s| !s.is_partial() && !s.damaged)
     };
     // The furthest segment number on this timeline: the walk ends there.
     let end = input
@@ -512,7 +512,7 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
     // first: a walk that arrives at a later start on the timeline a fresh walk from there takes
     // goes on exactly as that walk did, so it takes its result; every segment is visited once.
     // Per start: (the first timeline chosen, the last segment reached).
-    let mut reaches: BTreeMap<XLogSegNo, (Option<TimeLineId>, Option<&SegmentSummary>)> =
+    let mut reaches: BTreeMap<XLogSegNo, (Option<TimeLineId>, Option<&SegmentBrief>)> =
         BTreeMap::new();
     for &from in starts.iter().rev() {
         let (mut cur, mut last, mut first_tl) = (None, None, None);
@@ -534,7 +534,7 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
         }
         reaches.insert(from, (first_tl, last));
     }
-    let mut best: Option<(&BackupManifest, &SegmentSummary)> = None;
+    let mut best: Option<(&BackupManifest, &SegmentBrief)> = None;
     for m in usable {
         let Some((_, Some(r))) = reaches.get(&m.start_lsn.segment(seg)) else { continue };
         let r = *r;
@@ -592,7 +592,7 @@ fn window(input: &Inputs, tli: TimeLineId, seg: WalSegSize) -> Option<RecoveryWi
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
-    use crate::index::EndKind;
+    use crate::index::{EndKind, SegmentSummary};
     use crate::pg::TimelineHistory;
 
     const M: u64 = 1 << 20;
@@ -672,10 +672,10 @@ mod tests {
     fn inputs(backups: Vec<BackupManifest>) -> Inputs {
         let mut summaries = BTreeMap::new();
         for n in (1..=20).filter(|n| *n != 10) {
-            summaries.insert((tl(1), XLogSegNo(n)), full(1, n));
+            summaries.insert((tl(1), XLogSegNo(n)), SegmentBrief::from(&full(1, n)));
         }
         for n in 15..=25 {
-            summaries.insert((tl(2), XLogSegNo(n)), full(2, n));
+            summaries.insert((tl(2), XLogSegNo(n)), SegmentBrief::from(&full(2, n)));
         }
         let sw = Lsn(15 * M + 0x8000);
         let h = TimelineHistory::parse(tl(2), format!("1\t{sw}\tno recovery target\n").as_bytes())
