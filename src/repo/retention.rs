@@ -245,8 +245,7 @@ fn signal(stop: &Stop) {
 
 /// Removes the lease `holder` (a failure is logged: the lease expires by itself).
 fn remove_lease(repo: &super::Repository, holder: &str) {
-    let key = Lease::key(&holder.to_owned()).map(|k| vec![k]);
-    if let Err(e) = key.and_then(|k| super::prune::delete_keys(repo, &k)) {
+    if let Err(e) = repo.delete::<Lease>(&holder.to_owned()) {
         tracing::warn!("could not remove lease {holder}: {e} (it expires by itself)");
     }
 }
