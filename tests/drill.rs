@@ -4,7 +4,9 @@
 //! drill stops; a flipped byte in a WAL segment the plan needs fails recovery with the segment
 //! named (21); a flipped byte inside a table's data file in a backup chunk fails before
 //! PostgreSQL starts (the envelope catches it, 7); a target before every backup is refused as
-//! `restore` refuses it (19). One cluster and repository for all of them
+//! `restore` refuses it (19); a scratch file system smaller than the plan is refused before
+//! anything is restored (11). Status and metrics show the last drill; a drill holds a lease.
+//! One cluster and repository for all of them
 //! (the CI time limit), in that order: the damaging cases come last.
 
 use std::os::unix::process::CommandExt;
@@ -317,6 +319,28 @@ fn pg15_drill() {
     assert!(!alive(stale_pid), "the killed drill's server {stale_pid} still runs");
     assert!(e.scratch_dirs().is_empty(), "{:?}", e.scratch_dirs());
 
+    // 4b. A scratch file system smaller than the plan: refused before anything is restored
+    // (exit 11), recorded as the check `scratch`, nothing left there, no new lease (the killed
+    // drill's above stays until it expires).
+    let leases = || -> Vec<String> {
+        let mut l: Vec<String> = std::fs::read_dir(e.repo.join("leases"))
+            .map(|d| d.filter_map(|f| f.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        l.sort();
+        l
+    };
+    let leases_before = leases();
+    let small = crate::util::Tmpfs::new("1m");
+    let out = e.walrs().args(["drill", "--json", "--scratch-dir"]).arg(&small.path).run();
+    out.expect_code(11);
+    let rec = e.json(&out);
+    assert_eq!(rec["failed_check"], "scratch", "{rec:#}");
+    assert!(rec["error"].as_str().unwrap().contains("MiB free"), "{rec:#}");
+    let left: Vec<_> =
+        std::fs::read_dir(&small.path).unwrap().flatten().map(|f| f.path()).collect();
+    assert!(left.is_empty(), "left on the small scratch file system: {left:?}");
+    assert_eq!(leases(), leases_before, "a refused drill changed the leases");
+
     // 5. A flipped byte in the last WAL segment the plan needs: recovery fails, naming it.
     let plan = e
         .walrs()
@@ -382,6 +406,8 @@ fn pg15_drill() {
     assert!(rec["reached"].is_null() && rec["rto"]["recovery_seconds"] == 0.0, "{rec:#}");
     assert!(e.scratch_dirs().is_empty(), "{:?}", e.scratch_dirs());
     let list = e.walrs().args(["drill", "list", "--json"]).run();
-    assert_eq!(e.json(&list)["drills"].as_array().unwrap().len(), 7);
+    // Every drill but the killed one is recorded: 3 above, the one after the kill, the refused
+    // scratch, the flipped WAL byte, the target before every backup, the flipped chunk byte.
+    assert_eq!(e.json(&list)["drills"].as_array().unwrap().len(), 8);
     drop(a);
 }
