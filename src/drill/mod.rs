@@ -34,12 +34,7 @@ pub fn history(repo: &Repository) -> Result<Vec<DrillRecord>> {
 /// The newest drill record (passed or failed), `None` when no drill was recorded: what `walrs
 /// status` shows.
 pub fn last(repo: &Repository) -> Result<Option<DrillRecord>> {
-    let mut ids = repo.list::<DrillRecord>(&())?.collect::<Result<Vec<String>>>()?;
-    ids.sort();
-    match ids.pop() {
-        Some(id) => repo.load::<DrillRecord>(&id),
-        None => Ok(None),
-    }
+    Ok(latest(repo)?.last)
 }
 
 /// The newest drill that passed: `walrs_drill_last_success_timestamp_seconds` is its

@@ -306,65 +306,44 @@ pub trait SegmentFacts {
     }
 }
 
-impl SegmentFacts for SegmentSummary {
-    fn name(&self) -> &WalFileName {
-        &self.name
-    }
-    fn timeline(&self) -> TimeLineId {
-        self.timeline
-    }
-    fn segno(&self) -> XLogSegNo {
-        self.segno
-    }
-    fn start(&self) -> Lsn {
-        self.start
-    }
-    fn end(&self) -> Lsn {
-        self.end
-    }
-    fn xacts(&self) -> u64 {
-        self.commits + self.aborts
-    }
-    fn first_xact_time_us(&self) -> Option<i64> {
-        self.first_xact_time_us
-    }
-    fn last_xact_time_us(&self) -> Option<i64> {
-        self.last_xact_time_us
-    }
-    fn damaged(&self) -> bool {
-        self.error.is_some()
-    }
+/// Both forms of a segment's index entry answer [`SegmentFacts`] from fields of the same names;
+/// only how "damaged" is stored differs (`$damaged`).
+macro_rules! segment_facts {
+    ($t:ty, $damaged:expr) => {
+        impl SegmentFacts for $t {
+            fn name(&self) -> &WalFileName {
+                &self.name
+            }
+            fn timeline(&self) -> TimeLineId {
+                self.timeline
+            }
+            fn segno(&self) -> XLogSegNo {
+                self.segno
+            }
+            fn start(&self) -> Lsn {
+                self.start
+            }
+            fn end(&self) -> Lsn {
+                self.end
+            }
+            fn xacts(&self) -> u64 {
+                self.commits + self.aborts
+            }
+            fn first_xact_time_us(&self) -> Option<i64> {
+                self.first_xact_time_us
+            }
+            fn last_xact_time_us(&self) -> Option<i64> {
+                self.last_xact_time_us
+            }
+            fn damaged(&self) -> bool {
+                let damaged: fn(&$t) -> bool = $damaged;
+                damaged(self)
+            }
+        }
+    };
 }
-
-impl SegmentFacts for SegmentBrief {
-    fn name(&self) -> &WalFileName {
-        &self.name
-    }
-    fn timeline(&self) -> TimeLineId {
-        self.timeline
-    }
-    fn segno(&self) -> XLogSegNo {
-        self.segno
-    }
-    fn start(&self) -> Lsn {
-        self.start
-    }
-    fn end(&self) -> Lsn {
-        self.end
-    }
-    fn xacts(&self) -> u64 {
-        self.commits + self.aborts
-    }
-    fn first_xact_time_us(&self) -> Option<i64> {
-        self.first_xact_time_us
-    }
-    fn last_xact_time_us(&self) -> Option<i64> {
-        self.last_xact_time_us
-    }
-    fn damaged(&self) -> bool {
-        self.damaged
-    }
-}
+segment_facts!(SegmentSummary, |s| s.error.is_some());
+segment_facts!(SegmentBrief, |s| s.damaged);
 
 /// A group roll-up read for [`load_briefs`]: the same object as [`GroupRollup`] (same key, same
 /// logical name, same checks), its segments read as [`SegmentBrief`]s and their names (the map's
