@@ -33,16 +33,7 @@ impl Env {
         let backend = if s3 {
             let server = S3Server::start();
             let creds = world.path("aws-credentials");
-            std::fs::write(
-                &creds,
-                format!(
-                    "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                    crate::util::s3::ACCESS_KEY,
-                    crate::util::s3::SECRET_KEY
-                ),
-            )
-            .unwrap();
-            chown_to_test_user(&creds);
+            crate::util::s3_credentials_file(&creds);
             Backend::S3 { server, creds }
         } else {
             Backend::Fs(world.mkdir("repo"))

@@ -410,16 +410,7 @@ fn pg15_pitr_on_s3() {
     let server = crate::util::s3::S3Server::start();
     let world = PgWorld::new();
     let creds = world.path("aws-credentials");
-    std::fs::write(
-        &creds,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            crate::util::s3::ACCESS_KEY,
-            crate::util::s3::SECRET_KEY
-        ),
-    )
-    .unwrap();
-    chown_to_test_user(&creds);
+    crate::util::s3_credentials_file(&creds);
     let url = server.url("pitr");
     let env_s = format!(
         "WALRS_REPO={url} WALRS_S3_ENDPOINT={} AWS_SHARED_CREDENTIALS_FILE={}",

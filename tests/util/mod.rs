@@ -200,6 +200,21 @@ pub fn test_user() -> (u32, u32) {
     })
 }
 
+/// An AWS credentials file with the test S3 server's keys at `path`, readable by the test user
+/// (PostgreSQL's archive and restore commands run as that user).
+pub fn s3_credentials_file(path: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3::ACCESS_KEY,
+            s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    chown_to_test_user(path);
+}
+
 /// Recursively hands `path` to the test user.
 pub fn chown_to_test_user(path: &Path) {
     let (u, g) = test_user();
