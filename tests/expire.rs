@@ -40,10 +40,16 @@ impl Env {
         };
         let e = Env { world, backend };
         let env_s: String = e.env_vars().iter().map(|(k, v)| format!("{k}={v} ")).collect();
-        // With `block`, archiving fails while that file exists.
-        let guard = block.map(|b| format!("test ! -e {} && ", b.display())).unwrap_or_default();
+        // With `block`, archiving fails while that file exists. Look-ahead is off then: a
+        // background pusher an earlier call started goes on archiving ready segments past the
+        // guard for a while (it lingers 500 ms, longer on a busy machine), and the held-back
+        // segment would arrive anyway.
+        let (guard, parallel) = match block {
+            Some(b) => (format!("test ! -e {} && ", b.display()), " --parallel 1"),
+            None => (String::new(), ""),
+        };
         let archive = format!(
-            "archive_mode = on\narchive_command = '{guard}{env_s}{} push %p'\n",
+            "archive_mode = on\narchive_command = '{guard}{env_s}{} push{parallel} %p'\n",
             e.world.walrs.display()
         );
         let mut a = PgCluster::init(&e.world, "a", &archive);
@@ -163,6 +169,12 @@ fn four_backups(e: &Env, a: &PgCluster) -> (Vec<String>, Vec<String>, Vec<String
     (ids, sums, times)
 }
 
+/// Whether the key `k` is one of backup `id`'s objects (its directory, its pin): whole path
+/// components, since a second backup within the same second is `<id>-2`.
+fn names_backup(k: &str, id: &str) -> bool {
+    k.split('/').any(|c| c == id || c.strip_suffix(".json") == Some(id))
+}
+
 fn wal_segments(keys: &[String]) -> Vec<String> {
     keys.iter()
         .filter(|k| k.starts_with("wal/") && !k.starts_with("wal/history/"))
@@ -279,7 +291,7 @@ fn retain_full_2(s3: bool) {
     assert_eq!(e.backup_ids(), ids[2..].to_vec());
     let keys = e.keys();
     for old in &ids[..2] {
-        assert!(!keys.iter().any(|k| k.contains(old.as_str())), "{old} left objects: {keys:?}");
+        assert!(!keys.iter().any(|k| names_backup(k, old)), "{old} left objects: {keys:?}");
     }
     let segs = wal_segments(&keys);
     assert!(!segs.is_empty());
@@ -383,7 +395,7 @@ fn killed_and_rerun(s3: bool) {
     let keys: Vec<String> =
         e.keys().into_iter().filter(|k| !k.rsplit('/').next().unwrap().starts_with('.')).collect();
     for old in &ids[..3] {
-        assert!(!keys.iter().any(|k| k.contains(old.as_str())), "{old} left objects: {keys:?}");
+        assert!(!keys.iter().any(|k| names_backup(k, old)), "{old} left objects: {keys:?}");
     }
     let labels = keys.iter().filter(|k| k.ends_with(".backup")).count();
     assert_eq!(labels, 1, "only the kept backup's .backup file is left: {keys:?}");
@@ -418,6 +430,7 @@ fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
     a.switch_and_wait_archived();
     std::fs::write(&block, "").unwrap();
     let (u, g) = crate::util::test_user();
+    let bb_log = e.world.path("basebackup.log");
     let mut bb = e
         .walrs()
         .run_as(u, g)
@@ -429,17 +442,22 @@ fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
             "-d",
             &format!("host={} port={} user=postgres", a.sock.display(), a.port),
         ])
-        .spawn();
+        .spawn_logged(&bb_log);
     // Wait until it has stored its data and waits for the WAL (PostgreSQL's manifest stored).
+    // Within the first one's second, the new backup's id is the first's with a suffix
+    // (20261204T234149Z-2): the directory is compared whole.
     let Backend::Fs(repo) = &e.backend else { unreachable!() };
+    let first_manifest = format!("backups/{first}/backup_manifest");
     let start = Instant::now();
-    while !files(repo)
-        .iter()
-        .any(|k| k.ends_with("/backup_manifest") && !k.contains(first.as_str()))
-    {
+    while !files(repo).iter().any(|k| k.ends_with("/backup_manifest") && *k != first_manifest) {
+        let log = || std::fs::read_to_string(&bb_log).unwrap_or_default();
+        if let Some(status) = bb.try_wait().unwrap() {
+            panic!("the base backup ended ({status}) before its WAL wait:\n{}", log());
+        }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "the base backup never got to its WAL wait"
+            "the base backup never got to its WAL wait:\n{}",
+            log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -448,7 +466,13 @@ fn issue_15_expire_while_a_base_backup_waits_for_its_wal() {
     let out =
         e.run(&["expire", "--retain-full", "1", "--retain-grace", "1s", "--confirm", "--explain"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("keep  kept: lease basebackup-"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("keep  kept: lease basebackup-"),
+        "{}\nbase backup:\n{}\nserver:\n{}",
+        out.stdout,
+        std::fs::read_to_string(&bb_log).unwrap_or_default(),
+        std::fs::read_to_string(&a.log).unwrap_or_default()
+    );
     assert!(out.stdout.contains("live"), "{}", out.stdout);
     std::fs::remove_file(&block).unwrap();
     let status = bb.wait().unwrap();
