@@ -177,6 +177,19 @@ fn pg15_drill() {
         .unwrap_or_default();
     assert!(leases.is_empty(), "leases left by a finished drill: {leases:?}");
 
+    // 1b. Server binaries of another major version are refused before anything is touched (3):
+    // no scratch directory, no lease, no record (step 2 counts two drills).
+    let other = crate::util::pg::server_bin(17);
+    let out = e.drill(&["--target-time", &between, "--pg-bin", other.to_str().unwrap()]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("PostgreSQL 17, but the backup is of PostgreSQL 15"),
+        "{}",
+        out.stderr
+    );
+    assert!(e.scratch_dirs().is_empty(), "scratch left: {:?}", e.scratch_dirs());
+    assert!(!e.repo.join("leases").read_dir().is_ok_and(|mut d| d.next().is_some()));
+
     // 2. A random instant of the window, reproducible from its seed; text output.
     let out = e.drill(&["--target-random", "--seed", "7"]);
     out.expect_code(0);

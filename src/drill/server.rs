@@ -116,7 +116,9 @@ pub struct Server {
     role: Option<String>,
 }
 
-fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+/// `cmd` with the libpq variables that would point it elsewhere removed, `LC_ALL=C`, run as
+/// `user` when given (the tests' cluster helper uses it too).
+pub fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
     for k in [
         "PGDATA",
         "PGHOST",

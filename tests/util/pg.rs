@@ -1,7 +1,6 @@
 //! `PgCluster`: a throwaway PostgreSQL server started by the test itself (initdb/pg_ctl as the
 //! unprivileged test user, socket-only, in a short directory under /tmp), stopped on drop.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -81,20 +80,7 @@ pub struct PgCluster {
 }
 
 fn as_test_user(cmd: &mut Command) -> &mut Command {
-    let (u, g) = test_user();
-    for k in [
-        "PGDATA",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGSERVICE",
-        "PGOPTIONS",
-        "PGDATABASE",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.env("LC_ALL", "C.UTF-8").uid(u).gid(g)
+    walrs::drill::server::as_user(cmd, Some(test_user())).env("LC_ALL", "C.UTF-8")
 }
 
 fn check(o: Output, what: &str) -> Output {
