@@ -168,6 +168,9 @@ fn manifest(id: &BackupId, key: Option<&MasterKey>) -> BackupManifest {
         stored_bytes: 600,
         compression: "lz4".into(),
         encrypted: key.is_some(),
+        backup_type: Default::default(),
+        parent: None,
+        chain: Vec::new(),
     }
 }
 

@@ -873,6 +873,9 @@ mod tests {
             stored_bytes: 0,
             compression: "none".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 

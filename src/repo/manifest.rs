@@ -15,8 +15,36 @@ use super::BackupId;
 use super::layout;
 use super::object::{Fixed, Grouped, JsonObject, RepoObject};
 
-/// Format version of `manifest.json`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version of `manifest.json`: the newest this walrs reads, and the one an incremental
+/// backup's manifest carries (a walrs that knows only version 1 would restore an incremental
+/// member as if it were whole; version 2 makes it refuse the manifest as unsupported instead).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format version a full backup's manifest is written with: version 1's fields describe it
+/// completely, so older walrs versions keep reading full backups.
+pub const FULL_FORMAT_VERSION: u32 = 1;
+
+/// Whether a backup holds every file whole or only what changed since its parent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file whole; restorable on its own. Manifests without a `type` field are full.
+    #[default]
+    Full,
+    /// PostgreSQL 17+ `BASE_BACKUP ... INCREMENTAL`: relation files as `INCREMENTAL.<name>`
+    /// holding the blocks changed since the parent; restorable with its chain.
+    Incremental,
+}
+
+impl BackupType {
+    /// `full` or `incremental`, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+        }
+    }
+}
 
 /// A regular file of a backup, as seen in its tar stream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -100,6 +128,71 @@ pub struct BackupManifest {
     pub compression: String,
     /// Whether the objects are encrypted.
     pub encrypted: bool,
+    /// Full or incremental; absent (older manifests) reads as full.
+    #[serde(rename = "type", default)]
+    pub backup_type: BackupType,
+    /// An incremental backup's parent: the backup whose PostgreSQL manifest it was taken against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BackupId>,
+    /// An incremental backup's chain, oldest first: the full backup, each incremental after it,
+    /// and this backup last. Empty for a full backup (its chain is itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<BackupId>,
+}
+
+impl BackupManifest {
+    /// Whether it is an incremental backup.
+    pub fn is_incremental(&self) -> bool {
+        self.backup_type == BackupType::Incremental
+    }
+
+    /// The ids of its chain, oldest first, itself last (a full backup's chain is itself).
+    pub fn chain_ids(&self) -> Vec<BackupId> {
+        if self.chain.is_empty() { vec![self.id.clone()] } else { self.chain.clone() }
+    }
+}
+
+/// Why a backup's chain cannot be restored, or its members in order (the full backup first,
+/// `m` last), found among `complete` (complete backups). The rules (docs/invariants.md, chains):
+/// every member is complete, each one's parent is the member before it, each one's recorded chain
+/// is the start of `m`'s, the first is full and the others incremental, all of one system.
+pub fn chain_members<'a>(
+    complete: &'a [BackupManifest],
+    m: &'a BackupManifest,
+) -> std::result::Result<Vec<&'a BackupManifest>, String> {
+    if !m.is_incremental() {
+        return Ok(vec![m]);
+    }
+    let ids = &m.chain;
+    if ids.len() < 2 || ids.last() != Some(&m.id) || m.parent.as_ref() != ids.get(ids.len() - 2) {
+        return Err(format!("backup {}: its manifest records an inconsistent chain", m.id));
+    }
+    let mut out: Vec<&BackupManifest> = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let member = if *id == m.id {
+            m
+        } else {
+            complete.iter().find(|b| b.id == *id).ok_or_else(|| {
+                format!("backup {}: member {id} of its chain is missing or incomplete", m.id)
+            })?
+        };
+        let prefix = ids.get(..=i).unwrap_or_default();
+        let ok = if i == 0 {
+            !member.is_incremental()
+        } else {
+            member.is_incremental()
+                && member.parent.as_ref() == ids.get(i - 1)
+                && member.chain.as_slice() == prefix
+        };
+        if !ok || member.system_identifier != m.system_identifier {
+            return Err(format!(
+                "backup {}: member {id} of its chain does not match the chain its manifest records",
+                m.id
+            ));
+        }
+        out.push(member);
+    }
+    Ok(out)
 }
 
 impl RepoObject for BackupManifest {

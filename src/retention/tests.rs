@@ -79,6 +79,9 @@ fn backup(id: &str, t: u32, start: u64, stop: u64) -> BackupManifest {
         stored_bytes: 100,
         compression: "none".into(),
         encrypted: false,
+        backup_type: Default::default(),
+        parent: None,
+        chain: Vec::new(),
     }
 }
 

@@ -664,6 +664,9 @@ mod tests {
             stored_bytes: 10,
             compression: "none".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 
