@@ -158,12 +158,20 @@ fn check_incremental(
     Ok(Parent { manifest: parent })
 }
 
-/// An envelope's plaintext as a reader, frame by frame (a frame's memory at a time).
-struct FrameReader<R: Read> {
+/// An envelope's plaintext as a reader, frame by frame (a frame's memory at a time). A failed
+/// check of the envelope (at any frame, or the digest at the end) is a read error.
+pub(crate) struct FrameReader<R: Read> {
     dec: crate::codec::Decoder<R>,
     frame: Vec<u8>,
     at: usize,
     done: bool,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads `dec`'s plaintext.
+    pub(crate) fn new(dec: crate::codec::Decoder<R>) -> Self {
+        FrameReader { dec, frame: Vec::new(), at: 0, done: false }
+    }
 }
 
 impl<R: Read> Read for FrameReader<R> {
@@ -212,7 +220,7 @@ fn stream_once(
     };
     if let Some(p) = parent {
         let dec = repo.open::<PgBackupManifest>(&p.manifest.id)?;
-        let mut r = FrameReader { dec, frame: Vec::new(), at: 0, done: false };
+        let mut r = FrameReader::new(dec);
         c.upload_manifest(&mut r).map_err(|e| {
             let e = if e.kind == Kind::Io { e } else { WalrsError::new(Kind::Io, e.message) };
             refused(e)

@@ -412,6 +412,25 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
         }
     }
 
+    // A kept incremental backup keeps every member of its chain (it restores only with them),
+    // whatever else dropped them; newest first, so a chain's parents are seen after the child.
+    for i in (0..n).rev() {
+        let kept = reasons.get(i).is_some_and(|r| !r.is_empty())
+            && !size_dropped.get(i).copied().unwrap_or(true);
+        let Some(b) = order.get(i).copied() else { continue };
+        if !kept || !b.is_incremental() {
+            continue;
+        }
+        for member in b.chain.iter().filter(|m| **m != b.id) {
+            if let Some(j) = order.iter().position(|o| o.id == *member) {
+                add(&mut reasons, j, format!("kept: parent of {}", b.id));
+                if let Some(d) = size_dropped.get_mut(j) {
+                    *d = false;
+                }
+            }
+        }
+    }
+
     let oldest_kept_stop = order
         .iter()
         .zip(&reasons)

@@ -200,6 +200,31 @@ fn newest_by_stop_lsn_not_by_id() {
     assert_eq!(p.wal[1].segments, 7);
 }
 
+/// Issue 18: a kept incremental backup keeps its whole chain, and says so.
+#[test]
+fn issue_18_a_kept_incremental_keeps_its_parents() {
+    let full = backup("20261121T000000Z", 1, 1, 1);
+    let mut i1 = backup("20261122T000000Z", 1, 4, 4);
+    let mut i2 = backup("20261123T000000Z", 1, 7, 7);
+    i1.backup_type = crate::repo::manifest::BackupType::Incremental;
+    i1.parent = Some(full.id.clone());
+    i1.chain = vec![full.id.clone(), i1.id.clone()];
+    i2.backup_type = crate::repo::manifest::BackupType::Incremental;
+    i2.parent = Some(i1.id.clone());
+    i2.chain = vec![full.id.clone(), i1.id.clone(), i2.id.clone()];
+    let r = Repo::linear(10, vec![full, i1, i2]);
+    let p = r.plan(&Policy { full: Some(1), ..Policy::default() }).unwrap();
+    assert_eq!(kept(&p), vec!["20261121T000000Z", "20261122T000000Z", "20261123T000000Z"]);
+    assert_eq!(
+        p.backups[0].reasons,
+        vec!["kept: parent of 20261123T000000Z", "kept: parent of 20261122T000000Z"]
+    );
+    assert_eq!(p.backups[1].reasons, vec!["kept: parent of 20261123T000000Z"]);
+    // Even a size limit does not drop a parent of a kept child.
+    let p = r.plan(&Policy { full: Some(1), max_size: Some(100), ..Policy::default() }).unwrap();
+    assert_eq!(kept(&p).len(), 3, "{:?}", p.backups);
+}
+
 #[test]
 fn gfs_keeps_the_first_of_each_period_and_its_wal_only() {
     // Backups on days 0, 0, 1, 3 (segment numbers are minutes: 1440 a day).
