@@ -147,7 +147,9 @@ fn pg17_incremental_chain() {
     a.start();
     // t: ~2,700 pages; shrink: truncated by VACUUM later; gone: dropped; rewritten: VACUUM FULL.
     a.sql("CREATE TABLE t (id int PRIMARY KEY, v text) WITH (fillfactor = 90)");
-    a.sql("INSERT INTO t SELECT g, md5(g::text) || repeat('x', 40) FROM generate_series(1, 200000) g");
+    a.sql(
+        "INSERT INTO t SELECT g, md5(g::text) || repeat('x', 40) FROM generate_series(1, 200000) g",
+    );
     a.sql("CREATE TABLE shrink (id int, v text)");
     a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
     a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 10000) g");
@@ -226,7 +228,11 @@ fn pg17_incremental_chain() {
     // backup verify checks the whole chain.
     let v = e.walrs().args(["backup", "verify", &inc2]).run();
     v.expect_code(0);
-    assert!(v.stdout.contains(&format!("chain {full} <- {inc1} <- {inc2} complete")), "{}", v.stdout);
+    assert!(
+        v.stdout.contains(&format!("chain {full} <- {inc1} <- {inc2} complete")),
+        "{}",
+        v.stdout
+    );
 
     // PITR after each incremental is exact.
     assert_eq!(restore_and_sum(&e, &inc1, &t1, "r1", 17), sums1);
@@ -242,10 +248,8 @@ fn pg17_incremental_chain() {
     let saved = e.world.path("inc1-manifest.json");
     std::fs::rename(&m, &saved).unwrap();
     let dir = e.world.path("r3");
-    let out = e
-        .walrs()
-        .args(["restore", "--backup", &inc2, "--pgdata", dir.to_str().unwrap()])
-        .run();
+    let out =
+        e.walrs().args(["restore", "--backup", &inc2, "--pgdata", dir.to_str().unwrap()]).run();
     out.expect_code(19);
     assert!(out.stderr.contains("chain"), "{}", out.stderr);
     assert!(!dir.join("PG_VERSION").exists());
@@ -280,6 +284,9 @@ fn compare_with_pg_combinebackup(e: &Env, ids: &[&str]) {
         let dir = e.world.path(&format!("raw{i}"));
         let o = RestoreOptions { pgdata: dir.clone(), tablespace_map: vec![], workers: 2 };
         restore_files(&repo, &m, &o).unwrap();
+        // pg_combinebackup reads each member's backup_manifest (the chain's LSNs and system).
+        let mut f = std::fs::File::create(dir.join("backup_manifest")).unwrap();
+        repo.open::<walrs::repo::PgBackupManifest>(&m.id).unwrap().copy_to(&mut f).unwrap();
         raw_dirs.push(dir);
     }
     let ours = e.world.path("walrs-chain");
@@ -297,15 +304,17 @@ fn compare_with_pg_combinebackup(e: &Env, ids: &[&str]) {
     let mut theirs = tree(&combined);
     assert!(theirs.remove("backup_manifest").is_some());
     let ours = tree(&ours);
-    let increments = tree(raw_dirs.last().unwrap())
-        .keys()
-        .filter(|k| k.contains("INCREMENTAL."))
-        .count();
+    let increments =
+        tree(raw_dirs.last().unwrap()).keys().filter(|k| k.contains("INCREMENTAL.")).count();
     assert!(increments > 10, "the newest member has only {increments} incremental files");
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
     let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
-    assert!(only_ours.is_empty() && only_theirs.is_empty(), "only walrs: {only_ours:?}\nonly pg_combinebackup: {only_theirs:?}");
-    let differ: Vec<_> = ours.iter().filter(|(k, v)| theirs.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "only walrs: {only_ours:?}\nonly pg_combinebackup: {only_theirs:?}"
+    );
+    let differ: Vec<_> =
+        ours.iter().filter(|(k, v)| theirs.get(*k) != Some(v)).map(|(k, _)| k).collect();
     assert!(differ.is_empty(), "files that differ from pg_combinebackup's: {differ:?}");
 }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::tar::TarHeader;
 use super::{BackupManifest, FrameReader, chain_members, load_manifest};
-use crate::pg::incremental::{self, BLCKSZ, FIXED_HEADER_LEN, IncrementalHeader};
 use crate::error::{Kind, Result, WalrsError};
+use crate::pg::incremental::{self, BLCKSZ, FIXED_HEADER_LEN, IncrementalHeader};
 use crate::repo::{BackupChunk, ChunkId, RepoObject, Repository};
 
 /// Options of a data-directory restore.
@@ -449,7 +449,9 @@ pub fn load_chain(repo: &Repository, m: &BackupManifest) -> Result<Vec<BackupMan
                     Kind::Unreachable,
                     format!("backup {}: member {id} of its chain is missing or incomplete", m.id),
                 )
-                .hint("an incremental backup restores only with its whole chain; nothing was written"));
+                .hint(
+                    "an incremental backup restores only with its whole chain; nothing was written",
+                ));
             }
         }
     }
@@ -508,9 +510,8 @@ fn restore_chain_into(
     o: &RestoreOptions,
     dests: &mut Vec<(PathBuf, bool)>,
 ) -> Result<RestoreStats> {
-    let newest = chain
-        .last()
-        .ok_or_else(|| WalrsError::new(Kind::Internal, "an empty chain to restore"))?;
+    let newest =
+        chain.last().ok_or_else(|| WalrsError::new(Kind::Internal, "an empty chain to restore"))?;
     // Destinations by archive name, from the newest member.
     let mut by_archive: Vec<(String, PathBuf, bool)> = Vec::new();
     for a in &newest.archives {
@@ -522,8 +523,12 @@ fn restore_chain_into(
     let pending: Mutex<std::collections::HashMap<PathBuf, Need>> =
         Mutex::new(std::collections::HashMap::new());
     let stats = Mutex::new(RestoreStats::default());
-    let total: u64 =
-        chain.iter().flat_map(|m| m.archives.iter()).flat_map(|a| a.chunks.iter()).map(|c| c.plain_len).sum();
+    let total: u64 = chain
+        .iter()
+        .flat_map(|m| m.archives.iter())
+        .flat_map(|a| a.chunks.iter())
+        .map(|c| c.plain_len)
+        .sum();
     let progress = crate::progress::Progress::new("restore", total);
     for (i, m) in chain.iter().enumerate().rev() {
         let pass = if i + 1 == chain.len() { Pass::Newest } else { Pass::Older };
@@ -633,7 +638,8 @@ const MAX_LABEL: u64 = 1 << 20;
 pub fn combined_backup_label(label: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(label.len());
     for line in label.split_inclusive(|b| *b == b'\n') {
-        if line.starts_with(b"INCREMENTAL FROM LSN: ") || line.starts_with(b"INCREMENTAL FROM TLI: ")
+        if line.starts_with(b"INCREMENTAL FROM LSN: ")
+            || line.starts_with(b"INCREMENTAL FROM TLI: ")
         {
             continue;
         }
@@ -670,9 +676,7 @@ fn extract_chain_chunk(
         }
     })?;
     let mut r = std::io::BufReader::with_capacity(256 * 1024, FrameReader::new(dec));
-    let read_err = |e: std::io::Error| {
-        WalrsError::new(Kind::Corrupt, format!("{key}: {e}"))
-    };
+    let read_err = |e: std::io::Error| WalrsError::new(Kind::Corrupt, format!("{key}: {e}"));
     let corrupt = |what: String| WalrsError::new(Kind::Corrupt, format!("{key}: {what}"));
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut header = [0u8; 512];
@@ -696,7 +700,11 @@ fn extract_chain_chunk(
             || !(h.is_file() || (pass == Pass::Newest && matches!(h.typeflag, b'5' | b'2')));
         if skip_all {
             if !h.is_file() && !matches!(h.typeflag, b'5' | b'2') {
-                tracing::warn!("{key}: skipping tar entry {:?} of type {:?}", h.path, h.typeflag as char);
+                tracing::warn!(
+                    "{key}: skipping tar entry {:?} of type {:?}",
+                    h.path,
+                    h.typeflag as char
+                );
             }
             skip(&mut r, data_len + pad).map_err(read_err)?;
             continue;
@@ -737,7 +745,10 @@ fn extract_chain_chunk(
         match (pass, target) {
             (Pass::Newest, None) => {
                 let mut f = open(&path, true)?;
-                if base && h.path.trim_start_matches("./") == "backup_label" && data_len <= MAX_LABEL {
+                if base
+                    && h.path.trim_start_matches("./") == "backup_label"
+                    && data_len <= MAX_LABEL
+                {
                     let mut label = vec![0u8; data_len as usize];
                     r.read_exact(&mut label).map_err(read_err)?;
                     let label = combined_backup_label(&label);
@@ -757,15 +768,21 @@ fn extract_chain_chunk(
             (Pass::Newest, Some(t)) => {
                 let mut fixed = [0u8; FIXED_HEADER_LEN];
                 if data_len < FIXED_HEADER_LEN as u64 {
-                    return Err(corrupt(format!("{}: {data_len} bytes, too short for an incremental file", h.path)));
+                    return Err(corrupt(format!(
+                        "{}: {data_len} bytes, too short for an incremental file",
+                        h.path
+                    )));
                 }
                 r.read_exact(&mut fixed).map_err(read_err)?;
-                let ih = IncrementalHeader::parse(&fixed).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
+                let ih = IncrementalHeader::parse(&fixed)
+                    .map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
                 ih.check_size(data_len).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
                 let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
                 r.read_exact(&mut nums).map_err(read_err)?;
-                let blocks = ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64).map_err(read_err)?;
+                let blocks =
+                    ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
+                skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
+                    .map_err(read_err)?;
                 let f = open(&t, true)?;
                 let len = u64::from(ih.reconstructed_len(&blocks)) * BLCKSZ;
                 f.set_len(len).map_err(|e| io("sizing", &t, e))?;
@@ -776,7 +793,8 @@ fn extract_chain_chunk(
                 };
                 for b in &blocks {
                     r.read_exact(&mut block).map_err(read_err)?;
-                    f.write_all_at(&block, u64::from(*b) * BLCKSZ).map_err(|e| io("writing", &t, e))?;
+                    f.write_all_at(&block, u64::from(*b) * BLCKSZ)
+                        .map_err(|e| io("writing", &t, e))?;
                     bytes += BLCKSZ;
                     need.got(*b);
                 }
@@ -805,7 +823,8 @@ fn extract_chain_chunk(
                         r.read_exact(&mut block).map_err(read_err)?;
                         let b = u32::try_from(b).unwrap_or(u32::MAX);
                         if need.want(b) {
-                            f.write_all_at(&block, u64::from(b) * BLCKSZ).map_err(|e| io("writing", &t, e))?;
+                            f.write_all_at(&block, u64::from(b) * BLCKSZ)
+                                .map_err(|e| io("writing", &t, e))?;
                             bytes += BLCKSZ;
                             need.got(b);
                         }
@@ -814,19 +833,26 @@ fn extract_chain_chunk(
                 } else {
                     let mut fixed = [0u8; FIXED_HEADER_LEN];
                     if data_len < FIXED_HEADER_LEN as u64 {
-                        return Err(corrupt(format!("{}: {data_len} bytes, too short for an incremental file", h.path)));
+                        return Err(corrupt(format!(
+                            "{}: {data_len} bytes, too short for an incremental file",
+                            h.path
+                        )));
                     }
                     r.read_exact(&mut fixed).map_err(read_err)?;
-                    let ih = IncrementalHeader::parse(&fixed).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
+                    let ih = IncrementalHeader::parse(&fixed)
+                        .map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
                     ih.check_size(data_len).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
                     let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
                     r.read_exact(&mut nums).map_err(read_err)?;
-                    let blocks = ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                    skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64).map_err(read_err)?;
+                    let blocks =
+                        ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
+                    skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
+                        .map_err(read_err)?;
                     for b in &blocks {
                         r.read_exact(&mut block).map_err(read_err)?;
                         if need.want(*b) {
-                            f.write_all_at(&block, u64::from(*b) * BLCKSZ).map_err(|e| io("writing", &t, e))?;
+                            f.write_all_at(&block, u64::from(*b) * BLCKSZ)
+                                .map_err(|e| io("writing", &t, e))?;
                             bytes += BLCKSZ;
                             need.got(*b);
                         }

@@ -295,7 +295,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             // An incremental backup is verified with its whole chain: every member complete,
             // consistent with the chain the backup records, and verified as a backup is.
             let mut problems = Vec::new();
-            let members: Vec<backup::BackupManifest> = match backup::restore::load_chain(&repo, &m) {
+            let members: Vec<backup::BackupManifest> = match backup::restore::load_chain(&repo, &m)
+            {
                 Ok(c) => c,
                 Err(e) if e.kind == Kind::Unreachable => {
                     problems.push(e.message);

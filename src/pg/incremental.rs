@@ -181,10 +181,7 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused() {
-        assert_eq!(
-            IncrementalHeader::parse(&fixed(1, 0, 0)),
-            Err(IncrementalError::Magic(1))
-        );
+        assert_eq!(IncrementalHeader::parse(&fixed(1, 0, 0)), Err(IncrementalError::Magic(1)));
         assert!(IncrementalHeader::parse(&fixed(INCREMENTAL_MAGIC, RELSEG_SIZE + 1, 0)).is_err());
         assert!(IncrementalHeader::parse(&fixed(INCREMENTAL_MAGIC, 0, RELSEG_SIZE + 1)).is_err());
         let h = IncrementalHeader { num_blocks: 1, truncation_block_length: 0 };

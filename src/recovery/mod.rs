@@ -556,7 +556,9 @@ fn choose_backup<'a>(
     };
     if let Some(b) = chosen_by_id {
         if let Err(why) = chain_ok(b) {
-            return Err(refuse(format!("{why}: an incremental backup restores only with its whole chain")));
+            return Err(refuse(format!(
+                "{why}: an incremental backup restores only with its whole chain"
+            )));
         }
         if !usable(&b) {
             return Err(refuse(format!(
