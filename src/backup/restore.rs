@@ -652,6 +652,30 @@ fn mkdirs(p: &Path) -> Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| io("creating", p, e))
 }
 
+/// Reads an incremental file's header from a tar entry of `data_len` bytes (the fixed part, the
+/// block numbers, the padding); the reader is left at the first block.
+fn read_incremental_header<R: std::io::Read>(
+    r: &mut R,
+    data_len: u64,
+    key: &crate::storage::ObjectKey,
+    path: &str,
+) -> Result<(IncrementalHeader, Vec<u32>)> {
+    let corrupt = |what: String| WalrsError::new(Kind::Corrupt, format!("{key}: {path}: {what}"));
+    if data_len < FIXED_HEADER_LEN as u64 {
+        return Err(corrupt(format!("{data_len} bytes, too short for an incremental file")));
+    }
+    let mut fixed = [0u8; FIXED_HEADER_LEN];
+    r.read_exact(&mut fixed).map_err(|e| corrupt(e.to_string()))?;
+    let ih = IncrementalHeader::parse(&fixed).map_err(|e| corrupt(e.to_string()))?;
+    ih.check_size(data_len).map_err(|e| corrupt(e.to_string()))?;
+    let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
+    r.read_exact(&mut nums).map_err(|e| corrupt(e.to_string()))?;
+    let blocks = ih.block_numbers(&nums).map_err(|e| corrupt(e.to_string()))?;
+    skip(r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((ih, blocks))
+}
+
 /// One chunk of a chain member (see [`restore_chain_into`]).
 fn extract_chain_chunk(
     repo: &Repository,
@@ -726,10 +750,7 @@ fn extract_chain_chunk(
             skip(&mut r, data_len + pad).map_err(read_err)?;
             continue;
         }
-        let target = match incremental::restored_name(file_name) {
-            Some(n) => Some(path.with_file_name(n)),
-            None => None,
-        };
+        let target = incremental::restored_name(file_name).map(|n| path.with_file_name(n));
         let open = |p: &Path, truncate: bool| -> Result<File> {
             if let Some(parent) = p.parent() {
                 mkdirs(parent)?;
@@ -766,23 +787,7 @@ fn extract_chain_chunk(
                 files += 1;
             }
             (Pass::Newest, Some(t)) => {
-                let mut fixed = [0u8; FIXED_HEADER_LEN];
-                if data_len < FIXED_HEADER_LEN as u64 {
-                    return Err(corrupt(format!(
-                        "{}: {data_len} bytes, too short for an incremental file",
-                        h.path
-                    )));
-                }
-                r.read_exact(&mut fixed).map_err(read_err)?;
-                let ih = IncrementalHeader::parse(&fixed)
-                    .map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                ih.check_size(data_len).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
-                r.read_exact(&mut nums).map_err(read_err)?;
-                let blocks =
-                    ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
-                    .map_err(read_err)?;
+                let (ih, blocks) = read_incremental_header(&mut r, data_len, &key, &h.path)?;
                 let f = open(&t, true)?;
                 let len = u64::from(ih.reconstructed_len(&blocks)) * BLCKSZ;
                 f.set_len(len).map_err(|e| io("sizing", &t, e))?;
@@ -800,10 +805,10 @@ fn extract_chain_chunk(
                 }
                 f.sync_all().map_err(|e| io("syncing", &t, e))?;
                 files += 1;
-                if need.missing > 0 {
-                    if let Ok(mut p) = pending.lock() {
-                        p.insert(t, need);
-                    }
+                if need.missing > 0
+                    && let Ok(mut p) = pending.lock()
+                {
+                    p.insert(t, need);
                 }
             }
             (Pass::Older, target) => {
@@ -815,8 +820,7 @@ fn extract_chain_chunk(
                     continue;
                 };
                 let f = open(&t, false)?;
-                let used;
-                if whole {
+                let used = if whole {
                     // Every block it has below the truncation length that no newer member had.
                     let n = data_len / BLCKSZ;
                     for b in 0..n {
@@ -829,25 +833,9 @@ fn extract_chain_chunk(
                             need.got(b);
                         }
                     }
-                    used = n * BLCKSZ;
+                    n * BLCKSZ
                 } else {
-                    let mut fixed = [0u8; FIXED_HEADER_LEN];
-                    if data_len < FIXED_HEADER_LEN as u64 {
-                        return Err(corrupt(format!(
-                            "{}: {data_len} bytes, too short for an incremental file",
-                            h.path
-                        )));
-                    }
-                    r.read_exact(&mut fixed).map_err(read_err)?;
-                    let ih = IncrementalHeader::parse(&fixed)
-                        .map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                    ih.check_size(data_len).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                    let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
-                    r.read_exact(&mut nums).map_err(read_err)?;
-                    let blocks =
-                        ih.block_numbers(&nums).map_err(|e| corrupt(format!("{}: {e}", h.path)))?;
-                    skip(&mut r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
-                        .map_err(read_err)?;
+                    let (_, blocks) = read_incremental_header(&mut r, data_len, &key, &h.path)?;
                     for b in &blocks {
                         r.read_exact(&mut block).map_err(read_err)?;
                         if need.want(*b) {
@@ -857,15 +845,16 @@ fn extract_chain_chunk(
                             need.got(*b);
                         }
                     }
-                    used = data_len;
-                }
+                    data_len
+                };
                 skip(&mut r, data_len - used).map_err(read_err)?;
                 f.sync_all().map_err(|e| io("syncing", &t, e))?;
                 // A whole file ends the search; an incremental one passes it on.
-                if !whole && need.missing > 0 {
-                    if let Ok(mut p) = pending.lock() {
-                        p.insert(t, need);
-                    }
+                if !whole
+                    && need.missing > 0
+                    && let Ok(mut p) = pending.lock()
+                {
+                    p.insert(t, need);
                 }
                 skip(&mut r, pad).map_err(read_err)?;
                 continue;
