@@ -306,7 +306,12 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
         }
     }
     if let Some(full) = policy.full.filter(|f| *f > 0) {
-        let from = n.saturating_sub(full as usize);
+        // The newest `full` full backups, and every (incremental) backup after the oldest of them;
+        // with only full backups, the newest `full` backups.
+        let fulls: Vec<usize> =
+            (0..n).filter(|i| order.get(*i).is_some_and(|b| !b.is_incremental())).collect();
+        let from =
+            fulls.len().checked_sub(full as usize).and_then(|k| fulls.get(k)).copied().unwrap_or(0);
         for (i, b) in order.iter().enumerate().skip(from) {
             add(&mut reasons, i, format!("kept: newest {full} full"));
             if let Some(f) = fixed.get_mut(i) {
