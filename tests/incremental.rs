@@ -346,3 +346,38 @@ fn pg15_incremental_refused_or_full_with_auto() {
     e.basebackup(&a, &["--parent", "latest"]).expect_code(2);
     a.stop();
 }
+
+/// PostgreSQL 17 without the summaries an incremental backup needs: `summarize_wal = off` is
+/// refused up front (24); turned on after the parent was taken, the server itself refuses (its
+/// summaries do not reach back to the parent's start): 24 again, nothing stored; with
+/// `--incremental=auto` a full backup is taken and the reason logged.
+#[test]
+fn pg17_missing_summaries_refused_or_full_with_auto() {
+    let e = new_env();
+    let mut a = e.cluster("a", 17, "summarize_wal = off\n");
+    a.start();
+    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    e.basebackup(&a, &[]).expect_code(0);
+    let out = e.basebackup(&a, &["--incremental"]);
+    out.expect_code(24);
+    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
+    a.sql("ALTER SYSTEM SET summarize_wal = on");
+    a.sql("SELECT pg_reload_conf()");
+    a.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
+    let count = || {
+        let out = e.walrs().args(["backup", "list", "--json", "--all"]).run();
+        let l: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (l["backups"].as_array().unwrap().len(), l["incomplete"].as_array().unwrap().len())
+    };
+    let out = e.basebackup(&a, &["--incremental"]);
+    out.expect_code(24);
+    assert!(out.stderr.contains("the server cannot take the incremental backup"), "{}", out.stderr);
+    assert!(out.stderr.contains("WAL summaries"), "{}", out.stderr);
+    assert_eq!(count(), (1, 0), "a refused incremental left objects");
+    let out = e.basebackup(&a, &["--incremental=auto"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
+    assert_eq!(e.show(out.stdout.trim())["type"], "full");
+    assert_eq!(count(), (2, 0));
+    a.stop();
+}

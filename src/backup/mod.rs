@@ -194,11 +194,14 @@ impl<R: Read> Read for FrameReader<R> {
     }
 }
 
-/// Whether a server error says the WAL summaries cannot serve an incremental backup
-/// (PostgreSQL 17's `PrepareForIncrementalBackup` and `UPLOAD_MANIFEST` messages).
+/// Whether a `BASE_BACKUP` error is the server refusing the incremental backup: its WAL
+/// summaries cannot serve it (PostgreSQL 17's `PrepareForIncrementalBackup`: "WAL summaries are
+/// required on timeline ...", "incremental backups cannot be taken unless WAL summarization is
+/// enabled", "manifest requires WAL from ...").
 fn is_summary_refusal(e: &WalrsError) -> bool {
     let m = e.message.to_ascii_lowercase();
-    m.contains("wal summar") || m.contains("incremental") || m.contains("manifest")
+    m.starts_with("base_backup failed")
+        && (m.contains("wal summar") || m.contains("incremental") || m.contains("manifest requires"))
 }
 
 /// Uploads the parent's manifest (incremental), starts `BASE_BACKUP` and streams it into
@@ -221,9 +224,13 @@ fn stream_once(
     if let Some(p) = parent {
         let dec = repo.open::<PgBackupManifest>(&p.manifest.id)?;
         let mut r = FrameReader::new(dec);
+        // Any failure here (the server rejecting the manifest, the parent's manifest object
+        // unreadable) leaves nothing stored: no incremental backup can be taken.
         c.upload_manifest(&mut r).map_err(|e| {
-            let e = if e.kind == Kind::Io { e } else { WalrsError::new(Kind::Io, e.message) };
-            refused(e)
+            no_incremental(format!(
+                "UPLOAD_MANIFEST of {}'s backup_manifest failed: {}",
+                p.manifest.id, e.message
+            ))
         })?;
     }
     let mut o = backup_options(label, opts);
