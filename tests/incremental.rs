@@ -234,6 +234,25 @@ fn pg17_incremental_chain() {
         v.stdout
     );
 
+    // Retention keeps the chain and says why; a member of a chain is not deleted.
+    let x = e.walrs().args(["expire", "--retain-window", "1s", "--explain"]).run();
+    x.expect_code(0);
+    for m in [&full, &inc1] {
+        let line = x.stdout.lines().find(|l| l.starts_with(&format!("backup {m} "))).unwrap();
+        assert!(
+            line.contains("  keep  ") && line.contains(&format!("kept: parent of {inc2}")),
+            "{}",
+            x.stdout
+        );
+    }
+    let d = e.walrs().args(["backup", "delete", &full]).run();
+    d.expect_code(2);
+    assert!(
+        d.stderr.contains(&format!("in the chain of incremental backup {inc1}")),
+        "{}",
+        d.stderr
+    );
+
     // PITR after each incremental is exact.
     assert_eq!(restore_and_sum(&e, &inc1, &t1, "r1", 17), sums1);
     assert_eq!(restore_and_sum(&e, &inc2, &t2, "r2", 17), sums2);
@@ -347,23 +366,18 @@ fn pg15_incremental_refused_or_full_with_auto() {
     a.stop();
 }
 
-/// PostgreSQL 17 without the summaries an incremental backup needs: `summarize_wal = off` is
-/// refused up front (24); turned on after the parent was taken, the server itself refuses (its
-/// summaries do not reach back to the parent's start): 24 again, nothing stored; with
-/// `--incremental=auto` a full backup is taken and the reason logged.
+/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` is refused up front (24) with the
+/// reason, nothing stored; `--incremental=auto` takes a full backup and logs why. (The server's
+/// own refusal, summaries missing for the range, is mapped to 24 too, but no reliable way to make
+/// a test server lose exactly those summaries was found: its summarizer also summarizes the WAL
+/// still in pg_wal from before it was turned on.)
 #[test]
-fn pg17_missing_summaries_refused_or_full_with_auto() {
+fn pg17_summarize_wal_off_refused_or_full_with_auto() {
     let e = new_env();
     let mut a = e.cluster("a", 17, "summarize_wal = off\n");
     a.start();
     a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     e.basebackup(&a, &[]).expect_code(0);
-    let out = e.basebackup(&a, &["--incremental"]);
-    out.expect_code(24);
-    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
-    a.sql("ALTER SYSTEM SET summarize_wal = on");
-    a.sql("SELECT pg_reload_conf()");
-    a.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
     let count = || {
         let out = e.walrs().args(["backup", "list", "--json", "--all"]).run();
         let l: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -371,12 +385,12 @@ fn pg17_missing_summaries_refused_or_full_with_auto() {
     };
     let out = e.basebackup(&a, &["--incremental"]);
     out.expect_code(24);
-    assert!(out.stderr.contains("the server cannot take the incremental backup"), "{}", out.stderr);
-    assert!(out.stderr.contains("WAL summaries"), "{}", out.stderr);
+    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(count(), (1, 0), "a refused incremental left objects");
     let out = e.basebackup(&a, &["--incremental=auto"]);
     out.expect_code(0);
     assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
+    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(e.show(out.stdout.trim())["type"], "full");
     assert_eq!(count(), (2, 0));
     a.stop();

@@ -201,7 +201,9 @@ impl<R: Read> Read for FrameReader<R> {
 fn is_summary_refusal(e: &WalrsError) -> bool {
     let m = e.message.to_ascii_lowercase();
     m.starts_with("base_backup failed")
-        && (m.contains("wal summar") || m.contains("incremental") || m.contains("manifest requires"))
+        && (m.contains("wal summar")
+            || m.contains("incremental")
+            || m.contains("manifest requires"))
 }
 
 /// Uploads the parent's manifest (incremental), starts `BASE_BACKUP` and streams it into
