@@ -282,3 +282,60 @@ impl RepoObject for BackupChunk {
         codec
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn m(id: &str, parent: Option<&str>, chain: &[&str]) -> BackupManifest {
+        let text = format!(
+            r#"{{"format_version": 1, "id": "{id}", "label": "", "system_identifier": "1",
+            "pg_version": 17, "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "stop_timeline": 1, "start_time": "", "stop_time": "", "stop_time_us": 0,
+            "first_wal": "", "last_wal": "", "archives": [], "pg_manifest_key": "", "bytes": 0,
+            "stored_bytes": 0, "compression": "none", "encrypted": false}}"#
+        );
+        let mut b: BackupManifest = serde_json::from_str(&text).unwrap();
+        if let Some(p) = parent {
+            b.backup_type = BackupType::Incremental;
+            b.parent = Some(p.parse().unwrap());
+            b.chain = chain.iter().map(|c| c.parse().unwrap()).collect();
+        }
+        b
+    }
+
+    const F: &str = "20261205T000000Z";
+    const I1: &str = "20261205T000100Z";
+    const I2: &str = "20261205T000200Z";
+
+    #[test]
+    fn a_manifest_without_type_is_full_and_chains_are_checked() {
+        let full = m(F, None, &[]);
+        assert_eq!(full.backup_type, BackupType::Full);
+        assert_eq!(full.chain_ids(), vec![full.id.clone()]);
+        let i1 = m(I1, Some(F), &[F, I1]);
+        let i2 = m(I2, Some(I1), &[F, I1, I2]);
+        let all = vec![full.clone(), i1.clone(), i2.clone()];
+        let ids: Vec<&str> =
+            chain_members(&all, &i2).unwrap().iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, vec![F, I1, I2]);
+        // A member missing (incomplete), a parent that is not the member before, a chain that is
+        // not the parent's plus itself, an incremental first member, another system.
+        let e = chain_members(&all[..1], &i2).unwrap_err();
+        assert!(e.contains(&format!("member {I1} of its chain is missing")), "{e}");
+        let bad = m(I2, Some(F), &[F, I1, I2]);
+        assert!(chain_members(&all, &bad).is_err());
+        let odd = m(I1, Some(F), &[I2, I1]);
+        assert!(
+            chain_members(&[full.clone(), odd.clone()], &m(I2, Some(I1), &[F, I1, I2])).is_err()
+        );
+        let inc_first = m(F, Some(I1), &[I1, F]);
+        assert!(chain_members(&[inc_first, i1.clone()], &i2).is_err());
+        let mut foreign = full.clone();
+        foreign.system_identifier = crate::pg::SystemId(2);
+        assert!(chain_members(&[foreign, i1.clone()], &i2).is_err());
+        // A full backup is its own chain.
+        assert_eq!(chain_members(&[], &full).unwrap().len(), 1);
+    }
+}
