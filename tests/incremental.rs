@@ -115,7 +115,8 @@ fn tree(dir: &Path) -> BTreeMap<String, (u64, u64)> {
 /// on it and returns [`SUMS`] once recovery ended.
 fn restore_and_sum(e: &Env, id: &str, target: &str, name: &str, major: u32) -> String {
     let dir = e.world.path(name);
-    e.walrs()
+    let out = e
+        .walrs()
         .args([
             "restore",
             "--backup",
@@ -125,8 +126,11 @@ fn restore_and_sum(e: &Env, id: &str, target: &str, name: &str, major: u32) -> S
             "--target-time",
             target,
         ])
-        .run()
-        .expect_code(0);
+        .run();
+    out.expect_code(0);
+    // The plan names the chain (every call here restores an incremental backup).
+    assert!(out.stdout.contains("  incremental: restored with its chain "), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!(" <- {id}\n")), "{}", out.stdout);
     chown_to_test_user(&dir);
     let mut b = PgCluster::with_data(&e.world, &format!("{name}-srv"), dir, "archive_mode = off\n");
     b.server_bin = crate::util::pg::server_bin(major);
