@@ -26,6 +26,7 @@
 # restore command only, into an empty directory) is timed twice, alternating. Bytes: `bytes`
 # (tar bytes received) and `stored_bytes` (after zstd:1) of `backup show --json`. Times: wall
 # clock of the command, including its wait for the last WAL segment (both kinds wait alike).
+# Peak RSS of each restore from /usr/bin/time (GNU time, %M), the highest of the runs.
 set -euo pipefail
 PGBIN=${PGBIN:-$(ls -d /opt/walrs-test-pgtools/17/*/bin 2>/dev/null | head -1)}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -94,9 +95,10 @@ restore() {
     rm -rf "$dir"; sync; sleep 1
     local t0 t1
     t0=$(now)
-    WALRS_REPO=$REPO "$WORK/bin/walrs" restore --backup "$id" --pgdata "$dir" --target-immediate >/dev/null 2>&1
+    WALRS_REPO=$REPO /usr/bin/time -f %M -o "$WORK/rss-$2" "$WORK/bin/walrs" restore --backup "$id" --pgdata "$dir" --target-immediate >/dev/null 2>&1
     t1=$(now)
     rm -rf "$dir"
+    tail -1 "$WORK/rss-$2" >>"$WORK/rss-all-$2"
     echo "$t1 - $t0" | bc -l
 }
 R_CHAIN=(); R_FULL=()
@@ -121,4 +123,5 @@ full_stored=$(field "$FULL2" stored_bytes)
 echo "incremental / full, median: stored $(echo "100 * $inc_stored / $full_stored" | bc -l | xargs printf '%.2f') %, time $(echo "100 * $inc_time / $T_FULL2" | bc -l | xargs printf '%.1f') %"
 echo "restore of full + $INCS incrementals: $(printf '%s\n' "${R_CHAIN[@]}" | median) s (runs: ${R_CHAIN[*]})"
 echo "restore of a full backup of the same point: $(printf '%s\n' "${R_FULL[@]}" | median) s (runs: ${R_FULL[*]})"
+echo "peak RSS of walrs restore (KiB): chain $(sort -g "$WORK/rss-all-chain" | tail -1), full $(sort -g "$WORK/rss-all-full" | tail -1)"
 echo "load at the end: $(load_now)"
