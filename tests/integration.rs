@@ -17,6 +17,7 @@ mod fixture_repo;
 mod foreign_objects;
 mod guard_rails;
 mod help;
+mod incremental;
 mod json_output;
 mod lookahead;
 mod majors;

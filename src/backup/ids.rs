@@ -109,6 +109,9 @@ mod tests {
                 stored_bytes: 0,
                 compression: "none".into(),
                 encrypted: false,
+                backup_type: Default::default(),
+                parent: None,
+                chain: Vec::new(),
             })
             .collect()
     }

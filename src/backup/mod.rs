@@ -29,7 +29,10 @@ use crate::storage::{ObjectKey, Storage};
 use tar::TarTracker;
 
 pub use crate::repo::BackupId;
-pub use crate::repo::manifest::{Archive, BackupManifest, Chunk, FORMAT_VERSION, FileEntry};
+pub use crate::repo::manifest::{
+    Archive, BackupManifest, BackupType, Chunk, FORMAT_VERSION, FULL_FORMAT_VERSION, FileEntry,
+    chain_members,
+};
 
 /// Plaintext bytes after which a chunk object ends at the next tar entry boundary.
 pub const CHUNK_BYTES: u64 = 64 << 20;
@@ -72,6 +75,170 @@ pub struct TakeOptions {
     /// The repository's location, to check the server's archiving against before anything is
     /// streamed ([`archiving::check`]); `None` skips the check (`--no-archive-check`).
     pub archive_check: Option<crate::storage::RepoLocation>,
+    /// `--incremental`: take an incremental backup against this parent; `None` takes a full one.
+    pub incremental: Option<IncrementalRequest>,
+}
+
+/// What `--incremental` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncrementalMode {
+    /// `--incremental` (or `=require`): refuse (exit 24) when no incremental can be taken.
+    Require,
+    /// `--incremental=auto`: take a full backup instead, saying why.
+    Auto,
+}
+
+impl std::str::FromStr for IncrementalMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "require" => Ok(IncrementalMode::Require),
+            "auto" => Ok(IncrementalMode::Auto),
+            _ => Err(format!("{s:?}: expected require or auto")),
+        }
+    }
+}
+
+/// `--incremental[=MODE] [--parent ID|latest]`.
+#[derive(Clone, Debug)]
+pub struct IncrementalRequest {
+    /// Refuse or fall back to a full backup.
+    pub mode: IncrementalMode,
+    /// The parent: an id, a unique prefix or `latest`.
+    pub parent: String,
+}
+
+/// The parent an incremental backup is taken against, checked.
+struct Parent {
+    manifest: BackupManifest,
+}
+
+/// A refusal of `--incremental` (exit 24).
+fn no_incremental(why: impl Into<String>) -> WalrsError {
+    WalrsError::new(Kind::NoIncremental, why).hint(
+        "take a full backup (without --incremental), or --incremental=auto to fall back to one",
+    )
+}
+
+/// Checks what an incremental backup needs before the server does any work: a complete parent
+/// whose whole chain is complete, of this cluster; a server of PostgreSQL 17 or later with
+/// `summarize_wal = on`.
+fn check_incremental(
+    repo: &Repository,
+    c: &mut ReplConn,
+    req: &IncrementalRequest,
+) -> Result<Parent> {
+    let parent = match ids::resolve(repo, &req.parent) {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind, Kind::NotFound | Kind::Usage) => {
+            return Err(no_incremental(format!("no parent for --incremental: {}", e.message)));
+        }
+        Err(e) => return Err(e),
+    };
+    if parent.is_incremental() {
+        let (complete, _) = catalogue(repo)?;
+        chain_members(&complete, &parent).map_err(no_incremental)?;
+    }
+    match c.server_major() {
+        Some(v) if v >= 17 => {}
+        v => {
+            return Err(no_incremental(format!(
+                "incremental backups need PostgreSQL 17 or later; the server runs {}",
+                v.map_or_else(|| "an unknown version".to_string(), |v| v.to_string())
+            )));
+        }
+    }
+    let rows = c.simple_query("SHOW summarize_wal")?;
+    let on = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+    if on != "on" {
+        return Err(no_incremental(format!(
+            "the server has summarize_wal = {on}: PostgreSQL takes incremental backups only from its WAL summaries"
+        )));
+    }
+    Ok(Parent { manifest: parent })
+}
+
+/// An envelope's plaintext as a reader, frame by frame (a frame's memory at a time). A failed
+/// check of the envelope (at any frame, or the digest at the end) is a read error.
+pub(crate) struct FrameReader<R: Read> {
+    dec: crate::codec::Decoder<R>,
+    frame: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads `dec`'s plaintext.
+    pub(crate) fn new(dec: crate::codec::Decoder<R>) -> Self {
+        FrameReader { dec, frame: Vec::new(), at: 0, done: false }
+    }
+}
+
+impl<R: Read> Read for FrameReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.frame.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.at = 0;
+            self.frame.clear();
+            if !self.dec.next_frame(&mut self.frame).map_err(std::io::Error::other)? {
+                self.done = true;
+            }
+        }
+        let n = out.len().min(self.frame.len() - self.at);
+        let src = self.frame.get(self.at..self.at + n).unwrap_or_default();
+        out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Whether a `BASE_BACKUP` error is the server refusing the incremental backup: its WAL
+/// summaries cannot serve it (PostgreSQL 17's `PrepareForIncrementalBackup`: "WAL summaries are
+/// required on timeline ...", "incremental backups cannot be taken unless WAL summarization is
+/// enabled", "manifest requires WAL from ...").
+fn is_summary_refusal(e: &WalrsError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    m.starts_with("base_backup failed")
+        && (m.contains("wal summar")
+            || m.contains("incremental")
+            || m.contains("manifest requires"))
+}
+
+/// Uploads the parent's manifest (incremental), starts `BASE_BACKUP` and streams it into
+/// objects. A server refusal of the incremental is `NoIncremental`.
+fn stream_once(
+    repo: &Repository,
+    c: &mut ReplConn,
+    id: &BackupId,
+    label: &str,
+    opts: &TakeOptions,
+    parent: Option<&Parent>,
+) -> Result<Streamed> {
+    let refused = |e: WalrsError| {
+        if parent.is_some() && e.kind == Kind::Io && is_summary_refusal(&e) {
+            no_incremental(format!("the server cannot take the incremental backup: {}", e.message))
+        } else {
+            e
+        }
+    };
+    if let Some(p) = parent {
+        let dec = repo.open::<PgBackupManifest>(&p.manifest.id)?;
+        let mut r = FrameReader::new(dec);
+        // Any failure here (the server rejecting the manifest, the parent's manifest object
+        // unreadable) leaves nothing stored: no incremental backup can be taken.
+        c.upload_manifest(&mut r).map_err(|e| {
+            no_incremental(format!(
+                "UPLOAD_MANIFEST of {}'s backup_manifest failed: {}",
+                p.manifest.id, e.message
+            ))
+        })?;
+    }
+    let mut o = backup_options(label, opts);
+    o.incremental = parent.is_some();
+    let mut bb = BaseBackup::start(c, &o)?;
+    stream_backup(repo, &mut bb, id, opts).map_err(refused)
 }
 
 /// The bytes of one run of `BASE_BACKUP` data events (an archive's `Data`, compressed when the
@@ -391,9 +558,32 @@ pub fn take(
     let cfg = &cfg;
     check_cluster(&c, conn, &sys, cfg)?;
     tracing::info!("base backup {id} of system {} starting", sys.system_id);
+    let mut parent = match &opts.incremental {
+        None => None,
+        Some(req) => match check_incremental(repo, &mut c, req) {
+            Ok(p) => Some(p),
+            Err(e) if req.mode == IncrementalMode::Auto && e.kind == Kind::NoIncremental => {
+                tracing::warn!("--incremental=auto: taking a full backup: {}", e.message);
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let label = format!("walrs {id}");
-    let mut bb = BaseBackup::start(&mut c, &backup_options(&label, opts))?;
-    let streamed = stream_backup(repo, &mut bb, &id, opts)?;
+    let streamed = match stream_once(repo, &mut c, &id, &label, opts, parent.as_ref()) {
+        Err(e)
+            if e.kind == Kind::NoIncremental
+                && opts.incremental.as_ref().is_some_and(|r| r.mode == IncrementalMode::Auto)
+                && !repo.holds_objects_under(&layout::backup_prefix(&id))? =>
+        {
+            tracing::warn!("--incremental=auto: taking a full backup: {}", e.message);
+            parent = None;
+            drop(c);
+            c = ReplConn::connect(conn, opts.io_timeout, opts.deadline)?;
+            stream_once(repo, &mut c, &id, &label, opts, None)?
+        }
+        r => r?,
+    };
     drop(c);
     let Streamed { start_lsn, tli, stop_lsn, stop_tli, archives, pg_key, bytes, stored } = streamed;
 
@@ -419,8 +609,16 @@ pub fn take(
     )?;
 
     let now = SystemTime::now();
+    let (format_version, backup_type, parent_id, chain) = match &parent {
+        Some(p) => {
+            let mut chain = p.manifest.chain_ids();
+            chain.push(id.clone());
+            (FORMAT_VERSION, BackupType::Incremental, Some(p.manifest.id.clone()), chain)
+        }
+        None => (FULL_FORMAT_VERSION, BackupType::Full, None, Vec::new()),
+    };
     let m = BackupManifest {
-        format_version: FORMAT_VERSION,
+        format_version,
         id: id.clone(),
         label,
         system_identifier: sys.system_id,
@@ -443,10 +641,14 @@ pub fn take(
         stored_bytes: stored,
         compression: opts.compression.to_string(),
         encrypted: cfg.encryption.is_some(),
+        backup_type,
+        parent: parent_id,
+        chain,
     };
     commit_manifest(repo, &m)?;
     tracing::info!(
-        "base backup {id} complete: {} MiB in {} archive(s), stored {} MiB, {start_lsn} .. {stop_lsn}, {:.1} s",
+        "{} base backup {id} complete: {} MiB in {} archive(s), stored {} MiB, {start_lsn} .. {stop_lsn}, {:.1} s",
+        m.backup_type.as_str(),
         bytes >> 20,
         m.archives.len(),
         stored >> 20,
@@ -544,6 +746,7 @@ fn backup_options(label: &str, opts: &TakeOptions) -> BackupOptions {
             ServerCompression::Lz4 => Some(("lz4", None)),
             ServerCompression::Zstd(l) => Some(("zstd", Some(l))),
         },
+        incremental: false,
     }
 }
 

@@ -11,9 +11,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::BackupManifest;
 use super::tar::TarHeader;
+use super::{BackupManifest, FrameReader, chain_members, load_manifest};
 use crate::error::{Kind, Result, WalrsError};
+use crate::pg::incremental::{self, BLCKSZ, FIXED_HEADER_LEN, IncrementalHeader};
 use crate::repo::{BackupChunk, ChunkId, RepoObject, Repository};
 
 /// Options of a data-directory restore.
@@ -284,14 +285,21 @@ fn fsync_tree(dir: &Path) -> Result<()> {
     crate::durable::sync_dir(dir).map_err(|e| io("syncing", dir, e))
 }
 
-/// Restores the backup's files.
+/// Restores the backup's files; an incremental backup with its chain
+/// ([`restore_chain_into`]), every member read from the repository and checked first.
 pub fn restore_files(
     repo: &Repository,
     m: &BackupManifest,
     o: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    let chain = load_chain(repo, m)?;
     let mut dests: Vec<(PathBuf, bool)> = Vec::new();
-    match restore_into(repo, m, o, &mut dests) {
+    let restored = if chain.len() > 1 {
+        restore_chain_into(repo, &chain, o, &mut dests)
+    } else {
+        restore_into(repo, m, o, &mut dests)
+    };
+    match restored {
         Ok(mut stats) => {
             stats.dests = dests;
             Ok(stats)
@@ -420,4 +428,443 @@ pub fn chown_restored(dests: &[(PathBuf, bool)], uid: u32, gid: u32) -> Result<u
         walk(d, uid, gid, &mut n)?;
     }
     Ok(n)
+}
+
+/// The members of `m`'s chain, oldest first (`[m]` for a full backup), each read from the
+/// repository: a member that is missing or incomplete, or that does not match the chain `m`
+/// records, refuses the restore before anything is written (exit 19).
+pub fn load_chain(repo: &Repository, m: &BackupManifest) -> Result<Vec<BackupManifest>> {
+    if !m.is_incremental() {
+        return Ok(vec![m.clone()]);
+    }
+    let mut loaded = Vec::new();
+    for id in &m.chain {
+        if *id == m.id {
+            continue;
+        }
+        match load_manifest(repo, id)? {
+            Some(b) => loaded.push(b),
+            None => {
+                return Err(WalrsError::new(
+                    Kind::Unreachable,
+                    format!("backup {}: member {id} of its chain is missing or incomplete", m.id),
+                )
+                .hint(
+                    "an incremental backup restores only with its whole chain; nothing was written",
+                ));
+            }
+        }
+    }
+    let members = chain_members(&loaded, m)
+        .map_err(|e| WalrsError::new(Kind::Unreachable, e).hint("nothing was written"))?;
+    Ok(members.into_iter().cloned().collect())
+}
+
+/// A file of the newest member stored as `INCREMENTAL.<name>` whose blocks below the truncation
+/// length are not all written yet: older members fill them.
+struct Need {
+    /// The truncation block length of the newest member's incremental file.
+    truncation: u32,
+    /// Which blocks below `truncation` are written.
+    have: Vec<bool>,
+    /// How many are not.
+    missing: u32,
+}
+
+impl Need {
+    fn want(&self, b: u32) -> bool {
+        b < self.truncation && !self.have.get(b as usize).copied().unwrap_or(true)
+    }
+
+    fn got(&mut self, b: u32) {
+        if let Some(h) = self.have.get_mut(b as usize)
+            && !*h
+        {
+            *h = true;
+            self.missing -= 1;
+        }
+    }
+}
+
+/// Which member a chain restore pass reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The newest member: every entry is restored (incremental files as their blocks).
+    Newest,
+    /// An older member: only the blocks still needed.
+    Older,
+}
+
+/// Restores a chain (oldest first, the restored backup last) with no combine step and no
+/// staging copy: the newest member is extracted as a backup is (its directory tree, every file
+/// it holds whole, `backup_label` without its `INCREMENTAL FROM` lines as `pg_combinebackup`
+/// writes it), each of its `INCREMENTAL.<name>` files as `<name>` with its blocks written in
+/// place and the file sized to its reconstructed length; then each older member, newest first,
+/// fills the blocks still needed below the truncation length, each block written once, until
+/// a member holds the file whole. What no member has stays zero, as in `pg_combinebackup`.
+/// Files the newest member does not have (dropped relations) are not restored. Each member's
+/// chunks extract in parallel (a file is in one chunk); the members one after another.
+fn restore_chain_into(
+    repo: &Repository,
+    chain: &[BackupManifest],
+    o: &RestoreOptions,
+    dests: &mut Vec<(PathBuf, bool)>,
+) -> Result<RestoreStats> {
+    let newest =
+        chain.last().ok_or_else(|| WalrsError::new(Kind::Internal, "an empty chain to restore"))?;
+    // Destinations by archive name, from the newest member.
+    let mut by_archive: Vec<(String, PathBuf, bool)> = Vec::new();
+    for a in &newest.archives {
+        let dest = archive_dest(newest, a, o)?;
+        let created = ensure_empty_dir(&dest)?;
+        dests.push((dest.clone(), created));
+        by_archive.push((a.name.clone(), dest, a.tablespace_oid.is_none()));
+    }
+    let pending: Mutex<std::collections::HashMap<PathBuf, Need>> =
+        Mutex::new(std::collections::HashMap::new());
+    let stats = Mutex::new(RestoreStats::default());
+    let total: u64 = chain
+        .iter()
+        .flat_map(|m| m.archives.iter())
+        .flat_map(|a| a.chunks.iter())
+        .map(|c| c.plain_len)
+        .sum();
+    let progress = crate::progress::Progress::new("restore", total);
+    for (i, m) in chain.iter().enumerate().rev() {
+        let pass = if i + 1 == chain.len() { Pass::Newest } else { Pass::Older };
+        if pass == Pass::Older && pending.lock().map(|p| p.is_empty()).unwrap_or(false) {
+            break;
+        }
+        let mut jobs: Vec<(ChunkId, PathBuf, bool, u64)> = Vec::new();
+        for a in &m.archives {
+            // A tablespace the newest member no longer has is not restored.
+            let Some((_, dest, base)) = by_archive.iter().find(|(n, _, _)| *n == a.name) else {
+                continue;
+            };
+            for c in &a.chunks {
+                jobs.push((ChunkId::from_key(&c.key)?, dest.clone(), *base, c.plain_len));
+            }
+        }
+        run_jobs(&jobs, o.workers, &progress, |k, dest, base| {
+            let name = BackupChunk::key(k).map(|k| k.to_string()).unwrap_or_default();
+            crate::repo::reread::read_verified(repo, &name, || {
+                extract_chain_chunk(repo, k, dest, base, pass, &pending, &stats)
+            })
+        })?;
+    }
+    progress.finish();
+    let left = pending.into_inner().unwrap_or_default();
+    if let Some(path) = left.keys().next() {
+        return Err(WalrsError::new(
+            Kind::Corrupt,
+            format!(
+                "backup {}: {} is incremental and no older member of its chain holds it whole ({} file(s) in all)",
+                newest.id,
+                path.display(),
+                left.len()
+            ),
+        ));
+    }
+    for (d, _) in dests.iter() {
+        fsync_tree(d)?;
+    }
+    Ok(stats.into_inner().unwrap_or_default())
+}
+
+/// Runs `work` on every job on up to `workers` threads; the first error stops the others.
+fn run_jobs(
+    jobs: &[(ChunkId, PathBuf, bool, u64)],
+    workers: usize,
+    progress: &crate::progress::Progress,
+    work: impl Fn(&ChunkId, &Path, bool) -> Result<()> + Sync,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<WalrsError>> = Mutex::new(None);
+    let workers = workers.clamp(1, 16).min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((k, dest, base, len)) = jobs.get(i) else { break };
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    match work(k, dest, *base) {
+                        Ok(()) => progress.add(*len),
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; `Ok(false)` at a clean end before the first byte.
+fn read_or_end(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let n = crate::bytes::read_full(r, buf)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if n < buf.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated"));
+    }
+    Ok(true)
+}
+
+/// Reads and drops `n` bytes.
+fn skip<R: std::io::Read>(r: &mut R, n: u64) -> std::io::Result<()> {
+    let got = std::io::copy(&mut std::io::Read::take(&mut *r, n), &mut std::io::sink())?;
+    if got < n {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated"));
+    }
+    Ok(())
+}
+
+/// The largest `backup_label` read into memory to drop its incremental lines.
+const MAX_LABEL: u64 = 1 << 20;
+
+/// `backup_label` of an incremental backup as `pg_combinebackup` writes it for the combined
+/// directory: without the `INCREMENTAL FROM LSN:` and `INCREMENTAL FROM TLI:` lines (a server
+/// refuses to start on a label that has them).
+pub fn combined_backup_label(label: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(label.len());
+    for line in label.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b"INCREMENTAL FROM LSN: ")
+            || line.starts_with(b"INCREMENTAL FROM TLI: ")
+        {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+fn mkdirs(p: &Path) -> Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| io("creating", p, e))
+}
+
+/// Reads an incremental file's header from a tar entry of `data_len` bytes (the fixed part, the
+/// block numbers, the padding); the reader is left at the first block.
+fn read_incremental_header<R: std::io::Read>(
+    r: &mut R,
+    data_len: u64,
+    key: &crate::storage::ObjectKey,
+    path: &str,
+) -> Result<(IncrementalHeader, Vec<u32>)> {
+    let corrupt = |what: String| WalrsError::new(Kind::Corrupt, format!("{key}: {path}: {what}"));
+    if data_len < FIXED_HEADER_LEN as u64 {
+        return Err(corrupt(format!("{data_len} bytes, too short for an incremental file")));
+    }
+    let mut fixed = [0u8; FIXED_HEADER_LEN];
+    r.read_exact(&mut fixed).map_err(|e| corrupt(e.to_string()))?;
+    let ih = IncrementalHeader::parse(&fixed).map_err(|e| corrupt(e.to_string()))?;
+    ih.check_size(data_len).map_err(|e| corrupt(e.to_string()))?;
+    let mut nums = vec![0u8; 4 * ih.num_blocks as usize];
+    r.read_exact(&mut nums).map_err(|e| corrupt(e.to_string()))?;
+    let blocks = ih.block_numbers(&nums).map_err(|e| corrupt(e.to_string()))?;
+    skip(r, ih.header_len() - FIXED_HEADER_LEN as u64 - nums.len() as u64)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((ih, blocks))
+}
+
+/// One chunk of a chain member (see [`restore_chain_into`]).
+fn extract_chain_chunk(
+    repo: &Repository,
+    chunk: &ChunkId,
+    dest: &Path,
+    base: bool,
+    pass: Pass,
+    pending: &Mutex<std::collections::HashMap<PathBuf, Need>>,
+    stats: &Mutex<RestoreStats>,
+) -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let key = BackupChunk::key(chunk)?;
+    let dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
+        if e.kind == Kind::NotFound {
+            WalrsError::new(
+                Kind::Corrupt,
+                format!("chunk {key} of the backup is missing from the repository ({e})"),
+            )
+        } else {
+            e
+        }
+    })?;
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, FrameReader::new(dec));
+    let read_err = |e: std::io::Error| WalrsError::new(Kind::Corrupt, format!("{key}: {e}"));
+    let corrupt = |what: String| WalrsError::new(Kind::Corrupt, format!("{key}: {what}"));
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut header = [0u8; 512];
+    let mut block = vec![0u8; BLCKSZ as usize];
+    loop {
+        if !read_or_end(&mut r, &mut header).map_err(read_err)? {
+            break;
+        }
+        if header.iter().all(|b| *b == 0) {
+            // The end of the archive: the rest is zero padding; the digest is checked by
+            // reading to the end.
+            std::io::copy(&mut r, &mut std::io::sink()).map_err(read_err)?;
+            break;
+        }
+        let h = TarHeader::parse(&header).ok_or_else(|| corrupt("malformed tar header".into()))?;
+        let data_len = if h.is_file() { h.size } else { 0 };
+        let pad = h.padded_size() - data_len;
+        let path = entry_path(dest, &h.path)?;
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let skip_all = (base && in_spool(&h.path))
+            || !(h.is_file() || (pass == Pass::Newest && matches!(h.typeflag, b'5' | b'2')));
+        if skip_all {
+            if !h.is_file() && !matches!(h.typeflag, b'5' | b'2') {
+                tracing::warn!(
+                    "{key}: skipping tar entry {:?} of type {:?}",
+                    h.path,
+                    h.typeflag as char
+                );
+            }
+            skip(&mut r, data_len + pad).map_err(read_err)?;
+            continue;
+        }
+        match (pass, h.typeflag) {
+            (_, b'5') => mkdirs(&path)?,
+            (_, b'2') => {
+                if let Some(parent) = path.parent() {
+                    mkdirs(parent)?;
+                }
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    fs::remove_file(&path).map_err(|e| io("replacing", &path, e))?;
+                }
+                std::os::unix::fs::symlink(&h.link, &path).map_err(|e| io("linking", &path, e))?;
+            }
+            _ => {}
+        }
+        if !h.is_file() {
+            skip(&mut r, data_len + pad).map_err(read_err)?;
+            continue;
+        }
+        let target = incremental::restored_name(file_name).map(|n| path.with_file_name(n));
+        let open = |p: &Path, truncate: bool| -> Result<File> {
+            if let Some(parent) = p.parent() {
+                mkdirs(parent)?;
+            }
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(truncate)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| io("creating", p, e))
+        };
+        match (pass, target) {
+            (Pass::Newest, None) => {
+                let mut f = open(&path, true)?;
+                if base
+                    && h.path.trim_start_matches("./") == "backup_label"
+                    && data_len <= MAX_LABEL
+                {
+                    let mut label = vec![0u8; data_len as usize];
+                    r.read_exact(&mut label).map_err(read_err)?;
+                    let label = combined_backup_label(&label);
+                    f.write_all(&label).map_err(|e| io("writing", &path, e))?;
+                    bytes += label.len() as u64;
+                } else {
+                    let n = std::io::copy(&mut (&mut r).take(data_len), &mut f)
+                        .map_err(|e| io("writing", &path, e))?;
+                    if n < data_len {
+                        return Err(corrupt(format!("truncated inside {}", path.display())));
+                    }
+                    bytes += n;
+                }
+                f.sync_all().map_err(|e| io("syncing", &path, e))?;
+                files += 1;
+            }
+            (Pass::Newest, Some(t)) => {
+                let (ih, blocks) = read_incremental_header(&mut r, data_len, &key, &h.path)?;
+                let f = open(&t, true)?;
+                let len = u64::from(ih.reconstructed_len(&blocks)) * BLCKSZ;
+                f.set_len(len).map_err(|e| io("sizing", &t, e))?;
+                let mut need = Need {
+                    truncation: ih.truncation_block_length,
+                    have: vec![false; ih.truncation_block_length as usize],
+                    missing: ih.truncation_block_length,
+                };
+                for b in &blocks {
+                    r.read_exact(&mut block).map_err(read_err)?;
+                    f.write_all_at(&block, u64::from(*b) * BLCKSZ)
+                        .map_err(|e| io("writing", &t, e))?;
+                    bytes += BLCKSZ;
+                    need.got(*b);
+                }
+                f.sync_all().map_err(|e| io("syncing", &t, e))?;
+                files += 1;
+                if need.missing > 0
+                    && let Ok(mut p) = pending.lock()
+                {
+                    p.insert(t, need);
+                }
+            }
+            (Pass::Older, target) => {
+                let whole = target.is_none();
+                let t = target.unwrap_or_else(|| path.clone());
+                let need = pending.lock().ok().and_then(|mut p| p.remove(&t));
+                let Some(mut need) = need else {
+                    skip(&mut r, data_len + pad).map_err(read_err)?;
+                    continue;
+                };
+                let f = open(&t, false)?;
+                let used = if whole {
+                    // Every block it has below the truncation length that no newer member had.
+                    let n = data_len / BLCKSZ;
+                    for b in 0..n {
+                        r.read_exact(&mut block).map_err(read_err)?;
+                        let b = u32::try_from(b).unwrap_or(u32::MAX);
+                        if need.want(b) {
+                            f.write_all_at(&block, u64::from(b) * BLCKSZ)
+                                .map_err(|e| io("writing", &t, e))?;
+                            bytes += BLCKSZ;
+                            need.got(b);
+                        }
+                    }
+                    n * BLCKSZ
+                } else {
+                    let (_, blocks) = read_incremental_header(&mut r, data_len, &key, &h.path)?;
+                    for b in &blocks {
+                        r.read_exact(&mut block).map_err(read_err)?;
+                        if need.want(*b) {
+                            f.write_all_at(&block, u64::from(*b) * BLCKSZ)
+                                .map_err(|e| io("writing", &t, e))?;
+                            bytes += BLCKSZ;
+                            need.got(*b);
+                        }
+                    }
+                    data_len
+                };
+                skip(&mut r, data_len - used).map_err(read_err)?;
+                f.sync_all().map_err(|e| io("syncing", &t, e))?;
+                // A whole file ends the search; an incremental one passes it on.
+                if !whole
+                    && need.missing > 0
+                    && let Ok(mut p) = pending.lock()
+                {
+                    p.insert(t, need);
+                }
+                skip(&mut r, pad).map_err(read_err)?;
+                continue;
+            }
+        }
+        skip(&mut r, pad).map_err(read_err)?;
+    }
+    if let Ok(mut s) = stats.lock() {
+        s.files += files;
+        s.bytes += bytes;
+    }
+    Ok(())
 }

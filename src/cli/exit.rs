@@ -59,6 +59,9 @@ pub enum ExitCode {
     DrillCheck = 22,
     /// `drill`: a `--sql` assertion returned false or nothing.
     DrillAssertion = 23,
+    /// `basebackup --incremental`: no incremental backup can be taken (no complete parent, or the
+    /// server cannot: older than 17, `summarize_wal` off, summaries missing); nothing was stored.
+    NoIncremental = 24,
     /// A bug in walrs.
     Internal = 70,
     /// `fetch` with abort-on-hard-failure: any failure but "not found" (PostgreSQL stops recovery).
@@ -92,6 +95,7 @@ impl ExitCode {
             Kind::DrillRecovery => ExitCode::DrillRecovery,
             Kind::DrillCheck => ExitCode::DrillCheck,
             Kind::DrillAssertion => ExitCode::DrillAssertion,
+            Kind::NoIncremental => ExitCode::NoIncremental,
             Kind::Internal => ExitCode::Internal,
         }
     }
@@ -133,6 +137,7 @@ mod tests {
             Kind::DrillRecovery,
             Kind::DrillCheck,
             Kind::DrillAssertion,
+            Kind::NoIncremental,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

@@ -105,6 +105,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                     stored_bytes: u64,
                     first_wal: &'a str,
                     last_wal: &'a str,
+                    #[serde(rename = "type")]
+                    backup_type: &'static str,
+                    parent: Option<&'a str>,
+                    chain: Vec<&'a str>,
                 }
                 let rows: Vec<Row<'_>> = done
                     .iter()
@@ -121,6 +125,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                         stored_bytes: m.stored_bytes,
                         first_wal: &m.first_wal,
                         last_wal: &m.last_wal,
+                        backup_type: m.backup_type.as_str(),
+                        parent: m.parent.as_deref(),
+                        chain: if m.chain.is_empty() {
+                            vec![m.id.as_str()]
+                        } else {
+                            m.chain.iter().map(|c| c.as_str()).collect()
+                        },
                     })
                     .collect();
                 let v = serde_json::json!({ "backups": rows, "incomplete": if all { incomplete.clone() } else { vec![] } });
@@ -130,8 +141,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             for m in &done {
                 textln!(
                     out,
-                    "{}  timeline {}  {} .. {}  ended {}  {} MiB (stored {} MiB)",
+                    "{}  {}  timeline {}  {} .. {}  ended {}  {} MiB (stored {} MiB)",
                     m.id,
+                    match &m.parent {
+                        Some(p) => format!("incremental of {p}"),
+                        None => m.backup_type.as_str().to_string(),
+                    },
                     m.timeline.get(),
                     m.start_lsn,
                     m.stop_lsn,
@@ -170,6 +185,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 m.stop_time
             );
             textln!(out, "  WAL needed {} .. {}", m.first_wal, m.last_wal);
+            match &m.parent {
+                Some(p) => {
+                    let chain: Vec<&str> = m.chain.iter().map(|c| c.as_str()).collect();
+                    textln!(out, "  type incremental  parent {p}  chain {}", chain.join(" <- "));
+                }
+                None => textln!(out, "  type {}", m.backup_type.as_str()),
+            }
             for a in &m.archives {
                 textln!(
                     out,
@@ -245,6 +267,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                     ),
                 ));
             }
+            let (complete, _) = backup::catalogue(&repo)?;
+            if let Some(child) = complete.iter().find(|b| b.id != m.id && b.chain.contains(&m.id)) {
+                return Err(WalrsError::new(
+                    Kind::Usage,
+                    format!(
+                        "backup {} is in the chain of incremental backup {}: not deleted",
+                        m.id, child.id
+                    ),
+                )
+                .hint(format!("delete {} (and the backups after it) first", child.id)));
+            }
             let seg = repo.require_config()?.wal_segment_size;
             crate::repo::prune::withdraw_backups(&repo, &[&m], seg)?;
             let n = crate::repo::prune::delete_backup_objects(&repo, &m.id)?;
@@ -259,16 +292,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         Action::Verify { id } => {
             let m = load(&repo, &id)?;
             let id = m.id.clone();
-            let problems = backup::verify(&repo, &m)?;
+            // An incremental backup is verified with its whole chain: every member complete,
+            // consistent with the chain the backup records, and verified as a backup is.
+            let mut problems = Vec::new();
+            let members: Vec<backup::BackupManifest> = match backup::restore::load_chain(&repo, &m)
+            {
+                Ok(c) => c,
+                Err(e) if e.kind == Kind::Unreachable => {
+                    problems.push(e.message);
+                    vec![m.clone()]
+                }
+                Err(e) => return Err(e),
+            };
+            for member in &members {
+                for p in backup::verify(&repo, member)? {
+                    if member.id == m.id {
+                        problems.push(p);
+                    } else {
+                        problems.push(format!("chain member {}: {p}", member.id));
+                    }
+                }
+            }
             let mut out = Text::new();
             for p in &problems {
                 textln!(out, "{p}");
             }
             if problems.is_empty() {
-                textln!(
-                    out,
-                    "backup {id}: every object readable, every file matches PostgreSQL's manifest"
-                );
+                if members.len() > 1 {
+                    let chain: Vec<&str> = members.iter().map(|b| b.id.as_str()).collect();
+                    textln!(
+                        out,
+                        "backup {id}: chain {} complete; every object readable, every file matches PostgreSQL's manifest",
+                        chain.join(" <- ")
+                    );
+                } else {
+                    textln!(
+                        out,
+                        "backup {id}: every object readable, every file matches PostgreSQL's manifest"
+                    );
+                }
                 Ok(Outcome::text(out))
             } else {
                 Ok(Outcome::text(out).failing(WalrsError::new(

@@ -51,6 +51,15 @@ pub struct Args {
     /// pushing to this repository); the backup still completes only once its WAL is stored.
     #[arg(long)]
     pub no_archive_check: bool,
+    /// Take an incremental backup (PostgreSQL 17+ with summarize_wal = on): only the blocks
+    /// changed since the parent. Bare or `=require`: refuse (exit 24) when it cannot be taken;
+    /// `=auto`: take a full backup instead and say why.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "require")]
+    pub incremental: Option<crate::backup::IncrementalMode>,
+    /// The parent of `--incremental`: a backup id, a unique prefix of one, or `latest` (the
+    /// default: the newest complete backup).
+    #[arg(long, value_name = "ID|latest", requires = "incremental")]
+    pub parent: Option<String>,
     /// `--compression`.
     #[command(flatten)]
     pub compression: super::CompressionArg,
@@ -83,6 +92,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         archive_check: (!args.no_archive_check)
             .then(|| ctx.settings.require_repo().cloned())
             .transpose()?,
+        incremental: args.incremental.map(|mode| crate::backup::IncrementalRequest {
+            mode,
+            parent: args.parent.clone().unwrap_or_else(|| crate::backup::ids::LATEST.to_string()),
+        }),
     };
     // The lease tells `walrs expire` (on any host) that a backup is in progress: its directory
     // and the WAL after the newest complete backup stay.

@@ -230,6 +230,12 @@ pub fn restore(
             plan.backup_stop,
             plan.target
         );
+        if let Some(b) = data.backups.iter().find(|b| b.id == plan.backup.as_str())
+            && b.is_incremental()
+        {
+            let chain: Vec<&str> = b.chain.iter().map(|c| c.as_str()).collect();
+            outln!("  incremental: restored with its chain {}", chain.join(" <- "));
+        }
         for s in &plan.path {
             outln!(
                 "  timeline {} from {}{}",

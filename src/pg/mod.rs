@@ -7,6 +7,7 @@
 //! where in the WAL it failed.
 
 pub mod history;
+pub mod incremental;
 pub mod lsn;
 pub mod names;
 pub mod page;

@@ -529,7 +529,14 @@ fn choose_backup<'a>(
 ) -> Result<&'a BackupManifest> {
     let tli = on.tli.get();
     let target_desc = &resolved.desc;
+    // An incremental backup is usable only with its whole chain complete and consistent.
+    let chain_ok = |b: &BackupManifest| -> std::result::Result<(), String> {
+        crate::repo::manifest::chain_members(input.backups, b).map(|_| ())
+    };
     let usable = |b: &&BackupManifest| -> bool {
+        if chain_ok(b).is_err() {
+            return false;
+        }
         if on.path.timeline_of(b.start_lsn) != b.timeline {
             return false;
         }
@@ -548,6 +555,11 @@ fn choose_backup<'a>(
         }
     };
     if let Some(b) = chosen_by_id {
+        if let Err(why) = chain_ok(b) {
+            return Err(refuse(format!(
+                "{why}: an incremental backup restores only with its whole chain"
+            )));
+        }
         if !usable(&b) {
             return Err(refuse(format!(
                 "backup {} cannot reach {target_desc} on timeline {tli}: it ends at {} ({}) on timeline {}",
@@ -873,6 +885,9 @@ mod tests {
             stored_bytes: 0,
             compression: "none".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 

@@ -27,6 +27,9 @@ pub struct BackupOptions {
     pub notice_wait: Duration,
     /// Server-side compression (PostgreSQL 15 and later): method and level.
     pub server_compression: Option<(&'static str, Option<i32>)>,
+    /// PostgreSQL 17+: an incremental backup against the manifest uploaded before on the same
+    /// connection (`UPLOAD_MANIFEST`, [`super::ReplConn::upload_manifest`]).
+    pub incremental: bool,
 }
 
 /// A tablespace the backup contains.
@@ -155,6 +158,13 @@ impl<'c> BaseBackup<'c> {
             Some((m, None)) => format!(", COMPRESSION '{m}'"),
             Some((m, Some(l))) => format!(", COMPRESSION '{m}', COMPRESSION_DETAIL 'level={l}'"),
         };
+        if o.incremental && conn.server_major().is_none_or(|v| v < 17) {
+            return Err(WalrsError::new(
+                Kind::NoIncremental,
+                "incremental backups need PostgreSQL 17 or later",
+            ));
+        }
+        let incremental = if o.incremental { ", INCREMENTAL" } else { "" };
         let sql = if legacy {
             format!(
                 "BASE_BACKUP LABEL '{label}' PROGRESS {}{}TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'",
@@ -163,7 +173,7 @@ impl<'c> BaseBackup<'c> {
             )
         } else {
             format!(
-                "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true{compression})",
+                "BASE_BACKUP (LABEL '{label}', PROGRESS true, CHECKPOINT '{}', WAL false, WAIT {}, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true{compression}{incremental})",
                 if o.fast_checkpoint { "fast" } else { "spread" },
                 o.wait_for_archive
             )

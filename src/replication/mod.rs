@@ -57,6 +57,13 @@ impl ReplConn {
         Conn::connect(p, Startup::Database, io_timeout, deadline).map(ReplConn)
     }
 
+    /// `UPLOAD_MANIFEST` (PostgreSQL 17+): sends the parent's backup manifest, read from
+    /// `manifest`, as COPY data; a following `BASE_BACKUP ... INCREMENTAL` on this connection
+    /// is taken against it. A failure to read `manifest` is sent as CopyFail.
+    pub fn upload_manifest(&mut self, manifest: &mut dyn std::io::Read) -> Result<()> {
+        self.copy_in("UPLOAD_MANIFEST", manifest).map(|_| ())
+    }
+
     /// `IDENTIFY_SYSTEM`.
     pub fn identify_system(&mut self) -> Result<SystemInfo> {
         let rows = self.simple_query("IDENTIFY_SYSTEM")?;

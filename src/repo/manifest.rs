@@ -15,8 +15,36 @@ use super::BackupId;
 use super::layout;
 use super::object::{Fixed, Grouped, JsonObject, RepoObject};
 
-/// Format version of `manifest.json`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version of `manifest.json`: the newest this walrs reads, and the one an incremental
+/// backup's manifest carries (a walrs that knows only version 1 would restore an incremental
+/// member as if it were whole; version 2 makes it refuse the manifest as unsupported instead).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format version a full backup's manifest is written with: version 1's fields describe it
+/// completely, so older walrs versions keep reading full backups.
+pub const FULL_FORMAT_VERSION: u32 = 1;
+
+/// Whether a backup holds every file whole or only what changed since its parent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file whole; restorable on its own. Manifests without a `type` field are full.
+    #[default]
+    Full,
+    /// PostgreSQL 17+ `BASE_BACKUP ... INCREMENTAL`: relation files as `INCREMENTAL.<name>`
+    /// holding the blocks changed since the parent; restorable with its chain.
+    Incremental,
+}
+
+impl BackupType {
+    /// `full` or `incremental`, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+        }
+    }
+}
 
 /// A regular file of a backup, as seen in its tar stream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -100,6 +128,71 @@ pub struct BackupManifest {
     pub compression: String,
     /// Whether the objects are encrypted.
     pub encrypted: bool,
+    /// Full or incremental; absent (older manifests) reads as full.
+    #[serde(rename = "type", default)]
+    pub backup_type: BackupType,
+    /// An incremental backup's parent: the backup whose PostgreSQL manifest it was taken against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BackupId>,
+    /// An incremental backup's chain, oldest first: the full backup, each incremental after it,
+    /// and this backup last. Empty for a full backup (its chain is itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<BackupId>,
+}
+
+impl BackupManifest {
+    /// Whether it is an incremental backup.
+    pub fn is_incremental(&self) -> bool {
+        self.backup_type == BackupType::Incremental
+    }
+
+    /// The ids of its chain, oldest first, itself last (a full backup's chain is itself).
+    pub fn chain_ids(&self) -> Vec<BackupId> {
+        if self.chain.is_empty() { vec![self.id.clone()] } else { self.chain.clone() }
+    }
+}
+
+/// Why a backup's chain cannot be restored, or its members in order (the full backup first,
+/// `m` last), found among `complete` (complete backups). The rules (docs/invariants.md, chains):
+/// every member is complete, each one's parent is the member before it, each one's recorded chain
+/// is the start of `m`'s, the first is full and the others incremental, all of one system.
+pub fn chain_members<'a>(
+    complete: &'a [BackupManifest],
+    m: &'a BackupManifest,
+) -> std::result::Result<Vec<&'a BackupManifest>, String> {
+    if !m.is_incremental() {
+        return Ok(vec![m]);
+    }
+    let ids = &m.chain;
+    if ids.len() < 2 || ids.last() != Some(&m.id) || m.parent.as_ref() != ids.get(ids.len() - 2) {
+        return Err(format!("backup {}: its manifest records an inconsistent chain", m.id));
+    }
+    let mut out: Vec<&BackupManifest> = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let member = if *id == m.id {
+            m
+        } else {
+            complete.iter().find(|b| b.id == *id).ok_or_else(|| {
+                format!("backup {}: member {id} of its chain is missing or incomplete", m.id)
+            })?
+        };
+        let prefix = ids.get(..=i).unwrap_or_default();
+        let ok = if i == 0 {
+            !member.is_incremental()
+        } else {
+            member.is_incremental()
+                && member.parent.as_ref() == ids.get(i - 1)
+                && member.chain.as_slice() == prefix
+        };
+        if !ok || member.system_identifier != m.system_identifier {
+            return Err(format!(
+                "backup {}: member {id} of its chain does not match the chain its manifest records",
+                m.id
+            ));
+        }
+        out.push(member);
+    }
+    Ok(out)
 }
 
 impl RepoObject for BackupManifest {
@@ -187,5 +280,62 @@ impl RepoObject for BackupChunk {
 
     fn compression(codec: Compression) -> Compression {
         codec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn m(id: &str, parent: Option<&str>, chain: &[&str]) -> BackupManifest {
+        let text = format!(
+            r#"{{"format_version": 1, "id": "{id}", "label": "", "system_identifier": "1",
+            "pg_version": 17, "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "stop_timeline": 1, "start_time": "", "stop_time": "", "stop_time_us": 0,
+            "first_wal": "", "last_wal": "", "archives": [], "pg_manifest_key": "", "bytes": 0,
+            "stored_bytes": 0, "compression": "none", "encrypted": false}}"#
+        );
+        let mut b: BackupManifest = serde_json::from_str(&text).unwrap();
+        if let Some(p) = parent {
+            b.backup_type = BackupType::Incremental;
+            b.parent = Some(p.parse().unwrap());
+            b.chain = chain.iter().map(|c| c.parse().unwrap()).collect();
+        }
+        b
+    }
+
+    const F: &str = "20261205T000000Z";
+    const I1: &str = "20261205T000100Z";
+    const I2: &str = "20261205T000200Z";
+
+    #[test]
+    fn a_manifest_without_type_is_full_and_chains_are_checked() {
+        let full = m(F, None, &[]);
+        assert_eq!(full.backup_type, BackupType::Full);
+        assert_eq!(full.chain_ids(), vec![full.id.clone()]);
+        let i1 = m(I1, Some(F), &[F, I1]);
+        let i2 = m(I2, Some(I1), &[F, I1, I2]);
+        let all = vec![full.clone(), i1.clone(), i2.clone()];
+        let ids: Vec<&str> =
+            chain_members(&all, &i2).unwrap().iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, vec![F, I1, I2]);
+        // A member missing (incomplete), a parent that is not the member before, a chain that is
+        // not the parent's plus itself, an incremental first member, another system.
+        let e = chain_members(&all[..1], &i2).unwrap_err();
+        assert!(e.contains(&format!("member {I1} of its chain is missing")), "{e}");
+        let bad = m(I2, Some(F), &[F, I1, I2]);
+        assert!(chain_members(&all, &bad).is_err());
+        let odd = m(I1, Some(F), &[I2, I1]);
+        assert!(
+            chain_members(&[full.clone(), odd.clone()], &m(I2, Some(I1), &[F, I1, I2])).is_err()
+        );
+        let inc_first = m(F, Some(I1), &[I1, F]);
+        assert!(chain_members(&[inc_first, i1.clone()], &i2).is_err());
+        let mut foreign = full.clone();
+        foreign.system_identifier = crate::pg::SystemId(2);
+        assert!(chain_members(&[foreign, i1.clone()], &i2).is_err());
+        // A full backup is its own chain.
+        assert_eq!(chain_members(&[], &full).unwrap().len(), 1);
     }
 }

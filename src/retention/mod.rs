@@ -306,7 +306,12 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
         }
     }
     if let Some(full) = policy.full.filter(|f| *f > 0) {
-        let from = n.saturating_sub(full as usize);
+        // The newest `full` full backups, and every (incremental) backup after the oldest of them;
+        // with only full backups, the newest `full` backups.
+        let fulls: Vec<usize> =
+            (0..n).filter(|i| order.get(*i).is_some_and(|b| !b.is_incremental())).collect();
+        let from =
+            fulls.len().checked_sub(full as usize).and_then(|k| fulls.get(k)).copied().unwrap_or(0);
         for (i, b) in order.iter().enumerate().skip(from) {
             add(&mut reasons, i, format!("kept: newest {full} full"));
             if let Some(f) = fixed.get_mut(i) {
@@ -408,6 +413,25 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
             match victim.and_then(|i| size_dropped.get_mut(i)) {
                 Some(d) => *d = true,
                 None => break,
+            }
+        }
+    }
+
+    // A kept incremental backup keeps every member of its chain (it restores only with them),
+    // whatever else dropped them; newest first, so a chain's parents are seen after the child.
+    for i in (0..n).rev() {
+        let kept = reasons.get(i).is_some_and(|r| !r.is_empty())
+            && !size_dropped.get(i).copied().unwrap_or(true);
+        let Some(b) = order.get(i).copied() else { continue };
+        if !kept || !b.is_incremental() {
+            continue;
+        }
+        for member in b.chain.iter().filter(|m| **m != b.id) {
+            if let Some(j) = order.iter().position(|o| o.id == *member) {
+                add(&mut reasons, j, format!("kept: parent of {}", b.id));
+                if let Some(d) = size_dropped.get_mut(j) {
+                    *d = false;
+                }
             }
         }
     }

@@ -79,6 +79,9 @@ fn backup(id: &str, t: u32, start: u64, stop: u64) -> BackupManifest {
         stored_bytes: 100,
         compression: "none".into(),
         encrypted: false,
+        backup_type: Default::default(),
+        parent: None,
+        chain: Vec::new(),
     }
 }
 
@@ -195,6 +198,38 @@ fn newest_by_stop_lsn_not_by_id() {
     assert_eq!(p.wal.len(), 2, "{:?}", p.wal);
     assert_eq!(p.wal[1].reason, "kept: WAL from start of 20261128T000000Z");
     assert_eq!(p.wal[1].segments, 7);
+}
+
+/// Issue 18: a kept incremental backup keeps its whole chain, and says so.
+#[test]
+fn issue_18_a_kept_incremental_keeps_its_parents() {
+    let full = backup("20261121T000000Z", 1, 1, 1);
+    let mut i1 = backup("20261122T000000Z", 1, 4, 4);
+    let mut i2 = backup("20261123T000000Z", 1, 7, 7);
+    i1.backup_type = crate::repo::manifest::BackupType::Incremental;
+    i1.parent = Some(full.id.clone());
+    i1.chain = vec![full.id.clone(), i1.id.clone()];
+    i2.backup_type = crate::repo::manifest::BackupType::Incremental;
+    i2.parent = Some(i1.id.clone());
+    i2.chain = vec![full.id.clone(), i1.id.clone(), i2.id.clone()];
+    let old = backup("20261120T000000Z", 1, 0, 0);
+    let r = Repo::linear(10, vec![old, full, i1, i2]);
+    // --retain-full counts full backups: the newest one, and the incremental ones after it.
+    let p = r.plan(&Policy { full: Some(1), ..Policy::default() }).unwrap();
+    assert_eq!(kept(&p), vec!["20261121T000000Z", "20261122T000000Z", "20261123T000000Z"]);
+    assert_eq!(p.backups[1].reasons[0], "kept: newest 1 full");
+    // A window that keeps only the newest incremental keeps its parents, and says why.
+    let p = r.plan(&Policy { window_us: Some(MINUTE), ..Policy::default() }).unwrap();
+    assert_eq!(kept(&p), vec!["20261121T000000Z", "20261122T000000Z", "20261123T000000Z"]);
+    assert_eq!(
+        p.backups[1].reasons,
+        vec!["kept: parent of 20261123T000000Z", "kept: parent of 20261122T000000Z"]
+    );
+    assert_eq!(p.backups[2].reasons, vec!["kept: parent of 20261123T000000Z"]);
+    // Even a size limit does not drop a parent of a kept child.
+    let p = r.plan(&Policy { full: Some(1), max_size: Some(100), ..Policy::default() }).unwrap();
+    assert_eq!(kept(&p).len(), 3, "{:?}", p.backups);
+    assert_eq!(kept(&p)[0], "20261121T000000Z");
 }
 
 #[test]

