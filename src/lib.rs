@@ -36,6 +36,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod drill;
+pub mod dump;
 pub mod durable;
 pub mod error;
 pub mod follow;
