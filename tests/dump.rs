@@ -409,3 +409,142 @@ fn first_file(dir: &Path) -> PathBuf {
     }
     panic!("no file under {}", dir.display());
 }
+
+/// A writer keeps moving money between accounts while the dump runs (the accounts table split
+/// into page ranges copied by two workers): the loaded total is the invariant, so every range
+/// was read under the one snapshot.
+#[test]
+fn consistent_under_a_concurrent_writer() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    let mut c = PgCluster::init(&world, "pg", "");
+    c.start();
+    psql(&c, "postgres", "CREATE DATABASE bank");
+    psql(
+        &c,
+        "bank",
+        "CREATE TABLE acc (id int PRIMARY KEY, bal bigint NOT NULL, filler char(200) DEFAULT 'x'); \
+         INSERT INTO acc (id, bal) SELECT g, 1000 FROM generate_series(1, 100000) g",
+    );
+    let total = "100000000";
+    assert_eq!(psql(&c, "bank", "SELECT sum(bal) FROM acc"), total);
+    let script = world.path("move.sql");
+    std::fs::write(
+        &script,
+        "\\set a random(1, 100000)\n\\set b random(1, 100000)\nBEGIN;\nUPDATE acc SET bal = bal - 7 WHERE id = :a;\nUPDATE acc SET bal = bal + 7 WHERE id = :b;\nCOMMIT;\n",
+    )
+    .unwrap();
+    let mut writer = Command::new(pg_bin().join("pgbench"))
+        .args(["-n", "-c", "2", "-T", "120", "-f"])
+        .arg(&script)
+        .arg("-h")
+        .arg(&c.sock)
+        .args(["-p", &c.port.to_string(), "-U", "postgres", "bank"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while psql(&c, "bank", "SELECT n_tup_upd > 100 FROM pg_stat_user_tables WHERE relname = 'acc'")
+        != "t"
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the writer does not write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bin = pg_bin();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &repo)
+            .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
+            .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
+    };
+    let out = walrs()
+        .args(["dump", "-d", &connstr(&c, "bank"), "--jobs", "2", "--split-size", "2MiB"])
+        .run();
+    let moved_during =
+        psql(&c, "bank", "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'acc'");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let show = walrs().args(["dump", "show", &id, "--json"]).run();
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert!(m["tables"][0]["parts"].as_array().unwrap().len() >= 4, "split: {}", m["tables"][0]);
+    psql(&c, "postgres", "CREATE DATABASE bank2");
+    walrs().args(["load", &id, "-d", &connstr(&c, "bank2"), "--jobs", "2"]).run().expect_code(0);
+    assert_eq!(
+        psql(&c, "bank2", "SELECT count(*) || ' ' || sum(bal) FROM acc"),
+        format!("100000 {total}")
+    );
+    assert_ne!(
+        psql(&c, "bank2", "SELECT md5(string_agg(bal::text, ',' ORDER BY id)) FROM acc"),
+        psql(&c, "bank2", "SELECT md5(string_agg('1000', ',')) FROM acc"),
+        "the dump saw some of the writer's moves ({moved_during} updates)"
+    );
+}
+
+/// A dump of PostgreSQL 15 (by pg_dump 17) into an encrypted repository on S3, verified, and
+/// loaded into PostgreSQL 17 with pg_restore 17; a pg_dump older than the server is refused.
+#[test]
+fn pg15_to_pg17_encrypted_on_s3() {
+    let server = crate::util::s3::S3Server::start();
+    let world = PgWorld::new();
+    let creds = world.path("aws-credentials");
+    crate::util::s3_credentials_file(&creds);
+    let url = server.url("dumps");
+    let mut a = PgCluster::init(&world, "a", "");
+    a.start();
+    let mut b = PgCluster::init_major(&world, "b", "", 17);
+    b.start();
+    psql(&a, "postgres", "CREATE DATABASE src");
+    psql(&a, "src", &zoo(true));
+    let t17 = tools_bin(17);
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &url)
+            .env("WALRS_S3_ENDPOINT", server.endpoint())
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("WALRS_ENCRYPTION_KEY", key_b64(3))
+    };
+    let out = walrs()
+        .args(["dump", "-d", &connstr(&a, "src"), "--pg-dump-bin"])
+        .arg(t17.join("pg_dump"))
+        .run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let show = walrs().args(["dump", "show", &id, "--json"]).run();
+    show.expect_code(0);
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(m["encrypted"], true);
+    assert_eq!(m["server_major"], 15);
+    assert_eq!(m["pg_dump_major"], 17);
+    walrs().args(["dump", "verify", &id]).run().expect_code(0);
+    // Without the key: refused (exit 8).
+    walrs().env_remove("WALRS_ENCRYPTION_KEY").args(["dump", "list"]).run().expect_code(8);
+
+    // The roles are the cluster's, not the database's: the target's administrator makes them.
+    psql(&b, "postgres", "CREATE ROLE dump_reader");
+    psql(&b, "postgres", "CREATE DATABASE dst");
+    // pg_restore 15 cannot be trusted with pg_dump 17's archives: refused (exit 15).
+    let out = walrs()
+        .args(["load", &id, "-d", &connstr(&b, "dst"), "--pg-restore-bin"])
+        .arg(pg_bin().join("pg_restore"))
+        .run();
+    out.expect_code(15);
+    let out = walrs()
+        .args(["load", &id, "-d", &connstr(&b, "dst"), "--jobs", "2", "--pg-restore-bin"])
+        .arg(t17.join("pg_restore"))
+        .run();
+    out.expect_code(0);
+    assert_eq!(contents(&b, "dst"), contents(&a, "src"), "contents differ across 15 -> 17");
+    assert!(psql(&b, "dst", "SELECT version()").contains("PostgreSQL 17"));
+
+    // pg_dump 15 against the PostgreSQL 17 server: refused before anything is stored (exit 15).
+    psql(&b, "dst", "SELECT 1");
+    let out = walrs()
+        .args(["dump", "-d", &connstr(&b, "dst"), "--pg-dump-bin"])
+        .arg(pg_bin().join("pg_dump"))
+        .run();
+    out.expect_code(15);
+    assert!(out.stderr.contains("older than the server"), "{}", out.stderr);
+}

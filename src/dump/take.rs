@@ -361,23 +361,25 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
 
     // The jobs: whole tables, or page ranges of tables larger than --split-size (14+).
     let mut jobs = Vec::new();
-    let mut parts_of = vec![0usize; tables.len()];
+    let mut parts_of = Vec::with_capacity(tables.len());
     let slice_pages = (opts.split_size / info.block_size.max(1)).max(1);
     for (i, t) in tables.iter().enumerate() {
+        let mut parts = 0;
         if server_major >= 14 && t.size > opts.split_size && !t.columns.is_empty() {
             let pages = t.size / info.block_size.max(1);
             let mut first = 0;
             while first < pages {
                 let end = first + slice_pages;
                 let end_page = (end < pages).then_some(end);
-                jobs.push(Job { table: i, part: parts_of[i], first_page: Some(first), end_page });
-                parts_of[i] += 1;
+                jobs.push(Job { table: i, part: parts, first_page: Some(first), end_page });
+                parts += 1;
                 first = end;
             }
         } else {
             jobs.push(Job { table: i, part: 0, first_page: None, end_page: None });
-            parts_of[i] = 1;
+            parts = 1;
         }
+        parts_of.push(parts);
     }
 
     let stop = AtomicBool::new(false);
