@@ -74,7 +74,7 @@ mod tests {
         (4, &["pgwire"]),
         (5, &["replication"]),
         (6, &["index"]),
-        (7, &["archive", "backup", "mysql"]),
+        (7, &["archive", "backup", "mysql", "dump"]),
         (8, &["recovery"]),
         (9, &["retention", "drill"]),
         (10, &["status"]),
