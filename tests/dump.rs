@@ -378,6 +378,40 @@ fn zoo_dump_load_verify_and_refusals() {
     let out = walrs().args(["load", &id, "-d", &connstr(&c, "broken")]).run();
     out.expect_code(7);
     assert!(out.stderr.contains("loading table"), "{}", out.stderr);
+
+    // Retention: `expire --retain-dumps 1` keeps the newest complete dump; the killed one stays
+    // while it is younger than the grace period, and goes after it.
+    let out = walrs().args(["dump", "-d", &connstr(&c, "src"), "--jobs", "2"]).run();
+    out.expect_code(0);
+    let newest = out.stdout.trim().to_owned();
+    let out = walrs().args(["expire", "--retain-dumps", "1", "--json"]).run();
+    out.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let verdict = |id: &str| {
+        plan["dumps"].as_array().unwrap().iter().find(|d| d["id"] == id).unwrap()["keep"].clone()
+    };
+    assert_eq!(verdict(&newest), true, "{plan}");
+    assert_eq!(verdict(&id), false, "{plan}");
+    let killed = new_dir.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(verdict(&killed), true, "young incomplete dump: {plan}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = walrs()
+        .args(["expire", "--retain-dumps", "1", "--retain-grace", "1s", "--confirm", "--explain"])
+        .run();
+    out.expect_code(0);
+    assert!(out.stdout.contains(&format!("dump {killed}  drop")), "{}", out.stdout);
+    let left: Vec<String> = std::fs::read_dir(repo.join("dumps"))
+        .unwrap()
+        .flatten()
+        .filter(|e| has_chunk(&e.path()) || e.path().join("manifest.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&newest));
+    let list = walrs().args(["dump", "list", "--json", "--all"]).run();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(v["dumps"].as_array().unwrap().len(), 1);
+    assert_eq!(v["incomplete"].as_array().unwrap().len(), 0, "{}", list.stdout);
+    walrs().args(["dump", "verify", &newest]).run().expect_code(0);
 }
 
 /// Whether a stored chunk object (a file named by six digits, not a temporary file) is under `dir`.

@@ -103,6 +103,8 @@ pub struct RetentionFile {
     pub max_size: Option<String>,
     /// `--retain-binlogs`.
     pub binlogs: Option<u32>,
+    /// `--retain-dumps`.
+    pub dumps: Option<u32>,
     /// `--retain-grace`: how long incomplete backups are left alone (default 24h).
     pub grace: Option<String>,
 }
