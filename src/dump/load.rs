@@ -105,8 +105,12 @@ fn to_temp_file(
 ) -> Result<crate::cleanup::TempGuard> {
     let name = format!("walrs-load-{}-{}-{}", std::process::id(), dump, o.name.replace('/', "-"));
     let guard = crate::cleanup::TempGuard::new(std::env::temp_dir().join(name));
-    let mut f = std::fs::File::create(guard.path())
-        .map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", guard.path().display())))?;
+    // Only this user may read it: the plaintext of a possibly encrypted repository object.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path())
+    }
+    .map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", guard.path().display())))?;
     let mut r = ObjectsReader::new(repo, dump, std::slice::from_ref(o));
     let copied = std::io::copy(&mut r, &mut f);
     if let Some(e) = r.error() {
