@@ -378,6 +378,21 @@ fn zoo_dump_load_verify_and_refusals() {
     let out = walrs().args(["load", &id, "-d", &connstr(&c, "broken")]).run();
     out.expect_code(7);
     assert!(out.stderr.contains("loading table"), "{}", out.stderr);
+    // --on-error continue: every other table is loaded, the damaged one named, exit 7 still.
+    psql(&c, "postgres", "CREATE DATABASE broken2");
+    let out =
+        walrs().args(["load", &id, "-d", &connstr(&c, "broken2"), "--on-error", "continue"]).run();
+    out.expect_code(7);
+    assert!(out.stdout.contains("failed: loading table"), "{}", out.stdout);
+    assert_eq!(psql(&c, "broken2", "SELECT count(*) FROM pgbench_branches"), "2");
+    // --schema-only: the same schema, no rows.
+    psql(&c, "postgres", "CREATE DATABASE schemaonly");
+    walrs()
+        .args(["load", &id, "-d", &connstr(&c, "schemaonly"), "--schema-only"])
+        .run()
+        .expect_code(0);
+    assert_eq!(schema_of(&c, "schemaonly", 15), schema_of(&c, "src", 15));
+    assert_eq!(psql(&c, "schemaonly", "SELECT count(*) FROM pgbench_branches"), "0");
 
     // Retention: `expire --retain-dumps 1` keeps the newest complete dump; the killed one stays
     // while it is younger than the grace period, and goes after it.
