@@ -36,6 +36,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod drill;
+pub mod dump;
 pub mod durable;
 pub mod error;
 pub mod follow;
@@ -73,7 +74,7 @@ mod tests {
         (4, &["pgwire"]),
         (5, &["replication"]),
         (6, &["index"]),
-        (7, &["archive", "backup", "mysql"]),
+        (7, &["archive", "backup", "mysql", "dump"]),
         (8, &["recovery"]),
         (9, &["retention", "drill"]),
         (10, &["status"]),

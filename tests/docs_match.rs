@@ -19,6 +19,12 @@ const OTHER_PROGRAMS_FLAGS: &[(&str, &str)] = &[
     ("--now", "systemctl's, in deploy/README.md"),
     ("--failed", "systemctl's, in deploy/README.md"),
     ("--since", "journalctl's, in deploy/README.md"),
+    ("--format", "pg_dump's, the command line walrs dump runs (dump.md, format/dump.md)"),
+    ("--section", "pg_dump's and pg_restore's, the command lines walrs dump and load run"),
+    ("--snapshot", "pg_dump's, the command line walrs dump runs"),
+    ("--globals-only", "pg_dumpall's, named in dump.md's list of what is not done yet"),
+    ("--exit-on-error", "pg_restore's, the command line walrs load runs (load.md)"),
+    ("--if-exists", "pg_restore's, the command line walrs load --clean runs (load.md)"),
 ];
 
 /// `WALRS_*` names in src/ or the docs that are not settings of the walrs binary.

@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod docs_match;
 mod drill;
+mod dump;
 mod expire;
 mod faults;
 mod fixture_repo;

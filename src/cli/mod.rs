@@ -144,6 +144,13 @@ pub enum Command {
     /// list` shows the history.
     #[command(after_help = commands::drill::EXAMPLES)]
     Drill(commands::drill::Args),
+    /// Logical dump of one database (schema by pg_dump under the dump's snapshot, data by
+    /// parallel COPY); prints its id. `dump list | show | verify`: the dumps stored.
+    #[command(after_help = commands::dump::EXAMPLES)]
+    Dump(commands::dump::Args),
+    /// Load a dump into a database: pre-data, data in parallel, post-data, sequences, ANALYZE.
+    #[command(after_help = commands::load::EXAMPLES)]
+    Load(commands::load::Args),
     /// MySQL/MariaDB binlogs: stream them into the repository (tail), list, fetch.
     #[command(after_help = commands::binlog::EXAMPLES)]
     Binlog(commands::binlog::Args),
@@ -200,8 +207,8 @@ impl Command {
     /// The command as a [`Job`]: its name, deadline, log span and runner.
     fn job(self) -> Job {
         use commands::{
-            backup, basebackup, binlog, check, completions, drill, expire, fetch, metrics, push,
-            repo, restore, status, timeline, wal,
+            backup, basebackup, binlog, check, completions, drill, dump, expire, fetch, load,
+            metrics, push, repo, restore, status, timeline, wal,
         };
         fn job(
             what: &'static str,
@@ -279,6 +286,18 @@ impl Command {
                 drill::DEFAULT_TIMEOUT,
                 || tracing::error_span!("walrs drill"),
                 Box::new(|c| drill::run(c, a)),
+            ),
+            Command::Dump(a) => job(
+                "dump",
+                dump::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs dump"),
+                Box::new(|c| dump::run(c, a)),
+            ),
+            Command::Load(a) => job(
+                "load",
+                load::DEFAULT_TIMEOUT,
+                || tracing::error_span!("walrs load"),
+                Box::new(|c| load::run(c, a)),
             ),
             Command::Prefetch(a) => Job {
                 deadline_key: "fetch",

@@ -58,7 +58,11 @@ pub struct Args {
     /// after the oldest kept one).
     #[arg(long, value_name = "N", env = "WALRS_RETAIN_BINLOGS")]
     pub retain_binlogs: Option<u32>,
-    /// Leave incomplete backups (no manifest) younger than DURATION alone [default: 24h].
+    /// Logical dumps: keep the N newest complete dumps (`walrs dump`); incomplete dumps older
+    /// than --retain-grace go too.
+    #[arg(long, value_name = "N", env = "WALRS_RETAIN_DUMPS")]
+    pub retain_dumps: Option<u32>,
+    /// Leave incomplete backups and dumps (no manifest) younger than DURATION alone [default: 24h].
     #[arg(long, value_name = "DURATION", env = "WALRS_RETAIN_GRACE")]
     pub retain_grace: Option<String>,
     /// Delete what the plan drops (without it, only the plan is printed).
@@ -109,6 +113,7 @@ pub fn policy(args: &Args, file: &RetentionFile) -> Result<Policy> {
         max_size,
         grace_us: grace.unwrap_or(retention::DEFAULT_GRACE_US),
         binlogs: args.retain_binlogs.or(file.binlogs),
+        dumps: args.retain_dumps.or(file.dumps),
     };
     p.check()?;
     Ok(p)
@@ -205,6 +210,7 @@ struct Deleted {
     segments: usize,
     objects: usize,
     binlogs: usize,
+    dumps: usize,
     spool: usize,
 }
 
@@ -322,6 +328,53 @@ fn delete_binlogs(
     Ok(dropped.len())
 }
 
+/// The dump plan: every dump with its verdict (all kept when no dump rule is given).
+fn plan_dumps(
+    repo: &Repository,
+    policy: &Policy,
+    now: i64,
+) -> Result<Vec<retention::dumps::DumpVerdict>> {
+    if policy.dumps.is_none() {
+        return Ok(Vec::new());
+    }
+    let (complete, incomplete) = crate::dump::catalogue(repo)?;
+    let infos: Vec<retention::dumps::DumpInfo> = complete
+        .iter()
+        .map(|m| retention::dumps::DumpInfo {
+            id: m.id.clone(),
+            snapshot_us: crate::timefmt::parse_timestamp(&m.snapshot_time)
+                .ok()
+                .or_else(|| retention::dumps::id_time_us(&m.id))
+                .unwrap_or(0),
+        })
+        .collect();
+    Ok(retention::dumps::plan(&infos, &incomplete, policy.dumps, policy.grace_us, now))
+}
+
+/// Deletes the dropped dumps: each one's manifest first (from then on it is not listed, not
+/// loadable), then its other objects. Returns how many dumps were dropped.
+fn delete_dumps(repo: &Repository, verdicts: &[retention::dumps::DumpVerdict]) -> Result<usize> {
+    let dropped: Vec<&retention::dumps::DumpVerdict> =
+        verdicts.iter().filter(|v| !v.keep).collect();
+    for v in &dropped {
+        if v.complete {
+            repo.delete::<crate::dump::DumpManifest>(&v.id)?;
+        }
+    }
+    for v in &dropped {
+        use crate::storage::Storage;
+        let prefix = crate::repo::layout::dump_prefix(&v.id);
+        let keys = repo
+            .storage()
+            .list(&prefix)?
+            .map(|m| m.map(|m| m.key))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        prune::delete_keys(repo, &keys)?;
+        tracing::info!("deleted dump {}", v.id);
+    }
+    Ok(dropped.len())
+}
+
 /// Runs the command.
 pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     let policy = policy(&args, &ctx.settings.retention)?;
@@ -345,6 +398,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     } else {
         (None, Plan::default())
     };
+    let dumps = plan_dumps(&repo, &policy, now)?;
     tracing::debug!("planned in {:.3} s", started.elapsed().as_secs_f64());
     let mut deleted = None;
     let mut leftovers = Vec::new();
@@ -363,6 +417,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             done.spool = spool::remove(&leftovers)?;
         }
         done.binlogs = delete_binlogs(&repo, &binlogs)?;
+        done.dumps = delete_dumps(&repo, &dumps)?;
         deleted = Some(done);
     } else if let Some(g) = g.as_ref() {
         leftovers = spool_leftovers(ctx, g, &plan, &policy, now)?;
@@ -374,6 +429,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             #[serde(flatten)]
             plan: &'a Plan,
             binlogs: &'a [retention::binlog::BinlogVerdict],
+            dumps: &'a [retention::dumps::DumpVerdict],
             spool: &'a [String],
             confirmed: bool,
             deleted: Option<&'a Deleted>,
@@ -381,6 +437,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
         let out = Out {
             plan: &plan,
             binlogs: &binlogs,
+            dumps: &dumps,
             spool: &spool_files,
             confirmed: args.confirm,
             deleted: deleted.as_ref(),
@@ -429,6 +486,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 b.reason
             );
         }
+        for d in &dumps {
+            textln!(out, "dump {}  {}  {}", d.id, if d.keep { "keep" } else { "drop" }, d.reason);
+        }
         for l in &leftovers {
             textln!(
                 out,
@@ -468,6 +528,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             out,
             "binlogs: keep {}; drop {}{}",
             binlogs.len() - dropped.len(),
+            dropped.len(),
+            if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) }
+        );
+    }
+    if !dumps.is_empty() {
+        let dropped: Vec<&str> = dumps.iter().filter(|d| !d.keep).map(|d| d.id.as_str()).collect();
+        textln!(
+            out,
+            "dumps: keep {}; drop {}{}",
+            dumps.len() - dropped.len(),
             dropped.len(),
             if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) }
         );

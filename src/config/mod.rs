@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub restore_timeout: Option<toml::Value>,
     /// Deadline of `drill` (a run; `drill list` too).
     pub drill_timeout: Option<toml::Value>,
+    /// Deadline of `dump` (a dump; `dump list`, `show` and `verify` too).
+    pub dump_timeout: Option<toml::Value>,
+    /// Deadline of `load`.
+    pub load_timeout: Option<toml::Value>,
     /// Deadline of `binlog list`, `fetch` and `tail` (which has none otherwise).
     pub binlog_timeout: Option<toml::Value>,
     /// Deadline of `check` (which bounds its wait for the segment).
@@ -99,6 +103,8 @@ pub struct RetentionFile {
     pub max_size: Option<String>,
     /// `--retain-binlogs`.
     pub binlogs: Option<u32>,
+    /// `--retain-dumps`.
+    pub dumps: Option<u32>,
     /// `--retain-grace`: how long incomplete backups are left alone (default 24h).
     pub grace: Option<String>,
 }
@@ -393,6 +399,8 @@ impl Settings {
             ("backup", &fc.backup_timeout),
             ("restore", &fc.restore_timeout),
             ("drill", &fc.drill_timeout),
+            ("dump", &fc.dump_timeout),
+            ("load", &fc.load_timeout),
             ("binlog", &fc.binlog_timeout),
             ("check", &fc.check_timeout),
             ("status", &fc.status_timeout),

@@ -21,6 +21,11 @@
 //! drills/<id>.json                    restore drills: the record of one `walrs drill`
 //! pins/<id>.json                      retention: backup <id> is kept whatever the policy
 //! leases/<holder>.json                retention: a base backup or restore in progress
+//! dumps/<id>/schema/pre-data          logical dump: pg_dump's archive of the pre-data section
+//! dumps/<id>/schema/post-data         logical dump: pg_dump's archive of the post-data section
+//! dumps/<id>/data/<oid>/<part>/<NNNNNN>  logical dump: a chunk of one table's COPY text
+//! dumps/<id>/blobs/<NNNNNN>           logical dump: a chunk of the large objects
+//! dumps/<id>/manifest.json            logical dump: its manifest, the commit point
 //! ```
 //! Object names are PostgreSQL's (and the binlog server's) own file names, so a listing reads as
 //! the archive it is. The functions here build keys from already validated names; they know
@@ -69,6 +74,25 @@ pub const DRILLS_PREFIX: &str = "drills/";
 /// The key of the record of drill `id` (an id of `[0-9A-Za-z-]`, checked by the drill record).
 pub fn drill_key(id: &str) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(format!("{DRILLS_PREFIX}{id}{JSON_SUFFIX}"))
+}
+
+/// Prefix of everything logical dumps store: `dumps/<id>/...`.
+pub const DUMPS_PREFIX: &str = "dumps/";
+
+/// Where everything of dump `id` lives (ends with `/`; `id` is checked by the dump kinds).
+pub fn dump_prefix(id: &str) -> String {
+    format!("{DUMPS_PREFIX}{id}/")
+}
+
+/// The key of the manifest of dump `id`.
+pub fn dump_manifest_key(id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{DUMPS_PREFIX}{id}/manifest.json"))
+}
+
+/// The key of the object `name` (`schema/pre-data`, `data/<oid>/<part>/<NNNNNN>`,
+/// `blobs/<NNNNNN>`) of dump `id`.
+pub fn dump_object_key(id: &str, name: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(format!("{DUMPS_PREFIX}{id}/{name}"))
 }
 
 /// Prefix of backup pins (`walrs backup keep`).
@@ -229,6 +253,15 @@ mod tests {
         );
         assert_eq!(parse_chunk_key("backups/20261121T161225Z/base.tar/12"), None);
         assert_eq!(parse_chunk_key("backups/x/base.tar/000000"), None);
+        assert_eq!(dump_prefix("20261204T235900Z-00ab"), "dumps/20261204T235900Z-00ab/");
+        assert_eq!(
+            s(dump_manifest_key("20261204T235900Z-00ab")),
+            "dumps/20261204T235900Z-00ab/manifest.json"
+        );
+        assert_eq!(
+            s(dump_object_key("20261204T235900Z-00ab", "data/16384/0/000001")),
+            "dumps/20261204T235900Z-00ab/data/16384/0/000001"
+        );
         assert_eq!(s(binlog_file_key("mysql-bin.000001")), "binlog/files/mysql-bin.000001");
         assert_eq!(s(binlog_meta_key("mysql-bin.000001")), "binlog/meta/mysql-bin.000001.json");
         assert_eq!(s(binlog_gap_key("mysql-bin.000001")), "binlog/gaps/mysql-bin.000001.json");

@@ -12,6 +12,7 @@
 //! Backups are ordered by stop LSN and stop time, never by id.
 
 pub mod binlog;
+pub mod dumps;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +50,8 @@ pub struct Policy {
     pub grace_us: i64,
     /// `--retain-binlogs`: at least the N newest closed binlog files (binlog repositories).
     pub binlogs: Option<u32>,
+    /// `--retain-dumps`: the N newest complete logical dumps ([`dumps`]).
+    pub dumps: Option<u32>,
 }
 
 /// The default grace period of incomplete backups: 24 h.
@@ -70,6 +73,7 @@ impl Policy {
     pub fn check(&self) -> Result<()> {
         let some = |n: Option<u32>| n.is_some_and(|n| n > 0);
         if !some(self.binlogs)
+            && !some(self.dumps)
             && self.window_us.is_none_or(|w| w <= 0)
             && !some(self.full)
             && !some(self.daily)
@@ -79,7 +83,7 @@ impl Policy {
         {
             return Err(WalrsError::new(
                 Kind::Usage,
-                "this retention policy keeps nothing: give --retain-window, --retain-full N (N > 0) or a --retain-daily/weekly/monthly/yearly N",
+                "this retention policy keeps nothing: give --retain-window, --retain-full N (N > 0), a --retain-daily/weekly/monthly/yearly N, --retain-binlogs N or --retain-dumps N",
             )
             .hint("e.g. `walrs expire --retain-full 2 --retain-window 7d`"));
         }
@@ -277,7 +281,7 @@ pub fn plan(input: &Input<'_>, policy: &Policy) -> Result<Plan> {
     if !policy.has_wal_rule() {
         return Err(WalrsError::new(
             Kind::Usage,
-            "no retention rule for base backups and WAL (--retain-binlogs applies to binlogs only)",
+            "no retention rule for base backups and WAL (--retain-binlogs and --retain-dumps apply to binlogs and dumps only)",
         ));
     }
     let now = input.now_us;

@@ -408,6 +408,7 @@ fn histories_strategy() -> impl Strategy<Value = History> {
                     max_size: size.flatten(),
                     grace_us: DAY_US,
                     binlogs: None,
+                    dumps: None,
                 };
                 History { timelines, last1, gaps, backups, policy, now_after }
             },

@@ -1,0 +1,127 @@
+//! `walrs load ID`: a dump from the repository into a database. See docs/commands/load.md.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Ctx, Outcome, Text};
+use crate::dump::{self, load};
+use crate::error::{Kind, Result, WalrsError};
+use crate::pgwire::ConnParams;
+use crate::textln;
+
+/// Default deadline of a load.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The examples of `walrs load --help`.
+pub const EXAMPLES: &str = super::with_env_note!(
+    "Examples:
+  # the newest dump into a new, empty database
+  createdb app_copy
+  WALRS_REPO=/srv/walrs walrs load latest --dbname 'host=/run/postgresql dbname=app_copy' --jobs 4
+  # one table, dropping and recreating it
+  WALRS_REPO=/srv/walrs walrs load 20261204T235900Z-00ab -d 'dbname=app' --table public.accounts --clean"
+);
+
+/// What `--on-error` accepts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop at the first failure, naming the object.
+    #[default]
+    Stop,
+    /// Load everything else, then report every failure and exit non-zero.
+    Continue,
+}
+
+/// Arguments of `walrs load`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The dump id, a unique prefix of it, or `latest` (the newest complete dump).
+    #[arg(value_name = "ID|latest")]
+    pub id: String,
+    /// Connection string of the target database (also given to pg_restore); defaults to libpq's
+    /// environment.
+    #[arg(long, short = 'd', value_name = "CONNSTR")]
+    pub dbname: Option<String>,
+    /// Worker connections loading tables, and pg_restore's --jobs for post-data (default: the
+    /// number of cores).
+    #[arg(long, short = 'j', env = "WALRS_LOAD_JOBS", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Load only this table (`schema.table`, or `table` in any schema); repeatable. Its schema
+    /// objects follow pg_restore's --table rules.
+    #[arg(long, short = 't', value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Load only the objects of this schema; repeatable.
+    #[arg(long, short = 'n', value_name = "SCHEMA")]
+    pub schema: Vec<String>,
+    /// Only the data (tables, sequences, large objects) into existing tables.
+    #[arg(long, conflicts_with = "schema_only")]
+    pub data_only: bool,
+    /// Only the schema (pre-data and post-data).
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Drop the dump's tables (and what depends on them) and objects before recreating them;
+    /// without it a target that holds any table, view or sequence is refused.
+    #[arg(long)]
+    pub clean: bool,
+    /// What a failure does.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_error: OnError,
+    /// Do not run ANALYZE at the end.
+    #[arg(long)]
+    pub no_analyze: bool,
+    /// The pg_restore to run (default: the first on PATH); its major version must be the dump's
+    /// pg_dump's or newer.
+    #[arg(long, env = "WALRS_PG_RESTORE_BIN", value_name = "PATH")]
+    pub pg_restore_bin: Option<PathBuf>,
+    /// Timeout of each read from or write to the server.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
+    pub io_timeout: Duration,
+}
+
+/// Runs the command.
+pub fn run(ctx: &Ctx, a: Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let cfg = repo.require_config()?;
+    repo.check_key(&cfg)?;
+    let jobs =
+        crate::config::check_count("--jobs", a.jobs.unwrap_or_else(super::dump::default_jobs), 1)?;
+    let m = dump::pick(&repo, &a.id)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let conn = ConnParams::resolve(a.dbname.as_deref(), &env)?;
+    let opts = load::LoadOptions {
+        connstr: a.dbname,
+        jobs,
+        tables: a.table,
+        schemas: a.schema,
+        data_only: a.data_only,
+        schema_only: a.schema_only,
+        clean: a.clean,
+        keep_going: a.on_error == OnError::Continue,
+        analyze: !a.no_analyze,
+        pg_restore_bin: a.pg_restore_bin,
+        io_timeout: a.io_timeout,
+        deadline: Some(ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT)),
+    };
+    let r = load::load(&repo, &m, &conn, &opts)?;
+    let mut out = Text::new();
+    textln!(
+        out,
+        "dump {}: {} table(s), {} row(s), {} sequence(s), {} large object(s) loaded",
+        m.id,
+        r.tables,
+        r.rows,
+        r.sequences,
+        r.large_objects
+    );
+    if r.failures.is_empty() {
+        return Ok(Outcome::text(out));
+    }
+    for (what, e) in &r.failures {
+        textln!(out, "failed: {what}: {}", e.message);
+    }
+    let kind = r.failures.first().map_or(Kind::Io, |(_, e)| e.kind);
+    Ok(Outcome::text(out).failing(WalrsError::new(
+        kind,
+        format!("dump {}: {} object(s) failed to load", m.id, r.failures.len()),
+    )))
+}

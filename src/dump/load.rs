@@ -1,0 +1,518 @@
+//! `walrs load`: a dump from the repository into a database (docs/commands/load.md).
+//!
+//! The steps: find pg_restore (its major version must read pg_dump's archives: the dump's
+//! pg_dump major or newer); refuse a target that holds tables unless `--clean` (or
+//! `--data-only`); pre-data with pg_restore; the tables' data in parallel, largest first, each
+//! part with `COPY ... FROM STDIN` from its chunks (every chunk verified against the manifest
+//! while it streams: a damaged chunk fails its `COPY`, which PostgreSQL rolls back); the large
+//! objects; post-data with `pg_restore --jobs`; the sequences; `ANALYZE`.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::manifest::{TableEntry, quote_ident, quote_literal};
+use super::{DumpManifest, ObjectsReader, StoredObject, find_tool};
+use crate::error::{Kind, Result, WalrsError};
+use crate::pgwire::{Conn, ConnParams, Startup};
+use crate::repo::Repository;
+
+/// What `walrs load` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The connection string as given (also handed to pg_restore).
+    pub connstr: Option<String>,
+    /// Worker connections (and pg_restore's `--jobs` for post-data).
+    pub jobs: usize,
+    /// `--table`: `schema.table` or `table`.
+    pub tables: Vec<String>,
+    /// `--schema`.
+    pub schemas: Vec<String>,
+    /// `--data-only`.
+    pub data_only: bool,
+    /// `--schema-only`.
+    pub schema_only: bool,
+    /// `--clean`.
+    pub clean: bool,
+    /// `--on-error continue`.
+    pub keep_going: bool,
+    /// Not `--no-analyze`.
+    pub analyze: bool,
+    /// `--pg-restore-bin`.
+    pub pg_restore_bin: Option<PathBuf>,
+    /// Timeout of each read from or write to the server.
+    pub io_timeout: Duration,
+    /// When the load must be done.
+    pub deadline: Option<Instant>,
+}
+
+/// What a load did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Tables whose data was loaded.
+    pub tables: usize,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Sequences set.
+    pub sequences: usize,
+    /// Large objects written.
+    pub large_objects: u64,
+    /// What failed (`--on-error continue`): the object and the error.
+    pub failures: Vec<(String, WalrsError)>,
+}
+
+impl LoadOptions {
+    fn selects_all(&self) -> bool {
+        self.tables.is_empty() && self.schemas.is_empty()
+    }
+
+    fn selects(&self, schema: &str, name: &str) -> bool {
+        if self.selects_all() || self.schemas.iter().any(|s| s == schema) {
+            return true;
+        }
+        self.tables.iter().any(|t| match t.split_once('.') {
+            Some((s, n)) => s == schema && n == name,
+            None => t == name,
+        })
+    }
+}
+
+fn connect(conn: &ConnParams, opts: &LoadOptions) -> Result<Conn> {
+    let deadline = opts.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(7 * 86400));
+    Conn::connect(conn, Startup::Database, opts.io_timeout, deadline)
+}
+
+/// The named failure of `what`.
+fn named(what: &str, e: WalrsError) -> WalrsError {
+    let hint = e.hint.clone();
+    let mut n = WalrsError::new(e.kind, format!("{what}: {}", e.message));
+    if let Some(h) = hint {
+        n = n.hint(h);
+    }
+    n
+}
+
+/// Writes the dump object `o` into a temporary file for pg_restore (which needs to seek for
+/// `--jobs`); removed when the guard drops.
+fn to_temp_file(
+    repo: &Repository,
+    dump: &str,
+    o: &StoredObject,
+) -> Result<crate::cleanup::TempGuard> {
+    let name = format!("walrs-load-{}-{}-{}", std::process::id(), dump, o.name.replace('/', "-"));
+    let guard = crate::cleanup::TempGuard::new(std::env::temp_dir().join(name));
+    // Only this user may read it: the plaintext of a possibly encrypted repository object.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(guard.path())
+    }
+    .map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", guard.path().display())))?;
+    let mut r = ObjectsReader::new(repo, dump, std::slice::from_ref(o));
+    let copied = std::io::copy(&mut r, &mut f);
+    if let Some(e) = r.error() {
+        return Err(e);
+    }
+    copied.map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", guard.path().display())))?;
+    f.flush().map_err(|e| WalrsError::new(Kind::Io, e.to_string()))?;
+    Ok(guard)
+}
+
+/// Runs pg_restore on `archive` for `section`.
+fn pg_restore(
+    tool: &super::Tool,
+    archive: &std::path::Path,
+    section: &str,
+    database: &str,
+    jobs: usize,
+    opts: &LoadOptions,
+) -> Result<()> {
+    let mut cmd = Command::new(&tool.path);
+    cmd.arg(format!("--section={section}"))
+        .env("PGDATABASE", database)
+        .env("PGAPPNAME", "walrs load")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(c) = &opts.connstr {
+        cmd.arg(format!("--dbname={c}"));
+    } else {
+        cmd.arg(format!("--dbname={database}"));
+    }
+    if !opts.keep_going {
+        cmd.arg("--exit-on-error");
+    }
+    if opts.clean && section == "pre-data" {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    if jobs > 1 {
+        cmd.arg(format!("--jobs={jobs}"));
+    }
+    for s in &opts.schemas {
+        cmd.arg(format!("--schema={s}"));
+    }
+    for t in &opts.tables {
+        let name = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+        cmd.arg(format!("--table={name}"));
+    }
+    cmd.arg(archive);
+    let out = cmd.output().map_err(|e| {
+        WalrsError::new(Kind::Config, format!("cannot run {}: {e}", tool.path.display()))
+    })?;
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stderr);
+        let log: String = log.chars().take(4000).collect();
+        return Err(WalrsError::new(
+            Kind::Io,
+            format!("pg_restore --section={section} failed ({}): {}", out.status, log.trim()),
+        ));
+    }
+    Ok(())
+}
+
+/// A unit of data loading: one part of one table.
+struct Job<'a> {
+    table: &'a TableEntry,
+    part: usize,
+}
+
+/// Loads dump `m` into the database `conn` names.
+pub fn load(
+    repo: &Repository,
+    m: &DumpManifest,
+    conn: &ConnParams,
+    opts: &LoadOptions,
+) -> Result<LoadReport> {
+    if opts.data_only && opts.schema_only {
+        return Err(WalrsError::new(
+            Kind::InvalidInput,
+            "--data-only and --schema-only exclude each other",
+        ));
+    }
+    let tool = if opts.data_only {
+        None
+    } else {
+        let t = find_tool("pg_restore", opts.pg_restore_bin.as_deref(), "--pg-restore-bin")?;
+        if t.major < m.pg_dump_major {
+            return Err(WalrsError::new(
+                Kind::Unsupported,
+                format!(
+                    "{} is {}, older than the pg_dump {} that wrote the dump's schema",
+                    t.path.display(),
+                    t.version,
+                    m.pg_dump_major
+                ),
+            )
+            .hint(format!(
+                "give a pg_restore {} or newer with --pg-restore-bin PATH",
+                m.pg_dump_major
+            )));
+        }
+        Some(t)
+    };
+    for t in &opts.tables {
+        if !m.tables.iter().any(|e| t == &e.name || t == &e.display()) {
+            return Err(WalrsError::new(
+                Kind::InvalidInput,
+                format!("dump {} holds no table {t}", m.id),
+            ));
+        }
+    }
+    let mut c = connect(conn, opts)?;
+    let database = super::take::first_value(&c.simple_query("SELECT current_database()")?)?;
+    let selected: Vec<&TableEntry> =
+        m.tables.iter().filter(|t| opts.selects(&t.schema, &t.name)).collect();
+
+    if !opts.data_only && !opts.clean {
+        let rows = c.simple_query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema' \
+               AND n.nspname !~ '^pg_' ORDER BY 1 LIMIT 3",
+        )?;
+        if !rows.is_empty() {
+            let names: Vec<String> =
+                rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+            return Err(WalrsError::new(
+                Kind::InvalidInput,
+                format!("database {database} is not empty (it holds {})", names.join(", ")),
+            )
+            .hint(
+                "load into a new database, or give --clean to drop and recreate the dump's objects",
+            ));
+        }
+    }
+    let mut report = LoadReport::default();
+
+    // Pre-data.
+    if let Some(tool) = &tool {
+        if opts.clean {
+            // pg_restore --clean drops in the pre-data archive's reverse order, which does not
+            // include the post-data constraints (foreign keys) that would block a DROP TABLE:
+            // the selected tables go first, with what depends on them.
+            let names: Vec<String> = selected.iter().map(|t| t.qualified()).collect();
+            for group in names.chunks(500) {
+                c.simple_query(&format!("DROP TABLE IF EXISTS {} CASCADE", group.join(", ")))
+                    .map_err(|e| named("dropping the dump's tables (--clean)", e))?;
+            }
+        }
+        let pre = to_temp_file(repo, &m.id, &m.schema.pre_data)?;
+        tracing::info!("load {}: pre-data", m.id);
+        if let Err(e) = pg_restore(tool, pre.path(), "pre-data", &database, 1, opts) {
+            if !opts.keep_going {
+                return Err(e);
+            }
+            report.failures.push(("pre-data".into(), e));
+        }
+    }
+
+    // Data, largest first.
+    if !opts.schema_only {
+        let mut jobs: Vec<Job<'_>> = selected
+            .iter()
+            .flat_map(|t| (0..t.parts.len()).map(move |p| Job { table: t, part: p }))
+            .collect();
+        jobs.sort_by_key(|j| {
+            std::cmp::Reverse(
+                j.table
+                    .parts
+                    .get(j.part)
+                    .map_or(0, |p| p.chunks.iter().map(|c| c.plain_len).sum::<u64>()),
+            )
+        });
+        let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<_>>());
+        let failures = Mutex::new(Vec::new());
+        let stop = AtomicBool::new(false);
+        let rows = std::sync::atomic::AtomicU64::new(0);
+        let n = opts.jobs.max(1);
+        let encoding = m.encoding.clone();
+        std::thread::scope(|s| {
+            for w in 0..n {
+                let (queue, failures, stop, rows, encoding) =
+                    (&queue, &failures, &stop, &rows, &encoding);
+                s.spawn(move || {
+                    let r =
+                        data_worker(w, repo, m, conn, opts, encoding, queue, stop, rows, failures);
+                    if let Err(e) = r {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((format!("load worker {w}"), e));
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        report.rows = rows.load(Ordering::SeqCst);
+        report.tables = selected.len();
+        let mut f = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        if !f.is_empty() && !opts.keep_going {
+            let (what, e) = f.remove(0);
+            return Err(named(&what, e));
+        }
+        report.failures.extend(f);
+
+        // Large objects: only in a load of everything.
+        if opts.selects_all() && !m.large_objects.chunks.is_empty() {
+            match load_large_objects(&mut c, repo, m) {
+                Ok(n) => report.large_objects = n,
+                Err(e) if opts.keep_going => report.failures.push(("large objects".into(), e)),
+                Err(e) => return Err(named("loading the large objects", e)),
+            }
+        }
+    }
+
+    // Post-data.
+    if let Some(tool) = &tool {
+        let post = to_temp_file(repo, &m.id, &m.schema.post_data)?;
+        tracing::info!("load {}: post-data", m.id);
+        if let Err(e) =
+            pg_restore(tool, post.path(), "post-data", &database, opts.jobs.max(1), opts)
+        {
+            if !opts.keep_going {
+                return Err(e);
+            }
+            report.failures.push(("post-data".into(), e));
+        }
+    }
+
+    // Sequences.
+    if !opts.schema_only {
+        for s in &m.sequences {
+            let owner_selected = s
+                .owned_by
+                .as_deref()
+                .and_then(|o| o.split_once('.'))
+                .is_some_and(|(a, b)| opts.selects(a, b));
+            if !(opts.selects_all() || opts.schemas.contains(&s.schema) || owner_selected) {
+                continue;
+            }
+            let seq = format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.name));
+            let sql = format!(
+                "SELECT pg_catalog.setval({}, {}, {})",
+                quote_literal(&seq),
+                s.last_value,
+                s.is_called
+            );
+            match c.simple_query(&sql) {
+                Ok(_) => report.sequences += 1,
+                Err(e) => {
+                    let e = named(&format!("setting sequence {}.{}", s.schema, s.name), e);
+                    if !opts.keep_going {
+                        return Err(e);
+                    }
+                    report.failures.push((format!("sequence {}.{}", s.schema, s.name), e));
+                }
+            }
+        }
+        if opts.analyze {
+            let sql = if opts.selects_all() {
+                "ANALYZE".to_owned()
+            } else {
+                let names: Vec<String> = selected.iter().map(|t| t.qualified()).collect();
+                format!("ANALYZE {}", names.join(", "))
+            };
+            if !selected.is_empty() || opts.selects_all() {
+                c.simple_query(&sql).map_err(|e| named("ANALYZE", e))?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One load worker: a connection, then parts of tables until none is left.
+#[allow(clippy::too_many_arguments)]
+fn data_worker(
+    w: usize,
+    repo: &Repository,
+    m: &DumpManifest,
+    conn: &ConnParams,
+    opts: &LoadOptions,
+    encoding: &str,
+    queue: &Mutex<VecDeque<Job<'_>>>,
+    stop: &AtomicBool,
+    rows: &std::sync::atomic::AtomicU64,
+    failures: &Mutex<Vec<(String, WalrsError)>>,
+) -> Result<()> {
+    let mut c = connect(conn, opts)?;
+    c.simple_query(&format!("SET application_name = 'walrs load worker {w}'"))?;
+    c.simple_query(&super::session_settings(encoding))?;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+            return Ok(());
+        };
+        let t = job.table;
+        let Some(part) = t.parts.get(job.part) else { continue };
+        let what = if t.parts.len() > 1 {
+            format!("table {} (part {})", t.display(), job.part)
+        } else {
+            format!("table {}", t.display())
+        };
+        let cols = t.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let sql = if t.columns.is_empty() {
+            format!("COPY {} FROM STDIN", t.qualified())
+        } else {
+            format!("COPY {} ({cols}) FROM STDIN", t.qualified())
+        };
+        let mut reader = ObjectsReader::new(repo, &m.id, &part.chunks);
+        let r = c.copy_in(&sql, &mut reader);
+        let r = match (r, reader.error()) {
+            (Err(_), Some(own)) => Err(own),
+            (r, _) => r,
+        };
+        let r = r.and_then(|n| {
+            if n == part.rows {
+                Ok(n)
+            } else {
+                Err(WalrsError::new(
+                    Kind::Corrupt,
+                    format!("{n} rows loaded, the dump recorded {}", part.rows),
+                ))
+            }
+        });
+        match r {
+            Ok(n) => {
+                rows.fetch_add(n, Ordering::SeqCst);
+            }
+            Err(e) => {
+                failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((format!("loading {what}"), e));
+                if !opts.keep_going {
+                    stop.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a large object written at once.
+const LO_WRITE: usize = 256 * 1024;
+
+/// Writes the large objects of the dump's stream (each in its own transaction), creating those
+/// pre-data did not.
+fn load_large_objects(c: &mut Conn, repo: &Repository, m: &DumpManifest) -> Result<u64> {
+    let mut r = ObjectsReader::new(repo, &m.id, &m.large_objects.chunks);
+    let mut n = 0u64;
+    let fail = |r: &mut ObjectsReader<'_>, e: std::io::Error| {
+        r.error().unwrap_or_else(|| {
+            WalrsError::new(Kind::Corrupt, format!("the large object stream: {e}"))
+        })
+    };
+    loop {
+        let mut head = [0u8; 12];
+        let got = crate::bytes::read_full(&mut r, &mut head).map_err(|e| fail(&mut r, e))?;
+        if got == 0 {
+            break;
+        }
+        if got < head.len() {
+            return Err(WalrsError::new(
+                Kind::Corrupt,
+                "the large object stream ends inside a header",
+            ));
+        }
+        let oid = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let mut len_b = [0u8; 8];
+        len_b.copy_from_slice(head.get(4..12).unwrap_or(&[0; 8]));
+        let len = u64::from_be_bytes(len_b);
+        c.simple_query("BEGIN")?;
+        c.simple_query(&format!(
+            "SELECT lo_create({oid}) WHERE NOT EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE oid = {oid})"
+        ))?;
+        let fd =
+            super::take::first_value(&c.simple_query(&format!("SELECT lo_open({oid}, 131072)"))?)?;
+        c.simple_query(&format!("SELECT lo_truncate({fd}, 0)"))?;
+        let mut left = len;
+        let mut buf = vec![0u8; LO_WRITE];
+        while left > 0 {
+            let want = usize::try_from(left.min(LO_WRITE as u64)).unwrap_or(LO_WRITE);
+            let slice = buf.get_mut(..want).unwrap_or_default();
+            let got = crate::bytes::read_full(&mut r, slice).map_err(|e| fail(&mut r, e))?;
+            if got < want {
+                return Err(WalrsError::new(
+                    Kind::Corrupt,
+                    format!("the large object stream ends inside large object {oid}"),
+                ));
+            }
+            let mut sql = String::with_capacity(want * 2 + 40);
+            sql.push_str(&format!("SELECT lowrite({fd}, '\\x"));
+            for b in slice.iter() {
+                sql.push_str(&format!("{b:02x}"));
+            }
+            sql.push_str("'::bytea)");
+            c.simple_query(&sql)?;
+            left -= want as u64;
+        }
+        c.simple_query(&format!("SELECT lo_close({fd})"))?;
+        c.simple_query("COMMIT")?;
+        n += 1;
+    }
+    Ok(n)
+}
