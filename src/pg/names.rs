@@ -204,6 +204,14 @@ impl WalFileName {
         }
     }
 
+    /// The name of the `.partial` file of segment `segno` on timeline `tli`.
+    pub fn partial_segment(tli: TimeLineId, segno: XLogSegNo, seg_size: WalSegSize) -> Self {
+        let mut w = WalFileName::segment(tli, segno, seg_size);
+        w.name.push_str(".partial");
+        w.kind = WalFileKind::Partial;
+        w
+    }
+
     /// The name of the history file of timeline `tli` (`TLHistoryFileName`).
     #[doc(alias = "TLHistoryFileName")]
     pub fn history(tli: TimeLineId) -> Self {
