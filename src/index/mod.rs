@@ -635,12 +635,14 @@ pub fn load_briefs(
 ) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentBrief>> {
     let per_group = seg_size.segments_per_xlog_id();
     let groups = repo.groups::<SegmentSummary>()?;
-    let mut out = BTreeMap::new();
+    // Collected, then built in one pass (the map's bulk build from sorted input; the input is
+    // nearly sorted already: groups and their segments in name order). Ordered so that of a
+    // `.partial` and a full segment of the same number the full one comes last and wins, as
+    // `insert_segment` decides.
+    let mut all: Vec<SegmentBrief> = Vec::new();
     for (g, brief) in groups.iter().zip(read_briefs(repo, &groups, per_group)) {
         if let Some(segments) = brief {
-            for s in segments {
-                insert_segment(&mut out, s);
-            }
+            all.extend(segments);
             continue;
         }
         // Incomplete, missing or unreadable: completed (or rebuilt, with the warning) as
@@ -649,11 +651,12 @@ pub fn load_briefs(
             tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
             None
         });
-        for s in complete_group(repo, g, cached, per_group)?.segments.values() {
-            insert_segment(&mut out, SegmentBrief::from(s));
-        }
+        all.extend(
+            complete_group(repo, g, cached, per_group)?.segments.values().map(SegmentBrief::from),
+        );
     }
-    Ok(out)
+    all.sort_by_key(|s| (s.timeline, s.segno, !s.is_partial()));
+    Ok(all.into_iter().map(|s| ((s.timeline, s.segno), s)).collect())
 }
 
 /// How many threads [`load_briefs`] reads roll-ups with, at most (one per core up to that):
