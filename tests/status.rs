@@ -506,7 +506,7 @@ fn status_from_rollup_digests_matches_the_full_read() {
         let segno = XLogSegNo(n);
         let start = segno.start_lsn(seg);
         let t = T0_US + n as i64 * 30_000_000;
-        let quiet = n % 5 == 0; // no transaction in it
+        let quiet = n.is_multiple_of(5); // no transaction in it
         SegmentSummary {
             format_version: walrs::index::FORMAT_VERSION,
             timeline: name.timeline(),

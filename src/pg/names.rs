@@ -184,9 +184,9 @@ fn is_upper_hex(s: &str) -> bool {
 /// Appends `v` as 8 upper-case hex digits (`%08X`), without the formatting machinery: `status`
 /// builds 100,000 names from the index's roll-up digests.
 fn push_hex8(out: &mut String, v: u32) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for shift in (0..8).rev() {
-        out.push(char::from(HEX[((v >> (shift * 4)) & 0xF) as usize]));
+        let d = ((v >> (shift * 4)) & 0xF) as u8;
+        out.push(char::from(if d < 10 { b'0' + d } else { b'A' + d - 10 }));
     }
 }
 
