@@ -966,6 +966,19 @@ mod tests {
         }
         // Every roll-up without its digest: the same briefs, from the segments.
         assert_eq!(load_briefs(&repo, seg).unwrap(), all);
+        // A writer of this walrs (here `forget`, as `walrs expire` runs it) writes the digest of
+        // what it keeps.
+        let (g0, r0) = groups.iter().next().unwrap();
+        let gone = r0.segments.keys().next().unwrap().clone();
+        forget(&repo, std::slice::from_ref(&gone)).unwrap();
+        let kept: GroupBrief = repo.load(g0).unwrap().unwrap();
+        assert!(kept.from_digest);
+        assert_eq!(kept.segments.len(), r0.segments.len() - 1);
+        assert!(kept.segments.iter().all(|b| b.name != gone));
+        let expect: Vec<SegmentBrief> =
+            r0.segments.values().filter(|s| s.name != gone).map(SegmentBrief::from).collect();
+        assert_eq!(kept.segments, expect);
+        repo.save(g0, r0, Fixed).unwrap();
 
         let (g, r) = groups.iter().next().unwrap();
         let json = serde_json::to_string(r).unwrap();
