@@ -450,3 +450,213 @@ fn status_on_s3_reads_the_archive_time_in_a_handful_of_requests() {
     eprintln!("status on S3: {requests} requests");
     assert!(requests <= 12, "status sent {requests} requests");
 }
+
+/// Removes what depends on the moment of the run (`time`, the ages) from a `status --json`
+/// document, recursively.
+fn without_clock(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| k != "time" && !k.ends_with("age_seconds"));
+            m.values_mut().for_each(without_clock);
+        }
+        Value::Array(a) => a.iter_mut().for_each(without_clock),
+        _ => {}
+    }
+}
+
+/// Issue 16's 100 ms target: `status` and `metrics` read a complete roll-up's digest instead of
+/// its segments. On a file-system repository with complete roll-ups (1 GiB segments: 4 per
+/// group), two timelines (the first ends in a `.partial` at the switch), a gap, a `.partial`
+/// beside its full segment, damaged segments on both timelines and backups on both, the
+/// answers read from the digests are byte for byte those read from the roll-ups' segments
+/// (every roll-up then rewritten without its digest, as an older walrs writes it).
+#[test]
+fn status_from_rollup_digests_matches_the_full_read() {
+    use walrs::backup::BackupManifest;
+    use walrs::codec::Compression;
+    use walrs::index::{EndKind, GroupBrief, GroupRollup, RollupWithoutDigest, SegmentSummary};
+    use walrs::pg::{
+        Lsn, PgMajorVersion, SystemId, TimeLineId, TimelineHistory, WalFileName, WalSegSize,
+        XLogSegNo,
+    };
+    use walrs::repo::{BackupId, Fixed, RepoConfig, Repository, object::encode_json};
+    use walrs::storage::{AnyStorage, Storage, memory::MemoryStorage};
+
+    const SYSTEM: u64 = 7_300_000_000_000_000_002;
+    const T0_US: i64 = 1_767_225_600_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+    let seg = WalSegSize::new(1 << 30).unwrap();
+    let cfg = RepoConfig::new(
+        SystemId(SYSTEM),
+        PgMajorVersion::V15,
+        seg,
+        8192,
+        Compression::Zstd(1),
+        None,
+    );
+    repo.store_config(&cfg).unwrap();
+    let (t1, t2) = (TimeLineId::new(1).unwrap(), TimeLineId::new(2).unwrap());
+    let switch = 26u64; // timeline 2 starts with this segment
+    let history =
+        format!("1\t{}\tno recovery target specified\n", XLogSegNo(switch).start_lsn(seg));
+    repo.put_new::<TimelineHistory>(&t2, history.as_bytes(), Compression::None).unwrap();
+    let summary = |name: WalFileName, n: u64| {
+        let segno = XLogSegNo(n);
+        let start = segno.start_lsn(seg);
+        let t = T0_US + n as i64 * 30_000_000;
+        let quiet = n.is_multiple_of(5); // no transaction in it
+        SegmentSummary {
+            format_version: walrs::index::FORMAT_VERSION,
+            timeline: name.timeline(),
+            name,
+            segno,
+            start,
+            seg_size: seg,
+            first_record: Some(start.saturating_add(40)),
+            last_record: Some(Lsn(segno.end_lsn(seg).0 - 200)),
+            end: segno.end_lsn(seg),
+            end_kind: EndKind::Full,
+            continuation: 0,
+            first_prev: None,
+            records: 600,
+            commits: if quiet { 0 } else { n % 7 + 1 },
+            aborts: n % 2,
+            first_xact_time_us: (!quiet).then_some(t),
+            last_xact_time_us: (!quiet).then_some(t + 29_000_000),
+            min_xid: None,
+            max_xid: None,
+            xids: vec![],
+            xid_lsns: vec![],
+            restore_points: vec![],
+            checkpoints: vec![],
+            backup_ends: vec![],
+            end_of_recovery: vec![],
+            error: [6, 20, 33].contains(&n).then(|| format!("invalid record at segment {n}")),
+            content_digest: format!("{n:064x}"),
+        }
+    };
+    let mut groups: BTreeMap<String, GroupRollup> = BTreeMap::new();
+    let mut add = |s: SegmentSummary| {
+        let g = s.name.group().unwrap().to_owned();
+        groups
+            .entry(g.clone())
+            .or_insert_with(|| GroupRollup {
+                format_version: walrs::index::FORMAT_VERSION,
+                group: g,
+                segments: BTreeMap::new(),
+            })
+            .segments
+            .insert(s.name.clone(), s);
+    };
+    for n in 1..=41u64 {
+        if n == 13 {
+            continue; // the gap
+        }
+        let tli = if n < switch { t1 } else { t2 };
+        add(summary(WalFileName::segment(tli, XLogSegNo(n), seg), n));
+    }
+    for n in [7u64, switch] {
+        let mut p = summary(WalFileName::partial_segment(t1, XLogSegNo(n), seg), n);
+        p.end_kind = EndKind::EndOfWal;
+        p.end = p.start.saturating_add(0x2000);
+        add(p);
+    }
+    let mut complete = 0;
+    for (g, r) in &groups {
+        for s in r.segments.values() {
+            repo.save::<SegmentSummary>(&s.name, s, Fixed).unwrap();
+        }
+        repo.save::<GroupRollup>(g, r, Fixed).unwrap();
+        let b: GroupBrief = repo.load(g).unwrap().unwrap();
+        if b.segments.len() >= 4 {
+            assert!(b.from_digest, "{g}: a complete roll-up is read from its digest");
+            complete += 1;
+        }
+    }
+    // Groups 1, 2, 4, 5 of timeline 1 and 7, 8, 9 of timeline 2 (the others hold the gap, a
+    // timeline's start or its end).
+    assert_eq!(complete, 7);
+    for (n, tli) in [(2u64, t1), (9, t1), (15, t1), (28, t2), (35, t2)] {
+        let stop_us = T0_US + (n as i64 + 1) * 30_000_000;
+        let time = |us: i64| {
+            walrs::timefmt::rfc3339_utc(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(us as u64),
+            )
+        };
+        let id: BackupId = time(stop_us).replace(['-', ':'], "").parse().unwrap();
+        let m = BackupManifest {
+            format_version: 1,
+            id: id.clone(),
+            label: id.to_string(),
+            system_identifier: SystemId(SYSTEM),
+            pg_version: PgMajorVersion::V15,
+            timeline: tli,
+            start_lsn: XLogSegNo(n).start_lsn(seg).saturating_add(40),
+            stop_lsn: XLogSegNo(n).start_lsn(seg).saturating_add(0x10_0000),
+            stop_timeline: tli,
+            start_time: time(stop_us - 600_000_000),
+            stop_time: time(stop_us),
+            stop_time_us: stop_us,
+            first_wal: WalFileName::segment(tli, XLogSegNo(n), seg).to_string(),
+            last_wal: WalFileName::segment(tli, XLogSegNo(n), seg).to_string(),
+            archives: vec![],
+            pg_manifest_key: String::new(),
+            bytes: 50 << 20,
+            stored_bytes: 12 << 20,
+            compression: "zstd:1".into(),
+            encrypted: false,
+        };
+        repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
+    }
+    // Each object written out as the file the file-system backend keeps (the same bytes).
+    let write_out = |prefix: &str| {
+        for item in repo.storage().list(prefix).unwrap() {
+            let key = item.unwrap().key;
+            let mut bytes = Vec::new();
+            repo.storage().get(&key).unwrap().read_to_end(&mut bytes).unwrap();
+            let path = root.join(key.as_str());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    };
+    write_out("");
+    let answers = || {
+        let run = |args: &[&str]| {
+            let out = crate::util::walrs(&root).args(args).run();
+            (out.code, out.stdout, out.stderr)
+        };
+        let (code, json, err) = run(&["status", "--json"]);
+        let mut json: Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {err}"));
+        without_clock(&mut json);
+        let (tcode, text, _) = run(&["status"]);
+        let text: Vec<String> =
+            text.lines().filter(|l| !l.contains(" ago")).map(str::to_owned).collect();
+        let (mcode, metrics, _) = run(&["metrics"]);
+        let metrics: Vec<String> =
+            metrics.lines().filter(|l| !l.contains("age_seconds")).map(str::to_owned).collect();
+        ((code, tcode, mcode), json, text, metrics)
+    };
+    let from_digests = answers();
+    let st = &from_digests.1["timelines"];
+    assert_eq!(st.as_array().unwrap().len(), 2, "{}", from_digests.1);
+    assert_eq!(st[0]["gaps"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st[0]["damaged"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(st[1]["damaged"].as_array().unwrap().len(), 1, "{st}");
+    assert!(!st[0]["partials"].as_array().unwrap().is_empty(), "{st}");
+    assert!(!st[1]["recovery_window"].is_null(), "{st}");
+    // Every roll-up as an older walrs rewrites it: no digest, the segments read.
+    for (g, r) in groups {
+        repo.save(&g, &RollupWithoutDigest::from(r), Fixed).unwrap();
+        let b: GroupBrief = repo.load(&g).unwrap().unwrap();
+        assert!(!b.from_digest, "{g}");
+    }
+    write_out("index/group/");
+    let from_segments = answers();
+    assert_eq!(from_digests.0, from_segments.0, "exit codes");
+    assert_eq!(from_digests.1, from_segments.1, "status --json");
+    assert_eq!(from_digests.2, from_segments.2, "status");
+    assert_eq!(from_digests.3, from_segments.3, "metrics");
+}

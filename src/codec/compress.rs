@@ -129,17 +129,41 @@ impl FrameCompressor {
 /// A reusable decompressor for one object.
 pub(crate) enum FrameDecompressor {
     None,
-    Zstd(Box<zstd::bulk::Decompressor<'static>>),
+    Zstd(PooledDctx),
     Lz4,
+}
+
+thread_local! {
+    /// The zstd context of the last decompressor dropped on this thread, taken by the next one:
+    /// a reader of many small objects (the WAL index's roll-ups) creates one context per thread,
+    /// not one per object (`ZSTD_createDCtx` was 3 % of `walrs status`). A context holds no state
+    /// between frames: each `decompress_to_buffer` starts a new frame session.
+    static SPARE_DCTX: std::cell::Cell<Option<Box<zstd::bulk::Decompressor<'static>>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// A zstd context borrowed from [`SPARE_DCTX`] (or new), given back when dropped.
+pub(crate) struct PooledDctx(Option<Box<zstd::bulk::Decompressor<'static>>>);
+
+impl Drop for PooledDctx {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            // During thread teardown the slot may be gone: the context is then freed.
+            let _ = SPARE_DCTX.try_with(|s| s.set(Some(d)));
+        }
+    }
 }
 
 impl FrameDecompressor {
     pub(crate) fn new(c: Compression) -> std::io::Result<Self> {
         Ok(match c {
             Compression::None => FrameDecompressor::None,
-            Compression::Zstd(_) => {
-                FrameDecompressor::Zstd(Box::new(zstd::bulk::Decompressor::new()?))
-            }
+            Compression::Zstd(_) => match SPARE_DCTX.with(|s| s.take()) {
+                Some(d) => FrameDecompressor::Zstd(PooledDctx(Some(d))),
+                None => FrameDecompressor::Zstd(PooledDctx(Some(Box::new(
+                    zstd::bulk::Decompressor::new()?,
+                )))),
+            },
             Compression::Lz4 => FrameDecompressor::Lz4,
         })
     }
@@ -154,10 +178,11 @@ impl FrameDecompressor {
         out.clear();
         match self {
             FrameDecompressor::None => out.extend_from_slice(src),
-            FrameDecompressor::Zstd(d) => {
+            FrameDecompressor::Zstd(PooledDctx(Some(d))) => {
                 out.reserve(plain_len);
                 d.decompress_to_buffer(src, out).map_err(|e| format!("zstd: {e}"))?;
             }
+            FrameDecompressor::Zstd(PooledDctx(None)) => return Err("zstd: no context".into()),
             FrameDecompressor::Lz4 => {
                 out.resize(plain_len, 0);
                 let n =

@@ -1069,6 +1069,23 @@ impl<R: Read> Decoder<R> {
         }
         self.summary.ok_or_else(|| CodecError::corrupt(&self.header.name, "no trailer"))
     }
+
+    /// Decodes everything into a vector: the first frame's plaintext buffer becomes the result
+    /// (an object of one frame, such as an index roll-up, is neither grown nor copied).
+    pub fn into_vec(mut self) -> Result<Vec<u8>, CodecError> {
+        let (mut all, mut frame) = (Vec::new(), Vec::new());
+        while self.next_frame(&mut frame)? {
+            if all.is_empty() {
+                std::mem::swap(&mut all, &mut frame);
+            } else {
+                all.extend_from_slice(&frame);
+            }
+        }
+        match self.summary {
+            Some(_) => Ok(all),
+            None => Err(CodecError::corrupt(&self.header.name, "no trailer")),
+        }
+    }
 }
 
 /// Encodes `data` as one envelope in memory (small objects, tests).

@@ -25,7 +25,12 @@ pub use summary::{EndKind, SegmentIndexer, SegmentSummary, SummaryBuilder};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// All summaries of one group (timeline + xlogid: 4 GiB of WAL), without the xid lists.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+///
+/// Written with a [digest](RollupDigest) of its segments before them (docs/format/index.md,
+/// "Roll-up digest"), computed from `segments` each time it is serialized, so a stored digest is
+/// always the one of the segments stored beside it. Read back, the digest is ignored (it is
+/// derived): only [`load_briefs`] reads it, instead of the segments.
+#[derive(Deserialize, Clone, Debug, Default)]
 pub struct GroupRollup {
     /// Format version.
     pub format_version: u32,
@@ -33,6 +38,207 @@ pub struct GroupRollup {
     pub group: String,
     /// Summaries by segment name.
     pub segments: BTreeMap<WalFileName, SegmentSummary>,
+}
+
+impl Serialize for GroupRollup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let digest = RollupDigest::of(&self.group, &self.segments);
+        let mut m = s.serialize_struct("GroupRollup", 3 + usize::from(digest.is_some()))?;
+        m.serialize_field("format_version", &self.format_version)?;
+        m.serialize_field("group", &self.group)?;
+        match &digest {
+            Some(d) => m.serialize_field("digest", d)?,
+            None => m.skip_field("digest")?,
+        }
+        m.serialize_field("segments", &self.segments)?;
+        m.end()
+    }
+}
+
+/// Version of the [`RollupDigest`] layout: a reader uses a digest of this version only, and
+/// reads the roll-up's segments for any other.
+pub const DIGEST_VERSION: u32 = 1;
+
+/// What [`load_briefs`] needs of a roll-up's segments, compactly, stored inside the roll-up
+/// before its segments (the `digest` field): one array of numbers per segment, the names rebuilt
+/// from the timeline and segment numbers. Written only when every segment's name is the one
+/// its timeline, segment number and segment size give (with `.partial` for a partial file) and
+/// every segment has the roll-up's timeline and segment size; otherwise the roll-up has no
+/// digest and readers parse its segments.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct RollupDigest {
+    /// [`DIGEST_VERSION`].
+    pub v: u32,
+    /// The timeline of every segment.
+    pub timeline: TimeLineId,
+    /// The segment size of every segment.
+    pub seg_size: WalSegSize,
+    /// One entry per segment, in the roll-up's order.
+    pub segments: Vec<DigestEntry>,
+}
+
+/// One segment in a [`RollupDigest`], stored as a JSON array: segment number, start and end
+/// LSN (as integers), commits, aborts, first and last xact time (Unix microseconds or `null`),
+/// flags (1: a `.partial` file, 2: damaged, `error` set).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Copy)]
+pub struct DigestEntry(
+    pub u64,
+    pub u64,
+    pub u64,
+    pub u64,
+    pub u64,
+    pub Option<i64>,
+    pub Option<i64>,
+    pub u8,
+);
+
+const DIGEST_PARTIAL: u8 = 1;
+const DIGEST_DAMAGED: u8 = 2;
+
+impl RollupDigest {
+    /// The digest of the segments of roll-up `group`; `None` when a segment does not fit it
+    /// (its name is not the one the digest would rebuild, or its timeline or segment size
+    /// differs from the others').
+    pub fn of(group: &str, segments: &BTreeMap<WalFileName, SegmentSummary>) -> Option<Self> {
+        let first = segments.values().next()?;
+        let (timeline, seg_size) = (first.timeline, first.seg_size);
+        let mut out = Vec::with_capacity(segments.len());
+        for (key, s) in segments {
+            let partial = match s.name.kind() {
+                crate::pg::WalFileKind::Segment => false,
+                crate::pg::WalFileKind::Partial => true,
+                _ => return None,
+            };
+            let rebuilt = digest_name(timeline, s.segno, seg_size, partial);
+            if key != &s.name
+                || s.timeline != timeline
+                || s.seg_size != seg_size
+                || rebuilt != s.name
+                || s.name.group() != Some(group)
+            {
+                return None;
+            }
+            let flags = if partial { DIGEST_PARTIAL } else { 0 }
+                | if s.error.is_some() { DIGEST_DAMAGED } else { 0 };
+            out.push(DigestEntry(
+                s.segno.0,
+                s.start.0,
+                s.end.0,
+                s.commits,
+                s.aborts,
+                s.first_xact_time_us,
+                s.last_xact_time_us,
+                flags,
+            ));
+        }
+        Some(RollupDigest { v: DIGEST_VERSION, timeline, seg_size, segments: out })
+    }
+
+    /// The briefs the digest describes, as [`GroupBrief`] would read them from the segments of
+    /// roll-up `group`; `None` when the digest is of another version or names a segment outside
+    /// the group (the roll-up is then read in full).
+    pub fn briefs(&self, group: &str) -> Option<Vec<SegmentBrief>> {
+        if self.v != DIGEST_VERSION {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.segments.len());
+        for &DigestEntry(segno, start, end, commits, aborts, first, last, flags) in &self.segments {
+            if flags & !(DIGEST_PARTIAL | DIGEST_DAMAGED) != 0 {
+                return None;
+            }
+            let name = digest_name(
+                self.timeline,
+                XLogSegNo(segno),
+                self.seg_size,
+                flags & DIGEST_PARTIAL != 0,
+            );
+            if name.group() != Some(group) {
+                return None;
+            }
+            out.push(SegmentBrief {
+                name,
+                timeline: self.timeline,
+                segno: XLogSegNo(segno),
+                start: Lsn(start),
+                end: Lsn(end),
+                commits,
+                aborts,
+                first_xact_time_us: first,
+                last_xact_time_us: last,
+                damaged: flags & DIGEST_DAMAGED != 0,
+            });
+        }
+        Some(out)
+    }
+}
+
+fn digest_name(tli: TimeLineId, segno: XLogSegNo, seg: WalSegSize, partial: bool) -> WalFileName {
+    if partial {
+        WalFileName::partial_segment(tli, segno, seg)
+    } else {
+        WalFileName::segment(tli, segno, seg)
+    }
+}
+
+/// The digest of a stored roll-up, read without parsing its segments: the document must open
+/// exactly as walrs writes it, `{"format_version":1,"group":"<group>","digest":`, and the digest
+/// must be of [`DIGEST_VERSION`]; `None` otherwise (the caller parses the whole roll-up).
+fn stored_digest(group: &str, bytes: &[u8]) -> Option<Vec<SegmentBrief>> {
+    let head = format!("{{\"format_version\":{FORMAT_VERSION},\"group\":\"{group}\",\"digest\":");
+    let rest = bytes.strip_prefix(head.as_bytes())?;
+    // One value, then stop: the segments after it are not scanned.
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    let d = RollupDigest::deserialize(&mut de).ok()?;
+    d.briefs(group)
+}
+
+/// A roll-up written as walrs wrote it before the [digest](RollupDigest) (no `digest` field), as
+/// an older walrs that rewrites a roll-up leaves it: for tests of the readers' fallback.
+#[doc(hidden)]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RollupWithoutDigest {
+    /// Format version.
+    pub format_version: u32,
+    /// The group.
+    pub group: String,
+    /// Summaries by segment name.
+    pub segments: BTreeMap<WalFileName, SegmentSummary>,
+}
+
+impl From<GroupRollup> for RollupWithoutDigest {
+    fn from(r: GroupRollup) -> Self {
+        RollupWithoutDigest {
+            format_version: r.format_version,
+            group: r.group,
+            segments: r.segments,
+        }
+    }
+}
+
+impl RepoObject for RollupWithoutDigest {
+    const KIND: &'static str = GroupRollup::KIND;
+    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+    const WRITE: Write = Write::Replace;
+    type Id = String;
+    type Codec = Fixed;
+
+    fn key(group: &String) -> Result<ObjectKey> {
+        GroupRollup::key(group)
+    }
+
+    fn name(group: &String) -> Result<String> {
+        GroupRollup::name(group)
+    }
+
+    fn compression(c: Fixed) -> Compression {
+        GroupRollup::compression(c)
+    }
+}
+
+impl JsonObject for RollupWithoutDigest {
+    const PRETTY: bool = false;
+    const VERSION_FIELD: Option<fn(&Self) -> u32> = Some(|r| r.format_version);
 }
 
 /// The summary of a segment: derived data (replaced by a rebuild), compact JSON, zstd level 3,
@@ -355,6 +561,9 @@ pub struct GroupBrief {
     /// The segments, in the roll-up's order.
     #[serde(deserialize_with = "brief_segments")]
     pub segments: Vec<SegmentBrief>,
+    /// Whether the segments came from the roll-up's [digest](RollupDigest) (not its segments).
+    #[serde(skip)]
+    pub from_digest: bool,
 }
 
 fn brief_segments<'de, D: serde::Deserializer<'de>>(
@@ -401,7 +610,11 @@ impl RepoObject for GroupBrief {
 }
 
 impl crate::repo::Document for GroupBrief {
+    /// From the roll-up's digest when it has a usable one, else from its segments.
     fn decode(group: &String, bytes: &[u8]) -> Result<GroupBrief> {
+        if let Some(segments) = stored_digest(group, bytes) {
+            return Ok(GroupBrief { format_version: FORMAT_VERSION, segments, from_digest: true });
+        }
         crate::repo::object::decode_versioned(
             &crate::repo::object::describe::<GroupBrief>(group),
             bytes,
@@ -422,12 +635,14 @@ pub fn load_briefs(
 ) -> Result<BTreeMap<(TimeLineId, XLogSegNo), SegmentBrief>> {
     let per_group = seg_size.segments_per_xlog_id();
     let groups = repo.groups::<SegmentSummary>()?;
-    let mut out = BTreeMap::new();
+    // Collected, then built in one pass (the map's bulk build from sorted input; the input is
+    // nearly sorted already: groups and their segments in name order). Ordered so that of a
+    // `.partial` and a full segment of the same number the full one comes last and wins, as
+    // `insert_segment` decides.
+    let mut all: Vec<SegmentBrief> = Vec::new();
     for (g, brief) in groups.iter().zip(read_briefs(repo, &groups, per_group)) {
         if let Some(segments) = brief {
-            for s in segments {
-                insert_segment(&mut out, s);
-            }
+            all.extend(segments);
             continue;
         }
         // Incomplete, missing or unreadable: completed (or rebuilt, with the warning) as
@@ -436,11 +651,12 @@ pub fn load_briefs(
             tracing::warn!("index roll-up of {g} is unreadable ({e}); rebuilding it");
             None
         });
-        for s in complete_group(repo, g, cached, per_group)?.segments.values() {
-            insert_segment(&mut out, SegmentBrief::from(s));
-        }
+        all.extend(
+            complete_group(repo, g, cached, per_group)?.segments.values().map(SegmentBrief::from),
+        );
     }
-    Ok(out)
+    all.sort_by_key(|s| (s.timeline, s.segno, !s.is_partial()));
+    Ok(all.into_iter().map(|s| ((s.timeline, s.segno), s)).collect())
 }
 
 /// How many threads [`load_briefs`] reads roll-ups with, at most (one per core up to that):
@@ -672,6 +888,126 @@ mod tests {
         let a: BTreeMap<_, SegmentBrief> =
             a.iter().map(|(k, s)| (*k, SegmentBrief::from(s))).collect();
         assert_eq!(a, b);
+    }
+
+    /// The digest stored in a roll-up gives `load_briefs` exactly what the roll-up's segments
+    /// give (a damaged segment, a `.partial` beside its full segment, a `.partial` alone after a
+    /// gap, xact times set and unset, two timelines); a roll-up without a digest (as an older
+    /// walrs rewrites it), with a digest of another version, or stored under another group is
+    /// read from its segments; a roll-up whose segments a digest cannot describe is written
+    /// without one.
+    #[test]
+    fn a_rollups_digest_gives_what_its_segments_give() {
+        let repo = Repository::new(AnyStorage::Memory(MemoryStorage::new()), None);
+        let seg = WalSegSize::new(1 << 30).unwrap(); // 4 segments per group
+        let mut groups: BTreeMap<String, GroupRollup> = BTreeMap::new();
+        let mut add = |s: SegmentSummary| {
+            store_summary(&repo, &s).unwrap();
+            let g = s.name.group().unwrap().to_owned();
+            let r = groups.entry(g.clone()).or_insert_with(|| GroupRollup {
+                format_version: FORMAT_VERSION,
+                group: g,
+                segments: BTreeMap::new(),
+            });
+            let mut s = s;
+            s.xids.clear();
+            r.segments.insert(s.name.clone(), s);
+        };
+        for (t, range) in [(1u32, 4..=11u64), (2, 12..=15)] {
+            let tli = TimeLineId::new(t).unwrap();
+            for segno in range {
+                if segno == 9 {
+                    continue; // the gap
+                }
+                let name = WalFileName::segment(tli, XLogSegNo(segno), seg);
+                let mut s = summary(&name, segno, seg);
+                s.commits = segno % 3;
+                s.aborts = segno % 2;
+                if segno % 2 == 0 {
+                    s.first_xact_time_us = Some(1_795_000_000_000_000 + segno as i64);
+                    s.last_xact_time_us = Some(1_795_000_000_500_000 + segno as i64);
+                }
+                if segno == 5 || segno == 13 {
+                    s.error = Some("invalid record length at 1/40000A0".into());
+                }
+                add(s);
+            }
+        }
+        let tli = TimeLineId::new(1).unwrap();
+        for segno in [7u64, 9] {
+            let name = WalFileName::partial_segment(tli, XLogSegNo(segno), seg);
+            let mut p = summary(&name, segno, seg);
+            p.end_kind = EndKind::EndOfWal;
+            p.end = p.start.saturating_add(8192);
+            p.error = Some("zeroed page".into());
+            add(p);
+        }
+        for (g, r) in &groups {
+            repo.save(g, r, Fixed).unwrap();
+        }
+        let all: BTreeMap<_, SegmentBrief> = load_all(&repo, seg)
+            .unwrap()
+            .iter()
+            .map(|(k, s)| (*k, SegmentBrief::from(s)))
+            .collect();
+        // 7 + 4 segments, and 9's .partial (7's is hidden by its full segment).
+        assert_eq!(all.len(), 12);
+        assert!(all[&(TimeLineId::new(1).unwrap(), XLogSegNo(9))].is_partial());
+        assert!(all[&(TimeLineId::new(2).unwrap(), XLogSegNo(13))].damaged);
+        assert_eq!(load_briefs(&repo, seg).unwrap(), all);
+        for (g, r) in &groups {
+            let digest: GroupBrief = repo.load(g).unwrap().unwrap();
+            assert!(digest.from_digest, "{g}: read from its digest");
+            repo.save(g, &RollupWithoutDigest::from(r.clone()), Fixed).unwrap();
+            let full: GroupBrief = repo.load(g).unwrap().unwrap();
+            assert!(!full.from_digest, "{g}: no digest, read from the segments");
+            assert_eq!(digest.segments, full.segments, "{g}");
+            assert_eq!(digest.segments.len(), r.segments.len());
+        }
+        // Every roll-up without its digest: the same briefs, from the segments.
+        assert_eq!(load_briefs(&repo, seg).unwrap(), all);
+        // A writer of this walrs (here `forget`, as `walrs expire` runs it) writes the digest of
+        // what it keeps.
+        let (g0, r0) = groups.iter().next().unwrap();
+        let gone = r0.segments.keys().next().unwrap().clone();
+        forget(&repo, std::slice::from_ref(&gone)).unwrap();
+        let kept: GroupBrief = repo.load(g0).unwrap().unwrap();
+        assert!(kept.from_digest);
+        assert_eq!(kept.segments.len(), r0.segments.len() - 1);
+        assert!(kept.segments.iter().all(|b| b.name != gone));
+        let expect: Vec<SegmentBrief> =
+            r0.segments.values().filter(|s| s.name != gone).map(SegmentBrief::from).collect();
+        assert_eq!(kept.segments, expect);
+        repo.save(g0, r0, Fixed).unwrap();
+
+        let (g, r) = groups.iter().next().unwrap();
+        let json = serde_json::to_string(r).unwrap();
+        let decoded = |bytes: &str| {
+            <GroupBrief as crate::repo::Document>::decode(g, bytes.as_bytes()).unwrap()
+        };
+        let from_digest = decoded(&json);
+        assert!(from_digest.from_digest);
+        // A digest of another version is not read: the segments are.
+        let v2 = json.replacen(r#""digest":{"v":1,"#, r#""digest":{"v":2,"#, 1);
+        assert_ne!(v2, json);
+        let b = decoded(&v2);
+        assert!(!b.from_digest);
+        assert_eq!(b.segments, from_digest.segments);
+        // Nor one whose document does not open as walrs writes it (here: another group).
+        let other = json.replacen(g.as_str(), "0000000900000000", 1);
+        assert!(stored_digest(g, other.as_bytes()).is_none());
+        assert!(stored_digest("0000000900000000", other.as_bytes()).is_none(), "names outside");
+        // A roll-up holding a name its timeline and segment number do not give: no digest.
+        let mut odd = r.clone();
+        let (k, s) = odd.segments.pop_last().unwrap();
+        let mut s = s;
+        s.segno = XLogSegNo(s.segno.0 + 1);
+        odd.segments.insert(k, s);
+        assert!(RollupDigest::of(&odd.group, &odd.segments).is_none());
+        let odd_json = serde_json::to_string(&odd).unwrap();
+        assert!(!odd_json.contains(r#""digest""#), "{odd_json}");
+        assert!(!decoded(&odd_json).from_digest);
+        assert!(RollupDigest::of(&r.group, &r.segments).is_some());
     }
 
     /// Enough summaries not rolled up yet that they are read by several readers: every one

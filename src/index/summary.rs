@@ -322,9 +322,14 @@ mod tests {
     /// without xid lists, optional fields empty.
     const ROLLUP: &str = r#"{"format_version":1,"group":"000000020000000A","segments":{"000000020000000A0000003F":{"format_version":1,"name":"000000020000000A0000003F","timeline":2,"segno":2623,"start":"A/3F000000","seg_size":16777216,"first_record":"A/3F000028","last_record":"A/3FFFFF00","end":"A/40000000","end_kind":"full","continuation":0,"first_prev":"A/3EFFFFD0","records":1234,"commits":5,"aborts":1,"first_xact_time_us":1795269787000000,"last_xact_time_us":1795269788000000,"min_xid":700,"max_xid":705,"error":null,"content_digest":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"000000020000000A00000040.partial":{"format_version":1,"name":"000000020000000A00000040.partial","timeline":2,"segno":2624,"start":"A/40000000","seg_size":16777216,"first_record":null,"last_record":null,"end":"A/40000000","end_kind":"end_of_wal","continuation":0,"first_prev":null,"records":0,"commits":0,"aborts":0,"first_xact_time_us":null,"last_xact_time_us":null,"min_xid":null,"max_xid":null,"error":"invalid WAL page header at A/40000000: zeroed","content_digest":"xxh3:00000000000000000000000000000000"}}}"#;
 
+    /// [`ROLLUP`] as walrs writes it since the roll-up digest: the same bytes with the digest of
+    /// its two segments before them (the `.partial` one flagged partial and damaged, 3).
+    const ROLLUP_WITH_DIGEST_HEAD: &str = r#"{"format_version":1,"group":"000000020000000A","digest":{"v":1,"timeline":2,"seg_size":16777216,"segments":[[2623,44006637568,44023414784,5,1,1795269787000000,1795269788000000,0],[2624,44023414784,44023414784,0,0,null,null,3]]},"segments":"#;
+
     /// Stored index objects keep their bytes: what an earlier walrs wrote parses, and writes
     /// back identically (as `write_json` writes it: compact JSON), also through the
-    /// `serde_json::Value` that `read_json` parses first.
+    /// `serde_json::Value` that `read_json` parses first; a roll-up is written back with its
+    /// digest added before its segments, the rest byte for byte.
     #[test]
     fn stored_summaries_and_rollups_keep_their_serde_form() {
         let s: SegmentSummary = serde_json::from_str(SUMMARY).unwrap();
@@ -334,9 +339,20 @@ mod tests {
         assert_eq!(s2, s);
         let r: GroupRollup = serde_json::from_str(ROLLUP).unwrap();
         assert_eq!(r.segments.len(), 2);
-        assert_eq!(serde_json::to_string(&r).unwrap(), ROLLUP);
+        let with_digest = ROLLUP.replacen(
+            r#"{"format_version":1,"group":"000000020000000A","segments":"#,
+            ROLLUP_WITH_DIGEST_HEAD,
+            1,
+        );
+        assert_ne!(with_digest, ROLLUP);
+        assert_eq!(serde_json::to_string(&r).unwrap(), with_digest);
         let v: serde_json::Value = serde_json::from_str(ROLLUP).unwrap();
         let r2: GroupRollup = serde_json::from_value(v).unwrap();
-        assert_eq!(serde_json::to_string(&r2).unwrap(), ROLLUP);
+        assert_eq!(serde_json::to_string(&r2).unwrap(), with_digest);
+        // Read back, the digest is ignored: the roll-up is its segments.
+        let r3: GroupRollup = serde_json::from_str(&with_digest).unwrap();
+        assert_eq!(serde_json::to_string(&r3).unwrap(), with_digest);
+        let old = crate::index::RollupWithoutDigest::from(r3);
+        assert_eq!(serde_json::to_string(&old).unwrap(), ROLLUP);
     }
 }

@@ -181,6 +181,15 @@ fn is_upper_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }
 
+/// Appends `v` as 8 upper-case hex digits (`%08X`), without the formatting machinery: `status`
+/// builds 100,000 names from the index's roll-up digests.
+fn push_hex8(out: &mut String, v: u32) {
+    for shift in (0..8).rev() {
+        let d = ((v >> (shift * 4)) & 0xF) as u8;
+        out.push(char::from(if d < 10 { b'0' + d } else { b'A' + d - 10 }));
+    }
+}
+
 fn hex_u32(s: &str) -> Option<u32> {
     if s.len() == 8 && is_upper_hex(s) { u32::from_str_radix(s, 16).ok() } else { None }
 }
@@ -195,13 +204,19 @@ impl WalFileName {
         // Both quotients fit in u32: segno < 2^64 / seg_size and per <= 4096.
         let log = u32::try_from(segno.0 / per).unwrap_or(u32::MAX);
         let seg = u32::try_from(segno.0 % per).unwrap_or(u32::MAX);
-        WalFileName {
-            name: format!("{tli}{log:08X}{seg:08X}"),
-            kind: WalFileKind::Segment,
-            tli,
-            log,
-            seg,
+        let mut name = String::with_capacity(XLOG_FNAME_LEN + ".partial".len());
+        for v in [tli.get(), log, seg] {
+            push_hex8(&mut name, v);
         }
+        WalFileName { name, kind: WalFileKind::Segment, tli, log, seg }
+    }
+
+    /// The name of the `.partial` file of segment `segno` on timeline `tli`.
+    pub fn partial_segment(tli: TimeLineId, segno: XLogSegNo, seg_size: WalSegSize) -> Self {
+        let mut w = WalFileName::segment(tli, segno, seg_size);
+        w.name.push_str(".partial");
+        w.kind = WalFileKind::Partial;
+        w
     }
 
     /// The name of the history file of timeline `tli` (`TLHistoryFileName`).

@@ -121,9 +121,7 @@ impl Repository {
                 Err(e) if e.kind == Kind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let mut bytes = Vec::new();
-            dec.copy_to(&mut bytes)?;
-            Ok(Some(bytes))
+            Ok(Some(dec.into_vec()?))
         })?;
         bytes.map(|b| T::decode(id, &b)).transpose()
     }
