@@ -607,6 +607,9 @@ fn status_from_rollup_digests_matches_the_full_read() {
             stored_bytes: 12 << 20,
             compression: "zstd:1".into(),
             encrypted: false,
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
     }
