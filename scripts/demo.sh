@@ -6,7 +6,8 @@
 # settings; PostgreSQL recovers to the point in time between two of the transactions, every WAL
 # segment coming back through `walrs fetch`; the restored rows are shown. `walrs status` shows
 # the repository's recoverable window before the restore, `walrs expire --explain` what retention
-# would keep, and `walrs drill` proves the same target again in a scratch directory.
+# would keep, and `walrs drill` proves the same target again in a scratch directory. A logical
+# dump (`walrs dump`) of the database lands in the same repository.
 #
 # Usage: scripts/demo.sh            (as root: PostgreSQL runs as the 'postgres' user)
 # Needs PostgreSQL 15 server binaries (scripts/install-prereqs.sh installs them).
@@ -61,6 +62,10 @@ for _ in $(seq 1 300); do
 done
 PSQL -c "SELECT 'archived by walrs: ' || archived_count || ' files, failed: ' || failed_count FROM pg_stat_archiver"
 echo "   target time: $TARGET"
+echo "== walrs dump (a consistent logical dump into the same repository: pg_dump's schema, walrs's parallel COPY) and walrs dump list"
+DUMP=$($AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" dump -d "host=$WORK/s port=5432 user=postgres dbname=postgres" --pg-dump-bin "$PGBIN/pg_dump")
+echo "   dump $DUMP"
+$AS env WALRS_REPO="$WORK/repo" "$WORK/walrs" dump list | sed 's/^/   /'
 $AS "$PGBIN/pg_ctl" -D "$WORK/a" -m fast -w stop >/dev/null
 
 echo "== the repository: walrs wal list (from the index push builds) and walrs timeline"
