@@ -339,7 +339,12 @@ fn basebackup_refuses_broken_archiving() {
     let script = e.world.path("archive.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\nexec env WALRS_REPO={} {walrs} push \"$1\"\n", e.repo.display()),
+        // --parallel 1: a background look-ahead pusher would linger past the script's call and
+        // could archive the next step's segment although its archive_command is `false`.
+        format!(
+            "#!/bin/sh\nexec env WALRS_REPO={} {walrs} push --parallel 1 \"$1\"\n",
+            e.repo.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

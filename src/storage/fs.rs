@@ -429,19 +429,26 @@ impl Storage for FsStorage {
             Err(e) if absent(&e) => return Ok(Vec::new()),
             Err(e) => return Err(StorageError::from_io("list", prefix, &e)),
         };
-        let mut out = Vec::new();
+        let mut candidates = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::from_io("list", prefix, &e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if is_dir && ObjectKey::new(name.as_str()).is_ok() {
-                // Only prefixes with at least one object below them, as S3 reports. Stops at the
-                // first object: no stat of every file (a group of the WAL index holds 256).
-                let sub = format!("{prefix}{name}/");
-                if holds_object(&dir.join(&name))
-                    .map_err(|e| StorageError::from_io("list", &sub, &e))?
-                {
-                    out.push(name);
+                candidates.push(name);
+            }
+        }
+        // Only prefixes with at least one object below them, as S3 reports. Each check stops at
+        // the first object (no stat of every file), but the kernel still reads a directory whole
+        // (a group of the WAL index holds 256 files): several threads check them at once.
+        let checks = holds_objects(&dir, &candidates);
+        let mut out = Vec::new();
+        for (name, held) in candidates.into_iter().zip(checks) {
+            match held {
+                Ok(true) => out.push(name),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(StorageError::from_io("list", &format!("{prefix}{name}/"), &e));
                 }
             }
         }
@@ -603,6 +610,40 @@ impl FsList {
 
 /// Whether `dir` holds an object (a regular file with an object name, not a temporary file) at
 /// any depth: stops at the first one, reading only the entries' types.
+/// Directories checked by one thread at least before [`holds_objects`] uses more.
+const CHECKS_PER_THREAD: usize = 64;
+/// Threads [`holds_objects`] uses at most.
+const CHECK_THREADS: usize = 4;
+
+/// [`holds_object`] of each `names` under `dir`, in order; on several threads when there are many.
+fn holds_objects(dir: &Path, names: &[String]) -> Vec<std::io::Result<bool>> {
+    let check = |n: &String| holds_object(&dir.join(n));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(CHECK_THREADS)
+        .min(names.len() / CHECKS_PER_THREAD);
+    if threads < 2 {
+        return names.iter().map(check).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let check = &check;
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for (w, part) in workers.into_iter().zip(names.chunks(chunk)) {
+            match w.join() {
+                Ok(v) => out.extend(v),
+                // A panicked checker: checked again here (the answer must be complete).
+                Err(_) => out.extend(part.iter().map(check)),
+            }
+        }
+        out
+    })
+}
+
 fn holds_object(dir: &Path) -> std::io::Result<bool> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,

@@ -214,6 +214,35 @@ fn fs_listing_ignores_temporary_and_foreign_files() {
     assert_eq!(keys_of(&s, ""), vec!["wal/x"]);
 }
 
+/// Many prefixes (checked on several threads): exactly those with an object below them, at any
+/// depth, sorted; not those holding only temporary files or empty directories.
+#[test]
+fn fs_many_prefixes_name_only_those_with_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStorage::open(dir.path()).unwrap();
+    let mut want = Vec::new();
+    for i in 0..300u32 {
+        let g = format!("{i:08X}");
+        let d = dir.path().join("g").join(&g);
+        match i % 4 {
+            0 => {
+                s.put(&key(&format!("g/{g}/x")), &mut BytesBody::new(b"1")).unwrap();
+                want.push(g);
+            }
+            1 => {
+                s.put(&key(&format!("g/{g}/deep/er/x")), &mut BytesBody::new(b"1")).unwrap();
+                want.push(g);
+            }
+            2 => {
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(".tmp.x.1.0"), b"partial").unwrap();
+            }
+            _ => std::fs::create_dir_all(d.join("empty")).unwrap(),
+        }
+    }
+    assert_eq!(s.list_prefixes("g/").unwrap(), want);
+}
+
 #[test]
 fn fs_root_must_exist() {
     let dir = tempfile::tempdir().unwrap();
