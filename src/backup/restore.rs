@@ -141,17 +141,7 @@ fn extract_chunk(
     skip_spool: bool,
     stats: &Mutex<RestoreStats>,
 ) -> Result<()> {
-    let key = BackupChunk::key(chunk)?;
-    let mut dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
-        if e.kind == Kind::NotFound {
-            WalrsError::new(
-                Kind::Corrupt,
-                format!("chunk {key} of the backup is missing from the repository ({e})"),
-            )
-        } else {
-            e
-        }
-    })?;
+    let (key, mut dec) = open_chunk(repo, chunk)?;
     let mut frame = Vec::new();
     let mut header: Vec<u8> = Vec::with_capacity(512);
     // (file, bytes of data left, padding left)
@@ -688,17 +678,7 @@ fn extract_chain_chunk(
 ) -> Result<()> {
     use std::io::Read;
     use std::os::unix::fs::FileExt;
-    let key = BackupChunk::key(chunk)?;
-    let dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
-        if e.kind == Kind::NotFound {
-            WalrsError::new(
-                Kind::Corrupt,
-                format!("chunk {key} of the backup is missing from the repository ({e})"),
-            )
-        } else {
-            e
-        }
-    })?;
+    let (key, dec) = open_chunk(repo, chunk)?;
     let mut r = std::io::BufReader::with_capacity(256 * 1024, FrameReader::new(dec));
     let read_err = |e: std::io::Error| WalrsError::new(Kind::Corrupt, format!("{key}: {e}"));
     let corrupt = |what: String| WalrsError::new(Kind::Corrupt, format!("{key}: {what}"));
@@ -867,4 +847,23 @@ fn extract_chain_chunk(
         s.bytes += bytes;
     }
     Ok(())
+}
+
+/// Opens a chunk of the backup; a missing one is corrupt (the manifest names it).
+fn open_chunk<'r>(
+    repo: &'r Repository,
+    chunk: &ChunkId,
+) -> Result<(crate::storage::ObjectKey, crate::codec::Decoder<crate::repo::ObjectReader<'r>>)> {
+    let key = BackupChunk::key(chunk)?;
+    let dec = repo.open::<BackupChunk>(chunk).map_err(|e| {
+        if e.kind == Kind::NotFound {
+            WalrsError::new(
+                Kind::Corrupt,
+                format!("chunk {key} of the backup is missing from the repository ({e})"),
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok((key, dec))
 }

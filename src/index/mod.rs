@@ -216,25 +216,33 @@ impl From<GroupRollup> for RollupWithoutDigest {
     }
 }
 
-impl RepoObject for RollupWithoutDigest {
-    const KIND: &'static str = GroupRollup::KIND;
-    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
-    const WRITE: Write = Write::Replace;
-    type Id = String;
-    type Codec = Fixed;
+/// Another view of the roll-up object (the same kind, key, version and codec): how it is
+/// written without a digest, or read for status.
+macro_rules! rollup_view {
+    ($t:ty) => {
+        impl RepoObject for $t {
+            const KIND: &'static str = GroupRollup::KIND;
+            const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
+            const WRITE: Write = Write::Replace;
+            type Id = String;
+            type Codec = Fixed;
 
-    fn key(group: &String) -> Result<ObjectKey> {
-        GroupRollup::key(group)
-    }
+            fn key(group: &String) -> Result<ObjectKey> {
+                GroupRollup::key(group)
+            }
 
-    fn name(group: &String) -> Result<String> {
-        GroupRollup::name(group)
-    }
+            fn name(group: &String) -> Result<String> {
+                GroupRollup::name(group)
+            }
 
-    fn compression(c: Fixed) -> Compression {
-        GroupRollup::compression(c)
-    }
+            fn compression(c: Fixed) -> Compression {
+                GroupRollup::compression(c)
+            }
+        }
+    };
 }
+
+rollup_view!(RollupWithoutDigest);
 
 impl JsonObject for RollupWithoutDigest {
     const PRETTY: bool = false;
@@ -589,25 +597,7 @@ fn brief_segments<'de, D: serde::Deserializer<'de>>(
     d.deserialize_map(V)
 }
 
-impl RepoObject for GroupBrief {
-    const KIND: &'static str = GroupRollup::KIND;
-    const FORMAT_VERSION: Option<u32> = Some(FORMAT_VERSION);
-    const WRITE: Write = Write::Replace;
-    type Id = String;
-    type Codec = Fixed;
-
-    fn key(group: &String) -> Result<ObjectKey> {
-        GroupRollup::key(group)
-    }
-
-    fn name(group: &String) -> Result<String> {
-        GroupRollup::name(group)
-    }
-
-    fn compression(c: Fixed) -> Compression {
-        GroupRollup::compression(c)
-    }
-}
+rollup_view!(GroupBrief);
 
 impl crate::repo::Document for GroupBrief {
     /// From the roll-up's digest when it has a usable one, else from its segments.
