@@ -206,6 +206,23 @@ fn zoo_dump_load_verify_and_refusals() {
     let id = out.stdout.trim().to_owned();
     assert!(!id.is_empty());
 
+    // Piped into `head` that already exited: the output ends, no panic, exit 0.
+    for args in [
+        vec!["dump", "list"],
+        vec!["dump", "list", "--all", "--json"],
+        vec!["dump", "show", &id],
+        vec!["dump", "show", &id, "--json"],
+        vec!["dump", "verify", &id],
+    ] {
+        let out = walrs().args(&args).run_closed_stdout();
+        assert!(
+            !out.stderr.contains("panicked") && out.code == 0,
+            "{args:?} with a closed stdout: exit {}\n{}",
+            out.code,
+            out.stderr
+        );
+    }
+
     let list = walrs().args(["dump", "list", "--json"]).run();
     list.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
