@@ -88,8 +88,32 @@ impl FromStr for Compression {
 /// A reusable compressor for one object.
 pub(crate) enum FrameCompressor {
     None,
-    Zstd(Box<zstd::bulk::Compressor<'static>>, Vec<u8>),
+    Zstd(PooledCctx),
     Lz4,
+}
+
+/// A zstd compression context and the level it was made for.
+type LevelCctx = (i32, Box<zstd::bulk::Compressor<'static>>);
+
+thread_local! {
+    /// The zstd context of the last compressor dropped on this thread, taken by the next one of
+    /// the same level: a background pusher archives segment after segment on the same threads,
+    /// and a new context per object cost its creation and the page faults of its fresh
+    /// workspace (issue 20). A context holds no state between frames: each
+    /// `compress_to_buffer` starts a new frame with the context's parameters (the level).
+    static SPARE_CCTX: std::cell::Cell<Option<LevelCctx>> = const { std::cell::Cell::new(None) };
+}
+
+/// A zstd context borrowed from [`SPARE_CCTX`] (or new), given back when dropped.
+pub(crate) struct PooledCctx(Option<LevelCctx>);
+
+impl Drop for PooledCctx {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            // During thread teardown the slot may be gone: the context is then freed.
+            let _ = SPARE_CCTX.try_with(|s| s.set(Some(c)));
+        }
+    }
 }
 
 impl FrameCompressor {
@@ -97,21 +121,31 @@ impl FrameCompressor {
         Ok(match c {
             Compression::None => FrameCompressor::None,
             Compression::Zstd(level) => {
-                FrameCompressor::Zstd(Box::new(zstd::bulk::Compressor::new(level)?), Vec::new())
+                let spare = SPARE_CCTX.with(|s| s.take()).filter(|(l, _)| *l == level);
+                let cctx = match spare {
+                    Some(c) => c,
+                    None => (level, Box::new(zstd::bulk::Compressor::new(level)?)),
+                };
+                FrameCompressor::Zstd(PooledCctx(Some(cctx)))
             }
             Compression::Lz4 => FrameCompressor::Lz4,
         })
     }
 
-    /// Appends the compressed form of `src` to `out`.
+    /// Appends the compressed form of `src` to `out` (zstd writes it in place, after what `out`
+    /// holds: no copy).
     pub(crate) fn compress(&mut self, src: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
         match self {
             FrameCompressor::None => out.extend_from_slice(src),
-            FrameCompressor::Zstd(c, scratch) => {
-                scratch.clear();
-                scratch.reserve(zstd::zstd_safe::compress_bound(src.len()));
-                c.compress_to_buffer(src, scratch)?;
-                out.extend_from_slice(scratch);
+            FrameCompressor::Zstd(PooledCctx(Some((_, c)))) => {
+                let start = out.len();
+                out.reserve(zstd::zstd_safe::compress_bound(src.len()));
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(start as u64);
+                c.compress_to_buffer(src, &mut tail)?;
+            }
+            FrameCompressor::Zstd(PooledCctx(None)) => {
+                return Err(std::io::Error::other("zstd: no context"));
             }
             FrameCompressor::Lz4 => {
                 let start = out.len();
@@ -210,6 +244,23 @@ mod tests {
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         for bad in ["", "gzip", "zstd:", "zstd:0", "zstd:23", "zstd:x", "lz4:1"] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
+
+    /// Issue 20: a context handed on from one compressor to the next on the same thread
+    /// compresses exactly as a new one (a frame starts afresh), and a context made for another
+    /// level is not taken.
+    #[test]
+    fn issue_20_pooled_context_compresses_as_a_new_one() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 97) as u8 ^ (i / 1000) as u8).collect();
+        let fresh = |level| zstd::bulk::Compressor::new(level).unwrap().compress(&data).unwrap();
+        for level in [1, 1, 19, 1, 3, 3] {
+            let mut comp = FrameCompressor::new(Compression::Zstd(level)).unwrap();
+            let mut out = vec![9u8; 5];
+            comp.compress(&data, &mut out).unwrap();
+            comp.compress(&data[..1000], &mut Vec::new()).unwrap();
+            assert_eq!(out[..5], [9; 5]);
+            assert_eq!(out[5..], fresh(level), "level {level}");
         }
     }
 
