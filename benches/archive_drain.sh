@@ -23,9 +23,9 @@
 #               each shell, each command and everything they start, detached pushers included:
 #               perf counters are inherited by every descendant)
 #   CEILING=1   (default) after the rounds, the codec's in-process CPU ceiling on both cores on
-#               CEILING_SEGMENTS (12) segments of the first backlog (`cargo bench --bench
+#               CEILING_SEGMENTS (12) segments spread over the first backlog (`cargo bench --bench
 #               codec_ceiling`, or CEILING_BIN=/path/to/the built bench binary); walrs's median as
-#               a share of it
+#               a share of it, by wall clock and by CPU time (cores / CPU ms per segment)
 #
 # Issue 20's run: METHODS="walrs-zstd pgbr-async cp-durable" ROUNDS=5 WORKLOAD=md5 (then pgbench)
 #
@@ -235,7 +235,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         if [[ $CEILING == 1 && ! -d $WORK/ceiling ]]; then
             # The codec ceiling is measured on segments of this workload's first backlog.
             mkdir -p "$WORK/ceiling"
-            for f in $(cd "$DATA/pg_wal/archive_status" && ls | sed -n 's/\.ready$//p' | grep -E '^[0-9A-F]{24}$' | head -n "$CEILING_SEGMENTS"); do
+            # Spread over the whole backlog (a pgbench backlog starts with its bulk load).
+            for f in $(cd "$DATA/pg_wal/archive_status" && ls | sed -n 's/\.ready$//p' | grep -E '^[0-9A-F]{24}$' |
+                awk -v k="$CEILING_SEGMENTS" '{a[NR]=$0} END {for (i=0; i<k && i<NR; i++) print a[int(i*NR/k)+1]}'); do
                 cp "$DATA/pg_wal/$f" "$WORK/ceiling/"
             done
         fi
@@ -349,9 +351,12 @@ if [[ $CEILING == 1 && -d $WORK/ceiling ]]; then
     fi
     cat "$WORK/ceiling.out"
     ceil=$(awk '$1 == "zstd:1" {print $NF}' "$WORK/ceiling.out")
+    # The same ceiling from its CPU cost: what both cores could do if nothing else ran (on a
+    # shared machine the wall-clock figure above shrinks with the others' load, this one hardly).
+    cpuceil=$(awk -v c="$(nproc)" '$1 == "zstd:1" {printf "%.1f", c * 1000 / $(NF-1)}' "$WORK/ceiling.out")
     for m in "${MLIST[@]}"; do
         [[ $m == walrs* ]] || continue
-        echo "# $m median $(medrate "$m") seg/s = $(awk -v a="$(medrate "$m")" -v b="$ceil" 'BEGIN{printf "%.0f", 100*a/b}') % of the codec ceiling ($ceil seg/s, zstd:1 in process on $(nproc) cores)"
+        echo "# $m median $(medrate "$m") seg/s = $(awk -v a="$(medrate "$m")" -v b="$ceil" 'BEGIN{printf "%.0f", 100*a/b}') % of the codec ceiling ($ceil seg/s, zstd:1 in process on $(nproc) cores, wall clock); $(awk -v a="$(medrate "$m")" -v b="$cpuceil" 'BEGIN{printf "%.0f", 100*a/b}') % of its CPU-time ceiling ($cpuceil seg/s = $(nproc) cores / its CPU ms per segment)"
     done
 fi
 if [[ $CPU_TIME == 1 ]]; then
