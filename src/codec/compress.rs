@@ -95,13 +95,36 @@ pub(crate) enum FrameCompressor {
 /// A zstd compression context and the level it was made for.
 type LevelCctx = (i32, Box<zstd::bulk::Compressor<'static>>);
 
+/// How many zstd compression contexts a thread keeps (see [`SPARE_CCTX`]).
+const SPARE_CCTX_MAX: usize = 2;
+
 thread_local! {
-    /// The zstd context of the last compressor dropped on this thread, taken by the next one of
-    /// the same level: a background pusher archives segment after segment on the same threads,
-    /// and a new context per object cost its creation and the page faults of its fresh
-    /// workspace (issue 20). A context holds no state between frames: each
-    /// `compress_to_buffer` starts a new frame with the context's parameters (the level).
-    static SPARE_CCTX: std::cell::Cell<Option<LevelCctx>> = const { std::cell::Cell::new(None) };
+    /// The zstd contexts of the last compressors dropped on this thread, at most one per level
+    /// and [`SPARE_CCTX_MAX`] in all, taken by the next compressor of the same level: a
+    /// background pusher archives segment after segment on the same threads, and a new context
+    /// per object cost its creation and the page faults of its fresh workspace (issue 20). A
+    /// push compresses the WAL (level 1) and then its index summary (level 3): one context of
+    /// each is kept. A context holds no state between frames: each `compress_to_buffer` starts
+    /// a new frame with the context's parameters (the level).
+    static SPARE_CCTX: std::cell::RefCell<Vec<LevelCctx>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// zstd contexts created on this thread (tests of the pool).
+    static CREATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn take_spare_cctx(level: i32) -> Option<LevelCctx> {
+    SPARE_CCTX
+        .try_with(|s| {
+            let mut spare = s.try_borrow_mut().ok()?;
+            let i = spare.iter().position(|(l, _)| *l == level)?;
+            Some(spare.swap_remove(i))
+        })
+        .ok()
+        .flatten()
 }
 
 /// A zstd context borrowed from [`SPARE_CCTX`] (or new), given back when dropped.
@@ -111,7 +134,14 @@ impl Drop for PooledCctx {
     fn drop(&mut self) {
         if let Some(c) = self.0.take() {
             // During thread teardown the slot may be gone: the context is then freed.
-            let _ = SPARE_CCTX.try_with(|s| s.set(Some(c)));
+            let _ = SPARE_CCTX.try_with(|s| {
+                let Ok(mut spare) = s.try_borrow_mut() else { return };
+                spare.retain(|(l, _)| *l != c.0);
+                if spare.len() >= SPARE_CCTX_MAX {
+                    spare.remove(0);
+                }
+                spare.push(c);
+            });
         }
     }
 }
@@ -121,10 +151,13 @@ impl FrameCompressor {
         Ok(match c {
             Compression::None => FrameCompressor::None,
             Compression::Zstd(level) => {
-                let spare = SPARE_CCTX.with(|s| s.take()).filter(|(l, _)| *l == level);
-                let cctx = match spare {
+                let cctx = match take_spare_cctx(level) {
                     Some(c) => c,
-                    None => (level, Box::new(zstd::bulk::Compressor::new(level)?)),
+                    None => {
+                        #[cfg(test)]
+                        CREATED.with(|c| c.set(c.get() + 1));
+                        (level, Box::new(zstd::bulk::Compressor::new(level)?))
+                    }
                 };
                 FrameCompressor::Zstd(PooledCctx(Some(cctx)))
             }
@@ -254,7 +287,7 @@ mod tests {
     fn issue_20_pooled_context_compresses_as_a_new_one() {
         let data: Vec<u8> = (0..600_000u32).map(|i| (i % 97) as u8 ^ (i / 1000) as u8).collect();
         let fresh = |level| zstd::bulk::Compressor::new(level).unwrap().compress(&data).unwrap();
-        for level in [1, 1, 19, 1, 3, 3] {
+        for level in [1, 1, 19, 1, 3, 1, 3, 3, 19, 1] {
             let mut comp = FrameCompressor::new(Compression::Zstd(level)).unwrap();
             let mut out = vec![9u8; 5];
             comp.compress(&data, &mut out).unwrap();
@@ -262,6 +295,38 @@ mod tests {
             assert_eq!(out[..5], [9; 5]);
             assert_eq!(out[5..], fresh(level), "level {level}");
         }
+    }
+
+    /// Issue 20: a push compresses its WAL at level 1 and then its index summary at level 3;
+    /// the level-1 context must survive the summary, or every segment creates a new one.
+    #[test]
+    fn issue_20_a_level_1_context_survives_a_level_3_object() {
+        std::thread::spawn(|| {
+            let created = || CREATED.with(std::cell::Cell::get);
+            for level in [1, 3] {
+                drop(FrameCompressor::new(Compression::Zstd(level)).unwrap());
+            }
+            assert_eq!(created(), 2);
+            for _ in 0..3 {
+                for level in [1, 3] {
+                    let mut c = FrameCompressor::new(Compression::Zstd(level)).unwrap();
+                    // Still at its level: the same bytes as a new context.
+                    let data = vec![5u8; 100_000];
+                    let mut out = Vec::new();
+                    c.compress(&data, &mut out).unwrap();
+                    assert_eq!(out, zstd::bulk::compress(&data, level).unwrap());
+                }
+            }
+            assert_eq!(created(), 2, "a context was created again");
+            // A third level pushes out the oldest kept one, never more than two kept.
+            drop(FrameCompressor::new(Compression::Zstd(19)).unwrap());
+            drop(FrameCompressor::new(Compression::Zstd(3)).unwrap());
+            assert_eq!(created(), 3);
+            drop(FrameCompressor::new(Compression::Zstd(1)).unwrap());
+            assert_eq!(created(), 4);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
