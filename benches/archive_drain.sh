@@ -45,7 +45,7 @@
 #   walrs-zstd   WALRS_REPO=R walrs push %p                       (repository default zstd:1;
 #                look-ahead with the default WALRS_PUSH_PARALLEL, 4)
 #   walrs-p1     WALRS_REPO=R WALRS_PUSH_PARALLEL=1 walrs push %p (no look-ahead: one segment per call)
-#   walrs-p2, walrs-p8  (opt-in, tuning) WALRS_PUSH_PARALLEL=2 / 8
+#   walrs-p2, walrs-p3, walrs-p8  (opt-in, tuning) WALRS_PUSH_PARALLEL=2 / 3 / 8
 #   walrs-s3     WALRS_REPO=s3://walrs-test/drain-walrs-s3 WALRS_S3_ENDPOINT=http://127.0.0.1:S3_PORT
 #                AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. walrs push %p  (look-ahead, default 4)
 #                against the tests' S3 server (examples/s3_server.rs: s3s-fs, SigV4 checked, objects
@@ -151,7 +151,7 @@ cmd_for() {
     case $1 in
         walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
         walrs-base) echo "WALRS_REPO=$r $WORK/bin/walrs-base push %p" ;;
-        walrs-p1 | walrs-p2 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
+        walrs-p1 | walrs-p2 | walrs-p3 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 $WORK/bin/walrs push %p" ;;
         walrs-s3-p1) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 WALRS_PUSH_PARALLEL=1 $WORK/bin/walrs push %p" ;;
         walrs-lz4) echo "WALRS_REPO=$r WALRS_COMPRESSION=lz4 $WORK/bin/walrs push %p" ;;
