@@ -13,6 +13,21 @@
 #   CPU_TIME=1  (diagnostic) run each walrs* command under /usr/bin/time and print walrs's CPU
 #               (user+sys, its look-ahead threads included) per archived segment; adds one exec
 #   SAVE_SEGMENT=/path/file   (copy one real, full segment there, e.g. for WALRS_BENCH_SEGMENT)
+#   WORKLOAD=md5|pgbench  (md5) what writes the backlog: md5 = the CREATE TABLE AS below; pgbench =
+#               `pgbench -i -s PGB_SCALE` (tables recreated) then PGB_SECONDS of TPC-B (-c 4 -j 2,
+#               synchronous_commit off to write WAL faster) after a checkpoint (full-page images,
+#               then row updates): PGB_SCALE (20), PGB_SECONDS (30); ~50-60 segments
+#   CPU_PERF=1  (default when perf is installed) CPU time of the whole archive path per archived
+#               segment, for every method: `perf stat -e task-clock -p <archiver>` from the reload
+#               until the backlog is drained and every background pusher has exited (the archiver,
+#               each shell, each command and everything they start, detached pushers included:
+#               perf counters are inherited by every descendant)
+#   CEILING=1   (default) after the rounds, the codec's in-process CPU ceiling on both cores on
+#               CEILING_SEGMENTS (12) segments spread over the first backlog (`cargo bench --bench
+#               codec_ceiling`, or CEILING_BIN=/path/to/the built bench binary); walrs's median as
+#               a share of it, by wall clock and by CPU time (cores / CPU ms per segment)
+#
+# Issue 20's run: METHODS="walrs-zstd pgbr-async cp-durable" ROUNDS=5 WORKLOAD=md5 (then pgbench)
 #
 # Method:
 #   one PG15 cluster (initdb as `postgres`, socket-only in /tmp, fsync=on (default), wal_level=replica,
@@ -30,7 +45,7 @@
 #   walrs-zstd   WALRS_REPO=R walrs push %p                       (repository default zstd:1;
 #                look-ahead with the default WALRS_PUSH_PARALLEL, 4)
 #   walrs-p1     WALRS_REPO=R WALRS_PUSH_PARALLEL=1 walrs push %p (no look-ahead: one segment per call)
-#   walrs-p2, walrs-p8  (opt-in, tuning) WALRS_PUSH_PARALLEL=2 / 8
+#   walrs-p2, walrs-p3, walrs-p8  (opt-in, tuning) WALRS_PUSH_PARALLEL=2 / 3 / 8
 #   walrs-s3     WALRS_REPO=s3://walrs-test/drain-walrs-s3 WALRS_S3_ENDPOINT=http://127.0.0.1:S3_PORT
 #                AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. walrs push %p  (look-ahead, default 4)
 #                against the tests' S3 server (examples/s3_server.rs: s3s-fs, SigV4 checked, objects
@@ -50,8 +65,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 ROWS=${ROWS:-8e6}
+WORKLOAD=${WORKLOAD:-md5}
+PGB_SCALE=${PGB_SCALE:-20}
+PGB_SECONDS=${PGB_SECONDS:-30}
+CEILING=${CEILING:-1}
+CEILING_SEGMENTS=${CEILING_SEGMENTS:-12}
+if [[ -z ${CPU_PERF:-} ]]; then command -v perf >/dev/null 2>&1 && CPU_PERF=1 || CPU_PERF=0; fi
+case $WORKLOAD in md5 | pgbench) ;; *) die "WORKLOAD is md5 or pgbench, not $WORKLOAD" ;; esac
 METHODS=${METHODS:-walrs-zstd walrs-p1 cp-durable pgbr-async true walrs-s3}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
 PG_PORT=${PG_PORT:-5488}
@@ -129,7 +151,7 @@ cmd_for() {
     case $1 in
         walrs-zstd) echo "WALRS_REPO=$r $WORK/bin/walrs push %p" ;;
         walrs-base) echo "WALRS_REPO=$r $WORK/bin/walrs-base push %p" ;;
-        walrs-p1 | walrs-p2 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
+        walrs-p1 | walrs-p2 | walrs-p3 | walrs-p8) echo "WALRS_REPO=$r WALRS_PUSH_PARALLEL=${1#walrs-p} $WORK/bin/walrs push %p" ;;
         walrs-s3) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 $WORK/bin/walrs push %p" ;;
         walrs-s3-p1) echo "$S3_ENV WALRS_REPO=s3://walrs-test/drain-$1 WALRS_PUSH_PARALLEL=1 $WORK/bin/walrs push %p" ;;
         walrs-lz4) echo "WALRS_REPO=$r WALRS_COMPRESSION=lz4 $WORK/bin/walrs push %p" ;;
@@ -161,6 +183,16 @@ psi() { local f; for f in cpu io; do awk '/^some/ {sub("total=", "", $5); printf
 # CPU ms (user+sys) the S3 server has used so far.
 s3cpu() { [[ -n ${S3_PID:-} ]] && awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14+$15)*1000/hz}' "/proc/$S3_PID/stat" || echo 0; }
 cpustat() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+# The archiver process of this cluster (a child of the postmaster).
+archiver_pid() {
+    ps --ppid "$(head -1 "$DATA/postmaster.pid")" -o pid=,args= | awk '/archiver/ {print $1; exit}'
+}
+# Waits (up to 30 s) until no walrs background pusher holds its lock: its CPU belongs to the drain.
+wait_pushers() {
+    local lock=$DATA/walrs_spool/push/background.lock i
+    [[ -e $lock ]] || return 0
+    for ((i = 0; i < 600; i++)); do flock -n "$lock" true && return 0; nap 0.05; done
+}
 ready_count() {
     local f n=0
     for f in "$DATA"/pg_wal/archive_status/*.ready; do [[ -e $f ]] && n=$((n + 1)); done
@@ -170,8 +202,16 @@ ready_count() {
 # Backlog: a fresh batch of segments while nothing archives.
 make_backlog() {
     set_archive_command ""
-    psql_q "DROP TABLE IF EXISTS t" >/dev/null
-    psql_q "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 2) AS v FROM generate_series(1, $ROWS) g" >/dev/null
+    if [[ $WORKLOAD == pgbench ]]; then
+        pgbench -i -q -s "$PGB_SCALE" -h "$PG_SOCK" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1 \
+            || die "pgbench -i failed"
+        psql_q "CHECKPOINT" >/dev/null
+        PGOPTIONS="-c synchronous_commit=off" pgbench -n -c 4 -j 2 -T "$PGB_SECONDS" -h "$PG_SOCK" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1 \
+            || die "pgbench failed"
+    else
+        psql_q "DROP TABLE IF EXISTS t" >/dev/null
+        psql_q "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 2) AS v FROM generate_series(1, $ROWS) g" >/dev/null
+    fi
     psql_q "CHECKPOINT" >/dev/null
     psql_q "SELECT pg_switch_wal()" >/dev/null
     local a b
@@ -192,11 +232,26 @@ for ((round = 1; round <= ROUNDS; round++)); do
         m=${MLIST[$(((i + round - 1) % NM))]}
         rm -rf "$DATA/walrs_spool"
         n=$(make_backlog)
+        if [[ $CEILING == 1 && ! -d $WORK/ceiling ]]; then
+            # The codec ceiling is measured on segments of this workload's first backlog.
+            mkdir -p "$WORK/ceiling"
+            # Spread over the whole backlog (a pgbench backlog starts with its bulk load).
+            for f in $(cd "$DATA/pg_wal/archive_status" && ls | sed -n 's/\.ready$//p' | grep -E '^[0-9A-F]{24}$' |
+                awk -v k="$CEILING_SEGMENTS" '{a[NR]=$0} END {for (i=0; i<k && i<NR; i++) print a[int(i*NR/k)+1]}'); do
+                cp "$DATA/pg_wal/$f" "$WORK/ceiling/"
+            done
+        fi
         # share of the backlog in the page cache (the archive command should read it from memory)
         cached=$(cd "$DATA/pg_wal" && fincore -n -b -o RES,SIZE $(cd archive_status && ls | sed -n 's/\.ready$//p') 2>/dev/null |
             awk '{r+=$1; t+=$2} END {printf "%.0f", t ? 100*r/t : 0}')
         cpu0=$( (cat "$WORK/cpu-$m" 2>/dev/null || true) | wc -l)
         read -r ac0 fc0 <<<"$(psql_q "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')"
+        PERF_PID=
+        if [[ $CPU_PERF == 1 ]]; then
+            perf stat -x, -e task-clock -p "$(archiver_pid)" -o "$WORK/perf.out" 2>/dev/null &
+            PERF_PID=$!
+            nap 0.2 # perf attaches
+        fi
         start=$(psql_q "ALTER SYSTEM SET archive_command = '$(cmd_for "$m")'" >/dev/null &&
             psql_q "SELECT extract(epoch FROM clock_timestamp()), pg_reload_conf()" | cut -d'|' -f1)
         read -r pc0 pi0 <<<"$(psi)"; w0=${EPOCHREALTIME/./}; read -r cb0 ct0 <<<"$(cpustat)"; s3c0=$(s3cpu)
@@ -211,6 +266,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
         cpuw=$(awk -v a="$pc0" -v b="$pc1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
         iow=$(awk -v a="$pi0" -v b="$pi1" -v t=$((w1 - w0)) 'BEGIN{printf "%.0f", 100*(b-a)/t}')
         read -r ac1 fc1 end <<<"$(psql_q "SELECT archived_count, failed_count, extract(epoch FROM last_archived_time) FROM pg_stat_archiver" | tr '|' ' ')"
+        pathms=-
+        if [[ -n $PERF_PID ]]; then
+            wait_pushers
+            kill -INT "$PERF_PID" 2>/dev/null || true
+            wait "$PERF_PID" 2>/dev/null || true
+            pathms=$(awk -F, -v n="$((ac1 - ac0))" '$3 ~ /task-clock/ && n > 0 {printf "%.1f", $1/n}' "$WORK/perf.out")
+            [[ -n $pathms ]] || pathms=-
+        fi
         if [[ $status != ok ]]; then
             log "round $round $m: not drained after ${DRAIN_TIMEOUT}s; draining the rest with /bin/true"
             set_archive_command /bin/true
@@ -225,8 +288,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 awk -F+ -v n="$n" '{s+=$1+$2; k++} END {printf "%.1f", n ? 1000*s/n : 0}')
         fi
         rate=$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.2f", n/s}')
-        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%$([[ $cpums != - ]] && echo ", walrs CPU ${cpums} ms/segment")$([[ $s3ms != - ]] && echo ", S3 server CPU ${s3ms} ms/segment")${status/ok/}"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" "$cpums" "$s3ms" >>"$RESULTS"
+        log "round $round $(printf '%-11s' "$m") backlog $n, archived $((ac1 - ac0)), failed $((fc1 - fc0)), $secs s, $rate seg/s, cpu-wait ${cpuw}% io-wait ${iow}% cpu-busy ${busy}%, backlog cached ${cached}%$([[ $pathms != - ]] && echo ", archive path CPU ${pathms} ms/segment")$([[ $cpums != - ]] && echo ", walrs CPU ${cpums} ms/segment")$([[ $s3ms != - ]] && echo ", S3 server CPU ${s3ms} ms/segment")${status/ok/}"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$n" "$((ac1 - ac0))" "$((fc1 - fc0))" "$secs" "$rate" "$cpuw" "$iow" "$cached" "$busy" "$cpums" "$s3ms" "$pathms" >>"$RESULTS"
         [[ $status == ok ]] || sed -i '$ s/$/\tTIMEOUT/' "$RESULTS"
         # Stored size per segment.
         if [[ $m == walrs-s3* ]]; then
@@ -258,9 +321,9 @@ truerate=$(medrate true 2>/dev/null || echo nan)
 echo
 echo "# archive_drain: $(date -u +%Y-%m-%dT%H:%MZ), $(machine_line)"
 echo "# walrs $WALRS_VERSION; $(pgbackrest version 2>/dev/null || echo 'pgbackrest: none'); PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
-echo "# $ROUNDS rounds, backlog $(awk -F'\t' '{print $3}' "$RESULTS" | minmax) segments, ROWS=$ROWS; PG log lines with archive errors: $LOGERR"
+echo "# WORKLOAD=$WORKLOAD, $ROUNDS rounds, backlog $(awk -F'\t' '{print $3}' "$RESULTS" | minmax) segments, ROWS=$ROWS; PG log lines with archive errors: $LOGERR"
 echo "# load average at start: $LOAD_START, at end: $(load_now) (other work on the machine inflates absolute times; compare within a run)"
-printf '%-15s %6s %12s %14s %9s %9s %7s %14s\n' method rounds "median seg/s" "min..max" "x $ref" "x true" failed "stored/seg MiB"
+printf '%-15s %6s %12s %14s %9s %9s %7s %14s %14s %16s\n' method rounds "median seg/s" "min..max" "x $ref" "x true" failed "stored/seg MiB" "CPU busy %" "path CPU ms/seg"
 for m in "${MLIST[@]}"; do
     r=$(medrate "$m")
     nrounds=$(awk -F'\t' -v m="$m" '$2==m' "$RESULTS" | wc -l)
@@ -271,17 +334,38 @@ for m in "${MLIST[@]}"; do
         true) per=- ;;
         *) per=$(awk -v b="${SAVED[$m]:-0}" -v n="$narch" 'BEGIN{printf "%.2f", b/n/1048576}') ;;
     esac
-    printf '%-15s %6s %12s %14s %9s %9s %7s %14s\n' "$m" "$nrounds" "$r" "$mm" \
+    busy=$(awk -F'\t' -v m="$m" '$2==m {print $11}' "$RESULTS")
+    path=$(awk -F'\t' -v m="$m" '$2==m && $14 != "-" {print $14}' "$RESULTS")
+    printf '%-15s %6s %12s %14s %9s %9s %7s %14s %14s %16s\n' "$m" "$nrounds" "$r" "$mm" \
         "$(awk -v a="$r" -v b="$refrate" 'BEGIN{printf "%.2f", a/b}')" \
-        "$(awk -v a="$r" -v b="$truerate" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "-"}')" "$failed" "$per"
+        "$(awk -v a="$r" -v b="$truerate" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "-"}')" "$failed" "$per" \
+        "$(median <<<"$busy") ($(minmax <<<"$busy"))" "$([[ -n $path ]] && echo "$(median <<<"$path") ($(minmax <<<"$path"))" || echo -)"
 done
+if [[ $CEILING == 1 && -d $WORK/ceiling ]]; then
+    echo
+    if [[ -n ${CEILING_BIN:-} ]]; then
+        "$CEILING_BIN" "$WORK/ceiling" >"$WORK/ceiling.out" || die "codec_ceiling failed"
+    else
+        (cd "$BENCH_ROOT" && cargo bench -q --bench codec_ceiling -- "$WORK/ceiling") >"$WORK/ceiling.out" \
+            || die "cargo bench --bench codec_ceiling failed"
+    fi
+    cat "$WORK/ceiling.out"
+    ceil=$(awk '$1 == "zstd:1" {print $NF}' "$WORK/ceiling.out")
+    # The same ceiling from its CPU cost: what both cores could do if nothing else ran (on a
+    # shared machine the wall-clock figure above shrinks with the others' load, this one hardly).
+    cpuceil=$(awk -v c="$(nproc)" '$1 == "zstd:1" {printf "%.1f", c * 1000 / $(NF-1)}' "$WORK/ceiling.out")
+    for m in "${MLIST[@]}"; do
+        [[ $m == walrs* ]] || continue
+        echo "# $m median $(medrate "$m") seg/s = $(awk -v a="$(medrate "$m")" -v b="$ceil" 'BEGIN{printf "%.0f", 100*a/b}') % of the codec ceiling ($ceil seg/s, zstd:1 in process on $(nproc) cores, wall clock); $(awk -v a="$(medrate "$m")" -v b="$cpuceil" 'BEGIN{printf "%.0f", 100*a/b}') % of its CPU-time ceiling ($cpuceil seg/s = $(nproc) cores / its CPU ms per segment)"
+    done
+fi
 if [[ $CPU_TIME == 1 ]]; then
     for m in "${MLIST[@]}"; do
         [[ $m == walrs* ]] && echo "# walrs CPU (user+sys) per archived segment, $m: median $(awk -F'\t' -v m="$m" '$2==m {print $12}' "$RESULTS" | median) ms, rounds $(awk -F'\t' -v m="$m" '$2==m {print $12}' "$RESULTS" | minmax) ms"
     done
 fi
 echo
-echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy% walrs-cpu-ms/segment s3-server-cpu-ms/segment):"
+echo "# per round (round method backlog archived failed seconds seg/s cpu-wait% io-wait% backlog-cached% cpu-busy% walrs-cpu-ms/segment s3-server-cpu-ms/segment archive-path-cpu-ms/segment):"
 echo "#   (cpu-/io-wait: /proc/pressure 'some' share of the drain's wall time, all processes of the machine;"
 echo "#    cpu-busy: non-idle share of both cores over the drain, /proc/stat, everything on the machine)"
 sed 's/^/#   /' "$RESULTS"

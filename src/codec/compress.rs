@@ -88,8 +88,62 @@ impl FromStr for Compression {
 /// A reusable compressor for one object.
 pub(crate) enum FrameCompressor {
     None,
-    Zstd(Box<zstd::bulk::Compressor<'static>>, Vec<u8>),
+    Zstd(PooledCctx),
     Lz4,
+}
+
+/// A zstd compression context and the level it was made for.
+type LevelCctx = (i32, Box<zstd::bulk::Compressor<'static>>);
+
+/// How many zstd compression contexts a thread keeps (see [`SPARE_CCTX`]).
+const SPARE_CCTX_MAX: usize = 2;
+
+thread_local! {
+    /// The zstd contexts of the last compressors dropped on this thread, at most one per level
+    /// and [`SPARE_CCTX_MAX`] in all, taken by the next compressor of the same level: a
+    /// background pusher archives segment after segment on the same threads, and a new context
+    /// per object cost its creation and the page faults of its fresh workspace (issue 20). A
+    /// push compresses the WAL (level 1) and then its index summary (level 3): one context of
+    /// each is kept. A context holds no state between frames: each `compress_to_buffer` starts
+    /// a new frame with the context's parameters (the level).
+    static SPARE_CCTX: std::cell::RefCell<Vec<LevelCctx>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// zstd contexts created on this thread (tests of the pool).
+    static CREATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn take_spare_cctx(level: i32) -> Option<LevelCctx> {
+    SPARE_CCTX
+        .try_with(|s| {
+            let mut spare = s.try_borrow_mut().ok()?;
+            let i = spare.iter().position(|(l, _)| *l == level)?;
+            Some(spare.swap_remove(i))
+        })
+        .ok()
+        .flatten()
+}
+
+/// A zstd context borrowed from [`SPARE_CCTX`] (or new), given back when dropped.
+pub(crate) struct PooledCctx(Option<LevelCctx>);
+
+impl Drop for PooledCctx {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            // During thread teardown the slot may be gone: the context is then freed.
+            let _ = SPARE_CCTX.try_with(|s| {
+                let Ok(mut spare) = s.try_borrow_mut() else { return };
+                spare.retain(|(l, _)| *l != c.0);
+                if spare.len() >= SPARE_CCTX_MAX {
+                    spare.remove(0);
+                }
+                spare.push(c);
+            });
+        }
+    }
 }
 
 impl FrameCompressor {
@@ -97,21 +151,34 @@ impl FrameCompressor {
         Ok(match c {
             Compression::None => FrameCompressor::None,
             Compression::Zstd(level) => {
-                FrameCompressor::Zstd(Box::new(zstd::bulk::Compressor::new(level)?), Vec::new())
+                let cctx = match take_spare_cctx(level) {
+                    Some(c) => c,
+                    None => {
+                        #[cfg(test)]
+                        CREATED.with(|c| c.set(c.get() + 1));
+                        (level, Box::new(zstd::bulk::Compressor::new(level)?))
+                    }
+                };
+                FrameCompressor::Zstd(PooledCctx(Some(cctx)))
             }
             Compression::Lz4 => FrameCompressor::Lz4,
         })
     }
 
-    /// Appends the compressed form of `src` to `out`.
+    /// Appends the compressed form of `src` to `out` (zstd writes it in place, after what `out`
+    /// holds: no copy).
     pub(crate) fn compress(&mut self, src: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
         match self {
             FrameCompressor::None => out.extend_from_slice(src),
-            FrameCompressor::Zstd(c, scratch) => {
-                scratch.clear();
-                scratch.reserve(zstd::zstd_safe::compress_bound(src.len()));
-                c.compress_to_buffer(src, scratch)?;
-                out.extend_from_slice(scratch);
+            FrameCompressor::Zstd(PooledCctx(Some((_, c)))) => {
+                let start = out.len();
+                out.reserve(zstd::zstd_safe::compress_bound(src.len()));
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(start as u64);
+                c.compress_to_buffer(src, &mut tail)?;
+            }
+            FrameCompressor::Zstd(PooledCctx(None)) => {
+                return Err(std::io::Error::other("zstd: no context"));
             }
             FrameCompressor::Lz4 => {
                 let start = out.len();
@@ -211,6 +278,55 @@ mod tests {
         for bad in ["", "gzip", "zstd:", "zstd:0", "zstd:23", "zstd:x", "lz4:1"] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
         }
+    }
+
+    /// Issue 20: a context handed on from one compressor to the next on the same thread
+    /// compresses exactly as a new one (a frame starts afresh), and a context made for another
+    /// level is not taken.
+    #[test]
+    fn issue_20_pooled_context_compresses_as_a_new_one() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 97) as u8 ^ (i / 1000) as u8).collect();
+        let fresh = |level| zstd::bulk::Compressor::new(level).unwrap().compress(&data).unwrap();
+        for level in [1, 1, 19, 1, 3, 1, 3, 3, 19, 1] {
+            let mut comp = FrameCompressor::new(Compression::Zstd(level)).unwrap();
+            let mut out = vec![9u8; 5];
+            comp.compress(&data, &mut out).unwrap();
+            comp.compress(&data[..1000], &mut Vec::new()).unwrap();
+            assert_eq!(out[..5], [9; 5]);
+            assert_eq!(out[5..], fresh(level), "level {level}");
+        }
+    }
+
+    /// Issue 20: a push compresses its WAL at level 1 and then its index summary at level 3;
+    /// the level-1 context must survive the summary, or every segment creates a new one.
+    #[test]
+    fn issue_20_a_level_1_context_survives_a_level_3_object() {
+        std::thread::spawn(|| {
+            let created = || CREATED.with(std::cell::Cell::get);
+            for level in [1, 3] {
+                drop(FrameCompressor::new(Compression::Zstd(level)).unwrap());
+            }
+            assert_eq!(created(), 2);
+            for _ in 0..3 {
+                for level in [1, 3] {
+                    let mut c = FrameCompressor::new(Compression::Zstd(level)).unwrap();
+                    // Still at its level: the same bytes as a new context.
+                    let data = vec![5u8; 100_000];
+                    let mut out = Vec::new();
+                    c.compress(&data, &mut out).unwrap();
+                    assert_eq!(out, zstd::bulk::compress(&data, level).unwrap());
+                }
+            }
+            assert_eq!(created(), 2, "a context was created again");
+            // A third level pushes out the oldest kept one, never more than two kept.
+            drop(FrameCompressor::new(Compression::Zstd(19)).unwrap());
+            drop(FrameCompressor::new(Compression::Zstd(3)).unwrap());
+            assert_eq!(created(), 3);
+            drop(FrameCompressor::new(Compression::Zstd(1)).unwrap());
+            assert_eq!(created(), 4);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -299,12 +299,18 @@ fn chunk_ad(prefix: &[u8; 32], tag: u8, plain_len: u32) -> [u8; 37] {
     ad
 }
 
-fn push_frame(out: &mut Vec<u8>, tag: u8, plain_len: u32, body: &[u8]) {
-    out.push(tag);
+fn frame_head(tag: u8, plain_len: u32, body: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0] = tag;
     // Frame bodies are bounded by the frame size (at most 16 MiB plus overhead).
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&plain_len.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    h[1..5].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    h[5..9].copy_from_slice(&plain_len.to_le_bytes());
+    h[9..].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    h
+}
+
+fn push_frame(out: &mut Vec<u8>, tag: u8, plain_len: u32, body: &[u8]) {
+    out.extend_from_slice(&frame_head(tag, plain_len, body));
     out.extend_from_slice(body);
 }
 
@@ -329,6 +335,22 @@ impl FrameSealer {
     ) -> Result<[u8; 32], CodecError> {
         let digest = self.digest.frame(plain);
         let plain_len = plain.len() as u32;
+        if self.cipher.is_none() {
+            // Compressed in place after a room for the head, which is filled in once the body's
+            // length and CRC are known: the stored bytes are written once, never copied.
+            let start = out.len();
+            out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+            self.comp.compress(plain, out).map_err(|e| CodecError::Io {
+                context: format!("compressing {}", self.name),
+                source: e,
+            })?;
+            let (head, body) = out
+                .get_mut(start..)
+                .and_then(|f| f.split_at_mut_checked(FRAME_HEADER_LEN))
+                .ok_or_else(|| CodecError::corrupt(&self.name, "frame buffer (encoder misuse)"))?;
+            head.copy_from_slice(&frame_head(TAG_DATA, plain_len, body));
+            return Ok(digest);
+        }
         self.scratch.clear();
         self.comp.compress(plain, &mut self.scratch).map_err(|e| CodecError::Io {
             context: format!("compressing {}", self.name),
@@ -588,6 +610,41 @@ pub struct EncodingBody<R: Read> {
     error: Option<CodecError>,
 }
 
+/// How many frame buffers a thread keeps between objects (see [`SPARE_BUFFERS`]).
+const SPARE_BUFFERS_MAX: usize = 4;
+
+thread_local! {
+    /// Frame buffers (plaintext and framed output) left by the encoding bodies this thread
+    /// dropped, for the next one: a background pusher archives segment after segment on the
+    /// same threads, and fresh buffers per object cost page faults on every one of them (issue
+    /// 20). At most [`SPARE_BUFFERS_MAX`] buffers of at most two frames each: memory stays
+    /// bounded by buffers.
+    static SPARE_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_spare_buffer() -> Option<Vec<u8>> {
+    SPARE_BUFFERS.try_with(|s| s.try_borrow_mut().ok()?.pop()).ok().flatten()
+}
+
+impl<R: Read> Drop for EncodingBody<R> {
+    fn drop(&mut self) {
+        let mut bufs = std::mem::take(&mut self.free);
+        bufs.push(std::mem::take(&mut self.out));
+        // During thread teardown the slot may be gone: the buffers are then freed.
+        let _ = SPARE_BUFFERS.try_with(|s| {
+            let Ok(mut spare) = s.try_borrow_mut() else { return };
+            for mut b in bufs {
+                let cap = b.capacity();
+                if spare.len() < SPARE_BUFFERS_MAX && cap > 0 && cap <= 2 * FRAME_SIZE as usize {
+                    b.clear();
+                    spare.push(b);
+                }
+            }
+        });
+    }
+}
+
 enum BodyState {
     Header,
     Frames,
@@ -640,7 +697,7 @@ impl<R: Read> EncodingBody<R> {
     }
 
     fn buffer(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+        self.free.pop().or_else(take_spare_buffer).unwrap_or_default()
     }
 
     /// Keeps a few buffers for reuse; more would only hold memory.
