@@ -63,6 +63,7 @@ fn summary(n: u64) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: "xxh3:00000000000000000000000000000000".into(),
+        block_map: None,
     }
 }
 

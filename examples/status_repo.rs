@@ -58,6 +58,7 @@ fn summary(tli: TimeLineId, n: u64, seg: WalSegSize) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: format!("{n:064x}"),
+        block_map: None,
     }
 }
 

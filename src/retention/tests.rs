@@ -49,6 +49,7 @@ fn seg(t: u32, n: u64) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: String::new(),
+        block_map: None,
     }
 }
 

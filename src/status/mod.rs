@@ -637,6 +637,7 @@ mod tests {
             end_of_recovery: vec![],
             error: None,
             content_digest: String::new(),
+            block_map: None,
         }
     }
 
