@@ -98,6 +98,7 @@ fn manifest(i: u64, count: u64, segments: u64) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 

@@ -172,6 +172,7 @@ fn main() {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
         backups += 1;

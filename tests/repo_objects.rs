@@ -172,6 +172,7 @@ fn manifest(id: &BackupId, key: Option<&MasterKey>) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 

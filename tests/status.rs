@@ -611,6 +611,7 @@ fn status_from_rollup_digests_matches_the_full_read() {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
     }

@@ -83,6 +83,7 @@ fn backup(id: &str, t: u32, start: u64, stop: u64) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 
