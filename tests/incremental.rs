@@ -523,6 +523,25 @@ fn pg15_changed_block_chain() {
     assert_eq!(l["backups"][1]["incremental_method"], "walrs-block-map", "{l}");
     assert!(l["backups"][0]["incremental_method"].is_null(), "{l}");
 
+    // The restore plan names the chain with each member's type and method.
+    let dry = e.world.path("dry");
+    let out = e
+        .walrs()
+        .args(["restore", "--backup", &inc2, "--pgdata", dry.to_str().unwrap(), "--dry-run"])
+        .args(["--json"])
+        .run();
+    out.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        plan["chain"],
+        serde_json::json!([
+            {"id": full, "type": "full", "method": null},
+            {"id": inc1, "type": "incremental", "method": "walrs-block-map"},
+            {"id": inc2, "type": "incremental", "method": "walrs-block-map"},
+        ]),
+        "{plan}"
+    );
+
     // PITR after each incremental is exact.
     assert_eq!(restore_and_sum(&e, &inc1, &t1, "r1", 15), sums1);
     assert_eq!(restore_and_sum(&e, &inc2, &t2, "r2", 15), sums2);
