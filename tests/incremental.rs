@@ -550,32 +550,58 @@ fn pg15_changed_block_chain() {
     a.stop();
 }
 
-/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` is refused up front (24) with the
-/// reason, nothing stored; `--incremental=auto` takes a full backup and logs why. (The server's
-/// own refusal, summaries missing for the range, is mapped to 24 too, but no reliable way to make
-/// a test server lose exactly those summaries was found: its summarizer also summarizes the WAL
-/// still in pg_wal from before it was turned on.)
+/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` takes a changed-block backup from
+/// walrs's block maps (method `walrs-block-map`) that restores exactly; a refusal (here: no such
+/// parent) is exit 24 with nothing stored, and with `--incremental=auto` a full backup, said.
 #[test]
-fn pg17_summarize_wal_off_refused_or_full_with_auto() {
+fn pg17_summarize_wal_off_changed_block_or_full_with_auto() {
     let e = new_env();
     let mut a = e.cluster("a", 17, "summarize_wal = off\n");
     a.start();
-    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-    e.basebackup(&a, &[]).expect_code(0);
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 100) g");
+    a.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100) g");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    let full = full.stdout.trim().to_string();
     let count = || {
         let out = e.walrs().args(["backup", "list", "--json", "--all"]).run();
         let l: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         (l["backups"].as_array().unwrap().len(), l["incomplete"].as_array().unwrap().len())
     };
-    let out = e.basebackup(&a, &["--incremental"]);
+    let out = e.basebackup(&a, &["--incremental", "--parent", "20200101T000000Z"]);
     out.expect_code(24);
-    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(count(), (1, 0), "a refused incremental left objects");
-    let out = e.basebackup(&a, &["--incremental=auto"]);
+    let out = e.basebackup(&a, &["--incremental=auto", "--parent", "20200101T000000Z"]);
     out.expect_code(0);
     assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
-    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(e.show(out.stdout.trim())["type"], "full");
     assert_eq!(count(), (2, 0));
+
+    a.sql("UPDATE t SET v = 'x' || v WHERE id <= 1000");
+    a.sql("DELETE FROM shrink WHERE id > 5000");
+    a.sql("VACUUM shrink");
+    let inc = e.basebackup(&a, &["--incremental", "--parent", &full]);
+    inc.expect_code(0);
+    assert!(
+        inc.stderr.contains("summarize_wal = off: taking a changed-block backup"),
+        "{}",
+        inc.stderr
+    );
+    let inc = inc.stdout.trim().to_string();
+    let m = e.show(&inc);
+    assert_eq!(m["incremental"]["method"], "walrs-block-map", "{m}");
+    assert!(m["incremental"]["block_map"]["files_incremental"].as_u64().unwrap() > 0, "{m}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums = a.sql(SUMS);
+    let t = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+    e.walrs().args(["backup", "verify", &inc]).run().expect_code(0);
+    assert_eq!(restore_and_sum(&e, &inc, &t, "r", 17), sums);
     a.stop();
 }

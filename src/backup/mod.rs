@@ -125,9 +125,10 @@ fn no_incremental(why: impl Into<String>) -> WalrsError {
 }
 
 /// Checks what an incremental backup needs before the server does any work: a complete parent
-/// whose whole chain is complete, of this cluster; on PostgreSQL 17 or later `summarize_wal =
-/// on`; on 13–16 (the changed-block method, from walrs's block maps) a primary, where walrs can
-/// switch WAL segments to get the WAL up to the backup's start indexed.
+/// whose whole chain is complete, of this cluster; PostgreSQL 17 or later with `summarize_wal =
+/// on` takes PostgreSQL's own incremental backup; 13–16, and 17+ with `summarize_wal = off`, the
+/// changed-block method from walrs's block maps, which needs a primary (walrs switches WAL
+/// segments to get the WAL up to the backup's start indexed).
 fn check_incremental(
     repo: &Repository,
     c: &mut ReplConn,
@@ -146,19 +147,36 @@ fn check_incremental(
         let (complete, _) = catalogue(repo)?;
         chain_members(&complete, &parent).map_err(no_incremental)?;
     }
+    let summaries = match c.server_major() {
+        Some(v) if v >= 17 => {
+            let rows = c.simple_query("SHOW summarize_wal")?;
+            rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default() == "on"
+        }
+        _ => false,
+    };
     match c.server_major() {
-        Some(v) if v >= 17 => {}
-        Some(v) if (13..17).contains(&v) => {
+        Some(v) if v >= 17 && summaries => {}
+        Some(v) if v >= 13 => {
             let standby = ReplConn::connect_sql(conn, opts.io_timeout, opts.deadline)
                 .and_then(|mut q| q.simple_query("SELECT pg_is_in_recovery()"))?;
             let in_recovery = standby
                 .first()
                 .and_then(|r| r.first().cloned().flatten())
                 .is_some_and(|v| v == "t");
+            let which = if v >= 17 {
+                "the server has summarize_wal = off, so a changed-block backup from walrs's block maps"
+            } else {
+                "a changed-block backup (PostgreSQL 13-16)"
+            };
             if in_recovery {
-                return Err(no_incremental(
-                    "the server is a standby: a changed-block backup (PostgreSQL 13-16) needs the WAL up to its start archived and indexed, and only a primary can switch WAL segments (pg_switch_wal) to get it there",
-                ));
+                return Err(no_incremental(format!(
+                    "the server is a standby: {which} needs the WAL up to its start archived and indexed, and only a primary can switch WAL segments (pg_switch_wal) to get it there"
+                )));
+            }
+            if v >= 17 {
+                tracing::info!(
+                    "the server has summarize_wal = off: taking a changed-block backup from walrs's block maps"
+                );
             }
             return Ok(Parent { manifest: parent, block_map: true });
         }
@@ -168,13 +186,6 @@ fn check_incremental(
                 v.map_or_else(|| "an unknown version".to_string(), |v| v.to_string())
             )));
         }
-    }
-    let rows = c.simple_query("SHOW summarize_wal")?;
-    let on = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
-    if on != "on" {
-        return Err(no_incremental(format!(
-            "the server has summarize_wal = {on}: PostgreSQL takes incremental backups only from its WAL summaries"
-        )));
     }
     Ok(Parent { manifest: parent, block_map: false })
 }
