@@ -924,9 +924,22 @@ fn changed_plan(
     let plan = if cx.parent.timeline != tli || start <= parent_start {
         changed::ChangedPlan::build(repo, cx.parent, start, tli, seg)?
     } else {
-        let mut q = ReplConn::connect_sql(cx.conn, opts.io_timeout, opts.deadline)?;
-        q.simple_query("SELECT pg_switch_wal()")?;
-        drop(q);
+        let switched = ReplConn::connect_sql(cx.conn, opts.io_timeout, opts.deadline)
+            .and_then(|mut q| q.simple_query("SELECT pg_switch_wal()"));
+        if let Err(e) = switched {
+            let plan = changed::ChangedPlan::all_whole(
+                cx.parent,
+                format!(
+                    "SELECT pg_switch_wal() failed ({e}): the segment holding the start is not archived (grant EXECUTE ON FUNCTION pg_switch_wal() to the backup role)"
+                ),
+            );
+            tracing::warn!(
+                "changed-block backup against {}: every file is stored whole: {}",
+                cx.parent.id,
+                plan.whole_reason().unwrap_or_default()
+            );
+            return Ok(plan);
+        }
         let first = parent_start.segment(seg).0;
         let last = start.saturating_sub(1).segment(seg).0;
         let wait = opts.wal_wait.min(opts.deadline.saturating_duration_since(Instant::now()));
