@@ -5,7 +5,8 @@
 //! chain, the restored directory equal to `pg_combinebackup`'s output file by file, a missing
 //! parent and a broken chain refused; and PostgreSQL 15's changed-block backups from walrs's block
 //! maps (a chain of four: PITR after each exact, a corrupted block map caught by the page-LSN
-//! cross-check, a missing block map making every file whole).
+//! cross-check, a missing block map making every file whole), and one changed-block incremental
+//! on 13 (the legacy protocol), 16, and 17 without WAL summaries.
 //! Server binaries and pg_combinebackup: scripts/install-prereqs.sh.
 
 use std::collections::BTreeMap;
@@ -548,6 +549,55 @@ fn pg15_changed_block_chain() {
     assert_eq!(restore_and_sum(&e, &inc3, &t3, "r3", 15), sums3);
     assert_eq!(restore_and_sum(&e, &inc4, &t4, "r4", 15), sums4);
     a.stop();
+}
+
+/// A changed-block chain of one full and one incremental backup on PostgreSQL `major` (13 uses the
+/// legacy `BASE_BACKUP` protocol, one stream per tablespace): the changed table incremental, a
+/// truncated one, a VACUUM FULL; PITR after the incremental exact; `backup verify` of the chain.
+fn changed_block_on(major: u32) {
+    let e = new_env();
+    let mut a = e.cluster("a", major, "");
+    a.start();
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 100) g");
+    a.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    a.sql("UPDATE t SET v = 'x' || v WHERE id <= 1000");
+    a.sql("DELETE FROM shrink WHERE id > 5000");
+    a.sql("VACUUM shrink");
+    a.sql("VACUUM FULL rewritten");
+    let t_file = a.sql("SELECT pg_relation_filepath('t')");
+    let inc = e.basebackup(&a, &["--incremental"]);
+    inc.expect_code(0);
+    let inc = inc.stdout.trim().to_string();
+    let m = e.show(&inc);
+    assert_eq!(m["incremental"]["method"], "walrs-block-map", "{m}");
+    assert!(m["incremental"]["block_map"].get("all_whole").is_none(), "{m}");
+    let (dir, name) = t_file.rsplit_once('/').unwrap();
+    assert!(files_of(&m).contains(&format!("{dir}/INCREMENTAL.{name}")), "{m}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums = a.sql(SUMS);
+    let t = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+    e.walrs().args(["backup", "verify", &inc]).run().expect_code(0);
+    assert_eq!(restore_and_sum(&e, &inc, &t, "r", major), sums);
+    a.stop();
+}
+
+#[test]
+fn pg13_changed_block_incremental() {
+    changed_block_on(13);
+}
+
+#[test]
+fn pg16_changed_block_incremental() {
+    changed_block_on(16);
 }
 
 /// PostgreSQL 17 with `summarize_wal = off`: `--incremental` takes a changed-block backup from
