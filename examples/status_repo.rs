@@ -58,6 +58,7 @@ fn summary(tli: TimeLineId, n: u64, seg: WalSegSize) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: format!("{n:064x}"),
+        block_map: None,
     }
 }
 
@@ -171,6 +172,7 @@ fn main() {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
         backups += 1;

@@ -79,6 +79,7 @@ fn repository_layout_and_modes() {
     assert_eq!(
         files(&s.repo),
         vec![
+            "index/blocks/0000000100000001/0000000100000001000000FF",
             "index/seg/0000000100000001/0000000100000001000000FF",
             "wal/0000000100000001/0000000100000001000000FF",
             "walrs.config",

@@ -3,8 +3,10 @@
 //! changes, a second incremental; a relation truncated, one dropped, one rewritten by VACUUM FULL
 //! between them), PITR after each incremental exact by table checksums, `backup verify` of the
 //! chain, the restored directory equal to `pg_combinebackup`'s output file by file, a missing
-//! parent and a broken chain refused; and PostgreSQL 15, where `--incremental` is refused (24)
-//! and `--incremental=auto` takes a full backup saying why.
+//! parent and a broken chain refused; and PostgreSQL 15's changed-block backups from walrs's block
+//! maps (a chain of four: PITR after each exact, a corrupted block map caught by the page-LSN
+//! cross-check, a missing block map making every file whole), and one changed-block incremental
+//! on 13 (the legacy protocol), 16, and 17 without WAL summaries.
 //! Server binaries and pg_combinebackup: scripts/install-prereqs.sh.
 
 use std::collections::BTreeMap;
@@ -341,61 +343,315 @@ fn compare_with_pg_combinebackup(e: &Env, ids: &[&str]) {
     assert!(differ.is_empty(), "files that differ from pg_combinebackup's: {differ:?}");
 }
 
-/// PostgreSQL 15 cannot take an incremental backup: `--incremental` is refused (24) with the
-/// reason, nothing stored; `--incremental=auto` takes a full backup and says why.
+/// The files of backup `id`'s manifest, archive-relative paths.
+fn files_of(m: &serde_json::Value) -> Vec<String> {
+    m["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["files"].as_array().unwrap().iter())
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The block maps of every archived segment from `first` on: rewritten by `f` (as the test
+/// user: a file-system repository keeps one owner).
+fn edit_block_maps(
+    e: &Env,
+    first: &str,
+    mut f: impl FnMut(&mut walrs::index::blockmap::BlockMap),
+) -> usize {
+    use walrs::index::blockmap::{load_block_map, store_block_map};
+    use walrs::repo::Repository;
+    use walrs::storage::{AnyStorage, fs::FsStorage};
+    let repo = Repository::new(AnyStorage::Fs(FsStorage::open(&e.repo).unwrap()), None);
+    let mut n = 0;
+    for g in std::fs::read_dir(e.repo.join("index/blocks")).unwrap() {
+        for m in std::fs::read_dir(g.unwrap().path()).unwrap() {
+            let path = m.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.as_str() < first {
+                continue;
+            }
+            let wal = walrs::pg::WalFileName::parse(&name).unwrap();
+            let mut map = load_block_map(&repo, &wal).unwrap().unwrap();
+            f(&mut map);
+            store_block_map(&repo, &map).unwrap();
+            chown_to_test_user(&path);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The changed-block backup on PostgreSQL 15 (issue 18): a full backup, ~1 % of a table's pages
+/// changed, a truncation, a drop and a VACUUM FULL, an incremental (stored bytes far below the
+/// full's; the rewritten table stored whole, the changed one incremental), more changes and a
+/// CREATE DATABASE, a second incremental (the new database stored whole); then a block map
+/// corrupted (a relation's entries removed: the cross-check stores the blocks) and a block map
+/// missing (every file whole). PITR after each incremental is exact; `backup verify` checks the
+/// chain.
 #[test]
-fn pg15_incremental_refused_or_full_with_auto() {
+fn pg15_changed_block_chain() {
     let e = new_env();
     let mut a = e.cluster("a", 15, "");
     a.start();
-    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text) WITH (fillfactor = 90)");
+    a.sql(
+        "INSERT INTO t SELECT g, md5(g::text) || repeat('x', 40) FROM generate_series(1, 200000) g",
+    );
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 10000) g");
+    a.sql("CREATE TABLE rewritten (id int, v text)");
+    a.sql("INSERT INTO rewritten SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CHECKPOINT");
     let full = e.basebackup(&a, &[]);
     full.expect_code(0);
-    let out = e.basebackup(&a, &["--incremental"]);
-    out.expect_code(24);
-    assert!(out.stderr.contains("PostgreSQL 17 or later"), "{}", out.stderr);
-    let list = e.walrs().args(["backup", "list", "--json", "--all"]).run();
+    let full = full.stdout.trim().to_string();
+
+    // ~1 % of t's pages, a truncation, a drop, a rewrite.
+    a.sql("UPDATE t SET v = 'one' || v WHERE id <= 2000");
+    a.sql("DELETE FROM shrink WHERE id > 10000");
+    a.sql("VACUUM shrink");
+    a.sql("DROP TABLE gone");
+    a.sql("UPDATE rewritten SET v = 'r' || v WHERE id % 2 = 0");
+    a.sql("VACUUM FULL rewritten");
+    let t_file = a.sql("SELECT pg_relation_filepath('t')");
+    let rewritten_file = a.sql("SELECT pg_relation_filepath('rewritten')");
+    let inc1 = e.basebackup(&a, &["--incremental"]);
+    inc1.expect_code(0);
+    assert!(inc1.stderr.contains("changed-block backup against"), "{}", inc1.stderr);
+    let inc1 = inc1.stdout.trim().to_string();
+    let m1 = e.show(&inc1);
+    assert_eq!(m1["type"], "incremental", "{m1}");
+    assert_eq!(m1["parent"], full.as_str());
+    assert_eq!(m1["incremental"]["method"], "walrs-block-map", "{m1}");
+    let b1 = &m1["incremental"]["block_map"];
+    assert!(b1.get("all_whole").is_none(), "{b1}");
+    assert!(b1["files_incremental"].as_u64().unwrap() > 10, "{b1}");
+    assert_eq!(b1["cross_check_mismatches"], 0, "{b1}");
+    let files = files_of(&m1);
+    let (dir, name) = t_file.rsplit_once('/').unwrap();
+    assert!(files.contains(&format!("{dir}/INCREMENTAL.{name}")), "t not incremental: {files:?}");
+    assert!(files.contains(&rewritten_file), "VACUUM FULL's new file not whole: {files:?}");
+    // Stored bytes far below the full's (all whole would be about the same; what remains is
+    // mostly the free space maps, stored whole, of the catalogs of three databases), and the
+    // relation blocks stored a small part of those skipped.
+    let full_bytes = e.show(&full)["bytes"].as_u64().unwrap();
+    let inc1_bytes = m1["bytes"].as_u64().unwrap();
+    assert!(inc1_bytes * 4 < full_bytes, "incremental {inc1_bytes} B, full {full_bytes} B");
+    let (kept, skipped) =
+        (b1["blocks_stored"].as_u64().unwrap(), b1["blocks_skipped"].as_u64().unwrap());
+    assert!(kept * 10 < skipped, "{b1}");
+    eprintln!("full {full_bytes} B, changed-block incremental {inc1_bytes} B; {b1}");
+
+    a.sql("UPDATE t SET v = 'two' || v WHERE id BETWEEN 100001 AND 101000");
+    a.sql("INSERT INTO shrink SELECT g, 'again' FROM generate_series(1, 100) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums1 = a.sql(SUMS);
+    let t1 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    a.sql("CREATE DATABASE db2");
+    let db2 = a.sql("SELECT oid FROM pg_database WHERE datname = 'db2'");
+    let inc2 = e.basebackup(&a, &["--incremental", "--parent", "latest"]);
+    inc2.expect_code(0);
+    let inc2 = inc2.stdout.trim().to_string();
+    let m2 = e.show(&inc2);
+    assert_eq!(m2["chain"], serde_json::json!([full, inc1, inc2]));
+    let files = files_of(&m2);
+    let db2_files: Vec<&String> =
+        files.iter().filter(|f| f.starts_with(&format!("base/{db2}/"))).collect();
+    assert!(db2_files.len() > 100, "{db2_files:?}");
+    assert!(db2_files.iter().all(|f| !f.contains("INCREMENTAL.")), "{db2_files:?}");
+    let text = e.walrs().args(["backup", "show", &inc2]).run();
+    assert!(text.stdout.contains("method walrs-block-map: block maps of"), "{}", text.stdout);
+
+    a.sql("UPDATE t SET v = 'three' || v WHERE id BETWEEN 150001 AND 150500");
+    a.sql("TRUNCATE rewritten");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums2 = a.sql(SUMS);
+    let t2 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The block maps lose t's entries from here on: the cross-check finds the changed pages.
+    let from = a.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    a.sql("UPDATE t SET v = 'four' || v WHERE id BETWEEN 50001 AND 51000");
+    a.switch_and_wait_archived();
+    let t_rel: u32 = name.parse().unwrap();
+    let edited = edit_block_maps(&e, &from, |m| m.forks.retain(|f| f.2 != t_rel));
+    assert!(edited >= 1);
+    let inc3 = e.basebackup(&a, &["--incremental", "--parent", "latest"]);
+    inc3.expect_code(0);
+    assert!(inc3.stderr.contains("their page LSNs say they did"), "{}", inc3.stderr);
+    let inc3 = inc3.stdout.trim().to_string();
+    let b3 = &e.show(&inc3)["incremental"]["block_map"];
+    assert!(b3["cross_check_mismatches"].as_u64().unwrap() >= 10, "{b3}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums3 = a.sql(SUMS);
+    let t3 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // A segment of the next range without a block map: every file whole, said.
+    a.sql("UPDATE t SET v = 'five' || v WHERE id BETWEEN 60001 AND 61000");
+    let gap = a.switch_and_wait_archived();
+    std::fs::remove_file(e.repo.join("index/blocks").join(&gap[..16]).join(&gap)).unwrap();
+    let inc4 = e.basebackup(&a, &["--incremental", "--parent", "latest"]);
+    inc4.expect_code(0);
+    assert!(inc4.stderr.contains("every file is stored whole"), "{}", inc4.stderr);
+    let inc4 = inc4.stdout.trim().to_string();
+    let m4 = e.show(&inc4);
+    assert!(m4["incremental"]["block_map"]["all_whole"].as_str().unwrap().contains(&gap), "{m4}");
+    assert!(files_of(&m4).iter().all(|f| !f.contains("INCREMENTAL.")));
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums4 = a.sql(SUMS);
+    let t4 = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+
+    let v = e.walrs().args(["backup", "verify", &inc4]).run();
+    v.expect_code(0);
+    assert!(
+        v.stdout
+            .contains(&format!("chain {full} <- {inc1} <- {inc2} <- {inc3} <- {inc4} complete")),
+        "{}",
+        v.stdout
+    );
+    let list = e.walrs().args(["backup", "list", "--json"]).run();
     let l: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(l["backups"].as_array().unwrap().len(), 1, "{l}");
-    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
-    let out = e.basebackup(&a, &["--incremental=auto"]);
+    assert_eq!(l["backups"][1]["incremental_method"], "walrs-block-map", "{l}");
+    assert!(l["backups"][0]["incremental_method"].is_null(), "{l}");
+
+    // The restore plan names the chain with each member's type and method.
+    let dry = e.world.path("dry");
+    let out = e
+        .walrs()
+        .args(["restore", "--backup", &inc2, "--pgdata", dry.to_str().unwrap(), "--dry-run"])
+        .args(["--json"])
+        .run();
     out.expect_code(0);
-    assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
-    let m = e.show(out.stdout.trim());
-    assert_eq!(m["type"], "full", "{m}");
-    assert_eq!(m["format_version"], 1, "{m}");
-    assert!(m.get("parent").is_none() && m.get("chain").is_none(), "{m}");
-    // --parent needs --incremental.
-    e.basebackup(&a, &["--parent", "latest"]).expect_code(2);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        plan["chain"],
+        serde_json::json!([
+            {"id": full, "type": "full", "method": null},
+            {"id": inc1, "type": "incremental", "method": "walrs-block-map"},
+            {"id": inc2, "type": "incremental", "method": "walrs-block-map"},
+        ]),
+        "{plan}"
+    );
+
+    // PITR after each incremental is exact.
+    assert_eq!(restore_and_sum(&e, &inc1, &t1, "r1", 15), sums1);
+    assert_eq!(restore_and_sum(&e, &inc2, &t2, "r2", 15), sums2);
+    assert_eq!(restore_and_sum(&e, &inc3, &t3, "r3", 15), sums3);
+    assert_eq!(restore_and_sum(&e, &inc4, &t4, "r4", 15), sums4);
     a.stop();
 }
 
-/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` is refused up front (24) with the
-/// reason, nothing stored; `--incremental=auto` takes a full backup and logs why. (The server's
-/// own refusal, summaries missing for the range, is mapped to 24 too, but no reliable way to make
-/// a test server lose exactly those summaries was found: its summarizer also summarizes the WAL
-/// still in pg_wal from before it was turned on.)
+/// A changed-block chain of one full and one incremental backup on PostgreSQL `major` (13 uses the
+/// legacy `BASE_BACKUP` protocol, one stream per tablespace): the changed table incremental, a
+/// truncated one, a VACUUM FULL; PITR after the incremental exact; `backup verify` of the chain.
+fn changed_block_on(major: u32) {
+    let e = new_env();
+    let mut a = e.cluster("a", major, "");
+    a.start();
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 100) g");
+    a.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    a.sql("UPDATE t SET v = 'x' || v WHERE id <= 1000");
+    a.sql("DELETE FROM shrink WHERE id > 5000");
+    a.sql("VACUUM shrink");
+    a.sql("VACUUM FULL rewritten");
+    let t_file = a.sql("SELECT pg_relation_filepath('t')");
+    let inc = e.basebackup(&a, &["--incremental"]);
+    inc.expect_code(0);
+    let inc = inc.stdout.trim().to_string();
+    let m = e.show(&inc);
+    assert_eq!(m["incremental"]["method"], "walrs-block-map", "{m}");
+    assert!(m["incremental"]["block_map"].get("all_whole").is_none(), "{m}");
+    let (dir, name) = t_file.rsplit_once('/').unwrap();
+    assert!(files_of(&m).contains(&format!("{dir}/INCREMENTAL.{name}")), "{m}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums = a.sql(SUMS);
+    let t = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+    e.walrs().args(["backup", "verify", &inc]).run().expect_code(0);
+    assert_eq!(restore_and_sum(&e, &inc, &t, "r", major), sums);
+    a.stop();
+}
+
 #[test]
-fn pg17_summarize_wal_off_refused_or_full_with_auto() {
+fn pg13_changed_block_incremental() {
+    changed_block_on(13);
+}
+
+#[test]
+fn pg16_changed_block_incremental() {
+    changed_block_on(16);
+}
+
+/// PostgreSQL 17 with `summarize_wal = off`: `--incremental` takes a changed-block backup from
+/// walrs's block maps (method `walrs-block-map`) that restores exactly; a refusal (here: no such
+/// parent) is exit 24 with nothing stored, and with `--incremental=auto` a full backup, said.
+#[test]
+fn pg17_summarize_wal_off_changed_block_or_full_with_auto() {
     let e = new_env();
     let mut a = e.cluster("a", 17, "summarize_wal = off\n");
     a.start();
-    a.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-    e.basebackup(&a, &[]).expect_code(0);
+    a.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+    a.sql("CREATE TABLE shrink (id int, v text)");
+    a.sql("INSERT INTO shrink SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    a.sql("CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 100) g");
+    a.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100) g");
+    let full = e.basebackup(&a, &[]);
+    full.expect_code(0);
+    let full = full.stdout.trim().to_string();
     let count = || {
         let out = e.walrs().args(["backup", "list", "--json", "--all"]).run();
         let l: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         (l["backups"].as_array().unwrap().len(), l["incomplete"].as_array().unwrap().len())
     };
-    let out = e.basebackup(&a, &["--incremental"]);
+    let out = e.basebackup(&a, &["--incremental", "--parent", "20200101T000000Z"]);
     out.expect_code(24);
-    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(count(), (1, 0), "a refused incremental left objects");
-    let out = e.basebackup(&a, &["--incremental=auto"]);
+    let out = e.basebackup(&a, &["--incremental=auto", "--parent", "20200101T000000Z"]);
     out.expect_code(0);
     assert!(out.stderr.contains("--incremental=auto: taking a full backup"), "{}", out.stderr);
-    assert!(out.stderr.contains("summarize_wal = off"), "{}", out.stderr);
     assert_eq!(e.show(out.stdout.trim())["type"], "full");
     assert_eq!(count(), (2, 0));
+
+    a.sql("UPDATE t SET v = 'x' || v WHERE id <= 1000");
+    a.sql("DELETE FROM shrink WHERE id > 5000");
+    a.sql("VACUUM shrink");
+    let inc = e.basebackup(&a, &["--incremental", "--parent", &full]);
+    inc.expect_code(0);
+    assert!(
+        inc.stderr.contains("summarize_wal = off: taking a changed-block backup"),
+        "{}",
+        inc.stderr
+    );
+    let inc = inc.stdout.trim().to_string();
+    let m = e.show(&inc);
+    assert_eq!(m["incremental"]["method"], "walrs-block-map", "{m}");
+    assert!(m["incremental"]["block_map"]["files_incremental"].as_u64().unwrap() > 0, "{m}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let sums = a.sql(SUMS);
+    let t = a.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    a.sql("UPDATE t SET v = 'late'");
+    a.switch_and_wait_archived();
+    e.walrs().args(["backup", "verify", &inc]).run().expect_code(0);
+    assert_eq!(restore_and_sum(&e, &inc, &t, "r", 17), sums);
     a.stop();
 }

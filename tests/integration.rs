@@ -7,6 +7,7 @@
 mod util;
 
 mod binlog;
+mod block_map;
 mod check;
 mod cli;
 mod docs_match;

@@ -131,6 +131,7 @@ fn summary(name: &WalFileName) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: "xxh3:00112233445566778899aabbccddeeff".into(),
+        block_map: None,
     }
 }
 
@@ -171,6 +172,7 @@ fn manifest(id: &BackupId, key: Option<&MasterKey>) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 

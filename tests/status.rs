@@ -535,6 +535,7 @@ fn status_from_rollup_digests_matches_the_full_read() {
             end_of_recovery: vec![],
             error: [6, 20, 33].contains(&n).then(|| format!("invalid record at segment {n}")),
             content_digest: format!("{n:064x}"),
+            block_map: None,
         }
     };
     let mut groups: BTreeMap<String, GroupRollup> = BTreeMap::new();
@@ -610,6 +611,7 @@ fn status_from_rollup_digests_matches_the_full_read() {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         };
         repo.put_new::<BackupManifest>(&id, encode_json(&m).unwrap().as_slice(), Fixed).unwrap();
     }

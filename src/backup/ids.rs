@@ -112,6 +112,7 @@ mod tests {
                 backup_type: Default::default(),
                 parent: None,
                 chain: Vec::new(),
+                incremental: None,
             })
             .collect()
     }

@@ -783,11 +783,11 @@ fn extract_chain_chunk(
                     bytes += BLCKSZ;
                     need.got(*b);
                 }
-                f.sync_all().map_err(|e| io("syncing", &t, e))?;
                 files += 1;
-                if need.missing > 0
-                    && let Ok(mut p) = pending.lock()
-                {
+                // A file still missing blocks is synced once, by the member that completes it.
+                if need.missing == 0 {
+                    f.sync_all().map_err(|e| io("syncing", &t, e))?;
+                } else if let Ok(mut p) = pending.lock() {
                     p.insert(t, need);
                 }
             }
@@ -828,13 +828,14 @@ fn extract_chain_chunk(
                     data_len
                 };
                 skip(&mut r, data_len - used).map_err(read_err)?;
-                f.sync_all().map_err(|e| io("syncing", &t, e))?;
-                // A whole file ends the search; an incremental one passes it on.
-                if !whole
-                    && need.missing > 0
-                    && let Ok(mut p) = pending.lock()
-                {
-                    p.insert(t, need);
+                // A whole file ends the search; an incremental one passes it on. The file is
+                // synced once, when it leaves the search (not by every member that adds to it).
+                if !whole && need.missing > 0 {
+                    if let Ok(mut p) = pending.lock() {
+                        p.insert(t, need);
+                    }
+                } else {
+                    f.sync_all().map_err(|e| io("syncing", &t, e))?;
                 }
                 skip(&mut r, pad).map_err(read_err)?;
                 continue;

@@ -109,6 +109,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                     backup_type: &'static str,
                     parent: Option<&'a str>,
                     chain: Vec<&'a str>,
+                    incremental_method: Option<&'a str>,
                 }
                 let rows: Vec<Row<'_>> = done
                     .iter()
@@ -132,6 +133,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                         } else {
                             m.chain.iter().map(|c| c.as_str()).collect()
                         },
+                        incremental_method: incremental_method(m),
                     })
                     .collect();
                 let v = serde_json::json!({ "backups": rows, "incomplete": if all { incomplete.clone() } else { vec![] } });
@@ -189,6 +191,28 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 Some(p) => {
                     let chain: Vec<&str> = m.chain.iter().map(|c| c.as_str()).collect();
                     textln!(out, "  type incremental  parent {p}  chain {}", chain.join(" <- "));
+                    let method = incremental_method(&m).unwrap_or_default();
+                    match m.incremental.as_ref().and_then(|i| i.block_map.as_ref()) {
+                        Some(b) => {
+                            textln!(
+                                out,
+                                "  method {method}: block maps of {} segment(s); {} relation file(s) incremental ({} block(s) stored, {} skipped), {} stored whole; {} cross-check mismatch(es)",
+                                b.segments,
+                                b.files_incremental,
+                                b.blocks_stored,
+                                b.blocks_skipped,
+                                b.relation_files_whole,
+                                b.cross_check_mismatches
+                            );
+                            if let Some(why) = &b.all_whole {
+                                textln!(
+                                    out,
+                                    "  every file stored whole (effectively a full backup): {why}"
+                                );
+                            }
+                        }
+                        None => textln!(out, "  method {method}"),
+                    }
                 }
                 None => textln!(out, "  type {}", m.backup_type.as_str()),
             }
@@ -340,4 +364,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
             }
         }
     }
+}
+
+/// How an incremental backup was made: its manifest's method, `pg17-summaries` for incremental
+/// backups of walrs versions that recorded none (they had no other method); `None` for a full
+/// backup.
+fn incremental_method(m: &backup::BackupManifest) -> Option<&str> {
+    if !m.is_incremental() {
+        return None;
+    }
+    Some(m.incremental.as_ref().map_or(backup::changed::METHOD_PG17, |i| i.method.as_str()))
 }

@@ -51,8 +51,9 @@ pub struct Args {
     /// pushing to this repository); the backup still completes only once its WAL is stored.
     #[arg(long)]
     pub no_archive_check: bool,
-    /// Take an incremental backup (PostgreSQL 17+ with summarize_wal = on): only the blocks
-    /// changed since the parent. Bare or `=require`: refuse (exit 24) when it cannot be taken;
+    /// Take an incremental backup (PostgreSQL 17+ with summarize_wal = on; on a primary of
+    /// PostgreSQL 13-16, or 17+ without, from walrs's block maps): only the blocks changed since
+    /// the parent. Bare or `=require`: refuse (exit 24) when it cannot be taken;
     /// `=auto`: take a full backup instead and say why.
     #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "require")]
     pub incremental: Option<crate::backup::IncrementalMode>,

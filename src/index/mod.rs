@@ -6,6 +6,7 @@
 //! summary is a cache: readers never trust one whose WAL object is missing (`wal verify` checks),
 //! and every summary and roll-up can be rebuilt from the stored segments (`wal index --rebuild`).
 
+pub mod blockmap;
 pub mod summary;
 pub mod verify;
 
@@ -343,9 +344,13 @@ impl Listed for GroupRollup {
     }
 }
 
-/// Stores the summary of a segment (after its WAL object is durable). Summaries are derived
-/// data: an existing one is replaced.
+/// Stores the summary of a segment (after its WAL object is durable), and first its block map
+/// when the summary carries one. Summaries and block maps are derived data: an existing one is
+/// replaced.
 pub fn store_summary(repo: &Repository, s: &SegmentSummary) -> Result<()> {
+    if let Some(m) = &s.block_map {
+        blockmap::store_block_map(repo, m)?;
+    }
     repo.save(&s.name, s, Fixed)
 }
 
@@ -732,6 +737,7 @@ pub fn forget(repo: &Repository, names: &[WalFileName]) -> Result<()> {
     for n in names {
         if let Some(g) = n.group() {
             keys.push(SegmentSummary::key(n)?);
+            keys.push(blockmap::BlockMap::key(n)?);
             groups.entry(g.to_owned()).or_default().push(n);
         }
     }
@@ -802,6 +808,7 @@ mod tests {
             end_of_recovery: vec![],
             error: None,
             content_digest: String::new(),
+            block_map: None,
         }
     }
 

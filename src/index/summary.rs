@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::blockmap::{BlockMap, BlockMapBuilder};
 use crate::pg::records::interpret;
 use crate::pg::{
     LongPageHeader, Lsn, Record, RecordKind, ScanEnd, SegmentScan, TimeLineId, WalFileKind,
@@ -132,6 +133,11 @@ pub struct SegmentSummary {
     pub error: Option<String>,
     /// The content digest of the stored WAL object this summary describes.
     pub content_digest: String,
+    /// The segment's block map, built by the same scan ([`SegmentIndexer`]): not part of the
+    /// summary's serialized form but its own object, which [`super::store_summary`] writes
+    /// before the summary.
+    #[serde(skip)]
+    pub block_map: Option<Box<BlockMap>>,
 }
 
 impl SegmentSummary {
@@ -190,6 +196,7 @@ impl SummaryBuilder {
                 end_of_recovery: Vec::new(),
                 error: None,
                 content_digest: String::new(),
+                block_map: None,
             },
         }
     }
@@ -284,29 +291,41 @@ impl SummaryBuilder {
     }
 }
 
-/// Scans a segment fed frame by frame and builds its summary.
+/// Scans a segment fed frame by frame and builds its summary and its block map.
 pub struct SegmentIndexer {
     scanner: WalScanner,
     builder: SummaryBuilder,
+    blocks: BlockMapBuilder,
 }
 
 impl SegmentIndexer {
     /// An indexer for `name`, whose long page header is `hdr`.
     pub fn new(name: &WalFileName, hdr: &LongPageHeader) -> Self {
         let builder = SummaryBuilder::new(name, hdr);
-        SegmentIndexer { scanner: WalScanner::new(hdr.page_addr, builder.geometry()), builder }
+        let blocks = BlockMapBuilder::new(name.clone(), hdr.page_addr, hdr.version);
+        SegmentIndexer {
+            scanner: WalScanner::new(hdr.page_addr, builder.geometry()),
+            builder,
+            blocks,
+        }
     }
 
     /// Feeds the next bytes of the segment (consecutive, page-aligned chunks).
     pub fn feed(&mut self, chunk: &[u8]) {
         let b = &mut self.builder;
-        self.scanner.feed(chunk, |r| b.observe(r));
+        let m = &mut self.blocks;
+        self.scanner.feed(chunk, |r| {
+            b.observe(r);
+            m.observe(r);
+        });
     }
 
-    /// The summary of what was fed.
+    /// The summary of what was fed, carrying the segment's block map.
     pub fn finish(self, content_digest: String) -> SegmentSummary {
         let scan = self.scanner.finish();
-        self.builder.finish(&scan, content_digest)
+        let mut s = self.builder.finish(&scan, content_digest);
+        s.block_map = Some(Box::new(self.blocks.finish(&scan, s.end)));
+        s
     }
 }
 

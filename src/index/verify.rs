@@ -399,7 +399,7 @@ pub struct VerifyReport {
 /// first with its decoded long page header. Returns the object's content digest. From a network
 /// backend, a segment that fails verification is decoded once more (`repo::reread`): `f` sees
 /// the frames again from the first, and must start over when it gets a header.
-fn decode_stored(
+pub(crate) fn decode_stored(
     repo: &Repository,
     name: &WalFileName,
     mut f: impl FnMut(&[u8], Option<&LongPageHeader>) -> Result<()>,
@@ -799,6 +799,15 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
     for name in orphans {
         tracing::info!("removing the index entry of {name}: its segment is not in the repository");
         repo.delete::<SegmentSummary>(&name)?;
+    }
+    let orphan_maps: Vec<WalFileName> = repo
+        .list::<super::blockmap::BlockMap>(&None)?
+        .filter_map(|n| n.ok())
+        .filter(|n| !live.contains(n.as_str()))
+        .collect();
+    for name in orphan_maps {
+        tracing::info!("removing the block map of {name}: its segment is not in the repository");
+        repo.delete::<super::blockmap::BlockMap>(&name)?;
     }
     super::drop_rollups(repo)?;
     super::load_all(repo, seg)?;

@@ -18,7 +18,7 @@ pub use history::{TimelineHistory, TimelineHistoryEntry};
 pub use lsn::Lsn;
 pub use names::{TimeLineId, WalFileKind, WalFileName, WalSegSize, XLogSegNo};
 pub use page::{LongPageHeader, PgMajorVersion, SystemId};
-pub use records::{PgTimestamp, RecordKind};
+pub use records::{BlockRef, PgTimestamp, RecordKind, RelFileLocator, RelationEvent};
 pub use wal::{Carry, Record, ScanEnd, SegmentScan, WalGeometry, WalScanner, scan_segment};
 
 /// An error in PostgreSQL-formatted input: a name, an LSN, a page header or a history file.

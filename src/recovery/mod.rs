@@ -111,6 +111,9 @@ pub struct Plan {
     /// Its stop LSN (recovery replays at least this far; `backup_stop_lsn` in JSON).
     #[serde(rename = "backup_stop_lsn")]
     pub backup_stop: Lsn,
+    /// The backups the restore reads, oldest first: the backup alone when it is full, its whole
+    /// chain when it is incremental.
+    pub chain: Vec<ChainMember>,
     /// The timeline path.
     pub path: Vec<PathStep>,
     /// The target timeline.
@@ -142,6 +145,37 @@ pub struct Plan {
     /// Why the plan chose what it chose where the archive offered a choice: diverged
     /// histories, a restore point name used more than once.
     pub notes: Vec<String>,
+}
+
+/// A backup of the restored chain.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChainMember {
+    /// Its id.
+    pub id: String,
+    /// `full` or `incremental`.
+    #[serde(rename = "type")]
+    pub backup_type: &'static str,
+    /// How an incremental member was made (`pg17-summaries`, `walrs-block-map`); `null` for
+    /// the full one.
+    pub method: Option<String>,
+}
+
+/// The chain of `b` as the planner's catalogue has it, oldest first (members it does not hold
+/// are left out: such a chain is refused before anything is restored).
+fn chain_of(input: &PlanInput<'_>, b: &BackupManifest) -> Vec<ChainMember> {
+    b.chain_ids()
+        .iter()
+        .filter_map(|id| input.backups.iter().find(|m| m.id == *id))
+        .map(|m| ChainMember {
+            id: m.id.to_string(),
+            backup_type: m.backup_type.as_str(),
+            method: m.is_incremental().then(|| {
+                m.incremental
+                    .as_ref()
+                    .map_or_else(|| "pg17-summaries".to_owned(), |i| i.method.clone())
+            }),
+        })
+        .collect()
 }
 
 /// A segment name as a string, `""` for none (the form plans were always printed in).
@@ -753,6 +787,7 @@ pub fn plan(
     Ok(Plan {
         backup: b.id.to_string(),
         backup_stop: b.stop_lsn,
+        chain: chain_of(input, b),
         path: path_steps(&on, b),
         target_timeline: tli,
         target: target_desc,
@@ -850,6 +885,7 @@ mod tests {
             end_of_recovery: vec![],
             error: None,
             content_digest: String::new(),
+            block_map: None,
         }
     }
 
@@ -888,6 +924,7 @@ mod tests {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         }
     }
 

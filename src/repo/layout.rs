@@ -8,6 +8,7 @@
 //! wal/history/<TTTTTTTT>.history      timeline history files
 //! index/seg/<group>/<name>            WAL index: the summary of one segment
 //! index/group/<group>                 WAL index: the roll-up of one group's summaries
+//! index/blocks/<group>/<name>         WAL index: the block map of one segment (changed blocks)
 //! backups/<id>/<archive>/<NNNNNN>     base backup: a chunk of a tar archive
 //! backups/<id>/backup_manifest        base backup: PostgreSQL's backup manifest
 //! backups/<id>/manifest.json          base backup: walrs's manifest, the commit point
@@ -48,6 +49,8 @@ pub const HISTORY_PREFIX: &str = "wal/history/";
 pub const INDEX_PREFIX: &str = "index/";
 /// Prefix of per-segment summaries: `index/seg/<group>/<name>`.
 pub const SUMMARY_PREFIX: &str = "index/seg/";
+/// Prefix of per-segment block maps: `index/blocks/<group>/<name>`.
+pub const BLOCK_MAP_PREFIX: &str = "index/blocks/";
 /// Prefix of group roll-ups: `index/group/<group>`.
 pub const ROLLUP_PREFIX: &str = "index/group/";
 /// Prefix of everything base backups store: `backups/<id>/...`.
@@ -128,6 +131,16 @@ pub fn history_key(tli: TimeLineId) -> Result<ObjectKey, StorageError> {
 /// name without a group (`.history` files have no summary).
 pub fn summary_key(name: &WalFileName) -> Option<Result<ObjectKey, StorageError>> {
     name.group().map(|group| ObjectKey::new(format!("{SUMMARY_PREFIX}{group}/{name}")))
+}
+
+/// The key of the block map of a segment (`None` for names without a group: history files).
+pub fn block_map_key(name: &WalFileName) -> Option<Result<ObjectKey, StorageError>> {
+    name.group().map(|group| ObjectKey::new(format!("{BLOCK_MAP_PREFIX}{group}/{name}")))
+}
+
+/// Where the block maps of one group are listed.
+pub fn block_map_group_prefix(group: &str) -> String {
+    format!("{BLOCK_MAP_PREFIX}{group}/")
 }
 
 /// Where the summaries of one group are listed.
@@ -242,6 +255,10 @@ mod tests {
             "index/seg/0000000100000000/000000010000000000000005"
         );
         assert!(summary_key(&WalFileName::history(tli)).is_none());
+        assert_eq!(
+            s(block_map_key(&name).unwrap()),
+            "index/blocks/0000000100000000/000000010000000000000005"
+        );
         assert_eq!(s(rollup_key("0000000100000000")), "index/group/0000000100000000");
         assert_eq!(backup_prefix(&id), "backups/20261121T161225Z/");
         assert_eq!(s(manifest_key(&id)), "backups/20261121T161225Z/manifest.json");

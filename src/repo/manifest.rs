@@ -138,6 +138,44 @@ pub struct BackupManifest {
     /// and this backup last. Empty for a full backup (its chain is itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<BackupId>,
+    /// An incremental backup: how it was made (absent in full backups and in incremental
+    /// backups of walrs versions before the changed-block method, which were all
+    /// `pg17-summaries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
+}
+
+/// How an incremental backup was made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IncrementalInfo {
+    /// `pg17-summaries` (PostgreSQL 17's `BASE_BACKUP INCREMENTAL` from its WAL summaries) or
+    /// `walrs-block-map` (a changed-block backup from walrs's block maps, PostgreSQL 13–16).
+    pub method: String,
+    /// What a `walrs-block-map` backup stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_map: Option<BlockMapStats>,
+}
+
+/// What a changed-block backup (`walrs-block-map`) did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockMapStats {
+    /// Segments whose block maps made the plan.
+    pub segments: u64,
+    /// Why every file was stored whole, when it was (a segment without a block map, a range
+    /// across a timeline switch, ...): the backup is then effectively full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_whole: Option<String>,
+    /// Relation files stored as `INCREMENTAL.<name>`.
+    pub files_incremental: u64,
+    /// Main-fork relation files stored whole (absent from the parent, created or dropped in the
+    /// range, in a database created or dropped in the range, too many changed blocks).
+    pub relation_files_whole: u64,
+    /// Blocks stored in the incremental files.
+    pub blocks_stored: u64,
+    /// Blocks not stored (the chain restore takes them from older members).
+    pub blocks_skipped: u64,
+    /// Blocks the block maps said were unchanged but whose page LSN said otherwise (stored).
+    pub cross_check_mismatches: u64,
 }
 
 impl BackupManifest {

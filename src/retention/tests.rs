@@ -49,6 +49,7 @@ fn seg(t: u32, n: u64) -> SegmentSummary {
         end_of_recovery: vec![],
         error: None,
         content_digest: String::new(),
+        block_map: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn backup(id: &str, t: u32, start: u64, stop: u64) -> BackupManifest {
         backup_type: Default::default(),
         parent: None,
         chain: Vec::new(),
+        incremental: None,
     }
 }
 

@@ -637,6 +637,7 @@ mod tests {
             end_of_recovery: vec![],
             error: None,
             content_digest: String::new(),
+            block_map: None,
         }
     }
 
@@ -667,6 +668,7 @@ mod tests {
             backup_type: Default::default(),
             parent: None,
             chain: Vec::new(),
+            incremental: None,
         }
     }
 
