@@ -476,6 +476,65 @@ impl Need {
     }
 }
 
+/// Blocks written at their place in a file, consecutive ones gathered into one write of up to
+/// [`BlockRuns::MAX_BLOCKS`] blocks (a whole relation file of a chain's full member is one
+/// `pwrite` per MiB, not one per 8 kB block). Memory: one run's buffer per worker.
+struct BlockRuns<'f> {
+    file: &'f File,
+    path: &'f Path,
+    /// The first block of the gathered run.
+    start: u64,
+    /// The run's bytes (a whole number of blocks).
+    buf: Vec<u8>,
+}
+
+impl<'f> BlockRuns<'f> {
+    const MAX_BLOCKS: usize = 128;
+
+    fn new(file: &'f File, path: &'f Path, buf: Vec<u8>) -> Self {
+        let mut buf = buf;
+        buf.clear();
+        BlockRuns { file, path, start: 0, buf }
+    }
+
+    /// Adds block `b` (its bytes read from `r`), writing the run first when `b` does not
+    /// continue it or it is full.
+    fn add(&mut self, b: u32, r: &mut impl std::io::Read) -> Result<std::io::Result<()>> {
+        let n = (self.buf.len() as u64) / BLCKSZ;
+        if !self.buf.is_empty()
+            && (self.start + n != u64::from(b)
+                || self.buf.len() >= Self::MAX_BLOCKS * BLCKSZ as usize)
+        {
+            self.flush()?;
+        }
+        if self.buf.is_empty() {
+            self.start = u64::from(b);
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + BLCKSZ as usize, 0);
+        let slot = self.buf.get_mut(at..).unwrap_or_default();
+        Ok(r.read_exact(slot))
+    }
+
+    /// Writes the gathered run.
+    fn flush(&mut self) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(&self.buf, self.start * BLCKSZ)
+                .map_err(|e| io("writing", self.path, e))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and gives the buffer back for the next file.
+    fn finish(mut self) -> Result<Vec<u8>> {
+        self.flush()?;
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
 /// Which member a chain restore pass reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
@@ -677,7 +736,6 @@ fn extract_chain_chunk(
     stats: &Mutex<RestoreStats>,
 ) -> Result<()> {
     use std::io::Read;
-    use std::os::unix::fs::FileExt;
     let (key, dec) = open_chunk(repo, chunk)?;
     let mut r = std::io::BufReader::with_capacity(256 * 1024, FrameReader::new(dec));
     let read_err = |e: std::io::Error| WalrsError::new(Kind::Corrupt, format!("{key}: {e}"));
@@ -685,6 +743,7 @@ fn extract_chain_chunk(
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut header = [0u8; 512];
     let mut block = vec![0u8; BLCKSZ as usize];
+    let mut run_buf: Vec<u8> = Vec::with_capacity(BlockRuns::MAX_BLOCKS * BLCKSZ as usize);
     loop {
         if !read_or_end(&mut r, &mut header).map_err(read_err)? {
             break;
@@ -776,13 +835,13 @@ fn extract_chain_chunk(
                     have: vec![false; ih.truncation_block_length as usize],
                     missing: ih.truncation_block_length,
                 };
+                let mut runs = BlockRuns::new(&f, &t, std::mem::take(&mut run_buf));
                 for b in &blocks {
-                    r.read_exact(&mut block).map_err(read_err)?;
-                    f.write_all_at(&block, u64::from(*b) * BLCKSZ)
-                        .map_err(|e| io("writing", &t, e))?;
+                    runs.add(*b, &mut r)?.map_err(read_err)?;
                     bytes += BLCKSZ;
                     need.got(*b);
                 }
+                run_buf = runs.finish()?;
                 files += 1;
                 // A file still missing blocks is synced once, by the member that completes it.
                 if need.missing == 0 {
@@ -800,33 +859,35 @@ fn extract_chain_chunk(
                     continue;
                 };
                 let f = open(&t, false)?;
+                let mut runs = BlockRuns::new(&f, &t, std::mem::take(&mut run_buf));
                 let used = if whole {
                     // Every block it has below the truncation length that no newer member had.
                     let n = data_len / BLCKSZ;
                     for b in 0..n {
-                        r.read_exact(&mut block).map_err(read_err)?;
-                        let b = u32::try_from(b).unwrap_or(u32::MAX);
-                        if need.want(b) {
-                            f.write_all_at(&block, u64::from(b) * BLCKSZ)
-                                .map_err(|e| io("writing", &t, e))?;
+                        let b32 = u32::try_from(b).unwrap_or(u32::MAX);
+                        if need.want(b32) {
+                            runs.add(b32, &mut r)?.map_err(read_err)?;
                             bytes += BLCKSZ;
-                            need.got(b);
+                            need.got(b32);
+                        } else {
+                            r.read_exact(&mut block).map_err(read_err)?;
                         }
                     }
                     n * BLCKSZ
                 } else {
                     let (_, blocks) = read_incremental_header(&mut r, data_len, &key, &h.path)?;
                     for b in &blocks {
-                        r.read_exact(&mut block).map_err(read_err)?;
                         if need.want(*b) {
-                            f.write_all_at(&block, u64::from(*b) * BLCKSZ)
-                                .map_err(|e| io("writing", &t, e))?;
+                            runs.add(*b, &mut r)?.map_err(read_err)?;
                             bytes += BLCKSZ;
                             need.got(*b);
+                        } else {
+                            r.read_exact(&mut block).map_err(read_err)?;
                         }
                     }
                     data_len
                 };
+                run_buf = runs.finish()?;
                 skip(&mut r, data_len - used).map_err(read_err)?;
                 // A whole file ends the search; an incremental one passes it on. The file is
                 // synced once, when it leaves the search (not by every member that adds to it).
