@@ -17,6 +17,7 @@
 #   CHANGE_PCT (1) each change updates the first CHANGE_PCT % of pgbench_accounts' rows
 #                  (aid order, so about that share of its pages, plus the pages the new row
 #                  versions land on)
+#   RESTORE_ROUNDS (2)  restores of each kind, alternating (the figure is their median)
 #   PG_PORT (5497)
 #   PG_MAJOR (17)  17: the PyPI tool set, summarize_wal = on (method pg17-summaries); 15: the
 #                  system's PostgreSQL 15 (method walrs-block-map: the stream is full-size)
@@ -114,7 +115,7 @@ restore() {
     echo "$t1 - $t0" | bc -l
 }
 R_CHAIN=(); R_FULL=()
-for r in 1 2; do
+for r in $(seq "${RESTORE_ROUNDS:-2}"); do
     R_CHAIN+=("$(restore "${CHAIN[-1]}" chain)")
     R_FULL+=("$(restore "$FULL2" full)")
 done
