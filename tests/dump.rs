@@ -614,3 +614,234 @@ fn pg15_to_pg17_encrypted_on_s3() {
     out.expect_code(15);
     assert!(out.stderr.contains("older than the server"), "{}", out.stderr);
 }
+
+/// A fake client program at `path`: `--version` is the real `real`'s; anything else writes its
+/// process id to `pidfile` and sleeps (a child that hangs).
+fn hanging_tool(path: &Path, real: &Path, pidfile: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {} --version; fi\necho $$ > {}\nexec sleep 600\n",
+            real.display(),
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("755").arg(path).status().unwrap();
+}
+
+/// Whether process `pid` (as written in `pidfile`) still exists.
+fn alive(pidfile: &Path) -> bool {
+    let pid = std::fs::read_to_string(pidfile).unwrap();
+    Path::new(&format!("/proc/{}", pid.trim())).exists()
+}
+
+/// Issue 19, steps 4 and 5: a pg_dump or pg_restore that hangs is killed at the command's
+/// deadline (exit 13, the child named, no process left); `--table` with a schema-qualified or
+/// quoted name loads exactly that table (pg_restore gets `-n schema -t table`, so a table of the
+/// same name in another schema is not created), and the data selection reads the same names.
+#[test]
+fn hanging_children_and_qualified_tables() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    let mut c = PgCluster::init(&world, "pg", "");
+    c.start();
+    psql(&c, "postgres", "CREATE DATABASE src");
+    psql(
+        &c,
+        "src",
+        r#"CREATE SCHEMA app; CREATE SCHEMA other; CREATE SCHEMA "Mixed Case";
+           CREATE TABLE app.t (id int PRIMARY KEY, v text);
+           INSERT INTO app.t SELECT g, 'app ' || g FROM generate_series(1, 300) g;
+           CREATE TABLE other.t (id int, w text);
+           INSERT INTO other.t SELECT g, 'other ' || g FROM generate_series(1, 7) g;
+           CREATE TABLE "Mixed Case"."we.ird" (id int, "Col" text);
+           INSERT INTO "Mixed Case"."we.ird" VALUES (1, 'one'), (2, 'two');
+           CREATE TABLE "Mixed Case".t (id int);"#,
+    );
+    let bin = pg_bin();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &repo)
+            .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
+            .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
+    };
+    let out = walrs().args(["dump", "-d", &connstr(&c, "src"), "--jobs", "2"]).run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let tables = |db: &str| {
+        psql(
+            &c,
+            db,
+            "SELECT string_agg(n.nspname || '.' || c.relname, ' ' ORDER BY 1) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' \
+             AND n.nspname IN ('app', 'other', 'Mixed Case', 'public')",
+        )
+    };
+
+    // `--table app.t`: app.t only, not other.t nor "Mixed Case".t (the schemas exist in the
+    // target: pg_restore --table creates the table, not its schema).
+    psql(&c, "postgres", "CREATE DATABASE sel1");
+    psql(&c, "sel1", r#"CREATE SCHEMA app; CREATE SCHEMA other; CREATE SCHEMA "Mixed Case""#);
+    walrs()
+        .args(["load", &id, "-d", &connstr(&c, "sel1"), "--table", "app.t"])
+        .run()
+        .expect_code(0);
+    assert_eq!(tables("sel1"), "app.t");
+    assert_eq!(psql(&c, "sel1", "SELECT count(*), sum(id) FROM app.t"), "300|45150");
+    // A quoted name with a dot and a space; and two tables of two schemas in one load.
+    psql(&c, "postgres", "CREATE DATABASE sel2");
+    psql(&c, "sel2", r#"CREATE SCHEMA app; CREATE SCHEMA other; CREATE SCHEMA "Mixed Case""#);
+    walrs()
+        .args(["load", &id, "-d", &connstr(&c, "sel2"), "--table", r#""Mixed Case"."we.ird""#])
+        .args(["--table", "other.t"])
+        .run()
+        .expect_code(0);
+    assert_eq!(tables("sel2"), "Mixed Case.we.ird other.t");
+    assert_eq!(
+        psql(&c, "sel2", r#"SELECT string_agg("Col", ',' ORDER BY id) FROM "Mixed Case"."we.ird""#),
+        "one,two"
+    );
+    assert_eq!(psql(&c, "sel2", "SELECT count(*) FROM other.t"), "7");
+    // A malformed name: exit 4, nothing loaded.
+    let out = walrs().args(["load", &id, "-d", &connstr(&c, "sel2"), "--table", "a.b.c"]).run();
+    out.expect_code(4);
+    assert!(out.stderr.contains("more than schema.table"), "{}", out.stderr);
+
+    // pg_dump that hangs after its version check: killed before the deadline, exit 13, named.
+    let fake = world.path("hanging_pg_dump");
+    let pidfile = world.path("hanging.pid");
+    hanging_tool(&fake, &bin.join("pg_dump"), &pidfile);
+    let out = walrs()
+        .env("WALRS_PG_DUMP_BIN", &fake)
+        .args(["--timeout", "6s", "dump", "-d", &connstr(&c, "src"), "--jobs", "1"])
+        .run();
+    out.expect_code(13);
+    assert!(
+        out.stderr
+            .contains("pg_dump --section=pre-data did not finish before the command's deadline"),
+        "{}",
+        out.stderr
+    );
+    assert!(!alive(&pidfile), "the hanging pg_dump is still running");
+    let list = walrs().args(["dump", "list", "--json"]).run();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(v["dumps"].as_array().unwrap().len(), 1, "no second complete dump");
+
+    // pg_restore that hangs: the same, and its temporary archive is removed.
+    let fake = world.path("hanging_pg_restore");
+    std::fs::remove_file(&pidfile).unwrap();
+    hanging_tool(&fake, &bin.join("pg_restore"), &pidfile);
+    psql(&c, "postgres", "CREATE DATABASE sel3");
+    let out = walrs()
+        .env("WALRS_PG_RESTORE_BIN", &fake)
+        .args(["--timeout", "6s", "load", &id, "-d", &connstr(&c, "sel3")])
+        .run();
+    out.expect_code(13);
+    assert!(
+        out.stderr
+            .contains("pg_restore --section=pre-data did not finish before the command's deadline"),
+        "{}",
+        out.stderr
+    );
+    assert!(!alive(&pidfile), "the hanging pg_restore is still running");
+    let leftover: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("-{id}-schema-")))
+        .collect();
+    assert!(leftover.is_empty(), "temporary archives left: {leftover:?}");
+}
+
+/// Issue 19, step 2: `dump --all` of two databases (one of another encoding and locale, one
+/// owned by a role, with a database setting), the `postgres` database and a role with grants;
+/// `load --all` into a new cluster recreates the roles (one that exists is reported and kept),
+/// the databases with their definitions, and their schema and content.
+#[test]
+fn dump_all_and_load_all_into_a_new_cluster() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    let mut a = PgCluster::init(&world, "a", "");
+    a.start();
+    let mut b = PgCluster::init(&world, "b", "");
+    b.start();
+    psql(&a, "postgres", "CREATE ROLE app_owner LOGIN CONNECTION LIMIT 7");
+    psql(&a, "postgres", "CREATE ROLE reader");
+    psql(&a, "postgres", "GRANT reader TO app_owner");
+    psql(&a, "postgres", "CREATE DATABASE db1 OWNER app_owner");
+    psql(&a, "postgres", "ALTER DATABASE db1 SET work_mem = '8MB'");
+    psql(&a, "postgres", "COMMENT ON DATABASE db1 IS 'the first'");
+    psql(&a, "postgres", "CREATE DATABASE db2 TEMPLATE template0 ENCODING 'SQL_ASCII' LOCALE 'C'");
+    psql(
+        &a,
+        "db1",
+        "CREATE TABLE t1 (id serial PRIMARY KEY, v text); ALTER TABLE t1 OWNER TO app_owner; \
+         INSERT INTO t1 (v) SELECT 'row ' || g FROM generate_series(1, 500) g; \
+         GRANT SELECT ON t1 TO reader",
+    );
+    psql(&a, "db2", "CREATE TABLE t2 (k text); INSERT INTO t2 VALUES ('plain ascii'), ('x')");
+    psql(&a, "postgres", "CREATE TABLE maint (n int); INSERT INTO maint VALUES (42)");
+    let bin = pg_bin();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &repo)
+            .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
+            .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
+    };
+    let out = walrs().args(["dump", "--all", "-d", &connstr(&a, "postgres"), "--jobs", "2"]).run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let list = walrs().args(["dump", "list"]).run();
+    list.expect_code(0);
+    assert!(list.stdout.contains("database all: db1, db2, postgres, template1"), "{}", list.stdout);
+    let list = walrs().args(["dump", "list", "--json"]).run();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(
+        v["dumps"][0]["databases"],
+        serde_json::json!(["db1", "db2", "postgres", "template1"])
+    );
+    let show = walrs().args(["dump", "show", &id]).run();
+    show.expect_code(0);
+    assert!(show.stdout.contains("  database db2 (SQL_ASCII)"), "{}", show.stdout);
+    assert!(show.stdout.contains("    table public.t1: 500 row(s)"), "{}", show.stdout);
+    let show = walrs().args(["dump", "show", &id, "--json"]).run();
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(m["format_version"], 2);
+    assert_eq!(m["globals"]["name"], "globals.sql");
+    walrs().args(["dump", "verify", &id]).run().expect_code(0);
+
+    // A dump of every database is loaded with --all only, and --all needs one.
+    let out = walrs().args(["load", &id, "-d", &connstr(&b, "postgres")]).run();
+    out.expect_code(4);
+    assert!(out.stderr.contains("load it with --all"), "{}", out.stderr);
+
+    // The target already has `reader`: reported, kept; the rest is created.
+    psql(&b, "postgres", "CREATE ROLE reader");
+    let out =
+        walrs().args(["load", &id, "--all", "-d", &connstr(&b, "postgres"), "--jobs", "2"]).run();
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("note: CREATE ROLE reader: exists already, kept"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("database db1: 1 table(s), 500 row(s)"), "{}", out.stdout);
+    let q = "SELECT r.rolname, r.rolcanlogin, r.rolconnlimit, \
+             (SELECT string_agg(g.rolname, ',') FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid) \
+             FROM pg_roles r WHERE r.rolname IN ('app_owner', 'reader') ORDER BY 1";
+    assert_eq!(psql(&b, "postgres", q), psql(&a, "postgres", q));
+    let q = "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, \
+             (SELECT setconfig::text FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), \
+             shobj_description(d.oid, 'pg_database') \
+             FROM pg_database d WHERE datname IN ('db1', 'db2') ORDER BY 1";
+    let defs = psql(&b, "postgres", q);
+    assert_eq!(defs, psql(&a, "postgres", q));
+    assert!(defs.contains("db1|app_owner|UTF8|C.UTF-8|{work_mem=8MB}|the first"), "{defs}");
+    assert!(defs.contains("db2|postgres|SQL_ASCII|C|"), "{defs}");
+    for db in ["db1", "db2", "postgres"] {
+        assert_eq!(schema_of(&b, db, 15), schema_of(&a, db, 15), "schema of {db}");
+        assert_eq!(contents(&b, db), contents(&a, db), "contents of {db}");
+    }
+    let as_reader = psql(&b, "db1", "SET ROLE reader; SELECT count(*) FROM t1");
+    assert_eq!(as_reader.lines().last(), Some("500"), "the grant to reader");
+}

@@ -42,12 +42,27 @@ pub struct LoadOptions {
     pub keep_going: bool,
     /// Not `--no-analyze`.
     pub analyze: bool,
+    /// Not `--no-freeze`: `COPY ... FREEZE` into the tables this load's pre-data created.
+    pub freeze: bool,
     /// `--pg-restore-bin`.
     pub pg_restore_bin: Option<PathBuf>,
     /// Timeout of each read from or write to the server.
     pub io_timeout: Duration,
     /// When the load must be done.
     pub deadline: Option<Instant>,
+    /// `load --all`, a database the target does not have: pre-data is restored with
+    /// `pg_restore --create` through this maintenance connection, which creates the database
+    /// with the dump's definition (encoding, locale, owner, settings, grants).
+    pub create_via: Option<CreateVia>,
+}
+
+/// The maintenance connection of `load --all`.
+#[derive(Clone, Debug, Default)]
+pub struct CreateVia {
+    /// Its connection string as given (`None`: libpq's environment).
+    pub connstr: Option<String>,
+    /// Its database.
+    pub database: String,
 }
 
 /// What a load did.
@@ -74,10 +89,107 @@ impl LoadOptions {
         if self.selects_all() || self.schemas.iter().any(|s| s == schema) {
             return true;
         }
-        self.tables.iter().any(|t| match t.split_once('.') {
-            Some((s, n)) => s == schema && n == name,
-            None => t == name,
-        })
+        self.tables.iter().any(|t| parse_table_name(t).is_ok_and(|t| t.matches(schema, name)))
+    }
+
+    /// pg_restore's selection arguments, one set per run: `--schema`s together; the tables of
+    /// each schema named in `--table schema.table` together (`-n schema -t table`: pg_restore
+    /// intersects `-n` and `-t`, so each schema gets its own run); unqualified tables together.
+    /// One empty set: everything.
+    fn restore_selections(&self) -> Result<Vec<Vec<String>>> {
+        if self.selects_all() {
+            return Ok(vec![Vec::new()]);
+        }
+        let mut runs = Vec::new();
+        if !self.schemas.is_empty() {
+            runs.push(self.schemas.iter().map(|s| format!("--schema={s}")).collect());
+        }
+        let mut by_schema: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for t in &self.tables {
+            let t = parse_table_name(t)?;
+            match by_schema.iter_mut().find(|(s, _)| *s == t.schema) {
+                Some((_, names)) => names.push(format!("--table={}", t.name)),
+                None => by_schema.push((t.schema, vec![format!("--table={}", t.name)])),
+            }
+        }
+        for (schema, names) in by_schema {
+            let mut args: Vec<String> =
+                schema.map(|s| format!("--schema={s}")).into_iter().collect();
+            args.extend(names);
+            runs.push(args);
+        }
+        Ok(runs)
+    }
+}
+
+/// A `--table` argument: `table` (in any schema) or `schema.table`, each part as typed or in
+/// double quotes (`"My Schema"."a.b"`, `""` inside quotes is one `"`). Names are compared as
+/// written, without case folding (as pg_restore's `--table` compares them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableName {
+    /// The schema, when given.
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+impl TableName {
+    /// Whether it names table `name` of schema `schema`.
+    pub fn matches(&self, schema: &str, name: &str) -> bool {
+        self.name == name && self.schema.as_deref().is_none_or(|s| s == schema)
+    }
+}
+
+/// Parses a `--table` argument ([`TableName`]).
+pub fn parse_table_name(s: &str) -> Result<TableName> {
+    let bad = |why: &str| {
+        WalrsError::new(Kind::InvalidInput, format!("--table {s:?}: {why}"))
+            .hint("write table, schema.table, or quote a part with a dot or a quote in it: '\"My Schema\".\"a.b\"'")
+    };
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted_part = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if cur.is_empty() && !quoted_part => {
+                quoted_part = true;
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            cur.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(bad("an unterminated quote")),
+                    }
+                }
+                if !matches!(chars.peek(), None | Some('.')) {
+                    return Err(bad("text after a closing quote"));
+                }
+            }
+            '.' => {
+                if cur.is_empty() {
+                    return Err(bad("an empty name"));
+                }
+                parts.push(std::mem::take(&mut cur));
+                quoted_part = false;
+            }
+            '"' => return Err(bad("a quote inside an unquoted name")),
+            c => cur.push(c),
+        }
+    }
+    if cur.is_empty() {
+        return Err(bad("an empty name"));
+    }
+    parts.push(cur);
+    match <[String; 2]>::try_from(parts) {
+        Ok([schema, name]) => Ok(TableName { schema: Some(schema), name }),
+        Err(p) => match <[String; 1]>::try_from(p) {
+            Ok([name]) => Ok(TableName { schema: None, name }),
+            Err(_) => Err(bad("more than schema.table")),
+        },
     }
 }
 
@@ -128,6 +240,7 @@ fn pg_restore(
     section: &str,
     database: &str,
     jobs: usize,
+    selection: &[String],
     opts: &LoadOptions,
 ) -> Result<()> {
     let mut cmd = Command::new(&tool.path);
@@ -135,8 +248,7 @@ fn pg_restore(
         .env("PGDATABASE", database)
         .env("PGAPPNAME", "walrs load")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     if let Some(c) = &opts.connstr {
         cmd.arg(format!("--dbname={c}"));
     } else {
@@ -151,23 +263,16 @@ fn pg_restore(
     if jobs > 1 {
         cmd.arg(format!("--jobs={jobs}"));
     }
-    for s in &opts.schemas {
-        cmd.arg(format!("--schema={s}"));
-    }
-    for t in &opts.tables {
-        let name = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
-        cmd.arg(format!("--table={name}"));
-    }
+    cmd.args(selection);
     cmd.arg(archive);
-    let out = cmd.output().map_err(|e| {
-        WalrsError::new(Kind::Config, format!("cannot run {}: {e}", tool.path.display()))
-    })?;
-    if !out.status.success() {
-        let log = String::from_utf8_lossy(&out.stderr);
+    let deadline = opts.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(7 * 86400));
+    let (status, log) =
+        super::run_watched(&mut cmd, &format!("pg_restore --section={section}"), deadline)?;
+    if !status.success() {
         let log: String = log.chars().take(4000).collect();
         return Err(WalrsError::new(
             Kind::Io,
-            format!("pg_restore --section={section} failed ({}): {}", out.status, log.trim()),
+            format!("pg_restore --section={section} failed ({status}): {}", log.trim()),
         ));
     }
     Ok(())
@@ -213,8 +318,30 @@ pub fn load(
         }
         Some(t)
     };
+    let Some(schema) = m.schema.as_ref() else {
+        return Err(WalrsError::new(
+            Kind::InvalidInput,
+            format!("dump {} holds every database of a cluster: load it with --all", m.id),
+        ));
+    };
+    let selections = opts.restore_selections()?;
+    // A database this load creates: pg_restore --create through the maintenance connection
+    // creates it and restores pre-data into it, before anything connects to it.
+    let mut created_db = false;
+    if let (Some(via), Some(tool)) = (&opts.create_via, &tool)
+        && !opts.data_only
+    {
+        let pre = to_temp_file(repo, &m.id, &schema.pre_data)?;
+        tracing::info!("load {}: creating database {} (pre-data)", m.id, m.database);
+        let via_opts = LoadOptions { connstr: via.connstr.clone(), clean: false, ..opts.clone() };
+        let create = ["--create".to_owned()];
+        pg_restore(tool, pre.path(), "pre-data", &via.database, 1, &create, &via_opts)
+            .map_err(|e| named(&format!("creating database {}", m.database), e))?;
+        created_db = true;
+    }
     for t in &opts.tables {
-        if !m.tables.iter().any(|e| t == &e.name || t == &e.display()) {
+        let n = parse_table_name(t)?;
+        if !m.tables.iter().any(|e| n.matches(&e.schema, &e.name)) {
             return Err(WalrsError::new(
                 Kind::InvalidInput,
                 format!("dump {} holds no table {t}", m.id),
@@ -226,7 +353,7 @@ pub fn load(
     let selected: Vec<&TableEntry> =
         m.tables.iter().filter(|t| opts.selects(&t.schema, &t.name)).collect();
 
-    if !opts.data_only && !opts.clean {
+    if !opts.data_only && !opts.clean && !created_db {
         let rows = c.simple_query(
             "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema' \
@@ -246,8 +373,10 @@ pub fn load(
     }
     let mut report = LoadReport::default();
 
-    // Pre-data.
-    if let Some(tool) = &tool {
+    // Pre-data. `created`: every selected table was created by this load (pre-data ran and
+    // succeeded), the condition of `COPY ... FREEZE`.
+    let mut created = created_db;
+    if let Some(tool) = tool.as_ref().filter(|_| !created_db) {
         if opts.clean {
             // pg_restore --clean drops in the pre-data archive's reverse order, which does not
             // include the post-data constraints (foreign keys) that would block a DROP TABLE:
@@ -258,15 +387,20 @@ pub fn load(
                     .map_err(|e| named("dropping the dump's tables (--clean)", e))?;
             }
         }
-        let pre = to_temp_file(repo, &m.id, &m.schema.pre_data)?;
+        let pre = to_temp_file(repo, &m.id, &schema.pre_data)?;
         tracing::info!("load {}: pre-data", m.id);
-        if let Err(e) = pg_restore(tool, pre.path(), "pre-data", &database, 1, opts) {
-            if !opts.keep_going {
-                return Err(e);
+        created = true;
+        for sel in &selections {
+            if let Err(e) = pg_restore(tool, pre.path(), "pre-data", &database, 1, sel, opts) {
+                created = false;
+                if !opts.keep_going {
+                    return Err(e);
+                }
+                report.failures.push(("pre-data".into(), e));
             }
-            report.failures.push(("pre-data".into(), e));
         }
     }
+    let freeze = created && opts.freeze;
 
     // Data, largest first.
     if !opts.schema_only {
@@ -292,9 +426,9 @@ pub fn load(
             for w in 0..n {
                 let (queue, failures, stop, rows, encoding) =
                     (&queue, &failures, &stop, &rows, &encoding);
+                let shared = Shared { queue, stop, rows, failures, freeze };
                 s.spawn(move || {
-                    let r =
-                        data_worker(w, repo, m, conn, opts, encoding, queue, stop, rows, failures);
+                    let r = data_worker(w, repo, m, conn, opts, encoding, &shared);
                     if let Err(e) = r {
                         failures
                             .lock()
@@ -326,26 +460,24 @@ pub fn load(
 
     // Post-data.
     if let Some(tool) = &tool {
-        let post = to_temp_file(repo, &m.id, &m.schema.post_data)?;
+        let post = to_temp_file(repo, &m.id, &schema.post_data)?;
         tracing::info!("load {}: post-data", m.id);
-        if let Err(e) =
-            pg_restore(tool, post.path(), "post-data", &database, opts.jobs.max(1), opts)
-        {
-            if !opts.keep_going {
-                return Err(e);
+        for sel in &selections {
+            let jobs = opts.jobs.max(1);
+            if let Err(e) = pg_restore(tool, post.path(), "post-data", &database, jobs, sel, opts) {
+                if !opts.keep_going {
+                    return Err(e);
+                }
+                report.failures.push(("post-data".into(), e));
             }
-            report.failures.push(("post-data".into(), e));
         }
     }
 
     // Sequences.
     if !opts.schema_only {
         for s in &m.sequences {
-            let owner_selected = s
-                .owned_by
-                .as_deref()
-                .and_then(|o| o.split_once('.'))
-                .is_some_and(|(a, b)| opts.selects(a, b));
+            let owner_selected =
+                s.owned_by.as_deref().is_some_and(|o| selected.iter().any(|t| t.display() == o));
             if !(opts.selects_all() || opts.schemas.contains(&s.schema) || owner_selected) {
                 continue;
             }
@@ -382,8 +514,24 @@ pub fn load(
     Ok(report)
 }
 
+/// What the load workers share.
+struct Shared<'s, 'a> {
+    queue: &'s Mutex<VecDeque<Job<'a>>>,
+    stop: &'s AtomicBool,
+    rows: &'s std::sync::atomic::AtomicU64,
+    failures: &'s Mutex<Vec<(String, WalrsError)>>,
+    /// `COPY ... FREEZE` into tables of one part (this load created them).
+    freeze: bool,
+}
+
 /// One load worker: a connection, then parts of tables until none is left.
-#[allow(clippy::too_many_arguments)]
+///
+/// A table of one part that this load's pre-data created is loaded with `BEGIN; TRUNCATE ONLY
+/// t; COPY t ... FREEZE; COMMIT`: PostgreSQL then writes its rows frozen and marks its pages
+/// all-visible, so the index builds of post-data and the first VACUUM do not rewrite every page
+/// to set hint bits. The TRUNCATE empties a table that is empty anyway (created by this load,
+/// no other part loads into it) and is what makes FREEZE legal. A table split into parts is
+/// loaded by several connections at once and cannot be truncated by one: plain COPY.
 fn data_worker(
     w: usize,
     repo: &Repository,
@@ -391,11 +539,9 @@ fn data_worker(
     conn: &ConnParams,
     opts: &LoadOptions,
     encoding: &str,
-    queue: &Mutex<VecDeque<Job<'_>>>,
-    stop: &AtomicBool,
-    rows: &std::sync::atomic::AtomicU64,
-    failures: &Mutex<Vec<(String, WalrsError)>>,
+    sh: &Shared<'_, '_>,
 ) -> Result<()> {
+    let Shared { queue, stop, rows, failures, freeze } = *sh;
     let mut c = connect(conn, opts)?;
     c.simple_query(&format!("SET application_name = 'walrs load worker {w}'"))?;
     c.simple_query(&super::session_settings(encoding))?;
@@ -414,11 +560,17 @@ fn data_worker(
             format!("table {}", t.display())
         };
         let cols = t.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let frozen = freeze && t.parts.len() == 1;
         let sql = if t.columns.is_empty() {
             format!("COPY {} FROM STDIN", t.qualified())
         } else {
             format!("COPY {} ({cols}) FROM STDIN", t.qualified())
         };
+        let sql = if frozen { format!("{sql} WITH (FREEZE)") } else { sql };
+        if frozen {
+            c.simple_query(&format!("BEGIN; TRUNCATE ONLY {}", t.qualified()))
+                .map_err(|e| named(&format!("loading {what}"), e))?;
+        }
         let mut reader = ObjectsReader::new(repo, &m.id, &part.chunks);
         let r = c.copy_in(&sql, &mut reader);
         let r = match (r, reader.error()) {
@@ -435,6 +587,16 @@ fn data_worker(
                 ))
             }
         });
+        // A frozen copy commits only once its row count is the dump's.
+        let r = if frozen {
+            let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            match (r, c.simple_query(end)) {
+                (Ok(n), Ok(_)) => Ok(n),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            }
+        } else {
+            r
+        };
         match r {
             Ok(n) => {
                 rows.fetch_add(n, Ordering::SeqCst);
@@ -515,4 +677,44 @@ fn load_large_objects(c: &mut Conn, repo: &Repository, m: &DumpManifest) -> Resu
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        let t = |s: &str| parse_table_name(s).map(|t| (t.schema, t.name));
+        assert_eq!(t("acc").unwrap(), (None, "acc".into()));
+        assert_eq!(t("app.acc").unwrap(), (Some("app".into()), "acc".into()));
+        assert_eq!(
+            t("\"Mixed Case\".\"we\"\"ird\"").unwrap(),
+            (Some("Mixed Case".into()), "we\"ird".into())
+        );
+        assert_eq!(t("\"a.b\"").unwrap(), (None, "a.b".into()));
+        assert_eq!(t("s.\"t.u\"").unwrap(), (Some("s".into()), "t.u".into()));
+        assert_eq!(t("Ünï.T").unwrap(), (Some("Ünï".into()), "T".into()));
+        for bad in ["", ".", "a.", ".a", "a.b.c", "\"a", "\"a\"b", "a\"b", "\"\""] {
+            assert!(t(bad).is_err(), "{bad:?} accepted");
+        }
+        let o = LoadOptions {
+            tables: vec!["\"Mixed Case\".\"we\"\"ird\"".into(), "app.docs".into(), "x".into()],
+            schemas: vec!["s1".into()],
+            ..Default::default()
+        };
+        assert!(o.selects("Mixed Case", "we\"ird"));
+        assert!(o.selects("other", "x"));
+        assert!(o.selects("s1", "anything"));
+        assert!(!o.selects("app", "x2"));
+        assert_eq!(
+            o.restore_selections().unwrap(),
+            vec![
+                vec!["--schema=s1".to_string()],
+                vec!["--schema=Mixed Case".into(), "--table=we\"ird".into()],
+                vec!["--schema=app".into(), "--table=docs".into()],
+                vec!["--table=x".into()],
+            ]
+        );
+    }
 }
