@@ -381,7 +381,10 @@ pub fn load(
             // pg_restore --clean drops in the pre-data archive's reverse order, which does not
             // include the post-data constraints (foreign keys) that would block a DROP TABLE:
             // the selected tables go first, with what depends on them.
-            let names: Vec<String> = selected.iter().map(|t| t.qualified()).collect();
+            // Not an extension's configuration table: the extension owns it (pg_restore's
+            // --clean drops and recreates the extension).
+            let names: Vec<String> =
+                selected.iter().filter(|t| t.extension.is_none()).map(|t| t.qualified()).collect();
             for group in names.chunks(500) {
                 c.simple_query(&format!("DROP TABLE IF EXISTS {} CASCADE", group.join(", ")))
                     .map_err(|e| named("dropping the dump's tables (--clean)", e))?;
@@ -560,7 +563,9 @@ fn data_worker(
             format!("table {}", t.display())
         };
         let cols = t.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let frozen = freeze && t.parts.len() == 1;
+        // Not an extension's configuration table: CREATE EXTENSION filled it with the
+        // extension script's rows, which TRUNCATE would remove.
+        let frozen = freeze && t.parts.len() == 1 && t.extension.is_none();
         let sql = if t.columns.is_empty() {
             format!("COPY {} FROM STDIN", t.qualified())
         } else {

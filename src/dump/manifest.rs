@@ -83,6 +83,13 @@ pub struct TableEntry {
     pub relation_size: u64,
     /// The parts (one unless the table was larger than `--split-size`).
     pub parts: Vec<TablePart>,
+    /// An extension's configuration table (`pg_extension_config_dump`): the extension. Its
+    /// table is created by `CREATE EXTENSION` in pre-data, with the extension script's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// The condition the dump's rows were selected with (`WHERE ...`, or `""`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_condition: Option<String>,
 }
 
 impl TableEntry {

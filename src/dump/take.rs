@@ -83,6 +83,8 @@ struct Listed {
     name: String,
     columns: Vec<String>,
     size: u64,
+    /// An extension's configuration table: the extension and its `WHERE` condition.
+    extension: Option<(String, String)>,
 }
 
 /// One unit of work of a worker: a table, or one page range of it.
@@ -120,16 +122,21 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
 }
 
 /// The user tables of the database (not the catalogs, not temporary tables, not tables that
-/// belong to an extension), with their copied columns. No function that opens the relation
-/// (`pg_relation_size` waits for a lock): the sizes are read once the tables are locked.
+/// belong to an extension unless they are its configuration tables, `pg_extension_config_dump`,
+/// whose rows pg_dump dumps too: with the extension's name and filter condition), with their
+/// copied columns. No function that opens the relation (`pg_relation_size` waits for a lock):
+/// the sizes are read once the tables are locked.
 const TABLES_SQL: &str = "SELECT c.oid, n.nspname, c.relname, \
   (SELECT coalesce(array_to_json(array_agg(a.attname ORDER BY a.attnum)), '[]') FROM pg_attribute a \
-    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') \
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') , \
+  x.extname, coalesce(x.cond, '') \
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+  LEFT JOIN LATERAL (SELECT e.extname, (e.extcondition)[array_position(e.extconfig, c.oid)] AS cond \
+    FROM pg_extension e WHERE c.oid = ANY (e.extconfig) LIMIT 1) x ON true \
   WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
     AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-      AND d.objid = c.oid AND d.deptype = 'e') \
+    AND (x.extname IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_depend d \
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')) \
   ORDER BY n.nspname, c.relname";
 
 /// The sequences (not an extension's), with the table owning each.
@@ -140,8 +147,9 @@ const SEQUENCES_SQL: &str = "SELECT n.nspname, c.relname, \
      AND d.deptype IN ('a', 'i') LIMIT 1) \
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
   WHERE c.relkind = 'S' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+    AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
       AND d.objid = c.oid AND d.deptype = 'e') \
+      OR EXISTS (SELECT 1 FROM pg_extension e WHERE c.oid = ANY (e.extconfig))) \
   ORDER BY 1, 2";
 
 /// A new dump id: the start time and four random hex digits.
@@ -371,6 +379,10 @@ pub(super) fn take_database(
             name: col(&row, 2, w)?,
             columns,
             size: 0,
+            extension: row.get(4).cloned().flatten().map(|e| {
+                let cond = row.get(5).cloned().flatten().unwrap_or_default();
+                (e, cond)
+            }),
         });
     }
     for t in &tables {
@@ -401,7 +413,11 @@ pub(super) fn take_database(
     let slice_pages = (opts.split_size / info.block_size.max(1)).max(1);
     for (i, t) in tables.iter().enumerate() {
         let mut parts = 0;
-        if server_major >= 14 && t.size > opts.split_size && !t.columns.is_empty() {
+        if server_major >= 14
+            && t.size > opts.split_size
+            && !t.columns.is_empty()
+            && t.extension.is_none()
+        {
             let pages = t.size / info.block_size.max(1);
             let mut first = 0;
             while first < pages {
@@ -487,6 +503,8 @@ pub(super) fn take_database(
             bytes: 0,
             relation_size: t.size,
             parts: Vec::new(),
+            extension: t.extension.as_ref().map(|(e, _)| e.clone()),
+            extension_condition: t.extension.as_ref().map(|(_, c)| c.clone()),
         })
         .collect();
     let mut done = results.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -590,6 +608,15 @@ fn worker(
         };
         // A table without columns has rows all the same: COPY of no columns says how many.
         let sql = if t.columns.is_empty() { format!("COPY {rel} TO STDOUT") } else { sql };
+        // An extension's configuration table: the rows its condition selects (pg_dump's rule;
+        // the others are the extension script's, created again by CREATE EXTENSION).
+        let sql = match &t.extension {
+            Some((_, cond)) if !cond.trim().is_empty() => {
+                let cols = if t.columns.is_empty() { "*".to_owned() } else { cols.clone() };
+                format!("COPY (SELECT {cols} FROM ONLY {rel} {cond}) TO STDOUT")
+            }
+            _ => sql,
+        };
         let prefix = format!("{}data/{}/{}", opts.prefix, t.oid, job.part);
         let (mut tx, rx) = chunk_channel();
         let (copied, written) = std::thread::scope(|s| {
