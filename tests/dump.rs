@@ -666,9 +666,16 @@ fn hanging_children_and_qualified_tables() {
             .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
             .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
     };
-    let out = walrs().args(["dump", "-d", &connstr(&c, "src"), "--jobs", "2"]).run();
+    // `--compression` of the dump command is the objects' compression (it was ignored: the
+    // repository's default applied).
+    let out = walrs()
+        .args(["dump", "-d", &connstr(&c, "src"), "--jobs", "2", "--compression", "lz4"])
+        .run();
     out.expect_code(0);
     let id = out.stdout.trim().to_owned();
+    let show = walrs().args(["dump", "show", &id, "--json"]).run();
+    let m: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(m["compression"], "lz4", "{}", show.stdout);
     let tables = |db: &str| {
         psql(
             &c,
