@@ -4,7 +4,9 @@
 //! show and verify; a selective load; a non-empty target refused without --clean; a flipped byte
 //! found by verify and refused by load; a dump killed mid-way leaves no listed dump; a lock that
 //! cannot be had fails the dump, named; consistency under a concurrent writer; an encrypted S3
-//! repository and a dump from PostgreSQL 15 loaded into 17. Clusters are shared within each
+//! repository and a dump from PostgreSQL 15 loaded into 17; `dump --all` / `load --all` into a
+//! new cluster; an extension's configuration tables; a hanging pg_dump or pg_restore killed at
+//! the deadline; schema-qualified and quoted `--table` names. Clusters are shared within each
 //! test (CI time).
 
 use std::path::{Path, PathBuf};
