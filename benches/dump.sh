@@ -18,6 +18,10 @@
 # WALRS_BASE_BIN (an earlier walrs, run as walrs-base-dump / walrs-base-load: before and after in
 # one run), CONTENDERS (default: all), PROFILE (0), DB_CACHE (a directory keeping the built data
 # directory between runs), KEEP=1 keeps the temp dir.
+# LOAD_ONLY=1: one walrs dump and one pg_dump -Fd -j2, then ROUNDS rounds of loads only, in an order
+# that rotates per round: walrs load --jobs 2, pg_restore -j2, and pg_restore -j2 with the session
+# settings walrs load gives its sessions (PGOPTIONS="$LOAD_PGOPTIONS", contender
+# pg_restore-j2-opts: what is the setting and what is walrs).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -31,6 +35,8 @@ PROFILE=${PROFILE:-0}
 DB_CACHE=${DB_CACHE:-}
 WALRS_DUMP_ARGS=${WALRS_DUMP_ARGS:-}
 WALRS_LOAD_ARGS=${WALRS_LOAD_ARGS:-}
+LOAD_ONLY=${LOAD_ONLY:-0}
+LOAD_PGOPTIONS=${LOAD_PGOPTIONS:--c maintenance_work_mem=512MB -c synchronous_commit=off}
 need_root
 [[ -x /usr/bin/time ]] || apt_need /usr/bin/time time || die "GNU time is needed"
 command -v zstd >/dev/null || apt_need zstd zstd || die "zstd is needed"
@@ -144,7 +150,28 @@ walrs_load() { # BIN REPO ID NAME
 : >"$WORK/results"
 START=$(date -u +%FT%TZ)
 LOAD_START=$(load_now)
+rows_of() { "$PGBIN/psql" -X -At -d "$CONN dbname=$1" -c "SELECT (SELECT count(*) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM notes)"; }
+if [[ $LOAD_ONLY == 1 ]]; then
+    log "load only: one walrs dump and one pg_dump -Fd -j2 (load average $(load_now))"
+    ID=$(walrs_dump "$WORK/walrs" "$REPO" walrs-dump)
+    WALRS_STORED=$(du -sb "$REPO/dumps/$ID" | cut -f1)
+    run pg_dump-Fd-j2 "$PGBIN/pg_dump" -Fd -j2 -f "$WORK/pgd" -d "$CONN dbname=src"
+    order=(walrs pgr pgr-opts)
+    for r in $(seq "$ROUNDS"); do
+        log "round $r: loads (load average $(load_now))"
+        for k in "${order[@]}"; do
+            case $k in
+                walrs) walrs_load "$WORK/walrs" "$REPO" "$ID" walrs-load; ROWS1=$(rows_of l1) ;;
+                pgr) fresh_db l2; run pg_restore-j2 "$PGBIN/pg_restore" -j2 -d "$CONN dbname=l2" "$WORK/pgd"; ROWS2=$(rows_of l2) ;;
+                pgr-opts) fresh_db l3; run pg_restore-j2-opts env PGOPTIONS="$LOAD_PGOPTIONS" "$PGBIN/pg_restore" -j2 -d "$CONN dbname=l3" "$WORK/pgd"; ROWS3=$(rows_of l3) ;;
+            esac
+        done
+        order=("${order[@]:1}" "${order[0]}")
+    done
+    ROUNDS_DONE=1
+fi
 for r in $(seq "$ROUNDS"); do
+    [[ ${ROUNDS_DONE:-0} == 1 ]] && break
     log "round $r: dumps (load average $(load_now))"
     rm -rf "$REPO/dumps" "$REPO_BASE/dumps"
     ID=$(walrs_dump "$WORK/walrs" "$REPO" walrs-dump)
@@ -167,8 +194,8 @@ for r in $(seq "$ROUNDS"); do
 done
 LOAD_END=$(load_now)
 PGD_STORED=$(du -sb "$WORK/pgd" | cut -f1)
-PGD0_STORED=$(du -sb "$WORK/pgd0" | cut -f1)
-PGC_STORED=$(du -sb "$WORK/pgc.zst" | cut -f1)
+PGD0_STORED=$(du -sb "$WORK/pgd0" 2>/dev/null | cut -f1 || echo 0)
+PGC_STORED=$(du -sb "$WORK/pgc.zst" 2>/dev/null | cut -f1 || echo 0)
 
 if [[ $PROFILE == 1 ]]; then
     log "profile: pg_stat_activity sampled every 100 ms during one walrs dump and one load"
@@ -192,7 +219,7 @@ echo "# dump/load bench: database src $DB_MB MiB ($NTABLES tables; largest: $SIZ
 echo "# $(machine_line); load average at the start: $LOAD_START, at the end: $LOAD_END"
 echo "# $WALRS_VERSION; $("$PGBIN/pg_dump" --version); walrs dump args: --jobs 2 ${split_arg[*]} ${dump_extra[*]}; load args: --jobs 2 ${load_extra[*]}"
 printf '%-18s %9s %16s %13s %13s %8s\n' contender "median s" "(min..max)" "client CPU s" "server CPU s" "RSS MB"
-for n in walrs-dump walrs-base-dump pg_dump-Fd-j2 pg_dump-Fd-j2-Z0 pg_dump-Fc-zstd1 walrs-load walrs-base-load pg_restore-j2 walrs-dump-profiled walrs-load-profiled; do
+for n in walrs-dump walrs-base-dump pg_dump-Fd-j2 pg_dump-Fd-j2-Z0 pg_dump-Fc-zstd1 walrs-load walrs-base-load pg_restore-j2 pg_restore-j2-opts walrs-dump-profiled walrs-load-profiled; do
     grep -q "^$n " "$WORK/results" || continue
     med=$(awk -v n="$n" '$1==n{print $2}' "$WORK/results" | median)
     mm=$(awk -v n="$n" '$1==n{print $2}' "$WORK/results" | minmax)
@@ -206,12 +233,12 @@ ratio() { # A B
     paste <(awk -v n="$1" '$1==n{print $2}' "$WORK/results") <(awk -v n="$2" '$1==n{print $2}' "$WORK/results") \
         | awk '{printf "%.3f\n", $1 / $2}' | median
 }
-for pair in "walrs-dump pg_dump-Fd-j2" "walrs-dump pg_dump-Fd-j2-Z0" "walrs-dump pg_dump-Fc-zstd1" "walrs-load pg_restore-j2" "walrs-dump walrs-base-dump" "walrs-load walrs-base-load"; do
+for pair in "walrs-dump pg_dump-Fd-j2" "walrs-dump pg_dump-Fd-j2-Z0" "walrs-dump pg_dump-Fc-zstd1" "walrs-load pg_restore-j2" "walrs-load pg_restore-j2-opts" "pg_restore-j2-opts pg_restore-j2" "walrs-dump walrs-base-dump" "walrs-load walrs-base-load"; do
     read -r a b <<<"$pair"
     grep -q "^$a " "$WORK/results" && grep -q "^$b " "$WORK/results" && printf '  %-16s / %-18s %s\n' "$a" "$b" "$(ratio "$a" "$b")"
 done
 echo "stored: walrs $((WALRS_STORED / 1048576)) MiB$([[ $BASE == 1 ]] && echo ", walrs-base $((BASE_STORED / 1048576)) MiB"), pg_dump -Fd $((PGD_STORED / 1048576)) MiB, pg_dump -Fd -Z0 $((PGD0_STORED / 1048576)) MiB, pg_dump -Fc | zstd -1 $((PGC_STORED / 1048576)) MiB"
-echo "loaded rows (pgbench_accounts, notes): walrs $ROWS1, pg_restore $ROWS2"
+echo "loaded rows (pgbench_accounts, notes): walrs $ROWS1, pg_restore $ROWS2${ROWS3:+, pg_restore with PGOPTIONS=\"$LOAD_PGOPTIONS\" $ROWS3}"
 if [[ $PROFILE == 1 ]]; then
     for k in dump load; do
         echo "pg_stat_activity samples during walrs $k ($(wc -l <"$WORK/samples.$k") session-samples):"

@@ -6,7 +6,8 @@
 //! cannot be had fails the dump, named; consistency under a concurrent writer; an encrypted S3
 //! repository and a dump from PostgreSQL 15 loaded into 17; `dump --all` / `load --all` into a
 //! new cluster; an extension's configuration tables; a hanging pg_dump or pg_restore killed at
-//! the deadline; schema-qualified and quoted `--table` names. Clusters are shared within each
+//! the deadline; schema-qualified and quoted `--table` names; the load's session settings
+//! (`maintenance_work_mem`, `synchronous_commit`) observed by the server. Clusters are shared within each
 //! test (CI time).
 
 use std::path::{Path, PathBuf};
@@ -946,4 +947,71 @@ fn extension_configuration_tables() {
         .run()
         .expect_code(0);
     assert_eq!(psql(&c, "dst", q), want);
+}
+
+/// The load's session settings reach the server: `--maintenance-work-mem` the post-data
+/// pg_restore (an expression index whose function fails unless `maintenance_work_mem` is 7MB
+/// while the index builds), `synchronous_commit = off` the COPY sessions (a CHECK constraint
+/// whose function fails unless it is off while the rows are copied); the environment's own
+/// `PGOPTIONS` comes later and wins; `--synchronous-commit on` leaves the server's setting.
+#[test]
+fn session_settings_reach_the_server() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    let mut c = PgCluster::init(&world, "pg", "");
+    c.start();
+    psql(&c, "postgres", "CREATE DATABASE src");
+    psql(
+        &c,
+        "src",
+        "CREATE FUNCTION mwm_is_7mb(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$BEGIN \
+           IF current_setting('maintenance_work_mem') <> '7MB' THEN \
+             RAISE EXCEPTION 'maintenance_work_mem is %', current_setting('maintenance_work_mem'); \
+           END IF; RETURN $1; END$$; \
+         CREATE FUNCTION async_commit(int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$BEGIN \
+           IF current_setting('synchronous_commit') <> 'off' THEN \
+             RAISE EXCEPTION 'synchronous_commit is %', current_setting('synchronous_commit'); \
+           END IF; RETURN true; END$$; \
+         CREATE TABLE probe (id int CHECK (async_commit(id))); \
+         SET synchronous_commit = off; INSERT INTO probe SELECT generate_series(1, 100); \
+         SET maintenance_work_mem = '7MB'; CREATE INDEX probe_mwm ON probe (mwm_is_7mb(id))",
+    );
+    let bin = pg_bin();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &repo)
+            .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
+            .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
+            .env_remove("PGOPTIONS")
+    };
+    let out = walrs().args(["dump", "-d", &connstr(&c, "src")]).run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let load = |db: &str, extra: &[&str], pgoptions: Option<&str>| {
+        psql(&c, "postgres", &format!("CREATE DATABASE {db}"));
+        let mut w = walrs().args(["load", &id, "-d", &connstr(&c, db), "--jobs", "2"]);
+        w = w.args(["--no-analyze"]).args(extra);
+        if let Some(o) = pgoptions {
+            w = w.env("PGOPTIONS", o);
+        }
+        w.run()
+    };
+    load("d1", &["--maintenance-work-mem", "7MB"], None).expect_code(0);
+    assert_eq!(psql(&c, "d1", "SELECT count(*) || ' ' || sum(id) FROM probe"), "100 5050");
+    assert_eq!(
+        psql(&c, "d1", "SELECT count(*) FROM pg_indexes WHERE indexname = 'probe_mwm'"),
+        "1"
+    );
+    // The default reaches the server too (and fails this index's function).
+    let d = load("d2", &[], None);
+    d.expect_code(16);
+    assert!(d.stderr.contains("maintenance_work_mem is 512MB"), "{}", d.stderr);
+    // The environment's PGOPTIONS wins over the flag's default.
+    load("d3", &[], Some("-c maintenance_work_mem=7MB")).expect_code(0);
+    // --synchronous-commit on: walrs leaves the server's setting (on) and the CHECK fails
+    // in the COPY, naming the table.
+    let d = load("d4", &["--maintenance-work-mem", "7MB", "--synchronous-commit", "on"], None);
+    d.expect_code(16);
+    assert!(d.stderr.contains("table public.probe"), "{}", d.stderr);
+    assert!(d.stderr.contains("synchronous_commit is on"), "{}", d.stderr);
 }

@@ -83,6 +83,24 @@ pub struct Args {
     /// Timeout of each read from or write to the server.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
     pub io_timeout: Duration,
+    /// PostgreSQL's maintenance_work_mem for pg_restore's sessions (post-data's index builds),
+    /// in PostgreSQL's units (kB, MB, GB, TB: powers of 1024). Up to --jobs builds at once.
+    #[arg(long, value_name = "SIZE", default_value = "512MB", value_parser = load::parse_maintenance_work_mem)]
+    pub maintenance_work_mem: String,
+    /// synchronous_commit of the load's sessions (its COPYs and pg_restore's): off by default,
+    /// a crash fails the load anyway.
+    #[arg(long, value_enum, value_name = "on|off", default_value = "off")]
+    pub synchronous_commit: SyncCommit,
+}
+
+/// What `--synchronous-commit` accepts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncCommit {
+    /// The server's setting.
+    On,
+    /// `synchronous_commit = off` in the load's sessions.
+    #[default]
+    Off,
 }
 
 /// `load --all`: the globals, then every database.
@@ -146,6 +164,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Outcome> {
         io_timeout: a.io_timeout,
         deadline: Some(ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT)),
         create_via: None,
+        maintenance_work_mem: Some(a.maintenance_work_mem),
+        async_commit: a.synchronous_commit == SyncCommit::Off,
     };
     if a.all || m.is_all() {
         if !a.all {

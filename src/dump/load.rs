@@ -54,6 +54,12 @@ pub struct LoadOptions {
     /// `pg_restore --create` through this maintenance connection, which creates the database
     /// with the dump's definition (encoding, locale, owner, settings, grants).
     pub create_via: Option<CreateVia>,
+    /// `--maintenance-work-mem`: PostgreSQL's `maintenance_work_mem` of the pg_restore sessions
+    /// (PostgreSQL's syntax, checked by [`parse_maintenance_work_mem`]); `None`: the server's.
+    pub maintenance_work_mem: Option<String>,
+    /// `--synchronous-commit off` (the default): the load's own sessions and pg_restore's commit
+    /// without waiting for the WAL flush (docs/commands/load.md, "Session settings").
+    pub async_commit: bool,
 }
 
 /// The maintenance connection of `load --all`.
@@ -233,6 +239,45 @@ fn to_temp_file(
     Ok(guard)
 }
 
+/// Parses `--maintenance-work-mem`: an integer with PostgreSQL's memory units `kB`, `MB`, `GB`,
+/// `TB` (powers of 1024, case as PostgreSQL spells them; no unit: kB), within PostgreSQL's range
+/// for the setting (1MB to 2147483647kB). Returns it as given, for the server.
+pub fn parse_maintenance_work_mem(s: &str) -> std::result::Result<String, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: an integer with kB, MB, GB or TB, e.g. 512MB"))?;
+    let kb: u64 = match unit {
+        "" | "kB" => 1,
+        "MB" => 1 << 10,
+        "GB" => 1 << 20,
+        "TB" => 1 << 30,
+        _ => return Err(format!("invalid size {s:?}: PostgreSQL's units are kB, MB, GB and TB")),
+    };
+    match n.checked_mul(kb) {
+        Some(k) if (1024..=2_147_483_647).contains(&k) => Ok(s.to_owned()),
+        _ => Err(format!("invalid size {s:?}: PostgreSQL accepts 1MB to 2147483647kB")),
+    }
+}
+
+/// The `PGOPTIONS` of the load's pg_restore runs: the load's session settings
+/// ([`LoadOptions::maintenance_work_mem`], [`LoadOptions::async_commit`]), then the
+/// environment's own `PGOPTIONS` (`inherited`), whose settings come later and so win.
+fn pgoptions(opts: &LoadOptions, inherited: Option<&str>) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(m) = &opts.maintenance_work_mem {
+        parts.push(format!("-c maintenance_work_mem={m}"));
+    }
+    if opts.async_commit {
+        parts.push("-c synchronous_commit=off".to_owned());
+    }
+    if let Some(i) = inherited.filter(|i| !i.trim().is_empty()) {
+        parts.push(i.to_owned());
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 /// Runs pg_restore on `archive` for `section`.
 fn pg_restore(
     tool: &super::Tool,
@@ -249,6 +294,10 @@ fn pg_restore(
         .env("PGAPPNAME", "walrs load")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    let inherited = std::env::var("PGOPTIONS").ok();
+    if let Some(o) = pgoptions(opts, inherited.as_deref()) {
+        cmd.env("PGOPTIONS", o);
+    }
     if let Some(c) = &opts.connstr {
         cmd.arg(format!("--dbname={c}"));
     } else {
@@ -349,6 +398,9 @@ pub fn load(
         }
     }
     let mut c = connect(conn, opts)?;
+    if opts.async_commit {
+        c.simple_query("SET synchronous_commit = off")?;
+    }
     let database = super::take::first_value(&c.simple_query("SELECT current_database()")?)?;
     let selected: Vec<&TableEntry> =
         m.tables.iter().filter(|t| opts.selects(&t.schema, &t.name)).collect();
@@ -514,6 +566,14 @@ pub fn load(
             }
         }
     }
+    if opts.async_commit {
+        // The barrier: a commit with synchronous_commit = on waits until the WAL up to its
+        // commit record is flushed, and that WAL holds every commit of this load before it (the
+        // workers', pg_restore's, the ANALYZE's): only then is the load durable.
+        c.simple_query("SET synchronous_commit = on")
+            .and_then(|_| c.simple_query("SELECT txid_current()"))
+            .map_err(|e| named("flushing the load's WAL", e))?;
+    }
     Ok(report)
 }
 
@@ -548,6 +608,9 @@ fn data_worker(
     let mut c = connect(conn, opts)?;
     c.simple_query(&format!("SET application_name = 'walrs load worker {w}'"))?;
     c.simple_query(&super::session_settings(encoding))?;
+    if opts.async_commit {
+        c.simple_query("SET synchronous_commit = off")?;
+    }
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -687,6 +750,28 @@ fn load_large_objects(c: &mut Conn, repo: &Repository, m: &DumpManifest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_settings_for_pg_restore() {
+        let m = |s: &str| parse_maintenance_work_mem(s);
+        for ok in ["512MB", "1MB", "1024", "1024kB", "2GB", "2147483647kB", "1TB"] {
+            assert_eq!(m(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in ["", "512", "1023kB", "0MB", "512mb", "512 MB", "512MiB", "2TB", "-1MB", "x"] {
+            assert!(m(bad).is_err(), "{bad:?} accepted");
+        }
+        let o = LoadOptions {
+            maintenance_work_mem: Some("7MB".into()),
+            async_commit: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            pgoptions(&o, Some("-c work_mem=4MB")).as_deref(),
+            Some("-c maintenance_work_mem=7MB -c synchronous_commit=off -c work_mem=4MB")
+        );
+        assert_eq!(pgoptions(&LoadOptions::default(), Some(" ")), None);
+        assert_eq!(pgoptions(&LoadOptions::default(), Some("-c a=b")).as_deref(), Some("-c a=b"));
+    }
 
     #[test]
     fn table_names() {
