@@ -21,7 +21,9 @@
 # LOAD_ONLY=1: one walrs dump and one pg_dump -Fd -j2, then ROUNDS rounds of loads only, in an order
 # that rotates per round: walrs load --jobs 2, pg_restore -j2, and pg_restore -j2 with the session
 # settings walrs load gives its sessions (PGOPTIONS="$LOAD_PGOPTIONS", contender
-# pg_restore-j2-opts: what is the setting and what is walrs).
+# pg_restore-j2-opts: what is the setting and what is walrs), and walrs load with the server's
+# settings (walrs-load-server: --synchronous-commit on --maintenance-work-mem <the server's>, as
+# walrs loaded before it set them).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -156,12 +158,18 @@ if [[ $LOAD_ONLY == 1 ]]; then
     ID=$(walrs_dump "$WORK/walrs" "$REPO" walrs-dump)
     WALRS_STORED=$(du -sb "$REPO/dumps/$ID" | cut -f1)
     run pg_dump-Fd-j2 "$PGBIN/pg_dump" -Fd -j2 -f "$WORK/pgd" -d "$CONN dbname=src"
-    order=(walrs pgr pgr-opts)
+    SERVER_MWM=$("$PGBIN/psql" -X -At -d "$CONN dbname=src" -c "SHOW maintenance_work_mem")
+    order=(walrs pgr pgr-opts walrs-server)
     for r in $(seq "$ROUNDS"); do
         log "round $r: loads (load average $(load_now))"
         for k in "${order[@]}"; do
             case $k in
                 walrs) walrs_load "$WORK/walrs" "$REPO" "$ID" walrs-load; ROWS1=$(rows_of l1) ;;
+                walrs-server)
+                    fresh_db l4
+                    run walrs-load-server env WALRS_REPO="$REPO" WALRS_PG_RESTORE_BIN="$PGBIN/pg_restore" "$WORK/walrs" load "$ID" -d "$CONN dbname=l4" --jobs 2 \
+                        --synchronous-commit on --maintenance-work-mem "$SERVER_MWM" "${load_extra[@]}"
+                    ROWS4=$(rows_of l4) ;;
                 pgr) fresh_db l2; run pg_restore-j2 "$PGBIN/pg_restore" -j2 -d "$CONN dbname=l2" "$WORK/pgd"; ROWS2=$(rows_of l2) ;;
                 pgr-opts) fresh_db l3; run pg_restore-j2-opts env PGOPTIONS="$LOAD_PGOPTIONS" "$PGBIN/pg_restore" -j2 -d "$CONN dbname=l3" "$WORK/pgd"; ROWS3=$(rows_of l3) ;;
             esac
@@ -219,7 +227,7 @@ echo "# dump/load bench: database src $DB_MB MiB ($NTABLES tables; largest: $SIZ
 echo "# $(machine_line); load average at the start: $LOAD_START, at the end: $LOAD_END"
 echo "# $WALRS_VERSION; $("$PGBIN/pg_dump" --version); walrs dump args: --jobs 2 ${split_arg[*]} ${dump_extra[*]}; load args: --jobs 2 ${load_extra[*]}"
 printf '%-18s %9s %16s %13s %13s %8s\n' contender "median s" "(min..max)" "client CPU s" "server CPU s" "RSS MB"
-for n in walrs-dump walrs-base-dump pg_dump-Fd-j2 pg_dump-Fd-j2-Z0 pg_dump-Fc-zstd1 walrs-load walrs-base-load pg_restore-j2 pg_restore-j2-opts walrs-dump-profiled walrs-load-profiled; do
+for n in walrs-dump walrs-base-dump pg_dump-Fd-j2 pg_dump-Fd-j2-Z0 pg_dump-Fc-zstd1 walrs-load walrs-load-server walrs-base-load pg_restore-j2 pg_restore-j2-opts walrs-dump-profiled walrs-load-profiled; do
     grep -q "^$n " "$WORK/results" || continue
     med=$(awk -v n="$n" '$1==n{print $2}' "$WORK/results" | median)
     mm=$(awk -v n="$n" '$1==n{print $2}' "$WORK/results" | minmax)
@@ -233,12 +241,12 @@ ratio() { # A B
     paste <(awk -v n="$1" '$1==n{print $2}' "$WORK/results") <(awk -v n="$2" '$1==n{print $2}' "$WORK/results") \
         | awk '{printf "%.3f\n", $1 / $2}' | median
 }
-for pair in "walrs-dump pg_dump-Fd-j2" "walrs-dump pg_dump-Fd-j2-Z0" "walrs-dump pg_dump-Fc-zstd1" "walrs-load pg_restore-j2" "walrs-load pg_restore-j2-opts" "pg_restore-j2-opts pg_restore-j2" "walrs-dump walrs-base-dump" "walrs-load walrs-base-load"; do
+for pair in "walrs-dump pg_dump-Fd-j2" "walrs-dump pg_dump-Fd-j2-Z0" "walrs-dump pg_dump-Fc-zstd1" "walrs-load pg_restore-j2" "walrs-load pg_restore-j2-opts" "pg_restore-j2-opts pg_restore-j2" "walrs-load walrs-load-server" "walrs-load-server pg_restore-j2" "walrs-dump walrs-base-dump" "walrs-load walrs-base-load"; do
     read -r a b <<<"$pair"
     grep -q "^$a " "$WORK/results" && grep -q "^$b " "$WORK/results" && printf '  %-16s / %-18s %s\n' "$a" "$b" "$(ratio "$a" "$b")"
 done
-echo "stored: walrs $((WALRS_STORED / 1048576)) MiB$([[ $BASE == 1 ]] && echo ", walrs-base $((BASE_STORED / 1048576)) MiB"), pg_dump -Fd $((PGD_STORED / 1048576)) MiB, pg_dump -Fd -Z0 $((PGD0_STORED / 1048576)) MiB, pg_dump -Fc | zstd -1 $((PGC_STORED / 1048576)) MiB"
-echo "loaded rows (pgbench_accounts, notes): walrs $ROWS1, pg_restore $ROWS2${ROWS3:+, pg_restore with PGOPTIONS=\"$LOAD_PGOPTIONS\" $ROWS3}"
+echo "stored: walrs $((WALRS_STORED / 1048576)) MiB$([[ $BASE == 1 ]] && echo ", walrs-base $((BASE_STORED / 1048576)) MiB"), pg_dump -Fd $((PGD_STORED / 1048576)) MiB$([[ $LOAD_ONLY == 1 ]] || echo ", pg_dump -Fd -Z0 $((PGD0_STORED / 1048576)) MiB, pg_dump -Fc | zstd -1 $((PGC_STORED / 1048576)) MiB")"
+echo "loaded rows (pgbench_accounts, notes): walrs $ROWS1, pg_restore $ROWS2${ROWS3:+, pg_restore with PGOPTIONS=\"$LOAD_PGOPTIONS\" $ROWS3}${ROWS4:+, walrs with the server settings $ROWS4}"
 if [[ $PROFILE == 1 ]]; then
     for k in dump load; do
         echo "pg_stat_activity samples during walrs $k ($(wc -l <"$WORK/samples.$k") session-samples):"
