@@ -1015,3 +1015,50 @@ fn session_settings_reach_the_server() {
     assert!(d.stderr.contains("table public.probe"), "{}", d.stderr);
     assert!(d.stderr.contains("synchronous_commit is on"), "{}", d.stderr);
 }
+
+/// Circular foreign keys (`a_i -> b_i -> a_i`): pg_restore's parallel mode cannot see that two
+/// foreign keys of a schema-only archive lock the same two tables in opposite orders, so with
+/// several workers it used to fail a load now and then with "deadlock detected" (once in seven
+/// runs of the zoo test, which has one such pair). Forty pairs make a race of that kind nearly
+/// certain without walrs's separate one-worker pass for the foreign keys.
+#[test]
+fn circular_foreign_keys_load_in_parallel() {
+    let world = PgWorld::new();
+    let repo = world.mkdir("repo");
+    let mut c = PgCluster::init(&world, "pg", "");
+    c.start();
+    psql(&c, "postgres", "CREATE DATABASE src");
+    let mut sql = String::new();
+    for i in 0..40 {
+        sql.push_str(&format!(
+            "CREATE TABLE a{i} (id int PRIMARY KEY, b int); \
+             CREATE TABLE b{i} (id int PRIMARY KEY, a int); \
+             INSERT INTO a{i} SELECT g, g FROM generate_series(1, 2000) g; \
+             INSERT INTO b{i} SELECT g, g FROM generate_series(1, 2000) g; \
+             ALTER TABLE a{i} ADD FOREIGN KEY (b) REFERENCES b{i}; \
+             ALTER TABLE b{i} ADD FOREIGN KEY (a) REFERENCES a{i}; "
+        ));
+    }
+    psql(&c, "src", &sql);
+    let bin = pg_bin();
+    let walrs = || {
+        Walrs::new(&world.walrs)
+            .env("WALRS_REPO", &repo)
+            .env("WALRS_PG_DUMP_BIN", bin.join("pg_dump"))
+            .env("WALRS_PG_RESTORE_BIN", bin.join("pg_restore"))
+    };
+    let out = walrs().args(["dump", "-d", &connstr(&c, "src")]).run();
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    let fks = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'";
+    for (db, extra) in [("t1", &[][..]), ("t2", &["--schema-only"][..])] {
+        psql(&c, "postgres", &format!("CREATE DATABASE {db}"));
+        let mut w = walrs().args(["load", &id, "-d", &connstr(&c, db), "--jobs", "4"]);
+        w = w.args(["--no-analyze"]).args(extra);
+        let l = w.run();
+        l.expect_code(0);
+        assert!(!l.stderr.contains("deadlock"), "{}", l.stderr);
+        assert_eq!(psql(&c, db, fks), "80", "{db}");
+    }
+    assert_eq!(psql(&c, "t1", "SELECT sum(b) FROM a39"), "2001000");
+}

@@ -327,6 +327,74 @@ fn pg_restore(
     Ok(())
 }
 
+/// The pg_restore runs of post-data: `(jobs, list)`. pg_restore's parallel mode orders the items
+/// that lock a table by their dependencies on that table's *data* entries; a schema-only archive
+/// (walrs's post-data always is one) has none, so two workers may add the foreign keys `a -> b`
+/// and `b -> a` at once, each holding one table and waiting for the other: PostgreSQL breaks the
+/// deadlock by failing one of them. So with `jobs > 1` and foreign keys in the archive, the load
+/// runs two passes over lists made by `pg_restore --list`: everything but the foreign keys with
+/// `jobs` workers, then the foreign keys with one. Without foreign keys, or with one job, one
+/// pass over the whole archive.
+fn post_data_passes(
+    tool: &super::Tool,
+    archive: &std::path::Path,
+    dump: &str,
+    jobs: usize,
+    opts: &LoadOptions,
+) -> Result<Vec<(usize, Option<crate::cleanup::TempGuard>)>> {
+    if jobs <= 1 {
+        return Ok(vec![(1, None)]);
+    }
+    let tmp = |what: &str| {
+        crate::cleanup::TempGuard::new(
+            std::env::temp_dir()
+                .join(format!("walrs-load-{}-{dump}-{what}.list", std::process::id())),
+        )
+    };
+    let toc = tmp("toc");
+    let mut cmd = Command::new(&tool.path);
+    cmd.arg("--list").arg(format!("--file={}", toc.path().display())).arg(archive);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let deadline = opts.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(7 * 86400));
+    let (status, log) = super::run_watched(&mut cmd, "pg_restore --list", deadline)?;
+    if !status.success() {
+        return Err(WalrsError::new(
+            Kind::Io,
+            format!("pg_restore --list failed ({status}): {}", log.trim()),
+        ));
+    }
+    let listing = std::fs::read_to_string(toc.path())
+        .map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", toc.path().display())))?;
+    let (rest, fks) = split_foreign_keys(&listing);
+    if fks.lines().all(|l| l.starts_with(';') || l.trim().is_empty()) {
+        return Ok(vec![(jobs, None)]);
+    }
+    let write = |g: crate::cleanup::TempGuard, text: &str| -> Result<crate::cleanup::TempGuard> {
+        std::fs::write(g.path(), text)
+            .map_err(|e| WalrsError::new(Kind::Io, format!("{}: {e}", g.path().display())))?;
+        Ok(g)
+    };
+    Ok(vec![(jobs, Some(write(tmp("rest"), &rest)?)), (1, Some(write(tmp("fk"), &fks)?))])
+}
+
+/// Splits a `pg_restore --list` listing into two: every entry but the foreign keys, and only the
+/// foreign keys (an entry left out is commented with `;`, as pg_restore's lists do).
+fn split_foreign_keys(listing: &str) -> (String, String) {
+    let (mut rest, mut fks) = (String::new(), String::new());
+    for line in listing.lines() {
+        let entry = !line.starts_with(';') && !line.trim().is_empty();
+        let fk = entry && line.contains(" FK CONSTRAINT ");
+        for (out, keep) in [(&mut rest, !fk), (&mut fks, fk)] {
+            if entry && !keep {
+                out.push(';');
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (rest, fks)
+}
+
 /// A unit of data loading: one part of one table.
 struct Job<'a> {
     table: &'a TableEntry,
@@ -513,17 +581,25 @@ pub fn load(
         }
     }
 
-    // Post-data.
+    // Post-data: the foreign keys after everything else, one at a time (see `post_data_passes`).
     if let Some(tool) = &tool {
         let post = to_temp_file(repo, &m.id, &schema.post_data)?;
         tracing::info!("load {}: post-data", m.id);
+        let passes = post_data_passes(tool, post.path(), &m.id, opts.jobs.max(1), opts)?;
         for sel in &selections {
-            let jobs = opts.jobs.max(1);
-            if let Err(e) = pg_restore(tool, post.path(), "post-data", &database, jobs, sel, opts) {
-                if !opts.keep_going {
-                    return Err(e);
+            for (jobs, list) in &passes {
+                let mut args = sel.clone();
+                if let Some(l) = list {
+                    args.push(format!("--use-list={}", l.path().display()));
                 }
-                report.failures.push(("post-data".into(), e));
+                if let Err(e) =
+                    pg_restore(tool, post.path(), "post-data", &database, *jobs, &args, opts)
+                {
+                    if !opts.keep_going {
+                        return Err(e);
+                    }
+                    report.failures.push(("post-data".into(), e));
+                }
             }
         }
     }
@@ -750,6 +826,28 @@ fn load_large_objects(c: &mut Conn, repo: &Repository, m: &DumpManifest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_keys_restore_after_the_rest() {
+        let listing = ";\n; Archive created at ...\n;\n3; 2606 16390 CONSTRAINT app a a_pkey u\n4; 1259 16392 INDEX app a_x u\n5; 2606 16395 FK CONSTRAINT app a a_b_fkey u\n6; 2606 16396 FK CONSTRAINT app b b_a_fkey u\n";
+        let (rest, fks) = split_foreign_keys(listing);
+        let entries = |t: &str| -> Vec<String> {
+            t.lines().filter(|l| !l.starts_with(';')).map(str::to_string).collect()
+        };
+        assert_eq!(
+            entries(&rest),
+            ["3; 2606 16390 CONSTRAINT app a a_pkey u", "4; 1259 16392 INDEX app a_x u"]
+        );
+        assert_eq!(
+            entries(&fks),
+            [
+                "5; 2606 16395 FK CONSTRAINT app a a_b_fkey u",
+                "6; 2606 16396 FK CONSTRAINT app b b_a_fkey u"
+            ]
+        );
+        assert_eq!(rest.lines().count(), listing.lines().count());
+        assert!(rest.contains(";5; 2606 16395 FK CONSTRAINT"));
+    }
 
     #[test]
     fn session_settings_for_pg_restore() {
