@@ -22,7 +22,8 @@ const OTHER_PROGRAMS_FLAGS: &[(&str, &str)] = &[
     ("--format", "pg_dump's, the command line walrs dump runs (dump.md, format/dump.md)"),
     ("--section", "pg_dump's and pg_restore's, the command lines walrs dump and load run"),
     ("--snapshot", "pg_dump's, the command line walrs dump runs"),
-    ("--globals-only", "pg_dumpall's, named in dump.md's list of what is not done yet"),
+    ("--globals-only", "pg_dumpall's, the command line walrs dump --all runs (dump.md)"),
+    ("--create", "pg_dump's and pg_restore's, run by dump --all and load --all"),
     ("--exit-on-error", "pg_restore's, the command line walrs load runs (load.md)"),
     ("--if-exists", "pg_restore's, the command line walrs load --clean runs (load.md)"),
 ];

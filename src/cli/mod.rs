@@ -364,6 +364,7 @@ impl Command {
         match self {
             Command::Push(a) => Some(&a.compression),
             Command::Basebackup(a) => Some(&a.compression),
+            Command::Dump(a) => Some(&a.dump.compression),
             Command::Binlog(commands::binlog::Args {
                 action: commands::binlog::Action::Tail(a),
             }) => Some(&a.compression),

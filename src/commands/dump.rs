@@ -59,6 +59,11 @@ pub struct DumpArgs {
     /// Timeout of each read from or write to the server.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
     pub io_timeout: Duration,
+    /// Every connectable database of the cluster (not template0) plus the globals (roles,
+    /// tablespaces: pg_dumpall --globals-only) into one dump; --dbname names the maintenance
+    /// database to connect to first.
+    #[arg(long)]
+    pub all: bool,
     /// `--compression`.
     #[command(flatten)]
     pub compression: super::CompressionArg,
@@ -113,6 +118,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 struct Row<'a> {
                     id: &'a str,
                     database: &'a str,
+                    databases: Vec<&'a str>,
                     server_version: &'a str,
                     snapshot_lsn: Option<&'a str>,
                     snapshot_time: &'a str,
@@ -128,12 +134,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                     .map(|m| Row {
                         id: &m.id,
                         database: &m.database,
+                        databases: m.databases.iter().map(|d| d.database.as_str()).collect(),
                         server_version: &m.server_version,
                         snapshot_lsn: m.snapshot_lsn.as_deref(),
                         snapshot_time: &m.snapshot_time,
                         start_time: &m.start_time,
                         stop_time: &m.stop_time,
-                        tables: m.tables.len(),
+                        tables: m.table_count(),
                         rows: m.rows(),
                         bytes: m.bytes,
                         stored_bytes: m.stored_bytes,
@@ -148,10 +155,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                     out,
                     "{}  database {}  PostgreSQL {}  snapshot {}  {} table(s)  {} row(s)  {} MiB (stored {} MiB)",
                     m.id,
-                    m.database,
+                    m.database_label(),
                     m.server_version,
                     m.snapshot_time,
-                    m.tables.len(),
+                    m.table_count(),
                     m.rows(),
                     m.bytes >> 20,
                     m.stored_bytes >> 20
@@ -170,32 +177,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
                 return Outcome::json(&m);
             }
             let mut out = Text::new();
-            textln!(out, "dump {}  database {} ({})", m.id, m.database, m.encoding);
-            textln!(out, "  PostgreSQL {}  schema by {}", m.server_version, m.pg_dump_version);
-            textln!(
-                out,
-                "  snapshot {} at {} (LSN {})",
-                m.snapshot,
-                m.snapshot_time,
-                m.snapshot_lsn.as_deref().unwrap_or("unknown")
-            );
-            textln!(out, "  started {}  ended {}", m.start_time, m.stop_time);
-            for t in &m.tables {
+            if m.is_all() {
                 textln!(
                     out,
-                    "  table {}: {} row(s), {} byte(s) in {} part(s)",
-                    t.display(),
-                    t.rows,
-                    t.bytes,
-                    t.parts.len()
+                    "dump {}  every database ({}) and the globals",
+                    m.id,
+                    m.databases.len()
                 );
+                textln!(out, "  PostgreSQL {}  schema by {}", m.server_version, m.pg_dump_version);
+                textln!(out, "  started {}  ended {}", m.start_time, m.stop_time);
             }
-            textln!(
-                out,
-                "  {} sequence(s), {} large object(s)",
-                m.sequences.len(),
-                m.large_objects.count
-            );
+            for d in if m.is_all() { m.databases.iter().collect() } else { vec![&m] } {
+                show_database(&mut out, d, m.is_all());
+            }
             textln!(
                 out,
                 "  {} MiB, stored {} MiB ({}{})",
@@ -226,6 +220,43 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<Outcome> {
     }
 }
 
+/// One database of `dump show`: indented one level more inside a dump of every database.
+fn show_database(out: &mut Text, m: &dump::DumpManifest, inner: bool) {
+    let ind = if inner { "    " } else { "  " };
+    if inner {
+        textln!(out, "  database {} ({})", m.database, m.encoding);
+    } else {
+        textln!(out, "dump {}  database {} ({})", m.id, m.database, m.encoding);
+        textln!(out, "  PostgreSQL {}  schema by {}", m.server_version, m.pg_dump_version);
+    }
+    textln!(
+        out,
+        "{ind}snapshot {} at {} (LSN {})",
+        m.snapshot,
+        m.snapshot_time,
+        m.snapshot_lsn.as_deref().unwrap_or("unknown")
+    );
+    if !inner {
+        textln!(out, "  started {}  ended {}", m.start_time, m.stop_time);
+    }
+    for t in &m.tables {
+        textln!(
+            out,
+            "{ind}table {}: {} row(s), {} byte(s) in {} part(s)",
+            t.display(),
+            t.rows,
+            t.bytes,
+            t.parts.len()
+        );
+    }
+    textln!(
+        out,
+        "{ind}{} sequence(s), {} large object(s)",
+        m.sequences.len(),
+        m.large_objects.count
+    );
+}
+
 /// The number of cores, the default of `--jobs`.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
@@ -252,11 +283,15 @@ fn run_dump(ctx: &Ctx, repo: &crate::repo::Repository, a: DumpArgs) -> Result<Ou
     opts.split_size = a.split_size;
     opts.pg_dump_bin = a.pg_dump_bin;
     opts.io_timeout = a.io_timeout;
-    let m = take::take(repo, &conn, &opts)?;
+    let m = if a.all {
+        dump::all::take_all(repo, &conn, &opts)?
+    } else {
+        take::take(repo, &conn, &opts)?
+    };
     tracing::info!(
         "dump {}: {} table(s), {} row(s), {} bytes (stored {})",
         m.id,
-        m.tables.len(),
+        m.table_count(),
         m.rows(),
         m.bytes,
         m.stored_bytes

@@ -66,9 +66,16 @@ pub struct Args {
     /// What a failure does.
     #[arg(long, value_enum, default_value = "stop")]
     pub on_error: OnError,
+    /// A dump of every database (dump --all): the globals (roles, tablespaces), then each
+    /// database, created when the target lacks it; --dbname names the maintenance database.
+    #[arg(long, conflicts_with_all = ["table", "schema", "clean"])]
+    pub all: bool,
     /// Do not run ANALYZE at the end.
     #[arg(long)]
     pub no_analyze: bool,
+    /// Plain COPY instead of COPY ... FREEZE into the tables this load creates.
+    #[arg(long)]
+    pub no_freeze: bool,
     /// The pg_restore to run (default: the first on PATH); its major version must be the dump's
     /// pg_dump's or newer.
     #[arg(long, env = "WALRS_PG_RESTORE_BIN", value_name = "PATH")]
@@ -76,6 +83,60 @@ pub struct Args {
     /// Timeout of each read from or write to the server.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::config::parse_duration)]
     pub io_timeout: Duration,
+    /// PostgreSQL's maintenance_work_mem for pg_restore's sessions (post-data's index builds),
+    /// in PostgreSQL's units (kB, MB, GB, TB: powers of 1024). Up to --jobs builds at once.
+    #[arg(long, value_name = "SIZE", default_value = "512MB", value_parser = load::parse_maintenance_work_mem)]
+    pub maintenance_work_mem: String,
+    /// synchronous_commit of the load's sessions (its COPYs and pg_restore's): off by default,
+    /// a crash fails the load anyway.
+    #[arg(long, value_enum, value_name = "on|off", default_value = "off")]
+    pub synchronous_commit: SyncCommit,
+}
+
+/// What `--synchronous-commit` accepts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncCommit {
+    /// The server's setting.
+    On,
+    /// `synchronous_commit = off` in the load's sessions.
+    #[default]
+    Off,
+}
+
+/// `load --all`: the globals, then every database.
+fn run_all(
+    repo: &crate::repo::Repository,
+    m: &dump::DumpManifest,
+    conn: &ConnParams,
+    opts: &load::LoadOptions,
+) -> Result<Outcome> {
+    let r = dump::all::load_all(repo, m, conn, opts)?;
+    let mut out = Text::new();
+    for n in &r.notes {
+        textln!(out, "note: {n}");
+    }
+    textln!(out, "dump {}: globals ({} statement(s)) loaded", m.id, r.globals_run);
+    for (db, d) in &r.databases {
+        textln!(
+            out,
+            "database {db}: {} table(s), {} row(s), {} sequence(s), {} large object(s) loaded",
+            d.tables,
+            d.rows,
+            d.sequences,
+            d.large_objects
+        );
+    }
+    if r.failures.is_empty() {
+        return Ok(Outcome::text(out));
+    }
+    for (what, e) in &r.failures {
+        textln!(out, "failed: {what}: {}", e.message);
+    }
+    let kind = r.failures.first().map_or(Kind::Io, |(_, e)| e.kind);
+    Ok(Outcome::text(out).failing(WalrsError::new(
+        kind,
+        format!("dump {}: {} object(s) failed to load", m.id, r.failures.len()),
+    )))
 }
 
 /// Runs the command.
@@ -98,10 +159,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Outcome> {
         clean: a.clean,
         keep_going: a.on_error == OnError::Continue,
         analyze: !a.no_analyze,
+        freeze: !a.no_freeze,
         pg_restore_bin: a.pg_restore_bin,
         io_timeout: a.io_timeout,
         deadline: Some(ctx.deadline.min(Instant::now() + DEFAULT_TIMEOUT)),
+        create_via: None,
+        maintenance_work_mem: Some(a.maintenance_work_mem),
+        async_commit: a.synchronous_commit == SyncCommit::Off,
     };
+    if a.all || m.is_all() {
+        if !a.all {
+            return Err(WalrsError::new(
+                Kind::InvalidInput,
+                format!("dump {} holds every database of a cluster: load it with --all", m.id),
+            ));
+        }
+        return run_all(&repo, &m, &conn, &opts);
+    }
     let r = load::load(&repo, &m, &conn, &opts)?;
     let mut out = Text::new();
     textln!(

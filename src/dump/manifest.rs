@@ -10,8 +10,11 @@ use crate::repo::layout;
 use crate::repo::object::{Fixed, Grouped, JsonObject, RepoObject};
 use crate::storage::ObjectKey;
 
-/// The manifest format this walrs writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest manifest format this walrs reads, and the one it writes for a dump of every
+/// database (`dump --all`: `databases[]` and `globals`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format of a dump of one database (what every walrs since the first dump reads).
+pub const FORMAT_VERSION_ONE_DATABASE: u32 = 1;
 
 /// Whether `id` is a well-formed dump id (`YYYYMMDDTHHMMSSZ-xxxx`; any id of letters, digits and
 /// `-` is read, it becomes a key).
@@ -80,6 +83,13 @@ pub struct TableEntry {
     pub relation_size: u64,
     /// The parts (one unless the table was larger than `--split-size`).
     pub parts: Vec<TablePart>,
+    /// An extension's configuration table (`pg_extension_config_dump`): the extension. Its
+    /// table is created by `CREATE EXTENSION` in pre-data, with the extension script's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// The condition the dump's rows were selected with (`WHERE ...`, or `""`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_condition: Option<String>,
 }
 
 impl TableEntry {
@@ -159,8 +169,10 @@ pub struct DumpManifest {
     pub start_time: String,
     /// See `start_time`.
     pub stop_time: String,
-    /// The schema archives.
-    pub schema: SchemaObjects,
+    /// The schema archives (`null` in the manifest of a dump of every database: each database
+    /// in `databases` has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaObjects>,
     /// The tables, largest first.
     pub tables: Vec<TableEntry>,
     /// The sequences.
@@ -177,20 +189,56 @@ pub struct DumpManifest {
     pub encrypted: bool,
     /// The walrs version that wrote it.
     pub walrs_version: String,
+    /// `dump --all`: `pg_dumpall --globals-only` (roles, role settings and memberships,
+    /// tablespaces), plain SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<StoredObject>,
+    /// `dump --all`: every database, each a dump of its own (its own snapshot) whose objects are
+    /// named `db/<n>/...`, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DumpManifest>,
 }
 
 impl DumpManifest {
-    /// Every object the dump holds, schema archives first.
-    pub fn objects(&self) -> impl Iterator<Item = &StoredObject> {
-        [&self.schema.pre_data, &self.schema.post_data]
-            .into_iter()
-            .chain(self.tables.iter().flat_map(|t| t.parts.iter().flat_map(|p| p.chunks.iter())))
-            .chain(self.large_objects.chunks.iter())
+    /// Every object the dump holds: the globals, then per database the schema archives, the
+    /// chunks of the tables and of the large objects.
+    pub fn objects(&self) -> Vec<&StoredObject> {
+        let mut out: Vec<&StoredObject> = self.globals.iter().collect();
+        if let Some(s) = &self.schema {
+            out.extend([&s.pre_data, &s.post_data]);
+        }
+        out.extend(self.tables.iter().flat_map(|t| t.parts.iter().flat_map(|p| p.chunks.iter())));
+        out.extend(self.large_objects.chunks.iter());
+        for d in &self.databases {
+            out.extend(d.objects());
+        }
+        out
     }
 
-    /// Rows of every table.
+    /// Rows of every table (of every database).
     pub fn rows(&self) -> u64 {
-        self.tables.iter().map(|t| t.rows).sum()
+        self.tables.iter().map(|t| t.rows).sum::<u64>()
+            + self.databases.iter().map(DumpManifest::rows).sum::<u64>()
+    }
+
+    /// Tables (of every database).
+    pub fn table_count(&self) -> usize {
+        self.tables.len() + self.databases.iter().map(|d| d.tables.len()).sum::<usize>()
+    }
+
+    /// Whether this is a dump of every database (`dump --all`).
+    pub fn is_all(&self) -> bool {
+        self.globals.is_some() || !self.databases.is_empty()
+    }
+
+    /// The database(s) it holds, for lists: `app`, or `all: app, postgres, template1`.
+    pub fn database_label(&self) -> String {
+        if self.is_all() {
+            let names: Vec<&str> = self.databases.iter().map(|d| d.database.as_str()).collect();
+            format!("all: {}", names.join(", "))
+        } else {
+            self.database.clone()
+        }
     }
 }
 
@@ -220,7 +268,7 @@ impl JsonObject for DumpManifest {
         if !valid_id(&self.id) {
             return Err(format!("invalid dump id {:?}", self.id));
         }
-        match self.objects().find(|o| !valid_object_name(&o.name)) {
+        match self.objects().into_iter().find(|o| !valid_object_name(&o.name)) {
             Some(o) => Err(format!("invalid object name {:?}", o.name)),
             None => Ok(()),
         }

@@ -10,14 +10,16 @@
 //! pieces both use: the external tools, the session settings, the chunked streams and the
 //! catalogue of dumps.
 
+pub mod all;
 pub mod load;
 pub mod manifest;
 pub mod take;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
 
 use crate::codec::Compression;
 use crate::error::{Kind, Result, WalrsError};
@@ -78,6 +80,89 @@ pub fn parse_major(version: &str) -> Option<u32> {
     let after = version.split(')').nth(1).unwrap_or(version);
     let digits = after.trim_start().split(|c: char| !c.is_ascii_digit()).next()?;
     digits.parse().ok()
+}
+
+/// How long before the command's deadline a child process (pg_dump, pg_restore, pg_dumpall) is
+/// killed: early enough that the error naming it, not the deadline watchdog, ends walrs.
+pub const CHILD_KILL_SLACK: Duration = Duration::from_secs(1);
+
+/// A child process watched against the command's deadline: a thread owns it, reaps it when it
+/// ends, and kills it [`CHILD_KILL_SLACK`] before `deadline` if it is still running then.
+pub struct Watched {
+    what: String,
+    waiter: std::thread::JoinHandle<std::io::Result<(ExitStatus, bool)>>,
+}
+
+impl Watched {
+    /// Watches `child` (its pipes already taken by the caller); `what` names it in errors
+    /// (`pg_dump --section=pre-data`).
+    pub fn new(mut child: Child, what: &str, deadline: Instant) -> Self {
+        let kill_at = deadline.checked_sub(CHILD_KILL_SLACK).unwrap_or(deadline);
+        let waiter = std::thread::spawn(move || -> std::io::Result<(ExitStatus, bool)> {
+            let mut nap = Duration::from_millis(2);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return Ok((status, false));
+                }
+                let now = Instant::now();
+                if now >= kill_at {
+                    let _ = child.kill();
+                    return child.wait().map(|s| (s, true));
+                }
+                std::thread::sleep(nap.min(kill_at - now));
+                nap = (nap * 2).min(Duration::from_millis(50));
+            }
+        });
+        Watched { what: what.to_owned(), waiter }
+    }
+
+    /// Waits for the child: its exit status, or a `Timeout` error naming it when it was killed
+    /// at the deadline.
+    pub fn wait(self) -> Result<ExitStatus> {
+        let what = self.what;
+        match self.waiter.join() {
+            Ok(Ok((_, true))) => Err(WalrsError::new(
+                Kind::Timeout,
+                format!("{what} did not finish before the command's deadline: killed"),
+            )
+            .hint("raise the deadline (--timeout, WALRS_TIMEOUT or the command's *_timeout key), or find what the child waits for (a lock, the network)")),
+            Ok(Ok((status, false))) => Ok(status),
+            Ok(Err(e)) => Err(WalrsError::new(Kind::Io, format!("waiting for {what}: {e}"))),
+            Err(_) => Err(WalrsError::new(Kind::Internal, format!("the watcher of {what} panicked"))),
+        }
+    }
+}
+
+/// Runs `cmd` to its end with the deadline of [`Watched`], standard output discarded or as `cmd`
+/// sets it, and returns its exit status and the first 64 KiB of its standard error.
+pub fn run_watched(
+    cmd: &mut Command,
+    what: &str,
+    deadline: Instant,
+) -> Result<(ExitStatus, String)> {
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        WalrsError::new(
+            Kind::Config,
+            format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()),
+        )
+    })?;
+    let stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || read_log(stderr));
+    let status = Watched::new(child, what, deadline).wait()?;
+    let log = err_reader.join().unwrap_or_default();
+    Ok((status, log))
+}
+
+/// The first 64 KiB of a child's standard error (the rest is read and dropped, so the child
+/// never blocks on a full pipe).
+pub fn read_log(stderr: Option<std::process::ChildStderr>) -> String {
+    let mut s = Vec::new();
+    if let Some(mut e) = stderr {
+        let _ = (&mut e).take(64 * 1024).read_to_end(&mut s);
+        let _ = std::io::copy(&mut e, &mut std::io::sink());
+    }
+    String::from_utf8_lossy(&s).into_owned()
 }
 
 /// Settings of every dump and load session: the format of `COPY` text that reads back the same

@@ -12,7 +12,6 @@
 //! the sequences and streams the large objects; the manifest is written last, the commit point.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -51,6 +50,11 @@ pub struct DumpOptions {
     pub deadline: Instant,
     /// Plaintext bytes of a chunk object.
     pub chunk_bytes: u64,
+    /// `pg_dump --create` for the pre-data archive (the database's own definition and
+    /// properties: `dump --all`).
+    pub create: bool,
+    /// Prefix of the object names (`db/<n>/` inside a dump of every database).
+    pub prefix: String,
 }
 
 impl DumpOptions {
@@ -65,6 +69,8 @@ impl DumpOptions {
             io_timeout: Duration::from_secs(120),
             deadline,
             chunk_bytes: CHUNK_BYTES,
+            create: false,
+            prefix: String::new(),
         }
     }
 }
@@ -77,6 +83,8 @@ struct Listed {
     name: String,
     columns: Vec<String>,
     size: u64,
+    /// An extension's configuration table: the extension and its `WHERE` condition.
+    extension: Option<(String, String)>,
 }
 
 /// One unit of work of a worker: a table, or one page range of it.
@@ -114,16 +122,21 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
 }
 
 /// The user tables of the database (not the catalogs, not temporary tables, not tables that
-/// belong to an extension), with their copied columns. No function that opens the relation
-/// (`pg_relation_size` waits for a lock): the sizes are read once the tables are locked.
+/// belong to an extension unless they are its configuration tables, `pg_extension_config_dump`,
+/// whose rows pg_dump dumps too: with the extension's name and filter condition), with their
+/// copied columns. No function that opens the relation (`pg_relation_size` waits for a lock):
+/// the sizes are read once the tables are locked.
 const TABLES_SQL: &str = "SELECT c.oid, n.nspname, c.relname, \
   (SELECT coalesce(array_to_json(array_agg(a.attname ORDER BY a.attnum)), '[]') FROM pg_attribute a \
-    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') \
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') , \
+  x.extname, coalesce(x.cond, '') \
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+  LEFT JOIN LATERAL (SELECT e.extname, (e.extcondition)[array_position(e.extconfig, c.oid)] AS cond \
+    FROM pg_extension e WHERE c.oid = ANY (e.extconfig) LIMIT 1) x ON true \
   WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
     AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-      AND d.objid = c.oid AND d.deptype = 'e') \
+    AND (x.extname IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_depend d \
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')) \
   ORDER BY n.nspname, c.relname";
 
 /// The sequences (not an extension's), with the table owning each.
@@ -134,12 +147,13 @@ const SEQUENCES_SQL: &str = "SELECT n.nspname, c.relname, \
      AND d.deptype IN ('a', 'i') LIMIT 1) \
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
   WHERE c.relkind = 'S' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+    AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
       AND d.objid = c.oid AND d.deptype = 'e') \
+      OR EXISTS (SELECT 1 FROM pg_extension e WHERE c.oid = ANY (e.extconfig))) \
   ORDER BY 1, 2";
 
 /// A new dump id: the start time and four random hex digits.
-fn new_id(now: SystemTime) -> String {
+pub(super) fn new_id(now: SystemTime) -> String {
     let t = crate::timefmt::rfc3339_utc(now).replace(['-', ':'], "");
     let mut b = [0u8; 2];
     let r = match getrandom::fill(&mut b) {
@@ -202,6 +216,7 @@ fn pg_dump_section(
 ) -> Result<StoredObject> {
     let mut cmd = Command::new(&tool.path);
     cmd.args(["--format=custom", "--no-sync"])
+        .args((opts.create && section == "pre-data").then_some("--create"))
         .arg(format!("--section={section}"))
         .arg(format!("--snapshot={snapshot}"))
         .env("PGDATABASE", database)
@@ -216,24 +231,17 @@ fn pg_dump_section(
     let mut child = cmd.spawn().map_err(|e| {
         WalrsError::new(Kind::Config, format!("cannot run {}: {e}", tool.path.display()))
     })?;
-    let mut stderr = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.take(64 * 1024).read_to_string(&mut s);
-        }
-        s
-    });
-    let stdout = child
-        .stdout
-        .take()
+    let stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || super::read_log(stderr));
+    let stdout = child.stdout.take();
+    // Killed at the deadline: its standard output then ends and the store below returns.
+    let watched = super::Watched::new(child, &what, opts.deadline);
+    let stdout = stdout
         .ok_or_else(|| WalrsError::new(Kind::Internal, format!("{what}: no standard output")))?;
-    let oid = DumpObjectId { dump: id.to_owned(), name: format!("schema/{section}") };
+    let oid =
+        DumpObjectId { dump: id.to_owned(), name: format!("{}schema/{section}", opts.prefix) };
     let stored = put_object(repo, &oid, stdout, opts.compression);
-    if stored.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| WalrsError::new(Kind::Io, format!("{what}: {e}")))?;
+    let status = watched.wait()?;
     let log = err_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(WalrsError::new(Kind::Io, format!("{what} failed ({status}): {}", log.trim())));
@@ -292,26 +300,62 @@ fn lock(c: &mut Conn, t: &Listed, who: &str) -> Result<()> {
     })
 }
 
+/// Refuses `tool` when it is older than the server's major version.
+pub(super) fn check_tool_version(tool: &Tool, server_major: u32, flag: &str) -> Result<()> {
+    if tool.major >= server_major {
+        return Ok(());
+    }
+    let name = tool.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Err(WalrsError::new(
+        Kind::Unsupported,
+        format!(
+            "{} is {}, older than the server (PostgreSQL {server_major}): {name} must be of the server's major version or newer",
+            tool.path.display(),
+            tool.version
+        ),
+    )
+    .hint(format!("give a {name} {server_major} or newer with {flag} PATH")))
+}
+
 /// Dumps the database `conn` names into `repo`. Returns the manifest, written last.
 pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<DumpManifest> {
     let start = SystemTime::now();
     let id = new_id(start);
     let tool = find_tool("pg_dump", opts.pg_dump_bin.as_deref(), "--pg-dump-bin")?;
+    let m = take_database(repo, conn, opts, &tool, &id, start)?;
+    save_manifest(repo, m)
+}
+
+/// Writes the manifest `m`, the commit point.
+pub(super) fn save_manifest(repo: &Repository, mut m: DumpManifest) -> Result<DumpManifest> {
+    m.bytes = m.objects().iter().map(|o| o.plain_len).sum();
+    m.stored_bytes = m.objects().iter().map(|o| o.stored_len).sum();
+    m.stop_time = crate::timefmt::rfc3339_utc(SystemTime::now());
+    match repo.save_new::<DumpManifest>(&m.id, &m, crate::repo::object::Fixed)? {
+        PutNew::Created(_) => Ok(m),
+        PutNew::Exists => Err(WalrsError::new(
+            Kind::Mismatch,
+            format!("the manifest of dump {} exists already", m.id),
+        )),
+    }
+}
+
+/// Dumps one database into the objects of dump `id` (named with `opts.prefix`); returns its
+/// manifest, not stored.
+pub(super) fn take_database(
+    repo: &Repository,
+    conn: &ConnParams,
+    opts: &DumpOptions,
+    tool: &Tool,
+    id: &str,
+    start: SystemTime,
+) -> Result<DumpManifest> {
+    let id = id.to_owned();
     let mut leader = connect(conn, opts)?;
     let server_major = leader
         .server_major()
         .ok_or_else(|| WalrsError::new(Kind::Io, "the server did not report its version"))?;
-    if tool.major < server_major {
-        return Err(WalrsError::new(
-            Kind::Unsupported,
-            format!(
-                "{} is {}, older than the server (PostgreSQL {server_major}): pg_dump must be of the server's major version or newer",
-                tool.path.display(),
-                tool.version
-            ),
-        )
-        .hint(format!("give a pg_dump {server_major} or newer with --pg-dump-bin PATH")));
-    }
+    check_tool_version(tool, server_major, "--pg-dump-bin")?;
     let cfg = repo_config(repo, &mut leader, opts)?;
     let info = open_snapshot(&mut leader)?;
     leader.simple_query(&session_settings(&info.encoding))?;
@@ -335,6 +379,10 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
             name: col(&row, 2, w)?,
             columns,
             size: 0,
+            extension: row.get(4).cloned().flatten().map(|e| {
+                let cond = row.get(5).cloned().flatten().unwrap_or_default();
+                (e, cond)
+            }),
         });
     }
     for t in &tables {
@@ -365,7 +413,11 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
     let slice_pages = (opts.split_size / info.block_size.max(1)).max(1);
     for (i, t) in tables.iter().enumerate() {
         let mut parts = 0;
-        if server_major >= 14 && t.size > opts.split_size && !t.columns.is_empty() {
+        if server_major >= 14
+            && t.size > opts.split_size
+            && !t.columns.is_empty()
+            && t.extension.is_none()
+        {
             let pages = t.size / info.block_size.max(1);
             let mut first = 0;
             while first < pages {
@@ -388,19 +440,12 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
     let jobs_n = opts.jobs.max(1);
     let (schema, data, seqs, blobs) = std::thread::scope(|s| {
         let schema = s.spawn(|| -> Result<SchemaObjects> {
-            let pre = pg_dump_section(
-                repo,
-                &id,
-                &tool,
-                "pre-data",
-                &info.snapshot,
-                &info.database,
-                opts,
-            )?;
+            let pre =
+                pg_dump_section(repo, &id, tool, "pre-data", &info.snapshot, &info.database, opts)?;
             let post = pg_dump_section(
                 repo,
                 &id,
-                &tool,
+                tool,
                 "post-data",
                 &info.snapshot,
                 &info.database,
@@ -458,6 +503,8 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
             bytes: 0,
             relation_size: t.size,
             parts: Vec::new(),
+            extension: t.extension.as_ref().map(|(e, _)| e.clone()),
+            extension_condition: t.extension.as_ref().map(|(_, c)| c.clone()),
         })
         .collect();
     let mut done = results.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -481,8 +528,8 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
             format!("table {} has {} parts of {}", e.0.display(), e.0.parts.len(), e.1),
         ));
     }
-    let mut m = DumpManifest {
-        format_version: super::manifest::FORMAT_VERSION,
+    Ok(DumpManifest {
+        format_version: super::manifest::FORMAT_VERSION_ONE_DATABASE,
         id: id.clone(),
         database: info.database.clone(),
         encoding: info.encoding.clone(),
@@ -494,8 +541,8 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
         snapshot_lsn: info.lsn.clone(),
         snapshot_time: info.time.clone(),
         start_time: crate::timefmt::rfc3339_utc(start),
-        stop_time: String::new(),
-        schema,
+        stop_time: crate::timefmt::rfc3339_utc(SystemTime::now()),
+        schema: Some(schema),
         tables: entries,
         sequences,
         large_objects,
@@ -504,17 +551,9 @@ pub fn take(repo: &Repository, conn: &ConnParams, opts: &DumpOptions) -> Result<
         compression: opts.compression.to_string(),
         encrypted: cfg.encryption.is_some(),
         walrs_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    m.bytes = m.objects().map(|o| o.plain_len).sum();
-    m.stored_bytes = m.objects().map(|o| o.stored_len).sum();
-    m.stop_time = crate::timefmt::rfc3339_utc(SystemTime::now());
-    match repo.save_new::<DumpManifest>(&id, &m, crate::repo::object::Fixed)? {
-        PutNew::Created(_) => Ok(m),
-        PutNew::Exists => Err(WalrsError::new(
-            Kind::Mismatch,
-            format!("the manifest of dump {id} exists already"),
-        )),
-    }
+        globals: None,
+        databases: Vec::new(),
+    })
 }
 
 /// One worker: imports the snapshot, then copies jobs until none is left or the dump stops.
@@ -569,7 +608,16 @@ fn worker(
         };
         // A table without columns has rows all the same: COPY of no columns says how many.
         let sql = if t.columns.is_empty() { format!("COPY {rel} TO STDOUT") } else { sql };
-        let prefix = format!("data/{}/{}", t.oid, job.part);
+        // An extension's configuration table: the rows its condition selects (pg_dump's rule;
+        // the others are the extension script's, created again by CREATE EXTENSION).
+        let sql = match &t.extension {
+            Some((_, cond)) if !cond.trim().is_empty() => {
+                let cols = if t.columns.is_empty() { "*".to_owned() } else { cols.clone() };
+                format!("COPY (SELECT {cols} FROM ONLY {rel} {cond}) TO STDOUT")
+            }
+            _ => sql,
+        };
+        let prefix = format!("{}data/{}/{}", opts.prefix, t.oid, job.part);
         let (mut tx, rx) = chunk_channel();
         let (copied, written) = std::thread::scope(|s| {
             let prefix = &prefix;
@@ -647,9 +695,11 @@ fn large_objects(
         return Ok(out);
     }
     let (mut tx, rx) = chunk_channel();
+    let blobs = format!("{}blobs", opts.prefix);
     let (read, written) = std::thread::scope(|s| {
-        let writer = s
-            .spawn(move || write_chunks(repo, id, "blobs", rx, opts.chunk_bytes, opts.compression));
+        let blobs = &blobs;
+        let writer =
+            s.spawn(move || write_chunks(repo, id, blobs, rx, opts.chunk_bytes, opts.compression));
         let mut read = || -> Result<u64> {
             let mut total = 0u64;
             for oid in &oids {
