@@ -24,6 +24,7 @@ const OTHER_PROGRAMS_FLAGS: &[(&str, &str)] = &[
     ("--snapshot", "pg_dump's, the command line walrs dump runs"),
     ("--globals-only", "pg_dumpall's, the command line walrs dump --all runs (dump.md)"),
     ("--create", "pg_dump's and pg_restore's, run by dump --all and load --all"),
+    ("--list", "pg_restore's, which load runs to split post-data from its foreign keys"),
     ("--exit-on-error", "pg_restore's, the command line walrs load runs (load.md)"),
     ("--if-exists", "pg_restore's, the command line walrs load --clean runs (load.md)"),
 ];
