@@ -277,10 +277,22 @@ fn pg15_interrupted_backup_is_never_offered() {
         ])
         .start();
     // Stop the server once this backup has stored something (under load that can take a while;
-    // a fixed delay made the test depend on the machine's speed).
+    // a fixed delay made the test depend on the machine's speed). walrs is paused meanwhile
+    // (SIGSTOP, SIGCONT after the stop): on a quiet machine the rest of the ~150 MB stream and
+    // the end WAL could otherwise arrive before pg_ctl had stopped the server, and the backup,
+    // complete, rightly exited 0 (seen once in a full run).
     wait_for_backup_objects(&e, 2);
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
     let mut a = a;
     a.stop_immediate();
+    signal("-CONT");
     let out = child.wait_with_output().unwrap();
     assert_ne!(out.status.code(), Some(0), "a backup cut short by the server must fail");
     let list = e.run(&["backup", "list", "--json", "--all"]);
