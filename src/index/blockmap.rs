@@ -385,7 +385,7 @@ pub fn resolve_unresolved(
     };
     let mut scanner: Option<crate::pg::WalScanner> = None;
     let mut version = None;
-    super::verify::decode_stored(repo, &map.name, |frame, hdr| {
+    super::stored::decode_stored(repo, &map.name, |frame, hdr| {
         if let Some(h) = hdr {
             let geo = crate::pg::WalGeometry {
                 seg_size: h.seg_size,
@@ -414,7 +414,7 @@ pub fn resolve_unresolved(
     let mut found: Option<Result<()>> = None;
     let mut scanner: Option<crate::pg::WalScanner> = None;
     let mut carry = Some(carry);
-    super::verify::decode_stored(repo, next, |frame, hdr| {
+    super::stored::decode_stored(repo, next, |frame, hdr| {
         if let Some(h) = hdr {
             let geo = crate::pg::WalGeometry {
                 seg_size: h.seg_size,

@@ -7,6 +7,7 @@
 //! and every summary and roll-up can be rebuilt from the stored segments (`wal index --rebuild`).
 
 pub mod blockmap;
+mod stored;
 pub mod summary;
 pub mod verify;
 

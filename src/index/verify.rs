@@ -395,37 +395,6 @@ pub struct VerifyReport {
     pub temporaries: Vec<TemporaryFile>,
 }
 
-/// Decodes a stored segment frame by frame (verifying the envelope); `f` gets each frame, the
-/// first with its decoded long page header. Returns the object's content digest. From a network
-/// backend, a segment that fails verification is decoded once more (`repo::reread`): `f` sees
-/// the frames again from the first, and must start over when it gets a header.
-pub(crate) fn decode_stored(
-    repo: &Repository,
-    name: &WalFileName,
-    mut f: impl FnMut(&[u8], Option<&LongPageHeader>) -> Result<()>,
-) -> Result<String> {
-    crate::repo::reread::read_verified(repo, name.as_str(), || {
-        let mut dec = repo.open::<WalFile>(name)?;
-        let mut frame = Vec::new();
-        let mut first = true;
-        while dec.next_frame(&mut frame)? {
-            if first {
-                let h = LongPageHeader::decode(&frame).map_err(|e| {
-                    WalrsError::new(Kind::Corrupt, format!("not a WAL segment: {e}"))
-                })?;
-                f(&frame, Some(&h))?;
-                first = false;
-            } else {
-                f(&frame, None)?;
-            }
-        }
-        if first {
-            return Err(WalrsError::new(Kind::Corrupt, "empty object"));
-        }
-        Ok(dec.summary().map(|s| s.digest_hex()).unwrap_or_default())
-    })
-}
-
 fn geometry(h: &LongPageHeader) -> crate::pg::WalGeometry {
     crate::pg::WalGeometry { seg_size: h.seg_size, blcksz: h.xlog_blcksz, version: h.version }
 }
@@ -567,7 +536,7 @@ pub fn verify(repo: &Repository, cfg: &RepoConfig, opts: &VerifyOptions) -> Resu
             let mut scanner: Option<WalScanner> = None;
             let mut interp_err: Option<String> = None;
             let mut sc_version = crate::pg::PgMajorVersion::V15;
-            let result = decode_stored(repo, name, |frame, hdr| {
+            let result = super::stored::decode_stored(repo, name, |frame, hdr| {
                 if let Some(h) = hdr {
                     if h.system_id != cfg.system_identifier {
                         return Err(WalrsError::new(
@@ -764,7 +733,7 @@ pub fn rebuild(repo: &Repository, cfg: &RepoConfig) -> Result<u64> {
         inv.segments.values().flat_map(|m| m.values()).chain(inv.partials.iter()).collect();
     for name in names {
         let mut ix: Option<SegmentIndexer> = None;
-        let r = decode_stored(repo, name, |frame, hdr| {
+        let r = super::stored::decode_stored(repo, name, |frame, hdr| {
             if let Some(h) = hdr {
                 ix = Some(SegmentIndexer::new(name, h));
             }
