@@ -126,17 +126,7 @@ fn run_all(
             d.large_objects
         );
     }
-    if r.failures.is_empty() {
-        return Ok(Outcome::text(out));
-    }
-    for (what, e) in &r.failures {
-        textln!(out, "failed: {what}: {}", e.message);
-    }
-    let kind = r.failures.first().map_or(Kind::Io, |(_, e)| e.kind);
-    Ok(Outcome::text(out).failing(WalrsError::new(
-        kind,
-        format!("dump {}: {} object(s) failed to load", m.id, r.failures.len()),
-    )))
+    Ok(outcome(out, &m.id, &r.failures))
 }
 
 /// Runs the command.
@@ -187,15 +177,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Outcome> {
         r.sequences,
         r.large_objects
     );
-    if r.failures.is_empty() {
-        return Ok(Outcome::text(out));
+    Ok(outcome(out, &m.id, &r.failures))
+}
+
+/// The load's text, with its failures (`--on-error continue`) listed and the first one's kind
+/// as the exit code; done when there are none.
+fn outcome(mut out: Text, id: &str, failures: &[(String, WalrsError)]) -> Outcome {
+    if failures.is_empty() {
+        return Outcome::text(out);
     }
-    for (what, e) in &r.failures {
+    for (what, e) in failures {
         textln!(out, "failed: {what}: {}", e.message);
     }
-    let kind = r.failures.first().map_or(Kind::Io, |(_, e)| e.kind);
-    Ok(Outcome::text(out).failing(WalrsError::new(
+    let kind = failures.first().map_or(Kind::Io, |(_, e)| e.kind);
+    Outcome::text(out).failing(WalrsError::new(
         kind,
-        format!("dump {}: {} object(s) failed to load", m.id, r.failures.len()),
-    )))
+        format!("dump {id}: {} object(s) failed to load", failures.len()),
+    ))
 }

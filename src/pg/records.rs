@@ -325,16 +325,9 @@ fn walk(
     Ok(main_len)
 }
 
-/// Parses a commit or abort record's main data and returns (time, twophase xid if any).
-/// Port of `ParseCommitRecord` / `ParseAbortRecord`.
-#[doc(alias = "ParseCommitRecord")]
-fn parse_xact(
-    data: &[u8],
-    info: u8,
-    commit: bool,
-    version: PgMajorVersion,
-) -> Option<(PgTimestamp, Option<u32>)> {
-    let time = PgTimestamp(i64_at(data, 0)?);
+/// The start of a commit or abort record's main data after its time: the `xinfo` flags and the
+/// offset past the database info and the subtransactions, where the relfilelocators begin.
+fn xact_head(data: &[u8], info: u8) -> Option<(u32, usize)> {
     let mut p = 8usize;
     let mut xinfo = 0u32;
     if info & XLOG_XACT_HAS_INFO != 0 {
@@ -348,6 +341,20 @@ fn parse_xact(
         let n = u32_at(data, p)? as usize;
         p += 4 + n.checked_mul(4)?;
     }
+    Some((xinfo, p))
+}
+
+/// Parses a commit or abort record's main data and returns (time, twophase xid if any).
+/// Port of `ParseCommitRecord` / `ParseAbortRecord`.
+#[doc(alias = "ParseCommitRecord")]
+fn parse_xact(
+    data: &[u8],
+    info: u8,
+    commit: bool,
+    version: PgMajorVersion,
+) -> Option<(PgTimestamp, Option<u32>)> {
+    let time = PgTimestamp(i64_at(data, 0)?);
+    let (xinfo, mut p) = xact_head(data, info)?;
     if xinfo & XACT_XINFO_HAS_RELFILELOCATORS != 0 {
         let n = u32_at(data, p)? as usize;
         p += 4 + n.checked_mul(12)?;
@@ -369,19 +376,7 @@ fn parse_xact(
 /// `xl_xact_relfilenodes` before 16): the relations whose files are unlinked when the record is
 /// replayed. Walks the main data as [`parse_xact`] does.
 fn xact_dropped_rels(data: &[u8], info: u8) -> Option<Vec<RelFileLocator>> {
-    let mut p = 8usize;
-    let mut xinfo = 0u32;
-    if info & XLOG_XACT_HAS_INFO != 0 {
-        xinfo = u32_at(data, p)?;
-        p += 4;
-    }
-    if xinfo & XACT_XINFO_HAS_DBINFO != 0 {
-        p += 8;
-    }
-    if xinfo & XACT_XINFO_HAS_SUBXACTS != 0 {
-        let n = u32_at(data, p)? as usize;
-        p += 4 + n.checked_mul(4)?;
-    }
+    let (xinfo, mut p) = xact_head(data, info)?;
     if xinfo & XACT_XINFO_HAS_RELFILELOCATORS == 0 {
         return Some(Vec::new());
     }
